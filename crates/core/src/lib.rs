@@ -1,0 +1,31 @@
+//! The sans-IO core of porthawk.
+//!
+//! This crate owns everything that can be decided without touching the operating system:
+//! the target model ([`TargetSpace`], [`HostSet`], [`PortSet`]), the seeded permutation of
+//! the target space and its split into shards ([`Permutation`], [`ShardSlice`]), the probe
+//! state machine that the engine's backends drive ([`Probe`]), the result records and the
+//! postcard batch frames ([`ResultBatch`], [`encode_frame`], [`decode_frame`]).
+//!
+//! Architecture invariant: nothing here opens a socket, reads the clock, spawns a thread,
+//! or panics on bytes that came from a peer.
+
+mod errno;
+mod permute;
+mod ports;
+mod probe;
+mod record;
+mod space;
+mod target;
+
+pub use errno::{errno_name, Errno};
+pub use permute::Permutation;
+pub use ports::{PortSet, PortsError, DEFAULT_PORTS};
+pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
+pub use record::{
+    decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,
+    FRAME_HEADER_LEN, FRAME_MAGIC, FRAME_VERSION, MAX_FRAME_LEN,
+};
+pub use space::{ShardSlice, SpaceError, TargetSpace, MAX_PROBES};
+pub use target::{
+    parse_target, parse_target_list, AddrRange, HostSet, HostSetBuilder, TargetError, TargetToken,
+};

@@ -1,0 +1,302 @@
+//! Result records, the batches the shards send, and the frame format those batches travel in.
+//!
+//! A frame is `FRAME_MAGIC` (4 bytes), `FRAME_VERSION` (1 byte), the payload length (u32,
+//! little endian) and the postcard-encoded [`ResultBatch`]. The same bytes go through the
+//! in-process channel and, in fleet mode, over the network, so decoding is bounded: a
+//! malformed or oversized frame is an error, never a panic or a large allocation.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Errno;
+
+/// The identifier of a job: one sweep, or one round of a monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The state of a port, named as nmap names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortState {
+    /// The handshake completed.
+    Open,
+    /// The target refused (RST, `ECONNREFUSED`).
+    Closed,
+    /// No answer before the timeout, after every try.
+    Filtered,
+    /// An ICMP host or network unreachable came back.
+    Unreachable,
+    /// Anything else; the record carries the errno.
+    Error,
+}
+
+impl PortState {
+    /// Every state, in report order.
+    pub const ALL: [PortState; 5] = [
+        PortState::Open,
+        PortState::Closed,
+        PortState::Filtered,
+        PortState::Unreachable,
+        PortState::Error,
+    ];
+
+    /// The lower-case name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Open => "open",
+            PortState::Closed => "closed",
+            PortState::Filtered => "filtered",
+            PortState::Unreachable => "unreachable",
+            PortState::Error => "error",
+        }
+    }
+
+    /// The position of the state in [`PortState::ALL`], for per-state counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for PortState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PortState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PortState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown state '{s}': expected open, closed, filtered, unreachable or error")
+            })
+    }
+}
+
+/// The result of probing one (address, port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// The probed address.
+    pub ip: IpAddr,
+    /// The probed port.
+    pub port: u16,
+    /// The verdict.
+    pub state: PortState,
+    /// Time from the start of the last connect attempt to its completion, in microseconds.
+    pub rtt_us: u32,
+    /// Connect attempts made.
+    pub tries: u8,
+    /// The errno behind an `unreachable` or `error` verdict.
+    pub errno: Option<Errno>,
+}
+
+/// A batch of records from one shard for one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultBatch {
+    /// The job the records belong to.
+    pub job: JobId,
+    /// The shard that probed them.
+    pub shard: u16,
+    /// The records, in completion order.
+    pub records: Vec<ProbeRecord>,
+    /// Set on the shard's last batch for the job.
+    pub shard_done: bool,
+    /// Set on the one batch that ends the job: every shard has sent its last batch before it.
+    pub job_done: bool,
+    /// Set when the job ended because it was cancelled rather than finished.
+    pub cancelled: bool,
+}
+
+/// The four bytes every frame starts with.
+pub const FRAME_MAGIC: [u8; 4] = *b"PHRB";
+/// The frame format version this build writes and reads.
+pub const FRAME_VERSION: u8 = 1;
+/// Magic, version and length.
+pub const FRAME_HEADER_LEN: usize = 9;
+/// The largest payload a frame may announce (16 MiB).
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than the header or the announced payload.
+    #[error("truncated frame: need {need} bytes, have {have}")]
+    Truncated {
+        /// Bytes the frame needs.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The frame does not start with [`FRAME_MAGIC`].
+    #[error("not a porthawk result frame (bad magic)")]
+    BadMagic,
+    /// A version this build does not read.
+    #[error("unsupported frame version {0} (this build reads version {FRAME_VERSION})")]
+    Version(u8),
+    /// The announced payload is larger than [`MAX_FRAME_LEN`].
+    #[error("frame payload of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    TooLarge(usize),
+    /// The payload is not a valid batch.
+    #[error("malformed batch payload: {0}")]
+    Payload(String),
+}
+
+/// Appends the frame of `batch` to `out`.
+pub fn encode_frame(batch: &ResultBatch, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.push(FRAME_VERSION);
+    out.extend_from_slice(&[0; 4]);
+    // Serialising plain data into a Vec cannot fail: postcard only errors on unsupported types
+    // (which ResultBatch has none of) or a full fixed buffer (a Vec grows).
+    let extended = postcard::to_extend(batch, std::mem::take(out));
+    *out = match extended {
+        Ok(v) => v,
+        Err(_) => unreachable!("postcard serialisation into a Vec is infallible for ResultBatch"),
+    };
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    out[start + 5..start + 9].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decodes the frame at the start of `bytes`; returns the batch and the bytes the frame used.
+pub fn decode_frame(bytes: &[u8]) -> Result<(ResultBatch, usize), FrameError> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::Truncated {
+            need: FRAME_HEADER_LEN,
+            have: bytes.len(),
+        });
+    }
+    if bytes[..4] != FRAME_MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if bytes[4] != FRAME_VERSION {
+        return Err(FrameError::Version(bytes[4]));
+    }
+    let len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    let need = FRAME_HEADER_LEN + len;
+    let payload = bytes.get(FRAME_HEADER_LEN..need).ok_or(FrameError::Truncated {
+        need,
+        have: bytes.len(),
+    })?;
+    let (batch, rest) = postcard::take_from_bytes::<ResultBatch>(payload)
+        .map_err(|e| FrameError::Payload(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Payload(format!(
+            "{} trailing bytes after the batch",
+            rest.len()
+        )));
+    }
+    Ok((batch, need))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ResultBatch {
+        ResultBatch {
+            job: JobId(7),
+            shard: 1,
+            records: vec![
+                ProbeRecord {
+                    ip: "127.0.0.1".parse().unwrap(),
+                    port: 25,
+                    state: PortState::Open,
+                    rtt_us: 412,
+                    tries: 1,
+                    errno: None,
+                },
+                ProbeRecord {
+                    ip: "::1".parse().unwrap(),
+                    port: 65535,
+                    state: PortState::Error,
+                    rtt_us: u32::MAX,
+                    tries: 2,
+                    errno: Some(71),
+                },
+            ],
+            shard_done: true,
+            job_done: false,
+            cancelled: false,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut buf = Vec::new();
+        encode_frame(&sample(), &mut buf);
+        let first_len = buf.len();
+        encode_frame(&sample(), &mut buf);
+        let (a, used) = decode_frame(&buf).unwrap();
+        assert_eq!((a, used), (sample(), first_len));
+        let (b, used2) = decode_frame(&buf[used..]).unwrap();
+        assert_eq!((b, used2), (sample(), first_len));
+    }
+
+    #[test]
+    fn records_are_compact() {
+        let mut buf = Vec::new();
+        encode_frame(&sample(), &mut buf);
+        // Two records (one IPv4, one IPv6) and the batch header stay well under 64 bytes.
+        assert!(buf.len() < 64, "frame is {} bytes", buf.len());
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let mut good = Vec::new();
+        encode_frame(&sample(), &mut good);
+        assert!(matches!(
+            decode_frame(&good[..5]),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode_frame(&good[..good.len() - 1]),
+            Err(FrameError::Truncated { .. })
+        ));
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert_eq!(decode_frame(&bad).unwrap_err(), FrameError::BadMagic);
+        let mut bad = good.clone();
+        bad[4] = 9;
+        assert_eq!(decode_frame(&bad).unwrap_err(), FrameError::Version(9));
+        let mut bad = good.clone();
+        bad[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_frame(&bad), Err(FrameError::TooLarge(_))));
+        // A payload announcing a billion records must fail without allocating for them.
+        let mut huge = Vec::from(FRAME_MAGIC);
+        huge.push(FRAME_VERSION);
+        let payload = [7u8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        huge.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        huge.extend_from_slice(&payload);
+        assert!(matches!(decode_frame(&huge), Err(FrameError::Payload(_))));
+        // Trailing garbage inside the announced payload is rejected.
+        let mut bad = good.clone();
+        bad.push(0);
+        let len = (bad.len() - FRAME_HEADER_LEN) as u32;
+        bad[5..9].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(decode_frame(&bad), Err(FrameError::Payload(_))));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for st in PortState::ALL {
+            assert_eq!(st.as_str().parse::<PortState>().unwrap(), st);
+            assert_eq!(PortState::ALL[st.index()], st);
+        }
+        assert!("opened".parse::<PortState>().is_err());
+    }
+}
