@@ -9,6 +9,9 @@
 //! Architecture invariant: nothing here opens a socket, reads the clock, spawns a thread,
 //! or panics on bytes that came from a peer.
 
+#![forbid(unsafe_code)]
+
+mod duration;
 mod errno;
 mod permute;
 mod ports;
@@ -17,6 +20,7 @@ mod record;
 mod space;
 mod target;
 
+pub use duration::parse_duration;
 pub use errno::{errno_name, Errno};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS};

@@ -88,7 +88,9 @@ mod tests {
 
     #[test]
     fn is_a_bijection_for_many_sizes_and_seeds() {
-        for len in [0u64, 1, 2, 3, 4, 5, 7, 16, 17, 100, 255, 256, 257, 1000, 4099, 65_536] {
+        for len in [
+            0u64, 1, 2, 3, 4, 5, 7, 16, 17, 100, 255, 256, 257, 1000, 4099, 65_536,
+        ] {
             for seed in [0u64, 1, 42, u64::MAX] {
                 let p = Permutation::new(len, seed);
                 let mut seen = vec![false; len as usize];

@@ -108,9 +108,9 @@ impl Probe {
             ConnectEvent::Failed(ECONNREFUSED) | ConnectEvent::Failed(ECONNRESET) => {
                 done(PortState::Closed, None)
             }
-            ConnectEvent::Failed(
-                e @ (EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENETDOWN),
-            ) => done(PortState::Unreachable, Some(e)),
+            ConnectEvent::Failed(e @ (EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENETDOWN)) => {
+                done(PortState::Unreachable, Some(e))
+            }
             ConnectEvent::Failed(e @ (EADDRNOTAVAIL | ENOBUFS | EAGAIN | EINTR)) => {
                 // A shortage on this machine, not an answer from the target: try again without
                 // counting it against the user's tries, within a bound.
@@ -144,7 +144,10 @@ mod tests {
 
     fn run(tries: u8, events: &[ConnectEvent]) -> Vec<Step> {
         let mut p = Probe::new();
-        events.iter().map(|e| p.on_connect(&spec(tries), *e)).collect()
+        events
+            .iter()
+            .map(|e| p.on_connect(&spec(tries), *e))
+            .collect()
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl FromStr for PortState {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown state '{s}': expected open, closed, filtered, unreachable or error")
+                format!(
+                    "unknown state '{s}': expected open, closed, filtered, unreachable or error"
+                )
             })
     }
 }
@@ -188,10 +190,12 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(ResultBatch, usize), FrameError> {
         return Err(FrameError::TooLarge(len));
     }
     let need = FRAME_HEADER_LEN + len;
-    let payload = bytes.get(FRAME_HEADER_LEN..need).ok_or(FrameError::Truncated {
-        need,
-        have: bytes.len(),
-    })?;
+    let payload = bytes
+        .get(FRAME_HEADER_LEN..need)
+        .ok_or(FrameError::Truncated {
+            need,
+            have: bytes.len(),
+        })?;
     let (batch, rest) = postcard::take_from_bytes::<ResultBatch>(payload)
         .map_err(|e| FrameError::Payload(e.to_string()))?;
     if !rest.is_empty() {

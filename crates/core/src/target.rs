@@ -51,14 +51,22 @@ impl AddrRange {
     /// The range that holds exactly `ip`.
     pub fn single(ip: IpAddr) -> Self {
         let (v6, n) = split(ip);
-        AddrRange { v6, first: n, last: n }
+        AddrRange {
+            v6,
+            first: n,
+            last: n,
+        }
     }
 
     /// The inclusive range `first..=last`; `None` when the families differ or `last < first`.
     pub fn new(first: IpAddr, last: IpAddr) -> Option<Self> {
         let (v6a, a) = split(first);
         let (v6b, b) = split(last);
-        (v6a == v6b && a <= b).then_some(AddrRange { v6: v6a, first: a, last: b })
+        (v6a == v6b && a <= b).then_some(AddrRange {
+            v6: v6a,
+            first: a,
+            last: b,
+        })
     }
 
     /// The first address.
@@ -140,15 +148,16 @@ pub fn parse_target(text: &str) -> Result<TargetToken, TargetError> {
     if let Some((addr, prefix)) = t.split_once('/') {
         let ip: IpAddr = unbracket(addr).parse().map_err(|_| invalid())?;
         let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        let bits: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|b| *b <= max)
-            .ok_or_else(|| TargetError::BadPrefix {
-                target: t.to_string(),
-                prefix: prefix.to_string(),
-                max,
-            })?;
+        let bits: u8 =
+            prefix
+                .parse()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| TargetError::BadPrefix {
+                    target: t.to_string(),
+                    prefix: prefix.to_string(),
+                    max,
+                })?;
         let (v6, n) = split(ip);
         let host_bits = u32::from(max - bits);
         let size: u128 = if host_bits == 128 {
@@ -511,10 +520,12 @@ mod tests {
             .exclude(range("10.0.0.3"));
         let set = b.build();
         let all: Vec<IpAddr> = (0..set.len()).map(|i| set.get(i).unwrap().0).collect();
-        let want: Vec<IpAddr> = ["10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.0.5", "::1"]
-            .iter()
-            .map(|s| ip(s))
-            .collect();
+        let want: Vec<IpAddr> = [
+            "10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.0.5", "::1",
+        ]
+        .iter()
+        .map(|s| ip(s))
+        .collect();
         assert_eq!(all, want);
         assert!(set.get(set.len()).is_none());
         assert!(set.contains(ip("10.0.0.4")));
@@ -539,7 +550,8 @@ mod tests {
     #[test]
     fn excluding_everything_leaves_an_empty_set() {
         let mut b = HostSetBuilder::default();
-        b.include(range("10.0.0.0/24")).exclude(range("10.0.0.0/16"));
+        b.include(range("10.0.0.0/24"))
+            .exclude(range("10.0.0.0/16"));
         assert!(b.build().is_empty());
     }
 }

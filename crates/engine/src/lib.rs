@@ -1,1 +1,368 @@
-//! placeholder
+//! The porthawk probing engine: one shard thread per core, each owning an io_uring ring (or,
+//! where io_uring is unavailable, an epoll instance) and a fixed slab of in-flight probes.
+//!
+//! Everything the engine does is a [`Job`]: a target space, a probe spec and an id. A CLI
+//! sweep, an API sweep and one round of a monitor are all jobs, submitted with
+//! [`Engine::submit`]; several run at once and each can be cancelled. Shards send their
+//! results as postcard [`porthawk_core::ResultBatch`] frames through one bounded channel
+//! ([`Engine::frames`]): a slow consumer slows the shards down, nothing is ever dropped.
+//!
+//! Architecture invariant: the engine knows nothing of HTTP, storage or monitors.
+
+mod driver;
+mod limits;
+mod rate;
+mod shard;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use porthawk_core::{JobId, ProbeSpec, TargetSpace};
+
+pub use limits::{default_inflight, max_inflight, raise_nofile_limit};
+
+use driver::epoll::EpollDriver;
+use driver::uring::{UringDriver, MAX_SLOTS};
+use shard::{Shard, ShardCmd, ShardConfig};
+
+/// Which backend the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring where it works, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or an error if it is unavailable.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(BackendChoice::Uring),
+            "epoll" => Ok(BackendChoice::Epoll),
+            _ => Err(format!(
+                "unknown backend '{s}': expected auto, uring or epoll"
+            )),
+        }
+    }
+}
+
+/// The backend the engine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// How to build an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Shard threads (default: the number of cores).
+    pub shards: usize,
+    /// Probes in flight across all shards (default: from `RLIMIT_NOFILE`).
+    pub inflight: usize,
+    /// The backend to use.
+    pub backend: BackendChoice,
+    /// Records per batch before a shard sends it.
+    pub batch_records: usize,
+    /// The longest a record waits in a shard before its batch is sent.
+    pub flush_interval: Duration,
+    /// Frames the result channel holds before shards block.
+    pub channel_frames: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            inflight: default_inflight(rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0)),
+            backend: BackendChoice::Auto,
+            batch_records: 4096,
+            flush_interval: Duration::from_millis(100),
+            channel_frames: 64,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// io_uring was asked for explicitly and cannot run here.
+    #[error("io_uring is unavailable: {0} (use --backend epoll)")]
+    UringUnavailable(String),
+    /// A shard could not set up its backend or its thread.
+    #[error("cannot start shard {shard}: {source}")]
+    Shard {
+        /// The shard index.
+        shard: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A zero or impossible setting.
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+}
+
+/// One unit of work: probe every target of `space` with `spec`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The id results carry.
+    pub id: JobId,
+    /// What to probe.
+    pub space: Arc<TargetSpace>,
+    /// How to probe it.
+    pub spec: ProbeSpec,
+    /// Probe starts per second across all shards, if capped.
+    pub rate: Option<u64>,
+}
+
+/// Statistics of a job, complete once its `job_done` batch has been received.
+#[derive(Debug, Clone)]
+pub struct JobStats {
+    /// Connect latency (open and closed verdicts) in microseconds.
+    pub rtt_us: Histogram<u64>,
+    /// Sum over shards of each shard's peak number of in-flight probes.
+    pub peak_inflight: usize,
+    /// Backend failures that ended shards early (their probes are reported as `error`).
+    pub errors: Vec<String>,
+}
+
+pub(crate) struct JobShared {
+    id: JobId,
+    space: Arc<TargetSpace>,
+    spec: ProbeSpec,
+    rate: Option<u64>,
+    cancel: AtomicBool,
+    shards_left: AtomicUsize,
+    stats: Mutex<JobStats>,
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // One microsecond to one hour at three significant figures; these bounds are valid, so
+    // construction cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("static histogram bounds are valid"))
+}
+
+/// A submitted job: cancel it, or read its statistics.
+#[derive(Clone)]
+pub struct JobHandle {
+    shared: Arc<JobShared>,
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.shared.id
+    }
+
+    /// Stops starting new probes; those in flight finish and are reported, then the job ends
+    /// with a `cancelled` batch.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`JobHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The job's statistics so far (complete after its `job_done` batch).
+    pub fn stats(&self) -> JobStats {
+        match self.shared.stats.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The running engine: shard threads waiting for jobs.
+pub struct Engine {
+    shards: Vec<(Sender<ShardCmd>, JoinHandle<()>)>,
+    frames: Receiver<Vec<u8>>,
+    backend: Backend,
+    inflight: usize,
+    next_id: AtomicU64,
+}
+
+impl Engine {
+    /// Starts the shard threads with their backends.
+    pub fn start(config: &EngineConfig) -> Result<Engine, EngineError> {
+        if config.shards == 0 || config.inflight == 0 || config.batch_records == 0 {
+            return Err(EngineError::Config(
+                "shards, inflight and batch size must be at least 1".into(),
+            ));
+        }
+        let backend = match config.backend {
+            BackendChoice::Epoll => Backend::Epoll,
+            BackendChoice::Uring => {
+                driver::uring::available().map_err(EngineError::UringUnavailable)?;
+                Backend::Uring
+            }
+            BackendChoice::Auto => match driver::uring::available() {
+                Ok(()) => Backend::Uring,
+                Err(_) => Backend::Epoll,
+            },
+        };
+        let per_shard = config.inflight.div_ceil(config.shards).max(1);
+        let per_shard = match backend {
+            Backend::Uring => per_shard.min(MAX_SLOTS),
+            Backend::Epoll => per_shard,
+        };
+        let (frames_tx, frames) = crossbeam_channel::bounded(config.channel_frames.max(1));
+        let mut shards = Vec::with_capacity(config.shards);
+        for index in 0..config.shards {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let shard_config = ShardConfig {
+                index: index as u16,
+                shards: config.shards,
+                batch_records: config.batch_records,
+                flush_interval: config.flush_interval,
+            };
+            let frames_tx = frames_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("porthawk-shard-{index}"))
+                .spawn(move || {
+                    // The backend is created on the shard's own thread: the ring is set up
+                    // single-issuer, so only this thread may use it.
+                    match backend {
+                        Backend::Uring => match UringDriver::new(per_shard) {
+                            Ok(d) => {
+                                let _ = ready_tx.send(Ok(()));
+                                Shard::new(shard_config, d, per_shard, rx, frames_tx).run();
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        },
+                        Backend::Epoll => match EpollDriver::new(per_shard) {
+                            Ok(d) => {
+                                let _ = ready_tx.send(Ok(()));
+                                Shard::new(shard_config, d, per_shard, rx, frames_tx).run();
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        },
+                    }
+                })
+                .map_err(|source| EngineError::Shard {
+                    shard: index,
+                    source,
+                })?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => shards.push((tx, thread)),
+                Ok(Err(source)) => {
+                    return Err(EngineError::Shard {
+                        shard: index,
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(EngineError::Shard {
+                        shard: index,
+                        source: std::io::Error::other("shard thread ended during setup"),
+                    })
+                }
+            }
+        }
+        Ok(Engine {
+            shards,
+            frames,
+            backend,
+            inflight: per_shard * config.shards,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The backend the shards run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Probes in flight at most, across shards.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// A fresh job id, unique within this engine.
+    pub fn next_job_id(&self) -> JobId {
+        JobId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Hands a job to every shard. Its results arrive on [`Engine::frames`]; the last batch
+    /// of the job has `job_done` set.
+    pub fn submit(&self, job: Job) -> JobHandle {
+        let shared = Arc::new(JobShared {
+            id: job.id,
+            space: job.space,
+            spec: job.spec,
+            rate: job.rate,
+            cancel: AtomicBool::new(false),
+            shards_left: AtomicUsize::new(self.shards.len()),
+            stats: Mutex::new(JobStats {
+                rtt_us: new_histogram(),
+                peak_inflight: 0,
+                errors: Vec::new(),
+            }),
+        });
+        for (tx, _) in &self.shards {
+            // A shard only stops when the engine is dropped, so the send succeeds.
+            let _ = tx.send(ShardCmd::Job(Arc::clone(&shared)));
+        }
+        JobHandle { shared }
+    }
+
+    /// The frames of every job, in the order shards sent them.
+    pub fn frames(&self) -> &Receiver<Vec<u8>> {
+        &self.frames
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let shards = std::mem::take(&mut self.shards);
+        let mut threads = Vec::with_capacity(shards.len());
+        for (tx, thread) in shards {
+            drop(tx);
+            threads.push(thread);
+        }
+        // Shards drain their jobs and exit when their command channel closes. If frames are
+        // still unread they would block on the full result channel: drain it meanwhile.
+        while threads.iter().any(|t| !t.is_finished()) {
+            while self.frames.try_recv().is_ok() {}
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

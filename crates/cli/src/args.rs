@@ -1,0 +1,110 @@
+//! The command-line interface: the flags of every subcommand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use porthawk_engine::BackendChoice;
+
+/// porthawk: check TCP ports at scale and keep watch over them.
+#[derive(Debug, Parser)]
+#[command(name = "porthawk", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sweep targets × ports once and report what answers.
+    Scan(ScanArgs),
+}
+
+/// Output formats of `porthawk scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table, sorted by address and port, at the end of the sweep.
+    Table,
+    /// One JSON object per result, as results arrive.
+    Jsonl,
+    /// CSV with a header line, as results arrive.
+    Csv,
+    /// One grepable line per result, like nmap's -oG.
+    Grep,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Targets: 10.0.0.7, 10.0.0.0/24, 10.0.0.1-10.0.0.20, 10.0.0.1-20, fd00::/120,
+    /// host.example, or @FILE with one target per line (# comments).
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Ports to probe: 22,80,8000-8100 or all [default: a built-in list of common service ports]
+    #[arg(short, long, value_name = "PORTS")]
+    pub ports: Option<String>,
+
+    /// Targets to leave out (addresses, blocks, ranges, names), or :PORTS to leave out ports.
+    #[arg(long, value_name = "TARGET", num_args = 1..)]
+    pub exclude: Vec<String>,
+
+    /// A file of targets to leave out, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+
+    /// Ports to leave out.
+    #[arg(long, value_name = "PORTS")]
+    pub exclude_ports: Option<String>,
+
+    /// How long a connect may take before it counts as unanswered.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Connect attempts before an unanswered port is called filtered.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub tries: u8,
+
+    /// Probes in flight across shards [default: from the file descriptor limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inflight: Option<u64>,
+
+    /// Shard threads [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
+
+    /// The most probes started per second, across shards.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+
+    /// Seed of the probe order (the same seed gives the same order).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// The I/O backend: io_uring where available, or epoll.
+    #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
+    pub backend: BackendChoice,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Report every probed port, not only the open ones.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Write results to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = porthawk_core::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("invalid duration '{s}': must be more than zero"));
+    }
+    Ok(d)
+}
+
+fn backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}

@@ -1,0 +1,184 @@
+//! `porthawk scan`: one sweep, from flags to output.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use porthawk_core::{decode_frame, PortState, ProbeSpec, TargetSpace};
+use porthawk_engine::{
+    default_inflight, max_inflight, raise_nofile_limit, Engine, EngineConfig, Job,
+};
+
+use crate::args::ScanArgs;
+use crate::output::Output;
+use crate::targets;
+
+/// Exit code after Ctrl-C, as shells report a SIGINT death.
+const EXIT_INTERRUPTED: u8 = 130;
+
+pub fn run(args: ScanArgs) -> Result<ExitCode> {
+    let (exclude_targets, exclude_port_tokens) = targets::split_excludes(&args.exclude);
+    let exclude_files = args
+        .exclude_file
+        .iter()
+        .map(|p| targets::read_exclude_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts = targets::hosts(&args.targets, &exclude_targets, &exclude_files)?;
+    let mut excluded_ports: Vec<&str> = exclude_port_tokens.iter().map(|t| &t[1..]).collect();
+    excluded_ports.extend(args.exclude_ports.as_deref());
+    excluded_ports.extend(
+        exclude_files
+            .iter()
+            .flat_map(|f| f.ports.iter().map(String::as_str)),
+    );
+    let ports = targets::ports(args.ports.as_deref(), &excluded_ports)?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let space = TargetSpace::new(hosts, ports, seed).context("nothing to scan")?;
+    let space = Arc::new(space);
+
+    let nofile = raise_nofile_limit();
+    let inflight = match args.inflight {
+        Some(n) if n as usize > max_inflight(nofile) => bail!(
+            "--inflight {n} is more than the file descriptor limit allows ({})",
+            max_inflight(nofile)
+        ),
+        Some(n) => n as usize,
+        None => default_inflight(nofile),
+    };
+    let mut config = EngineConfig {
+        inflight,
+        backend: args.backend,
+        ..EngineConfig::default()
+    };
+    if let Some(shards) = args.shards {
+        config.shards = shards.into();
+    }
+    // More shards than probes would leave threads idle; fewer in flight than shards too.
+    let total = space.len();
+    config.shards = config
+        .shards
+        .min(total.max(1) as usize)
+        .min(config.inflight);
+
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create output file '{}'", path.display())
+            })?))
+        }
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let mut output = Output::new(args.format, &mut sink)?;
+
+    let engine = Engine::start(&config)?;
+    let spec = ProbeSpec {
+        connect_timeout: args.timeout,
+        tries: args.tries,
+    };
+    let job = engine.submit(Job {
+        id: engine.next_job_id(),
+        space: Arc::clone(&space),
+        spec,
+        rate: args.rate,
+    });
+    let interrupted = {
+        let job = job.clone();
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || {
+            if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // A second Ctrl-C: the user does not want to wait for in-flight probes.
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            job.cancel();
+        })
+        .context("cannot install the Ctrl-C handler")?;
+        interrupted
+    };
+
+    let progress = if io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} probes, {per_sec}, ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    let mut counts = [0u64; PortState::ALL.len()];
+    let mut done = 0u64;
+    let cancelled = loop {
+        let frame = engine
+            .frames()
+            .recv()
+            .context("the engine stopped before the sweep finished")?;
+        let (batch, _) = decode_frame(&frame).context("corrupt result frame from the engine")?;
+        for r in &batch.records {
+            counts[r.state.index()] += 1;
+            if args.all || r.state == PortState::Open {
+                output.record(r, space.name_of(r.ip))?;
+            }
+        }
+        done += batch.records.len() as u64;
+        if let Some(bar) = &progress {
+            bar.set_position(done);
+            if counts[0] > 0 {
+                bar.set_message(format!("{} open", counts[0]));
+            }
+        }
+        if batch.job_done {
+            break batch.cancelled;
+        }
+    };
+    let elapsed = started.elapsed();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    output.finish()?;
+    drop(sink);
+
+    let stats = job.stats();
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    let per_state: Vec<String> = PortState::ALL
+        .iter()
+        .map(|s| format!("{s} {}", counts[s.index()]))
+        .collect();
+    let p99 = stats.rtt_us.value_at_quantile(0.99);
+    eprintln!(
+        "porthawk: {done} of {total} probes in {:.2}s ({:.0} probes/s): {}; backend {}, {} shards, {} in flight, connect p99 {:.1}ms{}",
+        elapsed.as_secs_f64(),
+        rate,
+        per_state.join(", "),
+        engine.backend(),
+        engine.shards(),
+        engine.inflight(),
+        p99 as f64 / 1000.0,
+        if cancelled { "; interrupted" } else { "" },
+    );
+    for e in &stats.errors {
+        eprintln!("porthawk: backend failure: {e}");
+    }
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) || cancelled {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A seed that differs from run to run, without a random number crate: the standard
+/// library's hasher keys are random per process.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}

@@ -1,0 +1,442 @@
+//! One shard: a thread with its own backend and a fixed slab of in-flight probes, taking its
+//! slice of every job's target space.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use porthawk_core::{
+    encode_frame, ConnectEvent, PortState, Probe, ProbeRecord, ResultBatch, ShardSlice, Step,
+};
+
+use crate::driver::{Completion, Driver};
+use crate::rate::TokenBucket;
+use crate::{new_histogram, JobShared};
+
+/// What the engine tells a shard.
+pub(crate) enum ShardCmd {
+    /// Take your slice of this job.
+    Job(Arc<JobShared>),
+}
+
+/// Batch and flush settings shared by all shards.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardConfig {
+    pub index: u16,
+    pub shards: usize,
+    pub batch_records: usize,
+    pub flush_interval: Duration,
+}
+
+struct ActiveJob {
+    shared: Arc<JobShared>,
+    slice: ShardSlice,
+    batch: Vec<ProbeRecord>,
+    last_flush: Instant,
+    inflight: usize,
+    bucket: Option<TokenBucket>,
+    hist: Histogram<u64>,
+    peak_inflight: usize,
+}
+
+#[derive(Clone, Copy)]
+struct SlotState {
+    job: usize,
+    target: SocketAddr,
+    probe: Probe,
+    started: Instant,
+}
+
+/// The longest a shard sleeps in the kernel before it looks at cancellations and new jobs.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+pub(crate) struct Shard<D: Driver> {
+    config: ShardConfig,
+    driver: D,
+    commands: Receiver<ShardCmd>,
+    frames: Sender<Vec<u8>>,
+    jobs: Vec<Option<ActiveJob>>,
+    slots: Vec<SlotState>,
+    free: Vec<u32>,
+    /// Slots whose next connect waits for the next loop turn: retries, and starts that hit a
+    /// local shortage (EMFILE, ENOBUFS) while other probes were in flight.
+    restart: Vec<u32>,
+    completions: Vec<Completion>,
+    next_job: usize,
+}
+
+impl<D: Driver> Shard<D> {
+    pub(crate) fn new(
+        config: ShardConfig,
+        driver: D,
+        slots: usize,
+        commands: Receiver<ShardCmd>,
+        frames: Sender<Vec<u8>>,
+    ) -> Self {
+        let now = Instant::now();
+        Shard {
+            config,
+            driver,
+            commands,
+            frames,
+            jobs: Vec::new(),
+            slots: vec![
+                SlotState {
+                    job: 0,
+                    target: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    probe: Probe::new(),
+                    started: now,
+                };
+                slots
+            ],
+            free: (0..slots as u32).rev().collect(),
+            restart: Vec::with_capacity(slots),
+            completions: Vec::with_capacity(slots),
+            next_job: 0,
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.jobs.iter().any(Option::is_some)
+    }
+
+    fn add_job(&mut self, shared: Arc<JobShared>) {
+        let now = Instant::now();
+        let slice = shared
+            .space
+            .shard(self.config.index.into(), self.config.shards);
+        let bucket = shared
+            .rate
+            .map(|r| TokenBucket::new(r as f64 / self.config.shards as f64, now));
+        let job = ActiveJob {
+            shared,
+            slice,
+            batch: Vec::with_capacity(self.config.batch_records),
+            last_flush: now,
+            inflight: 0,
+            bucket,
+            hist: new_histogram(),
+            peak_inflight: 0,
+        };
+        match self.jobs.iter().position(Option::is_none) {
+            Some(i) => self.jobs[i] = Some(job),
+            None => self.jobs.push(Some(job)),
+        }
+    }
+
+    /// Runs until the engine goes away. A backend failure ends the shard: its jobs are
+    /// finished with the error recorded, so no consumer waits forever.
+    pub(crate) fn run(mut self) {
+        loop {
+            if !self.active() {
+                match self.commands.recv() {
+                    Ok(ShardCmd::Job(job)) => self.add_job(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(ShardCmd::Job(job)) = self.commands.try_recv() {
+                self.add_job(job);
+            }
+            if let Err(e) = self.turn() {
+                self.fail(&e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// One loop turn: start what may start, wait for completions, handle them, flush.
+    fn turn(&mut self) -> std::io::Result<()> {
+        let now = Instant::now();
+        for job in self.jobs.iter_mut().flatten() {
+            if job.shared.cancel.load(Ordering::Relaxed) {
+                job.slice.clear();
+            }
+        }
+        let mut restarts = std::mem::take(&mut self.restart);
+        for slot in restarts.drain(..) {
+            self.start(slot, now);
+        }
+        if self.restart.is_empty() {
+            self.restart = restarts; // keep the allocation
+        }
+        let rate_wait = self.fill(now);
+
+        let flush_wait = self
+            .jobs
+            .iter()
+            .flatten()
+            .map(|j| (j.last_flush + self.config.flush_interval).saturating_duration_since(now))
+            .min()
+            .unwrap_or(MAX_WAIT);
+        let mut wait = flush_wait.min(MAX_WAIT);
+        if let Some(r) = rate_wait {
+            wait = wait.min(r);
+        }
+        if self.driver.inflight() == 0 && !self.restart.is_empty() {
+            wait = Duration::ZERO;
+        }
+        if self.driver.inflight() == 0 && wait > Duration::ZERO && self.restart.is_empty() {
+            // Nothing in flight (rate-limited, or every job just drained): sleep instead of
+            // asking the kernel to wait on nothing.
+            let pending = self.jobs.iter().flatten().any(|j| j.slice.remaining() > 0);
+            if pending {
+                std::thread::sleep(wait);
+            }
+        }
+        self.completions.clear();
+        self.driver.wait(&mut self.completions, wait)?;
+        let now = Instant::now();
+        for i in 0..self.completions.len() {
+            let c = self.completions[i];
+            self.complete(c.slot, c.event, now);
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Starts probes on free slots, taking targets from the active jobs in turn. Returns how
+    /// long until a rate-limited job may start its next probe, if one is waiting for that.
+    fn fill(&mut self, now: Instant) -> Option<Duration> {
+        let mut rate_wait: Option<Duration> = None;
+        let njobs = self.jobs.len();
+        let mut idle_rounds = 0;
+        while !self.free.is_empty() && idle_rounds < njobs {
+            let j = self.next_job % njobs.max(1);
+            self.next_job = self.next_job.wrapping_add(1);
+            let Some(job) = self.jobs[j].as_mut() else {
+                idle_rounds += 1;
+                continue;
+            };
+            if job.slice.remaining() == 0 {
+                idle_rounds += 1;
+                continue;
+            }
+            if let Some(bucket) = job.bucket.as_mut() {
+                if !bucket.try_take(now) {
+                    let w = bucket.wait_time();
+                    rate_wait = Some(rate_wait.map_or(w, |r: Duration| r.min(w)));
+                    idle_rounds += 1;
+                    continue;
+                }
+            }
+            idle_rounds = 0;
+            let Some(position) = job.slice.next_position() else {
+                continue;
+            };
+            let Some(target) = job.shared.space.get(position) else {
+                continue;
+            };
+            let Some(slot) = self.free.pop() else {
+                break;
+            };
+            job.inflight += 1;
+            self.slots[slot as usize] = SlotState {
+                job: j,
+                target,
+                probe: Probe::new(),
+                started: now,
+            };
+            self.start(slot, now);
+            if !self.restart.is_empty() {
+                // Out of descriptors or buffers: let some probes finish first.
+                break;
+            }
+        }
+        for job in self.jobs.iter_mut().flatten() {
+            job.peak_inflight = job.peak_inflight.max(job.inflight);
+        }
+        rate_wait
+    }
+
+    /// Starts (or restarts) the connect of an occupied slot.
+    fn start(&mut self, slot: u32, now: Instant) {
+        let state = &mut self.slots[slot as usize];
+        state.started = now;
+        let Some(job) = self.jobs[state.job].as_ref() else {
+            return;
+        };
+        let timeout = job.shared.spec.connect_timeout;
+        let target = state.target;
+        match self.driver.start(slot, target, timeout) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e,
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                ) && self.driver.inflight() > 0 =>
+            {
+                self.restart.push(slot);
+            }
+            Err(e) => self.complete(slot, ConnectEvent::Failed(e), now),
+        }
+    }
+
+    fn complete(&mut self, slot: u32, event: ConnectEvent, now: Instant) {
+        let state = &mut self.slots[slot as usize];
+        let Some(job) = self.jobs[state.job].as_mut() else {
+            return;
+        };
+        match state.probe.on_connect(&job.shared.spec, event) {
+            Step::Reconnect => self.restart.push(slot),
+            Step::Done {
+                state: verdict,
+                errno,
+            } => {
+                let rtt = now.saturating_duration_since(state.started);
+                let rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+                if matches!(verdict, PortState::Open | PortState::Closed) {
+                    // Values beyond the histogram's range are clamped by saturating_record.
+                    job.hist.saturating_record(u64::from(rtt_us.max(1)));
+                }
+                job.batch.push(ProbeRecord {
+                    ip: state.target.ip(),
+                    port: state.target.port(),
+                    state: verdict,
+                    rtt_us,
+                    tries: state.probe.tries(),
+                    errno,
+                });
+                job.inflight -= 1;
+                self.free.push(slot);
+            }
+        }
+    }
+
+    /// Sends full or old batches, and finishes jobs with nothing left to probe.
+    fn flush(&mut self, now: Instant) {
+        for j in 0..self.jobs.len() {
+            let Some(job) = self.jobs[j].as_mut() else {
+                continue;
+            };
+            let finished = job.slice.remaining() == 0 && job.inflight == 0;
+            let due = job.batch.len() >= self.config.batch_records
+                || (!job.batch.is_empty()
+                    && now.saturating_duration_since(job.last_flush) >= self.config.flush_interval);
+            if due && !finished {
+                let records = std::mem::replace(
+                    &mut job.batch,
+                    Vec::with_capacity(self.config.batch_records),
+                );
+                job.last_flush = now;
+                let batch = make_batch(self.config.index, &job.shared, records, false, false);
+                send(&self.frames, &batch);
+            }
+            if finished {
+                if let Some(job) = self.jobs[j].take() {
+                    self.finish(job);
+                }
+            }
+        }
+    }
+
+    fn batch(
+        &self,
+        shared: &JobShared,
+        records: Vec<ProbeRecord>,
+        shard_done: bool,
+        job_done: bool,
+    ) -> ResultBatch {
+        make_batch(self.config.index, shared, records, shard_done, job_done)
+    }
+
+    fn send(&self, batch: &ResultBatch) {
+        send(&self.frames, batch);
+    }
+
+    /// Sends the shard's last batch of a job and, from the last shard to finish, the batch
+    /// that ends the job. Each shard sends its last batch before it counts itself out, so the
+    /// job-ending batch is the last of the job in the channel.
+    fn finish(&self, job: ActiveJob) {
+        if let Ok(mut stats) = job.shared.stats.lock() {
+            // Both histograms have the same bounds, so adding cannot fail.
+            let _ = stats.rtt_us.add(&job.hist);
+            stats.peak_inflight += job.peak_inflight;
+        }
+        let batch = self.batch(&job.shared, job.batch, true, false);
+        self.send(&batch);
+        if job.shared.shards_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let done = self.batch(&job.shared, Vec::new(), true, true);
+            self.send(&done);
+        }
+    }
+
+    /// Ends every job after a backend failure: whatever was in flight or not yet probed is
+    /// reported as `error` (EIO) and the failure is recorded, so nothing is silently missing
+    /// and no consumer waits forever. Later jobs are answered the same way.
+    fn fail(&mut self, error: &str) {
+        let mut occupied = vec![true; self.slots.len()];
+        for &slot in &self.free {
+            occupied[slot as usize] = false;
+        }
+        for (slot, busy) in occupied.iter().enumerate() {
+            let state = self.slots[slot];
+            if let (true, Some(job)) = (*busy, self.jobs[state.job].as_mut()) {
+                job.batch.push(error_record(state.target));
+                job.inflight -= 1;
+            }
+        }
+        loop {
+            for mut job in std::mem::take(&mut self.jobs).into_iter().flatten() {
+                if let Ok(mut stats) = job.shared.stats.lock() {
+                    stats
+                        .errors
+                        .push(format!("shard {}: {error}", self.config.index));
+                }
+                while let Some(pos) = job.slice.next_position() {
+                    if let Some(target) = job.shared.space.get(pos) {
+                        job.batch.push(error_record(target));
+                    }
+                    if job.batch.len() >= self.config.batch_records {
+                        let records = std::mem::take(&mut job.batch);
+                        let batch = self.batch(&job.shared, records, false, false);
+                        self.send(&batch);
+                    }
+                }
+                self.finish(job);
+            }
+            match self.commands.recv() {
+                Ok(ShardCmd::Job(job)) => self.add_job(job),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn error_record(target: SocketAddr) -> ProbeRecord {
+    ProbeRecord {
+        ip: target.ip(),
+        port: target.port(),
+        state: PortState::Error,
+        rtt_us: 0,
+        tries: 0,
+        errno: Some(libc::EIO),
+    }
+}
+
+fn make_batch(
+    shard: u16,
+    shared: &JobShared,
+    records: Vec<ProbeRecord>,
+    shard_done: bool,
+    job_done: bool,
+) -> ResultBatch {
+    ResultBatch {
+        job: shared.id,
+        shard,
+        records,
+        shard_done,
+        job_done,
+        cancelled: shared.cancel.load(Ordering::Relaxed),
+    }
+}
+
+fn send(frames: &Sender<Vec<u8>>, batch: &ResultBatch) {
+    let mut frame = Vec::with_capacity(16 + batch.records.len() * 16);
+    encode_frame(batch, &mut frame);
+    // A full channel blocks here: back-pressure slows the shard, nothing is dropped. A closed
+    // channel means nobody is listening any more; the shard goes on until the engine stops it.
+    let _ = frames.send(frame);
+}
