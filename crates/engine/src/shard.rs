@@ -53,6 +53,12 @@ struct SlotState {
 /// The longest a shard sleeps in the kernel before it looks at cancellations and new jobs.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// The most probes a shard starts in one loop turn. Completions are only reaped between
+/// turns, so a turn must stay short next to the connect timeout: starting the whole slab at
+/// once (tens of thousands of sockets) makes a turn last hundreds of milliseconds, inflates
+/// every measured latency and lets timeouts race answers that have already arrived.
+const MAX_STARTS_PER_TURN: usize = 1024;
+
 pub(crate) struct Shard<D: Driver> {
     config: ShardConfig,
     driver: D,
@@ -203,7 +209,8 @@ impl<D: Driver> Shard<D> {
         let mut rate_wait: Option<Duration> = None;
         let njobs = self.jobs.len();
         let mut idle_rounds = 0;
-        while !self.free.is_empty() && idle_rounds < njobs {
+        let mut started = 0;
+        while !self.free.is_empty() && idle_rounds < njobs && started < MAX_STARTS_PER_TURN {
             let j = self.next_job % njobs.max(1);
             self.next_job = self.next_job.wrapping_add(1);
             let Some(job) = self.jobs[j].as_mut() else {
@@ -233,6 +240,7 @@ impl<D: Driver> Shard<D> {
                 break;
             };
             job.inflight += 1;
+            started += 1;
             self.slots[slot as usize] = SlotState {
                 job: j,
                 target,

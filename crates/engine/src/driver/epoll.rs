@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use porthawk_core::{ConnectEvent, Errno};
 
-use super::{errno, new_socket, Completion, Driver};
+use super::{errno, new_socket, reset_on_close, Completion, Driver};
 
 struct Slot {
     stream: Option<TcpStream>,
@@ -53,6 +53,9 @@ impl EpollDriver {
     fn finish(&mut self, slot: u32, event: ConnectEvent, out: &mut Vec<Completion>) {
         let s = &mut self.slots[slot as usize];
         if let Some(mut stream) = s.stream.take() {
+            if matches!(event, ConnectEvent::Connected { .. }) {
+                reset_on_close(&socket2::SockRef::from(&stream));
+            }
             // Deregistering is implicit in close; the explicit call keeps mio's bookkeeping
             // honest. An error here changes nothing about the verdict.
             let _ = self.poll.registry().deregister(&mut stream);

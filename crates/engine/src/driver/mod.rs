@@ -2,8 +2,8 @@
 //!
 //! A backend starts connects for slots of the shard's slab and reports what happened to each
 //! as a [`porthawk_core::ConnectEvent`]; the shard asks the core's probe machine what that
-//! means. Both backends close a probe's socket with `SO_LINGER 0` (an RST, no TIME_WAIT)
-//! before they report its completion.
+//! means. Both backends close a probe's socket before they report its completion; a
+//! connected one with `SO_LINGER 0` (an RST, no TIME_WAIT on either side).
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,16 +39,25 @@ pub(crate) trait Driver {
     fn inflight(&self) -> usize;
 }
 
-/// Sets `SO_LINGER` to zero so that closing the socket sends an RST and leaves no TIME_WAIT.
+/// A TCP socket for a probe of `target`.
+///
+/// `SO_LINGER 0` is not set here but by [`reset_on_close`] once a connect succeeds: only a
+/// connected socket has anything to reset, and most probes of a sweep end refused or
+/// unanswered, so this saves a system call on nearly every probe.
 pub(crate) fn new_socket(target: &SocketAddr, nonblocking: bool) -> Result<socket2::Socket, Errno> {
     let domain = socket2::Domain::for_address(*target);
     let mut ty = socket2::Type::STREAM.cloexec();
     if nonblocking {
         ty = ty.nonblocking();
     }
-    let socket = socket2::Socket::new(domain, ty, Some(socket2::Protocol::TCP)).map_err(errno)?;
-    socket.set_linger(Some(Duration::ZERO)).map_err(errno)?;
-    Ok(socket)
+    socket2::Socket::new(domain, ty, Some(socket2::Protocol::TCP)).map_err(errno)
+}
+
+/// Sets `SO_LINGER` to zero on a connected socket so that closing it sends an RST and leaves
+/// no TIME_WAIT (which would eat ephemeral ports on the next sweep). Best effort: if it fails,
+/// the close is an orderly one and the verdict is unchanged.
+pub(crate) fn reset_on_close(socket: &socket2::Socket) {
+    let _ = socket.set_linger(Some(Duration::ZERO));
 }
 
 /// The errno of an I/O error (EIO when it carries none).

@@ -17,7 +17,7 @@ use io_uring::{opcode, squeue, IoUring};
 use porthawk_core::{ConnectEvent, Errno};
 use socket2::{SockAddr, Socket};
 
-use super::{errno, new_socket, Completion, Driver};
+use super::{errno, new_socket, reset_on_close, Completion, Driver};
 
 /// `user_data` of entries whose completions carry no news: the link timeouts (the connect's
 /// own completion says whether the timeout fired) and the closes.
@@ -132,6 +132,26 @@ impl UringDriver {
     }
 }
 
+/// The state of a socket whose connect was cancelled by its timeout: connected (the peer
+/// answered), failed with the error the peer's answer left pending, or still unanswered.
+fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
+    match socket.take_error() {
+        Ok(Some(e)) => return ConnectEvent::Failed(errno(e)),
+        Ok(None) => {}
+        Err(e) => return ConnectEvent::Failed(errno(e)),
+    }
+    match (socket.peer_addr(), socket.local_addr()) {
+        (Ok(_), Ok(local)) => match local.as_socket() {
+            Some(local) => ConnectEvent::Connected {
+                local,
+                peer: target,
+            },
+            None => ConnectEvent::TimedOut,
+        },
+        _ => ConnectEvent::TimedOut,
+    }
+}
+
 impl Driver for UringDriver {
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno> {
         // io_uring polls and retries a connect itself, so the socket stays in blocking mode:
@@ -208,10 +228,15 @@ impl Driver for UringDriver {
                     Ok(None) => ConnectEvent::Failed(libc::EAFNOSUPPORT),
                     Err(e) => ConnectEvent::Failed(errno(e)),
                 },
-                // The linked timeout fired and cancelled the connect.
-                libc::ECANCELED => ConnectEvent::TimedOut,
+                // The linked timeout fired and cancelled the connect. The answer may have
+                // arrived just before, with its completion still queued as deferred task work:
+                // take a last look at the socket before calling the attempt unanswered.
+                libc::ECANCELED => last_look(&socket, s.target),
                 e => ConnectEvent::Failed(e),
             };
+            if matches!(event, ConnectEvent::Connected { .. }) {
+                reset_on_close(&socket);
+            }
             self.close(socket);
             self.inflight -= 1;
             out.push(Completion { slot, event });
