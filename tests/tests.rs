@@ -1,1 +1,20 @@
+//! End-to-end tests: they run the real `porthawk` binary against real sockets.
+//!
+//! Ground rules, so that the suite is safe to run anywhere and in parallel:
+//!
+//! - Traffic goes only to 127.0.0.0/8, `::1`, or into a network namespace that a test creates.
+//! - Each test gets its own `127.a.b.0/24` block ([`util::test_net`]), so parallel tests never see
+//!   each other's listeners. Tests that must use `127.0.0.1` or `::1` take [`util::loopback_lock`].
+//! - The machine may have listeners of its own, on the wildcard address or on loopback. Expected
+//!   results are therefore the test's own listeners plus whatever `/proc/net/tcp{,6}` shows
+//!   listening right before and after the sweep ([`util::ListenSnapshot`]).
+//! - Every loop and every child process is bounded by a deadline; a hang fails the test.
+//! - Tests stop only the processes they started, by their handle.
+//!
+//! Modules by area: `scan` (sweeps against listener farms), `usage` (bad input exits 2), `netns`
+//! (filtered and unreachable ports behind nftables rules in a private network namespace).
 
+mod netns;
+mod scan;
+mod usage;
+mod util;

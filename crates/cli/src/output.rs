@@ -92,7 +92,7 @@ impl<W: Write> Output<W> {
     pub fn finish(mut self) -> io::Result<()> {
         if self.format == Format::Table {
             self.rows
-                .sort_by(|a, b| (a.0.ip, a.0.port).cmp(&(b.0.ip, b.0.port)));
+                .sort_by_key(|(r, _)| (r.ip, r.port));
             let host = |r: &ProbeRecord, h: &Option<String>| match h {
                 Some(name) => format!("{name} ({})", r.ip),
                 None => r.ip.to_string(),

@@ -105,9 +105,10 @@ impl Probe {
                     done(PortState::Filtered, None)
                 }
             }
-            ConnectEvent::Failed(ECONNREFUSED) | ConnectEvent::Failed(ECONNRESET) => {
-                done(PortState::Closed, None)
-            }
+            ConnectEvent::Failed(ECONNREFUSED) => done(PortState::Closed, None),
+            // Linux reports a reset during the handshake as ECONNREFUSED; ECONNRESET means the
+            // handshake completed and the service then reset the connection: it is open.
+            ConnectEvent::Failed(ECONNRESET) => done(PortState::Open, None),
             ConnectEvent::Failed(e @ (EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENETDOWN)) => {
                 done(PortState::Unreachable, Some(e))
             }
@@ -167,6 +168,7 @@ mod tests {
             (1, vec![connected], vec![done(Open, None)]),
             (1, vec![self_connect], vec![done(Closed, None)]),
             (1, vec![Failed(ECONNREFUSED)], vec![done(Closed, None)]),
+            (1, vec![Failed(ECONNRESET)], vec![done(Open, None)]),
             (1, vec![TimedOut], vec![done(Filtered, None)]),
             (
                 2,

@@ -286,7 +286,7 @@ impl HostSetBuilder {
     /// Where an address is named by two targets, the first in address order wins its label.
     pub fn build(&self) -> HostSet {
         let mut include = self.include.clone();
-        include.sort_by(|a, b| a.range.cmp(&b.range));
+        include.sort_by_key(|b| b.range);
         let mut merged: Vec<HostBlock> = Vec::with_capacity(include.len());
         for mut block in include {
             if let Some(last) = merged.last_mut() {

@@ -132,6 +132,25 @@ impl UringDriver {
     }
 }
 
+/// The state of a socket whose connect io_uring reported successful: connected if it has a
+/// peer, otherwise failed with its pending error (or `ENOTCONN` when none is left).
+fn verify_connected(socket: &Socket, target: SocketAddr) -> ConnectEvent {
+    match socket.peer_addr() {
+        Ok(_) => match socket.local_addr().map(|a| a.as_socket()) {
+            Ok(Some(local)) => ConnectEvent::Connected {
+                local,
+                peer: target,
+            },
+            Ok(None) => ConnectEvent::Failed(libc::EAFNOSUPPORT),
+            Err(e) => ConnectEvent::Failed(errno(e)),
+        },
+        Err(e) => match socket.take_error() {
+            Ok(Some(pending)) => ConnectEvent::Failed(errno(pending)),
+            _ => ConnectEvent::Failed(errno(e)),
+        },
+    }
+}
+
 /// The state of a socket whose connect was cancelled by its timeout: connected (the peer
 /// answered), failed with the error the peer's answer left pending, or still unanswered.
 fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
@@ -220,14 +239,10 @@ impl Driver for UringDriver {
                 continue;
             };
             let event = match -result {
-                0 => match socket.local_addr().map(|a| a.as_socket()) {
-                    Ok(Some(local)) => ConnectEvent::Connected {
-                        local,
-                        peer: s.target,
-                    },
-                    Ok(None) => ConnectEvent::Failed(libc::EAFNOSUPPORT),
-                    Err(e) => ConnectEvent::Failed(errno(e)),
-                },
+                // A zero result is not proof of a handshake: when an ICMP error ends the
+                // attempt, io_uring can report 0 with the error already consumed. Only a
+                // socket with a peer is connected.
+                0 => verify_connected(&socket, s.target),
                 // The linked timeout fired and cancelled the connect. The answer may have
                 // arrived just before, with its completion still queued as deferred task work:
                 // take a last look at the socket before calling the attempt unanswered.

@@ -1,0 +1,292 @@
+//! Filtered and unreachable ports, made by nftables rules inside a private network namespace.
+//!
+//! These tests need root, `ip` and `nft`. Where a namespace cannot be created (no privileges, a
+//! container without `CAP_SYS_ADMIN`) they say why and return.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::util::{
+    assert_success, check_summary, index_records, parse_jsonl, run_command, stderr, stdout, which,
+    Helper, Kind, Record, BIN, RUN_TIMEOUT,
+};
+
+/// Dropped by the input hook: no answer, so `filtered` after every try.
+const DROPPED: [u16; 2] = [1001, 1002];
+/// Rejected with ICMP host unreachable: `unreachable`, errno `EHOSTUNREACH`.
+const REJECTED: u16 = 1003;
+/// Nothing listens and nothing filters: `closed`.
+const CLOSED: u16 = 1004;
+
+/// What a sweep said about each port: state and errno.
+type Outcome = BTreeSet<(u16, String, Option<String>)>;
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A network namespace that is deleted on drop, whatever happened in between.
+struct Namespace {
+    name: String,
+    ip: PathBuf,
+}
+
+impl Namespace {
+    /// Creates `ph-test-<pid>-<n>`.
+    fn create(ip: PathBuf) -> Result<Namespace, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "ph-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cmd = Command::new(&ip);
+        cmd.args(["netns", "add", &name]);
+        let out = run_command(cmd, None, SETUP_TIMEOUT);
+        if !out.status.success() {
+            return Err(format!("ip netns add {name}: {}", stderr(&out).trim()));
+        }
+        Ok(Namespace { name, ip })
+    }
+
+    /// `ip netns exec <name> program args...`
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.ip);
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> Output {
+        run_command(self.command(program, args), input, SETUP_TIMEOUT)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(&self.ip);
+        cmd.args(["netns", "del", &self.name]);
+        let out = run_command(cmd, None, SETUP_TIMEOUT);
+        if !out.status.success() {
+            eprintln!(
+                "warning: could not delete network namespace {}: {}",
+                self.name,
+                stderr(&out).trim()
+            );
+        }
+    }
+}
+
+/// The ruleset: drop [`DROPPED`], reject [`REJECTED`] with host unreachable (ICMP for IPv4,
+/// ICMPv6 address unreachable for IPv6, which the kernel also maps to `EHOSTUNREACH`).
+fn ruleset() -> String {
+    format!(
+        "table inet filter {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority 0; policy accept;\n\
+         \t\ttcp dport {{ {}, {} }} drop\n\
+         \t\tmeta nfproto ipv4 tcp dport {REJECTED} reject with icmp type host-unreachable\n\
+         \t\tmeta nfproto ipv6 tcp dport {REJECTED} reject with icmpv6 type addr-unreachable\n\
+         \t}}\n\
+         }}\n",
+        DROPPED[0], DROPPED[1]
+    )
+}
+
+/// Sets up a namespace with the ruleset and sweeps `target` in it with each backend.
+fn sweep_in_namespace(target: IpAddr) {
+    let Some(ip) = which("ip") else {
+        eprintln!("skipping: `ip` (iproute2) not found");
+        return;
+    };
+    if which("nft").is_none() {
+        eprintln!("skipping: `nft` (nftables) not found");
+        return;
+    }
+    let ns = match Namespace::create(ip) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipping: cannot create a network namespace: {why}");
+            return;
+        }
+    };
+    let lo = ns.run("ip", &["link", "set", "lo", "up"], None);
+    assert!(
+        lo.status.success(),
+        "ip link set lo up in {}: {}",
+        ns.name,
+        stderr(&lo)
+    );
+    if target.is_ipv6() {
+        let addrs = ns.run("ip", &["-6", "addr", "show", "dev", "lo"], None);
+        if !stdout(&addrs).contains("::1/128") {
+            eprintln!("skipping: no ::1 in the namespace (IPv6 disabled?)");
+            return;
+        }
+    }
+    let nft = ns.run("nft", &["-f", "-"], Some(&ruleset()));
+    if !nft.status.success() {
+        eprintln!(
+            "skipping: cannot load an nftables ruleset in the namespace: {}",
+            stderr(&nft).trim()
+        );
+        return;
+    }
+
+    // An open port needs a listener inside the namespace; the python3 helper provides one where
+    // python3 exists (nc is not assumed). It is stopped when `open` drops, before the namespace.
+    let prefix = ["ip", "netns", "exec", ns.name.as_str()];
+    let open = match Helper::spawn(&prefix, Kind::Accept, &[target]) {
+        Ok((helper, ports)) => Some((helper, ports[0])),
+        Err(why) => {
+            eprintln!("note: not testing an open port in the namespace: {why}");
+            None
+        }
+    };
+
+    let mut ports = vec![DROPPED[0], DROPPED[1], REJECTED, CLOSED];
+    ports.extend(open.as_ref().map(|(_, p)| *p));
+    let ports_text: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports_arg = ports_text.join(",");
+    let target_arg = target.to_string();
+
+    let mut results: Vec<(&str, Outcome)> = Vec::new();
+    for backend in ["epoll", "uring"] {
+        let args = [
+            "scan",
+            &target_arg,
+            "-p",
+            &ports_arg,
+            "--timeout",
+            "300ms",
+            "--tries",
+            "2",
+            "--all",
+            "--format",
+            "jsonl",
+            "--backend",
+            backend,
+        ];
+        let out = run_command(ns.command(BIN, &args), None, RUN_TIMEOUT);
+        if backend == "uring" && crate::util::uring_unavailable(&out) {
+            eprintln!("skipping the io_uring half: {}", stderr(&out).trim());
+            continue;
+        }
+        assert_success(&args, &out);
+        let records = parse_jsonl(&stdout(&out));
+        let want_backend = if backend == "uring" {
+            "io_uring"
+        } else {
+            "epoll"
+        };
+        check_summary(&stderr(&out), &records, Some(want_backend));
+        check_namespace_records(
+            backend,
+            &records,
+            target,
+            &ports,
+            open.as_ref().map(|(_, p)| *p),
+        );
+        results.push((
+            backend,
+            records
+                .iter()
+                .map(|r| (r.port, r.state.clone(), r.str("errno").map(str::to_string)))
+                .collect(),
+        ));
+    }
+    if let [(a, ra), (b, rb)] = results.as_slice() {
+        assert_eq!(ra, rb, "{a} and {b} disagree");
+    }
+    drop(open);
+    drop(ns);
+}
+
+fn check_namespace_records(
+    backend: &str,
+    records: &[Record],
+    target: IpAddr,
+    ports: &[u16],
+    open: Option<u16>,
+) {
+    let index = index_records(records);
+    assert_eq!(
+        records.len(),
+        ports.len(),
+        "--backend {backend}: one record per port: {records:?}"
+    );
+    let by_port: BTreeMap<u16, &Record> = index
+        .iter()
+        .map(|((ip, port), r)| {
+            assert_eq!(*ip, target, "{:?}", r.fields);
+            (*port, *r)
+        })
+        .collect();
+    let get = |port: u16| -> &Record {
+        by_port
+            .get(&port)
+            .unwrap_or_else(|| panic!("--backend {backend}: port {port} not reported: {records:?}"))
+    };
+    for port in DROPPED {
+        let r = get(port);
+        assert_eq!(
+            r.state, "filtered",
+            "--backend {backend}: dropped port {port}: {:?}",
+            r.fields
+        );
+        assert_eq!(
+            r.uint("tries"),
+            Some(2),
+            "--backend {backend}: dropped port {port}: {:?}",
+            r.fields
+        );
+    }
+    let r = get(REJECTED);
+    assert_eq!(
+        r.state, "unreachable",
+        "--backend {backend}: rejected port: {:?}",
+        r.fields
+    );
+    assert_eq!(
+        r.str("errno"),
+        Some("EHOSTUNREACH"),
+        "--backend {backend}: rejected port: {:?}",
+        r.fields
+    );
+    let r = get(CLOSED);
+    assert_eq!(
+        r.state, "closed",
+        "--backend {backend}: closed port: {:?}",
+        r.fields
+    );
+    assert!(
+        r.str("errno").is_none(),
+        "--backend {backend}: closed port has an errno: {:?}",
+        r.fields
+    );
+    if let Some(port) = open {
+        let r = get(port);
+        assert_eq!(
+            r.state, "open",
+            "--backend {backend}: listening port: {:?}",
+            r.fields
+        );
+        assert_eq!(
+            r.uint("tries"),
+            Some(1),
+            "--backend {backend}: listening port: {:?}",
+            r.fields
+        );
+    }
+}
+
+#[test]
+fn netns_dropped_ports_are_filtered_and_rejected_ports_unreachable() {
+    sweep_in_namespace(IpAddr::V4(Ipv4Addr::LOCALHOST));
+}
+
+#[test]
+fn netns_ipv6_dropped_ports_are_filtered_and_rejected_ports_unreachable() {
+    sweep_in_namespace(IpAddr::V6(Ipv6Addr::LOCALHOST));
+}
