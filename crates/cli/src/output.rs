@@ -91,8 +91,7 @@ impl<W: Write> Output<W> {
     /// Writes the table (if that is the format) and flushes.
     pub fn finish(mut self) -> io::Result<()> {
         if self.format == Format::Table {
-            self.rows
-                .sort_by_key(|(r, _)| (r.ip, r.port));
+            self.rows.sort_by_key(|(r, _)| (r.ip, r.port));
             let host = |r: &ProbeRecord, h: &Option<String>| match h {
                 Some(name) => format!("{name} ({})", r.ip),
                 None => r.ip.to_string(),
