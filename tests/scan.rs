@@ -322,11 +322,14 @@ fn csv_output_lists_the_open_ports() {
     let fs = FarmSweep::new("csv_output_lists_the_open_ports");
     let (text, before, after) = sweep_format(&fs, "csv");
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("ip,port,state,rtt_us,tries,host,errno"));
+    assert_eq!(
+        lines.next(),
+        Some("ip,port,state,rtt_us,tries,host,errno,matched,banner,reason")
+    );
     let mut found = BTreeSet::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split(',').collect();
-        assert_eq!(cols.len(), 7, "csv row: {line}");
+        assert_eq!(cols.len(), 10, "csv row: {line}");
         let ip: IpAddr = cols[0].parse().unwrap_or_else(|_| panic!("csv ip: {line}"));
         let port: u16 = cols[1]
             .parse()

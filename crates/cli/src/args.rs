@@ -84,6 +84,9 @@ pub struct ScanArgs {
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
 
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -107,4 +110,28 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn backend(s: &str) -> Result<BackendChoice, String> {
     s.parse()
+}
+
+/// What to do once connected: shared by `scan` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Bytes to send once connected (escapes: \r \n \t \0 \\ \xHH).
+    #[arg(long, value_name = "DATA")]
+    pub send: Option<String>,
+
+    /// A regular expression the reply must match (on bytes).
+    #[arg(long, value_name = "REGEX")]
+    pub expect: Option<String>,
+
+    /// Read what the server says first and report it.
+    #[arg(long)]
+    pub banner: bool,
+
+    /// How long one read or send of the dialog may take.
+    #[arg(long, default_value = "2s", value_parser = duration, value_name = "DURATION")]
+    pub read_timeout: Duration,
+
+    /// How long the whole dialog may take after the handshake.
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub dialog_timeout: Duration,
 }

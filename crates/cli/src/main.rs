@@ -3,6 +3,7 @@
 
 mod args;
 mod output;
+mod probe;
 mod scan;
 mod targets;
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use porthawk_core::{errno_name, PortState, ProbeRecord};
+use porthawk_core::{errno_name, printable, PortState, ProbeRecord, BANNER_LIMIT};
 
 use crate::args::Format;
 
@@ -20,7 +20,10 @@ impl<W: Write> Output<W> {
     /// An output in `format` to `out`; writes the CSV header at once.
     pub fn new(format: Format, mut out: W) -> io::Result<Self> {
         if format == Format::Csv {
-            writeln!(out, "ip,port,state,rtt_us,tries,host,errno")?;
+            writeln!(
+                out,
+                "ip,port,state,rtt_us,tries,host,errno,matched,banner,reason"
+            )?;
         }
         Ok(Output {
             format,
@@ -58,20 +61,41 @@ impl<W: Write> Output<W> {
                 if let Some(e) = errno {
                     let _ = write!(l, r#","errno":"{e}""#);
                 }
+                if let Some(b) = &r.banner {
+                    l.push_str(r#","banner":""#);
+                    json_escape(l, &banner_text(b));
+                    l.push('"');
+                }
+                if let Some(m) = r.matched {
+                    let _ = write!(l, r#","matched":{m}"#);
+                }
+                if let Some(reason) = &r.reason {
+                    l.push_str(r#","reason":""#);
+                    json_escape(l, reason);
+                    l.push('"');
+                }
                 l.push('}');
             }
             Format::Csv => {
                 let _ = write!(
                     l,
-                    "{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},",
                     r.ip,
                     r.port,
                     r.state,
                     r.rtt_us,
                     r.tries,
                     host.unwrap_or(""),
-                    errno.unwrap_or("")
+                    errno.unwrap_or(""),
+                    r.matched.map_or("", |m| if m { "true" } else { "false" }),
                 );
+                if let Some(b) = &r.banner {
+                    csv_field(l, &banner_text(b));
+                }
+                l.push(',');
+                if let Some(reason) = &r.reason {
+                    csv_field(l, reason);
+                }
             }
             Format::Grep => {
                 let _ = write!(
@@ -105,14 +129,22 @@ impl<W: Write> Output<W> {
                 .max(4);
             writeln!(
                 self.out,
-                "{:<width$}  {:>5}  {:<11}  {:>9}  REASON",
+                "{:<width$}  {:>5}  {:<11}  {:>9}  INFO",
                 "HOST", "PORT", "STATE", "RTT"
             )?;
             for (r, h) in &self.rows {
+                let banner;
                 let reason = match (r.state, r.errno) {
                     (PortState::Unreachable | PortState::Error, Some(e)) => errno_name(e),
                     (PortState::Filtered, _) => "no answer",
-                    _ => "",
+                    _ => match (&r.reason, &r.banner) {
+                        (Some(why), _) => why.as_str(),
+                        (None, Some(b)) => {
+                            banner = printable(trim_line_end(b), 60);
+                            banner.as_str()
+                        }
+                        (None, None) => "",
+                    },
                 };
                 let rtt = format!("{:.1}ms", f64::from(r.rtt_us) / 1000.0);
                 writeln!(
@@ -127,6 +159,31 @@ impl<W: Write> Output<W> {
             }
         }
         self.out.flush()
+    }
+}
+
+/// A banner for output: without its final line break, with every other byte that is not
+/// printable ASCII escaped (`\r`, `\n`, `\xHH`).
+pub fn banner_text(banner: &[u8]) -> String {
+    printable(trim_line_end(banner), 4 * BANNER_LIMIT)
+}
+
+fn trim_line_end(b: &[u8]) -> &[u8] {
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    &b[..end]
+}
+
+/// Appends a CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
     }
 }
 
@@ -149,12 +206,8 @@ mod tests {
 
     fn rec(ip: &str, port: u16, state: PortState, errno: Option<i32>) -> ProbeRecord {
         ProbeRecord {
-            ip: ip.parse().unwrap(),
-            port,
-            state,
-            rtt_us: 412,
-            tries: 1,
             errno,
+            ..ProbeRecord::new(ip.parse().unwrap(), port, state, 412, 1)
         }
     }
 
@@ -181,7 +234,7 @@ mod tests {
         );
         assert_eq!(
             render(Format::Csv, &records),
-            "ip,port,state,rtt_us,tries,host,errno\n10.0.0.7,25,open,412,1,mx,\n10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH\n"
+            "ip,port,state,rtt_us,tries,host,errno,matched,banner,reason\n10.0.0.7,25,open,412,1,mx,,,,\n10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,\n"
         );
         assert_eq!(
             render(Format::Grep, &records),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use porthawk_core::{decode_frame, PortState, ProbeSpec, TargetSpace};
+use porthawk_core::{decode_frame, PortState, TargetSpace};
 use porthawk_engine::{
     default_inflight, max_inflight, raise_nofile_limit, Engine, EngineConfig, Job,
 };
@@ -39,6 +39,7 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(random_seed);
     let space = TargetSpace::new(hosts, ports, seed).context("nothing to scan")?;
     let space = Arc::new(space);
+    let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
 
     let nofile = raise_nofile_limit();
     let inflight = match args.inflight {
@@ -75,10 +76,6 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let mut output = Output::new(args.format, &mut sink)?;
 
     let engine = Engine::start(&config)?;
-    let spec = ProbeSpec {
-        connect_timeout: args.timeout,
-        tries: args.tries,
-    };
     let job = engine.submit(Job {
         id: engine.next_job_id(),
         space: Arc::clone(&space),

@@ -11,8 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+mod dialog;
 mod duration;
 mod errno;
+mod escape;
 mod permute;
 mod ports;
 mod probe;
@@ -20,8 +22,12 @@ mod record;
 mod space;
 mod target;
 
+pub use dialog::{
+    Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
+};
 pub use duration::parse_duration;
 pub use errno::{errno_name, Errno};
+pub use escape::{parse_escapes, printable, EscapeError};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};

@@ -5,10 +5,11 @@
 //! they cannot disagree on what a completion means.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::errno::consts::*;
-use crate::{Errno, PortState};
+use crate::{Dialog, Errno, PortState};
 
 /// How to probe each target of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,12 @@ pub struct ProbeSpec {
     /// How many connect attempts a target gets before it is called filtered (at least 1).
     /// Only unanswered attempts are retried: a refusal or a handshake is an answer.
     pub tries: u8,
+    /// What to send and expect once connected; `None` closes right after the handshake.
+    pub dialog: Option<Arc<Dialog>>,
+    /// How long one send or read of the dialog may take (the first byte of a banner, say).
+    pub read_timeout: Duration,
+    /// How long the whole dialog may take, from the handshake on.
+    pub dialog_timeout: Duration,
 }
 
 impl Default for ProbeSpec {
@@ -25,6 +32,9 @@ impl Default for ProbeSpec {
         ProbeSpec {
             connect_timeout: Duration::from_secs(1),
             tries: 2,
+            dialog: None,
+            read_timeout: Duration::from_secs(2),
+            dialog_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -51,6 +61,16 @@ pub enum Step {
     /// Close the socket and connect again on a new one (an unanswered attempt with tries left,
     /// or a local resource shortage that says nothing about the target).
     Reconnect,
+    /// Send the conversation's pending bytes, giving up after `timeout`.
+    Send {
+        /// How long the send may take.
+        timeout: Duration,
+    },
+    /// Read what the peer sends, giving up after `timeout`.
+    Recv {
+        /// How long to wait for bytes.
+        timeout: Duration,
+    },
     /// The probe is finished with this verdict.
     Done {
         /// The port's state.
@@ -140,6 +160,7 @@ mod tests {
         ProbeSpec {
             connect_timeout: Duration::from_millis(100),
             tries,
+            ..ProbeSpec::default()
         }
     }
 
@@ -215,6 +236,7 @@ mod tests {
                     assert_eq!((state, errno), (PortState::Error, Some(EADDRNOTAVAIL)));
                     break;
                 }
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(steps, usize::from(MAX_LOCAL_RETRIES) + 1);

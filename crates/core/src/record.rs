@@ -101,6 +101,30 @@ pub struct ProbeRecord {
     pub tries: u8,
     /// The errno behind an `unreachable` or `error` verdict.
     pub errno: Option<Errno>,
+    /// The first reply of the probe's dialog (at most [`crate::BANNER_LIMIT`] bytes), if the
+    /// probe read anything.
+    pub banner: Option<Vec<u8>>,
+    /// Whether the replies matched what the dialog expected; `None` when it expected nothing.
+    pub matched: Option<bool>,
+    /// Why the dialog failed: the step, and what happened there.
+    pub reason: Option<String>,
+}
+
+impl ProbeRecord {
+    /// A record with the connect-level fields set and no dialog outcome.
+    pub fn new(ip: IpAddr, port: u16, state: PortState, rtt_us: u32, tries: u8) -> Self {
+        ProbeRecord {
+            ip,
+            port,
+            state,
+            rtt_us,
+            tries,
+            errno: None,
+            banner: None,
+            matched: None,
+            reason: None,
+        }
+    }
 }
 
 /// A batch of records from one shard for one job.
@@ -223,6 +247,9 @@ mod tests {
                     rtt_us: 412,
                     tries: 1,
                     errno: None,
+                    banner: Some(b"220 mx ESMTP\r\n".to_vec()),
+                    matched: Some(true),
+                    reason: None,
                 },
                 ProbeRecord {
                     ip: "::1".parse().unwrap(),
@@ -231,6 +258,9 @@ mod tests {
                     rtt_us: u32::MAX,
                     tries: 2,
                     errno: Some(71),
+                    banner: None,
+                    matched: Some(false),
+                    reason: Some("step 1: expect ^220 timed out after 2s".into()),
                 },
             ],
             shard_done: true,
@@ -255,8 +285,24 @@ mod tests {
     fn records_are_compact() {
         let mut buf = Vec::new();
         encode_frame(&sample(), &mut buf);
-        // Two records (one IPv4, one IPv6) and the batch header stay well under 64 bytes.
-        assert!(buf.len() < 64, "frame is {} bytes", buf.len());
+        // A plain connect record costs about a dozen bytes.
+        let plain = ResultBatch {
+            records: vec![ProbeRecord::new(
+                "10.0.0.7".parse().unwrap(),
+                443,
+                PortState::Closed,
+                150,
+                1,
+            )],
+            ..sample()
+        };
+        buf.clear();
+        encode_frame(&plain, &mut buf);
+        assert!(
+            buf.len() - FRAME_HEADER_LEN < 24,
+            "frame is {} bytes",
+            buf.len()
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 use porthawk_core::{
-    encode_frame, ConnectEvent, PortState, Probe, ProbeRecord, ResultBatch, ShardSlice, Step,
+    encode_frame, ConnectEvent, Conversation, PortState, ProbeRecord, ResultBatch, ShardSlice, Step,
 };
 
-use crate::driver::{Completion, Driver};
+use crate::driver::{Completion, Driver, IoEvent};
 use crate::rate::TokenBucket;
 use crate::{new_histogram, JobShared};
 
@@ -46,8 +46,12 @@ struct ActiveJob {
 struct SlotState {
     job: usize,
     target: SocketAddr,
-    probe: Probe,
+    /// When the current connect attempt started.
     started: Instant,
+    /// When the handshake completed: the dialog's clock starts there.
+    connected: Instant,
+    /// The connect's round trip, kept for the record once the dialog is over.
+    rtt_us: u32,
 }
 
 /// The longest a shard sleeps in the kernel before it looks at cancellations and new jobs.
@@ -66,6 +70,8 @@ pub(crate) struct Shard<D: Driver> {
     frames: Sender<Vec<u8>>,
     jobs: Vec<Option<ActiveJob>>,
     slots: Vec<SlotState>,
+    /// The probe state of each slot (separate from `slots` because it is not `Copy`).
+    conversations: Vec<Conversation>,
     free: Vec<u32>,
     /// Slots whose next connect waits for the next loop turn: retries, and starts that hit a
     /// local shortage (EMFILE, ENOBUFS) while other probes were in flight.
@@ -93,11 +99,13 @@ impl<D: Driver> Shard<D> {
                 SlotState {
                     job: 0,
                     target: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    probe: Probe::new(),
                     started: now,
+                    connected: now,
+                    rtt_us: 0,
                 };
                 slots
             ],
+            conversations: vec![Conversation::default(); slots],
             free: (0..slots as u32).rev().collect(),
             restart: Vec::with_capacity(slots),
             completions: Vec::with_capacity(slots),
@@ -244,9 +252,11 @@ impl<D: Driver> Shard<D> {
             self.slots[slot as usize] = SlotState {
                 job: j,
                 target,
-                probe: Probe::new(),
                 started: now,
+                connected: now,
+                rtt_us: 0,
             };
+            self.conversations[slot as usize].reset();
             self.start(slot, now);
             if !self.restart.is_empty() {
                 // Out of descriptors or buffers: let some probes finish first.
@@ -278,39 +288,93 @@ impl<D: Driver> Shard<D> {
             {
                 self.restart.push(slot);
             }
-            Err(e) => self.complete(slot, ConnectEvent::Failed(e), now),
+            Err(e) => self.complete(slot, IoEvent::Connect(ConnectEvent::Failed(e)), now),
         }
     }
 
-    fn complete(&mut self, slot: u32, event: ConnectEvent, now: Instant) {
-        let state = &mut self.slots[slot as usize];
-        let Some(job) = self.jobs[state.job].as_mut() else {
+    /// Feeds a finished operation to the slot's conversation and does what it says next.
+    fn complete(&mut self, slot: u32, event: IoEvent, now: Instant) {
+        let i = slot as usize;
+        let state = &mut self.slots[i];
+        let Some(job) = self.jobs[state.job].as_ref() else {
             return;
         };
-        match state.probe.on_connect(&job.shared.spec, event) {
-            Step::Reconnect => self.restart.push(slot),
+        let spec = &job.shared.spec;
+        let conv = &mut self.conversations[i];
+        let elapsed = now.saturating_duration_since(state.connected);
+        let step = match event {
+            IoEvent::Connect(connect) => {
+                let rtt = now.saturating_duration_since(state.started);
+                state.rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+                state.connected = now;
+                conv.on_connect(spec, connect)
+            }
+            IoEvent::Sent(Ok(n)) => conv.on_sent(spec, n, elapsed),
+            IoEvent::Received(Ok(n)) => {
+                let data = &self.driver.received(slot)[..n];
+                conv.on_recv(spec, data, elapsed)
+            }
+            IoEvent::Sent(Err(e)) | IoEvent::Received(Err(e)) => conv.on_io_error(e),
+            IoEvent::TimedOut => conv.on_timeout(spec, elapsed),
+        };
+        let connected = matches!(event, IoEvent::Connect(ConnectEvent::Connected { .. }))
+            || !matches!(event, IoEvent::Connect(_));
+        let io = match step {
+            Step::Reconnect => {
+                self.restart.push(slot);
+                return;
+            }
+            Step::Send { timeout } => {
+                let data = self.conversations[i].pending_send();
+                self.driver.send(slot, data, timeout)
+            }
+            Step::Recv { timeout } => self.driver.recv(slot, timeout),
             Step::Done {
                 state: verdict,
                 errno,
             } => {
-                let rtt = now.saturating_duration_since(state.started);
-                let rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
-                if matches!(verdict, PortState::Open | PortState::Closed) {
-                    // Values beyond the histogram's range are clamped by saturating_record.
-                    job.hist.saturating_record(u64::from(rtt_us.max(1)));
+                if connected {
+                    self.driver.close(slot);
                 }
-                job.batch.push(ProbeRecord {
-                    ip: state.target.ip(),
-                    port: state.target.port(),
-                    state: verdict,
-                    rtt_us,
-                    tries: state.probe.tries(),
-                    errno,
-                });
-                job.inflight -= 1;
-                self.free.push(slot);
+                self.record(slot, verdict, errno);
+                return;
+            }
+        };
+        if let Err(e) = io {
+            // The socket could not take the next operation: that is the dialog's outcome.
+            let step = self.conversations[i].on_io_error(e);
+            self.driver.close(slot);
+            if let Step::Done { state, errno } = step {
+                self.record(slot, state, errno);
             }
         }
+    }
+
+    /// Writes the slot's record into its job's batch and frees the slot.
+    fn record(&mut self, slot: u32, verdict: PortState, errno: Option<i32>) {
+        let i = slot as usize;
+        let state = self.slots[i];
+        let Some(job) = self.jobs[state.job].as_mut() else {
+            return;
+        };
+        if matches!(verdict, PortState::Open | PortState::Closed) {
+            // Values beyond the histogram's range are clamped by saturating_record.
+            job.hist.saturating_record(u64::from(state.rtt_us.max(1)));
+        }
+        let conv = &self.conversations[i];
+        job.batch.push(ProbeRecord {
+            ip: state.target.ip(),
+            port: state.target.port(),
+            state: verdict,
+            rtt_us: state.rtt_us,
+            tries: conv.tries(),
+            errno,
+            banner: conv.banner().map(<[u8]>::to_vec),
+            matched: conv.matched(),
+            reason: conv.reason().map(str::to_string),
+        });
+        job.inflight -= 1;
+        self.free.push(slot);
     }
 
     /// Sends full or old batches, and finishes jobs with nothing left to probe.
@@ -415,12 +479,8 @@ impl<D: Driver> Shard<D> {
 
 fn error_record(target: SocketAddr) -> ProbeRecord {
     ProbeRecord {
-        ip: target.ip(),
-        port: target.port(),
-        state: PortState::Error,
-        rtt_us: 0,
-        tries: 0,
         errno: Some(libc::EIO),
+        ..ProbeRecord::new(target.ip(), target.port(), PortState::Error, 0, 0)
     }
 }
 

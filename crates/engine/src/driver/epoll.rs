@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,16 +11,34 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use porthawk_core::{ConnectEvent, Errno};
 
-use super::{errno, new_socket, reset_on_close, Completion, Driver};
+use super::{errno, new_socket, reset_on_close, Completion, Driver, IoEvent, RECV_CHUNK};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Idle,
+    Connect,
+    Send,
+    Recv,
+}
 
 struct Slot {
     stream: Option<TcpStream>,
+    op: Op,
     target: SocketAddr,
-    /// Bumped at every start so a stale deadline for an earlier attempt is recognised.
+    /// Bumped at every operation so a stale deadline of an earlier one is recognised.
     generation: u32,
+    tx: Vec<u8>,
+    sent: usize,
+    rx: Vec<u8>,
+    rx_len: usize,
 }
 
-/// Non-blocking connects watched by epoll, with deadlines kept in a heap.
+/// Marks the deadline entry of an operation that may already be complete (a connect that
+/// finished inside `connect(2)`, a send or read to try at once): it is looked at on the next
+/// wait without waiting for readiness.
+const IMMEDIATE: u32 = 1 << 31;
+
+/// Non-blocking sockets watched by epoll, with deadlines kept in a heap.
 pub(crate) struct EpollDriver {
     poll: Poll,
     events: Events,
@@ -32,7 +50,7 @@ pub(crate) struct EpollDriver {
 }
 
 impl EpollDriver {
-    /// A driver for `slots` concurrent attempts.
+    /// A driver for `slots` concurrent probes.
     pub(crate) fn new(slots: usize) -> io::Result<Self> {
         Ok(EpollDriver {
             poll: Poll::new()?,
@@ -40,8 +58,13 @@ impl EpollDriver {
             slots: (0..slots)
                 .map(|_| Slot {
                     stream: None,
+                    op: Op::Idle,
                     target: SocketAddr::from(([0, 0, 0, 0], 0)),
                     generation: 0,
+                    tx: Vec::new(),
+                    sent: 0,
+                    rx: Vec::new(),
+                    rx_len: 0,
                 })
                 .collect(),
             deadlines: BinaryHeap::with_capacity(slots),
@@ -50,63 +73,184 @@ impl EpollDriver {
         })
     }
 
-    fn finish(&mut self, slot: u32, event: ConnectEvent, out: &mut Vec<Completion>) {
+    /// Arms `op` on `slot` with a deadline; `immediate` has it looked at on the next wait.
+    fn arm(&mut self, slot: u32, op: Op, timeout: Duration, immediate: bool) {
         let s = &mut self.slots[slot as usize];
-        if let Some(mut stream) = s.stream.take() {
-            if matches!(event, ConnectEvent::Connected { .. }) {
-                reset_on_close(&socket2::SockRef::from(&stream));
-            }
-            // Deregistering is implicit in close; the explicit call keeps mio's bookkeeping
-            // honest. An error here changes nothing about the verdict.
-            let _ = self.poll.registry().deregister(&mut stream);
-            drop(stream);
-            self.inflight -= 1;
-            out.push(Completion { slot, event });
+        s.generation = s.generation.wrapping_add(1) & !IMMEDIATE;
+        s.op = op;
+        self.inflight += 1;
+        // Deadlines of operations that finished early stay in the heap until they expire;
+        // keep the heap proportional to the slab rather than to rate × timeout.
+        if self.deadlines.len() > 4 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.deadlines.retain(|Reverse((_, slot, generation))| {
+                let s = &slots[*slot as usize];
+                s.op != Op::Idle && s.generation == generation & !IMMEDIATE
+            });
         }
+        let s = &self.slots[slot as usize];
+        let now = Instant::now();
+        if immediate {
+            self.deadlines
+                .push(Reverse((now, slot, s.generation | IMMEDIATE)));
+        }
+        self.deadlines
+            .push(Reverse((now + timeout, slot, s.generation)));
+    }
+
+    fn interest(&mut self, slot: u32, interest: Interest) -> Result<(), Errno> {
+        let s = &mut self.slots[slot as usize];
+        let stream = s.stream.as_mut().ok_or(libc::ENOTCONN)?;
+        self.poll
+            .registry()
+            .reregister(stream, Token(slot as usize), interest)
+            .map_err(errno)
+    }
+
+    /// Tries to make progress on the slot's operation; `Some` when it is finished.
+    /// `expired` says the deadline has passed: an unfinished operation then times out.
+    fn progress(&mut self, slot: u32, expired: bool) -> Option<IoEvent> {
+        let s = &mut self.slots[slot as usize];
+        let stream = s.stream.as_mut()?;
+        match s.op {
+            Op::Idle => None,
+            Op::Connect => match connect_outcome(stream) {
+                Some(event) => Some(IoEvent::Connect(event)),
+                None if expired => Some(IoEvent::Connect(ConnectEvent::TimedOut)),
+                None => None,
+            },
+            Op::Send => loop {
+                match stream.write(&s.tx[s.sent..]) {
+                    Ok(n) => {
+                        s.sent += n;
+                        if s.sent == s.tx.len() || n == 0 {
+                            return Some(IoEvent::Sent(Ok(s.sent)));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return if expired {
+                            Some(if s.sent > 0 {
+                                IoEvent::Sent(Ok(s.sent))
+                            } else {
+                                IoEvent::TimedOut
+                            })
+                        } else {
+                            None
+                        };
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some(IoEvent::Sent(Err(errno(e)))),
+                }
+            },
+            Op::Recv => loop {
+                match stream.read(&mut s.rx[..RECV_CHUNK]) {
+                    Ok(n) => {
+                        s.rx_len = n;
+                        return Some(IoEvent::Received(Ok(n)));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return expired.then_some(IoEvent::TimedOut);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some(IoEvent::Received(Err(errno(e)))),
+                }
+            },
+        }
+    }
+
+    fn complete(&mut self, slot: u32, event: IoEvent, out: &mut Vec<Completion>) {
+        let s = &mut self.slots[slot as usize];
+        s.op = Op::Idle;
+        self.inflight -= 1;
+        if let IoEvent::Connect(connect) = event {
+            match connect {
+                ConnectEvent::Connected { .. } => {
+                    if let Some(stream) = &s.stream {
+                        reset_on_close(&socket2::SockRef::from(stream));
+                    }
+                }
+                _ => self.drop_stream(slot),
+            }
+        }
+        out.push(Completion { slot, event });
+    }
+
+    fn drop_stream(&mut self, slot: u32) {
+        if let Some(mut stream) = self.slots[slot as usize].stream.take() {
+            // Closing deregisters too; the explicit call keeps mio's bookkeeping honest.
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+    }
+}
+
+/// The outcome of a non-blocking connect if it has one: connected (peer address known), or
+/// the socket's pending error. `None` while the handshake is still under way.
+fn connect_outcome(stream: &TcpStream) -> Option<ConnectEvent> {
+    match stream.take_error() {
+        Ok(Some(e)) => return Some(ConnectEvent::Failed(errno(e))),
+        Ok(None) => {}
+        Err(e) => return Some(ConnectEvent::Failed(errno(e))),
+    }
+    match stream.peer_addr() {
+        Ok(peer) => match stream.local_addr() {
+            Ok(local) => Some(ConnectEvent::Connected { local, peer }),
+            Err(e) => Some(ConnectEvent::Failed(errno(e))),
+        },
+        // Not connected yet, and no error pending: still in progress.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => None,
+        Err(e) => Some(ConnectEvent::Failed(errno(e))),
     }
 }
 
 impl Driver for EpollDriver {
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno> {
         let socket = new_socket(&target, true)?;
-        let s = &mut self.slots[slot as usize];
-        s.generation = s.generation.wrapping_add(1) & !IMMEDIATE;
-        s.target = target;
         // A non-blocking connect answers EINPROGRESS, or at once on loopback.
         let immediate = match socket.connect(&target.into()) {
-            Ok(()) => Some(Ok(())),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => None,
-            Err(e) => Some(Err(errno(e))),
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+            Err(e) => return Err(errno(e)),
         };
         let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket));
         self.poll
             .registry()
             .register(&mut stream, Token(slot as usize), Interest::WRITABLE)
             .map_err(errno)?;
+        let s = &mut self.slots[slot as usize];
         s.stream = Some(stream);
-        self.inflight += 1;
-        // Deadlines of attempts that finished early stay in the heap until they expire; keep
-        // the heap proportional to the slab rather than to rate × timeout.
-        if self.deadlines.len() > 4 * self.slots.len() + 1024 {
-            let slots = &self.slots;
-            self.deadlines.retain(|Reverse((_, slot, generation))| {
-                let s = &slots[*slot as usize];
-                s.stream.is_some() && s.generation == generation & !IMMEDIATE
-            });
-        }
-        let s = &self.slots[slot as usize];
-        match immediate {
-            // Report immediate outcomes through the normal path on the next wait: arm a
-            // deadline of zero so `wait` picks the slot up and reads SO_ERROR.
-            Some(_) => {
-                self.deadlines
-                    .push(Reverse((Instant::now(), slot, s.generation | IMMEDIATE)))
-            }
-            None => self
-                .deadlines
-                .push(Reverse((Instant::now() + timeout, slot, s.generation))),
-        }
+        s.target = target;
+        self.arm(slot, Op::Connect, timeout, immediate);
         Ok(())
+    }
+
+    fn send(&mut self, slot: u32, data: &[u8], timeout: Duration) -> Result<(), Errno> {
+        self.interest(slot, Interest::WRITABLE)?;
+        let s = &mut self.slots[slot as usize];
+        s.tx.clear();
+        s.tx.extend_from_slice(data);
+        s.sent = 0;
+        self.arm(slot, Op::Send, timeout, true);
+        Ok(())
+    }
+
+    fn recv(&mut self, slot: u32, timeout: Duration) -> Result<(), Errno> {
+        self.interest(slot, Interest::READABLE)?;
+        let s = &mut self.slots[slot as usize];
+        if s.rx.len() < RECV_CHUNK {
+            s.rx.resize(RECV_CHUNK, 0);
+        }
+        s.rx_len = 0;
+        self.arm(slot, Op::Recv, timeout, true);
+        Ok(())
+    }
+
+    fn received(&self, slot: u32) -> &[u8] {
+        let s = &self.slots[slot as usize];
+        &s.rx[..s.rx_len]
+    }
+
+    fn close(&mut self, slot: u32) {
+        self.drop_stream(slot);
     }
 
     fn wait(&mut self, out: &mut Vec<Completion>, max_wait: Duration) -> io::Result<()> {
@@ -129,9 +273,8 @@ impl Driver for EpollDriver {
             .extend(self.events.iter().map(|e| e.token().0 as u32));
         for i in 0..self.ready.len() {
             let slot = self.ready[i];
-            let event = self.outcome(slot);
-            if let Some(event) = event {
-                self.finish(slot, event, out);
+            if let Some(event) = self.progress(slot, false) {
+                self.complete(slot, event, out);
             }
         }
         let now = Instant::now();
@@ -141,44 +284,21 @@ impl Driver for EpollDriver {
             }
             self.deadlines.pop();
             let s = &self.slots[slot as usize];
-            if s.stream.is_none() || s.generation != generation & !IMMEDIATE {
-                continue; // already finished, or a deadline of an earlier attempt
+            if s.op == Op::Idle || s.generation != generation & !IMMEDIATE {
+                continue; // already finished, or a deadline of an earlier operation
             }
-            // For an immediate outcome this reads it; for a deadline it is a last look, since
-            // the answer may have arrived after the poll returned.
-            let event = self.outcome(slot).unwrap_or(ConnectEvent::TimedOut);
-            self.finish(slot, event, out);
+            // For an immediate entry this looks at an operation that may be done already;
+            // for a deadline it is a last look, since the answer may have arrived after the
+            // poll returned.
+            let expired = generation & IMMEDIATE == 0;
+            if let Some(event) = self.progress(slot, expired) {
+                self.complete(slot, event, out);
+            }
         }
         Ok(())
     }
 
     fn inflight(&self) -> usize {
         self.inflight
-    }
-}
-
-/// Marks the deadline entry of a connect that finished inside `connect(2)` itself.
-const IMMEDIATE: u32 = 1 << 31;
-
-impl EpollDriver {
-    /// The outcome of the slot's attempt if it has one: connected (peer address known), or the
-    /// socket's pending error. `None` while the handshake is still under way.
-    fn outcome(&self, slot: u32) -> Option<ConnectEvent> {
-        let s = &self.slots[slot as usize];
-        let stream = s.stream.as_ref()?;
-        match stream.take_error() {
-            Ok(Some(e)) => return Some(ConnectEvent::Failed(errno(e))),
-            Ok(None) => {}
-            Err(e) => return Some(ConnectEvent::Failed(errno(e))),
-        }
-        match stream.peer_addr() {
-            Ok(peer) => match stream.local_addr() {
-                Ok(local) => Some(ConnectEvent::Connected { local, peer }),
-                Err(e) => Some(ConnectEvent::Failed(errno(e))),
-            },
-            // Not connected yet, and no error pending: still in progress.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => None,
-            Err(e) => Some(ConnectEvent::Failed(errno(e))),
-        }
     }
 }

@@ -14,28 +14,56 @@ use porthawk_core::{ConnectEvent, Errno};
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
-/// One finished connect attempt.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Completion {
-    /// The slot the attempt belonged to.
-    pub slot: u32,
-    /// What happened.
-    pub event: ConnectEvent,
+/// What finished on a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IoEvent {
+    /// The connect attempt ended. After `Connected` the socket stays open for the dialog
+    /// until [`Driver::close`]; after anything else it is already closed.
+    Connect(ConnectEvent),
+    /// A send finished: bytes sent, or the errno.
+    Sent(Result<usize, Errno>),
+    /// A read finished: bytes read into [`Driver::received`] (0: the peer closed), or the errno.
+    Received(Result<usize, Errno>),
+    /// A send or read did not finish in time.
+    TimedOut,
 }
 
-/// What a shard needs from a backend.
+/// One finished operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    /// The slot it belonged to.
+    pub slot: u32,
+    /// What happened.
+    pub event: IoEvent,
+}
+
+/// Bytes one read may return.
+pub(crate) const RECV_CHUNK: usize = 2048;
+
+/// What a shard needs from a backend. A slot has at most one operation in flight.
 pub(crate) trait Driver {
     /// Opens a socket for `slot` and starts connecting it to `target`, to be given up after
-    /// `timeout`. The slot must not have an attempt in flight. An `Err` is the errno of a
-    /// failure before anything was started (e.g. `EMFILE`); nothing is left open then.
+    /// `timeout`. An `Err` is the errno of a failure before anything was started (e.g.
+    /// `EMFILE`); nothing is left open then.
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno>;
 
-    /// Hands started work to the kernel and waits up to `max_wait` for at least one attempt
-    /// to finish, appending finished attempts to `out`. Returns at once when nothing is in
-    /// flight.
+    /// Starts sending `data` on the slot's connected socket (the driver keeps a copy).
+    fn send(&mut self, slot: u32, data: &[u8], timeout: Duration) -> Result<(), Errno>;
+
+    /// Starts reading up to [`RECV_CHUNK`] bytes from the slot's connected socket.
+    fn recv(&mut self, slot: u32, timeout: Duration) -> Result<(), Errno>;
+
+    /// The bytes of the slot's last finished read.
+    fn received(&self, slot: u32) -> &[u8];
+
+    /// Closes the slot's connected socket with an RST. No operation may be in flight on it.
+    fn close(&mut self, slot: u32);
+
+    /// Hands started work to the kernel and waits up to `max_wait` for at least one operation
+    /// to finish, appending finished ones to `out`. Returns at once when nothing is in flight.
     fn wait(&mut self, out: &mut Vec<Completion>, max_wait: Duration) -> io::Result<()>;
 
-    /// Attempts in flight.
+    /// Operations in flight.
     fn inflight(&self) -> usize;
 }
 

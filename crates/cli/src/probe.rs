@@ -1,0 +1,37 @@
+//! Turning the probe flags (`--send`, `--expect`, `--banner`) into the engine's probe spec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use porthawk_core::{parse_escapes, Dialog, Pattern, ProbeSpec};
+
+use crate::args::ProbeArgs;
+
+/// The probe spec of the flags; `connect_timeout` and `tries` come from the caller.
+pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<ProbeSpec> {
+    let send = args
+        .send
+        .as_deref()
+        .map(|s| parse_escapes(s).with_context(|| format!("in --send '{s}'")))
+        .transpose()?;
+    let expect = args
+        .expect
+        .as_deref()
+        .map(|e| Pattern::regex(e).context("in --expect"))
+        .transpose()?;
+    let dialog = if send.is_some() || expect.is_some() {
+        Some(Dialog::send_expect(send, expect))
+    } else if args.banner {
+        Some(Dialog::banner())
+    } else {
+        None
+    };
+    Ok(ProbeSpec {
+        connect_timeout,
+        tries,
+        dialog: dialog.map(Arc::new),
+        read_timeout: args.read_timeout,
+        dialog_timeout: args.dialog_timeout,
+    })
+}

@@ -1,0 +1,741 @@
+//! Probe dialogs: what to send once connected, and what the replies must look like.
+//!
+//! A [`Dialog`] is a list of steps. A [`Conversation`] runs one dialog for one probe as a
+//! sans-IO state machine: the engine reports completions (connected, bytes sent, bytes read,
+//! timed out) and does what the returned [`Step`] says. It reads no clock: callers pass the
+//! time elapsed since the handshake, and it allocates nothing after construction.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::escape::printable;
+use crate::{ConnectEvent, Errno, PortState, Probe, ProbeSpec, Step};
+
+/// Bytes kept of one read step; a reply that has not matched by then fails.
+pub const READ_LIMIT: usize = 4096;
+/// Bytes of the first reply kept as the banner.
+pub const BANNER_LIMIT: usize = 1024;
+/// Characters of a reply quoted in a failure reason.
+const QUOTE_LIMIT: usize = 80;
+
+/// Why a dialog could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialogError {
+    /// The expect or reject pattern is not a valid regular expression.
+    #[error("invalid pattern '{pattern}': {message}")]
+    BadPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What the regex compiler said.
+        message: String,
+    },
+}
+
+/// What a reply must (or must not) contain. Matching is on bytes, so binary protocols work.
+#[derive(Clone)]
+pub enum Pattern {
+    /// A regular expression over bytes (`^220`, `(?i)ok`).
+    Regex(regex::bytes::Regex),
+    /// The reply must contain these bytes.
+    Literal(Vec<u8>),
+}
+
+impl Pattern {
+    /// A regular expression; its compiled size is bounded so that a hostile pattern cannot
+    /// take the process's memory.
+    pub fn regex(source: &str) -> Result<Pattern, DialogError> {
+        regex::bytes::RegexBuilder::new(source)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map(Pattern::Regex)
+            .map_err(|e| DialogError::BadPattern {
+                pattern: source.to_string(),
+                message: e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            })
+    }
+
+    /// A substring to look for.
+    pub fn literal(bytes: impl Into<Vec<u8>>) -> Pattern {
+        Pattern::Literal(bytes.into())
+    }
+
+    /// Whether `reply` matches.
+    pub fn is_match(&self, reply: &[u8]) -> bool {
+        match self {
+            Pattern::Regex(re) => re.is_match(reply),
+            Pattern::Literal(needle) => {
+                needle.is_empty() || reply.windows(needle.len()).any(|w| w == needle.as_slice())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Regex(re) => f.write_str(re.as_str()),
+            Pattern::Literal(b) => write!(f, "'{}'", printable(b, QUOTE_LIMIT)),
+        }
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({self})")
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Pattern::Regex(a), Pattern::Regex(b)) => a.as_str() == b.as_str(),
+            (Pattern::Literal(a), Pattern::Literal(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Pattern {}
+
+/// One step of a dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogStep {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Read until the reply matches `expect` (the step passes), matches `reject` (the dialog
+    /// fails at once), the peer closes, the reply outgrows [`READ_LIMIT`], or the step times out.
+    Expect {
+        /// What a good reply contains.
+        expect: Pattern,
+        /// What a bad reply contains (e.g. `^5\d\d` for SMTP), to fail fast.
+        reject: Option<Pattern>,
+    },
+    /// Read what the server says first, if anything, without requiring it to say something:
+    /// a server that waits for the client simply has no banner.
+    Banner,
+    /// Send these bytes only if the server has said nothing so far: a small protocol probe
+    /// that makes a waiting service identify itself. When the server did speak, this step and
+    /// a [`DialogStep::Banner`] right after it (the read of the probe's answer) are skipped.
+    SendIfSilent(Vec<u8>),
+}
+
+/// A list of steps run after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dialog {
+    /// The steps, in order.
+    pub steps: Vec<DialogStep>,
+}
+
+impl Dialog {
+    /// Read the banner, if the server sends one.
+    pub fn banner() -> Dialog {
+        Dialog {
+            steps: vec![DialogStep::Banner],
+        }
+    }
+
+    /// The dialog of `--send DATA --expect REGEX` (either may be absent): without `send`, the
+    /// server's first words are read (and must match `expect`, if given); with `send` but no
+    /// `expect`, the reply is read as the banner.
+    pub fn send_expect(send: Option<Vec<u8>>, expect: Option<Pattern>) -> Dialog {
+        let mut steps = Vec::new();
+        if let Some(bytes) = send {
+            steps.push(DialogStep::Send(bytes));
+        }
+        steps.push(match expect {
+            Some(expect) => DialogStep::Expect {
+                expect,
+                reject: None,
+            },
+            None => DialogStep::Banner,
+        });
+        Dialog { steps }
+    }
+
+    /// Read the banner; if the server says nothing, send `probe` and read the reply instead.
+    pub fn banner_or_probe(probe: Vec<u8>) -> Dialog {
+        Dialog {
+            steps: vec![
+                DialogStep::Banner,
+                DialogStep::SendIfSilent(probe),
+                DialogStep::Banner,
+            ],
+        }
+    }
+
+    /// Whether any step requires a reply to match.
+    pub fn expects(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, DialogStep::Expect { .. }))
+    }
+}
+
+/// One probe's connect attempts and dialog.
+///
+/// Kept once per slot of the engine's slab and reused with [`Conversation::reset`]. Its
+/// buffers start empty and grow (to at most [`READ_LIMIT`] and [`BANNER_LIMIT`]) only when a
+/// dialog reads, so connect-only sweeps pay nothing for them.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    probe: Probe,
+    dialog: Option<Arc<Dialog>>,
+    step: usize,
+    sent: usize,
+    rx: Vec<u8>,
+    banner: Vec<u8>,
+    have_banner: bool,
+    peer_closed: bool,
+    reason: Option<String>,
+}
+
+impl Default for Conversation {
+    fn default() -> Self {
+        Conversation {
+            probe: Probe::new(),
+            dialog: None,
+            step: 0,
+            sent: 0,
+            rx: Vec::new(),
+            banner: Vec::new(),
+            have_banner: false,
+            peer_closed: false,
+            reason: None,
+        }
+    }
+}
+
+impl Conversation {
+    /// Prepares for a new probe, keeping the buffers.
+    pub fn reset(&mut self) {
+        self.probe = Probe::new();
+        self.dialog = None;
+        self.step = 0;
+        self.sent = 0;
+        self.rx.clear();
+        self.banner.clear();
+        self.have_banner = false;
+        self.peer_closed = false;
+        self.reason = None;
+    }
+
+    /// Connect attempts made so far.
+    pub fn tries(&self) -> u8 {
+        self.probe.tries()
+    }
+
+    /// Call with the outcome of each connect attempt.
+    pub fn on_connect(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
+        let step = self.probe.on_connect(spec, event);
+        match (step, &spec.dialog) {
+            (
+                Step::Done {
+                    state: PortState::Open,
+                    ..
+                },
+                Some(dialog),
+            ) => {
+                self.dialog = Some(Arc::clone(dialog));
+                self.step = 0;
+                self.advance(spec, Duration::ZERO)
+            }
+            _ => step,
+        }
+    }
+
+    /// The bytes still to send for the current [`Step::Send`].
+    pub fn pending_send(&self) -> &[u8] {
+        match self.current() {
+            Some(DialogStep::Send(bytes) | DialogStep::SendIfSilent(bytes)) => {
+                bytes.get(self.sent..).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// Call when `n` bytes of [`Conversation::pending_send`] were sent, `elapsed` after the
+    /// handshake.
+    pub fn on_sent(&mut self, spec: &ProbeSpec, n: usize, elapsed: Duration) -> Step {
+        self.sent += n;
+        if !self.pending_send().is_empty() && n > 0 {
+            return self.next_io(spec, elapsed, true);
+        }
+        self.step += 1;
+        self.advance(spec, elapsed)
+    }
+
+    /// Call with the bytes one read returned (empty: the peer closed), `elapsed` after the
+    /// handshake.
+    pub fn on_recv(&mut self, spec: &ProbeSpec, data: &[u8], elapsed: Duration) -> Step {
+        if data.is_empty() {
+            self.peer_closed = true;
+        }
+        let room = READ_LIMIT - self.rx.len();
+        self.rx.extend_from_slice(&data[..data.len().min(room)]);
+        let Some(step) = self.current().cloned() else {
+            return self.finish();
+        };
+        match step {
+            DialogStep::Banner => {
+                self.keep_banner();
+                self.step += 1;
+                self.advance(spec, elapsed)
+            }
+            DialogStep::Expect { expect, reject } => {
+                if reject.as_ref().is_some_and(|r| r.is_match(&self.rx)) {
+                    let r = reject.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                    let got = printable(&self.rx, QUOTE_LIMIT);
+                    return self.fail(format!("got '{got}', which matches reject {r}"));
+                }
+                if expect.is_match(&self.rx) {
+                    self.keep_banner();
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                let got = printable(&self.rx, QUOTE_LIMIT);
+                if self.peer_closed {
+                    if self.rx.is_empty() {
+                        return self.fail(format!("connection closed, wanted {expect}"));
+                    }
+                    return self.fail(format!("got '{got}', wanted {expect} (then closed)"));
+                }
+                if self.rx.len() >= READ_LIMIT {
+                    return self.fail(format!("got '{got}', wanted {expect}"));
+                }
+                self.next_io(spec, elapsed, false)
+            }
+            DialogStep::Send(_) | DialogStep::SendIfSilent(_) => self.finish(),
+        }
+    }
+
+    /// Call when the current send or read timed out, `elapsed` after the handshake.
+    pub fn on_timeout(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        match self.current().cloned() {
+            Some(DialogStep::Banner) => {
+                // A server that waits for the client has no banner; that is not a failure.
+                self.keep_banner();
+                self.step += 1;
+                self.advance(spec, elapsed)
+            }
+            Some(DialogStep::Expect { expect, .. }) => {
+                let after = fmt_duration(spec.read_timeout.min(spec.dialog_timeout));
+                if self.rx.is_empty() {
+                    self.fail(format!("expect {expect} timed out after {after}"))
+                } else {
+                    let got = printable(&self.rx, QUOTE_LIMIT);
+                    self.fail(format!(
+                        "got '{got}', wanted {expect} (timed out after {after})"
+                    ))
+                }
+            }
+            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => {
+                let after = fmt_duration(spec.read_timeout);
+                self.fail(format!("send timed out after {after}"))
+            }
+            None => self.finish(),
+        }
+    }
+
+    /// Call when a send or read failed with `errno` (e.g. ECONNRESET).
+    pub fn on_io_error(&mut self, errno: Errno) -> Step {
+        let what = match self.current() {
+            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => "sending",
+            _ => "reading",
+        };
+        self.fail(format!("{} while {what}", crate::errno_name(errno)))
+    }
+
+    /// The first reply of the dialog, capped at [`BANNER_LIMIT`] bytes; `None` if the dialog
+    /// read nothing.
+    pub fn banner(&self) -> Option<&[u8]> {
+        (self.have_banner && !self.banner.is_empty()).then_some(self.banner.as_slice())
+    }
+
+    /// Whether the replies matched: `Some` only for dialogs that expect something.
+    pub fn matched(&self) -> Option<bool> {
+        let dialog = self.dialog.as_ref()?;
+        dialog.expects().then_some(self.reason.is_none())
+    }
+
+    /// Why the dialog failed: which step and what happened.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    fn current(&self) -> Option<&DialogStep> {
+        self.dialog.as_ref()?.steps.get(self.step)
+    }
+
+    fn keep_banner(&mut self) {
+        if !self.have_banner && !self.rx.is_empty() {
+            let n = self.rx.len().min(BANNER_LIMIT);
+            self.banner.extend_from_slice(&self.rx[..n]);
+            self.have_banner = true;
+        }
+    }
+
+    /// Moves to the step at `self.step`: returns the I/O it needs, or the final verdict.
+    fn advance(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        self.sent = 0;
+        self.rx.clear();
+        match self.current() {
+            None => self.finish(),
+            Some(DialogStep::Send(bytes)) if bytes.is_empty() => {
+                self.step += 1;
+                self.advance(spec, elapsed)
+            }
+            Some(DialogStep::SendIfSilent(bytes)) if self.have_banner || bytes.is_empty() => {
+                // The server spoke: skip the probe, and the read of its answer with it.
+                self.step += 1;
+                if matches!(self.current(), Some(DialogStep::Banner)) {
+                    self.step += 1;
+                }
+                self.advance(spec, elapsed)
+            }
+            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => {
+                self.next_io(spec, elapsed, true)
+            }
+            Some(DialogStep::Banner) if self.peer_closed => {
+                self.step += 1;
+                self.advance(spec, elapsed)
+            }
+            Some(DialogStep::Expect { expect, .. }) if self.peer_closed => {
+                let e = expect.to_string();
+                self.fail(format!("connection closed, wanted {e}"))
+            }
+            Some(_) => self.next_io(spec, elapsed, false),
+        }
+    }
+
+    /// A send or a read, with its timeout: the read timeout, cut to what is left of the
+    /// dialog timeout.
+    fn next_io(&mut self, spec: &ProbeSpec, elapsed: Duration, send: bool) -> Step {
+        let left = spec.dialog_timeout.saturating_sub(elapsed);
+        if left.is_zero() {
+            let after = fmt_duration(spec.dialog_timeout);
+            return self.fail(format!("dialog timed out after {after}"));
+        }
+        let timeout = spec.read_timeout.min(left);
+        if send {
+            Step::Send { timeout }
+        } else {
+            Step::Recv { timeout }
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Step {
+        // What the peer did say still tells what it is.
+        self.keep_banner();
+        self.reason = Some(format!("step {}: {why}", self.step + 1));
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Step {
+        Step::Done {
+            state: PortState::Open,
+            errno: None,
+        }
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{s:.0}s")
+        } else {
+            format!("{s:.1}s")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dialog: Dialog) -> ProbeSpec {
+        ProbeSpec {
+            dialog: Some(Arc::new(dialog)),
+            read_timeout: Duration::from_secs(2),
+            dialog_timeout: Duration::from_secs(5),
+            ..ProbeSpec::default()
+        }
+    }
+
+    fn connected() -> ConnectEvent {
+        ConnectEvent::Connected {
+            local: "127.0.0.1:40000".parse().unwrap(),
+            peer: "127.0.0.1:25".parse().unwrap(),
+        }
+    }
+
+    fn expect(re: &str) -> DialogStep {
+        DialogStep::Expect {
+            expect: Pattern::regex(re).unwrap(),
+            reject: None,
+        }
+    }
+
+    /// What a scripted peer does at each I/O step the conversation asks for.
+    enum Peer<'a> {
+        Says(&'a [u8]),
+        Closes,
+        Silent,
+        Accepts,
+        Resets,
+    }
+
+    /// Runs a conversation against a script; returns (banner, matched, reason, I/O steps).
+    fn run(
+        dialog: Dialog,
+        script: &[Peer],
+    ) -> (Option<String>, Option<bool>, Option<String>, usize) {
+        let spec = spec(dialog);
+        let mut c = Conversation::default();
+        let mut step = c.on_connect(&spec, connected());
+        let mut t = Duration::ZERO;
+        let mut n = 0;
+        for peer in script {
+            t += Duration::from_millis(10);
+            step = match (step, peer) {
+                (Step::Recv { .. }, Peer::Says(b)) => c.on_recv(&spec, b, t),
+                (Step::Recv { .. }, Peer::Closes) => c.on_recv(&spec, b"", t),
+                (Step::Recv { .. } | Step::Send { .. }, Peer::Silent) => c.on_timeout(&spec, t),
+                (Step::Recv { .. } | Step::Send { .. }, Peer::Resets) => c.on_io_error(104),
+                (Step::Send { .. }, Peer::Accepts) => {
+                    let len = c.pending_send().len();
+                    c.on_sent(&spec, len, t)
+                }
+                (s, _) => panic!("script out of step at {n}: conversation wants {s:?}"),
+            };
+            n += 1;
+        }
+        assert!(
+            matches!(
+                step,
+                Step::Done {
+                    state: PortState::Open,
+                    ..
+                }
+            ),
+            "conversation not done: {step:?}"
+        );
+        (
+            c.banner().map(|b| printable(b, 200)),
+            c.matched(),
+            c.reason().map(str::to_string),
+            n,
+        )
+    }
+
+    #[test]
+    fn smtp_like_dialog_passes() {
+        let dialog = Dialog {
+            steps: vec![
+                expect("^220"),
+                DialogStep::Send(b"EHLO porthawk\r\n".to_vec()),
+                DialogStep::Expect {
+                    expect: Pattern::regex("^250").unwrap(),
+                    reject: Some(Pattern::regex("^5").unwrap()),
+                },
+                DialogStep::Send(b"QUIT\r\n".to_vec()),
+            ],
+        };
+        let got = run(
+            dialog,
+            &[
+                Peer::Says(b"22"),
+                Peer::Says(b"0 mx ESMTP Postfix\r\n"),
+                Peer::Accepts,
+                Peer::Says(b"250-mx\r\n250 OK\r\n"),
+                Peer::Accepts,
+            ],
+        );
+        assert_eq!(
+            got,
+            (
+                Some("220 mx ESMTP Postfix\\r\\n".into()),
+                Some(true),
+                None,
+                5
+            )
+        );
+    }
+
+    #[test]
+    fn failures_name_the_step_and_the_reason() {
+        let smtp = || Dialog {
+            steps: vec![
+                expect("^220"),
+                DialogStep::Send(b"EHLO x\r\n".to_vec()),
+                DialogStep::Expect {
+                    expect: Pattern::regex("^250").unwrap(),
+                    reject: Some(Pattern::regex("^5").unwrap()),
+                },
+            ],
+        };
+        let table: Vec<(Dialog, Vec<Peer>, &str)> = vec![
+            (
+                smtp(),
+                vec![Peer::Silent],
+                "step 1: expect ^220 timed out after 2s",
+            ),
+            (
+                smtp(),
+                vec![Peer::Says(b"554 go away\r\n"), Peer::Closes],
+                "step 1: got '554 go away\\r\\n', wanted ^220 (then closed)",
+            ),
+            (
+                smtp(),
+                vec![
+                    Peer::Says(b"220 hi\r\n"),
+                    Peer::Accepts,
+                    Peer::Says(b"550 no\r\n"),
+                ],
+                "step 3: got '550 no\\r\\n', which matches reject ^5",
+            ),
+            (
+                smtp(),
+                vec![Peer::Says(b"220 hi\r\n"), Peer::Resets],
+                "step 2: ECONNRESET while sending",
+            ),
+            (
+                smtp(),
+                vec![Peer::Closes],
+                "step 1: connection closed, wanted ^220",
+            ),
+            (
+                Dialog::send_expect(Some(b"PING\r\n".to_vec()), Some(Pattern::literal("+PONG"))),
+                vec![Peer::Accepts, Peer::Says(b"-ERR"), Peer::Silent],
+                "step 2: got '-ERR', wanted '+PONG' (timed out after 2s)",
+            ),
+        ];
+        for (dialog, script, want) in table {
+            let (_, matched, reason, _) = run(dialog, &script);
+            assert_eq!(matched, Some(false), "{want}");
+            assert_eq!(reason.as_deref(), Some(want));
+        }
+    }
+
+    #[test]
+    fn banner_is_optional_and_capped() {
+        // A server that waits for the client: no banner, no failure, nothing expected.
+        let (banner, matched, reason, _) = run(Dialog::banner(), &[Peer::Silent]);
+        assert_eq!((banner, matched, reason), (None, None, None));
+        // A talkative one: the banner is capped.
+        let long = vec![b'a'; 3 * BANNER_LIMIT];
+        let spec = spec(Dialog::banner());
+        let mut c = Conversation::default();
+        assert!(matches!(
+            c.on_connect(&spec, connected()),
+            Step::Recv { .. }
+        ));
+        c.on_recv(&spec, &long, Duration::from_millis(1));
+        assert_eq!(c.banner().map(<[u8]>::len), Some(BANNER_LIMIT));
+    }
+
+    #[test]
+    fn silent_servers_get_the_probe_and_talkers_do_not() {
+        let dialog = || Dialog::banner_or_probe(b"GET / HTTP/1.0\r\n\r\n".to_vec());
+        let (banner, _, reason, steps) = run(
+            dialog(),
+            &[
+                Peer::Silent,
+                Peer::Accepts,
+                Peer::Says(b"HTTP/1.1 200 OK\r\n"),
+            ],
+        );
+        assert_eq!(
+            (banner.as_deref(), reason, steps),
+            (Some("HTTP/1.1 200 OK\\r\\n"), None, 3)
+        );
+        let (banner, _, _, steps) = run(dialog(), &[Peer::Says(b"SSH-2.0-OpenSSH_9.2p1\r\n")]);
+        assert_eq!(
+            (banner.as_deref(), steps),
+            (Some("SSH-2.0-OpenSSH_9.2p1\\r\\n"), 1)
+        );
+    }
+
+    #[test]
+    fn binary_replies_match_on_bytes() {
+        let dialog = Dialog::send_expect(
+            Some(vec![0, 1, 2]),
+            Some(Pattern::regex(r"(?-u)\x00\xff").unwrap()),
+        );
+        let (_, matched, reason, _) = run(dialog, &[Peer::Accepts, Peer::Says(&[9, 0, 0xff, 7])]);
+        assert_eq!((matched, reason), (Some(true), None));
+    }
+
+    #[test]
+    fn an_endless_reply_fails_at_the_read_limit() {
+        let spec = spec(Dialog::send_expect(None, Some(Pattern::literal("never"))));
+        let mut c = Conversation::default();
+        let mut step = c.on_connect(&spec, connected());
+        let chunk = [b'x'; 1000];
+        let mut reads = 0;
+        while let Step::Recv { .. } = step {
+            step = c.on_recv(&spec, &chunk, Duration::from_millis(1));
+            reads += 1;
+            assert!(reads < 100);
+        }
+        assert_eq!(reads, READ_LIMIT.div_ceil(1000));
+        assert!(c.reason().unwrap_or("").starts_with("step 1: got 'xxx"));
+    }
+
+    #[test]
+    fn the_dialog_timeout_bounds_every_step() {
+        let spec = spec(Dialog::send_expect(None, Some(Pattern::literal("x"))));
+        let mut c = Conversation::default();
+        assert_eq!(
+            c.on_connect(&spec, connected()),
+            Step::Recv {
+                timeout: Duration::from_secs(2)
+            }
+        );
+        // 4.5 s into the dialog only 0.5 s are left.
+        assert_eq!(
+            c.on_recv(&spec, b"a", Duration::from_millis(4500)),
+            Step::Recv {
+                timeout: Duration::from_millis(500)
+            }
+        );
+        assert!(matches!(
+            c.on_recv(&spec, b"b", Duration::from_secs(5)),
+            Step::Done { .. }
+        ));
+        assert_eq!(c.reason(), Some("step 1: dialog timed out after 5s"));
+    }
+
+    #[test]
+    fn bad_patterns_are_errors_naming_the_pattern() {
+        let err = Pattern::regex("(unclosed").unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid pattern '(unclosed'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_dialog_a_connect_is_the_whole_probe() {
+        let spec = ProbeSpec::default();
+        let mut c = Conversation::default();
+        assert_eq!(
+            c.on_connect(&spec, connected()),
+            Step::Done {
+                state: PortState::Open,
+                errno: None
+            }
+        );
+        assert_eq!((c.banner(), c.matched(), c.reason()), (None, None, None));
+    }
+}
