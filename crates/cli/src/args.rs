@@ -127,6 +127,11 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub banner: bool,
 
+    /// Make a TLS handshake first (SNI from the target's name) and report the certificate;
+    /// --send/--expect/--banner then run inside TLS.
+    #[arg(long)]
+    pub tls: bool,
+
     /// How long one read or send of the dialog may take.
     #[arg(long, default_value = "2s", value_parser = duration, value_name = "DURATION")]
     pub read_timeout: Duration,

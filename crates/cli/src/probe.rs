@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use porthawk_core::{parse_escapes, Dialog, Pattern, ProbeSpec};
+use porthawk_core::{parse_escapes, tls_client_config, Dialog, DialogStep, Pattern, ProbeSpec};
+use rustls::time_provider::DefaultTimeProvider;
 
 use crate::args::ProbeArgs;
 
@@ -20,10 +21,21 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         .as_deref()
         .map(|e| Pattern::regex(e).context("in --expect"))
         .transpose()?;
-    let dialog = if send.is_some() || expect.is_some() {
+    let mut dialog = if send.is_some() || expect.is_some() {
         Some(Dialog::send_expect(send, expect))
     } else if args.banner {
         Some(Dialog::banner())
+    } else {
+        None
+    };
+    if args.tls {
+        dialog = Some(dialog.unwrap_or_default().over_tls());
+    }
+    let needs_tls = dialog
+        .as_ref()
+        .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
+    let tls_config = if needs_tls {
+        Some(tls_client_config(Arc::new(DefaultTimeProvider)).context("cannot set up TLS")?)
     } else {
         None
     };
@@ -33,5 +45,6 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         dialog: dialog.map(Arc::new),
         read_timeout: args.read_timeout,
         dialog_timeout: args.dialog_timeout,
+        tls_config,
     })
 }

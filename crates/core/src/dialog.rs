@@ -6,10 +6,15 @@
 //! time elapsed since the handshake, and it allocates nothing after construction.
 
 use std::fmt;
+use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+
 use crate::escape::printable;
+use crate::tls::{parse_certificate, TlsInfo};
 use crate::{ConnectEvent, Errno, PortState, Probe, ProbeSpec, Step};
 
 /// Bytes kept of one read step; a reply that has not matched by then fails.
@@ -121,6 +126,9 @@ pub enum DialogStep {
     /// Read what the server says first, if anything, without requiring it to say something:
     /// a server that waits for the client simply has no banner.
     Banner,
+    /// Start TLS: make the handshake (SNI from the target's name), record the certificate,
+    /// and run every later step through the TLS session.
+    StartTls,
     /// Send these bytes only if the server has said nothing so far: a small protocol probe
     /// that makes a waiting service identify itself. When the server did speak, this step and
     /// a [`DialogStep::Banner`] right after it (the read of the probe's answer) are skipped.
@@ -171,6 +179,14 @@ impl Dialog {
         }
     }
 
+    /// The same dialog run over TLS from the start (implicit TLS, as for HTTPS or IMAPS).
+    pub fn over_tls(mut self) -> Dialog {
+        if self.steps.first() != Some(&DialogStep::StartTls) {
+            self.steps.insert(0, DialogStep::StartTls);
+        }
+        self
+    }
+
     /// Whether any step requires a reply to match.
     pub fn expects(&self) -> bool {
         self.steps
@@ -183,34 +199,25 @@ impl Dialog {
 ///
 /// Kept once per slot of the engine's slab and reused with [`Conversation::reset`]. Its
 /// buffers start empty and grow (to at most [`READ_LIMIT`] and [`BANNER_LIMIT`]) only when a
-/// dialog reads, so connect-only sweeps pay nothing for them.
-#[derive(Debug, Clone)]
+/// dialog reads, so connect-only sweeps pay nothing for them. A TLS session is allocated per
+/// probe that starts one.
+#[derive(Debug, Default)]
 pub struct Conversation {
     probe: Probe,
     dialog: Option<Arc<Dialog>>,
     step: usize,
+    /// Bytes to send for the current send (plain, or TLS records).
+    out: Vec<u8>,
     sent: usize,
     rx: Vec<u8>,
     banner: Vec<u8>,
     have_banner: bool,
     peer_closed: bool,
     reason: Option<String>,
-}
-
-impl Default for Conversation {
-    fn default() -> Self {
-        Conversation {
-            probe: Probe::new(),
-            dialog: None,
-            step: 0,
-            sent: 0,
-            rx: Vec::new(),
-            banner: Vec::new(),
-            have_banner: false,
-            peer_closed: false,
-            reason: None,
-        }
-    }
+    server_name: Option<String>,
+    peer: Option<IpAddr>,
+    tls: Option<Box<rustls::ClientConnection>>,
+    tls_info: Option<TlsInfo>,
 }
 
 impl Conversation {
@@ -219,12 +226,22 @@ impl Conversation {
         self.probe = Probe::new();
         self.dialog = None;
         self.step = 0;
+        self.out.clear();
         self.sent = 0;
         self.rx.clear();
         self.banner.clear();
         self.have_banner = false;
         self.peer_closed = false;
         self.reason = None;
+        self.server_name = None;
+        self.peer = None;
+        self.tls = None;
+        self.tls_info = None;
+    }
+
+    /// The host name to present in TLS (SNI) instead of the address.
+    pub fn set_server_name(&mut self, name: Option<&str>) {
+        self.server_name = name.map(str::to_string);
     }
 
     /// Connect attempts made so far.
@@ -243,6 +260,9 @@ impl Conversation {
                 },
                 Some(dialog),
             ) => {
+                if let ConnectEvent::Connected { peer, .. } = event {
+                    self.peer = Some(peer.ip());
+                }
                 self.dialog = Some(Arc::clone(dialog));
                 self.step = 0;
                 self.advance(spec, Duration::ZERO)
@@ -253,12 +273,7 @@ impl Conversation {
 
     /// The bytes still to send for the current [`Step::Send`].
     pub fn pending_send(&self) -> &[u8] {
-        match self.current() {
-            Some(DialogStep::Send(bytes) | DialogStep::SendIfSilent(bytes)) => {
-                bytes.get(self.sent..).unwrap_or(&[])
-            }
-            _ => &[],
-        }
+        self.out.get(self.sent..).unwrap_or(&[])
     }
 
     /// Call when `n` bytes of [`Conversation::pending_send`] were sent, `elapsed` after the
@@ -267,6 +282,9 @@ impl Conversation {
         self.sent += n;
         if !self.pending_send().is_empty() && n > 0 {
             return self.next_io(spec, elapsed, true);
+        }
+        if matches!(self.current(), Some(DialogStep::StartTls)) {
+            return self.handshake(spec, elapsed);
         }
         self.step += 1;
         self.advance(spec, elapsed)
@@ -278,13 +296,29 @@ impl Conversation {
         if data.is_empty() {
             self.peer_closed = true;
         }
-        let room = READ_LIMIT - self.rx.len();
-        self.rx.extend_from_slice(&data[..data.len().min(room)]);
         let Some(step) = self.current().cloned() else {
             return self.finish();
         };
+        if self.tls.is_some() {
+            if let Err(why) = self.tls_input(data) {
+                return self.fail(why);
+            }
+            if matches!(step, DialogStep::StartTls) {
+                if self.peer_closed {
+                    return self.fail("connection closed during the TLS handshake".into());
+                }
+                return self.handshake(spec, elapsed);
+            }
+        } else {
+            let room = READ_LIMIT - self.rx.len();
+            self.rx.extend_from_slice(&data[..data.len().min(room)]);
+        }
         match step {
             DialogStep::Banner => {
+                if self.rx.is_empty() && !self.peer_closed {
+                    // TLS records that carried no application data yet.
+                    return self.next_io(spec, elapsed, false);
+                }
                 self.keep_banner();
                 self.step += 1;
                 self.advance(spec, elapsed)
@@ -312,12 +346,15 @@ impl Conversation {
                 }
                 self.next_io(spec, elapsed, false)
             }
-            DialogStep::Send(_) | DialogStep::SendIfSilent(_) => self.finish(),
+            DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::StartTls => {
+                self.finish()
+            }
         }
     }
 
     /// Call when the current send or read timed out, `elapsed` after the handshake.
     pub fn on_timeout(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let after = fmt_duration(spec.read_timeout.min(spec.dialog_timeout));
         match self.current().cloned() {
             Some(DialogStep::Banner) => {
                 // A server that waits for the client has no banner; that is not a failure.
@@ -326,7 +363,6 @@ impl Conversation {
                 self.advance(spec, elapsed)
             }
             Some(DialogStep::Expect { expect, .. }) => {
-                let after = fmt_duration(spec.read_timeout.min(spec.dialog_timeout));
                 if self.rx.is_empty() {
                     self.fail(format!("expect {expect} timed out after {after}"))
                 } else {
@@ -336,8 +372,10 @@ impl Conversation {
                     ))
                 }
             }
+            Some(DialogStep::StartTls) => {
+                self.fail(format!("TLS handshake timed out after {after}"))
+            }
             Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => {
-                let after = fmt_duration(spec.read_timeout);
                 self.fail(format!("send timed out after {after}"))
             }
             None => self.finish(),
@@ -348,6 +386,7 @@ impl Conversation {
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
         let what = match self.current() {
             Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => "sending",
+            Some(DialogStep::StartTls) => "in the TLS handshake",
             _ => "reading",
         };
         self.fail(format!("{} while {what}", crate::errno_name(errno)))
@@ -370,6 +409,11 @@ impl Conversation {
         self.reason.as_deref()
     }
 
+    /// What the TLS handshake showed, if the dialog made one.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls_info.as_ref()
+    }
+
     fn current(&self) -> Option<&DialogStep> {
         self.dialog.as_ref()?.steps.get(self.step)
     }
@@ -385,14 +429,13 @@ impl Conversation {
     /// Moves to the step at `self.step`: returns the I/O it needs, or the final verdict.
     fn advance(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
         self.sent = 0;
+        self.out.clear();
         self.rx.clear();
-        match self.current() {
-            None => self.finish(),
-            Some(DialogStep::Send(bytes)) if bytes.is_empty() => {
-                self.step += 1;
-                self.advance(spec, elapsed)
-            }
-            Some(DialogStep::SendIfSilent(bytes)) if self.have_banner || bytes.is_empty() => {
+        let Some(step) = self.current().cloned() else {
+            return self.finish();
+        };
+        match step {
+            DialogStep::SendIfSilent(bytes) if self.have_banner || bytes.is_empty() => {
                 // The server spoke: skip the probe, and the read of its answer with it.
                 self.step += 1;
                 if matches!(self.current(), Some(DialogStep::Banner)) {
@@ -400,19 +443,140 @@ impl Conversation {
                 }
                 self.advance(spec, elapsed)
             }
-            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => {
+            DialogStep::Send(bytes) | DialogStep::SendIfSilent(bytes) => {
+                if bytes.is_empty() {
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                if let Err(why) = self.tls_output(Some(&bytes)) {
+                    return self.fail(why);
+                }
                 self.next_io(spec, elapsed, true)
             }
-            Some(DialogStep::Banner) if self.peer_closed => {
+            DialogStep::StartTls => self.start_tls(spec, elapsed),
+            DialogStep::Banner if self.peer_closed => {
                 self.step += 1;
                 self.advance(spec, elapsed)
             }
-            Some(DialogStep::Expect { expect, .. }) if self.peer_closed => {
-                let e = expect.to_string();
-                self.fail(format!("connection closed, wanted {e}"))
+            DialogStep::Expect { expect, .. } if self.peer_closed => {
+                self.fail(format!("connection closed, wanted {expect}"))
             }
-            Some(_) => self.next_io(spec, elapsed, false),
+            DialogStep::Banner | DialogStep::Expect { .. } => self.next_io(spec, elapsed, false),
         }
+    }
+
+    fn start_tls(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let Some(config) = spec.tls_config.as_ref() else {
+            return self.fail("TLS is not configured for this probe".into());
+        };
+        let name = match (&self.server_name, self.peer) {
+            (Some(n), _) => ServerName::try_from(n.clone()).ok(),
+            (None, Some(ip)) => Some(ServerName::IpAddress(ip.into())),
+            (None, None) => None,
+        };
+        let Some(name) = name else {
+            return self.fail("no server name for the TLS handshake".into());
+        };
+        match rustls::ClientConnection::new(Arc::clone(config), name) {
+            Ok(conn) => {
+                self.tls = Some(Box::new(conn));
+                self.handshake(spec, elapsed)
+            }
+            Err(e) => self.fail(format!("TLS setup failed: {e}")),
+        }
+    }
+
+    /// Drives the TLS handshake: send what it wants sent, read what it waits for, and move
+    /// on once it is complete.
+    fn handshake(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let Some(conn) = self.tls.as_mut() else {
+            return self.finish();
+        };
+        if conn.wants_write() {
+            self.sent = 0;
+            if let Err(why) = self.tls_output(None) {
+                return self.fail(why);
+            }
+            return self.next_io(spec, elapsed, true);
+        }
+        if conn.is_handshaking() {
+            return self.next_io(spec, elapsed, false);
+        }
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(v) => format!("{v:?}"),
+            None => "unknown".to_string(),
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let cert = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|c| parse_certificate(c.as_ref()).ok());
+        self.tls_info = Some(TlsInfo {
+            version,
+            cipher,
+            cert,
+        });
+        self.step += 1;
+        self.advance(spec, elapsed)
+    }
+
+    /// Fills `out` with what goes on the wire: `plain` as is without TLS; through the TLS
+    /// session (plus any records it has pending) with it.
+    fn tls_output(&mut self, plain: Option<&[u8]>) -> Result<(), String> {
+        self.out.clear();
+        self.sent = 0;
+        let Some(conn) = self.tls.as_mut() else {
+            self.out.extend_from_slice(plain.unwrap_or(&[]));
+            return Ok(());
+        };
+        if let Some(plain) = plain {
+            conn.writer()
+                .write_all(plain)
+                .map_err(|e| format!("TLS write failed: {e}"))?;
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut self.out)
+                .map_err(|e| format!("TLS write failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Feeds bytes from the wire into the TLS session and appends the plaintext they carried
+    /// to `rx` (bounded by [`READ_LIMIT`]).
+    fn tls_input(&mut self, mut data: &[u8]) -> Result<(), String> {
+        let Some(conn) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        while !data.is_empty() {
+            match conn.read_tls(&mut data) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(format!("TLS read failed: {e}")),
+            }
+            conn.process_new_packets()
+                .map_err(|e| format!("TLS error: {e}"))?;
+        }
+        if data.is_empty() && self.peer_closed {
+            // Let the session see the end of the stream (a close without close_notify).
+            let _ = conn.read_tls(&mut data);
+        }
+        let mut chunk = [0u8; 512];
+        while self.rx.len() < READ_LIMIT {
+            match conn.reader().read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = READ_LIMIT - self.rx.len();
+                    self.rx.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(_) => break, // no plaintext yet (WouldBlock), or the peer's unclean close
+            }
+        }
+        Ok(())
     }
 
     /// A send or a read, with its timeout: the read timeout, cut to what is left of the

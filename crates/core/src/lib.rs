@@ -21,6 +21,7 @@ mod probe;
 mod record;
 mod space;
 mod target;
+mod tls;
 
 pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
@@ -38,4 +39,7 @@ pub use record::{
 pub use space::{ShardSlice, SpaceError, TargetSpace, MAX_PROBES};
 pub use target::{
     parse_target, parse_target_list, AddrRange, HostSet, HostSetBuilder, TargetError, TargetToken,
+};
+pub use tls::{
+    client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,
 };

@@ -12,7 +12,7 @@ use crate::errno::consts::*;
 use crate::{Dialog, Errno, PortState};
 
 /// How to probe each target of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProbeSpec {
     /// How long a connect may take before the attempt counts as unanswered.
     pub connect_timeout: Duration,
@@ -25,6 +25,9 @@ pub struct ProbeSpec {
     pub read_timeout: Duration,
     /// How long the whole dialog may take, from the handshake on.
     pub dialog_timeout: Duration,
+    /// The TLS client configuration for dialogs with a `StartTls` step
+    /// (see [`crate::tls_client_config`]).
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ProbeSpec {
@@ -35,6 +38,7 @@ impl Default for ProbeSpec {
             dialog: None,
             read_timeout: Duration::from_secs(2),
             dialog_timeout: Duration::from_secs(5),
+            tls_config: None,
         }
     }
 }

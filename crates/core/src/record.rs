@@ -108,6 +108,8 @@ pub struct ProbeRecord {
     pub matched: Option<bool>,
     /// Why the dialog failed: the step, and what happened there.
     pub reason: Option<String>,
+    /// What a TLS handshake showed (version, cipher, certificate).
+    pub tls: Option<crate::TlsInfo>,
 }
 
 impl ProbeRecord {
@@ -123,6 +125,7 @@ impl ProbeRecord {
             banner: None,
             matched: None,
             reason: None,
+            tls: None,
         }
     }
 }
@@ -250,6 +253,7 @@ mod tests {
                     banner: Some(b"220 mx ESMTP\r\n".to_vec()),
                     matched: Some(true),
                     reason: None,
+                    tls: None,
                 },
                 ProbeRecord {
                     ip: "::1".parse().unwrap(),
@@ -261,6 +265,16 @@ mod tests {
                     banner: None,
                     matched: Some(false),
                     reason: Some("step 1: expect ^220 timed out after 2s".into()),
+                    tls: Some(crate::TlsInfo {
+                        version: "TLSv1.3".into(),
+                        cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                        cert: Some(crate::CertInfo {
+                            subject: "CN=mx".into(),
+                            issuer: "CN=mx".into(),
+                            not_before: 0,
+                            not_after: 1_800_000_000,
+                        }),
+                    }),
                 },
             ],
             shard_done: true,

@@ -105,7 +105,7 @@ impl<D: Driver> Shard<D> {
                 };
                 slots
             ],
-            conversations: vec![Conversation::default(); slots],
+            conversations: (0..slots).map(|_| Conversation::default()).collect(),
             free: (0..slots as u32).rev().collect(),
             restart: Vec::with_capacity(slots),
             completions: Vec::with_capacity(slots),
@@ -256,7 +256,12 @@ impl<D: Driver> Shard<D> {
                 connected: now,
                 rtt_us: 0,
             };
-            self.conversations[slot as usize].reset();
+            let conv = &mut self.conversations[slot as usize];
+            conv.reset();
+            if job.shared.spec.tls_config.is_some() {
+                // SNI: the name the user gave, if the address came from one.
+                conv.set_server_name(job.shared.space.name_of(target.ip()));
+            }
             self.start(slot, now);
             if !self.restart.is_empty() {
                 // Out of descriptors or buffers: let some probes finish first.
@@ -372,6 +377,7 @@ impl<D: Driver> Shard<D> {
             banner: conv.banner().map(<[u8]>::to_vec),
             matched: conv.matched(),
             reason: conv.reason().map(str::to_string),
+            tls: conv.tls().cloned(),
         });
         job.inflight -= 1;
         self.free.push(slot);

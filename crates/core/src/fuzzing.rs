@@ -1,0 +1,619 @@
+//! What the fuzz targets run, shared with the stable test that replays their corpora
+//! (`crates/core/tests/corpus.rs`), and the sample replies that tests and benchmarks use.
+//!
+//! Each `*_target` function takes arbitrary bytes, drives one parser or state machine of this
+//! crate with them, and checks its invariants. It panics when an invariant breaks: that is what
+//! the fuzzer looks for. Not a stable API.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    decode_frame, encode_frame, identify, parse_escapes, presets, printable, ConnectEvent,
+    Conversation, JobId, PortState, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT,
+    FRAME_HEADER_LEN, IDENTITY_FIELD_LIMIT,
+};
+
+/// A real first reply of a service, and what [`identify`] must make of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// A short name, also the name of its seed file in `fuzz/corpus/identify/`.
+    pub name: &'static str,
+    /// The bytes the service sent.
+    pub reply: &'static [u8],
+    /// The expected service; `None` for replies that must not be identified.
+    pub service: Option<&'static str>,
+    /// The expected product.
+    pub product: Option<&'static str>,
+    /// The expected version.
+    pub version: Option<&'static str>,
+}
+
+const fn sample(
+    name: &'static str,
+    reply: &'static [u8],
+    service: &'static str,
+    product: Option<&'static str>,
+    version: Option<&'static str>,
+) -> Sample {
+    Sample {
+        name,
+        reply,
+        service: Some(service),
+        product,
+        version,
+    }
+}
+
+/// Real banners and probe answers, mostly of Debian bookworm packages, one per line; the
+/// identification tests, the `identify` seed corpus and the identification benchmark use them.
+pub const SAMPLES: &[Sample] = &[
+    sample(
+        "openssh-9.2",
+        b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n",
+        "ssh",
+        Some("OpenSSH"),
+        Some("9.2p1"),
+    ),
+    sample(
+        "dropbear-2022.83",
+        b"SSH-2.0-dropbear_2022.83\r\n",
+        "ssh",
+        Some("dropbear"),
+        Some("2022.83"),
+    ),
+    sample(
+        "postfix",
+        b"220 mx.example.org ESMTP Postfix (Debian/GNU)\r\n",
+        "smtp",
+        Some("Postfix"),
+        None,
+    ),
+    sample(
+        "exim-4.96",
+        b"220 mail.example.org ESMTP Exim 4.96 Mon, 15 Jan 2024 10:00:00 +0000\r\n",
+        "smtp",
+        Some("Exim"),
+        Some("4.96"),
+    ),
+    sample(
+        "sendmail-8.17",
+        b"220 mail.example.org ESMTP Sendmail 8.17.1.9/8.17.1.9/Debian-2; Mon, 15 Jan 2024 \
+          10:00:00 GMT; (No UCE/UBE) logging access from: localhost(OK)-localhost [127.0.0.1]\r\n",
+        "smtp",
+        Some("Sendmail"),
+        Some("8.17.1.9"),
+    ),
+    sample(
+        "smtp-rejected",
+        b"554 5.7.1 <unknown[192.0.2.7]>: Client host rejected: Access denied\r\n",
+        "smtp",
+        None,
+        None,
+    ),
+    sample(
+        "dovecot-pop3",
+        b"+OK Dovecot (Debian) ready.\r\n",
+        "pop3",
+        Some("Dovecot"),
+        None,
+    ),
+    sample(
+        "dovecot-imap",
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS \
+          AUTH=PLAIN] Dovecot (Debian) ready.\r\n",
+        "imap",
+        Some("Dovecot"),
+        None,
+    ),
+    sample(
+        "cyrus-imap-3.6",
+        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE STARTTLS AUTH=PLAIN SASL-IR] \
+          mail.example.org Cyrus IMAP 3.6.1-Debian-3.6.1-4 server ready\r\n",
+        "imap",
+        Some("Cyrus IMAP"),
+        Some("3.6.1"),
+    ),
+    sample(
+        "vsftpd-3.0.3",
+        b"220 (vsFTPd 3.0.3)\r\n",
+        "ftp",
+        Some("vsFTPd"),
+        Some("3.0.3"),
+    ),
+    sample(
+        "proftpd-1.3.8",
+        b"220 ProFTPD Server (Debian) [::ffff:127.0.0.1]\r\n",
+        "ftp",
+        Some("ProFTPD"),
+        None,
+    ),
+    sample(
+        "pure-ftpd",
+        b"220---------- Welcome to Pure-FTPd [privsep] [TLS] ----------\r\n\
+          220-You are user number 1 of 50 allowed.\r\n\
+          220-Local time is now 10:00. Server port: 21.\r\n\
+          220 You will be disconnected after 15 minutes of inactivity.\r\n",
+        "ftp",
+        Some("Pure-FTPd"),
+        None,
+    ),
+    sample(
+        "nginx-1.22.1",
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 15 Jan 2024 10:00:00 GMT\r\n\
+          Content-Type: text/html\r\nContent-Length: 615\r\n\
+          Last-Modified: Mon, 15 Jan 2024 09:00:00 GMT\r\nConnection: close\r\n\
+          ETag: \"65a4f3e0-267\"\r\nAccept-Ranges: bytes\r\n\r\n<!DOCTYPE html>\n<html>\n",
+        "http",
+        Some("nginx"),
+        Some("1.22.1"),
+    ),
+    sample(
+        "apache-2.4.62",
+        b"HTTP/1.1 200 OK\r\nDate: Mon, 15 Jan 2024 10:00:00 GMT\r\n\
+          Server: Apache/2.4.62 (Debian)\r\nLast-Modified: Mon, 15 Jan 2024 09:00:00 GMT\r\n\
+          Content-Length: 10701\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n",
+        "http",
+        Some("Apache"),
+        Some("2.4.62"),
+    ),
+    sample(
+        "lighttpd-1.4.69",
+        b"HTTP/1.0 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 341\r\n\
+          Connection: close\r\nDate: Mon, 15 Jan 2024 10:00:00 GMT\r\n\
+          server: lighttpd/1.4.69\r\n\r\n",
+        "http",
+        Some("lighttpd"),
+        Some("1.4.69"),
+    ),
+    sample(
+        "http-no-server",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "http",
+        None,
+        None,
+    ),
+    sample(
+        "tls-server-hello",
+        b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03\x5f\x1c\x9e\x03\xa4\x4b\x2c\x11",
+        "tls",
+        None,
+        None,
+    ),
+    sample(
+        "tls-alert",
+        b"\x15\x03\x01\x00\x02\x02\x46",
+        "tls",
+        None,
+        None,
+    ),
+    sample(
+        "redis-7.0-get",
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+        "redis",
+        Some("Redis"),
+        None,
+    ),
+    sample(
+        "redis-noauth",
+        b"-NOAUTH Authentication required.\r\n",
+        "redis",
+        Some("Redis"),
+        None,
+    ),
+    sample("redis-pong", b"+PONG\r\n", "redis", Some("Redis"), None),
+    sample(
+        "redis-7.0.15-info",
+        b"$3921\r\n# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n\
+          redis_git_dirty:0\r\nredis_build_id:c4e6a5a7b6f4a6e1\r\nredis_mode:standalone\r\n",
+        "redis",
+        Some("Redis"),
+        Some("7.0.15"),
+    ),
+    sample(
+        "mariadb-10.11.6",
+        b"c\0\0\0\n5.5.5-10.11.6-MariaDB-0+deb12u1\0\x1f\0\0\0K>w7|<6k\0\xfe\xf7-\x02\0\xff\
+          \x81\x15\0\0\0\0\0\0\x1d\0\0\0Zr9$Pq~;I|x0\0mysql_native_password\0",
+        "mysql",
+        Some("MariaDB"),
+        Some("10.11.6"),
+    ),
+    sample(
+        "mysql-8.0.36",
+        b"J\0\0\0\n8.0.36\0\x08\0\0\0\x1bR\x0cx;a\x01\x17\0\xff\xff\xff\x02\0\xff\xdf\x15\0\0\0\
+          \0\0\0\0\0\0\0Fn9|\x05+j\x7f\x11sX\x03\0caching_sha2_password\0",
+        "mysql",
+        Some("MySQL"),
+        Some("8.0.36"),
+    ),
+    sample(
+        "mariadb-host-blocked",
+        b"D\0\0\0\xffj\x04Host '192.0.2.7' is not allowed to connect to this MariaDB server",
+        "mysql",
+        Some("MariaDB"),
+        None,
+    ),
+    sample(
+        "postgres-15-bad-protocol",
+        b"E\0\0\0\x89SFATAL\0VFATAL\0C0A000\0Munsupported frontend protocol 1234.5679: \
+          server supports 3.0 to 3.0\0Fpostmaster.c\0L2139\0RProcessStartupPacket\0\0",
+        "postgres",
+        Some("PostgreSQL"),
+        None,
+    ),
+    sample(
+        "postgres-no-ssl",
+        b"N",
+        "postgres",
+        Some("PostgreSQL"),
+        None,
+    ),
+    sample(
+        "memcached-get",
+        b"ERROR\r\nERROR\r\n",
+        "memcached",
+        Some("memcached"),
+        None,
+    ),
+    sample(
+        "memcached-1.6.18-version",
+        b"VERSION 1.6.18\r\n",
+        "memcached",
+        Some("memcached"),
+        Some("1.6.18"),
+    ),
+    sample(
+        "nats-2.9.20",
+        b"INFO {\"server_id\":\"NCUKL6WQPZ7EXAMPLE4M3QH2SQ7JBUOZ4Q5TXL7KJ3WJGW2JNKFQ\",\
+          \"server_name\":\"nats-1\",\"version\":\"2.9.20\",\"proto\":1,\"git_commit\":\"\",\
+          \"go\":\"go1.19.8\",\"host\":\"0.0.0.0\",\"port\":4222,\"headers\":true,\
+          \"max_payload\":1048576,\"client_id\":5,\"client_ip\":\"127.0.0.1\"} \r\n",
+        "nats",
+        Some("NATS"),
+        Some("2.9.20"),
+    ),
+    sample(
+        "mongodb-http",
+        b"HTTP/1.0 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+          Content-Length: 85\r\n\r\nIt looks like you are trying to access MongoDB over HTTP \
+          on the native driver port.\r\n",
+        "mongodb",
+        Some("MongoDB"),
+        None,
+    ),
+    sample(
+        "mongodb-op-msg",
+        b":\0\0\0\x11\0\0\0\x01\0\0\0\xdd\x07\0\0\0\0\0\0\0%\0\0\0\x02version\0\
+          \x07\0\0\x006.0.13\0\x01ok\0\0\0\0\0\0\0\xf0?\0",
+        "mongodb",
+        Some("MongoDB"),
+        Some("6.0.13"),
+    ),
+    sample("mosquitto-connack", b"\x20\x02\x00\x00", "mqtt", None, None),
+    sample("vnc-3.8", b"RFB 003.008\n", "vnc", None, Some("3.8")),
+    sample(
+        "rabbitmq-bad-header",
+        b"AMQP\x00\x00\x09\x01",
+        "amqp",
+        None,
+        Some("0-9-1"),
+    ),
+    sample(
+        "inetutils-telnetd",
+        b"\xff\xfd\x18\xff\xfd\x20\xff\xfd\x23\xff\xfd\x27",
+        "telnet",
+        None,
+        None,
+    ),
+    sample(
+        "rdp-connection-confirm",
+        b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00",
+        "rdp",
+        None,
+        None,
+    ),
+    sample(
+        "ldap-notice-of-disconnection",
+        b"\x30\x0c\x02\x01\x00\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
+        "ldap",
+        None,
+        None,
+    ),
+    sample(
+        "asterisk-sip",
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1\r\n\
+          Server: Asterisk PBX 20.5.0\r\nContent-Length: 0\r\n\r\n",
+        "sip",
+        Some("Asterisk PBX"),
+        Some("20.5.0"),
+    ),
+    sample(
+        "prosody-xmpp",
+        b"<?xml version='1.0'?><stream:stream xmlns:db='jabber:server:dialback' \
+          xmlns:stream='http://etherx.jabber.org/streams' version='1.0' from='example.org' \
+          id='a1b2' xmlns='jabber:client'>",
+        "xmpp",
+        None,
+        None,
+    ),
+    sample(
+        "inn-2.7",
+        b"200 news.example.org InterNetNews NNRP server INN 2.7.1 ready (posting ok)\r\n",
+        "nntp",
+        Some("INN"),
+        Some("2.7.1"),
+    ),
+    Sample {
+        name: "unknown-greeting",
+        reply: b"Welcome to the machine\r\n",
+        service: None,
+        product: None,
+        version: None,
+    },
+];
+
+/// Identifies arbitrary bytes and checks what the identity may contain.
+pub fn identify_target(data: &[u8]) {
+    let Some(id) = identify(data) else {
+        return;
+    };
+    assert!(!id.service.is_empty());
+    for text in [&id.product, &id.version].into_iter().flatten() {
+        assert!(
+            !text.is_empty() && text.len() <= IDENTITY_FIELD_LIMIT,
+            "{id:?}"
+        );
+        assert!(text.bytes().all(|b| (0x20..0x7f).contains(&b)), "{id:?}");
+    }
+}
+
+/// Runs a preset's dialog against a peer scripted by `data` and checks that the conversation
+/// ends, within a bound of turns, with a consistent verdict.
+///
+/// The first byte picks the preset. Then each turn reads a control byte: its low four bits
+/// advance the clock by that many 50 ms; its high four bits pick the peer's move: a timeout,
+/// a reset, a close, or (for a read) a chunk of the following bytes whose length is the next
+/// byte, (for a send) a partial or complete send. When `data` runs out the peer goes silent.
+pub fn dialog_target(data: &[u8]) {
+    let Some((&pick, mut rest)) = data.split_first() else {
+        return;
+    };
+    let all = presets();
+    let preset = &all[usize::from(pick) % all.len()];
+    let dialog = match preset.dialog() {
+        Ok(d) => d,
+        Err(e) => panic!("preset {} does not build: {e}", preset.name),
+    };
+    let expects = dialog.expects();
+    let steps = dialog.steps.len();
+    let spec = ProbeSpec {
+        dialog: Some(Arc::new(dialog)),
+        read_timeout: Duration::from_secs(2),
+        dialog_timeout: Duration::from_secs(5),
+        ..ProbeSpec::default()
+    };
+    let connected = ConnectEvent::Connected {
+        local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000),
+        peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 25),
+    };
+    let mut c = Conversation::default();
+    let mut step = c.on_connect(&spec, connected);
+    let mut elapsed = Duration::ZERO;
+    // Every turn consumes input, or (once the input is gone) times out a step.
+    let max_turns = data.len() + 2 * steps + 4;
+    let mut turns = 0;
+    loop {
+        turns += 1;
+        assert!(turns <= max_turns, "conversation did not end: {step:?}");
+        let ctl = match rest.split_first() {
+            Some((&ctl, tail)) => {
+                rest = tail;
+                ctl
+            }
+            None => 0,
+        };
+        elapsed += Duration::from_millis(u64::from(ctl & 0x0f) * 50);
+        step = match step {
+            Step::Done { state, errno } => {
+                assert_eq!((state, errno), (PortState::Open, None));
+                break;
+            }
+            Step::Reconnect => panic!("reconnect after a handshake"),
+            Step::Send { timeout } => {
+                assert!(!timeout.is_zero() && timeout <= spec.read_timeout);
+                let pending = c.pending_send().len();
+                assert!(pending > 0, "asked to send nothing");
+                match ctl >> 4 {
+                    0 => c.on_timeout(&spec, elapsed),
+                    1 => c.on_io_error(104),
+                    2 => c.on_sent(&spec, 1, elapsed),
+                    _ => c.on_sent(&spec, pending, elapsed),
+                }
+            }
+            Step::Recv { timeout } => {
+                assert!(!timeout.is_zero() && timeout <= spec.read_timeout);
+                match ctl >> 4 {
+                    0 => c.on_timeout(&spec, elapsed),
+                    1 => c.on_io_error(104),
+                    2 => c.on_recv(&spec, b"", elapsed),
+                    _ => {
+                        let (&len, tail) = rest.split_first().unwrap_or((&0, &[]));
+                        let n = usize::from(len).max(1).min(tail.len());
+                        let (chunk, tail) = tail.split_at(n);
+                        rest = tail;
+                        c.on_recv(&spec, chunk, elapsed)
+                    }
+                }
+            }
+        };
+    }
+    if let Some(banner) = c.banner() {
+        assert!(!banner.is_empty() && banner.len() <= BANNER_LIMIT);
+        identify_target(banner);
+    }
+    match c.matched() {
+        None => assert!(!expects),
+        Some(true) => assert!(expects && c.reason().is_none()),
+        Some(false) => assert!(expects && c.reason().is_some()),
+    }
+    if let Some(reason) = c.reason() {
+        assert!(reason.starts_with("step "), "{reason}");
+    }
+}
+
+/// Decodes arbitrary text as `--send` escapes, and renders arbitrary bytes with
+/// [`printable`]: the rendering is ASCII, respects its cap, and decodes back to the bytes.
+pub fn escapes_target(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(bytes) = parse_escapes(text) {
+            assert!(bytes.len() <= text.len());
+        }
+    }
+    let shown = printable(data, usize::MAX);
+    assert!(shown.is_ascii());
+    assert_eq!(parse_escapes(&shown).as_deref(), Ok(data), "{shown}");
+    let cap = data.first().map_or(0, |&b| usize::from(b));
+    let cut = printable(data, cap);
+    assert!(cut.len() <= cap + 3, "{cut}");
+}
+
+/// Decodes arbitrary bytes as a result frame (a frame that decodes re-encodes to an equal
+/// batch), and round-trips a batch built from the bytes through the frame format.
+pub fn frame_target(data: &[u8]) {
+    if let Ok((batch, used)) = decode_frame(data) {
+        assert!((FRAME_HEADER_LEN..=data.len()).contains(&used));
+        round_trip(&batch);
+    }
+    round_trip(&batch_from_bytes(data));
+}
+
+fn round_trip(batch: &ResultBatch) {
+    let mut buf = Vec::new();
+    encode_frame(batch, &mut buf);
+    match decode_frame(&buf) {
+        Ok((again, used)) => {
+            assert_eq!(&again, batch);
+            assert_eq!(used, buf.len());
+        }
+        Err(e) => panic!("a frame this build encoded does not decode: {e}"),
+    }
+}
+
+/// Reads fixed-size values off the front of a byte slice, with zeros once it runs out.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        let n = N.min(self.0.len());
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        out
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.bytes::<1>()[0]
+    }
+
+    fn slice(&mut self, max: usize) -> &[u8] {
+        let n = usize::from(self.byte()).min(max).min(self.0.len());
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+}
+
+/// A batch whose every field comes from `data`.
+pub fn batch_from_bytes(data: &[u8]) -> ResultBatch {
+    let mut c = Cursor(data);
+    let job = JobId(u64::from_le_bytes(c.bytes()));
+    let shard = u16::from_le_bytes(c.bytes());
+    let flags = c.byte();
+    let mut records = Vec::new();
+    while !c.0.is_empty() && records.len() < 64 {
+        let kind = c.byte();
+        let ip = if kind & 1 == 0 {
+            IpAddr::V4(Ipv4Addr::from(c.bytes::<4>()))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(c.bytes::<16>()))
+        };
+        let mut r = ProbeRecord::new(
+            ip,
+            u16::from_le_bytes(c.bytes()),
+            PortState::ALL[usize::from(kind >> 1) % PortState::ALL.len()],
+            u32::from_le_bytes(c.bytes()),
+            c.byte(),
+        );
+        if kind & 0x10 != 0 {
+            r.errno = Some(i32::from_le_bytes(c.bytes()));
+        }
+        if kind & 0x20 != 0 {
+            r.banner = Some(c.slice(BANNER_LIMIT).to_vec());
+        }
+        if kind & 0x40 != 0 {
+            r.matched = Some(kind & 0x08 != 0);
+        }
+        if kind & 0x80 != 0 {
+            r.reason = Some(String::from_utf8_lossy(c.slice(255)).into_owned());
+        }
+        records.push(r);
+    }
+    ResultBatch {
+        job,
+        shard,
+        records,
+        shard_done: flags & 1 != 0,
+        job_done: flags & 2 != 0,
+        cancelled: flags & 4 != 0,
+    }
+}
+
+/// Frames to seed the `frame` corpus with: an empty batch, and batches of typical records.
+pub fn sample_frames() -> Vec<Vec<u8>> {
+    let ip = |s: &str| {
+        s.parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    };
+    let mut open = ProbeRecord::new(ip("10.0.0.7"), 25, PortState::Open, 412, 1);
+    open.banner = Some(b"220 mx.example.org ESMTP Postfix (Debian/GNU)\r\n".to_vec());
+    open.matched = Some(true);
+    let mut failed = ProbeRecord::new(ip("fd00::7"), 6379, PortState::Open, 90, 1);
+    failed.banner = Some(b"-DENIED Redis is running in protected mode\r\n".to_vec());
+    failed.matched = Some(false);
+    failed.reason = Some("step 2: got '-DENIED Redis is running in protected mode\\r\\n', which matches reject ^-(ERR|DENIED|LOADING|MISCONF|WRONGPASS)".into());
+    let mut unreachable = ProbeRecord::new(ip("192.0.2.1"), 443, PortState::Unreachable, 3000, 2);
+    unreachable.errno = Some(113);
+    let batches = [
+        ResultBatch {
+            job: JobId(1),
+            shard: 0,
+            records: Vec::new(),
+            shard_done: true,
+            job_done: true,
+            cancelled: false,
+        },
+        ResultBatch {
+            job: JobId(42),
+            shard: 3,
+            records: vec![
+                open,
+                failed,
+                unreachable,
+                ProbeRecord::new(ip("10.0.0.8"), 22, PortState::Closed, 150, 1),
+                ProbeRecord::new(ip("10.0.0.9"), 80, PortState::Filtered, 0, 2),
+            ],
+            shard_done: false,
+            job_done: false,
+            cancelled: false,
+        },
+    ];
+    batches
+        .iter()
+        .map(|b| {
+            let mut buf = Vec::new();
+            encode_frame(b, &mut buf);
+            buf
+        })
+        .collect()
+}

@@ -1,0 +1,747 @@
+//! Service identification: which service a port runs, from the first reply it gave.
+//!
+//! [`identify`] is a pure function over bytes: the banner a server sent on its own, or its
+//! answer to the small probe of the `identify` preset (`GET / HTTP/1.0\r\n\r\n`). Matching is
+//! hand-written byte comparison: no regex, no allocation but the product and version strings
+//! of the answer, each capped at [`IDENTITY_FIELD_LIMIT`] bytes. It looks at no more than the
+//! first [`IDENTIFY_SCAN_LIMIT`] bytes, so its cost is bounded whatever the peer sent.
+
+use std::fmt;
+
+/// The most bytes of a product or version name that an [`Identity`] keeps.
+pub const IDENTITY_FIELD_LIMIT: usize = 64;
+
+/// The most bytes of a reply that [`identify`] looks at.
+pub const IDENTIFY_SCAN_LIMIT: usize = 2048;
+
+/// What a reply says about the service that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The service, in lower case: `ssh`, `smtp`, `http`, `tls`, `redis`, ...
+    pub service: &'static str,
+    /// The software, where the reply names it (`OpenSSH`, `Postfix`, `nginx`, `MariaDB`).
+    pub product: Option<String>,
+    /// The software's version, where the reply names it (`9.2p1`, `1.22.1`).
+    pub version: Option<String>,
+}
+
+impl Identity {
+    fn new(service: &'static str) -> Identity {
+        Identity {
+            service,
+            product: None,
+            version: None,
+        }
+    }
+
+    fn product(mut self, product: Option<String>) -> Identity {
+        self.product = product;
+        self
+    }
+
+    fn version(mut self, version: Option<String>) -> Identity {
+        self.version = version;
+        self
+    }
+}
+
+impl fmt::Display for Identity {
+    /// `ssh (OpenSSH 9.2p1)`, `smtp (Postfix)`, `tls`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.service)?;
+        match (&self.product, &self.version) {
+            (Some(p), Some(v)) => write!(f, " ({p} {v})"),
+            (Some(p), None) => write!(f, " ({p})"),
+            (None, Some(v)) => write!(f, " ({v})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Identifies the service that sent `reply`, the first bytes a port gave (its banner, or the
+/// answer to the identify probe). `None` when the reply looks like nothing known.
+///
+/// Never panics; allocates only the returned product and version strings, which are printable
+/// ASCII of at most [`IDENTITY_FIELD_LIMIT`] bytes.
+pub fn identify(reply: &[u8]) -> Option<Identity> {
+    let r = &reply[..reply.len().min(IDENTIFY_SCAN_LIMIT)];
+    // Text protocols first, each recognised by its first bytes; binary heuristics last, since
+    // they are weaker (a length field and a few constants).
+    match *r.first()? {
+        b'S' => ssh(r).or_else(|| sip(r)).or_else(|| postgres(r)),
+        b'H' => http(r),
+        b'0'..=b'9' => numeric_reply(r).or_else(|| mysql(r)).or_else(|| mongodb(r)),
+        b'+' => plus_reply(r),
+        b'-' => minus_reply(r),
+        b'*' => imap(r),
+        b'$' => redis_info(r),
+        b'I' => nats(r),
+        b'V' => memcached(r),
+        b'E' => memcached(r).or_else(|| postgres(r)),
+        b'C' | b'N' => memcached(r).or_else(|| postgres(r)),
+        b'R' => vnc(r),
+        b'A' => amqp(r),
+        b'<' => xmpp(r),
+        0x15 | 0x16 => tls(r),
+        0xff => telnet(r),
+        0x20 => mqtt(r),
+        0x30 => ldap(r),
+        0x03 => rdp(r).or_else(|| mysql(r)).or_else(|| mongodb(r)),
+        _ => None,
+    }
+    .or_else(|| match r.first() {
+        // Binary replies can begin with any byte: their first bytes are a length.
+        Some(b'0'..=b'9' | 0x03) => None,
+        _ => mysql(r).or_else(|| mongodb(r)),
+    })
+}
+
+// --- text helpers -------------------------------------------------------------------------
+
+/// The position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == first && hay[i + 1..i + needle.len()] == *rest)
+}
+
+/// The position of `needle` (lower case) in `hay`, ignoring ASCII case.
+fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
+fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+}
+
+/// The first line, without its line ending.
+fn first_line(r: &[u8]) -> &[u8] {
+    let end = r
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(r.len());
+    &r[..end]
+}
+
+/// The lines of `r` after the first, without line endings, up to the first empty line (the
+/// end of a header block).
+fn header_lines(r: &[u8]) -> impl Iterator<Item = &[u8]> {
+    r.split(|&b| b == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+}
+
+fn skip_spaces(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    &b[n..]
+}
+
+/// Peer bytes as a product or version name: printable ASCII up to the first other byte,
+/// trimmed, at most [`IDENTITY_FIELD_LIMIT`] bytes; `None` if nothing is left.
+fn field(b: &[u8]) -> Option<String> {
+    let n = b.iter().take_while(|&&c| (0x20..0x7f).contains(&c)).count();
+    let text = b[..n.min(IDENTITY_FIELD_LIMIT)].trim_ascii();
+    // Only ASCII bytes remain, so this conversion cannot fail.
+    std::str::from_utf8(text)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn is_version_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'.' || c == b'_'
+}
+
+/// A version number at the start of `b` (after spaces and an optional `v`): a digit, then
+/// letters, digits, dots and underscores (`4.96`, `9.2p1`, `v2.4.17` → `2.4.17`).
+fn version_at(b: &[u8]) -> Option<String> {
+    let b = skip_spaces(b);
+    let b = match b {
+        [b'v' | b'V', d, ..] if d.is_ascii_digit() => &b[1..],
+        _ => b,
+    };
+    if !b.first()?.is_ascii_digit() {
+        return None;
+    }
+    let n = b.iter().take_while(|&&c| is_version_byte(c)).count();
+    field(
+        b[..n]
+            .trim_ascii_end()
+            .strip_suffix(b".")
+            .unwrap_or(&b[..n]),
+    )
+}
+
+/// The first product of `table` named in `text`, with the version that follows its name.
+fn product_in(text: &[u8], table: &[(&[u8], &str)]) -> Option<(String, Option<String>)> {
+    table.iter().find_map(|&(needle, name)| {
+        let at = find(text, needle)?;
+        Some((name.to_string(), version_at(&text[at + needle.len()..])))
+    })
+}
+
+/// A `Server:`-style value: `nginx/1.22.1`, `Apache/2.4.62 (Debian)`, `Asterisk PBX 20.5.0`,
+/// `Caddy`.
+fn product_and_version(value: &[u8]) -> (Option<String>, Option<String>) {
+    let value = value.trim_ascii();
+    let first_word_end = value.iter().position(|&c| c == b' ').unwrap_or(value.len());
+    let first_word = &value[..first_word_end];
+    if let Some(slash) = first_word.iter().position(|&c| c == b'/') {
+        let product = &first_word[..slash];
+        let product = product.split(|&c| c == b'(').next().unwrap_or(product);
+        return (field(product), version_at(&first_word[slash + 1..]));
+    }
+    // No slash: the first word that starts with a digit is the version.
+    let mut at = 0;
+    for word in value.split(|&c| c == b' ') {
+        if at > 0 {
+            if let Some(v) = version_at(word) {
+                return (field(&value[..at]), Some(v));
+            }
+        }
+        at += word.len() + 1;
+    }
+    let product = value.split(|&c| c == b'(').next().unwrap_or(value);
+    (field(product), None)
+}
+
+// --- text protocols -----------------------------------------------------------------------
+
+/// `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
+fn ssh(r: &[u8]) -> Option<Identity> {
+    let line = first_line(r).strip_prefix(b"SSH-")?;
+    let dash = line.iter().position(|&c| c == b'-')?;
+    let proto = &line[..dash];
+    if proto.is_empty() || !proto.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        return None;
+    }
+    let rest = &line[dash + 1..];
+    let software = &rest[..rest.iter().position(|&c| c == b' ').unwrap_or(rest.len())];
+    // `OpenSSH_9.2p1`, `dropbear_2022.83`, `Cisco-1.25`: the name ends at the last `_` or `-`
+    // that a digit follows.
+    let split = (1..software.len())
+        .rev()
+        .find(|&i| matches!(software[i - 1], b'_' | b'-') && software[i].is_ascii_digit());
+    let id = Identity::new("ssh");
+    Some(match split {
+        Some(i) => id
+            .product(field(&software[..i - 1]))
+            .version(version_at(&software[i..])),
+        None => id.product(field(software)),
+    })
+}
+
+/// An HTTP response: the status line, and the product from the `Server` header. A MongoDB
+/// answering the identify probe on its driver port also speaks a little HTTP.
+fn http(r: &[u8]) -> Option<Identity> {
+    let rest = r.strip_prefix(b"HTTP/")?;
+    if !rest.first()?.is_ascii_digit() {
+        return None;
+    }
+    if find(r, b"access MongoDB over HTTP").is_some() {
+        return Some(Identity::new("mongodb").product(Some("MongoDB".into())));
+    }
+    let id = Identity::new("http");
+    let server = header_lines(r).find(|l| starts_with_ci(l, b"server:"));
+    Some(match server {
+        Some(line) => {
+            let (product, version) = product_and_version(&line[7..]);
+            id.product(product).version(version)
+        }
+        None => id,
+    })
+}
+
+/// `SIP/2.0 200 OK`, with the product from `Server` or `User-Agent`.
+fn sip(r: &[u8]) -> Option<Identity> {
+    let rest = r.strip_prefix(b"SIP/2.0 ")?;
+    if !rest.first()?.is_ascii_digit() {
+        return None;
+    }
+    let id = Identity::new("sip");
+    let header = header_lines(r).find_map(|l| {
+        if starts_with_ci(l, b"server:") {
+            Some(&l[7..])
+        } else if starts_with_ci(l, b"user-agent:") {
+            Some(&l[11..])
+        } else {
+            None
+        }
+    });
+    Some(match header {
+        Some(value) => {
+            let (product, version) = product_and_version(value);
+            id.product(product).version(version)
+        }
+        None => id,
+    })
+}
+
+const SMTP_PRODUCTS: &[(&[u8], &str)] = &[
+    (b"Postfix", "Postfix"),
+    (b"Exim", "Exim"),
+    (b"Sendmail", "Sendmail"),
+    (b"OpenSMTPD", "OpenSMTPD"),
+    (b"Haraka", "Haraka"),
+    (b"Microsoft ESMTP MAIL Service", "Microsoft Exchange"),
+    (b"Zimbra", "Zimbra"),
+];
+
+const FTP_PRODUCTS: &[(&[u8], &str)] = &[
+    (b"vsFTPd", "vsFTPd"),
+    (b"ProFTPD", "ProFTPD"),
+    (b"Pure-FTPd", "Pure-FTPd"),
+    (b"FileZilla Server", "FileZilla Server"),
+    (b"Microsoft FTP Service", "Microsoft FTP Service"),
+    (b"Serv-U FTP Server", "Serv-U"),
+];
+
+/// A reply that starts with a three-digit code: SMTP, FTP or NNTP greetings (`220 ...`).
+fn numeric_reply(r: &[u8]) -> Option<Identity> {
+    let [a, b, c, sep, ..] = *r else {
+        return None;
+    };
+    if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit())
+        || !(sep == b' ' || sep == b'-')
+    {
+        return None;
+    }
+    // Multi-line greetings can name the product on any line; the first 512 bytes are plenty.
+    let text = &r[..r.len().min(512)];
+    if let Some((p, v)) = product_in(text, SMTP_PRODUCTS) {
+        return Some(Identity::new("smtp").product(Some(p)).version(v));
+    }
+    if let Some((p, v)) = product_in(text, FTP_PRODUCTS) {
+        return Some(Identity::new("ftp").product(Some(p)).version(v));
+    }
+    if find(text, b"SMTP").is_some() {
+        return Some(Identity::new("smtp"));
+    }
+    if find_ci(text, b"ftp").is_some() {
+        return Some(Identity::new("ftp"));
+    }
+    if a == b'2' && b == b'0' && find(text, b"NNTP").is_some() {
+        let product = find(text, b"INN ").map(|_| "INN".to_string());
+        let version = find(text, b"INN ").and_then(|at| version_at(&text[at + 4..]));
+        return Some(Identity::new("nntp").product(product).version(version));
+    }
+    // `554 5.7.1 ...`: an enhanced status code (RFC 3463) only SMTP servers send.
+    let code = first_line(&r[4..]);
+    if matches!(code, [b'2' | b'4' | b'5', b'.', d, ..] if d.is_ascii_digit()) {
+        return Some(Identity::new("smtp"));
+    }
+    None
+}
+
+const MAIL_STORE_PRODUCTS: &[(&[u8], &str)] = &[
+    (b"Dovecot", "Dovecot"),
+    (b"Cyrus IMAP", "Cyrus IMAP"),
+    (b"Cyrus POP3", "Cyrus POP3"),
+    (b"Courier-IMAP", "Courier-IMAP"),
+    (b"Courier-POP3", "Courier-POP3"),
+    (b"Zimbra", "Zimbra"),
+    (b"Microsoft Exchange", "Microsoft Exchange"),
+    (b"UW IMAP", "UW IMAP"),
+];
+
+/// `+OK ...` (POP3) or `+PONG` (Redis).
+fn plus_reply(r: &[u8]) -> Option<Identity> {
+    if r.starts_with(b"+PONG") {
+        return Some(Identity::new("redis").product(Some("Redis".into())));
+    }
+    if r.starts_with(b"+OK") {
+        let line = first_line(r);
+        let id = Identity::new("pop3");
+        return Some(match product_in(line, MAIL_STORE_PRODUCTS) {
+            Some((p, v)) => id.product(Some(p)).version(v),
+            None => id,
+        });
+    }
+    None
+}
+
+/// Redis errors (`-ERR wrong number of arguments for 'get' command`, `-NOAUTH`, `-DENIED`),
+/// NATS errors, or a POP3 server turning the client away.
+fn minus_reply(r: &[u8]) -> Option<Identity> {
+    let line = first_line(r);
+    let redis = || Some(Identity::new("redis").product(Some("Redis".into())));
+    for prefix in [
+        &b"-NOAUTH"[..],
+        b"-DENIED",
+        b"-WRONGPASS",
+        b"-MISCONF",
+        b"-LOADING",
+        b"-WRONGTYPE",
+    ] {
+        if line.starts_with(prefix) {
+            return redis();
+        }
+    }
+    let rest = line.strip_prefix(b"-ERR")?;
+    if find(rest, b"Unknown Protocol Operation").is_some()
+        || find(rest, b"Authorization Violation").is_some()
+    {
+        return Some(Identity::new("nats").product(Some("NATS".into())));
+    }
+    if find(rest, b" command").is_some()
+        || find(rest, b"Protocol error").is_some()
+        || find(rest, b"operation not permitted").is_some()
+    {
+        return redis();
+    }
+    if rest.is_empty() || rest[0] == b' ' {
+        return Some(Identity::new("pop3"));
+    }
+    None
+}
+
+/// `* OK [CAPABILITY ...] Dovecot (Debian) ready.`, `* PREAUTH`, `* BYE`.
+fn imap(r: &[u8]) -> Option<Identity> {
+    let line = first_line(r);
+    if !(line.starts_with(b"* OK") || line.starts_with(b"* PREAUTH") || line.starts_with(b"* BYE"))
+    {
+        return None;
+    }
+    let id = Identity::new("imap");
+    // The product is named after the capability list, which may itself contain words.
+    let tail = match line.iter().rposition(|&c| c == b']') {
+        Some(i) => &line[i..],
+        None => line,
+    };
+    Some(match product_in(tail, MAIL_STORE_PRODUCTS) {
+        Some((p, v)) => id.product(Some(p)).version(v),
+        None => id,
+    })
+}
+
+/// The answer to `INFO`: a bulk string with `redis_version:7.0.15`.
+fn redis_info(r: &[u8]) -> Option<Identity> {
+    let head = &r[..r.len().min(512)];
+    let at = find(head, b"redis_version:")?;
+    Some(
+        Identity::new("redis")
+            .product(Some("Redis".into()))
+            .version(version_at(&head[at + 14..])),
+    )
+}
+
+/// `INFO {"server_id":"...","version":"2.9.20",...}`.
+fn nats(r: &[u8]) -> Option<Identity> {
+    let json = r.strip_prefix(b"INFO ")?;
+    let json = skip_spaces(json);
+    if json.first() != Some(&b'{') {
+        return None;
+    }
+    let line = first_line(json);
+    let version = find(line, b"\"version\":\"").and_then(|at| version_at(&line[at + 11..]));
+    Some(
+        Identity::new("nats")
+            .product(Some("NATS".into()))
+            .version(version),
+    )
+}
+
+/// `VERSION 1.6.18`, or `ERROR` (memcached's answer to a command it does not know, such as
+/// the identify probe's `GET`).
+fn memcached(r: &[u8]) -> Option<Identity> {
+    let id = || Identity::new("memcached").product(Some("memcached".into()));
+    if let Some(rest) = r.strip_prefix(b"VERSION ") {
+        return Some(id().version(version_at(first_line(rest))));
+    }
+    let line = first_line(r);
+    let terminated = r.get(line.len()) == Some(&b'\r');
+    if terminated
+        && (line == b"ERROR"
+            || line.starts_with(b"CLIENT_ERROR ")
+            || line.starts_with(b"SERVER_ERROR "))
+    {
+        return Some(id());
+    }
+    None
+}
+
+/// `RFB 003.008\n`.
+fn vnc(r: &[u8]) -> Option<Identity> {
+    let v = r.strip_prefix(b"RFB ")?.get(..7)?;
+    if v[3] != b'.' || !v[..3].iter().chain(&v[4..]).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let num = |d: &[u8]| d.iter().fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+    let version = format!("{}.{}", num(&v[..3]), num(&v[4..]));
+    Some(Identity::new("vnc").version(Some(version)))
+}
+
+/// `AMQP\0\0\x09\x01`: an AMQP broker's answer to a protocol header it does not accept, which
+/// names the version it speaks.
+fn amqp(r: &[u8]) -> Option<Identity> {
+    let v = r.strip_prefix(b"AMQP")?.get(..4)?;
+    let version = if v[0] == 0 && v[1] == 0 {
+        format!("0-{}-{}", v[2], v[3])
+    } else {
+        format!("{}.{}.{}", v[1], v[2], v[3])
+    };
+    Some(Identity::new("amqp").version(Some(version)))
+}
+
+/// An XMPP stream header.
+fn xmpp(r: &[u8]) -> Option<Identity> {
+    let head = &r[..r.len().min(512)];
+    (head.starts_with(b"<?xml") || head.starts_with(b"<stream:"))
+        .then(|| find(head, b"<stream:stream"))
+        .flatten()
+        .map(|_| Identity::new("xmpp"))
+}
+
+// --- binary protocols ---------------------------------------------------------------------
+
+/// A TLS record: a handshake (a server hello) or an alert, in SSL 3.0 to TLS 1.3 framing.
+fn tls(r: &[u8]) -> Option<Identity> {
+    match r {
+        [0x16 | 0x15, 0x03, 0x00..=0x04, ..] => Some(Identity::new("tls")),
+        _ => None,
+    }
+}
+
+/// Telnet option negotiation: IAC followed by WILL, WONT, DO or DONT.
+fn telnet(r: &[u8]) -> Option<Identity> {
+    match r {
+        [0xff, 0xfb..=0xfe, ..] => Some(Identity::new("telnet")),
+        _ => None,
+    }
+}
+
+/// An MQTT CONNACK: 3.1.1 (`20 02 flags code`) or 5 (`20 len flags reason props`).
+fn mqtt(r: &[u8]) -> Option<Identity> {
+    match *r {
+        [0x20, 0x02, 0x00 | 0x01, code, ..] if code <= 5 => Some(Identity::new("mqtt")),
+        [0x20, len, 0x00 | 0x01, _, ..] if (3..0x80).contains(&len) => Some(Identity::new("mqtt")),
+        _ => None,
+    }
+}
+
+/// An LDAP message: a BER sequence holding a message id and a response operation (bind
+/// response, search done, or the notice of disconnection servers send to garbage).
+fn ldap(r: &[u8]) -> Option<Identity> {
+    let header = match *r.get(1)? {
+        n if n < 0x80 => 2,
+        0x81 => 3,
+        0x82 => 4,
+        0x84 => 6,
+        _ => return None,
+    };
+    let rest = r.get(header..)?;
+    let [0x02, id_len, ..] = *rest else {
+        return None;
+    };
+    if !(1..=4).contains(&id_len) {
+        return None;
+    }
+    let op = *rest.get(2 + usize::from(id_len))?;
+    matches!(op, 0x61 | 0x64 | 0x65 | 0x78).then(|| Identity::new("ldap"))
+}
+
+/// An RDP (X.224) connection confirm in a TPKT.
+fn rdp(r: &[u8]) -> Option<Identity> {
+    let [0x03, 0x00, hi, lo, _, code, ..] = *r else {
+        return None;
+    };
+    let len = u16::from_be_bytes([hi, lo]);
+    (len >= 11 && code & 0xf0 == 0xd0).then(|| Identity::new("rdp"))
+}
+
+/// A MySQL or MariaDB server greeting (length, sequence 0, protocol 10, NUL-terminated server
+/// version), or the error packet a server sends a client it turns away.
+fn mysql(r: &[u8]) -> Option<Identity> {
+    let [l0, l1, l2, 0, kind, ..] = *r else {
+        return None;
+    };
+    let len = usize::from(l0) | usize::from(l1) << 8 | usize::from(l2) << 16;
+    if !(3..=4096).contains(&len) {
+        return None;
+    }
+    let payload = &r[5..];
+    let product = |text: &[u8]| {
+        if find(text, b"MariaDB").is_some() {
+            Some("MariaDB".to_string())
+        } else {
+            Some("MySQL".to_string())
+        }
+    };
+    match kind {
+        0x0a | 0x09 => {
+            let end = payload.iter().take(96).position(|&c| c == 0)?;
+            let v = &payload[..end];
+            if !v.first()?.is_ascii_digit() || !v.iter().all(|&c| (0x21..0x7f).contains(&c)) {
+                return None;
+            }
+            // MariaDB before 11.0 announces itself as `5.5.5-10.11.6-MariaDB-...` so that old
+            // replication clients accept it.
+            let v = v.strip_prefix(b"5.5.5-").unwrap_or(v);
+            Some(
+                Identity::new("mysql")
+                    .product(product(v))
+                    .version(version_at(v)),
+            )
+        }
+        0xff => {
+            let [lo, hi, ref message @ ..] = *payload else {
+                return None;
+            };
+            let code = u16::from_le_bytes([lo, hi]);
+            let text = &message[..message.len().min(len.saturating_sub(3))];
+            let printable = !text.is_empty() && text.iter().all(|&c| (0x20..0x7f).contains(&c));
+            if !(1000..5000).contains(&code) || !printable {
+                return None;
+            }
+            let id = Identity::new("mysql");
+            Some(
+                if find(text, b"MySQL").is_some() || find(text, b"MariaDB").is_some() {
+                    id.product(product(text))
+                } else {
+                    id
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL: `N` or `S`, its answer to an SSLRequest, or an error response (`E`, length,
+/// `SFATAL\0...`) such as the one to a startup packet of an unknown protocol version.
+fn postgres(r: &[u8]) -> Option<Identity> {
+    let id = || Identity::new("postgres").product(Some("PostgreSQL".into()));
+    if r == b"N" || r == b"S" {
+        return Some(id());
+    }
+    let [b'E', a, b, c, d, b'S', ref severity @ ..] = *r else {
+        return None;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]);
+    if !(8..=65536).contains(&len) {
+        return None;
+    }
+    let end = severity.iter().take(16).position(|&c| c == 0)?;
+    let word = &severity[..end];
+    (!word.is_empty() && word.iter().all(|c| c.is_ascii_alphabetic())).then(id)
+}
+
+/// A MongoDB wire-protocol reply (OP_REPLY or OP_MSG), with the version if it carries a
+/// `version` string field.
+fn mongodb(r: &[u8]) -> Option<Identity> {
+    let header = r.get(..16)?;
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (len, op) = (word(0), word(12));
+    if !(16..=48_000_000).contains(&len) || !(op == 1 || op == 2013) {
+        return None;
+    }
+    let version = find(r, b"\x02version\x00").and_then(|at| version_at(r.get(at + 13..)?));
+    Some(
+        Identity::new("mongodb")
+            .product(Some("MongoDB".into()))
+            .version(version),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::SAMPLES;
+
+    #[test]
+    fn real_banners_are_identified() {
+        for s in SAMPLES {
+            let got = identify(s.reply);
+            let want = s.service.map(|service| Identity {
+                service,
+                product: s.product.map(str::to_string),
+                version: s.version.map(str::to_string),
+            });
+            assert_eq!(
+                got,
+                want,
+                "{}: {:?}",
+                s.name,
+                crate::printable(s.reply, 120)
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncated_replies_are_not_identified() {
+        let table: &[&[u8]] = &[
+            b"",
+            b"\0",
+            b"hello world\r\n",
+            b"SSH-",
+            b"SSH-x",
+            b"HTTP/",
+            b"HTTPS",
+            b"22",
+            b"220",
+            b"220 hello\r\n",
+            b"+",
+            b"-",
+            b"*",
+            b"* 1 EXISTS",
+            b"$5\r\nhello\r\n",
+            b"INFO",
+            b"VERSION",
+            b"RFB 00",
+            b"RFB abc.def\n",
+            b"AMQP\0",
+            &[0x16, 0x03],
+            &[0x16, 0x04, 0x00],
+            &[0xff],
+            &[0xff, 0x00],
+            &[0x20, 0x02],
+            &[0x30, 0x0c, 0x02],
+            &[0x03, 0x00, 0x00],
+            &[0x4a, 0x00, 0x00, 0x00, 0x0a],
+            &[0x4a, 0x00, 0x00, 0x00, 0x0a, b'x', 0],
+            &[0xff, 0xff, 0xff, 0x00, 0x0a, b'8', 0],
+            b"E\0\0\0\x08",
+            b"E\xff\xff\xff\xffSFATAL\0",
+            b"ERROR",
+            b"NO",
+            &[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0xdd, 0x07, 0, 0],
+        ];
+        for reply in table {
+            assert_eq!(identify(reply), None, "{:?}", crate::printable(reply, 80));
+        }
+    }
+
+    #[test]
+    fn fields_are_capped_and_printable() {
+        let mut long = b"SSH-2.0-".to_vec();
+        long.extend(std::iter::repeat_n(b'A', 10_000));
+        long.extend_from_slice(b"_1.0\r\n");
+        let id = identify(&long).unwrap_or_else(|| panic!("not identified"));
+        assert_eq!(id.service, "ssh");
+        assert!(id.product.is_some_and(|p| p.len() <= IDENTITY_FIELD_LIMIT));
+
+        let id = identify(b"HTTP/1.1 200 OK\r\nServer: ng\x00inx/1.\xff2\r\n\r\n");
+        assert_eq!(
+            id,
+            Some(Identity {
+                service: "http",
+                product: Some("ng".into()),
+                version: Some("1.".into()).filter(|_| false),
+            })
+        );
+    }
+
+    #[test]
+    fn identities_display_compactly() {
+        let show = |r: &[u8]| identify(r).map(|i| i.to_string());
+        assert_eq!(
+            show(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n").as_deref(),
+            Some("ssh (OpenSSH 9.2p1)")
+        );
+        assert_eq!(show(b"+OK ready\r\n").as_deref(), Some("pop3"));
+        assert_eq!(show(b"RFB 003.008\n").as_deref(), Some("vnc (3.8)"));
+    }
+}

@@ -1,0 +1,369 @@
+//! TLS for probe dialogs: the client configuration (which reports certificates rather than
+//! judging them) and a small, bounded reader of the X.509 fields porthawk reports.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::time_provider::TimeProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use serde::{Deserialize, Serialize};
+
+/// What a TLS handshake showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// The negotiated cipher suite.
+    pub cipher: String,
+    /// The server's certificate, if it sent one that could be read.
+    pub cert: Option<CertInfo>,
+}
+
+/// The fields of a server certificate that an administrator watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// The subject, as `CN=mx.example, O=Example`.
+    pub subject: String,
+    /// The issuer, in the same form.
+    pub issuer: String,
+    /// Start of validity, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// End of validity, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// Whether the certificate names itself as its issuer.
+    pub fn self_signed(&self) -> bool {
+        self.subject == self.issuer
+    }
+
+    /// Whole days from `now` (seconds since the epoch) to the end of validity; negative once
+    /// expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
+/// Accepts any certificate chain, so that self-signed, expired or mismatched certificates are
+/// reported rather than hidden behind a failed handshake. The handshake signatures are still
+/// verified: the server must hold the key of the certificate it presents.
+#[derive(Debug)]
+struct ReportingVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ReportingVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS client configuration of probe dialogs. The caller supplies the clock (the core
+/// reads none): pass `Arc::new(rustls::time_provider::DefaultTimeProvider)` in a program.
+pub fn client_config(time: Arc<dyn TimeProvider>) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_details(Arc::clone(&provider), time)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ReportingVerifier { provider }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Why a certificate could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// The DER structure is malformed or truncated.
+    #[error("malformed certificate: {0}")]
+    Malformed(&'static str),
+}
+
+/// One DER element: its tag and contents.
+struct Der<'a> {
+    tag: u8,
+    body: &'a [u8],
+}
+
+/// Reads the element at the start of `input`; returns it and the rest.
+fn der(input: &[u8]) -> Result<(Der<'_>, &[u8]), CertError> {
+    let bad = CertError::Malformed;
+    let (&tag, rest) = input.split_first().ok_or(bad("truncated tag"))?;
+    let (&first, mut rest) = rest.split_first().ok_or(bad("truncated length"))?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return Err(bad("unsupported length"));
+        }
+        let (bytes, r) = (rest.get(..n).ok_or(bad("truncated length"))?, &rest[n..]);
+        rest = r;
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    let body = rest.get(..len).ok_or(bad("truncated element"))?;
+    Ok((Der { tag, body }, &rest[len..]))
+}
+
+fn expect_tag<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(Der<'a>, &'a [u8]), CertError> {
+    let (el, rest) = der(input)?;
+    if el.tag != tag {
+        return Err(CertError::Malformed(what));
+    }
+    Ok((el, rest))
+}
+
+/// Reads the subject, issuer and validity of a DER-encoded X.509 certificate.
+pub fn parse_certificate(cert: &[u8]) -> Result<CertInfo, CertError> {
+    const SEQUENCE: u8 = 0x30;
+    let (certificate, _) = expect_tag(cert, SEQUENCE, "certificate is not a sequence")?;
+    let (tbs, _) = expect_tag(
+        certificate.body,
+        SEQUENCE,
+        "tbsCertificate is not a sequence",
+    )?;
+    let mut rest = tbs.body;
+    // version [0] EXPLICIT, optional
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest)?.1;
+    }
+    rest = expect_tag(rest, 0x02, "serial number is not an integer")?.1;
+    rest = expect_tag(rest, SEQUENCE, "signature algorithm is not a sequence")?.1;
+    let (issuer, r) = expect_tag(rest, SEQUENCE, "issuer is not a sequence")?;
+    let (validity, r) = expect_tag(r, SEQUENCE, "validity is not a sequence")?;
+    let (subject, _) = expect_tag(r, SEQUENCE, "subject is not a sequence")?;
+    let (not_before, r) = der(validity.body)?;
+    let (not_after, _) = der(r)?;
+    Ok(CertInfo {
+        subject: name(subject.body)?,
+        issuer: name(issuer.body)?,
+        not_before: time(&not_before)?,
+        not_after: time(&not_after)?,
+    })
+}
+
+/// Renders an X.501 Name as `CN=..., O=...` (the attributes people read; others are skipped).
+fn name(mut rdns: &[u8]) -> Result<String, CertError> {
+    let mut out = String::new();
+    while !rdns.is_empty() {
+        let (set, rest) = expect_tag(rdns, 0x31, "name component is not a set")?;
+        rdns = rest;
+        let mut attrs = set.body;
+        while !attrs.is_empty() {
+            let (attr, rest) = expect_tag(attrs, 0x30, "attribute is not a sequence")?;
+            attrs = rest;
+            let (oid, value) = expect_tag(attr.body, 0x06, "attribute type is not an OID")?;
+            let (value, _) = der(value)?;
+            let label = match oid.body {
+                [0x55, 0x04, 0x03] => "CN",
+                [0x55, 0x04, 0x0a] => "O",
+                [0x55, 0x04, 0x0b] => "OU",
+                [0x55, 0x04, 0x06] => "C",
+                [0x55, 0x04, 0x07] => "L",
+                [0x55, 0x04, 0x08] => "ST",
+                _ => continue,
+            };
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(label);
+            out.push('=');
+            // Printable, UTF-8 and IA5 strings are all shown as text; anything else lossily.
+            let text = String::from_utf8_lossy(value.body);
+            out.extend(text.chars().take(256).filter(|c| !c.is_control()));
+        }
+    }
+    Ok(out)
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as Unix seconds.
+fn time(el: &Der<'_>) -> Result<i64, CertError> {
+    let bad = || CertError::Malformed("invalid time");
+    let digits = |s: &[u8]| -> Result<i64, CertError> {
+        s.iter().try_fold(0i64, |acc, b| {
+            b.is_ascii_digit()
+                .then(|| acc * 10 + i64::from(b - b'0'))
+                .ok_or_else(bad)
+        })
+    };
+    let (year, rest) = match (el.tag, el.body.len()) {
+        (0x17, 13) => {
+            let yy = digits(&el.body[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &el.body[2..])
+        }
+        (0x18, 15) => (digits(&el.body[..4])?, &el.body[4..]),
+        _ => return Err(bad()),
+    };
+    if rest.last() != Some(&b'Z') {
+        return Err(bad());
+    }
+    let month = digits(&rest[0..2])?;
+    let day = digits(&rest[2..4])?;
+    let (h, m, s) = (
+        digits(&rest[4..6])?,
+        digits(&rest[6..8])?,
+        digits(&rest[8..10])?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return Err(bad());
+    }
+    Ok(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl fmt::Display for CertInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subject '{}', issuer '{}'", self.subject, self.issuer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate made with
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30
+    ///  -subj "/CN=porthawk.test/O=Porthawk" -keyout /dev/null -outform DER`,
+    /// cut down to its TBS fields (the parser reads nothing after the subject).
+    fn sample() -> Vec<u8> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut v = vec![tag];
+            if body.len() < 0x80 {
+                v.push(body.len() as u8);
+            } else {
+                v.push(0x82);
+                v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            }
+            v.extend_from_slice(body);
+            v
+        }
+        let attr = |oid: &[u8], value: &str| {
+            tlv(
+                0x31,
+                &tlv(
+                    0x30,
+                    &[tlv(0x06, oid), tlv(0x0c, value.as_bytes())].concat(),
+                ),
+            )
+        };
+        let name = tlv(
+            0x30,
+            &[
+                attr(&[0x55, 4, 3], "porthawk.test"),
+                attr(&[0x55, 4, 10], "Porthawk"),
+            ]
+            .concat(),
+        );
+        let validity = tlv(
+            0x30,
+            &[tlv(0x17, b"261123000000Z"), tlv(0x18, b"20261223000000Z")].concat(),
+        );
+        let tbs = tlv(
+            0x30,
+            &[
+                tlv(0xa0, &tlv(0x02, &[2])),
+                tlv(0x02, &[0x01, 0x02]),
+                tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2])),
+                name.clone(),
+                validity,
+                name,
+            ]
+            .concat(),
+        );
+        tlv(0x30, &tbs)
+    }
+
+    #[test]
+    fn reads_subject_issuer_and_validity() {
+        let info = parse_certificate(&sample()).unwrap();
+        assert_eq!(info.subject, "CN=porthawk.test, O=Porthawk");
+        assert!(info.self_signed());
+        // 2026-11-23T00:00:00Z and 2026-12-23T00:00:00Z.
+        assert_eq!(info.not_before, 1_795_392_000);
+        assert_eq!(info.not_after, 1_795_392_000 + 30 * 86_400);
+        assert_eq!(info.days_left(1_795_392_000), 30);
+        assert_eq!(info.days_left(info.not_after + 1), -1);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let cert = sample();
+        for cut in 0..cert.len() {
+            assert!(parse_certificate(&cert[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(parse_certificate(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(parse_certificate(b"not der at all").is_err());
+    }
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
+    }
+
+    #[test]
+    fn config_builds() {
+        assert!(client_config(Arc::new(rustls::time_provider::DefaultTimeProvider)).is_ok());
+    }
+}
