@@ -11,9 +11,11 @@
 //! - Every loop and every child process is bounded by a deadline; a hang fails the test.
 //! - Tests stop only the processes they started, by their handle.
 //!
-//! Modules by area: `scan` (sweeps against listener farms), `usage` (bad input exits 2), `netns`
+//! Modules by area: `scan` (sweeps against listener farms), `usage` (bad input exits 2), `bench`
+//! (a short `porthawk bench` run), `netns`
 //! (filtered and unreachable ports behind nftables rules in a private network namespace).
 
+mod bench;
 mod netns;
 mod scan;
 mod usage;

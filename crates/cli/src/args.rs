@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Sweep targets × ports once and report what answers.
     Scan(ScanArgs),
+    /// Measure this machine's capacity on a loopback target farm it builds itself.
+    Bench(BenchArgs),
 }
 
 /// Output formats of `porthawk scan`.
@@ -139,4 +141,40 @@ pub struct ProbeArgs {
     /// How long the whole dialog may take after the handshake.
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
     pub dialog_timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (repeat the flag): closed, banner, mix, filtered, scaling, inflight
+    /// [default: all]
+    #[arg(long, value_name = "NAME", value_parser = scenario)]
+    pub scenario: Vec<porthawk_bench::Scenario>,
+
+    /// How long each scenario runs.
+    #[arg(long, default_value = "3s", value_parser = duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// Shard threads (and floor threads) [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
+
+    /// Probes in flight across shards [default: from the file descriptor limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inflight: Option<u64>,
+
+    /// The I/O backend.
+    #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
+    pub backend: BackendChoice,
+
+    /// The most probes one measured point may make (a bound besides the duration).
+    #[arg(long, default_value_t = 50_000_000, value_name = "N")]
+    pub max_probes: u64,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn scenario(s: &str) -> Result<porthawk_bench::Scenario, String> {
+    s.parse()
 }

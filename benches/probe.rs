@@ -1,0 +1,64 @@
+//! The probe state machine: transitions per second.
+//!
+//! Banner identification is not in `porthawk-core` yet; its benchmark (ns per banner over a
+//! table of real banners) belongs here once it is.
+//!
+//! Run with `cargo bench -p porthawk-bench --bench probe`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use divan::counter::ItemsCount;
+use divan::{black_box, Bencher};
+use porthawk_core::{ConnectEvent, Probe, ProbeSpec, Step};
+
+fn main() {
+    divan::main();
+}
+
+const ECONNREFUSED: i32 = 111;
+const PROBES: usize = 1024;
+
+fn spec() -> ProbeSpec {
+    ProbeSpec {
+        connect_timeout: Duration::from_millis(200),
+        tries: 2,
+        ..ProbeSpec::default()
+    }
+}
+
+fn connected() -> ConnectEvent {
+    let local: SocketAddr = ([127, 0, 0, 1], 40000).into();
+    let peer: SocketAddr = ([127, 0, 0, 1], 80).into();
+    ConnectEvent::Connected { local, peer }
+}
+
+/// One transition per probe: a refusal (the common case of a sweep) or a handshake.
+#[divan::bench(args = ["refused", "connected"])]
+fn on_connect(bencher: Bencher, event: &str) {
+    let spec = spec();
+    let event = match event {
+        "refused" => ConnectEvent::Failed(ECONNREFUSED),
+        _ => connected(),
+    };
+    bencher.counter(ItemsCount::new(PROBES)).bench(|| {
+        for _ in 0..PROBES {
+            let mut p = Probe::new();
+            black_box(p.on_connect(black_box(&spec), black_box(event)));
+        }
+    });
+}
+
+/// Two transitions per probe: a timeout that is retried, then a verdict.
+#[divan::bench]
+fn timeout_then_retry(bencher: Bencher) {
+    let spec = spec();
+    bencher.counter(ItemsCount::new(2 * PROBES)).bench(|| {
+        for _ in 0..PROBES {
+            let mut p = Probe::new();
+            let first = p.on_connect(&spec, black_box(ConnectEvent::TimedOut));
+            debug_assert!(matches!(first, Step::Reconnect));
+            black_box(p.on_connect(&spec, black_box(ConnectEvent::TimedOut)));
+        }
+    });
+}
