@@ -18,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Sweep targets × ports once and report what answers.
     Scan(ScanArgs),
+    /// Check one service, as a Nagios/Icinga plugin: exit 0 OK, 1 WARNING, 2 CRITICAL,
+    /// 3 UNKNOWN, and one status line with performance data.
+    Check(CheckArgs),
     /// Measure this machine's capacity on a loopback target farm it builds itself.
     Bench(BenchArgs),
 }
@@ -177,4 +180,42 @@ pub struct BenchArgs {
 
 fn scenario(s: &str) -> Result<porthawk_bench::Scenario, String> {
     s.parse()
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The service: HOST:PORT, [IPv6]:PORT (every address of a host name is checked).
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+
+    /// How long the connect may take.
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Connect attempts before an unanswered port is called filtered.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub tries: u8,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
+    /// Response time at or above which the check is WARNING.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub warn: Option<Duration>,
+
+    /// Response time at or above which the check is CRITICAL.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub crit: Option<Duration>,
+
+    /// Certificate days left at or below which the check is WARNING (with TLS).
+    #[arg(long, default_value_t = 21, value_name = "DAYS")]
+    pub cert_warn_days: i64,
+
+    /// Certificate days left at or below which the check is CRITICAL (with TLS).
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub cert_crit_days: i64,
+
+    /// The I/O backend.
+    #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
+    pub backend: BackendChoice,
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod check;
 mod output;
 mod probe;
 mod scan;
@@ -31,6 +32,11 @@ fn main() -> ExitCode {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments");
             let line = line.strip_prefix("error: ").unwrap_or(line);
+            // For `check`, bad arguments are UNKNOWN (3), as monitoring systems expect.
+            if std::env::args().nth(1).as_deref() == Some("check") {
+                println!("PORTHAWK UNKNOWN - {line}");
+                return ExitCode::from(check::UNKNOWN);
+            }
             eprintln!("porthawk: {line}");
             return ExitCode::from(2);
         }
@@ -38,6 +44,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Check(args) => match check::run(args) {
+            // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
+            Err(err) => {
+                println!("PORTHAWK UNKNOWN - {err:#}");
+                return ExitCode::from(check::UNKNOWN);
+            }
+            ok => ok,
+        },
     };
     match result {
         Ok(code) => code,

@@ -110,6 +110,8 @@ pub struct ProbeRecord {
     pub reason: Option<String>,
     /// What a TLS handshake showed (version, cipher, certificate).
     pub tls: Option<crate::TlsInfo>,
+    /// How long the dialog took after the handshake, in microseconds (dialog probes only).
+    pub dialog_us: Option<u32>,
 }
 
 impl ProbeRecord {
@@ -126,6 +128,7 @@ impl ProbeRecord {
             matched: None,
             reason: None,
             tls: None,
+            dialog_us: None,
         }
     }
 }
@@ -254,6 +257,7 @@ mod tests {
                     matched: Some(true),
                     reason: None,
                     tls: None,
+                    dialog_us: Some(2100),
                 },
                 ProbeRecord {
                     ip: "::1".parse().unwrap(),
@@ -275,6 +279,7 @@ mod tests {
                             not_after: 1_800_000_000,
                         }),
                     }),
+                    dialog_us: None,
                 },
             ],
             shard_done: true,

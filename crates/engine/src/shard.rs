@@ -341,7 +341,7 @@ impl<D: Driver> Shard<D> {
                 if connected {
                     self.driver.close(slot);
                 }
-                self.record(slot, verdict, errno);
+                self.record(slot, verdict, errno, now);
                 return;
             }
         };
@@ -350,13 +350,13 @@ impl<D: Driver> Shard<D> {
             let step = self.conversations[i].on_io_error(e);
             self.driver.close(slot);
             if let Step::Done { state, errno } = step {
-                self.record(slot, state, errno);
+                self.record(slot, state, errno, now);
             }
         }
     }
 
     /// Writes the slot's record into its job's batch and frees the slot.
-    fn record(&mut self, slot: u32, verdict: PortState, errno: Option<i32>) {
+    fn record(&mut self, slot: u32, verdict: PortState, errno: Option<i32>, now: Instant) {
         let i = slot as usize;
         let state = self.slots[i];
         let Some(job) = self.jobs[state.job].as_mut() else {
@@ -378,6 +378,15 @@ impl<D: Driver> Shard<D> {
             matched: conv.matched(),
             reason: conv.reason().map(str::to_string),
             tls: conv.tls().cloned(),
+            dialog_us: job
+                .shared
+                .spec
+                .dialog
+                .as_ref()
+                .and((verdict == PortState::Open).then(|| {
+                    let d = now.saturating_duration_since(state.connected);
+                    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+                })),
         });
         job.inflight -= 1;
         self.free.push(slot);
