@@ -314,6 +314,24 @@ impl Driver for UringDriver {
         self.cqes.clear();
         self.cqes
             .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        // With deferred task work the kernel runs only a bounded amount of it per enter
+        // (about 20 items when asked for one completion), so completions that are ready would
+        // wait for later turns while new probes pile up: at 20,000 in flight on loopback that
+        // made the median connect take 300 ms instead of 20. Ask again, without waiting, for
+        // as many as may be ready, while entries keep coming (bounded).
+        let zero = Timespec::new();
+        let args = SubmitArgs::new().timespec(&zero);
+        for _ in 0..64 {
+            let want = self.inflight.saturating_sub(self.cqes.len()).clamp(1, 4096);
+            // ETIME is the normal answer here (fewer than `want` ready); nothing to report.
+            let _ = self.ring.submitter().submit_with_args(want, &args);
+            let before = self.cqes.len();
+            self.cqes
+                .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            if self.cqes.len() == before {
+                break;
+            }
+        }
         for i in 0..self.cqes.len() {
             let (user_data, result) = self.cqes[i];
             if user_data == QUIET {
