@@ -179,6 +179,19 @@ impl Dialog {
         }
     }
 
+    /// The dialog with TLS where `mode` puts it: before every step (implicit TLS) or after
+    /// them (STARTTLS, whose plaintext exchange the dialog ends with).
+    pub fn with_tls(mut self, mode: crate::TlsMode) -> Dialog {
+        match mode {
+            crate::TlsMode::None => self,
+            crate::TlsMode::Implicit => self.over_tls(),
+            crate::TlsMode::StartTls => {
+                self.steps.push(DialogStep::StartTls);
+                self
+            }
+        }
+    }
+
     /// The same dialog run over TLS from the start (implicit TLS, as for HTTPS or IMAPS).
     pub fn over_tls(mut self) -> Dialog {
         if self.steps.first() != Some(&DialogStep::StartTls) {

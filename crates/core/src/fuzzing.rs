@@ -6,13 +6,17 @@
 //! the fuzzer looks for. Not a stable API.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::UnixTime;
+use rustls::time_provider::TimeProvider;
 use std::time::Duration;
 
 use crate::{
-    decode_frame, encode_frame, identify, parse_escapes, presets, printable, ConnectEvent,
-    Conversation, JobId, PortState, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT,
-    FRAME_HEADER_LEN, IDENTITY_FIELD_LIMIT,
+    decode_frame, encode_frame, identify, parse_certificate, parse_escapes, presets, printable,
+    tls_client_config, ConnectEvent, Conversation, Dialog, JobId, PortState, Preset, PresetStep,
+    ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
+    IDENTITY_FIELD_LIMIT,
 };
 
 /// A real first reply of a service, and what [`identify`] must make of it.
@@ -112,7 +116,7 @@ pub const SAMPLES: &[Sample] = &[
         b"* OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE STARTTLS AUTH=PLAIN SASL-IR] \
           mail.example.org Cyrus IMAP 3.6.1-Debian-3.6.1-4 server ready\r\n",
         "imap",
-        Some("Cyrus IMAP"),
+        Some("Cyrus"),
         Some("3.6.1"),
     ),
     sample(
@@ -376,19 +380,19 @@ pub fn identify_target(data: &[u8]) {
 /// a reset, a close, or (for a read) a chunk of the following bytes whose length is the next
 /// byte, (for a send) a partial or complete send. When `data` runs out the peer goes silent.
 pub fn dialog_target(data: &[u8]) {
-    let Some((&pick, mut rest)) = data.split_first() else {
-        return;
-    };
-    let all = presets();
-    let preset = &all[usize::from(pick) % all.len()];
-    let dialog = match preset.dialog() {
-        Ok(d) => d,
-        Err(e) => panic!("preset {} does not build: {e}", preset.name),
-    };
+    run_dialog(data);
+}
+
+/// [`dialog_target`], returning the preset's name and the verdict (matched, reason).
+fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>)> {
+    let (&pick, mut rest) = data.split_first()?;
+    let all = compiled_presets();
+    let (preset, dialog) = &all[usize::from(pick) % all.len()];
     let expects = dialog.expects();
     let steps = dialog.steps.len();
     let spec = ProbeSpec {
-        dialog: Some(Arc::new(dialog)),
+        dialog: Some(Arc::clone(dialog)),
+        tls_config: Some(tls_config()),
         read_timeout: Duration::from_secs(2),
         dialog_timeout: Duration::from_secs(5),
         ..ProbeSpec::default()
@@ -459,6 +463,58 @@ pub fn dialog_target(data: &[u8]) {
     }
     if let Some(reason) = c.reason() {
         assert!(reason.starts_with("step "), "{reason}");
+    }
+    Some((preset.name, c.matched(), c.reason().map(str::to_string)))
+}
+
+/// A clock stopped at a fixed instant (2023-11-14), for TLS handshakes in the fuzz targets:
+/// the core reads no clock, and a fixed one keeps runs reproducible.
+#[derive(Debug)]
+struct FixedTime;
+
+impl TimeProvider for FixedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(Duration::from_secs(
+            FIXED_NOW as u64,
+        )))
+    }
+}
+
+/// The instant of [`FixedTime`], in seconds since the epoch.
+const FIXED_NOW: i64 = 1_700_000_000;
+
+/// The TLS client configuration of the dialog target, built once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    Arc::clone(
+        CONFIG.get_or_init(|| match tls_client_config(Arc::new(FixedTime)) {
+            Ok(config) => config,
+            Err(e) => panic!("the TLS client configuration does not build: {e}"),
+        }),
+    )
+}
+
+/// Every preset with its dialog, compiled once: compiling regexes for each input would make
+/// the fuzzer a hundred times slower.
+fn compiled_presets() -> &'static [(&'static Preset, Arc<Dialog>)] {
+    static COMPILED: OnceLock<Vec<(&'static Preset, Arc<Dialog>)>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        presets()
+            .iter()
+            .map(|p| match p.dialog() {
+                Ok(d) => (p, Arc::new(d.with_tls(p.tls))),
+                Err(e) => panic!("preset {} does not build: {e}", p.name),
+            })
+            .collect()
+    })
+}
+
+/// Reads arbitrary bytes as a DER certificate, as the TLS code does with the certificate a
+/// server presents; what it reads must be usable.
+pub fn cert_target(data: &[u8]) {
+    if let Ok(info) = parse_certificate(data) {
+        let _ = info.days_left(FIXED_NOW);
+        let _ = info.self_signed();
     }
 }
 
@@ -616,4 +672,147 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
             buf
         })
         .collect()
+}
+
+/// The reply of the sample called `name` (empty if there is none).
+fn sample_reply(name: &str) -> &'static [u8] {
+    SAMPLES
+        .iter()
+        .find(|s| s.name == name)
+        .map_or(&[], |s| s.reply)
+}
+
+/// What a good server of each preset says, read by read, for the `dialog` seed corpus.
+fn good_replies(preset: &str) -> Vec<&'static [u8]> {
+    const EHLO: &[u8] = b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n\
+        250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 CHUNKING\r\n";
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+        Content-Type: text/html\r\nContent-Length: 615\r\nConnection: close\r\n\r\n";
+    match preset {
+        "smtp" | "smtps" => vec![sample_reply("postfix"), EHLO],
+        "smtp-starttls" | "submission" => vec![
+            sample_reply("exim-4.96"),
+            EHLO,
+            b"220 2.0.0 Ready to start TLS\r\n",
+        ],
+        "pop3" | "pop3s" => vec![sample_reply("dovecot-pop3")],
+        "pop3-starttls" => vec![
+            sample_reply("dovecot-pop3"),
+            b"+OK Begin TLS negotiation now.\r\n",
+        ],
+        "imap" | "imaps" => vec![sample_reply("dovecot-imap")],
+        "imap-starttls" => vec![
+            sample_reply("dovecot-imap"),
+            b"a1 OK Begin TLS negotiation now.\r\n",
+        ],
+        "ftp" => vec![sample_reply("pure-ftpd")],
+        "ssh" => vec![sample_reply("openssh-9.2")],
+        "http" | "https" => vec![HEAD],
+        "redis" => vec![b"+PONG\r\n"],
+        "memcached" => vec![sample_reply("memcached-1.6.18-version")],
+        "mysql" => vec![sample_reply("mariadb-10.11.6")],
+        "postgres" => vec![b"S"],
+        "nats" => vec![sample_reply("nats-2.9.20")],
+        "mqtt" => vec![sample_reply("mosquitto-connack")],
+        "amqp" => vec![b"\x01\x00\x00\x00\x00\x01\xf6\x00\x0a\x00\x0a\x00\x09"],
+        "vnc" => vec![sample_reply("vnc-3.8")],
+        "identify" => vec![sample_reply("nginx-1.22.1")],
+        _ => Vec::new(),
+    }
+}
+
+/// Inputs for [`dialog_target`] that play each preset's dialog with a good server (replies
+/// cut into reads of at most 255 bytes), named after the preset.
+pub fn dialog_seeds() -> Vec<(String, Vec<u8>)> {
+    // Control bytes of the script `dialog_target` reads: a timeout, and "go on" (the read or
+    // send completes) 50 ms later.
+    const TIMEOUT: u8 = 0x00;
+    const PROCEED: u8 = 0x31;
+    presets()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut data = vec![u8::try_from(i).unwrap_or(u8::MAX)];
+            let mut replies = good_replies(p.name).into_iter();
+            let mut silent = false;
+            for step in p.steps {
+                match step {
+                    PresetStep::Send(_) => data.push(PROCEED),
+                    PresetStep::SendIfSilent(_) if silent => data.push(PROCEED),
+                    PresetStep::SendIfSilent(_) => {}
+                    PresetStep::Banner if p.name == "identify" && !silent => {
+                        // Play a server that waits for the client, to exercise the probe.
+                        silent = true;
+                        data.push(TIMEOUT);
+                    }
+                    PresetStep::Banner | PresetStep::Expect { .. } => {
+                        let reply = replies.next().unwrap_or_default();
+                        for chunk in reply.chunks(255) {
+                            data.push(PROCEED);
+                            data.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+                            data.extend_from_slice(chunk);
+                        }
+                    }
+                }
+            }
+            (p.name.to_string(), data)
+        })
+        .collect()
+}
+
+/// Inputs for [`escapes_target`]: `--send` strings users write, bad escapes, binary bytes.
+pub const ESCAPE_SEEDS: &[&[u8]] = &[
+    b"EHLO porthawk\\r\\n",
+    b"PING\\r\\n",
+    b"a\\tb",
+    b"\\x00\\xff\\x7F",
+    b"back\\\\slash",
+    b"nul\\0",
+    b"h\xc3\xa9llo",
+    b"a\\q",
+    b"\\x4",
+    b"\\xzz",
+    b"end\\",
+    b"\\\xc3\xa9",
+    b"\x00\x01\xff\r\n\t\\",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_seeds_play_a_good_server() {
+        let seeds = dialog_seeds();
+        assert_eq!(seeds.len(), presets().len());
+        for (name, data) in seeds {
+            let (played, matched, reason) = run_dialog(&data).unwrap();
+            assert_eq!(played, name);
+            if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
+                // The scripted server does not speak TLS: the handshake fails, and says so.
+                assert_ne!(matched, Some(true), "{name}");
+                assert!(
+                    reason.as_deref().unwrap_or("").contains("TLS"),
+                    "{name}: {reason:?}"
+                );
+                continue;
+            }
+            assert!(matched != Some(false), "{name}: {reason:?}");
+            assert_eq!(reason, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn sample_frames_and_escape_seeds_pass_their_targets() {
+        for frame in sample_frames() {
+            frame_target(&frame);
+            assert!(decode_frame(&frame).is_ok());
+        }
+        for seed in ESCAPE_SEEDS {
+            escapes_target(seed);
+        }
+        for s in SAMPLES {
+            identify_target(s.reply);
+        }
+    }
 }

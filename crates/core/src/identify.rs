@@ -70,30 +70,27 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
     match *r.first()? {
         b'S' => ssh(r).or_else(|| sip(r)).or_else(|| postgres(r)),
         b'H' => http(r),
-        b'0'..=b'9' => numeric_reply(r).or_else(|| mysql(r)).or_else(|| mongodb(r)),
+        // 0x30 is also the BER tag of an LDAP message.
+        b'0'..=b'9' => numeric_reply(r).or_else(|| ldap(r)),
         b'+' => plus_reply(r),
         b'-' => minus_reply(r),
         b'*' => imap(r),
         b'$' => redis_info(r),
         b'I' => nats(r),
         b'V' => memcached(r),
-        b'E' => memcached(r).or_else(|| postgres(r)),
-        b'C' | b'N' => memcached(r).or_else(|| postgres(r)),
+        b'C' | b'E' | b'N' => memcached(r).or_else(|| postgres(r)),
         b'R' => vnc(r),
         b'A' => amqp(r),
         b'<' => xmpp(r),
         0x15 | 0x16 => tls(r),
         0xff => telnet(r),
         0x20 => mqtt(r),
-        0x30 => ldap(r),
-        0x03 => rdp(r).or_else(|| mysql(r)).or_else(|| mongodb(r)),
+        0x03 => rdp(r),
         _ => None,
     }
-    .or_else(|| match r.first() {
-        // Binary replies can begin with any byte: their first bytes are a length.
-        Some(b'0'..=b'9' | 0x03) => None,
-        _ => mysql(r).or_else(|| mongodb(r)),
-    })
+    // Binary replies can begin with any byte: their first bytes are a length.
+    .or_else(|| mysql(r))
+    .or_else(|| mongodb(r))
 }
 
 // --- text helpers -------------------------------------------------------------------------
@@ -107,8 +104,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The position of `needle` (lower case) in `hay`, ignoring ASCII case.
 fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
     let last = hay.len().checked_sub(needle.len())?;
-    (0..=last).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    (0..=last).find(|&i| {
+        hay[i].to_ascii_lowercase() == first
+            && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+    })
 }
 
 fn starts_with_ci(hay: &[u8], prefix: &[u8]) -> bool {
@@ -175,12 +176,61 @@ fn version_at(b: &[u8]) -> Option<String> {
     )
 }
 
-/// The first product of `table` named in `text`, with the version that follows its name.
-fn product_in(text: &[u8], table: &[(&[u8], &str)]) -> Option<(String, Option<String>)> {
-    table.iter().find_map(|&(needle, name)| {
-        let at = find(text, needle)?;
-        Some((name.to_string(), version_at(&text[at + needle.len()..])))
-    })
+/// A product that greetings name in one word, and the service that word implies (`None`:
+/// the greeting's other words decide).
+type ProductWord = (&'static [u8], &'static str, Option<&'static str>);
+
+/// What one pass over the words of a greeting found.
+#[derive(Default)]
+struct Words {
+    /// The first product of the table named, and the version that follows its name.
+    product: Option<(&'static ProductWord, Option<String>)>,
+    /// A word `SMTP` or `ESMTP`.
+    smtp: bool,
+    /// A word containing `ftp` in any case (`vsFTPd`, `FTP`, `ftp.example.org`).
+    ftp: bool,
+    /// A word `NNTP` or `NNRP`.
+    nntp: bool,
+}
+
+/// Words between a product's name and its version: `FileZilla Server 1.7.0`,
+/// `Cyrus IMAP 3.6.1`, `Serv-U FTP Server v15.1`.
+const FILLER_WORDS: &[&[u8]] = &[b"Server", b"IMAP", b"POP3", b"FTP", b"ESMTP", b"SMTP"];
+
+/// One pass over the words of `text` (runs of bytes between blanks and brackets), looking
+/// for the products of `table` and the keywords of [`Words`]. A single pass with a length
+/// check before each comparison keeps long greetings cheap.
+fn scan_words(text: &[u8], table: &'static [ProductWord]) -> Words {
+    let separator = |c: &u8| {
+        matches!(
+            c,
+            b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'[' | b']' | b';' | b','
+        )
+    };
+    let mut found = Words::default();
+    let mut want_version = false;
+    for word in text.split(separator).filter(|w| !w.is_empty()) {
+        if want_version && !FILLER_WORDS.contains(&word) {
+            want_version = false;
+            if let Some((_, version)) = &mut found.product {
+                *version = version_at(word);
+            }
+        }
+        if found.product.is_none() {
+            if let Some(entry) = table.iter().find(|e| e.0 == word) {
+                found.product = Some((entry, None));
+                want_version = true;
+            }
+        }
+        match word {
+            b"SMTP" | b"ESMTP" => found.smtp = true,
+            b"NNTP" | b"NNRP" => found.nntp = true,
+            // Names of hosts and products are short; a long word is not worth searching.
+            _ if word.len() <= 64 => found.ftp |= find_ci(word, b"ftp").is_some(),
+            _ => {}
+        }
+    }
+    found
 }
 
 /// A `Server:`-style value: `nginx/1.22.1`, `Apache/2.4.62 (Debian)`, `Asterisk PBX 20.5.0`,
@@ -241,7 +291,8 @@ fn http(r: &[u8]) -> Option<Identity> {
     if !rest.first()?.is_ascii_digit() {
         return None;
     }
-    if find(r, b"access MongoDB over HTTP").is_some() {
+    // mongod's whole answer is about 170 bytes; no need to search a long page for it.
+    if find(&r[..r.len().min(256)], b"access MongoDB over HTTP").is_some() {
         return Some(Identity::new("mongodb").product(Some("MongoDB".into())));
     }
     let id = Identity::new("http");
@@ -280,23 +331,20 @@ fn sip(r: &[u8]) -> Option<Identity> {
     })
 }
 
-const SMTP_PRODUCTS: &[(&[u8], &str)] = &[
-    (b"Postfix", "Postfix"),
-    (b"Exim", "Exim"),
-    (b"Sendmail", "Sendmail"),
-    (b"OpenSMTPD", "OpenSMTPD"),
-    (b"Haraka", "Haraka"),
-    (b"Microsoft ESMTP MAIL Service", "Microsoft Exchange"),
-    (b"Zimbra", "Zimbra"),
-];
-
-const FTP_PRODUCTS: &[(&[u8], &str)] = &[
-    (b"vsFTPd", "vsFTPd"),
-    (b"ProFTPD", "ProFTPD"),
-    (b"Pure-FTPd", "Pure-FTPd"),
-    (b"FileZilla Server", "FileZilla Server"),
-    (b"Microsoft FTP Service", "Microsoft FTP Service"),
-    (b"Serv-U FTP Server", "Serv-U"),
+const GREETING_PRODUCTS: &[ProductWord] = &[
+    (b"Postfix", "Postfix", Some("smtp")),
+    (b"Exim", "Exim", Some("smtp")),
+    (b"Sendmail", "Sendmail", Some("smtp")),
+    (b"OpenSMTPD", "OpenSMTPD", Some("smtp")),
+    (b"Haraka", "Haraka", Some("smtp")),
+    (b"vsFTPd", "vsFTPd", Some("ftp")),
+    (b"ProFTPD", "ProFTPD", Some("ftp")),
+    (b"Pure-FTPd", "Pure-FTPd", Some("ftp")),
+    (b"FileZilla", "FileZilla Server", Some("ftp")),
+    (b"Serv-U", "Serv-U", Some("ftp")),
+    (b"INN", "INN", Some("nntp")),
+    (b"Microsoft", "Microsoft", None),
+    (b"Zimbra", "Zimbra", None),
 ];
 
 /// A reply that starts with a three-digit code: SMTP, FTP or NNTP greetings (`220 ...`).
@@ -310,42 +358,43 @@ fn numeric_reply(r: &[u8]) -> Option<Identity> {
         return None;
     }
     // Multi-line greetings can name the product on any line; the first 512 bytes are plenty.
-    let text = &r[..r.len().min(512)];
-    if let Some((p, v)) = product_in(text, SMTP_PRODUCTS) {
-        return Some(Identity::new("smtp").product(Some(p)).version(v));
-    }
-    if let Some((p, v)) = product_in(text, FTP_PRODUCTS) {
-        return Some(Identity::new("ftp").product(Some(p)).version(v));
-    }
-    if find(text, b"SMTP").is_some() {
-        return Some(Identity::new("smtp"));
-    }
-    if find_ci(text, b"ftp").is_some() {
-        return Some(Identity::new("ftp"));
-    }
-    if a == b'2' && b == b'0' && find(text, b"NNTP").is_some() {
-        let product = find(text, b"INN ").map(|_| "INN".to_string());
-        let version = find(text, b"INN ").and_then(|at| version_at(&text[at + 4..]));
-        return Some(Identity::new("nntp").product(product).version(version));
-    }
-    // `554 5.7.1 ...`: an enhanced status code (RFC 3463) only SMTP servers send.
-    let code = first_line(&r[4..]);
-    if matches!(code, [b'2' | b'4' | b'5', b'.', d, ..] if d.is_ascii_digit()) {
-        return Some(Identity::new("smtp"));
-    }
-    None
+    let words = scan_words(&r[..r.len().min(512)], GREETING_PRODUCTS);
+    let service = match words.product {
+        Some((&(_, _, Some(service)), _)) => Some(service),
+        _ if words.smtp => Some("smtp"),
+        _ if words.ftp => Some("ftp"),
+        _ if words.nntp && a == b'2' && b == b'0' => Some("nntp"),
+        _ => None,
+    };
+    let Some(service) = service else {
+        // `554 5.7.1 ...`: an enhanced status code (RFC 3463) only SMTP servers send.
+        let code = first_line(&r[4..]);
+        let enhanced = matches!(code, [b'2' | b'4' | b'5', b'.', d, ..] if d.is_ascii_digit());
+        return enhanced.then(|| Identity::new("smtp"));
+    };
+    let id = Identity::new(service);
+    Some(match words.product {
+        Some((&(_, product, _), version)) => id.product(Some(product.into())).version(version),
+        None => id,
+    })
 }
 
-const MAIL_STORE_PRODUCTS: &[(&[u8], &str)] = &[
-    (b"Dovecot", "Dovecot"),
-    (b"Cyrus IMAP", "Cyrus IMAP"),
-    (b"Cyrus POP3", "Cyrus POP3"),
-    (b"Courier-IMAP", "Courier-IMAP"),
-    (b"Courier-POP3", "Courier-POP3"),
-    (b"Zimbra", "Zimbra"),
-    (b"Microsoft Exchange", "Microsoft Exchange"),
-    (b"UW IMAP", "UW IMAP"),
+const MAILBOX_PRODUCTS: &[ProductWord] = &[
+    (b"Dovecot", "Dovecot", None),
+    (b"Cyrus", "Cyrus", None),
+    (b"Courier-IMAP", "Courier-IMAP", None),
+    (b"Zimbra", "Zimbra", None),
+    (b"Microsoft", "Microsoft Exchange", None),
 ];
+
+/// The product a POP3 or IMAP greeting names.
+fn mailbox_identity(service: &'static str, text: &[u8]) -> Identity {
+    let id = Identity::new(service);
+    match scan_words(text, MAILBOX_PRODUCTS).product {
+        Some((&(_, product, _), version)) => id.product(Some(product.into())).version(version),
+        None => id,
+    }
+}
 
 /// `+OK ...` (POP3) or `+PONG` (Redis).
 fn plus_reply(r: &[u8]) -> Option<Identity> {
@@ -353,12 +402,7 @@ fn plus_reply(r: &[u8]) -> Option<Identity> {
         return Some(Identity::new("redis").product(Some("Redis".into())));
     }
     if r.starts_with(b"+OK") {
-        let line = first_line(r);
-        let id = Identity::new("pop3");
-        return Some(match product_in(line, MAIL_STORE_PRODUCTS) {
-            Some((p, v)) => id.product(Some(p)).version(v),
-            None => id,
-        });
+        return Some(mailbox_identity("pop3", first_line(r)));
     }
     None
 }
@@ -405,16 +449,12 @@ fn imap(r: &[u8]) -> Option<Identity> {
     {
         return None;
     }
-    let id = Identity::new("imap");
-    // The product is named after the capability list, which may itself contain words.
+    // The product is named after the capability list, which is itself a list of words.
     let tail = match line.iter().rposition(|&c| c == b']') {
         Some(i) => &line[i..],
         None => line,
     };
-    Some(match product_in(tail, MAIL_STORE_PRODUCTS) {
-        Some((p, v)) => id.product(Some(p)).version(v),
-        None => id,
-    })
+    Some(mailbox_identity("imap", tail))
 }
 
 /// The answer to `INFO`: a bulk string with `redis_version:7.0.15`.
@@ -635,7 +675,8 @@ fn mongodb(r: &[u8]) -> Option<Identity> {
     let word =
         |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     let (len, op) = (word(0), word(12));
-    if !(16..=48_000_000).contains(&len) || !(op == 1 || op == 2013) {
+    // The smallest OP_MSG: header, flags, a section kind and an empty document.
+    if !(26..=48_000_000).contains(&len) || !(op == 1 || op == 2013) {
         return None;
     }
     let version = find(r, b"\x02version\x00").and_then(|at| version_at(r.get(at + 13..)?));
@@ -729,7 +770,7 @@ mod tests {
             Some(Identity {
                 service: "http",
                 product: Some("ng".into()),
-                version: Some("1.".into()).filter(|_| false),
+                version: Some("1".into()),
             })
         );
     }

@@ -15,8 +15,12 @@ mod dialog;
 mod duration;
 mod errno;
 mod escape;
+#[doc(hidden)]
+pub mod fuzzing;
+mod identify;
 mod permute;
 mod ports;
+mod presets;
 mod probe;
 mod record;
 mod space;
@@ -29,8 +33,10 @@ pub use dialog::{
 pub use duration::parse_duration;
 pub use errno::{errno_name, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
+pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS};
+pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
     decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,

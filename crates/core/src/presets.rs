@@ -1,0 +1,774 @@
+//! Protocol presets: named dialogs for common services (`--preset smtp`).
+//!
+//! A preset is plain data: its steps hold byte strings and pattern sources, and
+//! [`Preset::dialog`] compiles them into a [`Dialog`] when a job needs one. The same shape can
+//! later come from the configuration file, for presets that users define.
+//!
+//! TLS is not part of the dialog: [`Preset::tls`] tells the engine to handshake before the
+//! dialog ([`TlsMode::Implicit`]) or after it ([`TlsMode::StartTls`]: the dialog then ends with
+//! the protocol's STARTTLS command and the server's go-ahead).
+
+use std::fmt;
+
+use crate::{Dialog, DialogError, DialogStep, Pattern};
+
+/// When a preset speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// Plain TCP throughout.
+    None,
+    /// A TLS handshake right after the TCP handshake; the dialog runs inside TLS.
+    Implicit,
+    /// The dialog runs in plain text up to the protocol's STARTTLS exchange; the TLS handshake
+    /// follows it.
+    StartTls,
+}
+
+/// One step of a preset: a [`DialogStep`] as static data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresetStep {
+    /// Send these bytes ([`DialogStep::Send`]).
+    Send(&'static [u8]),
+    /// Read until the reply matches `expect` or fails ([`DialogStep::Expect`]); the patterns
+    /// are regular expressions over bytes.
+    Expect {
+        /// What a good reply matches.
+        expect: &'static str,
+        /// What a bad reply matches, to fail fast.
+        reject: Option<&'static str>,
+    },
+    /// Read the banner, if any ([`DialogStep::Banner`]).
+    Banner,
+    /// Send these bytes only to a server that has said nothing ([`DialogStep::SendIfSilent`]).
+    SendIfSilent(&'static [u8]),
+}
+
+/// A named dialog for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    /// The name users give to `--preset`.
+    pub name: &'static str,
+    /// One line for `--help` and listings.
+    pub description: &'static str,
+    /// The ports the service usually listens on (empty: no usual port).
+    pub default_ports: &'static [u16],
+    /// When the preset speaks TLS.
+    pub tls: TlsMode,
+    /// The steps, in order.
+    pub steps: &'static [PresetStep],
+}
+
+impl Preset {
+    /// Compiles the steps into a dialog. Fails only if a pattern does not compile, which the
+    /// tests rule out for the built-in presets.
+    pub fn dialog(&self) -> Result<Dialog, DialogError> {
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                Ok(match *step {
+                    PresetStep::Send(bytes) => DialogStep::Send(bytes.to_vec()),
+                    PresetStep::Expect { expect, reject } => DialogStep::Expect {
+                        expect: Pattern::regex(expect)?,
+                        reject: reject.map(Pattern::regex).transpose()?,
+                    },
+                    PresetStep::Banner => DialogStep::Banner,
+                    PresetStep::SendIfSilent(bytes) => DialogStep::SendIfSilent(bytes.to_vec()),
+                })
+            })
+            .collect::<Result<_, DialogError>>()?;
+        Ok(Dialog { steps })
+    }
+}
+
+/// A `--preset` name that no preset has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown preset '{name}': expected one of {}", PresetNames)]
+pub struct UnknownPreset {
+    /// The name as given.
+    pub name: String,
+}
+
+/// Displays the names of all presets, comma-separated.
+struct PresetNames;
+
+impl fmt::Display for PresetNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in PRESETS.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every built-in preset, in the order `--help` lists them.
+pub fn presets() -> &'static [Preset] {
+    PRESETS
+}
+
+/// The preset called `name` (ignoring ASCII case).
+pub fn preset(name: &str) -> Result<&'static Preset, UnknownPreset> {
+    PRESETS
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| UnknownPreset {
+            name: name.to_string(),
+        })
+}
+
+use PresetStep::{Banner, Expect, Send, SendIfSilent};
+
+// SMTP. The greeting and the EHLO reply can span lines (`220-...`, `250-...`): waiting for the
+// last line (code and a space) keeps the client from talking into the server's reply. A 4xx
+// greeting ("421 too busy") fails as fast as a 5xx one: the service is not taking mail.
+const SMTP_GREETING: PresetStep = Expect {
+    expect: r"(?m)^220 ",
+    reject: Some(r"^[45]\d\d"),
+};
+const SMTP_EHLO: PresetStep = Send(b"EHLO porthawk\r\n");
+const SMTP_EHLO_REPLY: PresetStep = Expect {
+    expect: r"(?m)^250 ",
+    reject: Some(r"(?m)^[45]\d\d[ -]"),
+};
+const SMTP: &[PresetStep] = &[SMTP_GREETING, SMTP_EHLO, SMTP_EHLO_REPLY, Send(b"QUIT\r\n")];
+const SMTP_STARTTLS: &[PresetStep] = &[
+    SMTP_GREETING,
+    SMTP_EHLO,
+    SMTP_EHLO_REPLY,
+    Send(b"STARTTLS\r\n"),
+    Expect {
+        expect: r"^220",
+        reject: Some(r"^[45]\d\d"),
+    },
+];
+
+const POP3_GREETING: PresetStep = Expect {
+    expect: r"^\+OK",
+    reject: Some(r"^-ERR"),
+};
+const POP3: &[PresetStep] = &[POP3_GREETING, Send(b"QUIT\r\n")];
+const POP3_STARTTLS: &[PresetStep] = &[
+    POP3_GREETING,
+    Send(b"STLS\r\n"),
+    Expect {
+        expect: r"^\+OK",
+        reject: Some(r"^-ERR"),
+    },
+];
+
+const IMAP_GREETING: PresetStep = Expect {
+    expect: r"^\* (OK|PREAUTH)",
+    reject: Some(r"^\* BYE"),
+};
+const IMAP: &[PresetStep] = &[IMAP_GREETING, Send(b"a1 LOGOUT\r\n")];
+// Untagged lines may come before the tagged answer, hence multi-line mode.
+const IMAP_STARTTLS: &[PresetStep] = &[
+    IMAP_GREETING,
+    Send(b"a1 STARTTLS\r\n"),
+    Expect {
+        expect: r"(?m)^a1 OK",
+        reject: Some(r"(?m)^a1 (NO|BAD)"),
+    },
+];
+
+const FTP: &[PresetStep] = &[
+    Expect {
+        expect: r"(?m)^220 ",
+        reject: Some(r"^[45]\d\d"),
+    },
+    Send(b"QUIT\r\n"),
+];
+
+// RFC 4253 lets a server send other lines before its version line.
+const SSH: &[PresetStep] = &[Expect {
+    expect: r"(?m)^SSH-\d+\.\d+-",
+    reject: None,
+}];
+
+// Any status counts: the preset checks that HTTP answers, not what the site says. A `Host`
+// header would have to name the target, which a preset cannot know; HTTP/1.0 needs none.
+const HTTP: &[PresetStep] = &[
+    Send(b"HEAD / HTTP/1.0\r\n\r\n"),
+    Expect {
+        expect: r"^HTTP/1\.[01] [1-5]\d\d",
+        reject: None,
+    },
+];
+
+// `-NOAUTH` proves a Redis that wants a password: the service is up.
+const REDIS: &[PresetStep] = &[
+    Send(b"PING\r\n"),
+    Expect {
+        expect: r"^(\+PONG|-NOAUTH)",
+        reject: Some(r"^-(ERR|DENIED|LOADING|MISCONF|WRONGPASS)"),
+    },
+    Send(b"QUIT\r\n"),
+];
+
+const MEMCACHED: &[PresetStep] = &[
+    Send(b"version\r\n"),
+    Expect {
+        expect: r"^VERSION ",
+        reject: Some(r"^(ERROR|CLIENT_ERROR|SERVER_ERROR)"),
+    },
+    Send(b"quit\r\n"),
+];
+
+// The greeting: a 3-byte length, sequence number 0, protocol version 10 (or 9). An error packet
+// (0xff) in its place is a server turning the client away ("Host ... is not allowed",
+// "Too many connections").
+const MYSQL: &[PresetStep] = &[Expect {
+    expect: r"(?s-u)^.{3}\x00[\x0a\x09]",
+    reject: Some(r"(?s-u)^.{3}\x00\xff"),
+}];
+
+// An SSLRequest (length 8, code 80877103): a PostgreSQL server answers one byte, `S` or `N`,
+// without logging a failed connection the way a bad startup packet would.
+const POSTGRES: &[PresetStep] = &[
+    Send(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"),
+    Expect {
+        expect: r"^[SN]",
+        reject: Some(r"^E"),
+    },
+];
+
+const NATS: &[PresetStep] = &[Expect {
+    expect: r"^INFO \{",
+    reject: Some(r"^-ERR"),
+}];
+
+// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s, client id `porthawk`); any
+// CONNACK proves a broker, even one that refuses the client. DISCONNECT ends it politely.
+const MQTT: &[PresetStep] = &[
+    Send(b"\x10\x14\x00\x04MQTT\x04\x02\x00\x3c\x00\x08porthawk"),
+    Expect {
+        expect: r"(?-u)^\x20",
+        reject: None,
+    },
+    Send(b"\xe0\x00"),
+];
+
+const VNC: &[PresetStep] = &[Expect {
+    expect: r"^RFB \d{3}\.\d{3}\n",
+    reject: None,
+}];
+
+// A broker answers the AMQP 0-9-1 header with Connection.Start (a method frame on channel 0),
+// or with the header of the version it does speak.
+const AMQP: &[PresetStep] = &[
+    Send(b"AMQP\x00\x00\x09\x01"),
+    Expect {
+        expect: r"(?-u)^(\x01\x00\x00|AMQP)",
+        reject: None,
+    },
+];
+
+/// The probe the `identify` preset sends to servers that wait for the client: many services
+/// answer it in a way that names them (HTTP, Redis, memcached, MongoDB, TLS alerts).
+pub const IDENTIFY_PROBE: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+
+const IDENTIFY: &[PresetStep] = &[Banner, SendIfSilent(IDENTIFY_PROBE), Banner];
+
+const PRESETS: &[Preset] = &[
+    Preset {
+        name: "smtp",
+        description: "SMTP: greeting 220, EHLO answered 250, QUIT",
+        default_ports: &[25, 587],
+        tls: TlsMode::None,
+        steps: SMTP,
+    },
+    Preset {
+        name: "smtp-starttls",
+        description: "SMTP up to STARTTLS answered 220, then TLS",
+        default_ports: &[25, 587],
+        tls: TlsMode::StartTls,
+        steps: SMTP_STARTTLS,
+    },
+    Preset {
+        name: "submission",
+        description: "mail submission: SMTP on 587 with STARTTLS",
+        default_ports: &[587],
+        tls: TlsMode::StartTls,
+        steps: SMTP_STARTTLS,
+    },
+    Preset {
+        name: "smtps",
+        description: "SMTP over implicit TLS (submissions, 465)",
+        default_ports: &[465],
+        tls: TlsMode::Implicit,
+        steps: SMTP,
+    },
+    Preset {
+        name: "pop3",
+        description: "POP3: greeting +OK, QUIT",
+        default_ports: &[110],
+        tls: TlsMode::None,
+        steps: POP3,
+    },
+    Preset {
+        name: "pop3-starttls",
+        description: "POP3 up to STLS answered +OK, then TLS",
+        default_ports: &[110],
+        tls: TlsMode::StartTls,
+        steps: POP3_STARTTLS,
+    },
+    Preset {
+        name: "pop3s",
+        description: "POP3 over implicit TLS",
+        default_ports: &[995],
+        tls: TlsMode::Implicit,
+        steps: POP3,
+    },
+    Preset {
+        name: "imap",
+        description: "IMAP: greeting * OK, LOGOUT",
+        default_ports: &[143],
+        tls: TlsMode::None,
+        steps: IMAP,
+    },
+    Preset {
+        name: "imap-starttls",
+        description: "IMAP up to STARTTLS answered OK, then TLS",
+        default_ports: &[143],
+        tls: TlsMode::StartTls,
+        steps: IMAP_STARTTLS,
+    },
+    Preset {
+        name: "imaps",
+        description: "IMAP over implicit TLS",
+        default_ports: &[993],
+        tls: TlsMode::Implicit,
+        steps: IMAP,
+    },
+    Preset {
+        name: "ftp",
+        description: "FTP: greeting 220, QUIT",
+        default_ports: &[21],
+        tls: TlsMode::None,
+        steps: FTP,
+    },
+    Preset {
+        name: "ssh",
+        description: "SSH: version line SSH-x.y-",
+        default_ports: &[22],
+        tls: TlsMode::None,
+        steps: SSH,
+    },
+    Preset {
+        name: "http",
+        description: "HTTP: HEAD / answered with an HTTP/1.x status",
+        default_ports: &[80, 8080],
+        tls: TlsMode::None,
+        steps: HTTP,
+    },
+    Preset {
+        name: "https",
+        description: "HTTP over TLS: HEAD / answered with an HTTP/1.x status",
+        default_ports: &[443, 8443],
+        tls: TlsMode::Implicit,
+        steps: HTTP,
+    },
+    Preset {
+        name: "tls",
+        description: "a TLS handshake and nothing else",
+        default_ports: &[443],
+        tls: TlsMode::Implicit,
+        steps: &[],
+    },
+    Preset {
+        name: "redis",
+        description: "Redis: PING answered +PONG (or -NOAUTH)",
+        default_ports: &[6379],
+        tls: TlsMode::None,
+        steps: REDIS,
+    },
+    Preset {
+        name: "memcached",
+        description: "memcached: version answered VERSION",
+        default_ports: &[11211],
+        tls: TlsMode::None,
+        steps: MEMCACHED,
+    },
+    Preset {
+        name: "mysql",
+        description: "MySQL/MariaDB: the server greeting (protocol 10)",
+        default_ports: &[3306],
+        tls: TlsMode::None,
+        steps: MYSQL,
+    },
+    Preset {
+        name: "postgres",
+        description: "PostgreSQL: SSLRequest answered S or N",
+        default_ports: &[5432],
+        tls: TlsMode::None,
+        steps: POSTGRES,
+    },
+    Preset {
+        name: "nats",
+        description: "NATS: the INFO line",
+        default_ports: &[4222],
+        tls: TlsMode::None,
+        steps: NATS,
+    },
+    Preset {
+        name: "mqtt",
+        description: "MQTT: CONNECT answered with a CONNACK",
+        default_ports: &[1883],
+        tls: TlsMode::None,
+        steps: MQTT,
+    },
+    Preset {
+        name: "amqp",
+        description: "AMQP 0-9-1: protocol header answered by the broker",
+        default_ports: &[5672],
+        tls: TlsMode::None,
+        steps: AMQP,
+    },
+    Preset {
+        name: "vnc",
+        description: "VNC: the RFB version line",
+        default_ports: &[5900],
+        tls: TlsMode::None,
+        steps: VNC,
+    },
+    Preset {
+        name: "identify",
+        description: "read the banner, or send a small probe to a silent server, to identify it",
+        default_ports: &[],
+        tls: TlsMode::None,
+        steps: IDENTIFY,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ConnectEvent, Conversation, ProbeSpec, Step};
+
+    #[test]
+    fn every_preset_builds_and_names_are_unique() {
+        let mut names = HashSet::new();
+        for p in presets() {
+            assert!(names.insert(p.name), "duplicate preset {}", p.name);
+            assert!(!p.description.is_empty(), "{}", p.name);
+            assert!(
+                p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{}",
+                p.name
+            );
+            let dialog = p.dialog().unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            assert_eq!(dialog.steps.len(), p.steps.len());
+        }
+        assert!(presets().len() >= 20);
+    }
+
+    #[test]
+    fn lookup_ignores_case_and_names_the_choices() {
+        assert_eq!(preset("SMTP").map(|p| p.name), Ok("smtp"));
+        assert_eq!(preset("imaps").map(|p| p.tls), Ok(TlsMode::Implicit));
+        let err = preset("smpt").unwrap_err().to_string();
+        assert!(
+            err.starts_with("unknown preset 'smpt': expected one of smtp, smtp-starttls, "),
+            "{err}"
+        );
+        assert!(err.ends_with(", vnc, identify"), "{err}");
+    }
+
+    #[test]
+    fn starttls_presets_end_with_the_go_ahead() {
+        for p in presets().iter().filter(|p| p.tls == TlsMode::StartTls) {
+            assert!(
+                matches!(p.steps.last(), Some(PresetStep::Expect { .. })),
+                "{}",
+                p.name
+            );
+            let sent = p.steps.iter().rev().find_map(|s| match s {
+                PresetStep::Send(b) => Some(*b),
+                _ => None,
+            });
+            assert!(
+                sent.is_some_and(|b| b.ends_with(b"STARTTLS\r\n") || b == b"STLS\r\n"),
+                "{}",
+                p.name
+            );
+        }
+    }
+
+    /// What a scripted server does when the conversation reads.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        Says(&'static [u8]),
+        Silent,
+        Closes,
+    }
+    use Peer::{Closes, Says, Silent};
+
+    /// Runs a preset's dialog against a server that answers each read from `script` (and is
+    /// silent once it runs out); returns (matched, reason, what the client sent).
+    fn converse(name: &str, script: &[Peer]) -> (Option<bool>, Option<String>, Vec<u8>) {
+        let preset = preset(name).unwrap_or_else(|e| panic!("{e}"));
+        let dialog = preset.dialog().unwrap();
+        let spec = ProbeSpec {
+            dialog: Some(Arc::new(dialog)),
+            ..ProbeSpec::default()
+        };
+        let mut c = Conversation::default();
+        let mut step = c.on_connect(
+            &spec,
+            ConnectEvent::Connected {
+                local: "127.0.0.1:40000".parse().unwrap(),
+                peer: "127.0.0.1:25".parse().unwrap(),
+            },
+        );
+        let mut script = script.iter();
+        let mut sent = Vec::new();
+        let t = Duration::from_millis(1);
+        for _ in 0..100 {
+            step = match step {
+                Step::Send { .. } => {
+                    let bytes = c.pending_send().to_vec();
+                    sent.extend_from_slice(&bytes);
+                    c.on_sent(&spec, bytes.len(), t)
+                }
+                Step::Recv { .. } => match script.next().copied().unwrap_or(Silent) {
+                    Says(b) => c.on_recv(&spec, b, t),
+                    Closes => c.on_recv(&spec, b"", t),
+                    Silent => c.on_timeout(&spec, t),
+                },
+                Step::Done { .. } => {
+                    return (c.matched(), c.reason().map(str::to_string), sent);
+                }
+                Step::Reconnect => panic!("{name}: reconnect after a handshake"),
+            };
+        }
+        panic!("{name}: the conversation did not end");
+    }
+
+    const EHLO_REPLY: &[u8] = b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n\
+        250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 CHUNKING\r\n";
+    const POSTFIX: &[u8] = b"220 mx.example.org ESMTP Postfix (Debian/GNU)\r\n";
+    const DOVECOT_IMAP: &[u8] = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE \
+        IDLE LITERAL+ STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.\r\n";
+    const MARIADB: &[u8] = b"c\0\0\0\n5.5.5-10.11.6-MariaDB-0+deb12u1\0\x1f\0\0\0K>w7|<6k\0";
+
+    /// Each preset against a server that answers as it should, and one that does not.
+    #[test]
+    fn presets_pass_good_servers_and_fail_bad_ones() {
+        type Case = (&'static str, &'static [Peer], &'static [Peer], &'static str);
+        let table: &[Case] = &[
+            (
+                "smtp",
+                &[
+                    Says(b"220-mx.example.org ESMTP\r\n"),
+                    Says(b"220 hi\r\n"),
+                    Says(EHLO_REPLY),
+                ],
+                &[Says(b"554 5.7.1 Client host rejected\r\n")],
+                "step 1: got '554 5.7.1",
+            ),
+            (
+                "smtp-starttls",
+                &[
+                    Says(POSTFIX),
+                    Says(EHLO_REPLY),
+                    Says(b"220 2.0.0 Ready to start TLS\r\n"),
+                ],
+                &[
+                    Says(POSTFIX),
+                    Says(EHLO_REPLY),
+                    Says(b"502 5.5.1 Error: command not implemented\r\n"),
+                ],
+                "step 5: got '502 5.5.1",
+            ),
+            (
+                "submission",
+                &[
+                    Says(POSTFIX),
+                    Says(EHLO_REPLY),
+                    Says(b"220 2.0.0 Ready to start TLS\r\n"),
+                ],
+                &[Says(b"421 4.3.2 Service shutting down\r\n")],
+                "step 1: got '421",
+            ),
+            (
+                "smtps",
+                &[Says(POSTFIX), Says(EHLO_REPLY)],
+                &[Says(POSTFIX), Says(b"550 5.7.1 go away\r\n")],
+                "step 3: got '550",
+            ),
+            (
+                "pop3",
+                &[Says(b"+OK Dovecot (Debian) ready.\r\n")],
+                &[Says(b"-ERR [SYS/TEMP] too many connections\r\n")],
+                "step 1: got '-ERR",
+            ),
+            (
+                "pop3-starttls",
+                &[
+                    Says(b"+OK Dovecot (Debian) ready.\r\n"),
+                    Says(b"+OK Begin TLS negotiation now.\r\n"),
+                ],
+                &[
+                    Says(b"+OK Dovecot (Debian) ready.\r\n"),
+                    Says(b"-ERR Unknown command.\r\n"),
+                ],
+                "step 3: got '-ERR",
+            ),
+            (
+                "pop3s",
+                &[Says(b"+OK ready\r\n")],
+                &[Closes],
+                "step 1: connection closed",
+            ),
+            (
+                "imap",
+                &[Says(DOVECOT_IMAP)],
+                &[Says(b"* BYE Too many connections\r\n")],
+                "step 1: got '* BYE",
+            ),
+            (
+                "imap-starttls",
+                &[
+                    Says(DOVECOT_IMAP),
+                    Says(b"a1 OK Begin TLS negotiation now.\r\n"),
+                ],
+                &[Says(DOVECOT_IMAP), Says(b"a1 BAD Unknown command.\r\n")],
+                "step 3: got 'a1 BAD",
+            ),
+            (
+                "imaps",
+                &[Says(b"* PREAUTH ready\r\n")],
+                &[Silent],
+                "step 1: expect ^\\* (OK|PREAUTH) timed out after 2s",
+            ),
+            (
+                "ftp",
+                &[Says(b"220 (vsFTPd 3.0.3)\r\n")],
+                &[Says(
+                    b"421 Service not available, remote server has closed connection\r\n",
+                )],
+                "step 1: got '421",
+            ),
+            (
+                "ssh",
+                &[Says(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")],
+                &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
+                "step 1: got 'HTTP/1.1 400 Bad Request\\r\\n', wanted",
+            ),
+            (
+                "http",
+                &[Says(b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n")],
+                &[Says(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Closes],
+                "step 2: got 'SSH-2.0",
+            ),
+            (
+                "https",
+                &[Says(b"HTTP/1.0 302 Found\r\n\r\n")],
+                &[Closes],
+                "step 2: connection closed",
+            ),
+            (
+                "redis",
+                &[Says(b"+PONG\r\n")],
+                &[Says(b"-DENIED Redis is running in protected mode\r\n")],
+                "step 2: got '-DENIED",
+            ),
+            (
+                "memcached",
+                &[Says(b"VERSION 1.6.18\r\n")],
+                &[Says(b"ERROR\r\n")],
+                "step 2: got 'ERROR",
+            ),
+            (
+                "mysql",
+                &[Says(MARIADB)],
+                &[Says(b"\x17\0\0\0\xff\x10\x04Too many connections")],
+                "step 1: got '\\x17\\x00\\x00\\x00\\xff",
+            ),
+            (
+                "postgres",
+                &[Says(b"N")],
+                &[Says(b"-ERR unknown command\r\n"), Closes],
+                "step 2: got '-ERR",
+            ),
+            (
+                "nats",
+                &[Says(
+                    b"INFO {\"server_id\":\"x\",\"version\":\"2.9.20\"} \r\n",
+                )],
+                &[Says(b"-ERR 'Authorization Violation'\r\n")],
+                "step 1: got '-ERR",
+            ),
+            (
+                "mqtt",
+                &[Says(b"\x20\x02\x00\x00")],
+                &[Closes],
+                "step 2: connection closed",
+            ),
+            (
+                "amqp",
+                &[Says(
+                    b"\x01\x00\x00\x00\x00\x01\xf6\x00\x0a\x00\x0a\x00\x09",
+                )],
+                &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
+                "step 2: got 'HTTP",
+            ),
+            (
+                "vnc",
+                &[Says(b"RFB 003.008\n")],
+                &[Says(b"RFB 3.8\n"), Closes],
+                "step 1: got 'RFB 3.8",
+            ),
+        ];
+        let mut covered: HashSet<&str> = table.iter().map(|c| c.0).collect();
+        for &(name, good, bad, why) in table {
+            let (matched, reason, _) = converse(name, good);
+            assert_eq!((matched, reason), (Some(true), None), "{name}: good server");
+            let (matched, reason, _) = converse(name, bad);
+            assert_eq!(matched, Some(false), "{name}: bad server");
+            let reason = reason.unwrap_or_default();
+            assert!(reason.starts_with(why), "{name}: {reason}");
+        }
+        // Presets that expect nothing cannot fail on a reply.
+        for name in ["tls", "identify"] {
+            covered.insert(name);
+        }
+        for p in presets() {
+            assert!(covered.contains(p.name), "no scripted test for {}", p.name);
+        }
+    }
+
+    #[test]
+    fn presets_send_what_the_protocol_wants() {
+        let (_, _, sent) = converse("smtp", &[Says(POSTFIX), Says(EHLO_REPLY)]);
+        assert_eq!(sent, b"EHLO porthawk\r\nQUIT\r\n");
+        let (_, _, sent) = converse("postgres", &[Says(b"S")]);
+        assert_eq!(sent, b"\x00\x00\x00\x08\x04\xd2\x16\x2f");
+        let (_, _, sent) = converse("imap-starttls", &[Says(DOVECOT_IMAP), Says(b"a1 OK\r\n")]);
+        assert_eq!(sent, b"a1 STARTTLS\r\n");
+        // The identify preset probes a silent server and leaves a talkative one alone.
+        let (matched, reason, sent) = converse("identify", &[Silent, Says(b"HTTP/1.0 200 OK\r\n")]);
+        assert_eq!(
+            (matched, reason, sent.as_slice()),
+            (None, None, IDENTIFY_PROBE)
+        );
+        let (_, _, sent) = converse("identify", &[Says(POSTFIX)]);
+        assert!(sent.is_empty());
+        // The tls preset has no dialog: the handshake is the whole check.
+        let (matched, reason, sent) = converse("tls", &[]);
+        assert_eq!((matched, reason, sent.len()), (None, None, 0));
+        // mqtt: a CONNECT whose remaining length is right, then DISCONNECT.
+        let (_, _, sent) = converse("mqtt", &[Says(b"\x20\x02\x00\x05")]);
+        assert_eq!(usize::from(sent[1]), sent.len() - 2 - 2);
+        assert_eq!(&sent[sent.len() - 2..], b"\xe0\x00");
+    }
+}
