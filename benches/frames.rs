@@ -23,15 +23,15 @@ fn batch(records: usize) -> ResultBatch {
                 _ => PortState::Closed,
             };
             ProbeRecord {
-                ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)),
-                port: (i % 1000) as u16 + 1,
-                state,
-                rtt_us: (i * 37 % 5000) as u32,
-                tries: 1,
                 errno: (state == PortState::Error).then_some(111),
                 banner: (state == PortState::Open).then(|| b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
-                matched: None,
-                reason: None,
+                ..ProbeRecord::new(
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)),
+                    (i % 1000) as u16 + 1,
+                    state,
+                    (i * 37 % 5000) as u32,
+                    1,
+                )
             }
         })
         .collect();

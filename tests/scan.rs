@@ -324,12 +324,12 @@ fn csv_output_lists_the_open_ports() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("ip,port,state,rtt_us,tries,host,errno,matched,banner,reason")
+        Some("ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason")
     );
     let mut found = BTreeSet::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split(',').collect();
-        assert_eq!(cols.len(), 10, "csv row: {line}");
+        assert_eq!(cols.len(), 13, "csv row: {line}");
         let ip: IpAddr = cols[0].parse().unwrap_or_else(|_| panic!("csv ip: {line}"));
         let port: u16 = cols[1]
             .parse()
@@ -375,7 +375,8 @@ fn grep_output_lists_the_open_ports() {
             .strip_prefix("Ports: ")
             .unwrap_or_else(|| panic!("grep line without 'Ports: ': {line:?}"));
         let fields: Vec<&str> = ports.split('/').collect();
-        assert_eq!(ports.matches('/').count(), 6, "grep port entry: {line:?}");
+        // nmap's -oG port entry: port/state/protocol/owner/service/rpc/version/
+        assert_eq!(ports.matches('/').count(), 7, "grep port entry: {line:?}");
         let port: u16 = fields[0]
             .parse()
             .unwrap_or_else(|_| panic!("grep port: {line:?}"));

@@ -18,5 +18,6 @@
 mod bench;
 mod netns;
 mod scan;
+mod serve;
 mod usage;
 mod util;

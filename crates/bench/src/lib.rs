@@ -280,12 +280,16 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Repor
                     farm.open_ports(),
                     config.shards,
                     inflight,
-                    ProbeSpec::default(),
+                    ProbeSpec {
+                        dialog: Some(std::sync::Arc::new(porthawk_core::Dialog::banner())),
+                        ..ProbeSpec::default()
+                    },
                     config.duration,
                     &floor,
                 )?;
                 r.notes.push(
-                    "the engine only connects today: this is the open-port connect rate; the banner read comes with the dialog work".into(),
+                    "each probe connects, reads the listener's banner, and closes with an RST"
+                        .into(),
                 );
                 results.push(r);
             }

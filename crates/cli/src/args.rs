@@ -23,6 +23,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Measure this machine's capacity on a loopback target farm it builds itself.
     Bench(BenchArgs),
+    /// Serve the HTTP API: sweeps over HTTP, results in an embedded store, metrics.
+    Serve(ServeArgs),
 }
 
 /// Output formats of `porthawk scan`.
@@ -120,6 +122,16 @@ fn backend(s: &str) -> Result<BackendChoice, String> {
 /// What to do once connected: shared by `scan` and `check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
+    /// A named dialog for a service: smtp, pop3, imap, ftp, ssh, http, https, redis, mysql,
+    /// postgres, tls, ... (an unknown name lists them all).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["send", "expect", "identify"])]
+    pub preset: Option<String>,
+
+    /// Identify services: read the banner, and send a small probe to services that wait for
+    /// the client.
+    #[arg(long, conflicts_with_all = ["send", "expect"])]
+    pub identify: bool,
+
     /// Bytes to send once connected (escapes: \r \n \t \0 \\ \xHH).
     #[arg(long, value_name = "DATA")]
     pub send: Option<String>,
@@ -218,4 +230,19 @@ pub struct CheckArgs {
     /// The I/O backend.
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file ([api] listen, token, allow) [default: none, built-in defaults]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The address to listen on [default: [api] listen, or 127.0.0.1:9180]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// The directory of the store [default: ./porthawk-data]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ mod check;
 mod output;
 mod probe;
 mod scan;
+mod serve;
 mod targets;
 
 use std::io::Write;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use porthawk_core::{errno_name, printable, PortState, ProbeRecord, BANNER_LIMIT};
+use porthawk_core::{errno_name, identify, printable, PortState, ProbeRecord, BANNER_LIMIT};
 
 use crate::args::Format;
 
@@ -22,7 +22,7 @@ impl<W: Write> Output<W> {
         if format == Format::Csv {
             writeln!(
                 out,
-                "ip,port,state,rtt_us,tries,host,errno,matched,banner,reason"
+                "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason"
             )?;
         }
         Ok(Output {
@@ -65,6 +65,16 @@ impl<W: Write> Output<W> {
                     l.push_str(r#","banner":""#);
                     json_escape(l, &banner_text(b));
                     l.push('"');
+                    if let Some(id) = identify(b) {
+                        let _ = write!(l, r#","service":"{}""#, id.service);
+                        for (key, value) in [("product", &id.product), ("version", &id.version)] {
+                            if let Some(v) = value {
+                                let _ = write!(l, r#","{key}":""#);
+                                json_escape(l, v);
+                                l.push('"');
+                            }
+                        }
+                    }
                 }
                 if let Some(m) = r.matched {
                     let _ = write!(l, r#","matched":{m}"#);
@@ -104,6 +114,19 @@ impl<W: Write> Output<W> {
                     errno.unwrap_or(""),
                     r.matched.map_or("", |m| if m { "true" } else { "false" }),
                 );
+                let id = r.banner.as_deref().and_then(identify);
+                l.push_str(id.as_ref().map_or("", |i| i.service));
+                l.push(',');
+                csv_field(
+                    l,
+                    id.as_ref().and_then(|i| i.product.as_deref()).unwrap_or(""),
+                );
+                l.push(',');
+                csv_field(
+                    l,
+                    id.as_ref().and_then(|i| i.version.as_deref()).unwrap_or(""),
+                );
+                l.push(',');
                 if let Some(b) = &r.banner {
                     csv_field(l, &banner_text(b));
                 }
@@ -113,9 +136,23 @@ impl<W: Write> Output<W> {
                 }
             }
             Format::Grep => {
+                // nmap's -oG port field: port/state/protocol/owner/service/rpc/version/
+                let id = r.banner.as_deref().and_then(identify);
+                let service = id.as_ref().map_or("", |i| i.service);
+                let version = id
+                    .as_ref()
+                    .map(|i| {
+                        [i.product.as_deref(), i.version.as_deref()]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                            .replace('/', "|")
+                    })
+                    .unwrap_or_default();
                 let _ = write!(
                     l,
-                    "Host: {} ({})\tPorts: {}/{}/tcp////",
+                    "Host: {} ({})\tPorts: {}/{}/tcp//{service}//{version}/",
                     r.ip,
                     host.unwrap_or(""),
                     r.port,
@@ -144,8 +181,8 @@ impl<W: Write> Output<W> {
                 .max(4);
             writeln!(
                 self.out,
-                "{:<width$}  {:>5}  {:<11}  {:>9}  INFO",
-                "HOST", "PORT", "STATE", "RTT"
+                "{:<width$}  {:>5}  {:<11}  {:>9}  {:<24}  INFO",
+                "HOST", "PORT", "STATE", "RTT", "SERVICE"
             )?;
             for (r, h) in &self.rows {
                 let banner;
@@ -162,13 +199,26 @@ impl<W: Write> Output<W> {
                     },
                 };
                 let rtt = format!("{:.1}ms", f64::from(r.rtt_us) / 1000.0);
+                let service = r
+                    .banner
+                    .as_deref()
+                    .and_then(identify)
+                    .map(|i| {
+                        [Some(i.service), i.product.as_deref(), i.version.as_deref()]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
                 writeln!(
                     self.out,
-                    "{:<width$}  {:>5}  {:<11}  {:>9}  {}",
+                    "{:<width$}  {:>5}  {:<11}  {:>9}  {:<24}  {}",
                     host(r, h),
                     r.port,
                     r.state.as_str(),
                     rtt,
+                    service,
                     reason
                 )?;
             }
@@ -277,11 +327,11 @@ mod tests {
         );
         assert_eq!(
             render(Format::Csv, &records),
-            "ip,port,state,rtt_us,tries,host,errno,matched,banner,reason\n10.0.0.7,25,open,412,1,mx,,,,\n10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,\n"
+            "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason\n10.0.0.7,25,open,412,1,mx,,,,,,,\n10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,,,,\n"
         );
         assert_eq!(
             render(Format::Grep, &records),
-            "Host: 10.0.0.7 (mx)\tPorts: 25/open/tcp////\nHost: 10.0.0.1 ()\tPorts: 80/unreachable/tcp////\n"
+            "Host: 10.0.0.7 (mx)\tPorts: 25/open/tcp/////\nHost: 10.0.0.1 ()\tPorts: 80/unreachable/tcp/////\n"
         );
         let table = render(Format::Table, &records);
         let lines: Vec<&str> = table.lines().collect();

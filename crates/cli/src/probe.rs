@@ -1,10 +1,14 @@
-//! Turning the probe flags (`--send`, `--expect`, `--banner`) into the engine's probe spec.
+//! Turning the probe flags (`--preset`, `--identify`, `--send`, `--expect`, `--banner`, `--tls`)
+//! into the engine's probe spec.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use porthawk_core::{parse_escapes, tls_client_config, Dialog, DialogStep, Pattern, ProbeSpec};
+use porthawk_core::{
+    parse_escapes, preset, tls_client_config, Dialog, DialogStep, Pattern, ProbeSpec,
+    IDENTIFY_PROBE,
+};
 use rustls::time_provider::DefaultTimeProvider;
 
 use crate::args::ProbeArgs;
@@ -21,7 +25,12 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         .as_deref()
         .map(|e| Pattern::regex(e).context("in --expect"))
         .transpose()?;
-    let mut dialog = if send.is_some() || expect.is_some() {
+    let mut dialog = if let Some(name) = &args.preset {
+        let preset = preset(name)?;
+        Some(preset.dialog()?.with_tls(preset.tls))
+    } else if args.identify {
+        Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()))
+    } else if send.is_some() || expect.is_some() {
         Some(Dialog::send_expect(send, expect))
     } else if args.banner {
         Some(Dialog::banner())
@@ -30,6 +39,10 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
     };
     if args.tls {
         dialog = Some(dialog.unwrap_or_default().over_tls());
+    }
+    if args.identify && args.tls {
+        // Over TLS the probe must speak first; HTTP is the likeliest service there.
+        dialog = Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()).over_tls());
     }
     let needs_tls = dialog
         .as_ref()

@@ -1,0 +1,657 @@
+//! The HTTP API: routes, handlers, the bearer-token check, request metrics and the OpenAPI
+//! document generated from the handlers.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use porthawk_core::PortState;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use crate::metrics::RequestLabels;
+use crate::store::{ResultRow, SweepRow};
+use crate::sweep::{self, Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
+use crate::{ApiError, AppState, ErrorBody, ErrorDetail, Shared};
+
+/// Rows read from the store per chunk of a results stream.
+const RESULTS_PAGE: u32 = 2048;
+/// The longest a results stream waits for news before looking again.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+/// Sweeps per page of `GET /v1/sweeps` unless `limit` says otherwise.
+const DEFAULT_PAGE: u64 = 50;
+/// The largest page of `GET /v1/sweeps`.
+const MAX_PAGE: u64 = 1000;
+
+/// The OpenAPI document of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "porthawk",
+        description = "Sweeps of TCP ports over HTTP, with results streamed as they arrive."
+    ),
+    paths(
+        create_sweep,
+        list_sweeps,
+        get_sweep,
+        cancel_sweep,
+        sweep_results,
+        healthz,
+        metrics,
+    ),
+    components(schemas(
+        SweepRequest,
+        ProbeRequest,
+        StoreMode,
+        SweepState,
+        SweepStatus,
+        Counts,
+        SweepCreated,
+        SweepList,
+        Health,
+        ErrorBody,
+        ErrorDetail,
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API's router over `state`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/sweeps", get(list_sweeps).post(create_sweep))
+        .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
+        .route("/v1/sweeps/{id}/results", get(sweep_results))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by method, route and status.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let response = next.run(req).await;
+    state
+        .0
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Proof that the request may mutate: it carries the configured bearer token, or no token is
+/// configured.
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = &state.0.config.token else {
+            return Ok(Authorized);
+        };
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("this route needs an 'Authorization: Bearer <token>' header")
+        })?;
+        let given = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+            })?;
+        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(ApiError::unauthorized("wrong API token"));
+        }
+        Ok(Authorized)
+    }
+}
+
+/// Compares without an early exit, so that the time taken does not tell how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer to `POST /v1/sweeps`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SweepCreated {
+    /// The new sweep's id.
+    pub id: u64,
+}
+
+/// A page of sweeps, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SweepList {
+    /// The sweeps.
+    pub sweeps: Vec<SweepStatus>,
+    /// The `offset` of the next page, if there may be one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u64>,
+}
+
+/// Paging of `GET /v1/sweeps`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Sweeps per page (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Sweeps to skip.
+    offset: Option<u64>,
+}
+
+/// Filters and format of `GET /v1/sweeps/{id}/results`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResultsQuery {
+    /// Only results of this state: open, closed, filtered, unreachable or error.
+    #[param(pattern = "^(open|closed|filtered|unreachable|error)$")]
+    state: Option<String>,
+    /// `jsonl` (NDJSON, the default) or `csv`.
+    #[param(pattern = "^(jsonl|ndjson|csv)$")]
+    format: Option<String>,
+    /// Whether to follow a running sweep until it ends (default true); `false` returns the
+    /// results stored so far.
+    follow: Option<bool>,
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// The engine's backend.
+    pub backend: String,
+    /// The engine's shard threads.
+    pub shards: u64,
+    /// Sweeps running now.
+    pub running_sweeps: u64,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a blocking task failed", e))?
+}
+
+fn sweep_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::not_found(format!("no such sweep: {e}")))?;
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("no sweep with id '{raw}'")))
+}
+
+fn status_of_row(row: SweepRow) -> SweepStatus {
+    let elapsed = row
+        .finished_ms
+        .unwrap_or_else(crate::store::now_ms)
+        .saturating_sub(row.created_ms);
+    SweepStatus::new(row, Duration::from_millis(elapsed))
+}
+
+/// The status of sweep `id`: live counters while it runs, the store's once it has ended.
+fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
+    if let Some(live) = shared.live_by_id(id) {
+        return Ok(live.status());
+    }
+    let row = shared
+        .store
+        .sweep(id)
+        .map_err(|e| ApiError::internal("cannot read the sweep", e))?
+        .ok_or_else(|| ApiError::not_found(format!("no sweep with id {id}")))?;
+    Ok(status_of_row(row))
+}
+
+/// Submit a sweep.
+#[utoipa::path(
+    post,
+    path = "/v1/sweeps",
+    request_body = SweepRequest,
+    responses(
+        (status = 202, description = "Accepted; follow it at /v1/sweeps/{id}", body = SweepCreated),
+        (status = 400, description = "Bad JSON or a bad field (named)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "A target outside the allow-list (named)", body = ErrorBody),
+        (status = 413, description = "Body or sweep over its limit", body = ErrorBody),
+        (status = 429, description = "Too many sweeps at once", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_sweep(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.0.config.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::too_large(
+            None,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    })?;
+    let request = sweep::parse_request(&bytes)?;
+    let shared = Arc::clone(&state.0);
+    let id = blocking(move || {
+        let plan = sweep::plan(
+            request,
+            &shared.config.allow,
+            &shared.config.limits,
+            random_seed(),
+        )?;
+        shared.create(plan)
+    })
+    .await?;
+    let mut response = (StatusCode::ACCEPTED, Json(SweepCreated { id })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/sweeps/{id}")) {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// List sweeps, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sweeps",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sweeps", body = SweepList),
+        (status = 400, description = "Bad paging parameter", body = ErrorBody),
+    )
+)]
+async fn list_sweeps(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<SweepList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("limit must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0).min(i64::MAX as u64);
+    let shared = Arc::clone(&state.0);
+    blocking(move || {
+        let rows = shared
+            .store
+            .sweeps(limit, offset)
+            .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
+        let full = rows.len() as u64 == limit;
+        let sweeps = rows
+            .into_iter()
+            .map(|row| match shared.live_by_id(row.id) {
+                Some(live) => live.status(),
+                None => status_of_row(row),
+            })
+            .collect();
+        Ok(Json(SweepList {
+            sweeps,
+            next_offset: full.then(|| offset.saturating_add(limit)),
+        }))
+    })
+    .await
+}
+
+/// A sweep's state and progress.
+#[utoipa::path(
+    get,
+    path = "/v1/sweeps/{id}",
+    params(("id" = u64, Path, description = "The sweep id")),
+    responses(
+        (status = 200, description = "The sweep", body = SweepStatus),
+        (status = 404, description = "No such sweep", body = ErrorBody),
+    )
+)]
+async fn get_sweep(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<SweepStatus>, ApiError> {
+    let id = sweep_id(path)?;
+    if let Some(live) = state.0.live_by_id(id) {
+        return Ok(Json(live.status()));
+    }
+    let shared = Arc::clone(&state.0);
+    blocking(move || status(&shared, id).map(Json)).await
+}
+
+/// Cancel a running sweep. Probes in flight finish; the sweep then ends as `cancelled`.
+#[utoipa::path(
+    delete,
+    path = "/v1/sweeps/{id}",
+    params(("id" = u64, Path, description = "The sweep id")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = SweepStatus),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such sweep", body = ErrorBody),
+        (status = 409, description = "The sweep has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel_sweep(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = sweep_id(path)?;
+    if let Some(live) = state.0.cancel(id) {
+        return Ok((StatusCode::ACCEPTED, Json(live.status())).into_response());
+    }
+    let shared = Arc::clone(&state.0);
+    let s = blocking(move || status(&shared, id)).await?;
+    Err(ApiError::conflict(format!(
+        "sweep {id} has already ended ({})",
+        s.state.as_str()
+    )))
+}
+
+/// The results of a sweep, streamed while it runs: NDJSON objects in the shape of
+/// `porthawk scan --format jsonl`, or CSV.
+#[utoipa::path(
+    get,
+    path = "/v1/sweeps/{id}/results",
+    params(("id" = u64, Path, description = "The sweep id"), ResultsQuery),
+    responses(
+        (status = 200, description = "NDJSON (application/x-ndjson) or CSV (text/csv), ending when the sweep ends", content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad state or format", body = ErrorBody),
+        (status = 404, description = "No such sweep", body = ErrorBody),
+    )
+)]
+async fn sweep_results(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ResultsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = sweep_id(path)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    let state_filter = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<PortState>()
+                .map_err(|e| ApiError::bad_request("state", e))?
+                .as_str(),
+        ),
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("") | Some("jsonl") | Some("ndjson") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "format",
+                format!("unknown format '{other}': expected jsonl or csv"),
+            ))
+        }
+    };
+    let shared = Arc::clone(&state.0);
+    let s = blocking(move || status(&shared, id)).await?;
+    if !s.request.store.is_all() && state_filter.is_some_and(|st| st != "open") {
+        return Err(ApiError::bad_request(
+            "state",
+            format!("sweep {id} stores open results only (submit it with \"store\": \"all\")"),
+        ));
+    }
+    let cursor = Cursor {
+        shared: Arc::clone(&state.0),
+        id,
+        after: 0,
+        state: state_filter,
+        csv,
+        header: csv,
+        follow: q.follow.unwrap_or(true),
+    };
+    let stream = futures_util::stream::unfold(cursor, next_chunk);
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(([(CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response())
+}
+
+/// Where a results stream is.
+struct Cursor {
+    shared: Arc<Shared>,
+    id: u64,
+    after: i64,
+    state: Option<&'static str>,
+    csv: bool,
+    header: bool,
+    follow: bool,
+}
+
+/// The next chunk of a results stream: stored rows after the cursor, or, while the sweep
+/// runs and there are none yet, the rows of its next store write. `None` ends the stream.
+async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cursor)> {
+    if c.header {
+        c.header = false;
+        return Some((
+            Ok(Bytes::from_static(
+                b"ip,port,state,rtt_us,tries,host,errno,matched,banner,reason\n",
+            )),
+            c,
+        ));
+    }
+    loop {
+        // Subscribe before reading, so that a write between the read and the wait is seen.
+        let mut news = c
+            .shared
+            .live_by_id(c.id)
+            .filter(|_| c.follow)
+            .map(|l| l.stored.subscribe());
+        let shared = Arc::clone(&c.shared);
+        let (id, after, state) = (c.id, c.after, c.state);
+        let page = tokio::task::spawn_blocking(move || {
+            shared.store.results_page(id, after, state, RESULTS_PAGE)
+        })
+        .await;
+        let rows = match page {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                eprintln!("porthawk: cannot read results of sweep {}: {e}", c.id);
+                return None;
+            }
+            Err(e) => {
+                eprintln!("porthawk: results reader of sweep {} failed: {e}", c.id);
+                return None;
+            }
+        };
+        if let Some(last) = rows.last() {
+            c.after = last.rowid;
+            let chunk = encode_rows(&rows, c.csv);
+            return Some((Ok(Bytes::from(chunk)), c));
+        }
+        match news.as_mut() {
+            // The sweep has ended (or the client did not ask to follow it) and every row
+            // was read.
+            None => return None,
+            Some(rx) => {
+                let _ = tokio::time::timeout(STREAM_POLL, rx.changed()).await;
+            }
+        }
+    }
+}
+
+/// One result line, in the field order of `porthawk scan --format jsonl`.
+#[derive(Serialize)]
+struct ResultLine<'a> {
+    ip: &'a str,
+    port: u16,
+    state: &'a str,
+    rtt_us: u32,
+    tries: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    banner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// A banner for output, as `porthawk scan` writes it: without its final line break, every
+/// other byte that is not printable ASCII escaped.
+fn banner_text(banner: &[u8]) -> String {
+    let end = banner
+        .iter()
+        .rposition(|c| !matches!(c, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    porthawk_core::printable(&banner[..end], 4 * porthawk_core::BANNER_LIMIT)
+}
+
+fn encode_rows(rows: &[ResultRow], csv: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 80);
+    for r in rows {
+        if csv {
+            let mut line = String::with_capacity(80);
+            let _ = writeln!(
+                line,
+                "{},{},{},{},{},{},{},{},{},{}",
+                r.ip,
+                r.port,
+                r.state,
+                r.rtt_us,
+                r.tries,
+                csv_field(r.host.as_deref().unwrap_or("")),
+                r.errno.as_deref().unwrap_or(""),
+                r.matched.map_or("", |m| if m { "true" } else { "false" }),
+                csv_field(&r.banner.as_deref().map(banner_text).unwrap_or_default()),
+                csv_field(r.reason.as_deref().unwrap_or("")),
+            );
+            out.extend_from_slice(line.as_bytes());
+        } else {
+            let line = ResultLine {
+                ip: &r.ip,
+                port: r.port,
+                state: &r.state,
+                rtt_us: r.rtt_us,
+                tries: r.tries,
+                host: r.host.as_deref(),
+                errno: r.errno.as_deref(),
+                banner: r.banner.as_deref().map(banner_text),
+                matched: r.matched,
+                reason: r.reason.as_deref(),
+            };
+            // Serialising plain strings and numbers into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &line);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Liveness, and what the engine runs on.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses((status = 200, description = "The server is up", body = Health))
+)]
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let s = &state.0;
+    Json(Health {
+        status: "ok".into(),
+        backend: s.engine.backend().to_string(),
+        shards: s.engine.shards() as u64,
+        running_sweeps: s.live_count() as u64,
+    })
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text"))
+)]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.0.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
+    ([(CONTENT_TYPE, "application/json")], doc.clone()).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>porthawk</title><h1>porthawk</h1><ul>\
+         <li><a href=\"/v1/sweeps\">/v1/sweeps</a></li>\
+         <li><a href=\"/v1/openapi.json\">/v1/openapi.json</a></li>\
+         <li><a href=\"/metrics\">/metrics</a></li>\
+         <li><a href=\"/healthz\">/healthz</a></li></ul>",
+    )
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+/// A seed that differs from sweep to sweep: the standard library's hasher keys are random.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::store::now_ms());
+    h.finish()
+}
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -1,0 +1,162 @@
+//! The one error type of the HTTP API, and the errors of starting a server.
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answered by the API: every handler returns `Result<_, ApiError>`, so every error
+/// has the same JSON shape, `{"error": {"code", "message", "field"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code, such as `bad_request` or `not_found`.
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field at fault (`targets[2]`, `probe.tries`), where there is one.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 400: the request is malformed or a field is invalid.
+    pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message).with_field(field)
+    }
+
+    /// 400: the body is not JSON at all.
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_json", message)
+    }
+
+    /// 401: a mutating route without the right bearer token.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: a target outside the allow-list.
+    pub fn forbidden(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message).with_field(field)
+    }
+
+    /// 404: no such sweep or route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409: the request does not fit the resource's state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 413: a request body or a sweep over its limit.
+    pub fn too_large(field: Option<&str>, message: impl Into<String>) -> Self {
+        let e = Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+        match field {
+            Some(f) => e.with_field(f),
+            None => e,
+        }
+    }
+
+    /// 429: too many sweeps at once.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sweeps", message)
+    }
+
+    /// 500: the server failed; the details go to the log, not to the client.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        eprintln!("porthawk: internal error: {context}: {err}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error: {context}"),
+        )
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code.
+    #[schema(example = "bad_request")]
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field at fault, if there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "targets[0]")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration file is unreadable or invalid.
+    #[error("config file '{}': {message}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and field where known.
+        message: String,
+    },
+    /// A setting is invalid or unsafe.
+    #[error("{0}")]
+    Config(String),
+    /// The store could not be opened or migrated.
+    #[error("store '{}': {source}", path.display())]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] porthawk_engine::EngineError),
+    /// An I/O failure (data directory, listening socket, runtime).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

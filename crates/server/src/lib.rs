@@ -1,0 +1,404 @@
+//! `porthawk serve`: sweeps submitted over HTTP, run by one shared engine, aggregated into an
+//! embedded SQLite store, with Prometheus metrics.
+//!
+//! - [`Server::start`] opens the store (migrating it, and marking sweeps a previous process
+//!   left running as interrupted), starts the engine and the aggregator thread.
+//! - [`app`] builds the axum `Router` over an [`AppState`]; tests drive it with `oneshot`.
+//! - [`run`] is the whole server for the command line: it listens, serves until SIGINT or
+//!   SIGTERM, then stops the sweeps (they become `interrupted`) and the engine.
+//!
+//! Architecture invariant: the server never touches a socket of a probed target; every probe
+//! goes through the engine as a job.
+
+mod aggregator;
+mod api;
+mod config;
+mod error;
+mod metrics;
+mod store;
+mod sweep;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use porthawk_core::JobId;
+use porthawk_engine::{Backend, Engine, Job};
+
+pub use api::{app, ApiDoc};
+pub use config::{default_allow, Limits, ServerConfig, DEFAULT_LISTEN, TOKEN_ENV};
+pub use error::{ApiError, ErrorBody, ErrorDetail, ServerError};
+pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
+
+use aggregator::Aggregator;
+use metrics::Metrics;
+use store::{now_ms, Progress, Store};
+use sweep::{LiveSweep, SweepPlan};
+
+/// How long a stopping server waits for cancelled sweeps to report their last results.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The state every handler shares: a cheap handle on the running server.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+/// Sweeps this process runs, by sweep id and by engine job id.
+#[derive(Default)]
+pub(crate) struct LiveSweeps {
+    by_id: HashMap<u64, Arc<LiveSweep>>,
+    by_job: HashMap<JobId, Arc<LiveSweep>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) engine: Engine,
+    pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
+    live: Mutex<LiveSweeps>,
+    stopping: AtomicBool,
+    pub(crate) stop_aggregator: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn live_by_job(&self, job: JobId) -> Option<Arc<LiveSweep>> {
+        lock(&self.live).by_job.get(&job).cloned()
+    }
+
+    pub(crate) fn live_by_id(&self, id: u64) -> Option<Arc<LiveSweep>> {
+        lock(&self.live).by_id.get(&id).cloned()
+    }
+
+    /// Stores a planned sweep and hands it to the engine, or refuses it whole.
+    pub(crate) fn create(&self, plan: SweepPlan) -> Result<u64, ApiError> {
+        let mut live = lock(&self.live);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ApiError::too_many("the server is stopping"));
+        }
+        let max = self.config.limits.max_concurrent_sweeps;
+        if live.by_id.len() >= max {
+            return Err(ApiError::too_many(format!(
+                "{} sweeps are running, the most this server runs at once is {max}",
+                live.by_id.len()
+            )));
+        }
+        let created = now_ms();
+        let id = self
+            .store
+            .insert_sweep(&plan.request, plan.space.len(), created)
+            .map_err(|e| ApiError::internal("cannot store the sweep", e))?;
+        let job = self.engine.next_job_id();
+        let rate = plan.request.rate;
+        let sweep = Arc::new(LiveSweep::new(
+            id,
+            job,
+            plan.request,
+            Arc::clone(&plan.space),
+            created,
+        ));
+        // Registered before it is submitted, so that its first frame finds it.
+        live.by_id.insert(id, Arc::clone(&sweep));
+        live.by_job.insert(job, Arc::clone(&sweep));
+        let handle = self.engine.submit(Job {
+            id: job,
+            space: plan.space,
+            spec: plan.spec,
+            rate,
+        });
+        let _ = sweep.handle.set(handle);
+        self.metrics.sweep_moved(None, SweepState::Running);
+        Ok(id)
+    }
+
+    /// Forgets a sweep that ended (its final state is already stored) and wakes its readers.
+    pub(crate) fn retire(&self, sweep: &Arc<LiveSweep>, state: SweepState) {
+        {
+            let mut live = lock(&self.live);
+            live.by_id.remove(&sweep.id);
+            live.by_job.remove(&sweep.job);
+        }
+        self.metrics.sweep_moved(Some(SweepState::Running), state);
+        sweep.stored.send_modify(|v| *v += 1);
+    }
+
+    /// Cancels a running sweep at the user's request; false if it is not running.
+    pub(crate) fn cancel(&self, id: u64) -> Option<Arc<LiveSweep>> {
+        let sweep = self.live_by_id(id)?;
+        sweep.user_cancelled.store(true, Ordering::SeqCst);
+        if let Some(h) = sweep.handle.get() {
+            h.cancel();
+        }
+        Some(sweep)
+    }
+
+    /// Refuses new sweeps and cancels the running ones: they end as `interrupted`.
+    fn begin_stop(&self) {
+        let live = {
+            let guard = lock(&self.live);
+            self.stopping.store(true, Ordering::SeqCst);
+            guard.by_id.values().cloned().collect::<Vec<_>>()
+        };
+        for s in live {
+            if let Some(h) = s.handle.get() {
+                h.cancel();
+            }
+        }
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        lock(&self.live).by_id.len()
+    }
+}
+
+/// A running server: store, engine and aggregator. Stop it with [`Server::shutdown`] (or by
+/// dropping it).
+pub struct Server {
+    shared: Arc<Shared>,
+    aggregator: Option<JoinHandle<()>>,
+    interrupted_at_start: usize,
+}
+
+impl Server {
+    /// Opens the store in `config.data_dir`, starts the engine and the aggregator.
+    pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let (store, interrupted_at_start) = Store::open(&config.data_dir)?;
+        let engine = Engine::start(&config.engine)?;
+        let frames = engine.frames().clone();
+        let metrics = Metrics::default();
+        metrics.inflight_limit.set(engine.inflight() as i64);
+        let db = config.data_dir.join("porthawk.db");
+        for (state, n) in store
+            .count_by_state()
+            .map_err(|source| ServerError::Store { path: db, source })?
+        {
+            if let Ok(state) = state.parse::<SweepState>() {
+                metrics
+                    .sweeps
+                    .get_or_create(&metrics::StateLabel {
+                        state: state.as_str(),
+                    })
+                    .set(n as i64);
+            }
+        }
+        let shared = Arc::new(Shared {
+            config,
+            engine,
+            store,
+            metrics,
+            live: Mutex::new(LiveSweeps::default()),
+            stopping: AtomicBool::new(false),
+            stop_aggregator: AtomicBool::new(false),
+        });
+        let aggregator = Aggregator::new(Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("porthawk-aggregator".into())
+            .spawn(move || aggregator.run(frames))
+            .map_err(|source| ServerError::Io {
+                context: "cannot start the aggregator thread".into(),
+                source,
+            })?;
+        Ok(Server {
+            shared,
+            aggregator: Some(thread),
+            interrupted_at_start,
+        })
+    }
+
+    /// The handlers' state.
+    pub fn state(&self) -> AppState {
+        AppState(Arc::clone(&self.shared))
+    }
+
+    /// How many sweeps a previous process left running, now marked interrupted.
+    pub fn interrupted_at_start(&self) -> usize {
+        self.interrupted_at_start
+    }
+
+    /// The engine's backend.
+    pub fn backend(&self) -> Backend {
+        self.shared.engine.backend()
+    }
+
+    /// Stops: cancels running sweeps (they are stored as `interrupted` with every result
+    /// received), stops the aggregator after its last write, then the engine.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.aggregator.take() else {
+            return;
+        };
+        self.shared.begin_stop();
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.shared.live_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.shared.stop_aggregator.store(true, Ordering::SeqCst);
+        let _ = thread.join();
+        // Sweeps whose end did not arrive in time: store them as interrupted with what
+        // they have.
+        let left: Vec<Arc<LiveSweep>> = lock(&self.shared.live).by_id.values().cloned().collect();
+        let progress: Vec<Progress> = left
+            .iter()
+            .map(|s| Progress {
+                sweep_id: s.id,
+                done: s.done.load(Ordering::Relaxed),
+                counts: s.counts(),
+                finished: Some(SweepState::Interrupted),
+            })
+            .collect();
+        if !progress.is_empty() {
+            if let Err(e) = self.shared.store.write_batch(&[], &progress) {
+                eprintln!("porthawk: cannot mark running sweeps interrupted: {e}");
+            }
+        }
+        for s in &left {
+            self.shared.retire(s, SweepState::Interrupted);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What [`run`] tells its caller once it listens.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Whether mutating routes need a token.
+    pub token: bool,
+    /// The engine's backend.
+    pub backend: Backend,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Sweeps of a previous process now marked interrupted.
+    pub interrupted: usize,
+}
+
+/// Runs a server until SIGINT or SIGTERM: starts it, listens on `config.listen`, calls
+/// `on_ready`, serves, and stops cleanly.
+pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), ServerError> {
+    config.validate()?;
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| ServerError::Io { context, source }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("porthawk-api")
+        .build()
+        .map_err(io("cannot start the async runtime"))?;
+    let server = Server::start(config.clone())?;
+    let state = server.state();
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(&format!("cannot listen on {}", config.listen)))?;
+        let addr = listener.local_addr().map_err(io("listening socket"))?;
+        on_ready(&Ready {
+            addr,
+            token: config.token.is_some(),
+            backend: server.backend(),
+            data_dir: config.data_dir.clone(),
+            interrupted: server.interrupted_at_start(),
+        });
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&stopping);
+        let shared = Arc::clone(&state.0);
+        let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+            stop_signal().await;
+            // Ending the sweeps also ends the result streams that follow them.
+            shared.begin_stop();
+            notify.notify_one();
+        });
+        tokio::select! {
+            r = serve => r.map_err(io("serving the API")),
+            // Connections that outlive the grace period are cut.
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => Ok(()),
+        }
+    });
+    drop(runtime);
+    server.shutdown();
+    result
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// A directory under the system temp dir, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "porthawk-server-test-{}-{name}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A server on a one-shard epoll engine with its store in a fresh temp dir.
+    pub fn test_server(name: &str, tweak: impl FnOnce(&mut ServerConfig)) -> (Server, TempDir) {
+        let dir = TempDir::new(name);
+        let mut config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..ServerConfig::default()
+        };
+        config.engine.shards = 1;
+        config.engine.inflight = 64;
+        config.engine.backend = porthawk_engine::BackendChoice::Epoll;
+        tweak(&mut config);
+        (Server::start(config).unwrap(), dir)
+    }
+}

@@ -1,0 +1,200 @@
+//! Prometheus metrics, in the `porthawk_` namespace with units in the names.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::sweep::SweepState;
+
+/// A `state` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state's name.
+    pub state: &'static str,
+}
+
+/// The labels of an API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method.
+    pub method: String,
+    /// The route as declared (`/v1/sweeps/{id}`), or `unmatched`.
+    pub route: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Probes finished, by verdict.
+    pub probes: Family<StateLabel, Counter>,
+    /// Probes per second over the last second.
+    pub probes_per_second: Gauge<f64, AtomicU64>,
+    /// Probes the engine keeps in flight at most.
+    pub inflight_limit: Gauge,
+    /// Connect latency of open and closed verdicts.
+    pub connect_latency: Histogram,
+    /// Frames taken from the engine's channel.
+    pub frames: Counter,
+    /// Frame bytes taken from the engine's channel.
+    pub frame_bytes: Counter,
+    /// Batches decoded.
+    pub batches: Counter,
+    /// Frames that did not decode.
+    pub frame_errors: Counter,
+    /// Batches of a job no sweep owns.
+    pub unknown_job_batches: Counter,
+    /// Sweeps by state.
+    pub sweeps: Family<StateLabel, Gauge>,
+    /// Results written to the store.
+    pub stored_results: Counter,
+    /// Store writes that failed.
+    pub store_errors: Counter,
+    /// API requests by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("porthawk");
+        let probes = Family::<StateLabel, Counter>::default();
+        registry.register("probes", "Probes finished, by verdict", probes.clone());
+        let probes_per_second = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "probes_per_second",
+            "Probes finished per second, over the last second",
+            probes_per_second.clone(),
+        );
+        let inflight_limit = Gauge::default();
+        registry.register(
+            "inflight_probes_limit",
+            "Probes the engine keeps in flight at most, across shards",
+            inflight_limit.clone(),
+        );
+        // 50 µs to about 26 s.
+        let connect_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 20));
+        registry.register_with_unit(
+            "connect_latency",
+            "Connect latency of probes that were answered (open or closed)",
+            Unit::Seconds,
+            connect_latency.clone(),
+        );
+        let frames = Counter::default();
+        registry.register(
+            "frames",
+            "Result frames received from the engine",
+            frames.clone(),
+        );
+        let frame_bytes = Counter::default();
+        registry.register_with_unit(
+            "frames",
+            "Result frame bytes received from the engine",
+            Unit::Bytes,
+            frame_bytes.clone(),
+        );
+        let batches = Counter::default();
+        registry.register("batches_decoded", "Result batches decoded", batches.clone());
+        let frame_errors = Counter::default();
+        registry.register(
+            "frame_decode_errors",
+            "Result frames that could not be decoded",
+            frame_errors.clone(),
+        );
+        let unknown_job_batches = Counter::default();
+        registry.register(
+            "unknown_job_batches",
+            "Result batches of a job that no sweep owns",
+            unknown_job_batches.clone(),
+        );
+        let sweeps = Family::<StateLabel, Gauge>::default();
+        registry.register("sweeps", "Sweeps in the store, by state", sweeps.clone());
+        let stored_results = Counter::default();
+        registry.register(
+            "stored_results",
+            "Results written to the store",
+            stored_results.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Store writes that failed",
+            store_errors.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "API requests by method, route and status",
+            requests.clone(),
+        );
+        Metrics {
+            registry,
+            probes,
+            probes_per_second,
+            inflight_limit,
+            connect_latency,
+            frames,
+            frame_bytes,
+            batches,
+            frame_errors,
+            unknown_job_batches,
+            sweeps,
+            stored_results,
+            store_errors,
+            requests,
+        }
+    }
+}
+
+impl Metrics {
+    /// Moves one sweep from state `from` (if any) to `to`.
+    pub fn sweep_moved(&self, from: Option<SweepState>, to: SweepState) {
+        if let Some(from) = from {
+            self.sweeps
+                .get_or_create(&StateLabel {
+                    state: from.as_str(),
+                })
+                .dec();
+        }
+        self.sweeps
+            .get_or_create(&StateLabel { state: to.as_str() })
+            .inc();
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_namespace_and_units() {
+        let m = Metrics::default();
+        m.probes.get_or_create(&StateLabel { state: "open" }).inc();
+        m.connect_latency.observe(0.001);
+        m.sweep_moved(None, SweepState::Running);
+        let text = m.encode();
+        for name in [
+            "porthawk_probes_total{state=\"open\"} 1",
+            "porthawk_connect_latency_seconds_bucket",
+            "porthawk_frame_decode_errors_total",
+            "porthawk_frames_bytes_total",
+            "porthawk_sweeps{state=\"running\"} 1",
+            "porthawk_probes_per_second",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

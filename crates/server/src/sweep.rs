@@ -1,0 +1,729 @@
+//! Sweeps: the request and its validation, the plan it becomes (a target space and a probe
+//! spec), the live state of a running sweep, and the status the API reports.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use porthawk_core::{
+    parse_escapes, parse_target, AddrRange, Dialog, HostSetBuilder, Pattern, PortSet, PortState,
+    ProbeSpec, TargetSpace, TargetToken,
+};
+use porthawk_engine::JobHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::config::Limits;
+use crate::store::SweepRow;
+use crate::ApiError;
+
+/// Which results a sweep keeps in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// Only open ports (the default).
+    #[default]
+    Open,
+    /// Every probed port.
+    All,
+}
+
+impl StoreMode {
+    /// Whether every result is stored.
+    pub fn is_all(self) -> bool {
+        self == StoreMode::All
+    }
+}
+
+/// How to probe each target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProbeRequest {
+    /// Data to send once connected (escapes `\r \n \t \xHH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// A regular expression the reply must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// A protocol preset (smtp, ssh, http ...). Not supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 60000)]
+    pub timeout_ms: Option<u64>,
+    /// Connect attempts before an unanswered port is called filtered (1 to 10; default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub tries: Option<u8>,
+}
+
+/// The body of `POST /v1/sweeps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"targets": ["127.0.0.1"], "ports": "22,80,8000-8100"}))]
+pub struct SweepRequest {
+    /// Addresses, CIDR blocks, ranges or host names (resolved once, at submission).
+    pub targets: Vec<String>,
+    /// Ports: `22,80,8000-8100` or `all`.
+    pub ports: String,
+    /// Targets to leave out, or `:PORTS` to leave out ports.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How to probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeRequest>,
+    /// The most probes started per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub rate: Option<u64>,
+    /// Which results to store: `open` (default) or `all`.
+    #[serde(default)]
+    pub store: StoreMode,
+}
+
+/// The state of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepState {
+    /// Accepted, not started.
+    Queued,
+    /// Probing.
+    Running,
+    /// Every probe reported.
+    Done,
+    /// Cancelled by `DELETE`.
+    Cancelled,
+    /// The server stopped while it ran; what it found is kept.
+    Interrupted,
+}
+
+impl SweepState {
+    /// Every state.
+    pub const ALL: [SweepState; 5] = [
+        SweepState::Queued,
+        SweepState::Running,
+        SweepState::Done,
+        SweepState::Cancelled,
+        SweepState::Interrupted,
+    ];
+
+    /// The name in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepState::Queued => "queued",
+            SweepState::Running => "running",
+            SweepState::Done => "done",
+            SweepState::Cancelled => "cancelled",
+            SweepState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the sweep has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, SweepState::Queued | SweepState::Running)
+    }
+}
+
+impl FromStr for SweepState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SweepState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown sweep state '{s}'"))
+    }
+}
+
+/// Probes per verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Counts {
+    /// Handshake completed.
+    pub open: u64,
+    /// Refused.
+    pub closed: u64,
+    /// No answer.
+    pub filtered: u64,
+    /// ICMP unreachable.
+    pub unreachable: u64,
+    /// Anything else.
+    pub error: u64,
+}
+
+/// A sweep as `GET /v1/sweeps/{id}` reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SweepStatus {
+    /// The sweep id.
+    pub id: u64,
+    /// Its state.
+    pub state: SweepState,
+    /// Probes reported.
+    pub done: u64,
+    /// Probes in the sweep.
+    pub total: u64,
+    /// Probes per verdict.
+    pub counts: Counts,
+    /// Probes per second, averaged over the sweep so far.
+    pub probes_per_s: f64,
+    /// Seconds left at that rate; absent once the sweep has ended or before it has a rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// When it was submitted, in seconds since the Unix epoch.
+    pub created_at: f64,
+    /// When it ended, in seconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+    /// The request as accepted.
+    pub request: SweepRequest,
+}
+
+impl SweepStatus {
+    /// The status of a sweep that has run for `elapsed`.
+    pub fn new(row: SweepRow, elapsed: Duration) -> Self {
+        let secs = elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            row.done as f64 / secs
+        } else {
+            0.0
+        };
+        let eta_s = (!row.state.is_final() && rate > 0.0)
+            .then(|| row.total.saturating_sub(row.done) as f64 / rate);
+        SweepStatus {
+            id: row.id,
+            state: row.state,
+            done: row.done,
+            total: row.total,
+            counts: row.counts,
+            probes_per_s: rate,
+            eta_s,
+            created_at: row.created_ms as f64 / 1000.0,
+            finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
+            request: row.request,
+        }
+    }
+}
+
+/// A sweep this process is running: progress counters the aggregator updates and the API reads.
+pub struct LiveSweep {
+    /// The sweep id (the store's).
+    pub id: u64,
+    /// The engine job.
+    pub job: porthawk_core::JobId,
+    /// The request as accepted.
+    pub request: SweepRequest,
+    /// The target space, for host names.
+    pub space: Arc<TargetSpace>,
+    /// Probes in the sweep.
+    pub total: u64,
+    /// When it was submitted.
+    pub created_ms: u64,
+    /// When it was submitted, on the monotonic clock.
+    pub started: Instant,
+    /// The engine's handle, set right after submission.
+    pub handle: OnceLock<JobHandle>,
+    /// Set by `DELETE`: the job's `cancelled` end is a cancellation rather than an interruption.
+    pub user_cancelled: AtomicBool,
+    /// Probes reported.
+    pub done: AtomicU64,
+    /// Probes per verdict, in [`PortState::ALL`] order.
+    pub counts: [AtomicU64; 5],
+    /// Bumped after each store write that touched the sweep, and when it ends.
+    pub stored: tokio::sync::watch::Sender<u64>,
+}
+
+impl LiveSweep {
+    /// The live state of a sweep just stored under `id`.
+    pub fn new(
+        id: u64,
+        job: porthawk_core::JobId,
+        request: SweepRequest,
+        space: Arc<TargetSpace>,
+        created_ms: u64,
+    ) -> Self {
+        LiveSweep {
+            id,
+            job,
+            request,
+            total: space.len(),
+            space,
+            created_ms,
+            started: Instant::now(),
+            handle: OnceLock::new(),
+            user_cancelled: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            counts: Default::default(),
+            stored: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        let c = |s: PortState| self.counts[s.index()].load(Ordering::Relaxed);
+        Counts {
+            open: c(PortState::Open),
+            closed: c(PortState::Closed),
+            filtered: c(PortState::Filtered),
+            unreachable: c(PortState::Unreachable),
+            error: c(PortState::Error),
+        }
+    }
+
+    /// The status of the running sweep.
+    pub fn status(&self) -> SweepStatus {
+        let row = SweepRow {
+            id: self.id,
+            state: SweepState::Running,
+            request: self.request.clone(),
+            total: self.total,
+            done: self.done.load(Ordering::Relaxed),
+            counts: self.counts(),
+            created_ms: self.created_ms,
+            finished_ms: None,
+        };
+        SweepStatus::new(row, self.started.elapsed())
+    }
+}
+
+/// What a validated request becomes.
+pub struct SweepPlan {
+    /// The request, normalised.
+    pub request: SweepRequest,
+    /// The targets × ports to probe.
+    pub space: Arc<TargetSpace>,
+    /// How to probe them.
+    pub spec: ProbeSpec,
+}
+
+/// Known fields of the request, for naming an unknown one.
+const REQUEST_FIELDS: &[&str] = &["targets", "ports", "exclude", "probe", "rate", "store"];
+const PROBE_FIELDS: &[&str] = &["send", "expect", "preset", "timeout_ms", "tries"];
+
+/// Reads a request body field by field, so that an error names the field at fault.
+pub fn parse_request(body: &[u8]) -> Result<SweepRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_json(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::bad_json("the body must be a JSON object"));
+    };
+    reject_unknown(&obj, REQUEST_FIELDS, "")?;
+    let targets = string_list(&obj, "targets")?
+        .ok_or_else(|| ApiError::bad_request("targets", "targets is required"))?;
+    if targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "targets",
+            "targets must name at least one target",
+        ));
+    }
+    let ports = match obj.get("ports") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "ports",
+                "ports must be a string like \"22,80,8000-8100\"",
+            ))
+        }
+        None => return Err(ApiError::bad_request("ports", "ports is required")),
+    };
+    let exclude = string_list(&obj, "exclude")?.unwrap_or_default();
+    let probe = match obj.get("probe") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(p)) => Some(parse_probe(p)?),
+        Some(_) => return Err(ApiError::bad_request("probe", "probe must be an object")),
+    };
+    let rate = match obj.get("rate") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|&r| r >= 1).ok_or_else(|| {
+            ApiError::bad_request("rate", "rate must be an integer of at least 1")
+        })?),
+    };
+    let store = match obj.get("store") {
+        None | Some(Value::Null) => StoreMode::Open,
+        Some(Value::String(s)) if s == "open" => StoreMode::Open,
+        Some(Value::String(s)) if s == "all" => StoreMode::All,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "store",
+                "store must be \"open\" or \"all\"",
+            ))
+        }
+    };
+    Ok(SweepRequest {
+        targets,
+        ports,
+        exclude,
+        probe,
+        rate,
+        store,
+    })
+}
+
+fn reject_unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(
+            format!("{prefix}{k}"),
+            format!(
+                "unknown field '{prefix}{k}'; expected one of: {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn string_list(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(ApiError::bad_request(
+                    format!("{field}[{i}]"),
+                    format!("{field}[{i}] must be a string"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::bad_request(
+            field,
+            format!("{field} must be an array of strings"),
+        )),
+    }
+}
+
+fn parse_probe(p: &Map<String, Value>) -> Result<ProbeRequest, ApiError> {
+    reject_unknown(p, PROBE_FIELDS, "probe.")?;
+    let mut probe = ProbeRequest::default();
+    for (name, slot) in [
+        ("send", &mut probe.send),
+        ("expect", &mut probe.expect),
+        ("preset", &mut probe.preset),
+    ] {
+        match p.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => *slot = Some(s.clone()),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    format!("probe.{name}"),
+                    format!("probe.{name} must be a string"),
+                ))
+            }
+        }
+    }
+    probe.timeout_ms = match p.get("timeout_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|t| (1..=60_000).contains(t))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "probe.timeout_ms",
+                        "probe.timeout_ms must be an integer from 1 to 60000",
+                    )
+                })?,
+        ),
+    };
+    probe.tries = match p.get("tries") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|t| (1..=10).contains(t))
+                .map(|t| t as u8)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "probe.tries",
+                        "probe.tries must be an integer from 1 to 10",
+                    )
+                })?,
+        ),
+    };
+    Ok(probe)
+}
+
+/// The probe spec of a request.
+///
+/// This is the one place where the probe fields of the API meet the engine's `ProbeSpec`.
+/// `send` and `expect` become a dialog as `porthawk scan --send --expect` makes it; presets
+/// are refused until they land in core, and will be mapped here.
+pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
+    let Some(p) = probe else {
+        return Ok(ProbeSpec::default());
+    };
+    if p.preset.is_some() {
+        return Err(ApiError::bad_request(
+            "probe.preset",
+            "probe.preset is not supported yet",
+        ));
+    }
+    let send = p
+        .send
+        .as_deref()
+        .map(|s| parse_escapes(s).map_err(|e| ApiError::bad_request("probe.send", e.to_string())))
+        .transpose()?;
+    let expect = p
+        .expect
+        .as_deref()
+        .map(|e| {
+            Pattern::regex(e).map_err(|err| ApiError::bad_request("probe.expect", err.to_string()))
+        })
+        .transpose()?;
+    let dialog =
+        (send.is_some() || expect.is_some()).then(|| Arc::new(Dialog::send_expect(send, expect)));
+    let default = ProbeSpec::default();
+    Ok(ProbeSpec {
+        connect_timeout: p
+            .timeout_ms
+            .map_or(default.connect_timeout, Duration::from_millis),
+        tries: p.tries.unwrap_or(default.tries),
+        dialog,
+        ..default
+    })
+}
+
+/// Turns a request into a plan: parses and resolves targets, applies exclusions, checks the
+/// allow-list and the size limit. Blocking (host names are resolved here). Nothing is created.
+pub fn plan(
+    request: SweepRequest,
+    allow: &[AddrRange],
+    limits: &Limits,
+    seed: u64,
+) -> Result<SweepPlan, ApiError> {
+    let spec = probe_spec(request.probe.as_ref())?;
+    let mut includes: Vec<(usize, Vec<AddrRange>, Option<String>)> = Vec::new();
+    for (i, t) in request.targets.iter().enumerate() {
+        let field = format!("targets[{i}]");
+        match parse_target(t).map_err(|e| ApiError::bad_request(&field, e.to_string()))? {
+            TargetToken::Range(r) => includes.push((i, vec![r], None)),
+            TargetToken::Host(name) => {
+                let ips = resolve(&name).map_err(|m| ApiError::bad_request(&field, m))?;
+                includes.push((
+                    i,
+                    ips.into_iter().map(AddrRange::single).collect(),
+                    Some(name),
+                ));
+            }
+        }
+    }
+    let mut excluded: Vec<AddrRange> = Vec::new();
+    let mut excluded_ports: Vec<(usize, &str)> = Vec::new();
+    for (i, e) in request.exclude.iter().enumerate() {
+        if let Some(ports) = e.trim().strip_prefix(':') {
+            excluded_ports.push((i, ports));
+            continue;
+        }
+        let field = format!("exclude[{i}]");
+        match parse_target(e).map_err(|err| ApiError::bad_request(&field, err.to_string()))? {
+            TargetToken::Range(r) => excluded.push(r),
+            TargetToken::Host(name) => {
+                let ips = resolve(&name).map_err(|m| ApiError::bad_request(&field, m))?;
+                excluded.extend(ips.into_iter().map(AddrRange::single));
+            }
+        }
+    }
+    let mut ports = PortSet::parse(&request.ports)
+        .map_err(|e| ApiError::bad_request("ports", e.to_string()))?;
+    for (i, p) in excluded_ports {
+        let set = PortSet::parse(p)
+            .map_err(|e| ApiError::bad_request(format!("exclude[{i}]"), e.to_string()))?;
+        ports.remove(&set);
+    }
+    if ports.is_empty() {
+        return Err(ApiError::bad_request(
+            "ports",
+            "no port left after exclusions",
+        ));
+    }
+
+    // The allow-list, target by target: what the target leaves after exclusions, minus what
+    // the allow-list covers, must be nothing.
+    for (i, ranges, _) in &includes {
+        let mut outside = HostSetBuilder::default();
+        for r in ranges {
+            outside.include(*r);
+        }
+        for r in excluded.iter().chain(allow) {
+            outside.exclude(*r);
+        }
+        let outside = outside.build();
+        let first_outside = outside.ranges().next().map(|r| r.first());
+        if let Some(first) = first_outside {
+            return Err(ApiError::forbidden(
+                format!("targets[{i}]"),
+                format!(
+                    "target '{}' is outside the addresses API sweeps may reach ({} is not allowed)",
+                    request.targets[*i], first
+                ),
+            ));
+        }
+    }
+
+    let mut builder = HostSetBuilder::default();
+    for (_, ranges, name) in &includes {
+        for r in ranges {
+            match name {
+                Some(n) => {
+                    builder.include_named(r.first(), n);
+                }
+                None => {
+                    builder.include(*r);
+                }
+            }
+        }
+    }
+    for r in &excluded {
+        builder.exclude(*r);
+    }
+    let hosts = builder.build();
+    if hosts.is_empty() {
+        return Err(ApiError::bad_request(
+            "targets",
+            "no target address left after exclusions",
+        ));
+    }
+    let total = hosts.len().saturating_mul(ports.len() as u128);
+    if total > u128::from(limits.max_sweep_probes) {
+        return Err(ApiError::too_large(
+            Some("targets"),
+            format!(
+                "sweep too large: {} addresses × {} ports = {total} probes, more than the limit of {}",
+                hosts.len(),
+                ports.len(),
+                limits.max_sweep_probes
+            ),
+        ));
+    }
+    let space = TargetSpace::new(hosts, ports, seed)
+        .map_err(|e| ApiError::too_large(Some("targets"), e.to_string()))?;
+    Ok(SweepPlan {
+        request,
+        space: Arc::new(space),
+        spec,
+    })
+}
+
+fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
+    let addrs = (name, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host '{name}': {e}"))?;
+    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err(format!("cannot resolve host '{name}': it has no address"));
+    }
+    Ok(ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_allow;
+
+    fn req(json: &str) -> Result<SweepRequest, ApiError> {
+        parse_request(json.as_bytes())
+    }
+
+    fn field_of(r: Result<impl Sized, ApiError>) -> Option<String> {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn request_errors_name_the_field() {
+        assert_eq!(field_of(req(r#"{"ports":"22"}"#)), Some("targets".into()));
+        assert_eq!(
+            field_of(req(r#"{"targets":["a",1],"ports":"22"}"#)),
+            Some("targets[1]".into())
+        );
+        assert_eq!(field_of(req(r#"{"targets":["a"]}"#)), Some("ports".into()));
+        assert_eq!(
+            field_of(req(r#"{"targets":["a"],"ports":"22","x":1}"#)),
+            Some("x".into())
+        );
+        assert_eq!(
+            field_of(req(r#"{"targets":["a"],"ports":"22","probe":{"tries":0}}"#)),
+            Some("probe.tries".into())
+        );
+        assert_eq!(
+            field_of(req(r#"{"targets":["a"],"ports":"22","probe":{"bogus":1}}"#)),
+            Some("probe.bogus".into())
+        );
+        assert_eq!(
+            field_of(req(r#"{"targets":["a"],"ports":"22","rate":0}"#)),
+            Some("rate".into())
+        );
+        assert_eq!(
+            field_of(req(r#"{"targets":["a"],"ports":"22","store":"x"}"#)),
+            Some("store".into())
+        );
+        assert_eq!(field_of(req("[1]")), None);
+        assert_eq!(field_of(req("{")), None);
+    }
+
+    #[test]
+    fn presets_are_not_supported_yet() {
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"preset":"smtp"}}"#).unwrap();
+        let e = probe_spec(r.probe.as_ref()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("probe.preset"));
+        assert!(e.message.contains("not supported yet"));
+    }
+
+    #[test]
+    fn send_and_expect_make_a_dialog_or_name_the_field() {
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"send":"PING\\r\\n","expect":"^\\+PONG"}}"#)
+            .unwrap();
+        assert!(probe_spec(r.probe.as_ref()).unwrap().dialog.is_some());
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"expect":"("}}"#).unwrap();
+        let e = probe_spec(r.probe.as_ref()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("probe.expect"));
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"send":"\\xZZ"}}"#).unwrap();
+        let e = probe_spec(r.probe.as_ref()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("probe.send"));
+    }
+
+    #[test]
+    fn probe_fields_map_to_the_spec() {
+        let r =
+            req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"timeout_ms":250,"tries":3}}"#)
+                .unwrap();
+        let spec = probe_spec(r.probe.as_ref()).unwrap();
+        assert_eq!(spec.connect_timeout, Duration::from_millis(250));
+        assert_eq!(spec.tries, 3);
+    }
+
+    #[test]
+    fn plan_checks_allow_list_after_exclusions() {
+        let limits = Limits::default();
+        let r = req(r#"{"targets":["127.0.0.0/24","10.0.0.1"],"ports":"22"}"#).unwrap();
+        let e = plan(r, &default_allow(), &limits, 1).err().unwrap();
+        assert_eq!(e.status.as_u16(), 403);
+        assert_eq!(e.field.as_deref(), Some("targets[1]"));
+        assert!(e.message.contains("10.0.0.1"));
+        let r = req(r#"{"targets":["126.255.255.255-127.0.0.3"],"ports":"22","exclude":["126.0.0.0/8",":23"]}"#)
+            .unwrap();
+        let p = plan(r, &default_allow(), &limits, 1).unwrap();
+        assert_eq!(p.space.len(), 4);
+    }
+
+    #[test]
+    fn plan_refuses_sweeps_over_the_limit() {
+        let limits = Limits {
+            max_sweep_probes: 100,
+            ..Limits::default()
+        };
+        let r = req(r#"{"targets":["127.0.0.0/24"],"ports":"1-1000"}"#).unwrap();
+        let e = plan(r, &default_allow(), &limits, 1).err().unwrap();
+        assert_eq!(e.status.as_u16(), 413);
+        let r = req(r#"{"targets":["127.0.0.0/8"],"ports":"all"}"#).unwrap();
+        let e = plan(r, &default_allow(), &Limits::default(), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.status.as_u16(), 413);
+    }
+}

@@ -1,0 +1,403 @@
+//! `porthawk serve` end to end: the real binary on a free loopback port with a temp data
+//! dir, driven over HTTP/1.1 by a minimal client on `std::net::TcpStream`.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    check_open_set, index_records, parse_jsonl, ports_arg, test_hosts, triples, with_state, Farm,
+    ListenSnapshot, Record, TempDir, BIN,
+};
+
+/// How long the server may take to say where it listens, and a sweep to end.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A running `porthawk serve`; killed (by its handle) if the test ends without stopping it.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(data: &Path) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("PORTHAWK_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start porthawk serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("serve: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match log.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("porthawk serve did not say where it listens");
+                }
+            };
+            if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad address in {line:?}"));
+            }
+        };
+        Serve { child, addr, log }
+    }
+
+    /// Stops it with SIGTERM and requires a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.child.try_wait().expect("wait") {
+                Some(status) => {
+                    assert!(status.success(), "porthawk serve exited with {status}");
+                    return;
+                }
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                None => panic!("porthawk serve did not stop within 20 s of SIGTERM"),
+            }
+        }
+    }
+
+    /// `kill -9`.
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Whether the server logs a line containing `needle` within a few seconds.
+    fn logs(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`); returns the status and the (de-chunked) body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(SWEEP_TIMEOUT)).expect("timeout");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut rest = &raw[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size line");
+            let size_text = String::from_utf8_lossy(&rest[..eol]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    (status, String::from_utf8(body).expect("UTF-8 body"))
+}
+
+/// The first value of `"key":` in a JSON text, unquoted (enough for the top-level fields of a
+/// sweep status, which come before the nested ones of the same name).
+fn json_field(text: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":");
+    let at = text
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        + pat.len();
+    let rest = &text[at..];
+    if let Some(s) = rest.strip_prefix('"') {
+        s[..s.find('"').expect("closing quote")].to_string()
+    } else {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect()
+    }
+}
+
+fn json_u64(text: &str, key: &str) -> u64 {
+    json_field(text, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {text}"))
+}
+
+fn submit(addr: SocketAddr, body: &str) -> u64 {
+    let (status, reply) = http(addr, "POST", "/v1/sweeps", Some(body));
+    assert_eq!(status, 202, "POST /v1/sweeps {body}: {reply}");
+    json_u64(&reply, "id")
+}
+
+fn status_of(addr: SocketAddr, id: u64) -> String {
+    let (status, reply) = http(addr, "GET", &format!("/v1/sweeps/{id}"), None);
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+fn wait_ended(addr: SocketAddr, id: u64) -> String {
+    let deadline = Instant::now() + SWEEP_TIMEOUT;
+    loop {
+        let s = status_of(addr, id);
+        if json_field(&s, "state") != "running" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "sweep {id} did not end: {s}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn results(addr: SocketAddr, id: u64, query: &str) -> Vec<Record> {
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("/v1/sweeps/{id}/results{query}"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    parse_jsonl(&body)
+}
+
+fn targets_json(hosts: &[IpAddr]) -> String {
+    let quoted: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+#[test]
+fn api_sweep_matches_the_farm_and_survives_a_restart() {
+    let hosts = test_hosts("serve-farm", 3);
+    let farm = Farm::standard(&hosts);
+    let mut ports = farm.ports();
+    ports.extend(61000..=61049);
+    let data = TempDir::new("serve-farm");
+    let before = ListenSnapshot::take();
+    let server = Serve::start(data.path());
+    let addr = server.addr;
+    assert!(
+        server.logs("loopback only"),
+        "the server does not say that without a token it serves loopback only"
+    );
+    let body = format!(
+        r#"{{"targets":{},"ports":"{}","store":"all","probe":{{"timeout_ms":1000,"tries":2}}}}"#,
+        targets_json(&hosts),
+        ports_arg(&farm.ports(), "61000-61049")
+    );
+    let id = submit(addr, &body);
+    let status = wait_ended(addr, id);
+    let after = ListenSnapshot::take();
+    assert_eq!(json_field(&status, "state"), "done", "{status}");
+    let total = (hosts.len() * ports.len()) as u64;
+    assert_eq!(json_u64(&status, "total"), total, "{status}");
+    assert_eq!(json_u64(&status, "done"), total, "{status}");
+
+    let records = results(addr, id, "");
+    assert_eq!(records.len() as u64, total);
+    let index = index_records(&records);
+    for &ip in &hosts {
+        for &port in &ports {
+            assert!(index.contains_key(&(ip, port)), "{ip}:{port} not reported");
+        }
+    }
+    for r in &records {
+        assert!(r.state == "open" || r.state == "closed", "{:?}", r.fields);
+        assert!(
+            r.uint("rtt_us").is_some() && r.uint("tries").is_some(),
+            "{:?}",
+            r.fields
+        );
+    }
+    let open = with_state(&records, "open");
+    check_open_set(&open, &farm.open_set(), &hosts, &ports, &before, &after);
+    assert_eq!(json_u64(&status, "open"), open.len() as u64, "{status}");
+    let only_open: BTreeSet<(IpAddr, u16)> = results(addr, id, "?state=open")
+        .iter()
+        .map(|r| (r.ip, r.port))
+        .collect();
+    assert_eq!(only_open, open);
+    let (code, csv) = http(
+        addr,
+        "GET",
+        &format!("/v1/sweeps/{id}/results?format=csv&state=open"),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(csv.lines().count(), open.len() + 1, "{csv}");
+
+    let (code, metrics) = http(addr, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "porthawk_probes_total{{state=\"open\"}} {}",
+            open.len()
+        )),
+        "{metrics}"
+    );
+
+    server.stop();
+    let server = Serve::start(data.path());
+    let again = status_of(server.addr, id);
+    assert_eq!(json_field(&again, "state"), "done", "{again}");
+    assert_eq!(json_u64(&again, "done"), total);
+    let stored = results(server.addr, id, "");
+    assert_eq!(triples(&stored), triples(&records));
+    server.stop();
+}
+
+#[test]
+fn kill_9_during_a_sweep_leaves_it_interrupted_with_its_rows() {
+    let hosts = test_hosts("serve-kill", 2);
+    let data = TempDir::new("serve-kill");
+    let server = Serve::start(data.path());
+    let addr = server.addr;
+    // 2,000 probes at 200 per second: about ten seconds, every result stored.
+    let body = format!(
+        r#"{{"targets":{},"ports":"61000-61999","store":"all","rate":200}}"#,
+        targets_json(&hosts)
+    );
+    let id = submit(addr, &body);
+    let deadline = Instant::now() + SWEEP_TIMEOUT;
+    let seen = loop {
+        let rows = results(addr, id, "?follow=false");
+        if rows.len() >= 300 {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sweep {id} stored too few results"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let s = status_of(addr, id);
+    assert_eq!(json_field(&s, "state"), "running", "{s}");
+    server.kill();
+
+    let server = Serve::start(data.path());
+    assert!(
+        server.logs("marked interrupted"),
+        "the restarted server does not report the interrupted sweep"
+    );
+    let s = status_of(server.addr, id);
+    assert_eq!(json_field(&s, "state"), "interrupted", "{s}");
+    let done = json_u64(&s, "done");
+    assert!(done < 2000, "{s}");
+    let stored = results(server.addr, id, "");
+    assert_eq!(
+        stored.len() as u64,
+        done,
+        "stored rows and the done count disagree: {s}"
+    );
+    let stored_set = triples(&stored);
+    for t in triples(&seen) {
+        assert!(
+            stored_set.contains(&t),
+            "{t:?} was reported before the kill and is lost"
+        );
+    }
+    // An interrupted sweep cannot be cancelled.
+    let (code, _) = http(server.addr, "DELETE", &format!("/v1/sweeps/{id}"), None);
+    assert_eq!(code, 409);
+    server.stop();
+}
+
+#[test]
+fn serve_refuses_a_public_listen_address_without_a_token() {
+    let data = TempDir::new("serve-public");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .env_remove("PORTHAWK_API_TOKEN")
+        .output()
+        .expect("run porthawk serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without an API token"), "{err}");
+}
+
+#[test]
+fn serve_names_an_unknown_config_key() {
+    let data = TempDir::new("serve-config");
+    let config = data.write(
+        "porthawk.toml",
+        "[api]\nlisten = \"127.0.0.1:0\"\ntokn = \"x\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .expect("run porthawk serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokn") && err.contains("line 3"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
