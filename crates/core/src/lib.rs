@@ -18,6 +18,7 @@ mod escape;
 #[doc(hidden)]
 pub mod fuzzing;
 mod identify;
+mod options;
 mod permute;
 mod ports;
 mod presets;
@@ -34,6 +35,7 @@ pub use duration::parse_duration;
 pub use errno::{errno_name, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
+pub use options::{ProbeOptions, ProbeOptionsError};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS};
 pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};

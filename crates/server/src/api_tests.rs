@@ -245,7 +245,7 @@ async fn bad_requests_name_the_field() {
             Some("exclude[0]"),
         ),
         (
-            r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"preset":"smtp"}}"#,
+            r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"preset":"smtpx"}}"#,
             400,
             Some("probe.preset"),
         ),

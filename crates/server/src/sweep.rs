@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use porthawk_core::{
-    parse_escapes, parse_target, AddrRange, Dialog, HostSetBuilder, Pattern, PortSet, PortState,
-    ProbeSpec, TargetSpace, TargetToken,
+    parse_target, AddrRange, HostSetBuilder, PortSet, PortState, ProbeOptions, ProbeSpec,
+    TargetSpace, TargetToken,
 };
 use porthawk_engine::JobHandle;
 use serde::{Deserialize, Serialize};
@@ -47,9 +47,12 @@ pub struct ProbeRequest {
     /// A regular expression the reply must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
-    /// A protocol preset (smtp, ssh, http ...). Not supported yet.
+    /// A protocol preset (smtp, ssh, http, https, redis, ...), instead of send/expect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Make a TLS handshake first and report the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 60000)]
@@ -453,35 +456,24 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
     let Some(p) = probe else {
         return Ok(ProbeSpec::default());
     };
-    if p.preset.is_some() {
-        return Err(ApiError::bad_request(
-            "probe.preset",
-            "probe.preset is not supported yet",
-        ));
-    }
-    let send = p
-        .send
-        .as_deref()
-        .map(|s| parse_escapes(s).map_err(|e| ApiError::bad_request("probe.send", e.to_string())))
-        .transpose()?;
-    let expect = p
-        .expect
-        .as_deref()
-        .map(|e| {
-            Pattern::regex(e).map_err(|err| ApiError::bad_request("probe.expect", err.to_string()))
-        })
-        .transpose()?;
-    let dialog =
-        (send.is_some() || expect.is_some()).then(|| Arc::new(Dialog::send_expect(send, expect)));
     let default = ProbeSpec::default();
-    Ok(ProbeSpec {
-        connect_timeout: p
-            .timeout_ms
-            .map_or(default.connect_timeout, Duration::from_millis),
-        tries: p.tries.unwrap_or(default.tries),
-        dialog,
-        ..default
-    })
+    let options = ProbeOptions {
+        preset: p.preset.clone(),
+        send: p.send.clone(),
+        expect: p.expect.clone(),
+        tls: p.tls.unwrap_or(false),
+        ..ProbeOptions::default()
+    };
+    options
+        .spec(
+            p.timeout_ms
+                .map_or(default.connect_timeout, Duration::from_millis),
+            p.tries.unwrap_or(default.tries),
+            default.read_timeout,
+            default.dialog_timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+        )
+        .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
 }
 
 /// Turns a request into a plan: parses and resolves targets, applies exclusions, checks the
@@ -667,11 +659,21 @@ mod tests {
     }
 
     #[test]
-    fn presets_are_not_supported_yet() {
+    fn presets_make_their_dialog_and_unknown_ones_name_the_field() {
         let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"preset":"smtp"}}"#).unwrap();
+        assert!(probe_spec(r.probe.as_ref()).unwrap().dialog.is_some());
+        let r =
+            req(r#"{"targets":["127.0.0.1"],"ports":"443","probe":{"preset":"https"}}"#).unwrap();
+        assert!(probe_spec(r.probe.as_ref()).unwrap().tls_config.is_some());
+        let r =
+            req(r#"{"targets":["127.0.0.1"],"ports":"22","probe":{"preset":"smtpx"}}"#).unwrap();
         let e = probe_spec(r.probe.as_ref()).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("probe.preset"));
-        assert!(e.message.contains("not supported yet"));
+        assert!(
+            e.message.contains("unknown preset 'smtpx'"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
