@@ -1,7 +1,5 @@
-//! The probe state machine: transitions per second.
-//!
-//! Banner identification is not in `porthawk-core` yet; its benchmark (ns per banner over a
-//! table of real banners) belongs here once it is.
+//! The probe state machine: transitions per second. (Identification has its own benchmark,
+//! `benches/identify.rs`.)
 //!
 //! Run with `cargo bench -p porthawk-bench --bench probe`.
 
