@@ -245,4 +245,8 @@ pub struct ServeArgs {
     /// The directory of the store [default: ./porthawk-data]
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+
+    /// Log what monitor actions would run instead of running them
+    #[arg(long)]
+    pub dry_run: bool,
 }

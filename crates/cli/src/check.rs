@@ -233,6 +233,9 @@ fn verdict(
     } else {
         format!("{host} port {port}: {}", problems.join("; "))
     };
+    // The first `|` of a plugin's output starts its perfdata, so one in the banner or in a
+    // reason (peer bytes, a pattern) would garble it: write it as the escape banners use.
+    let summary = summary.replace('|', "\\x7c");
     (
         worst,
         format!("PORTHAWK {} - {summary} | {perf}", worst.label()),
@@ -303,6 +306,15 @@ mod tests {
         let (s, line) = verdict(&[failed], "mx", 25, &a, 0);
         assert_eq!(s, Status::Critical);
         assert!(line.contains("expect ^220 timed out"), "{line}");
+        // A `|` from the peer (a MariaDB greeting's random scramble has them) must not start
+        // the perfdata early.
+        let piped = ProbeRecord {
+            banner: Some(b"220 a|b ESMTP\r\n".to_vec()),
+            ..open(100)
+        };
+        let (_, line) = verdict(&[piped], "mx", 25, &a, 0);
+        assert_eq!(line.matches('|').count(), 1, "{line}");
+        assert!(line.contains("[220 a\\x7cb ESMTP]"), "{line}");
     }
 
     #[test]

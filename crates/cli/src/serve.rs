@@ -17,6 +17,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if let Some(data) = args.data {
         config.data_dir = data;
     }
+    config.dry_run = args.dry_run;
+    let monitors = config.watch.monitors.len();
     porthawk_server::run(config, |ready| {
         // One line a script can wait for, with the address actually bound (--listen :0).
         eprintln!(
@@ -30,6 +32,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 "porthawk: no API token configured ([api] token or {TOKEN_ENV}): \
                  listening on loopback only, mutating routes are open to local users"
             );
+        }
+        if monitors > 0 {
+            eprintln!("porthawk: watching {monitors} monitor(s)");
         }
         if ready.interrupted > 0 {
             eprintln!(

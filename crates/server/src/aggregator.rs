@@ -106,6 +106,26 @@ impl Aggregator {
         metrics.batches.inc();
         let live = self.shared.live_by_job(batch.job);
         let Some(live) = live else {
+            if self.shared.watch.owns(batch.job) {
+                // A monitor's check: counted like any probe, judged by the monitors.
+                let mut per_state = [0u64; 5];
+                for r in &batch.records {
+                    per_state[r.state.index()] += 1;
+                }
+                for (state, n) in PortState::ALL.iter().zip(per_state) {
+                    if n > 0 {
+                        metrics
+                            .probes
+                            .get_or_create(&StateLabel {
+                                state: state.as_str(),
+                            })
+                            .inc_by(n);
+                    }
+                }
+                self.probes += batch.records.len() as u64;
+                self.shared.watch.deliver(batch);
+                return;
+            }
             metrics.unknown_job_batches.inc();
             eprintln!(
                 "porthawk: dropped a batch of {} results of job {}, which no sweep owns",

@@ -12,7 +12,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use porthawk_core::PortState;
@@ -82,13 +82,13 @@ impl Modify for BearerAuth {
 /// The API's router over `state`.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/sweeps", get(list_sweeps).post(create_sweep))
         .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
         .route("/v1/sweeps/{id}/results", get(sweep_results))
+        .merge(crate::monitor::api::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -628,16 +628,6 @@ async fn openapi() -> Response {
     static DOC: OnceLock<String> = OnceLock::new();
     let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
     ([(CONTENT_TYPE, "application/json")], doc.clone()).into_response()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><title>porthawk</title><h1>porthawk</h1><ul>\
-         <li><a href=\"/v1/sweeps\">/v1/sweeps</a></li>\
-         <li><a href=\"/v1/openapi.json\">/v1/openapi.json</a></li>\
-         <li><a href=\"/metrics\">/metrics</a></li>\
-         <li><a href=\"/healthz\">/healthz</a></li></ul>",
-    )
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -51,6 +51,12 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How the engine runs.
     pub engine: porthawk_engine::EngineConfig,
+    /// The monitors, actions and notifications.
+    pub watch: std::sync::Arc<crate::monitor::WatchConfig>,
+    /// The config file, reloaded on SIGHUP or when it changes.
+    pub config_path: Option<PathBuf>,
+    /// Log what actions would run instead of running them.
+    pub dry_run: bool,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +68,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("porthawk-data"),
             limits: Limits::default(),
             engine: porthawk_engine::EngineConfig::default(),
+            watch: Default::default(),
+            config_path: None,
+            dry_run: false,
         }
     }
 }
@@ -90,6 +99,10 @@ struct ConfigFile {
     _action: Option<toml::Value>,
     #[serde(default, rename = "notify")]
     _notify: Option<toml::Value>,
+    #[serde(default, rename = "allow_reboot")]
+    _allow_reboot: Option<toml::Value>,
+    #[serde(default, rename = "retention")]
+    _retention: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +126,11 @@ impl ServerConfig {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+            // The monitors first: their errors name the file, line and field.
+            let watch = crate::monitor::config::parse(&path.display().to_string(), &text)
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+            config.watch = std::sync::Arc::new(watch);
+            config.config_path = Some(path.to_path_buf());
             config
                 .apply_toml(&text)
                 .map_err(|message| ServerError::ConfigFile {

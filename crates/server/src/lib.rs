@@ -15,6 +15,7 @@ mod api;
 mod config;
 mod error;
 mod metrics;
+pub mod monitor;
 mod store;
 mod sweep;
 
@@ -58,6 +59,7 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
+    pub(crate) watch: monitor::WatchHandle,
     live: Mutex<LiveSweeps>,
     stopping: AtomicBool,
     pub(crate) stop_aggregator: AtomicBool,
@@ -195,6 +197,7 @@ impl Server {
             live: Mutex::new(LiveSweeps::default()),
             stopping: AtomicBool::new(false),
             stop_aggregator: AtomicBool::new(false),
+            watch: monitor::WatchHandle::default(),
         });
         let aggregator = Aggregator::new(Arc::clone(&shared));
         let thread = std::thread::Builder::new()
@@ -204,6 +207,15 @@ impl Server {
                 context: "cannot start the aggregator thread".into(),
                 source,
             })?;
+        let options = monitor::WatchOptions {
+            config: Arc::clone(&shared.config.watch),
+            path: shared.config.config_path.clone(),
+            dry_run: shared.config.dry_run,
+        };
+        monitor::WatchHandle::start(&shared, options).map_err(|source| ServerError::Io {
+            context: "cannot start the monitor thread".into(),
+            source,
+        })?;
         Ok(Server {
             shared,
             aggregator: Some(thread),
@@ -236,6 +248,8 @@ impl Server {
         let Some(thread) = self.aggregator.take() else {
             return;
         };
+        // Monitors first: they submit no more jobs, and their running actions are killed.
+        self.shared.watch.stop();
         self.shared.begin_stop();
         let deadline = Instant::now() + STOP_GRACE;
         while self.shared.live_count() > 0 && Instant::now() < deadline {

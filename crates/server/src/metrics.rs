@@ -58,6 +58,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// API requests by method, route and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// The monitors' metrics.
+    pub monitor: crate::monitor::metrics::MonitorMetrics,
 }
 
 impl Default for Metrics {
@@ -132,7 +134,9 @@ impl Default for Metrics {
             "API requests by method, route and status",
             requests.clone(),
         );
+        let monitor = crate::monitor::metrics::MonitorMetrics::register(&mut registry);
         Metrics {
+            monitor,
             registry,
             probes,
             probes_per_second,

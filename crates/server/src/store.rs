@@ -14,7 +14,8 @@ use crate::sweep::{Counts, SweepRequest, SweepState};
 use crate::ServerError;
 
 /// The schema, one migration per entry; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sweeps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     state TEXT NOT NULL,
@@ -45,7 +46,9 @@ CREATE TABLE results (
 );
 CREATE INDEX results_by_sweep ON results(sweep_id);
 CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
-"#];
+"#,
+    crate::monitor::history::SCHEMA,
+];
 
 /// Readers kept open for reuse.
 const READER_POOL: usize = 8;
@@ -211,6 +214,22 @@ impl Store {
             pool.push(conn);
         }
         out
+    }
+
+    /// Runs `f` on the writer connection (for the monitors' history).
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        f(&mut lock(&self.writer))
+    }
+
+    /// Runs `f` on a reader connection (for the monitors' history).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.with_reader(f)
     }
 
     /// Records a new sweep in state `running`; returns its id.

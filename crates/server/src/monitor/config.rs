@@ -269,7 +269,9 @@ impl HttpUrl {
             None => (rest, "/"),
         };
         if authority.contains('@') {
-            return Err(format!("'{text}': credentials in the URL are not supported"));
+            return Err(format!(
+                "'{text}': credentials in the URL are not supported"
+            ));
         }
         let default_port = if https { 443 } else { 80 };
         let (host, port) = split_host_port(authority, default_port)
@@ -488,7 +490,7 @@ pub fn load(path: &Path) -> Result<WatchConfig, ConfigError> {
 /// errors.
 pub fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
     let cx = Cx { file, text };
-    let raw: RawFile = toml::from_str(text).map_err(|e| cx.from_toml(&e))?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
     let mut config = WatchConfig {
         allow_reboot: raw.allow_reboot.unwrap_or(false),
         ..WatchConfig::default()
@@ -554,7 +556,7 @@ impl Cx<'_> {
 
     /// A toml error: its span gives the line; the field is the key written there, inside
     /// the table that the nearest header above opens.
-    fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim().replace('\n', " ");
         let Some(span) = e.span() else {
             return ConfigError {
@@ -600,11 +602,7 @@ impl Cx<'_> {
             return Err(self.err(
                 value.span(),
                 field,
-                format!(
-                    "{v} is out of range: {} to {}",
-                    range.start(),
-                    range.end()
-                ),
+                format!("{v} is out of range: {} to {}", range.start(), range.end()),
             ));
         }
         Ok(v as u32)
@@ -645,7 +643,11 @@ impl Cx<'_> {
             match &a.reboot {
                 Some(r) if *r.get_ref() => ActionKind::Reboot,
                 Some(r) => {
-                    return Err(self.err(r.span(), &f("reboot"), "only reboot = true is meaningful"))
+                    return Err(self.err(
+                        r.span(),
+                        &f("reboot"),
+                        "only reboot = true is meaningful",
+                    ))
                 }
                 None => unreachable!("exactly one kind was given"),
             }
@@ -736,9 +738,14 @@ impl Cx<'_> {
             ));
         };
         let rest = rest.trim_end_matches('/');
-        let (host, port) = split_host_port(rest, if implicit { 465 } else { 25 }).ok_or_else(|| {
-            self.err(e.smtp.span(), &f("smtp"), format!("'{smtp}' has no valid host and port"))
-        })?;
+        let (host, port) =
+            split_host_port(rest, if implicit { 465 } else { 25 }).ok_or_else(|| {
+                self.err(
+                    e.smtp.span(),
+                    &f("smtp"),
+                    format!("'{smtp}' has no valid host and port"),
+                )
+            })?;
         let security = match (implicit, e.starttls.unwrap_or(false)) {
             (true, _) => SmtpSecurity::Implicit,
             (false, true) => SmtpSecurity::StartTls,
@@ -756,7 +763,11 @@ impl Cx<'_> {
             return Err(self.err(e.to.span(), &f("to"), "needs at least one recipient"));
         }
         if let Some(bad) = e.to.get_ref().iter().find(|a| !address(a)) {
-            return Err(self.err(e.to.span(), &f("to"), format!("'{bad}' is not an email address")));
+            return Err(self.err(
+                e.to.span(),
+                &f("to"),
+                format!("'{bad}' is not an email address"),
+            ));
         }
         let credentials = match (&e.user, &e.password) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
@@ -796,7 +807,9 @@ impl Cx<'_> {
         let mut hosts = HostSetBuilder::default();
         for (j, t) in m.targets.get_ref().iter().enumerate() {
             let field = f(&format!("targets[{j}]"));
-            match parse_target(t.get_ref()).map_err(|e| self.err(t.span(), &field, e.to_string()))? {
+            match parse_target(t.get_ref())
+                .map_err(|e| self.err(t.span(), &field, e.to_string()))?
+            {
                 TargetToken::Range(r) => {
                     hosts.include(r);
                 }
@@ -837,7 +850,11 @@ impl Cx<'_> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|()| {
-                    self.err(m.ports.span(), &f("ports"), "a list of ports holds numbers or strings")
+                    self.err(
+                        m.ports.span(),
+                        &f("ports"),
+                        "a list of ports holds numbers or strings",
+                    )
                 })?
                 .join(","),
             _ => {
@@ -894,32 +911,30 @@ impl Cx<'_> {
             let span = m.preset.as_ref().map_or(raw.span(), Spanned::span);
             return Err(self.err(span, &f("preset"), "give a preset or send/expect, not both"));
         }
-        let options = porthawk_core::DialogOptions {
+        let options = porthawk_core::ProbeOptions {
             preset: m.preset.as_ref().map(|p| p.get_ref().clone()),
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
             ..Default::default()
         };
-        let spec = ProbeSpec::from_options(
-            &options,
-            porthawk_core::ProbeTimings {
-                connect_timeout: timeout,
+        let spec = options
+            .spec(
+                timeout,
                 tries,
                 read_timeout,
                 dialog_timeout,
-            },
-            Arc::new(rustls::time_provider::DefaultTimeProvider),
-        )
-        .map_err(|e| {
-            let span = match e.field {
-                "send" => m.send.as_ref().map(Spanned::span),
-                "expect" => m.expect.as_ref().map(Spanned::span),
-                "preset" => m.preset.as_ref().map(Spanned::span),
-                _ => None,
-            };
-            self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
-        })?;
+                Arc::new(rustls::time_provider::DefaultTimeProvider),
+            )
+            .map_err(|e| {
+                let span = match e.field {
+                    "send" => m.send.as_ref().map(Spanned::span),
+                    "expect" => m.expect.as_ref().map(Spanned::span),
+                    "preset" => m.preset.as_ref().map(Spanned::span),
+                    _ => None,
+                };
+                self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
+            })?;
         let probe = if let Some(p) = &m.preset {
             format!("preset {}", p.get_ref())
         } else if m.send.is_some() || m.expect.is_some() {
@@ -944,8 +959,9 @@ impl Cx<'_> {
             thresholds.flap_changes = self.count(n, &f("flap_changes"), 2..=1000)?;
         }
         if let Some(w) = &m.flap_window {
-            thresholds.flap_window_ms =
-                self.duration(w, &f("flap_window"), Duration::from_millis(100))?.as_millis() as u64;
+            thresholds.flap_window_ms = self
+                .duration(w, &f("flap_window"), Duration::from_millis(100))?
+                .as_millis() as u64;
         }
 
         let reactions = |list: &[Spanned<String>], key: &str| {
@@ -999,7 +1015,12 @@ impl Cx<'_> {
         Ok(MonitorSpec {
             group: m.group.clone().unwrap_or_else(|| name.clone()),
             name,
-            targets: m.targets.get_ref().iter().map(|t| t.get_ref().clone()).collect(),
+            targets: m
+                .targets
+                .get_ref()
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
             hosts,
             ports,
             interval,
@@ -1058,7 +1079,11 @@ fn field_at(text: &str, offset: usize) -> String {
                 table = name.to_string();
             }
         } else if t.starts_with('[') {
-            table = t.trim_start_matches('[').trim_end_matches(']').trim().to_string();
+            table = t
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
         }
     }
     let this_line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
@@ -1082,9 +1107,7 @@ fn field_at(text: &str, offset: usize) -> String {
     let mut key = match before.rfind('=') {
         Some(eq) => {
             let head = &before[..eq];
-            let start = head
-                .rfind(|c: char| c == '{' || c == ',')
-                .map_or(0, |i| i + 1);
+            let start = head.rfind(['{', ',']).map_or(0, |i| i + 1);
             key_of(&head[start..])
         }
         None => {
@@ -1240,7 +1263,7 @@ slack = { url = "https://hooks.example.com/services/x" }
             ("[notify.m]\nwebhook = { url = \"ftp://x/\" }\n", 8, "notify.m.webhook.url", "http"),
             ("[notify.m]\n", 7, "notify.m", "exactly one"),
             ("[notify.a]\nwebhook = { url = \"http://x/\" }\n", 7, "notify.a", "both"),
-            ("retention = \"forever\"\n", 7, "retention", "duration"),
+            ("retention = \"forever\"\n", 7, "notify.n.retention", "unknown field"),
             ("[apii]\nx = 1\n", 7, "apii", "unknown field"),
         ];
         for (tail, line, field, word) in table {

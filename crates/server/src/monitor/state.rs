@@ -91,7 +91,13 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker restored from the store.
-    pub fn restored(hard: Health, fail_run: u32, ok_run: u32, since_ms: u64, flapping: bool) -> Self {
+    pub fn restored(
+        hard: Health,
+        fail_run: u32,
+        ok_run: u32,
+        since_ms: u64,
+        flapping: bool,
+    ) -> Self {
         Tracker {
             hard,
             fail_run,
@@ -198,7 +204,13 @@ mod tests {
         let ch = feed(&mut tr, "+", 0, 1000);
         assert_eq!(
             ch,
-            [(0, Change::Became { from: Health::Pending, to: Health::Up })]
+            [(
+                0,
+                Change::Became {
+                    from: Health::Pending,
+                    to: Health::Up
+                }
+            )]
         );
         let ch = feed(&mut tr, "--+--+", 1000, 1000);
         assert!(ch.is_empty(), "{ch:?}");
@@ -214,7 +226,13 @@ mod tests {
         let ch = feed(&mut tr, "---", 1000, 1000);
         assert_eq!(
             ch,
-            [(3000, Change::Became { from: Health::Up, to: Health::Down })]
+            [(
+                3000,
+                Change::Became {
+                    from: Health::Up,
+                    to: Health::Down
+                }
+            )]
         );
         assert_eq!(tr.health(), Health::Down);
         assert_eq!(tr.since_ms, 3000);
@@ -224,7 +242,13 @@ mod tests {
         let ch = feed(&mut tr, "+", 7000, 1000);
         assert_eq!(
             ch,
-            [(7000, Change::Became { from: Health::Down, to: Health::Up })]
+            [(
+                7000,
+                Change::Became {
+                    from: Health::Down,
+                    to: Health::Up
+                }
+            )]
         );
         assert_eq!(tr.health(), Health::Up);
     }
@@ -235,7 +259,13 @@ mod tests {
         let ch = feed(&mut tr, "---", 0, 1000);
         assert_eq!(
             ch,
-            [(2000, Change::Became { from: Health::Pending, to: Health::Down })]
+            [(
+                2000,
+                Change::Became {
+                    from: Health::Pending,
+                    to: Health::Down
+                }
+            )]
         );
     }
 
@@ -275,11 +305,17 @@ mod tests {
         tr.observe(true, 0, &th);
         assert_eq!(
             tr.observe(false, 1, &th),
-            [Change::Became { from: Health::Up, to: Health::Down }]
+            [Change::Became {
+                from: Health::Up,
+                to: Health::Down
+            }]
         );
         assert_eq!(
             tr.observe(true, 2, &th),
-            [Change::Became { from: Health::Down, to: Health::Up }]
+            [Change::Became {
+                from: Health::Down,
+                to: Health::Up
+            }]
         );
     }
 }

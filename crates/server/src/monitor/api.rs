@@ -1,0 +1,589 @@
+//! The monitor routes: `GET /v1/monitors`, `GET /v1/monitors/{name}`, `POST
+//! /v1/monitors/{name}/check`, `POST|DELETE /v1/monitors/{name}/silence`, `POST
+//! /v1/actions/{name}`, `POST /v1/config/reload`, and the status page at `GET /`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use porthawk_core::parse_duration;
+use serde::{Deserialize, Serialize};
+
+use super::history::{self, ActionRecord, EventRow, NoticeRecord};
+use super::notify::rfc3339;
+use super::page;
+use super::state::Health;
+use super::watch::{LastCheck, MonitorCounts, Refusal, Watch};
+use crate::api::Authorized;
+use crate::{ApiError, AppState};
+
+const DAY_MS: u64 = 86_400_000;
+/// Targets per page unless `limit` says otherwise.
+const DEFAULT_TARGETS: usize = 100;
+/// The largest page of targets.
+const MAX_TARGETS: usize = 5000;
+
+/// The monitor routes, to merge into the API's router.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/v1/monitors", get(list))
+        .route("/v1/monitors/{name}", get(detail))
+        .route("/v1/monitors/{name}/check", post(check_now))
+        .route(
+            "/v1/monitors/{name}/silence",
+            post(silence).delete(unsilence),
+        )
+        .route("/v1/actions/{name}", post(run_action))
+        .route("/v1/config/reload", post(reload))
+}
+
+/// A target's last check, as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckView {
+    /// When, RFC 3339.
+    pub at: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The port state.
+    pub state: String,
+    /// Connect round trip in microseconds.
+    pub rtt_us: u32,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<&LastCheck> for CheckView {
+    fn from(l: &LastCheck) -> Self {
+        CheckView {
+            at: rfc3339(l.at_ms),
+            at_ms: l.at_ms,
+            ok: l.ok,
+            state: l.state.as_str().to_string(),
+            rtt_us: l.rtt_us,
+            reason: l.reason.clone(),
+        }
+    }
+}
+
+/// Uptime shares over 24 hours, 7 days and 30 days (`null` where nothing is known).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Uptime {
+    /// Over the last 24 hours.
+    pub h24: Option<f64>,
+    /// Over the last 7 days.
+    pub d7: Option<f64>,
+    /// Over the last 30 days.
+    pub d30: Option<f64>,
+}
+
+/// One target of a monitor.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    /// Address.
+    pub target: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// The name it was given by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `pending`, `up` or `down`.
+    pub state: Health,
+    /// Whether it flaps.
+    pub flapping: bool,
+    /// Since when its hard state holds (ms since the Unix epoch; 0 if never decided).
+    pub since_ms: u64,
+    /// The last check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<CheckView>,
+    /// Uptime.
+    pub uptime: Uptime,
+    #[serde(skip)]
+    hard: Health,
+}
+
+/// A monitor in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorSummary {
+    /// Name.
+    pub name: String,
+    /// Group on the status page.
+    pub group: String,
+    /// `up`, `down`, `flapping` or `pending`: its worst target.
+    pub state: String,
+    /// Target-ports.
+    pub targets: u64,
+    /// Targets per state.
+    pub counts: MonitorCounts,
+    /// Check interval in seconds.
+    pub interval_s: f64,
+    /// How it probes.
+    pub probe: String,
+    /// When a check last finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Silenced until (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_until: Option<String>,
+    /// The average uptime of its targets.
+    pub uptime: Uptime,
+}
+
+/// `GET /v1/monitors`.
+#[derive(Debug, Serialize)]
+pub struct MonitorList {
+    /// The monitors, in config order.
+    pub monitors: Vec<MonitorSummary>,
+}
+
+/// `GET /v1/monitors/{name}`.
+#[derive(Debug, Serialize)]
+pub struct MonitorDetail {
+    /// The monitor.
+    #[serde(flatten)]
+    pub summary: MonitorSummary,
+    /// Targets matching the filter, worst first, one page.
+    pub target_list: Vec<TargetView>,
+    /// Targets matching the filter.
+    pub matching: usize,
+    /// The page's offset.
+    pub offset: usize,
+    /// Recent state changes, actions and notifications, newest first.
+    pub events: Vec<EventRow>,
+    /// Recent actions with exit codes and output.
+    pub actions: Vec<ActionRecord>,
+    /// Recent notifications with their delivery status.
+    pub notifications: Vec<NoticeRecord>,
+}
+
+/// Filters and paging of targets.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct TargetQuery {
+    /// Only targets in this state: `up`, `down`, `pending`, `flapping`, or `problems`
+    /// (anything but up).
+    pub state: Option<String>,
+    /// Only targets whose address, port or host name contains this text.
+    pub q: Option<String>,
+    /// Targets per page.
+    pub limit: Option<usize>,
+    /// Targets to skip.
+    pub offset: Option<usize>,
+    /// The status page: one monitor only.
+    pub monitor: Option<String>,
+}
+
+struct MonitorSnap {
+    summary: MonitorSummary,
+    silenced_until_ms: Option<u64>,
+    targets: Vec<TargetView>,
+    matching: usize,
+}
+
+fn matches(t: &TargetView, q: &TargetQuery) -> bool {
+    let state_ok = match q.state.as_deref() {
+        None | Some("") | Some("all") => true,
+        Some("problems") => t.state != Health::Up || t.flapping,
+        Some("flapping") => t.flapping,
+        Some(s) => t.state.as_str() == s,
+    };
+    let text_ok = match q.q.as_deref().map(str::trim) {
+        None | Some("") => true,
+        Some(text) => {
+            let text = text.to_lowercase();
+            format!("{}:{}", t.target, t.port).contains(&text)
+                || t.host
+                    .as_deref()
+                    .is_some_and(|h| h.to_lowercase().contains(&text))
+        }
+    };
+    state_ok && text_ok
+}
+
+/// Snapshots monitors on the watch thread: every target if `all_targets`, else one page of
+/// those matching `q`, worst first.
+fn snapshot(
+    w: &Watch,
+    now: u64,
+    only: Option<&str>,
+    q: &TargetQuery,
+    all_targets: bool,
+) -> Vec<MonitorSnap> {
+    let limit = q.limit.unwrap_or(DEFAULT_TARGETS).clamp(1, MAX_TARGETS);
+    let offset = q.offset.unwrap_or(0);
+    w.monitors()
+        .iter()
+        .filter(|m| only.is_none_or(|n| n == m.spec.name))
+        .map(|m| {
+            let counts = m.counts();
+            let views = m.targets.iter().map(|((ip, port), t)| TargetView {
+                target: *ip,
+                port: *port,
+                host: t.host.as_deref().map(str::to_string),
+                state: t.tracker.health(),
+                flapping: t.tracker.flapping,
+                since_ms: t.tracker.since_ms,
+                last: t.last.as_ref().map(CheckView::from),
+                uptime: Uptime::default(),
+                hard: t.tracker.hard,
+            });
+            let (targets, matching) = if all_targets {
+                let v: Vec<TargetView> = views.collect();
+                let n = v.len();
+                (v, n)
+            } else {
+                let mut v: Vec<TargetView> = views.filter(|t| matches(t, q)).collect();
+                // Worst first: down, flapping, pending, up; then by address.
+                v.sort_by_key(|t| {
+                    let rank = match (t.state, t.flapping) {
+                        (Health::Down, _) => 0,
+                        (_, true) => 1,
+                        (Health::Pending, _) => 2,
+                        (Health::Up, _) => 3,
+                    };
+                    (rank, t.target, t.port)
+                });
+                let n = v.len();
+                (v.into_iter().skip(offset).take(limit).collect(), n)
+            };
+            MonitorSnap {
+                summary: MonitorSummary {
+                    name: m.spec.name.clone(),
+                    group: m.spec.group.clone(),
+                    state: m.overall().to_string(),
+                    targets: m.targets.len() as u64,
+                    counts,
+                    interval_s: m.spec.interval.as_secs_f64(),
+                    probe: m.spec.probe.clone(),
+                    last_check: m.last_check_ms.map(rfc3339),
+                    silenced_until: m.silenced_until.filter(|&u| u > now).map(rfc3339),
+                    uptime: Uptime::default(),
+                },
+                silenced_until_ms: m.silenced_until.filter(|&u| u > now),
+                targets,
+                matching,
+            }
+        })
+        .collect()
+}
+
+/// Fills in uptimes from the stored state changes: per target, and the monitor's average.
+fn add_uptimes(
+    conn: &rusqlite::Connection,
+    snap: &mut MonitorSnap,
+    now: u64,
+    per_target: bool,
+) -> rusqlite::Result<()> {
+    let windows = [DAY_MS, 7 * DAY_MS, 30 * DAY_MS];
+    let since = now.saturating_sub(30 * DAY_MS);
+    let changes = history::transitions(conn, &snap.summary.name, since)?;
+    let mut by_target: HashMap<(IpAddr, u16), Vec<history::Change>> = HashMap::new();
+    for (ip, port, change) in changes {
+        by_target.entry((ip, port)).or_default().push(change);
+    }
+    let mut sums = [(0.0f64, 0u32); 3];
+    for t in &mut snap.targets {
+        let ch = by_target
+            .get(&(t.target, t.port))
+            .map_or(&[][..], Vec::as_slice);
+        let mut u = [None; 3];
+        for (k, w) in windows.iter().enumerate() {
+            let from = now.saturating_sub(*w);
+            let first = ch.partition_point(|c| c.0 < from);
+            u[k] = history::uptime(&ch[first..], t.hard, t.since_ms, from, now);
+            if let Some(v) = u[k] {
+                sums[k].0 += v;
+                sums[k].1 += 1;
+            }
+        }
+        if per_target {
+            t.uptime = Uptime {
+                h24: u[0],
+                d7: u[1],
+                d30: u[2],
+            };
+        }
+    }
+    let avg = |(s, n): (f64, u32)| (n > 0).then(|| s / f64::from(n));
+    snap.summary.uptime = Uptime {
+        h24: avg(sums[0]),
+        d7: avg(sums[1]),
+        d30: avg(sums[2]),
+    };
+    Ok(())
+}
+
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::NoMonitor(n) => ApiError::not_found(format!("no monitor named '{n}'")),
+        Refusal::NoAction(n) => ApiError::not_found(format!(
+            "no action named '{n}': only actions defined in the config can run"
+        )),
+    }
+}
+
+fn gone() -> ApiError {
+    ApiError::internal("the monitors are not running", "watch thread stopped")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a blocking task failed", e))?
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<MonitorList>, ApiError> {
+    let q = TargetQuery::default();
+    let snaps = state
+        .0
+        .watch
+        .view(move |w, now| (snapshot(w, now, None, &q, true), now))
+        .await
+        .ok_or_else(gone)?;
+    let shared = state.0.clone();
+    let monitors = blocking(move || {
+        let (mut snaps, now) = snaps;
+        shared
+            .store
+            .read(|c| {
+                for s in &mut snaps {
+                    add_uptimes(c, s, now, false)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        Ok(snaps.into_iter().map(|s| s.summary).collect())
+    })
+    .await?;
+    Ok(Json(MonitorList { monitors }))
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MonitorDetail>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    if let Some(s) = q.state.as_deref() {
+        if !matches!(
+            s,
+            "" | "all" | "up" | "down" | "pending" | "flapping" | "problems"
+        ) {
+            return Err(ApiError::bad_request(
+                "state",
+                format!("unknown state '{s}': expected up, down, pending, flapping or problems"),
+            ));
+        }
+    }
+    let n = name.clone();
+    let q2 = q.clone();
+    let (mut snaps, now) = state
+        .0
+        .watch
+        .view(move |w, now| (snapshot(w, now, Some(&n), &q2, false), now))
+        .await
+        .ok_or_else(gone)?;
+    let mut snap = snaps
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no monitor named '{name}'")))?;
+    let shared = state.0.clone();
+    let offset = q.offset.unwrap_or(0);
+    let detail = blocking(move || {
+        shared
+            .store
+            .read(|c| {
+                add_uptimes(c, &mut snap, now, true)?;
+                let events = history::events(c, Some(&name), 100)?;
+                let actions = history::actions(c, Some(&name), 20)?;
+                let notifications = history::notices(c, &name, 20)?;
+                Ok(MonitorDetail {
+                    summary: snap.summary,
+                    target_list: snap.targets,
+                    matching: snap.matching,
+                    offset,
+                    events,
+                    actions,
+                    notifications,
+                })
+            })
+            .map_err(|e| ApiError::internal("cannot read monitor history", e))
+    })
+    .await?;
+    Ok(Json(detail))
+}
+
+async fn check_now(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let jobs = state
+        .0
+        .watch
+        .check_now(name.clone())
+        .await
+        .ok_or_else(gone)?
+        .map_err(refusal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "monitor": name, "jobs": jobs })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/monitors/{name}/silence`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// How long, like `30m` or `2h`; `0s` lifts the silence.
+    #[serde(rename = "for")]
+    pub duration: String,
+}
+
+async fn silence(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<SilenceRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_json(e.body_text()))?;
+    let d = parse_duration(&req.duration).map_err(|m| ApiError::bad_request("for", m))?;
+    if d > std::time::Duration::from_secs(366 * 86_400) {
+        return Err(ApiError::bad_request(
+            "for",
+            "a silence lasts at most a year",
+        ));
+    }
+    let until = (!d.is_zero()).then(|| crate::store::now_ms() + d.as_millis() as u64);
+    state
+        .0
+        .watch
+        .silence(name.clone(), until)
+        .await
+        .ok_or_else(gone)?
+        .map_err(refusal)?;
+    Ok(Json(serde_json::json!({
+        "monitor": name,
+        "silenced_until": until.map(rfc3339),
+        "silenced_until_ms": until,
+    })))
+}
+
+async fn unsilence(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .0
+        .watch
+        .silence(name.clone(), None)
+        .await
+        .ok_or_else(gone)?
+        .map_err(refusal)?;
+    Ok(Json(
+        serde_json::json!({ "monitor": name, "silenced_until": null }),
+    ))
+}
+
+/// The body of `POST /v1/actions/{name}`: only which monitor's DOWN targets to pass on;
+/// the command itself always comes from the config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRunRequest {
+    /// The monitor whose DOWN targets the action gets in `PORTHAWK_TARGETS`.
+    pub monitor: Option<String>,
+}
+
+async fn run_action(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ActionRecord>, ApiError> {
+    if state.0.config.token.is_none() {
+        return Err(ApiError::forbidden(
+            "token",
+            "running actions over the API needs an API token: set [api] token in the config",
+        ));
+    }
+    let req: ActionRunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionRunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(e.to_string()))?
+    };
+    let rec = state
+        .0
+        .watch
+        .run_action(name, req.monitor)
+        .await
+        .ok_or_else(gone)?
+        .map_err(refusal)?;
+    Ok(Json(rec))
+}
+
+async fn reload(
+    _auth: Authorized,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state
+        .0
+        .watch
+        .reload()
+        .await
+        .ok_or_else(gone)?
+        .map_err(|m| ApiError::bad_request("config", m))?;
+    Ok(Json(serde_json::json!({ "monitors": n })))
+}
+
+async fn status_page(
+    State(state): State<AppState>,
+    query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Html<String>, ApiError> {
+    let Query(mut q) = query.unwrap_or_default();
+    q.limit = Some(q.limit.unwrap_or(50).clamp(1, 500));
+    if q.state.is_none() && q.monitor.is_none() {
+        q.state = Some("problems".into());
+    }
+    let q2 = q.clone();
+    let (snaps, now) = state
+        .0
+        .watch
+        .view(move |w, now| (snapshot(w, now, q2.monitor.as_deref(), &q2, false), now))
+        .await
+        .ok_or_else(gone)?;
+    let shared = state.0.clone();
+    let html = blocking(move || {
+        let mut snaps = snaps;
+        let events = shared
+            .store
+            .read(|c| {
+                for s in &mut snaps {
+                    add_uptimes(c, s, now, true)?;
+                }
+                history::events(c, q.monitor.as_deref(), 30)
+            })
+            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        let monitors: Vec<page::PageMonitor> = snaps
+            .into_iter()
+            .map(|s| page::PageMonitor {
+                summary: s.summary,
+                silenced: s.silenced_until_ms.is_some(),
+                targets: s.targets,
+                matching: s.matching,
+            })
+            .collect();
+        Ok(page::render(&monitors, &events, &q, now))
+    })
+    .await?;
+    Ok(Html(html))
+}

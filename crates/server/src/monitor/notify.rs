@@ -1,0 +1,399 @@
+//! Delivering notifications: email over SMTP (lettre; plain, STARTTLS or implicit TLS, with
+//! optional login), a generic JSON webhook and a Slack-compatible webhook, over a small
+//! HTTP/1.1 client (rustls for `https`). Failed deliveries are retried with exponential
+//! backoff; the outcome and the number of attempts are recorded.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::config::{Channel, EmailSpec, HttpUrl, NotifySpec, SmtpSecurity};
+use super::history::NoticeRecord;
+use super::watch::{Notice, NoticeItem, NoticeKind};
+
+/// How long one delivery attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest HTTP response head read.
+const RESPONSE_HEAD_LIMIT: usize = 8192;
+
+/// `2026-01-31T12:00:00Z` for milliseconds since the Unix epoch.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `ip:port`, with brackets for IPv6.
+pub fn target_text(item: &NoticeItem) -> String {
+    match item.ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", item.port),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{}", item.port),
+    }
+}
+
+fn state_of(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Down | NoticeKind::Reminder => "down",
+        NoticeKind::Up => "up",
+        NoticeKind::Flapping => "flapping",
+    }
+}
+
+/// The subject line of a notice.
+pub fn subject(n: &Notice) -> String {
+    let what = match n.kind {
+        NoticeKind::Down => "DOWN",
+        NoticeKind::Up => "recovered",
+        NoticeKind::Flapping => "FLAPPING",
+        NoticeKind::Reminder => "still DOWN",
+    };
+    match n.items.as_slice() {
+        [one] => format!("[porthawk] {}: {what}: {}", n.monitor, target_text(one)),
+        many => format!("[porthawk] {}: {what}: {} targets", n.monitor, many.len()),
+    }
+}
+
+/// The text of a notice: the subject, then one line per target.
+pub fn body(n: &Notice) -> String {
+    let mut s = format!(
+        "Monitor {}: {} target(s) {} at {}:\n",
+        n.monitor,
+        n.items.len(),
+        match n.kind {
+            NoticeKind::Down => "went DOWN",
+            NoticeKind::Up => "recovered",
+            NoticeKind::Flapping => "are flapping (changing state too often; reported once)",
+            NoticeKind::Reminder => "are still DOWN",
+        },
+        rfc3339(n.at_ms)
+    );
+    for item in &n.items {
+        let _ = write!(s, "  {}", target_text(item));
+        if let Some(h) = &item.host {
+            let _ = write!(s, " ({h})");
+        }
+        if let Some(r) = &item.reason {
+            let _ = write!(s, ": {r}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The JSON body of a generic webhook: the first target flat (`monitor, target, port, state,
+/// reason, time`), every target in `targets`.
+pub fn webhook_json(n: &Notice) -> serde_json::Value {
+    let first = n.items.first();
+    serde_json::json!({
+        "monitor": n.monitor,
+        "kind": n.kind.as_str(),
+        "state": state_of(n.kind),
+        "target": first.map(|i| i.ip.to_string()),
+        "port": first.map(|i| i.port),
+        "reason": first.and_then(|i| i.reason.clone()),
+        "time": rfc3339(n.at_ms),
+        "time_ms": n.at_ms,
+        "targets": n.items.iter().map(|i| serde_json::json!({
+            "target": i.ip.to_string(),
+            "port": i.port,
+            "host": i.host,
+            "reason": i.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Delivers `notice` through `spec`, retrying with backoff; returns its record.
+pub async fn deliver(spec: &NotifySpec, notice: &Notice) -> NoticeRecord {
+    let mut attempts = 0;
+    let mut wait = spec.backoff;
+    let (outcome, error) = loop {
+        attempts += 1;
+        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, send_once(&spec.channel, notice)).await;
+        let e = match attempt {
+            Ok(Ok(())) => break ("sent", None),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        };
+        if attempts > spec.retries {
+            break ("failed", Some(e));
+        }
+        tokio::time::sleep(wait).await;
+        wait = wait.saturating_mul(2);
+    };
+    if let Some(e) = &error {
+        eprintln!(
+            "porthawk: notification {} for monitor {} failed after {attempts} attempt(s): {e}",
+            spec.name, notice.monitor
+        );
+    }
+    record(spec, notice, outcome, attempts, error)
+}
+
+/// The record of a notice that was not delivered (`silenced`, `dry_run`).
+pub fn record(
+    spec: &NotifySpec,
+    notice: &Notice,
+    outcome: &str,
+    attempts: u32,
+    error: Option<String>,
+) -> NoticeRecord {
+    NoticeRecord {
+        monitor: notice.monitor.clone(),
+        notify: spec.name.clone(),
+        channel: spec.channel.as_str().to_string(),
+        kind: notice.kind.as_str().to_string(),
+        targets: notice.items.iter().map(target_text).collect(),
+        outcome: outcome.to_string(),
+        attempts,
+        error,
+        at_ms: notice.at_ms,
+    }
+}
+
+async fn send_once(channel: &Channel, n: &Notice) -> Result<(), String> {
+    match channel {
+        Channel::Email(e) => send_email(e, n).await,
+        Channel::Webhook(url) => post_json(url, &webhook_json(n).to_string()).await,
+        Channel::Slack(url) => {
+            let text = format!("{}\n{}", subject(n), body(n));
+            post_json(url, &serde_json::json!({ "text": text }).to_string()).await
+        }
+    }
+}
+
+async fn send_email(e: &EmailSpec, n: &Notice) -> Result<(), String> {
+    let mut message = Message::builder()
+        .from(
+            e.from
+                .parse()
+                .map_err(|x| format!("from '{}': {x}", e.from))?,
+        )
+        .subject(subject(n))
+        .header(ContentType::TEXT_PLAIN);
+    for to in &e.to {
+        message = message.to(to.parse().map_err(|x| format!("to '{to}': {x}"))?);
+    }
+    let message = message.body(body(n)).map_err(|x| x.to_string())?;
+    let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|x| x.to_string());
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.clone())
+        .port(e.port)
+        .timeout(Some(ATTEMPT_TIMEOUT))
+        .tls(match e.security {
+            SmtpSecurity::None => Tls::None,
+            SmtpSecurity::StartTls => Tls::Required(tls(&e.host)?),
+            SmtpSecurity::Implicit => Tls::Wrapper(tls(&e.host)?),
+        });
+    if let Some((user, password)) = &e.credentials {
+        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    builder
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|x| format!("smtp://{}:{}: {x}", e.host, e.port))
+}
+
+/// POSTs a JSON body; any 2xx answer is a delivery.
+pub async fn post_json(url: &HttpUrl, body: &str) -> Result<(), String> {
+    let stream = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: porthawk\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        url.path,
+        body.len()
+    );
+    let status = if url.https {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("{url}: TLS: {e}"))?;
+        exchange(tls, &request).await
+    } else {
+        exchange(stream, &request).await
+    }
+    .map_err(|e| format!("{url}: {e}"))?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP status {status}"))
+    }
+}
+
+async fn exchange(
+    mut s: impl AsyncRead + AsyncWrite + Unpin,
+    request: &str,
+) -> Result<u16, String> {
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < RESPONSE_HEAD_LIMIT {
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or("");
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(format!("not an HTTP response: {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    fn notice(kind: NoticeKind, n: usize) -> Notice {
+        Notice {
+            notify: "x".into(),
+            monitor: "mail".into(),
+            kind,
+            items: (0..n)
+                .map(|i| NoticeItem {
+                    ip: format!("127.0.0.{}", i + 1).parse().unwrap(),
+                    port: 25,
+                    host: (i == 0).then(|| "mx1".to_string()),
+                    reason: Some("closed (connection refused)".into()),
+                })
+                .collect(),
+            at_ms: 1_767_225_600_000,
+            silenced: false,
+        }
+    }
+
+    #[test]
+    fn texts_name_monitor_targets_and_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600_000), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000 + 61_000), "2000-02-29T00:01:01Z");
+        let n = notice(NoticeKind::Down, 3);
+        assert_eq!(subject(&n), "[porthawk] mail: DOWN: 3 targets");
+        let b = body(&n);
+        assert!(b.contains("127.0.0.1:25 (mx1): closed"), "{b}");
+        assert_eq!(b.lines().count(), 4);
+        let j = webhook_json(&notice(NoticeKind::Up, 1));
+        assert_eq!(j["state"], "up");
+        assert_eq!(j["target"], "127.0.0.1");
+        assert_eq!(j["port"], 25);
+        assert_eq!(j["time"], "2026-01-01T00:00:00Z");
+        assert_eq!(j["targets"].as_array().unwrap().len(), 1);
+    }
+
+    /// An HTTP sink that answers `status` to each request and hands back the bodies.
+    fn sink(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for status in statuses {
+                let (mut c, _) = l.accept().unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut b = vec![0; len];
+                r.read_exact(&mut b).unwrap();
+                bodies.push(String::from_utf8(b).unwrap());
+                write!(c, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+            bodies
+        });
+        (port, t)
+    }
+
+    #[tokio::test]
+    async fn failed_webhooks_are_retried_with_backoff() {
+        let (port, t) = sink(vec![500, 503, 200]);
+        let spec = NotifySpec {
+            name: "hook".into(),
+            channel: Channel::Webhook(
+                HttpUrl::parse(&format!("http://127.0.0.1:{port}/h")).unwrap(),
+            ),
+            retries: 4,
+            backoff: Duration::from_millis(10),
+        };
+        let r = deliver(&spec, &notice(NoticeKind::Down, 2)).await;
+        assert_eq!((r.outcome.as_str(), r.attempts), ("sent", 3));
+        assert_eq!(r.targets, ["127.0.0.1:25", "127.0.0.2:25"]);
+        let bodies = t.join().unwrap();
+        let j: serde_json::Value = serde_json::from_str(&bodies[2]).unwrap();
+        assert_eq!(j["monitor"], "mail");
+        assert_eq!(j["state"], "down");
+    }
+
+    #[tokio::test]
+    async fn undeliverable_notices_fail_after_the_retries() {
+        let (port, t) = sink(vec![404, 404]);
+        let spec = NotifySpec {
+            name: "chat".into(),
+            channel: Channel::Slack(HttpUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap()),
+            retries: 1,
+            backoff: Duration::from_millis(1),
+        };
+        let r = deliver(&spec, &notice(NoticeKind::Flapping, 1)).await;
+        assert_eq!((r.outcome.as_str(), r.attempts), ("failed", 2));
+        assert!(r.error.unwrap().contains("404"));
+        let bodies = t.join().unwrap();
+        let j: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+        assert!(j["text"].as_str().unwrap().contains("FLAPPING"));
+    }
+}

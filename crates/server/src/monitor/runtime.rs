@@ -1,0 +1,589 @@
+//! The runtime around [`Watch`]: one thread with its own small tokio runtime that owns the
+//! watch, submits its jobs to the server's engine, receives its results from the aggregator,
+//! runs actions and delivers notifications, writes history, and reloads the config on SIGHUP
+//! or when the file changes.
+//!
+//! Everything else talks to it through [`WatchHandle`]: the aggregator hands over batches,
+//! the API sends requests and closures that read the watch.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use porthawk_core::{JobId, ResultBatch};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::{self, WatchConfig};
+use super::history::{self, ActionRecord};
+use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
+use super::state::Health;
+use super::watch::{Effect, Refusal, Save, Verdict, Watch};
+use super::{actions, notify};
+use crate::store::now_ms;
+use crate::Shared;
+
+/// How often the watch looks at grouped notifications, reminders and silences.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the config file is looked at for changes.
+const FILE_POLL: Duration = Duration::from_secs(1);
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+type ViewFn = Box<dyn FnOnce(&Watch, u64) + Send>;
+
+enum Command {
+    Batch(ResultBatch),
+    CheckNow(String, oneshot::Sender<Result<usize, Refusal>>),
+    Silence(String, Option<u64>, oneshot::Sender<Result<(), Refusal>>),
+    RunAction(
+        String,
+        Option<String>,
+        oneshot::Sender<Result<ActionRecord, Refusal>>,
+    ),
+    View(ViewFn),
+    Reload(oneshot::Sender<Result<usize, String>>),
+    Stop,
+}
+
+/// The handle on the watch thread that the aggregator and the API hold.
+pub struct WatchHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    jobs: Arc<Mutex<HashSet<JobId>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+}
+
+/// How the watch was started.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The monitoring config in force at start.
+    pub config: Arc<WatchConfig>,
+    /// The file to reload it from on SIGHUP or when it changes.
+    pub path: Option<PathBuf>,
+    /// Log actions instead of running them.
+    pub dry_run: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Default for WatchHandle {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        WatchHandle {
+            tx,
+            jobs: Arc::default(),
+            thread: Mutex::new(None),
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl WatchHandle {
+    /// Starts the watch thread over the server's engine and store.
+    pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Result<()> {
+        let Some(rx) = lock(&shared.watch.rx).take() else {
+            return Ok(());
+        };
+        let shared2 = Arc::clone(shared);
+        let thread = std::thread::Builder::new()
+            .name("porthawk-watch".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("porthawk: cannot start the monitors: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let runtime = Runtime::new(shared2, rx, options);
+                    runtime.run().await;
+                });
+            })?;
+        *lock(&shared.watch.thread) = Some(thread);
+        Ok(())
+    }
+
+    /// Stops the watch thread (running actions are killed) and waits for it.
+    pub(crate) fn stop(&self) {
+        let _ = self.tx.send(Command::Stop);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether `job` is a monitor's; the aggregator asks before [`WatchHandle::deliver`].
+    pub(crate) fn owns(&self, job: JobId) -> bool {
+        lock(&self.jobs).contains(&job)
+    }
+
+    /// Hands a batch of a monitor job to the watch.
+    pub(crate) fn deliver(&self, batch: ResultBatch) {
+        let _ = self.tx.send(Command::Batch(batch));
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Runs `f` on the watch thread with the watch and the time, and returns its answer;
+    /// `None` if the watch is not running.
+    pub(crate) async fn view<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Watch, u64) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let f: ViewFn = Box::new(move |w, now| {
+            let _ = tx.send(f(w, now));
+        });
+        self.tx.send(Command::View(f)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Checks monitor `name` now; the number of jobs it takes.
+    pub(crate) async fn check_now(&self, name: String) -> Option<Result<usize, Refusal>> {
+        self.ask(|tx| Command::CheckNow(name, tx)).await
+    }
+
+    /// Silences monitor `name` until `until_ms` (`None` lifts it).
+    pub(crate) async fn silence(
+        &self,
+        name: String,
+        until_ms: Option<u64>,
+    ) -> Option<Result<(), Refusal>> {
+        self.ask(|tx| Command::Silence(name, until_ms, tx)).await
+    }
+
+    /// Runs a configured action by hand and waits for its record.
+    pub(crate) async fn run_action(
+        &self,
+        name: String,
+        monitor: Option<String>,
+    ) -> Option<Result<ActionRecord, Refusal>> {
+        self.ask(|tx| Command::RunAction(name, monitor, tx)).await
+    }
+
+    /// Reloads the config file; the number of monitors, or why it was rejected.
+    pub(crate) async fn reload(&self) -> Option<Result<usize, String>> {
+        self.ask(Command::Reload).await
+    }
+}
+
+struct Runtime {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    watch: Watch,
+    path: Option<PathBuf>,
+    file_stamp: Option<(SystemTime, u64)>,
+    saves: Vec<Save>,
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn ip_text(ip: std::net::IpAddr) -> String {
+    ip.to_string()
+}
+
+impl Runtime {
+    fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<Command>,
+        options: WatchOptions,
+    ) -> Runtime {
+        let now = now_ms();
+        let restored = shared
+            .store
+            .read(|c| history::restore(c, now))
+            .unwrap_or_else(|e| {
+                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
+                Default::default()
+            });
+        let watch = Watch::new(options.config, restored, options.dry_run, now);
+        let rt = Runtime {
+            file_stamp: options.path.as_deref().and_then(file_stamp),
+            path: options.path,
+            shared,
+            rx,
+            watch,
+            saves: Vec::new(),
+        };
+        rt.publish_all();
+        rt
+    }
+
+    /// Sets the `monitor_up` series of every target with a verdict.
+    fn publish_all(&self) {
+        for m in self.watch.monitors() {
+            for (k, t) in &m.targets {
+                self.publish(&m.spec.name, *k, t.tracker.hard);
+            }
+        }
+    }
+
+    fn publish(&self, monitor: &str, (ip, port): (std::net::IpAddr, u16), hard: Health) {
+        let value = match hard {
+            Health::Up => 1,
+            Health::Down => 0,
+            Health::Pending => return,
+        };
+        self.shared
+            .metrics
+            .monitor
+            .up
+            .get_or_create(&TargetLabels {
+                monitor: monitor.to_string(),
+                target: ip_text(ip),
+                port: port.to_string(),
+            })
+            .set(value);
+    }
+
+    async fn run(mut self) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut last_tick = std::time::Instant::now();
+        let mut last_poll = std::time::Instant::now();
+        let mut last_prune: Option<std::time::Instant> = None;
+        loop {
+            let now = now_ms();
+            let wait = self
+                .watch
+                .next_due_ms()
+                .map_or(TICK, |due| Duration::from_millis(due.saturating_sub(now)))
+                .min(TICK);
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    None | Some(Command::Stop) => break,
+                    Some(c) => self.command(c),
+                },
+                () = tokio::time::sleep(wait) => {}
+                () = hup_recv => {
+                    let _ = self.reload_file("SIGHUP");
+                }
+            }
+            // Drain whatever else is queued before the next turn, so that a burst of batches
+            // is one store write.
+            while let Ok(c) = self.rx.try_recv() {
+                if matches!(c, Command::Stop) {
+                    self.flush();
+                    return;
+                }
+                self.command(c);
+            }
+            self.submit_due();
+            if last_tick.elapsed() >= TICK {
+                last_tick = std::time::Instant::now();
+                let effects = self.watch.tick(now_ms());
+                self.apply(effects);
+            }
+            if last_poll.elapsed() >= FILE_POLL {
+                last_poll = std::time::Instant::now();
+                if let Some(path) = &self.path {
+                    let stamp = file_stamp(path);
+                    if stamp.is_some() && stamp != self.file_stamp {
+                        self.file_stamp = stamp;
+                        let _ = self.reload_file("the file changed");
+                    }
+                }
+            }
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                let before =
+                    now_ms().saturating_sub(self.watch.config().retention.as_millis() as u64);
+                if let Err(e) = self.shared.store.read(|c| history::prune(c, before)) {
+                    eprintln!("porthawk: cannot prune monitor history: {e}");
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn submit_due(&mut self) {
+        let now = now_ms();
+        let engine = &self.shared.engine;
+        let jobs = &self.shared.watch.jobs;
+        let (due, skipped) = self.watch.poll_due(now, || {
+            let id = engine.next_job_id();
+            // Registered before submission, so that the first frame is routed here.
+            lock(jobs).insert(id);
+            id
+        });
+        let m = &self.shared.metrics.monitor;
+        m.skipped.inc_by(skipped);
+        for (job, lateness_ms) in due {
+            m.lateness.observe(lateness_ms as f64 / 1000.0);
+            self.shared.engine.submit(job);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = now_ms();
+        match c {
+            Command::Batch(batch) => {
+                let effects = self.watch.on_records(batch.job, &batch.records, now);
+                self.apply(effects);
+                if batch.job_done {
+                    lock(&self.shared.watch.jobs).remove(&batch.job);
+                    let (effects, finished) = self.watch.on_job_done(batch.job, now);
+                    if let Some(f) = finished {
+                        self.shared
+                            .metrics
+                            .monitor
+                            .check_duration
+                            .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
+                            .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
+                    }
+                    self.apply(effects);
+                }
+            }
+            Command::CheckNow(name, reply) => {
+                let r = self.watch.check_now(&name, now);
+                let _ = reply.send(r);
+                self.submit_due();
+            }
+            Command::Silence(name, until, reply) => {
+                let r = self.watch.silence(&name, until).map(|e| self.apply(e));
+                let _ = reply.send(r);
+            }
+            Command::RunAction(name, monitor, reply) => {
+                match self.watch.run_action(&name, monitor.as_deref(), now) {
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    Ok(req) => {
+                        eprintln!(
+                            "porthawk: action {} requested over the API{}",
+                            req.action.name,
+                            req.monitor
+                                .as_deref()
+                                .map(|m| format!(" for monitor {m}"))
+                                .unwrap_or_default()
+                        );
+                        self.run_action(req, Some(reply));
+                    }
+                }
+            }
+            Command::View(f) => f(&self.watch, now),
+            Command::Reload(reply) => {
+                let r = self.reload_file("API request");
+                let _ = reply.send(r);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn reload_file(&mut self, why: &str) -> Result<usize, String> {
+        let Some(path) = self.path.clone() else {
+            return Err("the server was started without --config".into());
+        };
+        let metrics = &self.shared.metrics.monitor;
+        match config::load(&path) {
+            Err(e) => {
+                metrics
+                    .reloads
+                    .get_or_create(&ReloadLabel {
+                        outcome: "rejected",
+                    })
+                    .inc();
+                eprintln!(
+                    "porthawk: config reload ({why}) rejected, the running config stays: {e}"
+                );
+                Err(e.to_string())
+            }
+            Ok(c) => {
+                let n = c.monitors.len();
+                let removed = self.watch.reload(Arc::new(c), now_ms());
+                for (m, (ip, port)) in &removed {
+                    metrics.up.remove(&TargetLabels {
+                        monitor: m.clone(),
+                        target: ip_text(*ip),
+                        port: port.to_string(),
+                    });
+                }
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .write(|c| history::forget_targets(c, &removed))
+                {
+                    eprintln!("porthawk: cannot forget removed monitor targets: {e}");
+                }
+                self.publish_all();
+                metrics
+                    .reloads
+                    .get_or_create(&ReloadLabel { outcome: "applied" })
+                    .inc();
+                eprintln!("porthawk: config reloaded ({why}): {n} monitor(s)");
+                Ok(n)
+            }
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Save(s) => {
+                    match &s {
+                        Save::Target {
+                            monitor,
+                            target,
+                            tracker,
+                            ..
+                        } => self.publish(monitor, *target, tracker.hard),
+                        // A target's first verdict being UP is not news.
+                        Save::Event {
+                            from: Health::Pending,
+                            kind: "up",
+                            ..
+                        } => {}
+                        Save::Event {
+                            monitor,
+                            target,
+                            kind,
+                            reason,
+                            ..
+                        } => {
+                            let (ip, port) = target;
+                            let why = reason
+                                .as_deref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default();
+                            eprintln!(
+                                "porthawk: monitor {monitor}: {ip} port {port} is {kind}{why}"
+                            );
+                        }
+                        _ => {}
+                    }
+                    self.saves.push(s);
+                }
+                Effect::Action(req) => self.run_action(req, None),
+                Effect::Notice(n) => self.notify(n),
+            }
+        }
+    }
+
+    fn run_action(
+        &mut self,
+        req: super::watch::ActionRequest,
+        reply: Option<oneshot::Sender<Result<ActionRecord, Refusal>>>,
+    ) {
+        let shared = Arc::clone(&self.shared);
+        if req.verdict != Verdict::Run {
+            if let Some(rec) = actions::not_run(&req) {
+                eprintln!(
+                    "porthawk: action {}{}: {} ({})",
+                    rec.action,
+                    rec.monitor
+                        .as_deref()
+                        .map(|m| format!(" for monitor {m}"))
+                        .unwrap_or_default(),
+                    rec.outcome,
+                    rec.detail.as_deref().unwrap_or("")
+                );
+                finish_action(&shared, &rec);
+                if let Some(r) = reply {
+                    let _ = r.send(Ok(rec));
+                }
+            }
+            return;
+        }
+        eprintln!(
+            "porthawk: running action {}: {:?}",
+            req.action.name,
+            req.action.kind.argv()
+        );
+        tokio::spawn(async move {
+            let rec = actions::run(&req).await;
+            eprintln!(
+                "porthawk: action {} ended: {}{}",
+                rec.action,
+                rec.outcome,
+                rec.exit_code
+                    .map(|c| format!(" (exit code {c})"))
+                    .unwrap_or_default()
+            );
+            finish_action(&shared, &rec);
+            if let Some(r) = reply {
+                let _ = r.send(Ok(rec));
+            }
+        });
+    }
+
+    fn notify(&mut self, n: super::watch::Notice) {
+        let Some(spec) = self.watch.config().notifiers.get(&n.notify).cloned() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        if n.silenced {
+            finish_notice(&shared, &notify::record(&spec, &n, "silenced", 0, None));
+            return;
+        }
+        tokio::spawn(async move {
+            let rec = notify::deliver(&spec, &n).await;
+            finish_notice(&shared, &rec);
+        });
+    }
+
+    fn flush(&mut self) {
+        if self.saves.is_empty() {
+            return;
+        }
+        let saves = std::mem::take(&mut self.saves);
+        if let Err(e) = self.shared.store.write(|c| history::save(c, &saves)) {
+            self.shared.metrics.store_errors.inc();
+            eprintln!(
+                "porthawk: cannot write {} monitor history rows: {e}",
+                saves.len()
+            );
+        }
+    }
+}
+
+fn finish_action(shared: &Shared, rec: &ActionRecord) {
+    shared
+        .metrics
+        .monitor
+        .actions
+        .get_or_create(&OutcomeLabels {
+            name: rec.action.clone(),
+            outcome: rec.outcome.clone(),
+        })
+        .inc();
+    if let Err(e) = shared.store.write(|c| history::record_action(c, rec)) {
+        eprintln!("porthawk: cannot record action {}: {e}", rec.action);
+    }
+}
+
+fn finish_notice(shared: &Shared, rec: &history::NoticeRecord) {
+    shared
+        .metrics
+        .monitor
+        .notifications
+        .get_or_create(&OutcomeLabels {
+            name: rec.notify.clone(),
+            outcome: rec.outcome.clone(),
+        })
+        .inc();
+    if let Err(e) = shared.store.write(|c| history::record_notice(c, rec)) {
+        eprintln!("porthawk: cannot record notification {}: {e}", rec.notify);
+    }
+}

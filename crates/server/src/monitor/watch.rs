@@ -1,0 +1,1510 @@
+//! [`Watch`]: every monitor's schedule, targets, incidents and policies, as plain code.
+//!
+//! Like a sans-IO protocol machine, it never reads the clock, touches a socket or spawns
+//! anything: the runtime passes `now_ms` (milliseconds since the Unix epoch) into every call
+//! and carries out what comes back:
+//!
+//! - [`Watch::poll_due`] when [`Watch::next_due_ms`] has come: the jobs to submit to the
+//!   engine (one per chunk of a monitor whose turn it is);
+//! - [`Watch::on_records`] and [`Watch::on_job_done`] as results arrive;
+//! - [`Watch::tick`] now and then (every ~100 ms): grouped notifications leave, reminders
+//!   fall due, silences expire;
+//! - the `Effect`s these return: actions to run (already judged against cooldowns,
+//!   `max_per_hour`, silences, `allow_reboot` and `--dry-run`), notices to deliver, and
+//!   history to save.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use porthawk_core::{
+    errno_name, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, TargetSpace,
+};
+use porthawk_engine::Job;
+
+use super::config::{ActionSpec, MonitorSpec, WatchConfig};
+use super::state::{Change, Health, Tracker};
+
+/// Target-ports per job: a monitor larger than this is split into chunks whose start times
+/// are spread over its interval, so that 10,000 monitored ports are not probed in the same
+/// millisecond.
+pub const CHUNK_PROBES: u64 = 256;
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// An address and a port.
+pub type TargetPort = (IpAddr, u16);
+
+/// The outcome of the last check of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCheck {
+    /// When it was checked.
+    pub at_ms: u64,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The port state.
+    pub state: PortState,
+    /// Connect round trip.
+    pub rtt_us: u32,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+/// One monitored target-port.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Its state machine.
+    pub tracker: Tracker,
+    /// The name it was given by, if any.
+    pub host: Option<Arc<str>>,
+    /// The last check.
+    pub last: Option<LastCheck>,
+}
+
+struct Chunk {
+    space: Arc<TargetSpace>,
+    due_ms: u64,
+    running: Option<JobId>,
+}
+
+/// An open incident: some target of the monitor is DOWN.
+#[derive(Debug, Clone)]
+struct Incident {
+    /// The check that opened it has not ended yet: it does not count towards escalation.
+    fresh: bool,
+    next_action: usize,
+    jobs_since_action: u64,
+    last_notice_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Note {
+    kind: NoticeKind,
+    target: TargetPort,
+    host: Option<Arc<str>>,
+    reason: Option<String>,
+}
+
+/// A monitor and its live state.
+pub struct Monitor {
+    /// Its configuration.
+    pub spec: Arc<MonitorSpec>,
+    chunks: Vec<Chunk>,
+    /// Its target-ports, in address order.
+    pub targets: BTreeMap<TargetPort, Target>,
+    incident: Option<Incident>,
+    outbox: Vec<Note>,
+    outbox_since: Option<u64>,
+    /// Notifications and automatic actions are held back until then.
+    pub silenced_until: Option<u64>,
+    /// When a check of it last finished.
+    pub last_check_ms: Option<u64>,
+}
+
+impl Monitor {
+    /// Targets per shown state: pending, up, down, and how many of them flap.
+    pub fn counts(&self) -> MonitorCounts {
+        let mut c = MonitorCounts::default();
+        for t in self.targets.values() {
+            match t.tracker.health() {
+                Health::Pending => c.pending += 1,
+                Health::Up => c.up += 1,
+                Health::Down => c.down += 1,
+            }
+            if t.tracker.flapping {
+                c.flapping += 1;
+            }
+        }
+        c
+    }
+
+    /// The worst state of its targets: down, flapping, pending, or up.
+    pub fn overall(&self) -> &'static str {
+        let c = self.counts();
+        if c.down > 0 {
+            "down"
+        } else if c.flapping > 0 {
+            "flapping"
+        } else if c.pending > 0 {
+            "pending"
+        } else {
+            "up"
+        }
+    }
+
+    /// Whether it is silenced at `now_ms`.
+    pub fn silenced(&self, now_ms: u64) -> bool {
+        self.silenced_until.is_some_and(|u| u > now_ms)
+    }
+
+    fn hard_down(&self) -> Vec<(TargetPort, Option<Arc<str>>, Option<String>)> {
+        self.targets
+            .iter()
+            .filter(|(_, t)| t.tracker.hard == Health::Down && !t.tracker.flapping)
+            .map(|(k, t)| {
+                (
+                    *k,
+                    t.host.clone(),
+                    t.last.as_ref().and_then(|l| l.reason.clone()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Targets of a monitor per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MonitorCounts {
+    /// Up.
+    pub up: u64,
+    /// Down.
+    pub down: u64,
+    /// Pending.
+    pub pending: u64,
+    /// Flapping (counted in their state too).
+    pub flapping: u64,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NoticeKind {
+    /// Targets went DOWN.
+    Down,
+    /// Targets recovered.
+    Up,
+    /// Targets started flapping.
+    Flapping,
+    /// Targets are still DOWN.
+    Reminder,
+}
+
+impl NoticeKind {
+    /// `down`, `up`, `flapping` or `reminder`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Down => "down",
+            NoticeKind::Up => "up",
+            NoticeKind::Flapping => "flapping",
+            NoticeKind::Reminder => "reminder",
+        }
+    }
+}
+
+/// One target in a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeItem {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// The name it was given by.
+    pub host: Option<String>,
+    /// Why it failed, for DOWN targets.
+    pub reason: Option<String>,
+}
+
+/// A notification to deliver through one channel, listing every target it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The `[notify.NAME]` to use.
+    pub notify: String,
+    /// The monitor.
+    pub monitor: String,
+    /// What happened.
+    pub kind: NoticeKind,
+    /// The targets.
+    pub items: Vec<NoticeItem>,
+    /// When.
+    pub at_ms: u64,
+    /// Held back by a silence: recorded, not delivered.
+    pub silenced: bool,
+}
+
+/// Why an action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The monitor went DOWN (or escalated).
+    Down,
+    /// The monitor recovered.
+    Up,
+    /// `POST /v1/actions/{name}`.
+    Manual,
+}
+
+impl Trigger {
+    /// `down`, `up` or `manual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Down => "down",
+            Trigger::Up => "up",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// What the policy decided about an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it.
+    Run,
+    /// Log what would run (`--dry-run`).
+    DryRun,
+    /// Do not run it: the outcome to record (`cooldown`, `rate_limited`, `silenced`,
+    /// `refused`) and why.
+    Skip(&'static str, String),
+}
+
+/// An action the policy has judged.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    /// The action.
+    pub action: Arc<ActionSpec>,
+    /// The monitor it is for, if any (manual runs may have none).
+    pub monitor: Option<String>,
+    /// The targets that are DOWN.
+    pub targets: Vec<TargetPort>,
+    /// Why it runs.
+    pub trigger: Trigger,
+    /// Whether it runs.
+    pub verdict: Verdict,
+    /// When it was decided.
+    pub at_ms: u64,
+}
+
+/// History to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Save {
+    /// The state of a target (written when it changes).
+    Target {
+        /// Monitor.
+        monitor: String,
+        /// Address and port.
+        target: TargetPort,
+        /// Host name.
+        host: Option<String>,
+        /// Its state machine.
+        tracker: Tracker,
+        /// Its last check.
+        last: Option<LastCheck>,
+    },
+    /// A state change.
+    Event {
+        /// Monitor.
+        monitor: String,
+        /// Address and port.
+        target: TargetPort,
+        /// `down`, `up`, `flapping` or `stable`.
+        kind: &'static str,
+        /// The state before.
+        from: Health,
+        /// The state after.
+        to: Health,
+        /// Why (the failing check's reason).
+        reason: Option<String>,
+        /// When.
+        at_ms: u64,
+    },
+    /// A failed check, or the first passing one after failures.
+    Check {
+        /// Monitor.
+        monitor: String,
+        /// Address and port.
+        target: TargetPort,
+        /// The check.
+        check: LastCheck,
+    },
+    /// A silence set or lifted.
+    Silence {
+        /// Monitor.
+        monitor: String,
+        /// Until when; `None` lifts it.
+        until_ms: Option<u64>,
+    },
+}
+
+/// What the runtime must carry out.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Run (or record) an action.
+    Action(ActionRequest),
+    /// Deliver (or record) a notification.
+    Notice(Notice),
+    /// Write history.
+    Save(Save),
+}
+
+/// A chunk job that has finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The monitor.
+    pub monitor: String,
+    /// When the job was submitted.
+    pub started_ms: u64,
+}
+
+/// A target's state as stored, to restore it after a restart.
+#[derive(Debug, Clone)]
+pub struct SavedTarget {
+    /// Monitor.
+    pub monitor: String,
+    /// Address and port.
+    pub target: TargetPort,
+    /// Its state machine.
+    pub tracker: Tracker,
+    /// Its last check.
+    pub last: Option<LastCheck>,
+}
+
+/// What the store remembers of a previous run.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Target states.
+    pub targets: Vec<SavedTarget>,
+    /// Silences by monitor.
+    pub silences: Vec<(String, u64)>,
+    /// Action runs of the last hour (name, start), for cooldowns and `max_per_hour`.
+    pub action_runs: Vec<(String, u64)>,
+}
+
+/// Why a request about a monitor or action cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No monitor by that name.
+    NoMonitor(String),
+    /// No action by that name.
+    NoAction(String),
+}
+
+/// Every monitor's state and the policies over them.
+pub struct Watch {
+    config: Arc<WatchConfig>,
+    monitors: Vec<Monitor>,
+    index: HashMap<String, usize>,
+    jobs: HashMap<JobId, (String, u64)>,
+    action_runs: HashMap<String, Vec<u64>>,
+    dry_run: bool,
+}
+
+fn phase_seed(name: &str) -> u64 {
+    // A stable hash (not the std RandomState): the same monitor keeps its place in the
+    // interval across restarts.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Splits a monitor into chunks of at most [`CHUNK_PROBES`] target-ports.
+fn chunk_spaces(spec: &MonitorSpec) -> Vec<Arc<TargetSpace>> {
+    let ports = spec.ports.as_slice();
+    let host_count = spec.hosts.len() as u64;
+    let mut out = Vec::new();
+    let seed = phase_seed(&spec.name);
+    let mut push = |hosts: HostSetBuilder, ports: PortSet| {
+        // A chunk is small and valid by construction; a failure would drop only this chunk.
+        if let Ok(space) = TargetSpace::new(hosts.build(), ports, seed) {
+            out.push(Arc::new(space));
+        }
+    };
+    let add = |b: &mut HostSetBuilder, i: u64| {
+        if let Some((ip, name)) = spec.hosts.get(u128::from(i)) {
+            match name {
+                Some(n) => b.include_named(ip, n),
+                None => b.include(porthawk_core::AddrRange::single(ip)),
+            };
+        }
+    };
+    if ports.len() as u64 >= CHUNK_PROBES {
+        for i in 0..host_count {
+            for group in ports.chunks(CHUNK_PROBES as usize) {
+                let mut b = HostSetBuilder::default();
+                add(&mut b, i);
+                push(b, PortSet::from_ports(group.to_vec()));
+            }
+        }
+    } else {
+        let per = (CHUNK_PROBES / ports.len().max(1) as u64).max(1);
+        let mut i = 0;
+        while i < host_count {
+            let mut b = HostSetBuilder::default();
+            for j in i..(i + per).min(host_count) {
+                add(&mut b, j);
+            }
+            push(b, spec.ports.clone());
+            i += per;
+        }
+    }
+    out
+}
+
+impl Monitor {
+    fn new(spec: Arc<MonitorSpec>, now_ms: u64) -> Monitor {
+        let spaces = chunk_spaces(&spec);
+        let interval = spec.interval.as_millis().max(1) as u64;
+        let n = spaces.len().max(1) as u64;
+        let base = phase_seed(&spec.name) % interval;
+        let chunks = spaces
+            .into_iter()
+            .enumerate()
+            .map(|(i, space)| Chunk {
+                space,
+                due_ms: now_ms + (base + i as u64 * interval / n) % interval,
+                running: None,
+            })
+            .collect();
+        let mut targets = BTreeMap::new();
+        for i in 0..spec.hosts.len() {
+            if let Some((ip, name)) = spec.hosts.get(i) {
+                for &port in spec.ports.as_slice() {
+                    targets.insert(
+                        (ip, port),
+                        Target {
+                            host: name.cloned(),
+                            ..Target::default()
+                        },
+                    );
+                }
+            }
+        }
+        Monitor {
+            spec,
+            chunks,
+            targets,
+            incident: None,
+            outbox: Vec::new(),
+            outbox_since: None,
+            silenced_until: None,
+            last_check_ms: None,
+        }
+    }
+}
+
+/// Whether a record is a passing check, and if not, why.
+pub fn verdict(r: &ProbeRecord) -> (bool, Option<String>) {
+    match r.state {
+        PortState::Open => match (&r.reason, r.matched) {
+            (None, Some(false)) => (false, Some("open, but the reply did not match".into())),
+            (None, _) => (true, None),
+            (Some(reason), _) => (false, Some(format!("open, but {reason}"))),
+        },
+        PortState::Closed => (false, Some("closed (connection refused)".into())),
+        PortState::Filtered => (
+            false,
+            Some(format!("filtered (no answer after {} tries)", r.tries)),
+        ),
+        PortState::Unreachable | PortState::Error => {
+            let errno = r.errno.map_or("", errno_name);
+            (
+                false,
+                Some(format!("{} {errno}", r.state).trim().to_string()),
+            )
+        }
+    }
+}
+
+impl Watch {
+    /// The monitors of `config`, with states restored from a previous run.
+    pub fn new(config: Arc<WatchConfig>, restored: Restored, dry_run: bool, now_ms: u64) -> Watch {
+        let mut w = Watch {
+            config: Arc::new(WatchConfig::default()),
+            monitors: Vec::new(),
+            index: HashMap::new(),
+            jobs: HashMap::new(),
+            action_runs: HashMap::new(),
+            dry_run,
+        };
+        w.reload(config, now_ms);
+        for s in restored.targets {
+            if let Some(&i) = w.index.get(&s.monitor) {
+                if let Some(t) = w.monitors[i].targets.get_mut(&s.target) {
+                    t.tracker = s.tracker;
+                    t.last = s.last;
+                }
+            }
+        }
+        for (monitor, until) in restored.silences {
+            if let Some(&i) = w.index.get(&monitor) {
+                w.monitors[i].silenced_until = Some(until).filter(|&u| u > now_ms);
+            }
+        }
+        for (action, at) in restored.action_runs {
+            w.action_runs.entry(action).or_default().push(at);
+        }
+        // A monitor that was DOWN before the restart is in an incident whose first action
+        // has already run.
+        for m in &mut w.monitors {
+            if !m.hard_down().is_empty() {
+                m.incident = Some(Incident {
+                    fresh: false,
+                    next_action: 1,
+                    jobs_since_action: 0,
+                    last_notice_ms: now_ms,
+                });
+            }
+        }
+        w
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Arc<WatchConfig> {
+        &self.config
+    }
+
+    /// The monitors, in configuration order.
+    pub fn monitors(&self) -> &[Monitor] {
+        &self.monitors
+    }
+
+    /// A monitor by name.
+    pub fn monitor(&self, name: &str) -> Option<&Monitor> {
+        self.index.get(name).map(|&i| &self.monitors[i])
+    }
+
+    /// Whether `job` is a monitor's.
+    pub fn owns(&self, job: JobId) -> bool {
+        self.jobs.contains_key(&job)
+    }
+
+    /// Replaces the configuration. Monitors keep their targets' states, incidents and
+    /// silences by name; a monitor that probes as before keeps its schedule. Returns the
+    /// target-ports that are no longer monitored.
+    pub fn reload(&mut self, config: Arc<WatchConfig>, now_ms: u64) -> Vec<(String, TargetPort)> {
+        let mut old: HashMap<String, Monitor> = self
+            .monitors
+            .drain(..)
+            .map(|m| (m.spec.name.clone(), m))
+            .collect();
+        let mut removed = Vec::new();
+        for spec in &config.monitors {
+            let mut m = Monitor::new(Arc::clone(spec), now_ms);
+            if let Some(prev) = old.remove(&spec.name) {
+                if prev.spec.fingerprint == spec.fingerprint {
+                    m.chunks = prev.chunks;
+                } else {
+                    // Jobs of the old chunks still report into the targets they share.
+                    for (c, p) in m.chunks.iter_mut().zip(&prev.chunks) {
+                        c.running = p.running;
+                    }
+                }
+                for (k, t) in prev.targets {
+                    match m.targets.get_mut(&k) {
+                        Some(slot) => {
+                            slot.tracker = t.tracker;
+                            slot.last = t.last;
+                        }
+                        None => removed.push((spec.name.clone(), k)),
+                    }
+                }
+                m.incident = prev.incident;
+                m.outbox = prev.outbox;
+                m.outbox_since = prev.outbox_since;
+                m.silenced_until = prev.silenced_until;
+                m.last_check_ms = prev.last_check_ms;
+                if m.hard_down().is_empty() {
+                    m.incident = None;
+                }
+            }
+            self.monitors.push(m);
+        }
+        for (name, m) in old {
+            removed.extend(m.targets.into_keys().map(|k| (name.clone(), k)));
+        }
+        self.index = self
+            .monitors
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.spec.name.clone(), i))
+            .collect();
+        self.config = config;
+        removed
+    }
+
+    /// When the next chunk is due, if any monitor exists.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.monitors
+            .iter()
+            .flat_map(|m| m.chunks.iter().map(|c| c.due_ms))
+            .min()
+    }
+
+    /// The jobs of every chunk due at `now_ms`, each with its lateness in milliseconds.
+    /// `new_id` hands out job ids. A chunk whose previous job has not ended skips a turn.
+    pub fn poll_due(
+        &mut self,
+        now_ms: u64,
+        mut new_id: impl FnMut() -> JobId,
+    ) -> (Vec<(Job, u64)>, u64) {
+        let mut jobs = Vec::new();
+        let mut skipped = 0;
+        for m in &mut self.monitors {
+            let interval = m.spec.interval.as_millis().max(1) as u64;
+            for c in &mut m.chunks {
+                if c.due_ms > now_ms {
+                    continue;
+                }
+                let lateness = now_ms - c.due_ms;
+                c.due_ms += interval;
+                if c.due_ms <= now_ms {
+                    // Far behind (a stall, a suspended machine): keep the phase, skip the
+                    // missed turns.
+                    c.due_ms += (now_ms - c.due_ms) / interval * interval + interval;
+                }
+                if c.running.is_some() {
+                    skipped += 1;
+                    continue;
+                }
+                let id = new_id();
+                c.running = Some(id);
+                self.jobs.insert(id, (m.spec.name.clone(), now_ms));
+                jobs.push((
+                    Job {
+                        id,
+                        space: Arc::clone(&c.space),
+                        spec: m.spec.spec.clone(),
+                        rate: None,
+                    },
+                    lateness,
+                ));
+            }
+        }
+        (jobs, skipped)
+    }
+
+    /// Makes every chunk of monitor `name` due now; returns how many chunks it has.
+    pub fn check_now(&mut self, name: &str, now_ms: u64) -> Result<usize, Refusal> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| Refusal::NoMonitor(name.to_string()))?;
+        let m = &mut self.monitors[i];
+        for c in &mut m.chunks {
+            c.due_ms = c.due_ms.min(now_ms);
+        }
+        Ok(m.chunks.len())
+    }
+
+    /// Silences monitor `name` until `until_ms` (`None` lifts the silence).
+    pub fn silence(&mut self, name: &str, until_ms: Option<u64>) -> Result<Vec<Effect>, Refusal> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| Refusal::NoMonitor(name.to_string()))?;
+        self.monitors[i].silenced_until = until_ms;
+        Ok(vec![Effect::Save(Save::Silence {
+            monitor: name.to_string(),
+            until_ms,
+        })])
+    }
+
+    /// Judges a run of action `name` requested by hand.
+    pub fn run_action(
+        &mut self,
+        name: &str,
+        monitor: Option<&str>,
+        now_ms: u64,
+    ) -> Result<ActionRequest, Refusal> {
+        let action = self
+            .config
+            .actions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Refusal::NoAction(name.to_string()))?;
+        let (monitor, targets) = match monitor {
+            Some(m) => {
+                let mon = self
+                    .monitor(m)
+                    .ok_or_else(|| Refusal::NoMonitor(m.to_string()))?;
+                let down = mon.hard_down().into_iter().map(|(k, _, _)| k).collect();
+                (Some(m.to_string()), down)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(self.judge(action, monitor, targets, Trigger::Manual, false, now_ms))
+    }
+
+    fn judge(
+        &mut self,
+        action: Arc<ActionSpec>,
+        monitor: Option<String>,
+        targets: Vec<TargetPort>,
+        trigger: Trigger,
+        silenced: bool,
+        now_ms: u64,
+    ) -> ActionRequest {
+        let verdict = if silenced {
+            Verdict::Skip("silenced", "the monitor is silenced".into())
+        } else if matches!(action.kind, super::config::ActionKind::Reboot)
+            && !self.config.allow_reboot
+        {
+            Verdict::Skip(
+                "refused",
+                "reboot actions need allow_reboot = true in the config".into(),
+            )
+        } else {
+            let runs = self.action_runs.entry(action.name.clone()).or_default();
+            runs.retain(|&t| t + HOUR_MS > now_ms);
+            let cooldown = action.cooldown.as_millis() as u64;
+            match runs.last() {
+                Some(&last) if cooldown > 0 && now_ms < last + cooldown => Verdict::Skip(
+                    "cooldown",
+                    format!(
+                        "in cooldown for another {} s",
+                        (last + cooldown - now_ms).div_ceil(1000)
+                    ),
+                ),
+                _ if runs.len() as u64 >= u64::from(action.max_per_hour) => Verdict::Skip(
+                    "rate_limited",
+                    format!("ran {} times in the last hour (max_per_hour)", runs.len()),
+                ),
+                _ => {
+                    runs.push(now_ms);
+                    if self.dry_run {
+                        Verdict::DryRun
+                    } else {
+                        Verdict::Run
+                    }
+                }
+            }
+        };
+        ActionRequest {
+            action,
+            monitor,
+            targets,
+            trigger,
+            verdict,
+            at_ms: now_ms,
+        }
+    }
+
+    /// Feeds the records of a monitor job; returns what to do.
+    pub fn on_records(&mut self, job: JobId, records: &[ProbeRecord], now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some((name, _)) = self.jobs.get(&job) else {
+            return effects;
+        };
+        let Some(&i) = self.index.get(name) else {
+            return effects;
+        };
+        let name = name.clone();
+        let mut went_down = false;
+        let mut came_up = false;
+        {
+            let m = &mut self.monitors[i];
+            let thresholds = m.spec.thresholds;
+            for r in records {
+                let key = (r.ip, r.port);
+                let Some(t) = m.targets.get_mut(&key) else {
+                    continue;
+                };
+                let (ok, reason) = verdict(r);
+                let check = LastCheck {
+                    at_ms: now_ms,
+                    ok,
+                    state: r.state,
+                    rtt_us: r.rtt_us,
+                    reason: reason.clone(),
+                };
+                let was_failing = t.last.as_ref().is_some_and(|l| !l.ok);
+                let before = t.tracker.clone();
+                let changes = t.tracker.observe(ok, now_ms, &thresholds);
+                t.last = Some(check.clone());
+                if !ok || was_failing {
+                    effects.push(Effect::Save(Save::Check {
+                        monitor: name.clone(),
+                        target: key,
+                        check,
+                    }));
+                }
+                let flapping = t.tracker.flapping;
+                for change in changes {
+                    let (kind, from, to) = match change {
+                        Change::Became { from, to } => (to.as_str(), from, to),
+                        Change::FlapStarted => ("flapping", t.tracker.hard, t.tracker.hard),
+                        Change::FlapStopped { now } => ("stable", now, now),
+                    };
+                    effects.push(Effect::Save(Save::Event {
+                        monitor: name.clone(),
+                        target: key,
+                        kind,
+                        from,
+                        to,
+                        reason: if to == Health::Down {
+                            reason.clone()
+                        } else {
+                            None
+                        },
+                        at_ms: now_ms,
+                    }));
+                    let note = |kind| Note {
+                        kind,
+                        target: key,
+                        host: t.host.clone(),
+                        reason: reason.clone(),
+                    };
+                    match change {
+                        Change::FlapStarted => m.outbox.push(note(NoticeKind::Flapping)),
+                        Change::Became {
+                            to: Health::Down, ..
+                        } if !flapping => {
+                            m.outbox.push(note(NoticeKind::Down));
+                            went_down = true;
+                        }
+                        Change::FlapStopped { now: Health::Down } => {
+                            m.outbox.push(note(NoticeKind::Down));
+                            went_down = true;
+                        }
+                        Change::Became {
+                            from: Health::Down,
+                            to: Health::Up,
+                        } if !flapping => {
+                            m.outbox.push(note(NoticeKind::Up));
+                            came_up = true;
+                        }
+                        Change::FlapStopped { now: Health::Up } => {
+                            m.outbox.push(note(NoticeKind::Up));
+                            came_up = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if before != t.tracker {
+                    effects.push(Effect::Save(Save::Target {
+                        monitor: name.clone(),
+                        target: key,
+                        host: t.host.as_deref().map(str::to_string),
+                        tracker: t.tracker.clone(),
+                        last: t.last.clone(),
+                    }));
+                }
+            }
+            if !m.outbox.is_empty() && m.outbox_since.is_none() {
+                m.outbox_since = Some(now_ms);
+            }
+        }
+        if went_down {
+            self.open_incident(i, now_ms, &mut effects);
+        }
+        if came_up {
+            self.maybe_close_incident(i, now_ms, &mut effects);
+        }
+        effects
+    }
+
+    fn open_incident(&mut self, i: usize, now_ms: u64, effects: &mut Vec<Effect>) {
+        let m = &self.monitors[i];
+        if m.incident.is_some() {
+            return;
+        }
+        let silenced = m.silenced(now_ms);
+        let spec = Arc::clone(&m.spec);
+        let down: Vec<TargetPort> = m.hard_down().into_iter().map(|(k, _, _)| k).collect();
+        self.monitors[i].incident = Some(Incident {
+            fresh: true,
+            next_action: 1,
+            jobs_since_action: 0,
+            last_notice_ms: now_ms,
+        });
+        let first = spec.down_actions().next().map(str::to_string);
+        if let Some(first) = first {
+            if let Some(action) = self.config.actions.get(&first).cloned() {
+                let req = self.judge(
+                    action,
+                    Some(spec.name.clone()),
+                    down,
+                    Trigger::Down,
+                    silenced,
+                    now_ms,
+                );
+                effects.push(Effect::Action(req));
+            }
+        }
+    }
+
+    fn maybe_close_incident(&mut self, i: usize, now_ms: u64, effects: &mut Vec<Effect>) {
+        let m = &self.monitors[i];
+        if m.incident.is_none() || !m.hard_down().is_empty() {
+            return;
+        }
+        let silenced = m.silenced(now_ms);
+        let spec = Arc::clone(&m.spec);
+        self.monitors[i].incident = None;
+        for name in spec.up_actions() {
+            if let Some(action) = self.config.actions.get(name).cloned() {
+                let req = self.judge(
+                    action,
+                    Some(spec.name.clone()),
+                    Vec::new(),
+                    Trigger::Up,
+                    silenced,
+                    now_ms,
+                );
+                effects.push(Effect::Action(req));
+            }
+        }
+    }
+
+    /// Marks a monitor job finished: escalates an incident that outlasted its action.
+    /// Returns what to do, and the job's monitor and start (for its duration).
+    pub fn on_job_done(&mut self, job: JobId, now_ms: u64) -> (Vec<Effect>, Option<Finished>) {
+        let mut effects = Vec::new();
+        let Some((name, started_ms)) = self.jobs.remove(&job) else {
+            return (effects, None);
+        };
+        let finished = Finished {
+            monitor: name.clone(),
+            started_ms,
+        };
+        let Some(&i) = self.index.get(&name) else {
+            return (effects, Some(finished));
+        };
+        let m = &mut self.monitors[i];
+        m.last_check_ms = Some(now_ms);
+        for c in &mut m.chunks {
+            if c.running == Some(job) {
+                c.running = None;
+            }
+        }
+        let chunks = m.chunks.len().max(1) as u64;
+        let silenced = m.silenced(now_ms);
+        let spec = Arc::clone(&m.spec);
+        let actions: Vec<&str> = spec.down_actions().collect();
+        let Some(inc) = m.incident.as_mut() else {
+            return (effects, Some(finished));
+        };
+        if inc.fresh {
+            inc.fresh = false;
+        } else {
+            inc.jobs_since_action += 1;
+        }
+        let Some(prev) = inc
+            .next_action
+            .checked_sub(1)
+            .and_then(|p| actions.get(p))
+            .and_then(|n| self.config.actions.get(*n))
+        else {
+            return (effects, Some(finished));
+        };
+        let due = inc.next_action < actions.len()
+            && inc.jobs_since_action >= u64::from(prev.escalate_after) * chunks;
+        if due {
+            let next = actions[inc.next_action];
+            inc.next_action += 1;
+            inc.jobs_since_action = 0;
+            let down = m.hard_down().into_iter().map(|(k, _, _)| k).collect();
+            if let Some(action) = self.config.actions.get(next).cloned() {
+                let req = self.judge(action, Some(name), down, Trigger::Down, silenced, now_ms);
+                effects.push(Effect::Action(req));
+            }
+        }
+        (effects, Some(finished))
+    }
+
+    /// Sends grouped notifications whose wait is over, and reminders that are due.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for m in &mut self.monitors {
+            if m.silenced_until.is_some_and(|u| u <= now_ms) {
+                m.silenced_until = None;
+                effects.push(Effect::Save(Save::Silence {
+                    monitor: m.spec.name.clone(),
+                    until_ms: None,
+                }));
+            }
+            let silenced = m.silenced(now_ms);
+            let wait = m.spec.group_wait.as_millis() as u64;
+            if m.outbox_since.is_some_and(|s| now_ms >= s + wait) {
+                m.outbox_since = None;
+                let mut by_kind: BTreeMap<NoticeKind, Vec<NoticeItem>> = BTreeMap::new();
+                for n in m.outbox.drain(..) {
+                    by_kind.entry(n.kind).or_default().push(NoticeItem {
+                        ip: n.target.0,
+                        port: n.target.1,
+                        host: n.host.as_deref().map(str::to_string),
+                        reason: if n.kind == NoticeKind::Up {
+                            None
+                        } else {
+                            n.reason
+                        },
+                    });
+                }
+                for (kind, items) in by_kind {
+                    let notifiers: Vec<&str> = if kind == NoticeKind::Up {
+                        m.spec.up_notifiers().collect()
+                    } else {
+                        m.spec.down_notifiers().collect()
+                    };
+                    for notify in notifiers {
+                        effects.push(Effect::Notice(Notice {
+                            notify: notify.to_string(),
+                            monitor: m.spec.name.clone(),
+                            kind,
+                            items: items.clone(),
+                            at_ms: now_ms,
+                            silenced,
+                        }));
+                    }
+                }
+                if let Some(inc) = m.incident.as_mut() {
+                    inc.last_notice_ms = now_ms;
+                }
+            }
+            if let (Some(remind), Some(inc)) = (m.spec.remind, m.incident.as_ref()) {
+                if now_ms >= inc.last_notice_ms + remind.as_millis() as u64 {
+                    let items: Vec<NoticeItem> = m
+                        .hard_down()
+                        .into_iter()
+                        .map(|(k, host, reason)| NoticeItem {
+                            ip: k.0,
+                            port: k.1,
+                            host: host.as_deref().map(str::to_string),
+                            reason,
+                        })
+                        .collect();
+                    for notify in m.spec.down_notifiers() {
+                        effects.push(Effect::Notice(Notice {
+                            notify: notify.to_string(),
+                            monitor: m.spec.name.clone(),
+                            kind: NoticeKind::Reminder,
+                            items: items.clone(),
+                            at_ms: now_ms,
+                            silenced,
+                        }));
+                    }
+                    if let Some(inc) = m.incident.as_mut() {
+                        inc.last_notice_ms = now_ms;
+                    }
+                }
+            }
+        }
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::config;
+
+    /// A fake clock: milliseconds that the test moves.
+    struct Clock(u64);
+
+    impl Clock {
+        fn advance(&mut self, ms: u64) -> u64 {
+            self.0 += ms;
+            self.0
+        }
+    }
+
+    const CONFIG: &str = r#"
+[[monitor]]
+name = "web"
+targets = ["127.0.0.1-127.0.0.3"]
+ports = "80"
+interval = "1s"
+timeout = "200ms"
+fail_after = 2
+recover_after = 1
+flap_changes = 4
+flap_window = "1m"
+on_down = ["restart", "reboot", "ops"]
+on_up = ["ops", "after"]
+remind = "10s"
+group_wait = "500ms"
+
+[action.restart]
+exec = ["systemctl", "restart", "web"]
+cooldown = "5s"
+max_per_hour = 2
+escalate_after = 3
+
+[action.reboot]
+reboot = true
+
+[action.after]
+exec = ["true"]
+cooldown = "0s"
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+"#;
+
+    struct Rig {
+        watch: Watch,
+        clock: Clock,
+        next: u64,
+    }
+
+    impl Rig {
+        fn new(text: &str) -> Rig {
+            let config = Arc::new(config::parse("t.toml", text).unwrap());
+            let clock = Clock(1_000_000);
+            Rig {
+                watch: Watch::new(config, Restored::default(), false, clock.0),
+                clock,
+                next: 1,
+            }
+        }
+
+        /// Runs one round at the current time: every due job reports `up` per address.
+        fn round(&mut self, up: &dyn Fn(IpAddr) -> bool) -> Vec<Effect> {
+            let now = self.clock.0;
+            let next = &mut self.next;
+            let (jobs, _) = self.watch.poll_due(now, || {
+                *next += 1;
+                JobId(*next)
+            });
+            let mut effects = Vec::new();
+            for (job, _) in jobs {
+                let records: Vec<ProbeRecord> = (0..job.space.len())
+                    .filter_map(|i| job.space.get(i))
+                    .map(|a| {
+                        let state = if up(a.ip()) {
+                            PortState::Open
+                        } else {
+                            PortState::Closed
+                        };
+                        ProbeRecord::new(a.ip(), a.port(), state, 10, 1)
+                    })
+                    .collect();
+                effects.extend(self.watch.on_records(job.id, &records, now));
+                effects.extend(self.watch.on_job_done(job.id, now).0);
+            }
+            effects.extend(self.watch.tick(now));
+            effects
+        }
+
+        /// Advances one interval (and the group wait) and runs a round.
+        fn step(&mut self, up: &dyn Fn(IpAddr) -> bool) -> Vec<Effect> {
+            let mut e = self.round(up);
+            self.clock.advance(500);
+            e.extend(self.watch.tick(self.clock.0));
+            self.clock.advance(500);
+            e
+        }
+    }
+
+    fn actions(effects: &[Effect]) -> Vec<(String, Trigger, Verdict)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Action(a) => Some((a.action.name.clone(), a.trigger, a.verdict.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn notices(effects: &[Effect]) -> Vec<&Notice> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notice(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn all_up(_: IpAddr) -> bool {
+        true
+    }
+
+    fn none_up(_: IpAddr) -> bool {
+        false
+    }
+
+    #[test]
+    fn jobs_are_spread_over_the_interval_and_late_by_nothing() {
+        let text = r#"
+[[monitor]]
+name = "big"
+targets = ["127.0.0.0/22"]
+ports = "22,80,443,8080"
+interval = "10s"
+"#;
+        let mut rig = Rig::new(text);
+        // 1024 hosts × 4 ports = 4096 target-ports = 16 chunks.
+        let start = rig.clock.0;
+        let mut starts = Vec::new();
+        let mut id = 0;
+        for _ in 0..100 {
+            let now = rig.clock.advance(100);
+            let (jobs, skipped) = rig.watch.poll_due(now, || {
+                id += 1;
+                JobId(id)
+            });
+            assert_eq!(skipped, 0);
+            for (job, late) in jobs {
+                assert!(late < 100, "{late}");
+                starts.push(now - start);
+                rig.watch.on_job_done(job.id, now);
+            }
+        }
+        assert_eq!(starts.len(), 16, "{starts:?}");
+        // Evenly spread: no two chunks within 500 ms of each other (10 s / 16 = 625 ms).
+        starts.sort_unstable();
+        for w in starts.windows(2) {
+            assert!(w[1] - w[0] >= 500, "{starts:?}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_still_running_skips_its_turn() {
+        let mut rig = Rig::new(CONFIG);
+        let mut id = 0;
+        let now = rig.clock.advance(1000);
+        let (jobs, _) = rig.watch.poll_due(now, || {
+            id += 1;
+            JobId(id)
+        });
+        assert_eq!(jobs.len(), 1);
+        let now = rig.clock.advance(1000);
+        let (jobs, skipped) = rig.watch.poll_due(now, || JobId(99));
+        assert!(jobs.is_empty());
+        assert_eq!(skipped, 1);
+    }
+
+    #[test]
+    fn down_runs_first_action_and_groups_notifications() {
+        let mut rig = Rig::new(CONFIG);
+        let e = rig.step(&all_up);
+        assert!(actions(&e).is_empty() && notices(&e).is_empty());
+        // All three fail: DOWN after two checks, one action, one notice listing all three.
+        let mut e = rig.step(&none_up);
+        assert!(actions(&e).is_empty());
+        e.extend(rig.step(&none_up));
+        assert_eq!(
+            actions(&e),
+            [("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        let n = notices(&e);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].kind, NoticeKind::Down);
+        assert_eq!(n[0].notify, "ops");
+        assert_eq!(n[0].items.len(), 3);
+        assert!(n[0].items[0].reason.as_deref().unwrap().contains("closed"));
+        let m = rig.watch.monitor("web").unwrap();
+        assert_eq!(m.counts().down, 3);
+        assert_eq!(m.overall(), "down");
+        // Recovery: one UP notice and the on_up action.
+        let e = rig.step(&all_up);
+        assert_eq!(
+            actions(&e),
+            [("after".to_string(), Trigger::Up, Verdict::Run)]
+        );
+        let n = notices(&e);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].kind, NoticeKind::Up);
+        assert_eq!(n[0].items.len(), 3);
+    }
+
+    #[test]
+    fn escalation_runs_the_next_action_after_escalate_after_checks() {
+        let mut rig = Rig::new(CONFIG);
+        rig.step(&all_up);
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            all.extend(rig.step(&none_up));
+        }
+        assert_eq!(actions(&all).len(), 1);
+        // restart has escalate_after = 3: three more DOWN checks, then reboot, which the
+        // config does not allow.
+        let mut later = Vec::new();
+        for _ in 0..2 {
+            later.extend(rig.step(&none_up));
+        }
+        assert!(actions(&later).is_empty(), "{:?}", actions(&later));
+        later.extend(rig.step(&none_up));
+        let a = actions(&later);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].0, "reboot");
+        assert!(matches!(a[0].2, Verdict::Skip("refused", _)), "{a:?}");
+        // No further actions: the list is exhausted.
+        let mut rest = Vec::new();
+        for _ in 0..10 {
+            rest.extend(rig.step(&none_up));
+        }
+        assert!(actions(&rest).is_empty());
+    }
+
+    #[test]
+    fn cooldown_and_max_per_hour_hold_actions_back() {
+        let mut rig = Rig::new(&CONFIG.replace("flap_changes = 4", "flap_changes = 100"));
+        rig.step(&all_up);
+        let mut verdicts = Vec::new();
+        // Outages of 2 checks, recoveries of 1: the restart is asked for every 3 s.
+        for _ in 0..6 {
+            let mut e = rig.step(&none_up);
+            e.extend(rig.step(&none_up));
+            e.extend(rig.step(&all_up));
+            verdicts.extend(
+                actions(&e)
+                    .into_iter()
+                    .filter(|a| a.0 == "restart")
+                    .map(|a| a.2),
+            );
+        }
+        let kinds: Vec<&str> = verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Run => "run",
+                Verdict::DryRun => "dry",
+                Verdict::Skip(k, _) => k,
+            })
+            .collect();
+        // Cooldown 5 s: run, (3 s later) cooldown, (6 s) run, cooldown, then the hour's
+        // budget of 2 is spent.
+        assert_eq!(
+            kinds,
+            [
+                "run",
+                "cooldown",
+                "run",
+                "cooldown",
+                "rate_limited",
+                "rate_limited"
+            ]
+        );
+        // An hour later the budget is back.
+        rig.clock.advance(HOUR_MS);
+        let mut e = rig.step(&none_up);
+        e.extend(rig.step(&none_up));
+        assert!(actions(&e)
+            .iter()
+            .any(|a| a.0 == "restart" && a.2 == Verdict::Run));
+    }
+
+    #[test]
+    fn flapping_target_is_reported_once_and_runs_no_action() {
+        let mut rig = Rig::new(CONFIG);
+        rig.step(&all_up);
+        let mut e = Vec::new();
+        // 127.0.0.1 flaps (down two checks, up one); the others stay up.
+        let flappy = |ip: IpAddr| ip != IpAddr::from([127, 0, 0, 1]);
+        for _ in 0..12 {
+            e.extend(rig.step(&flappy));
+            e.extend(rig.step(&flappy));
+            e.extend(rig.step(&all_up));
+        }
+        let n = notices(&e);
+        let flapping = n.iter().filter(|n| n.kind == NoticeKind::Flapping).count();
+        assert_eq!(flapping, 1, "{n:?}");
+        // Before it counted as flapping: DOWN, UP, DOWN (the 4th change starts flapping).
+        let downs = n.iter().filter(|n| n.kind == NoticeKind::Down).count();
+        assert_eq!(downs, 2, "{n:?}");
+        let restarts = actions(&e)
+            .iter()
+            .filter(|a| a.0 == "restart" && a.2 == Verdict::Run)
+            .count();
+        assert!(restarts <= 2, "{:?}", actions(&e));
+        assert_eq!(rig.watch.monitor("web").unwrap().overall(), "flapping");
+    }
+
+    #[test]
+    fn reminders_repeat_while_down_and_silence_holds_back() {
+        let mut rig = Rig::new(CONFIG);
+        rig.step(&all_up);
+        let mut e = Vec::new();
+        for _ in 0..25 {
+            e.extend(rig.step(&none_up));
+        }
+        let reminders = notices(&e)
+            .iter()
+            .filter(|n| n.kind == NoticeKind::Reminder)
+            .count();
+        // DOWN at the 2nd check; remind every 10 s over 23 more seconds.
+        assert_eq!(reminders, 2);
+        // Silenced: notices are still produced, marked silenced; actions are skipped.
+        let now = rig.clock.0;
+        rig.watch.silence("web", Some(now + 60_000)).unwrap();
+        let mut e = rig.step(&all_up);
+        e.extend(rig.step(&none_up));
+        e.extend(rig.step(&none_up));
+        let n = notices(&e);
+        assert!(!n.is_empty() && n.iter().all(|n| n.silenced), "{n:?}");
+        assert!(actions(&e)
+            .iter()
+            .all(|a| matches!(a.2, Verdict::Skip("silenced", _))));
+        assert_eq!(
+            rig.watch.silence("nope", None).unwrap_err(),
+            Refusal::NoMonitor("nope".into())
+        );
+    }
+
+    #[test]
+    fn reload_keeps_state_of_unchanged_monitors() {
+        let mut rig = Rig::new(CONFIG);
+        rig.step(&all_up);
+        rig.step(&none_up);
+        rig.step(&none_up);
+        assert_eq!(rig.watch.monitor("web").unwrap().counts().down, 3);
+        // Same monitor, one target fewer, and a new monitor.
+        let text = CONFIG.replace("127.0.0.1-127.0.0.3", "127.0.0.1-127.0.0.2")
+            + "\n[[monitor]]\nname = \"new\"\ntargets = [\"127.0.0.9\"]\nports = \"1\"\n";
+        let config = Arc::new(config::parse("t.toml", &text).unwrap());
+        let removed = rig.watch.reload(config, rig.clock.0);
+        assert_eq!(
+            removed,
+            [("web".to_string(), (IpAddr::from([127, 0, 0, 3]), 80))]
+        );
+        let m = rig.watch.monitor("web").unwrap();
+        assert_eq!(m.counts().down, 2);
+        assert_eq!(rig.watch.monitor("new").unwrap().counts().pending, 1);
+        // The incident survives: recovery runs the on_up action, not a second restart.
+        let e = rig.step(&all_up);
+        assert!(
+            actions(&e).iter().all(|a| a.0 == "after"),
+            "{:?}",
+            actions(&e)
+        );
+    }
+
+    #[test]
+    fn restored_state_survives_a_restart_without_rerunning_actions() {
+        let config = Arc::new(config::parse("t.toml", CONFIG).unwrap());
+        let ip = IpAddr::from([127, 0, 0, 2]);
+        let restored = Restored {
+            targets: vec![SavedTarget {
+                monitor: "web".into(),
+                target: (ip, 80),
+                tracker: Tracker::restored(Health::Down, 0, 0, 5, false),
+                last: None,
+            }],
+            silences: vec![],
+            action_runs: vec![("restart".into(), 999_000)],
+        };
+        let mut rig = Rig::new(CONFIG);
+        rig.watch = Watch::new(config, restored, false, rig.clock.0);
+        assert_eq!(rig.watch.monitor("web").unwrap().counts().down, 1);
+        let e = rig.step(&|a| a != ip);
+        assert!(actions(&e).is_empty(), "{:?}", actions(&e));
+    }
+
+    #[test]
+    fn dry_run_and_manual_runs_are_judged_too() {
+        let config = Arc::new(config::parse("t.toml", CONFIG).unwrap());
+        let mut w = Watch::new(config, Restored::default(), true, 0);
+        let r = w.run_action("restart", Some("web"), 1000).unwrap();
+        assert_eq!(r.verdict, Verdict::DryRun);
+        assert_eq!(r.trigger, Trigger::Manual);
+        let r = w.run_action("restart", None, 2000).unwrap();
+        assert!(matches!(r.verdict, Verdict::Skip("cooldown", _)));
+        assert_eq!(
+            w.run_action("rm-rf", None, 0).unwrap_err(),
+            Refusal::NoAction("rm-rf".into())
+        );
+    }
+
+    #[test]
+    fn failures_are_explained() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut r = ProbeRecord::new(ip, 1, PortState::Open, 1, 1);
+        assert_eq!(verdict(&r), (true, None));
+        r.matched = Some(false);
+        assert!(!verdict(&r).0);
+        r.reason = Some("expect: no match".into());
+        assert_eq!(verdict(&r).1.as_deref(), Some("open, but expect: no match"));
+        let r = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
+        assert!(verdict(&r).1.unwrap().contains("2 tries"));
+    }
+}
