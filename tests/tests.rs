@@ -12,10 +12,17 @@
 //! - Tests stop only the processes they started, by their handle.
 //!
 //! Modules by area: `scan` (sweeps against listener farms), `usage` (bad input exits 2), `bench`
-//! (a short `porthawk bench` run), `netns`
-//! (filtered and unreachable ports behind nftables rules in a private network namespace).
+//! (a short `porthawk bench` run), `monitor` (`porthawk serve` watching a listener, with
+//! actions, email and webhooks to sinks the test runs, and the status page), `netns`
+//! (filtered and unreachable ports behind nftables rules in a private network namespace),
+//! `daemons` (dialogs, identification and TLS against real daemons from Debian's packages, with
+//! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata).
 
 mod bench;
+mod check;
+mod daemon_util;
+mod daemons;
+mod monitor;
 mod netns;
 mod scan;
 mod serve;

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
             let line = line.strip_prefix("error: ").unwrap_or(line);
             // For `check`, bad arguments are UNKNOWN (3), as monitoring systems expect.
             if std::env::args().nth(1).as_deref() == Some("check") {
-                println!("PORTHAWK UNKNOWN - {line}");
+                // A `|` would start the perfdata early (an --expect pattern quoted here may
+                // have one): write it as banners do.
+                println!("PORTHAWK UNKNOWN - {}", line.replace('|', "\\x7c"));
                 return ExitCode::from(check::UNKNOWN);
             }
             eprintln!("porthawk: {line}");
@@ -49,7 +51,8 @@ fn main() -> ExitCode {
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {
-                println!("PORTHAWK UNKNOWN - {err:#}");
+                let text = format!("{err:#}").replace('|', "\\x7c");
+                println!("PORTHAWK UNKNOWN - {text}");
                 return ExitCode::from(check::UNKNOWN);
             }
             ok => ok,

@@ -402,7 +402,14 @@ impl Conversation {
             Some(DialogStep::StartTls) => "in the TLS handshake",
             _ => "reading",
         };
-        self.fail(format!("{} while {what}", crate::errno_name(errno)))
+        let name = crate::errno_name(errno);
+        if self.rx.is_empty() {
+            self.fail(format!("{name} while {what}"))
+        } else {
+            // What the peer said before it reset the connection is the useful part.
+            let got = printable(&self.rx, QUOTE_LIMIT);
+            self.fail(format!("got '{got}', then {name} while {what}"))
+        }
     }
 
     /// The first reply of the dialog, capped at [`BANNER_LIMIT`] bytes; `None` if the dialog
@@ -411,10 +418,12 @@ impl Conversation {
         (self.have_banner && !self.banner.is_empty()).then_some(self.banner.as_slice())
     }
 
-    /// Whether the replies matched: `Some` only for dialogs that expect something.
+    /// Whether the replies matched: `Some` only for dialogs that expect something. A TLS
+    /// handshake counts as an expectation: `--preset tls` passes or fails on it alone.
     pub fn matched(&self) -> Option<bool> {
         let dialog = self.dialog.as_ref()?;
-        dialog.expects().then_some(self.reason.is_none())
+        let handshakes = dialog.steps.contains(&DialogStep::StartTls);
+        (dialog.expects() || handshakes).then_some(self.reason.is_none())
     }
 
     /// Why the dialog failed: which step and what happened.
@@ -790,6 +799,11 @@ mod tests {
                 smtp(),
                 vec![Peer::Closes],
                 "step 1: connection closed, wanted ^220",
+            ),
+            (
+                smtp(),
+                vec![Peer::Says(b"22"), Peer::Resets],
+                "step 1: got '22', then ECONNRESET while reading",
             ),
             (
                 Dialog::send_expect(Some(b"PING\r\n".to_vec()), Some(Pattern::literal("+PONG"))),

@@ -177,7 +177,8 @@ const IMAP_STARTTLS: &[PresetStep] = &[
 const FTP: &[PresetStep] = &[
     Expect {
         expect: r"(?m)^220 ",
-        reject: Some(r"^[45]\d\d"),
+        // A mail server greets with 220 too; it names itself (E)SMTP.
+        reject: Some(r"^[45]\d\d|(?m)^220[ -].*\bE?SMTP\b"),
     },
     Send(b"QUIT\r\n"),
 ];
@@ -226,11 +227,12 @@ const MYSQL: &[PresetStep] = &[Expect {
 }];
 
 // An SSLRequest (length 8, code 80877103): a PostgreSQL server answers one byte, `S` or `N`,
-// without logging a failed connection the way a bad startup packet would.
+// without logging a failed connection the way a bad startup packet would. The byte must be the
+// whole reply: an SSH server's version line starts with `S` too.
 const POSTGRES: &[PresetStep] = &[
     Send(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"),
     Expect {
-        expect: r"^[SN]",
+        expect: r"(?-u)\A[SN]\z",
         reject: Some(r"^E"),
     },
 ];
@@ -753,6 +755,21 @@ mod tests {
         assert_eq!(sent, b"EHLO porthawk\r\nQUIT\r\n");
         let (_, _, sent) = converse("postgres", &[Says(b"S")]);
         assert_eq!(sent, b"\x00\x00\x00\x08\x04\xd2\x16\x2f");
+        // An SSH server (its version line starts with `S`) is no PostgreSQL; regression test
+        // for a real OpenSSH that passed the postgres preset.
+        let (matched, reason, _) = converse(
+            "postgres",
+            &[
+                Says(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n"),
+                Says(b"Invalid SSH identification string.\r\n"),
+                Closes,
+            ],
+        );
+        assert_eq!(matched, Some(false));
+        assert!(
+            reason.is_some_and(|r| r.starts_with("step 2: got 'SSH-2.0-OpenSSH_9.2p1")),
+            "postgres preset against sshd"
+        );
         let (_, _, sent) = converse("imap-starttls", &[Says(DOVECOT_IMAP), Says(b"a1 OK\r\n")]);
         assert_eq!(sent, b"a1 STARTTLS\r\n");
         // The identify preset probes a silent server and leaves a talkative one alone.
