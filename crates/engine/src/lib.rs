@@ -201,6 +201,8 @@ impl JobHandle {
 /// The running engine: shard threads waiting for jobs.
 pub struct Engine {
     shards: Vec<(Sender<ShardCmd>, JoinHandle<()>)>,
+    /// Probes in flight on each shard, as each shard last saw it.
+    shard_inflight: Vec<Arc<AtomicUsize>>,
     frames: Receiver<Vec<u8>>,
     backend: Backend,
     inflight: usize,
@@ -233,7 +235,11 @@ impl Engine {
         };
         let (frames_tx, frames) = crossbeam_channel::bounded(config.channel_frames.max(1));
         let mut shards = Vec::with_capacity(config.shards);
+        let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
         for index in 0..config.shards {
+            let gauge = Arc::clone(&shard_inflight[index]);
             let (tx, rx) = crossbeam_channel::unbounded();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_config = ShardConfig {
@@ -252,7 +258,7 @@ impl Engine {
                         Backend::Uring => match UringDriver::new(per_shard) {
                             Ok(d) => {
                                 let _ = ready_tx.send(Ok(()));
-                                Shard::new(shard_config, d, per_shard, rx, frames_tx).run();
+                                Shard::new(shard_config, d, per_shard, rx, frames_tx, gauge).run();
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -261,7 +267,7 @@ impl Engine {
                         Backend::Epoll => match EpollDriver::new(per_shard) {
                             Ok(d) => {
                                 let _ = ready_tx.send(Ok(()));
-                                Shard::new(shard_config, d, per_shard, rx, frames_tx).run();
+                                Shard::new(shard_config, d, per_shard, rx, frames_tx, gauge).run();
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -291,6 +297,7 @@ impl Engine {
         }
         Ok(Engine {
             shards,
+            shard_inflight,
             frames,
             backend,
             inflight: per_shard * config.shards,
@@ -311,6 +318,14 @@ impl Engine {
     /// Probes in flight at most, across shards.
     pub fn inflight(&self) -> usize {
         self.inflight
+    }
+
+    /// Probes in flight on each shard right now (as of each shard's last loop turn).
+    pub fn inflight_per_shard(&self) -> Vec<usize> {
+        self.shard_inflight
+            .iter()
+            .map(|g| g.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// A fresh job id, unique within this engine.

@@ -2,7 +2,7 @@
 //! slice of every job's target space.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub(crate) struct Shard<D: Driver> {
     restart: Vec<u32>,
     completions: Vec<Completion>,
     next_job: usize,
+    /// Where the shard publishes how many probes it has in flight (for metrics).
+    inflight_gauge: Arc<AtomicUsize>,
 }
 
 impl<D: Driver> Shard<D> {
@@ -87,6 +89,7 @@ impl<D: Driver> Shard<D> {
         slots: usize,
         commands: Receiver<ShardCmd>,
         frames: Sender<Vec<u8>>,
+        inflight_gauge: Arc<AtomicUsize>,
     ) -> Self {
         let now = Instant::now();
         Shard {
@@ -110,6 +113,7 @@ impl<D: Driver> Shard<D> {
             restart: Vec::with_capacity(slots),
             completions: Vec::with_capacity(slots),
             next_job: 0,
+            inflight_gauge,
         }
     }
 
@@ -208,6 +212,8 @@ impl<D: Driver> Shard<D> {
             self.complete(c.slot, c.event, now);
         }
         self.flush(now);
+        self.inflight_gauge
+            .store(self.slots.len() - self.free.len(), Ordering::Relaxed);
         Ok(())
     }
 

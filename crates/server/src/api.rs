@@ -614,6 +614,10 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
     responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .0
+        .metrics
+        .set_shard_inflight(&state.0.engine.inflight_per_shard());
     (
         [(
             CONTENT_TYPE,

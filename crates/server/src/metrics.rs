@@ -18,6 +18,13 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// A `shard` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    /// The shard's index.
+    pub shard: u16,
+}
+
 /// The labels of an API request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -38,6 +45,8 @@ pub struct Metrics {
     pub probes_per_second: Gauge<f64, AtomicU64>,
     /// Probes the engine keeps in flight at most.
     pub inflight_limit: Gauge,
+    /// Probes in flight now, per shard.
+    pub shard_inflight: Family<ShardLabel, Gauge>,
     /// Connect latency of open and closed verdicts.
     pub connect_latency: Histogram,
     /// Frames taken from the engine's channel.
@@ -72,6 +81,12 @@ impl Default for Metrics {
             "probes_per_second",
             "Probes finished per second, over the last second",
             probes_per_second.clone(),
+        );
+        let shard_inflight = Family::<ShardLabel, Gauge>::default();
+        registry.register(
+            "shard_inflight_probes",
+            "Probes in flight now, per engine shard",
+            shard_inflight.clone(),
         );
         let inflight_limit = Gauge::default();
         registry.register(
@@ -141,6 +156,7 @@ impl Default for Metrics {
             probes,
             probes_per_second,
             inflight_limit,
+            shard_inflight,
             connect_latency,
             frames,
             frame_bytes,
@@ -170,6 +186,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Publishes each shard's current in-flight count (read from the engine at scrape time).
+    pub fn set_shard_inflight(&self, per_shard: &[usize]) {
+        for (shard, n) in per_shard.iter().enumerate() {
+            self.shard_inflight
+                .get_or_create(&ShardLabel {
+                    shard: shard as u16,
+                })
+                .set(*n as i64);
+        }
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -189,6 +216,7 @@ mod tests {
         m.probes.get_or_create(&StateLabel { state: "open" }).inc();
         m.connect_latency.observe(0.001);
         m.sweep_moved(None, SweepState::Running);
+        m.set_shard_inflight(&[3, 7]);
         let text = m.encode();
         for name in [
             "porthawk_probes_total{state=\"open\"} 1",
@@ -197,6 +225,7 @@ mod tests {
             "porthawk_frames_bytes_total",
             "porthawk_sweeps{state=\"running\"} 1",
             "porthawk_probes_per_second",
+            "porthawk_shard_inflight_probes{shard=\"1\"} 7",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

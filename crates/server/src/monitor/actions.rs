@@ -116,6 +116,8 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that a timeout kills what it started too.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -155,6 +157,9 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
         },
         Ok(Err(e)) => ("error", Some(format!("cannot wait for it: {e}")), None),
         Err(_) => {
+            if let Some(pid) = child.id() {
+                kill_group(pid).await;
+            }
             let _ = child.kill().await;
             (
                 "timeout",
@@ -177,6 +182,18 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
         .and_then(Result::ok)
         .unwrap_or_default();
     record(req, outcome, detail, code, stdout, stderr, elapsed())
+}
+
+/// Sends SIGKILL to the process group `pgid` (an action and everything it started). Through
+/// kill(1), which keeps the server free of unsafe code; a failure leaves the direct kill to do.
+async fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
 }
 
 #[cfg(test)]
@@ -230,6 +247,34 @@ mod tests {
         let r = run(&req(&["sleep", "30"], 200)).await;
         assert_eq!(r.outcome, "timeout");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_overrunning_action_is_killed_with_what_it_started() {
+        let dir = std::env::temp_dir().join(format!("porthawk-action-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("grandchild.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let r = run(&req(&["sh", "-c", &script], 300)).await;
+        assert_eq!(r.outcome, "timeout");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let proc_dir = std::path::Path::new("/proc").join(pid.trim());
+        // The grandchild is gone (or at most a zombie about to be reaped by init).
+        let mut alive = true;
+        for _ in 0..50 {
+            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z ") {
+                alive = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !alive,
+            "the action's child {} survived its timeout",
+            pid.trim()
+        );
     }
 
     #[tokio::test]
