@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::{
     decode_frame, encode_frame, identify, parse_certificate, parse_escapes, presets, printable,
-    tls_client_config, ConnectEvent, Conversation, Dialog, JobId, PortState, Preset, PresetStep,
-    ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
+    tls_client_config, ConnectEvent, Conversation, Dialog, DialogStep, JobId, PortState, Preset,
+    PresetStep, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
     IDENTITY_FIELD_LIMIT,
 };
 
@@ -388,7 +388,8 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
     let (&pick, mut rest) = data.split_first()?;
     let all = compiled_presets();
     let (preset, dialog) = &all[usize::from(pick) % all.len()];
-    let expects = dialog.expects();
+    // A TLS handshake counts as an expectation: the `tls` preset passes or fails on it.
+    let expects = dialog.expects() || dialog.steps.contains(&DialogStep::StartTls);
     let steps = dialog.steps.len();
     let spec = ProbeSpec {
         dialog: Some(Arc::clone(dialog)),

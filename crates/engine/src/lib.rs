@@ -238,8 +238,8 @@ impl Engine {
         let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
             .map(|_| Arc::new(AtomicUsize::new(0)))
             .collect();
-        for index in 0..config.shards {
-            let gauge = Arc::clone(&shard_inflight[index]);
+        for (index, gauge) in shard_inflight.iter().enumerate() {
+            let gauge = Arc::clone(gauge);
             let (tx, rx) = crossbeam_channel::unbounded();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_config = ShardConfig {
