@@ -24,7 +24,8 @@ if command -v nmap >/dev/null; then
   start=$(date +%s.%N)
   nmap -sV --version-light -n -Pn -T5 -p "$portlist" "$first-${last##*.}" -oG /tmp/nmap-banner.gnmap >/dev/null
   end=$(date +%s.%N)
-  n=$(grep -o '[0-9]*/open/tcp//[^/]*//[^/]*/' /tmp/nmap-banner.gnmap | grep -c 'porthawk_farm' || true)
+  # nmap names the farm's banner "ssh (protocol 2.0)": count the ports it identified so.
+  n=$(grep -o '[0-9]*/open/tcp//ssh/' /tmp/nmap-banner.gnmap | wc -l)
   echo "nmap -sV --version-light: $n/$total banners, $(python3 -c "print(f'{$total/($end-$start):.0f}')") probes/s"
 fi
 exec {FARM[1]}>&-
