@@ -1,4 +1,5 @@
-//! The probe state machine: transitions per second. (Identification has its own benchmark,
+//! The probe state machines: `Probe` (connect verdicts) and `Conversation` (dialogs),
+//! transitions per second. (Identification has its own benchmark,
 //! `benches/identify.rs`.)
 //!
 //! Run with `cargo bench -p porthawk-bench --bench probe`.
@@ -59,4 +60,39 @@ fn timeout_then_retry(bencher: Bencher) {
             black_box(p.on_connect(&spec, black_box(ConnectEvent::TimedOut)));
         }
     });
+}
+
+/// A whole SMTP dialog through the `Conversation` machine (the `smtp` preset against a scripted
+/// server): six transitions per probe, from the handshake to the verdict.
+#[divan::bench]
+fn smtp_dialog(bencher: Bencher) {
+    let dialog = porthawk_core::preset("smtp")
+        .ok()
+        .and_then(|p| p.dialog().ok())
+        .map(std::sync::Arc::new);
+    let spec = ProbeSpec { dialog, ..spec() };
+    let mut conv = porthawk_core::Conversation::default();
+    let t = Duration::from_millis(1);
+    bencher
+        .counter(ItemsCount::new(6 * PROBES))
+        .bench_local(|| {
+            for _ in 0..PROBES {
+                conv.reset();
+                let mut step = conv.on_connect(&spec, connected());
+                step = conv.on_recv(&spec, black_box(b"220 mx.example ESMTP Postfix\r\n"), t);
+                let n = conv.pending_send().len();
+                step = match step {
+                    Step::Send { .. } => conv.on_sent(&spec, n, t),
+                    other => other,
+                };
+                step = conv.on_recv(&spec, black_box(b"250-mx.example\r\n250 OK\r\n"), t);
+                let n = conv.pending_send().len();
+                step = match step {
+                    Step::Send { .. } => conv.on_sent(&spec, n, t),
+                    other => other,
+                };
+                debug_assert!(matches!(step, Step::Done { .. }));
+                black_box(conv.matched());
+            }
+        });
 }

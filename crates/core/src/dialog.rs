@@ -309,7 +309,12 @@ impl Conversation {
         if data.is_empty() {
             self.peer_closed = true;
         }
-        let Some(step) = self.current().cloned() else {
+        // Borrow the step through our own handle on the dialog: cloning the step would clone its
+        // compiled patterns, whose match caches then start cold on every read.
+        let Some(dialog) = self.dialog.clone() else {
+            return self.finish();
+        };
+        let Some(step) = dialog.steps.get(self.step) else {
             return self.finish();
         };
         if self.tls.is_some() {
@@ -368,7 +373,8 @@ impl Conversation {
     /// Call when the current send or read timed out, `elapsed` after the handshake.
     pub fn on_timeout(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
         let after = fmt_duration(spec.read_timeout.min(spec.dialog_timeout));
-        match self.current().cloned() {
+        let dialog = self.dialog.clone();
+        match dialog.as_deref().and_then(|d| d.steps.get(self.step)) {
             Some(DialogStep::Banner) => {
                 // A server that waits for the client has no banner; that is not a failure.
                 self.keep_banner();
@@ -453,7 +459,10 @@ impl Conversation {
         self.sent = 0;
         self.out.clear();
         self.rx.clear();
-        let Some(step) = self.current().cloned() else {
+        let Some(dialog) = self.dialog.clone() else {
+            return self.finish();
+        };
+        let Some(step) = dialog.steps.get(self.step) else {
             return self.finish();
         };
         match step {
