@@ -479,7 +479,7 @@ impl Conversation {
                     self.step += 1;
                     return self.advance(spec, elapsed);
                 }
-                if let Err(why) = self.tls_output(Some(&bytes)) {
+                if let Err(why) = self.tls_output(Some(bytes)) {
                     return self.fail(why);
                 }
                 self.next_io(spec, elapsed, true)
