@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use porthawk_core::{errno_name, identify, printable, PortState, ProbeRecord, BANNER_LIMIT};
+use porthawk_core::{
+    errno_name, identify, printable, rfc3339, PortState, ProbeRecord, BANNER_LIMIT,
+};
 
 use crate::args::Format;
 
@@ -248,27 +250,6 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `2026-12-23T00:00:00Z` for seconds since the epoch (civil-from-days, Howard Hinnant).
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Appends a CSV field, quoted when it holds a comma, a quote or a line break.
 fn csv_field(out: &mut String, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
@@ -340,16 +321,6 @@ mod tests {
         assert!(lines[1].starts_with("10.0.0.1 "), "{table}");
         assert!(lines[1].contains("EHOSTUNREACH"));
         assert!(lines[2].starts_with("mx (10.0.0.7)"), "{table}");
-    }
-
-    #[test]
-    fn dates_render_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(1_795_392_000 + 30 * 86_400 + 3661),
-            "2026-12-23T01:01:01Z"
-        );
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod civil;
 mod dialog;
 mod duration;
 mod errno;
@@ -28,6 +29,7 @@ mod space;
 mod target;
 mod tls;
 
+pub use civil::rfc3339;
 pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
 };
