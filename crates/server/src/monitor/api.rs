@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use porthawk_core::parse_duration;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::history::{self, ActionRecord, EventRow, NoticeRecord};
 use super::notify::rfc3339;
@@ -44,7 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// A target's last check, as shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckView {
     /// When, RFC 3339.
     pub at: String,
@@ -75,7 +76,7 @@ impl From<&LastCheck> for CheckView {
 }
 
 /// Uptime shares over 24 hours, 7 days and 30 days (`null` where nothing is known).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
 pub struct Uptime {
     /// Over the last 24 hours.
     pub h24: Option<f64>,
@@ -86,9 +87,10 @@ pub struct Uptime {
 }
 
 /// One target of a monitor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TargetView {
     /// Address.
+    #[schema(value_type = String)]
     pub target: IpAddr,
     /// Port.
     pub port: u16,
@@ -111,7 +113,7 @@ pub struct TargetView {
 }
 
 /// A monitor in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MonitorSummary {
     /// Name.
     pub name: String,
@@ -138,14 +140,14 @@ pub struct MonitorSummary {
 }
 
 /// `GET /v1/monitors`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MonitorList {
     /// The monitors, in config order.
     pub monitors: Vec<MonitorSummary>,
 }
 
 /// `GET /v1/monitors/{name}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MonitorDetail {
     /// The monitor.
     #[serde(flatten)]
@@ -165,7 +167,8 @@ pub struct MonitorDetail {
 }
 
 /// Filters and paging of targets.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TargetQuery {
     /// Only targets in this state: `up`, `down`, `pending`, `flapping`, or `problems`
     /// (anything but up).
@@ -341,7 +344,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("a blocking task failed", e))?
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<MonitorList>, ApiError> {
+/// The monitors, with their state and uptime.
+#[utoipa::path(
+    get,
+    path = "/v1/monitors",
+    responses((status = 200, description = "The monitors", body = MonitorList))
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<MonitorList>, ApiError> {
     let q = TargetQuery::default();
     let snaps = state
         .0
@@ -367,7 +376,18 @@ async fn list(State(state): State<AppState>) -> Result<Json<MonitorList>, ApiErr
     Ok(Json(MonitorList { monitors }))
 }
 
-async fn detail(
+/// One monitor: its targets (filtered, paged), uptime and recent history.
+#[utoipa::path(
+    get,
+    path = "/v1/monitors/{name}",
+    params(("name" = String, Path, description = "The monitor's name"), TargetQuery),
+    responses(
+        (status = 200, description = "The monitor", body = MonitorDetail),
+        (status = 400, description = "A bad filter", body = crate::error::ErrorBody),
+        (status = 404, description = "No such monitor", body = crate::error::ErrorBody)
+    )
+)]
+pub(crate) async fn detail(
     State(state): State<AppState>,
     Path(name): Path<String>,
     query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
@@ -421,7 +441,19 @@ async fn detail(
     Ok(Json(detail))
 }
 
-async fn check_now(
+/// Checks a monitor now, outside its schedule.
+#[utoipa::path(
+    post,
+    path = "/v1/monitors/{name}/check",
+    params(("name" = String, Path, description = "The monitor's name")),
+    responses(
+        (status = 202, description = "Checks submitted", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such monitor", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn check_now(
     _auth: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -441,7 +473,7 @@ async fn check_now(
 }
 
 /// The body of `POST /v1/monitors/{name}/silence`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
     /// How long, like `30m` or `2h`; `0s` lifts the silence.
@@ -449,7 +481,21 @@ pub struct SilenceRequest {
     pub duration: String,
 }
 
-async fn silence(
+/// Silences a monitor's notifications and actions for a while.
+#[utoipa::path(
+    post,
+    path = "/v1/monitors/{name}/silence",
+    params(("name" = String, Path, description = "The monitor's name")),
+    request_body = SilenceRequest,
+    responses(
+        (status = 200, description = "Silenced", body = serde_json::Value),
+        (status = 400, description = "A bad duration", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such monitor", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn silence(
     _auth: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -478,7 +524,19 @@ async fn silence(
     })))
 }
 
-async fn unsilence(
+/// Lifts a monitor's silence.
+#[utoipa::path(
+    delete,
+    path = "/v1/monitors/{name}/silence",
+    params(("name" = String, Path, description = "The monitor's name")),
+    responses(
+        (status = 200, description = "Silence lifted", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such monitor", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn unsilence(
     _auth: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -497,14 +555,29 @@ async fn unsilence(
 
 /// The body of `POST /v1/actions/{name}`: only which monitor's DOWN targets to pass on;
 /// the command itself always comes from the config.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRunRequest {
     /// The monitor whose DOWN targets the action gets in `PORTHAWK_TARGETS`.
     pub monitor: Option<String>,
 }
 
-async fn run_action(
+/// Runs an action defined in the config (never a command from the request).
+#[utoipa::path(
+    post,
+    path = "/v1/actions/{name}",
+    params(("name" = String, Path, description = "The action's name in the config")),
+    request_body(content = ActionRunRequest, description = "Optional: the monitor whose DOWN targets the action gets"),
+    responses(
+        (status = 200, description = "What ran, with exit code and output", body = ActionRecord),
+        (status = 400, description = "A bad body", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody),
+        (status = 403, description = "No API token configured", body = crate::error::ErrorBody),
+        (status = 404, description = "No such action", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn run_action(
     _auth: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -531,7 +604,18 @@ async fn run_action(
     Ok(Json(rec))
 }
 
-async fn reload(
+/// Reloads the config file; a bad file is rejected and the running config stays.
+#[utoipa::path(
+    post,
+    path = "/v1/config/reload",
+    responses(
+        (status = 200, description = "Reloaded", body = serde_json::Value),
+        (status = 400, description = "The file is invalid (file, line, field)", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reload(
     _auth: Authorized,
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

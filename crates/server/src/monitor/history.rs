@@ -88,7 +88,7 @@ CREATE TABLE monitor_silences (
 "#;
 
 /// An action as it ran (or why it did not).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActionRecord {
     /// The monitor, if the action ran for one.
     pub monitor: Option<String>,
@@ -120,7 +120,7 @@ pub struct ActionRecord {
 }
 
 /// A notification as delivered (or not).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NoticeRecord {
     /// The monitor.
     pub monitor: String,
@@ -144,7 +144,7 @@ pub struct NoticeRecord {
 }
 
 /// One line of a monitor's history, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     /// The monitor.
     pub monitor: String,

@@ -10,8 +10,11 @@ use serde::Serialize;
 use super::config::Thresholds;
 
 /// What a target looks like from outside.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = TargetHealth)]
 pub enum Health {
     /// Failing, but not yet `fail_after` times; or recovering, not yet `recover_after`
     /// times; or never checked.

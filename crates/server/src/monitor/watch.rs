@@ -153,7 +153,7 @@ impl Monitor {
 }
 
 /// Targets of a monitor per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MonitorCounts {
     /// Up.
     pub up: u64,
