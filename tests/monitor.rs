@@ -322,10 +322,13 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
     );
     let config = dir.write("porthawk.toml", &config_text);
     let server = spawn_server(&config, &dir.path().join("data"));
-    assert!(
-        server.log().contains("watching 1 monitor"),
-        "{}",
-        server.log()
+    // The server logs its monitors just after the listening line: wait for it (a loaded
+    // machine may not have written it yet).
+    wait_for(
+        "the monitor to be watched",
+        Duration::from_secs(10),
+        &server,
+        || server.log().contains("watching 1 monitor"),
     );
 
     wait_for(

@@ -80,6 +80,8 @@ pub(crate) struct Shard<D: Driver> {
     next_job: usize,
     /// Where the shard publishes how many probes it has in flight (for metrics).
     inflight_gauge: Arc<AtomicUsize>,
+    /// Set when the last fill stopped at its per-turn budget with work left to start.
+    more_to_start: bool,
 }
 
 impl<D: Driver> Shard<D> {
@@ -114,6 +116,7 @@ impl<D: Driver> Shard<D> {
             completions: Vec::with_capacity(slots),
             next_job: 0,
             inflight_gauge,
+            more_to_start: false,
         }
     }
 
@@ -193,7 +196,10 @@ impl<D: Driver> Shard<D> {
         if let Some(r) = rate_wait {
             wait = wait.min(r);
         }
-        if self.driver.inflight() == 0 && !self.restart.is_empty() {
+        if self.more_to_start || (self.driver.inflight() == 0 && !self.restart.is_empty()) {
+            // The turn's start budget ran out with slots and targets left: reap what is ready
+            // and go on at once, rather than wait for a completion that may be a timeout away
+            // (a sweep of filtered ports would otherwise ramp up one turn per 50 ms).
             wait = Duration::ZERO;
         }
         if self.driver.inflight() == 0 && wait > Duration::ZERO && self.restart.is_empty() {
@@ -224,6 +230,7 @@ impl<D: Driver> Shard<D> {
         let njobs = self.jobs.len();
         let mut idle_rounds = 0;
         let mut started = 0;
+        self.more_to_start = false;
         while !self.free.is_empty() && idle_rounds < njobs && started < MAX_STARTS_PER_TURN {
             let j = self.next_job % njobs.max(1);
             self.next_job = self.next_job.wrapping_add(1);
@@ -277,6 +284,13 @@ impl<D: Driver> Shard<D> {
         for job in self.jobs.iter_mut().flatten() {
             job.peak_inflight = job.peak_inflight.max(job.inflight);
         }
+        self.more_to_start = started >= MAX_STARTS_PER_TURN
+            && !self.free.is_empty()
+            && self
+                .jobs
+                .iter()
+                .flatten()
+                .any(|j| j.slice.remaining() > 0 && j.bucket.is_none());
         rate_wait
     }
 
