@@ -101,7 +101,7 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} probes, {per_sec}, ETA {eta} {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} probes, {msg}, ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -129,9 +129,8 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
         done += batch.records.len() as u64;
         if let Some(bar) = &progress {
             bar.set_position(done);
-            if counts[0] > 0 {
-                bar.set_message(format!("{} open", counts[0]));
-            }
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{rate:.0}/s, {} open", counts[0]));
         }
         if batch.job_done {
             break batch.cancelled;
