@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use porthawk_core::{decode_frame, errno_name, PortState};
 
-use crate::metrics::StateLabel;
 use crate::store::{NewResult, Progress};
 use crate::sweep::{LiveSweep, SweepState};
 use crate::Shared;
@@ -108,20 +107,11 @@ impl Aggregator {
         let Some(live) = live else {
             if self.shared.watch.owns(batch.job) {
                 // A monitor's check: counted like any probe, judged by the monitors.
-                let mut per_state = [0u64; 5];
+                let mut per_state = [0u64; PortState::ALL.len()];
                 for r in &batch.records {
                     per_state[r.state.index()] += 1;
                 }
-                for (state, n) in PortState::ALL.iter().zip(per_state) {
-                    if n > 0 {
-                        metrics
-                            .probes
-                            .get_or_create(&StateLabel {
-                                state: state.as_str(),
-                            })
-                            .inc_by(n);
-                    }
-                }
+                metrics.count_probes(&per_state);
                 self.probes += batch.records.len() as u64;
                 self.shared.watch.deliver(batch);
                 return;
@@ -134,7 +124,7 @@ impl Aggregator {
             );
             return;
         };
-        let mut per_state = [0u64; 5];
+        let mut per_state = [0u64; PortState::ALL.len()];
         let store_all = live.request.store.is_all();
         for r in &batch.records {
             per_state[r.state.index()] += 1;
@@ -163,15 +153,10 @@ impl Aggregator {
                 });
             }
         }
-        for (state, n) in PortState::ALL.iter().zip(per_state) {
+        metrics.count_probes(&per_state);
+        for (count, n) in live.counts.iter().zip(per_state) {
             if n > 0 {
-                metrics
-                    .probes
-                    .get_or_create(&StateLabel {
-                        state: state.as_str(),
-                    })
-                    .inc_by(n);
-                live.counts[state.index()].fetch_add(n, Ordering::Relaxed);
+                count.fetch_add(n, Ordering::Relaxed);
             }
         }
         let n = batch.records.len() as u64;

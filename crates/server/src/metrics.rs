@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use porthawk_core::PortState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -184,6 +185,20 @@ impl Metrics {
         self.sweeps
             .get_or_create(&StateLabel { state: to.as_str() })
             .inc();
+    }
+
+    /// Adds a batch's verdicts, counted per state in [`PortState::ALL`] order, to
+    /// `porthawk_probes_total`.
+    pub fn count_probes(&self, per_state: &[u64; PortState::ALL.len()]) {
+        for (state, n) in PortState::ALL.iter().zip(per_state) {
+            if *n > 0 {
+                self.probes
+                    .get_or_create(&StateLabel {
+                        state: state.as_str(),
+                    })
+                    .inc_by(*n);
+            }
+        }
     }
 
     /// Publishes each shard's current in-flight count (read from the engine at scrape time).
