@@ -104,8 +104,12 @@ impl ApiError {
     /// 421: a `Host` header that names neither this server nor a configured name (a DNS
     /// rebinding page, or a misdirected request).
     pub fn misdirected(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", message)
-            .with_field("Host")
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            message,
+        )
+        .with_field("Host")
     }
 
     /// 500: the server failed; the details go to the log, not to the client.

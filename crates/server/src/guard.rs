@@ -150,7 +150,9 @@ pub(crate) fn check_bearer(headers: &HeaderMap, token: &str) -> Result<(), ApiEr
         .and_then(|h| h.trim_start().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
         return Err(ApiError::unauthorized("wrong API token"));
     }

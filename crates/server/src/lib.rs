@@ -335,9 +335,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), Se
         });
         let shared = Arc::clone(&state.0);
         let nofile = rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0);
-        let cap = config
-            .http
-            .connection_cap(nofile, shared.engine.inflight());
+        let cap = config.http.connection_cap(nofile, shared.engine.inflight());
         let stop = async move {
             stop_signal().await;
             // Ending the sweeps also ends the result streams that follow them.

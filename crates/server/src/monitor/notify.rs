@@ -347,7 +347,10 @@ mod tests {
         let text = slack_json(&n)["text"].as_str().unwrap().to_string();
         assert!(!text.contains(['<', '>']), "{text}");
         assert!(text.contains("&lt;!channel&gt; pwned"), "{text}");
-        assert!(text.contains("&lt;https://evil.example/|click for the fix&gt; &amp; &lt;!here&gt;"), "{text}");
+        assert!(
+            text.contains("&lt;https://evil.example/|click for the fix&gt; &amp; &lt;!here&gt;"),
+            "{text}"
+        );
         assert!(text.contains("(&lt;!everyone&gt;)"), "{text}");
     }
 
