@@ -212,8 +212,9 @@ impl Server {
         let body = body.unwrap_or("");
         write!(
             c,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
             body.len()
         )
         .unwrap();
