@@ -153,8 +153,10 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
         .map(|i| {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
                 .unwrap_or_else(|e| panic!("connect {i}: {e}"));
-            s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow-{i}: ").as_bytes())
-                .expect("half a request");
+            s.write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow-{i}: ").as_bytes(),
+            )
+            .expect("half a request");
             s
         })
         .collect();
@@ -184,7 +186,10 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
         thread::sleep(Duration::from_millis(50));
     }
     let after = server.fds();
-    assert!(after <= baseline + 4, "{after} descriptors after, {baseline} before");
+    assert!(
+        after <= baseline + 4,
+        "{after} descriptors after, {baseline} before"
+    );
 }
 
 #[test]
@@ -226,7 +231,10 @@ fn idle_and_stalled_connections_are_closed() {
     wait_all_closed(&mut [idle], Duration::from_secs(30), "idle connections");
     let (status, body) = exchange(addr, &request(addr, "GET", "/v1/sweeps", "", ""));
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"sweeps\":[]"), "the stalled sweep was created: {body}");
+    assert!(
+        body.contains("\"sweeps\":[]"),
+        "the stalled sweep was created: {body}"
+    );
 }
 
 #[test]
@@ -238,7 +246,13 @@ fn cross_site_and_rebinding_requests_are_refused_by_a_real_server() {
     // What a page of another site can send without a preflight.
     let (status, body) = exchange(
         addr,
-        &request(addr, "POST", "/v1/sweeps", "Content-Type: text/plain\r\n", sweep),
+        &request(
+            addr,
+            "POST",
+            "/v1/sweeps",
+            "Content-Type: text/plain\r\n",
+            sweep,
+        ),
     );
     assert_eq!(status, 415, "{body}");
     let (status, body) = exchange(
@@ -254,7 +268,10 @@ fn cross_site_and_rebinding_requests_are_refused_by_a_real_server() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("foreign_origin"), "{body}");
     let (_, body) = exchange(addr, &request(addr, "GET", "/v1/sweeps", "", ""));
-    assert!(body.contains("\"sweeps\":[]"), "a sweep was created: {body}");
+    assert!(
+        body.contains("\"sweeps\":[]"),
+        "a sweep was created: {body}"
+    );
     // A rebinding page: its requests carry its own name.
     let raw = format!(
         "GET /v1/sweeps HTTP/1.1\r\nHost: attacker.example:{}\r\nConnection: close\r\n\r\n",
@@ -376,7 +393,8 @@ slack = {{ url = "http://{sink}/services/T0/B0/x" }}
     // The banner reached the message, as text.
     assert!(message.contains("&lt;!channel&gt;"), "{message}");
     assert!(
-        message.contains("&lt;https://evil.example/|click for the fix&gt; &amp; &lt;@U024BE7LH&gt;"),
+        message
+            .contains("&lt;https://evil.example/|click for the fix&gt; &amp; &lt;@U024BE7LH&gt;"),
         "{message}"
     );
     assert!(!message.contains(['<', '>']), "{message}");

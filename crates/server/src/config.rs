@@ -104,9 +104,9 @@ const FD_RESERVE: u64 = 128;
 
 impl HttpGuard {
     /// The connection cap for a process with descriptor limit `nofile` whose engine keeps up
-    /// to `inflight` probes in flight: the configured value, or an eighth of what the probes
-    /// and a reserve leave, from 8 to 1024, so that clients can never take the descriptors
-    /// probes need.
+    /// to `inflight` probes in flight: the configured value, or half of what the probes and a
+    /// reserve leave, from 8 to 1024, so that clients can never take the descriptors probes
+    /// need (with the engine's default in-flight, 64 whatever the limit).
     pub fn connection_cap(&self, nofile: u64, inflight: usize) -> usize {
         if let Some(n) = self.max_connections {
             return n.max(1);
@@ -114,7 +114,7 @@ impl HttpGuard {
         let left = nofile
             .saturating_sub(inflight as u64)
             .saturating_sub(FD_RESERVE);
-        (left / 8).clamp(8, 1024) as usize
+        (left / 2).clamp(8, 1024) as usize
     }
 }
 
@@ -498,8 +498,9 @@ webhook = { url = "http://127.0.0.1:1/" }
     #[test]
     fn connection_cap_leaves_descriptors_for_probes() {
         let g = HttpGuard::default();
-        assert_eq!(g.connection_cap(1024, 768), 16);
-        assert_eq!(g.connection_cap(1024, 64), 104);
+        assert_eq!(g.connection_cap(1024, 768), 64);
+        assert_eq!(g.connection_cap(1024, 64), 416);
+        assert_eq!(g.connection_cap(20_000, 19_744), 64);
         assert_eq!(g.connection_cap(1 << 20, 65_472), 1024);
         assert_eq!(g.connection_cap(256, 4096), 8);
         let g = HttpGuard {

@@ -304,6 +304,8 @@ pub struct Ready {
     pub data_dir: PathBuf,
     /// Sweeps of a previous process now marked interrupted.
     pub interrupted: usize,
+    /// The most client connections served at once.
+    pub max_connections: usize,
 }
 
 /// Runs a server until SIGINT or SIGTERM: starts it, listens on `config.listen`, calls
@@ -326,16 +328,17 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), Se
             .await
             .map_err(io(&format!("cannot listen on {}", config.listen)))?;
         let addr = listener.local_addr().map_err(io("listening socket"))?;
+        let shared = Arc::clone(&state.0);
+        let nofile = rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0);
+        let cap = config.http.connection_cap(nofile, shared.engine.inflight());
         on_ready(&Ready {
             addr,
             token: config.token.is_some(),
             backend: server.backend(),
             data_dir: config.data_dir.clone(),
             interrupted: server.interrupted_at_start(),
+            max_connections: cap,
         });
-        let shared = Arc::clone(&state.0);
-        let nofile = rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0);
-        let cap = config.http.connection_cap(nofile, shared.engine.inflight());
         let stop = async move {
             stop_signal().await;
             // Ending the sweeps also ends the result streams that follow them.
