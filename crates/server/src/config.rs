@@ -78,7 +78,8 @@ pub struct HttpGuard {
     /// How long a connection may take to send a whole request head, counted from its accept
     /// or from the end of its previous response (so it also ends idle kept-alive connections).
     pub header_timeout: Duration,
-    /// The longest silence while the server waits for a request body.
+    /// How long the server waits for a whole request body once its head has arrived; a
+    /// client that stalls mid-body gets 408.
     pub idle_timeout: Duration,
     /// Host names, besides the listen address and loopback names, that `Host` may carry.
     pub hosts: Vec<String>,
