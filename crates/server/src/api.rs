@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::guard::GuardResponses;
 use crate::metrics::RequestLabels;
 use crate::store::{ResultRow, SweepRow};
 use crate::sweep::{self, Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
@@ -83,7 +84,7 @@ const MAX_PAGE: u64 = 1000;
         crate::monitor::state::Health,
         crate::monitor::watch::MonitorCounts,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &GuardResponses)
 )]
 pub struct ApiDoc;
 

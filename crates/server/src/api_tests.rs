@@ -798,3 +798,35 @@ async fn every_response_forbids_framing_sniffing_and_foreign_content() {
     }
     server.shutdown();
 }
+
+#[tokio::test]
+async fn openapi_lists_the_guard_answers() {
+    let (server, _dir, app) = setup("guard-openapi", |_| {});
+    let doc = call(&app, "GET", "/v1/openapi.json", None, None)
+        .await
+        .json();
+    let post = &doc["paths"]["/v1/sweeps"]["post"]["responses"];
+    for code in ["400", "401", "403", "408", "413", "415", "421"] {
+        assert!(
+            post[code].is_object(),
+            "POST /v1/sweeps lacks {code}: {post}"
+        );
+    }
+    let get = &doc["paths"]["/v1/monitors/{name}"]["get"]["responses"];
+    for code in ["401", "403", "421"] {
+        assert!(
+            get[code].is_object(),
+            "GET /v1/monitors/{{name}} lacks {code}: {get}"
+        );
+    }
+    assert!(get["415"].is_null(), "{get}");
+    // The allow-list's own 403 keeps its description.
+    assert!(
+        post["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("allow-list"),
+        "{post}"
+    );
+    server.shutdown();
+}

@@ -296,6 +296,74 @@ fn security_headers(h: &mut HeaderMap) {
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 }
 
+/// Adds the guard's answers to every operation of the OpenAPI document: they can come from
+/// any route, before its handler.
+pub(crate) struct GuardResponses;
+
+impl utoipa::Modify for GuardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let reads = [&mut item.get, &mut item.head];
+            for op in reads.into_iter().flatten() {
+                add_common(op);
+            }
+            let writes = [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in writes.into_iter().flatten() {
+                add_common(op);
+                add_response(
+                    op,
+                    "408",
+                    "The request body did not arrive within [api] idle_timeout",
+                );
+                add_response(op, "413", "The request body is over [api] max_body_bytes");
+                add_response(
+                    op,
+                    "415",
+                    "A body that is not 'Content-Type: application/json'",
+                );
+            }
+        }
+    }
+}
+
+fn add_common(op: &mut utoipa::openapi::path::Operation) {
+    add_response(op, "400", "The path does not decode to UTF-8");
+    add_response(
+        op,
+        "401",
+        "A token is set and the request does not carry it",
+    );
+    add_response(op, "403", "A foreign Origin (a page of another site)");
+    add_response(
+        op,
+        "421",
+        "A Host header that names neither this server nor a name of [api] hosts",
+    );
+}
+
+fn add_response(op: &mut utoipa::openapi::path::Operation, code: &str, description: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    op.responses
+        .responses
+        .entry(code.to_string())
+        .or_insert_with(|| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content("application/json", content)
+                    .build(),
+            )
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
