@@ -212,8 +212,9 @@ impl Server {
         let body = body.unwrap_or("");
         write!(
             c,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
             body.len()
         )
         .unwrap();
@@ -229,7 +230,7 @@ impl Server {
     }
 
     fn json(&self, path: &str) -> Value {
-        let (status, body) = self.request("GET", path, None, false);
+        let (status, body) = self.request("GET", path, None, true);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
@@ -287,6 +288,8 @@ fn monitor_acts_notifies_and_recovers() {
         r#"
 [api]
 token = "{TOKEN}"
+# The status page stays open to the browser below; reads of the API need the token.
+public = ["/healthz", "/metrics", "/"]
 
 [[monitor]]
 name = "web"

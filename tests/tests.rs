@@ -22,6 +22,7 @@ mod bench;
 mod check;
 mod daemon_util;
 mod daemons;
+mod hardening;
 mod monitor;
 mod netns;
 mod scan;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::guard::GuardResponses;
 use crate::metrics::RequestLabels;
 use crate::store::{ResultRow, SweepRow};
 use crate::sweep::{self, Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
@@ -83,7 +84,7 @@ const MAX_PAGE: u64 = 1000;
         crate::monitor::state::Health,
         crate::monitor::watch::MonitorCounts,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &GuardResponses)
 )]
 pub struct ApiDoc;
 
@@ -110,6 +111,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps/{id}/results", get(sweep_results))
         .merge(crate::monitor::api::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -121,7 +126,7 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_string();
-    let method = req.method().as_str().to_string();
+    let method = crate::metrics::method_label(req.method());
     let response = next.run(req).await;
     state
         .0
@@ -144,32 +149,11 @@ impl FromRequestParts<AppState> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = &state.0.config.token else {
-            return Ok(Authorized);
-        };
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("this route needs an 'Authorization: Bearer <token>' header")
-        })?;
-        let given = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return Err(ApiError::unauthorized("wrong API token"));
+        match &state.0.config.token {
+            None => Ok(Authorized),
+            Some(token) => crate::guard::check_bearer(&parts.headers, token).map(|()| Authorized),
         }
-        Ok(Authorized)
     }
-}
-
-/// Compares without an early exit, so that the time taken does not tell how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The answer to `POST /v1/sweeps`.

@@ -357,9 +357,9 @@ async fn mutating_routes_need_the_token() {
     let r = call(&app, "POST", "/v1/sweeps", Some("{bad"), None).await;
     r.error(401);
     assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
-    // Reading needs no token.
+    // Reading needs the token too (see `reads_need_the_token_once_one_is_set`).
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
-    assert_eq!(r.status, StatusCode::OK);
+    r.error(401);
     let r = call(&app, "POST", "/v1/sweeps", Some(body), Some("s3cret")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     server.shutdown();
@@ -464,4 +464,369 @@ fn shutdown_marks_running_sweeps_interrupted() {
     let row = store.sweep(id).unwrap().unwrap();
     assert_eq!(row.state, SweepState::Interrupted);
     assert!(row.done < 1000);
+}
+
+/// A request with the given headers (and nothing else added): what a browser or an attacker
+/// would send.
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (Reply, axum::http::HeaderMap) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let reply = Reply {
+        status,
+        content_type,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    };
+    (reply, headers)
+}
+
+const SWEEP: &str = r#"{"targets":["127.0.0.1"],"ports":"1"}"#;
+
+#[tokio::test]
+async fn cross_site_sweep_with_a_simple_content_type_is_refused_and_nothing_created() {
+    let (server, _dir, app) = setup("guard-ctype", |_| {});
+    // The content types a page of another site may send without asking (no preflight), and
+    // a body with no content type at all (a `fetch` of a Blob).
+    for ct in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let len = SWEEP.len().to_string();
+        let mut h = vec![("content-length", len.as_str())];
+        h.extend(ct.map(|c| ("content-type", c)));
+        let (r, _) = call_with(&app, "POST", "/v1/sweeps", &h, Some(SWEEP)).await;
+        let (code, field) = r.error(415);
+        assert_eq!(code, "unsupported_media_type", "{ct:?}");
+        assert_eq!(field.as_deref(), Some("Content-Type"));
+    }
+    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    // A route without a body refuses a non-JSON type too.
+    let (r, _) = call_with(
+        &app,
+        "POST",
+        "/v1/config/reload",
+        &[("content-type", "text/plain")],
+        None,
+    )
+    .await;
+    r.error(415);
+    // The legitimate client still works, with parameters on the type too.
+    let h = [("content-type", "application/json; charset=utf-8")];
+    let (r, _) = call_with(&app, "POST", "/v1/sweeps", &h, Some(SWEEP)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json()["id"].as_u64().unwrap();
+    // DELETE and a body-less POST need no content type.
+    let (r, _) = call_with(&app, "DELETE", &format!("/v1/sweeps/{id}"), &[], None).await;
+    assert!(
+        r.status == StatusCode::ACCEPTED || r.status == StatusCode::CONFLICT,
+        "{}",
+        r.text
+    );
+    let h = [("content-length", "0")];
+    let (r, _) = call_with(&app, "POST", "/v1/monitors/none/check", &h, None).await;
+    assert_eq!(r.error(404).0, "not_found");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn foreign_origin_is_refused() {
+    let (server, _dir, app) = setup("guard-origin", |_| {});
+    let json = ("content-type", "application/json");
+    for origin in [
+        "http://attacker.example",
+        "http://attacker.example:9180",
+        "https://127.0.0.1.attacker.example",
+        "null",
+    ] {
+        let h = [json, ("origin", origin)];
+        let (r, _) = call_with(&app, "POST", "/v1/sweeps", &h, Some(SWEEP)).await;
+        let (code, field) = r.error(403);
+        assert_eq!(code, "foreign_origin", "{origin}");
+        assert_eq!(field.as_deref(), Some("Origin"));
+        let (r, _) = call_with(&app, "GET", "/v1/sweeps", &[("origin", origin)], None).await;
+        r.error(403);
+    }
+    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    // The server's own page (the listen address is 127.0.0.1:9180 in these tests).
+    for origin in ["http://127.0.0.1:9180", "http://localhost:9180"] {
+        let h = [json, ("origin", origin)];
+        let (r, _) = call_with(&app, "POST", "/v1/sweeps", &h, Some(SWEEP)).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{origin}: {}", r.text);
+    }
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebinding_host_cannot_read_results() {
+    let (server, _dir, app) = setup("guard-host", |c| {
+        c.http.hosts = vec!["porthawk.lan".into()];
+    });
+    let r = call(&app, "POST", "/v1/sweeps", Some(SWEEP), None).await;
+    let id = r.json()["id"].as_u64().unwrap();
+    wait_ended(&app, id).await;
+    let results = format!("/v1/sweeps/{id}/results?follow=false");
+    for host in [
+        "attacker.example",
+        "attacker.example:9180",
+        "127.0.0.1:1",
+        "localhost",
+    ] {
+        for uri in [results.as_str(), "/v1/sweeps", "/"] {
+            let (r, _) = call_with(&app, "GET", uri, &[("host", host)], None).await;
+            let (code, field) = r.error(421);
+            assert_eq!(code, "misdirected_request", "{host} {uri}");
+            assert_eq!(field.as_deref(), Some("Host"));
+        }
+    }
+    for host in [
+        "127.0.0.1:9180",
+        "localhost:9180",
+        "[::1]:9180",
+        "porthawk.lan",
+        "PortHawk.LAN:8443",
+    ] {
+        let (r, _) = call_with(&app, "GET", &results, &[("host", host)], None).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}: {}", r.text);
+    }
+    server.shutdown();
+}
+
+fn one_monitor(c: &mut ServerConfig) {
+    let text = "[[monitor]]\nname = \"web\"\ntargets = [\"127.0.0.1\"]\nports = \"1\"\n";
+    c.watch = Arc::new(crate::monitor::config::parse("t.toml", text).unwrap());
+}
+
+#[tokio::test]
+async fn reads_need_the_token_once_one_is_set() {
+    let (server, _dir, app) = setup("guard-reads", |c| {
+        c.token = Some("s3cret".into());
+        one_monitor(c);
+    });
+    let reads = [
+        "/v1/sweeps",
+        "/v1/sweeps/1",
+        "/v1/sweeps/1/results",
+        "/v1/monitors",
+        "/v1/monitors/web",
+        "/v1/openapi.json",
+        "/",
+        "/no/such/route",
+    ];
+    for uri in reads {
+        let r = call(&app, "GET", uri, None, None).await;
+        assert_eq!(r.error(401).0, "unauthorized", "{uri}");
+        let r = call(&app, "GET", uri, None, Some("wrong")).await;
+        r.error(401);
+    }
+    for (uri, want) in [
+        ("/v1/sweeps", 200),
+        ("/v1/monitors", 200),
+        ("/v1/monitors/web", 200),
+        ("/v1/sweeps/1", 404),
+        ("/", 200),
+    ] {
+        let r = call(&app, "GET", uri, None, Some("s3cret")).await;
+        assert_eq!(r.status.as_u16(), want, "{uri}: {}", r.text);
+    }
+    // Open by default.
+    for uri in ["/healthz", "/metrics"] {
+        let r = call(&app, "GET", uri, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn public_routes_are_configured() {
+    let (server, _dir, app) = setup("guard-public", |c| {
+        c.token = Some("s3cret".into());
+        c.http.public = vec!["/healthz".into(), "/".into()];
+    });
+    let r = call(&app, "GET", "/metrics", None, None).await;
+    r.error(401);
+    for uri in ["/healthz", "/"] {
+        let r = call(&app, "GET", uri, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn bearer_scheme_in_any_case_is_accepted() {
+    let (server, _dir, app) = setup("guard-bearer", |c| c.token = Some("s3cret".into()));
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} s3cret");
+        let h = [("authorization", auth.as_str())];
+        let (r, _) = call_with(&app, "GET", "/v1/sweeps", &h, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{scheme}: {}", r.text);
+        let h = [h[0], ("content-type", "application/json")];
+        let (r, _) = call_with(&app, "POST", "/v1/sweeps", &h, Some(SWEEP)).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{scheme}: {}", r.text);
+    }
+    let (r, _) = call_with(
+        &app,
+        "GET",
+        "/v1/sweeps",
+        &[("authorization", "Basic s3cret")],
+        None,
+    )
+    .await;
+    r.error(401);
+    server.shutdown();
+}
+
+/// The number of `porthawk_api_requests_total` series.
+async fn request_series(app: &Router) -> usize {
+    let r = call(app, "GET", "/metrics", None, None).await;
+    r.text
+        .lines()
+        .filter(|l| l.starts_with("porthawk_api_requests_total{"))
+        .count()
+}
+
+#[tokio::test]
+async fn unknown_methods_and_paths_create_no_metric_series() {
+    let (server, _dir, app) = setup("guard-series", |_| {});
+    // Every (route, status) pair the loop below reaches, once, and /metrics itself.
+    call_with(&app, "BREW", "/x", &[], None).await;
+    call_with(&app, "BREW", "/v1/sweeps", &[], None).await;
+    request_series(&app).await;
+    let before = request_series(&app).await;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..50 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let method = format!("M{seed:X}");
+        let path = if i % 2 == 0 {
+            format!("/random/{seed:x}/{i}")
+        } else {
+            "/v1/sweeps".to_string()
+        };
+        let (r, _) = call_with(&app, &method, &path, &[], None).await;
+        assert!(r.status.is_client_error(), "{method} {path}: {}", r.status);
+    }
+    let after = request_series(&app).await;
+    assert_eq!(
+        after,
+        before,
+        "{}",
+        call(&app, "GET", "/metrics", None, None).await.text
+    );
+    let r = call(&app, "GET", "/metrics", None, None).await;
+    assert!(r.text.contains("method=\"other\""), "{}", r.text);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn undecodable_paths_answer_in_the_json_error_shape() {
+    let (server, _dir, app) = setup("guard-decode", one_monitor);
+    for uri in [
+        "/v1/monitors/%FF",
+        "/v1/monitors/%C3%28",
+        "/v1/sweeps/%FF",
+        "/v1/sweeps/%FF/results",
+    ] {
+        let r = call(&app, "GET", uri, None, None).await;
+        assert_eq!(r.content_type, "application/json", "{uri}");
+        assert_eq!(r.error(400).1.as_deref(), Some("path"), "{uri}");
+    }
+    let r = call(&app, "GET", "/v1/monitors/w%65b", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn every_response_forbids_framing_sniffing_and_foreign_content() {
+    let (server, _dir, app) = setup("guard-headers", one_monitor);
+    for (uri, status) in [("/?state=all", 200), ("/v1/monitors", 200), ("/nope", 404)] {
+        let (r, h) = call_with(&app, "GET", uri, &[], None).await;
+        assert_eq!(r.status.as_u16(), status, "{uri}");
+        let get = |k: &str| h.get(k).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("x-frame-options").as_deref(), Some("DENY"), "{uri}");
+        assert_eq!(get("x-content-type-options").as_deref(), Some("nosniff"));
+        let csp = get("content-security-policy").unwrap_or_default();
+        for part in [
+            "default-src 'self'",
+            "frame-ancestors 'none'",
+            "script-src 'none'",
+        ] {
+            assert!(csp.contains(part), "{uri}: {csp}");
+        }
+        if uri.starts_with("/?") {
+            // The page fits the policy: no script, no external resource, styles inline.
+            assert!(
+                r.content_type.starts_with("text/html"),
+                "{}",
+                r.content_type
+            );
+            assert!(r.text.contains("porthawk status"), "{}", r.text);
+            let lower = r.text.to_ascii_lowercase();
+            for banned in ["<script", " on", "src=", "<link", "<iframe", "style=\""] {
+                let hit = if banned == " on" {
+                    lower.contains(" onclick=") || lower.contains(" onload=")
+                } else {
+                    lower.contains(banned)
+                };
+                assert!(!hit, "the page has {banned}: {}", r.text);
+            }
+            assert!(lower.contains("<style>"), "{}", r.text);
+        }
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn openapi_lists_the_guard_answers() {
+    let (server, _dir, app) = setup("guard-openapi", |_| {});
+    let doc = call(&app, "GET", "/v1/openapi.json", None, None)
+        .await
+        .json();
+    let post = &doc["paths"]["/v1/sweeps"]["post"]["responses"];
+    for code in ["400", "401", "403", "408", "413", "415", "421"] {
+        assert!(
+            post[code].is_object(),
+            "POST /v1/sweeps lacks {code}: {post}"
+        );
+    }
+    let get = &doc["paths"]["/v1/monitors/{name}"]["get"]["responses"];
+    for code in ["401", "403", "421"] {
+        assert!(
+            get[code].is_object(),
+            "GET /v1/monitors/{{name}} lacks {code}: {get}"
+        );
+    }
+    assert!(get["415"].is_null(), "{get}");
+    // The allow-list's own 403 keeps its description.
+    assert!(
+        post["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("allow-list"),
+        "{post}"
+    );
+    server.shutdown();
 }

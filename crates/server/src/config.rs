@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use porthawk_core::{parse_target, AddrRange, TargetToken};
 use serde::Deserialize;
@@ -57,6 +58,65 @@ pub struct ServerConfig {
     pub config_path: Option<PathBuf>,
     /// Log what actions would run instead of running them.
     pub dry_run: bool,
+    /// How the HTTP server treats connections and requests it does not trust.
+    pub http: HttpGuard,
+}
+
+/// The routes that stay open without the token when one is set, unless `[api] public` says
+/// otherwise.
+pub const DEFAULT_PUBLIC: [&str; 2] = ["/healthz", "/metrics"];
+
+/// The routes `[api] public` may open: none of them shows action output, argv or results.
+pub const PUBLIC_CHOICES: [&str; 4] = ["/healthz", "/metrics", "/v1/openapi.json", "/"];
+
+/// The HTTP server's defences against slow, hostile or cross-site clients (`[api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGuard {
+    /// The most client connections held open at once; `None` derives it from
+    /// `RLIMIT_NOFILE` and the engine's in-flight probes ([`HttpGuard::connection_cap`]).
+    pub max_connections: Option<usize>,
+    /// How long a connection may take to send a whole request head, counted from its accept
+    /// or from the end of its previous response (so it also ends idle kept-alive connections).
+    pub header_timeout: Duration,
+    /// How long the server waits for a whole request body once its head has arrived; a
+    /// client that stalls mid-body gets 408.
+    pub idle_timeout: Duration,
+    /// Host names, besides the listen address and loopback names, that `Host` may carry.
+    pub hosts: Vec<String>,
+    /// Routes open without the token when one is set.
+    pub public: Vec<String>,
+}
+
+impl Default for HttpGuard {
+    fn default() -> Self {
+        HttpGuard {
+            max_connections: None,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            hosts: Vec::new(),
+            public: DEFAULT_PUBLIC.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Descriptors kept back for probes, the store and the rest of the process whatever the
+/// connection cap.
+const FD_RESERVE: u64 = 128;
+
+impl HttpGuard {
+    /// The connection cap for a process with descriptor limit `nofile` whose engine keeps up
+    /// to `inflight` probes in flight: the configured value, or half of what the probes and a
+    /// reserve leave, from 8 to 1024, so that clients can never take the descriptors probes
+    /// need (with the engine's default in-flight, 64 whatever the limit).
+    pub fn connection_cap(&self, nofile: u64, inflight: usize) -> usize {
+        if let Some(n) = self.max_connections {
+            return n.max(1);
+        }
+        let left = nofile
+            .saturating_sub(inflight as u64)
+            .saturating_sub(FD_RESERVE);
+        (left / 2).clamp(8, 1024) as usize
+    }
 }
 
 impl Default for ServerConfig {
@@ -71,6 +131,7 @@ impl Default for ServerConfig {
             watch: Default::default(),
             config_path: None,
             dry_run: false,
+            http: HttpGuard::default(),
         }
     }
 }
@@ -114,6 +175,20 @@ struct ApiSection {
     max_body_bytes: Option<usize>,
     max_sweep_probes: Option<u64>,
     max_concurrent_sweeps: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    hosts: Option<Vec<String>>,
+    public: Option<Vec<String>>,
+}
+
+/// The `[api]` settings of [`HttpGuard`], as written.
+struct GuardSection {
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    hosts: Option<Vec<String>>,
+    public: Option<Vec<String>>,
 }
 
 impl ServerConfig {
@@ -176,6 +251,59 @@ impl ServerConfig {
         if let Some(n) = api.max_concurrent_sweeps {
             self.limits.max_concurrent_sweeps = n;
         }
+        self.apply_guard(GuardSection {
+            max_connections: api.max_connections,
+            header_timeout: api.header_timeout,
+            idle_timeout: api.idle_timeout,
+            hosts: api.hosts,
+            public: api.public,
+        })
+    }
+
+    fn apply_guard(&mut self, g: GuardSection) -> Result<(), String> {
+        if let Some(n) = g.max_connections {
+            if n == 0 {
+                return Err("[api] max_connections: must be at least 1".into());
+            }
+            self.http.max_connections = Some(n);
+        }
+        let timeout = |key: &str, text: &str| {
+            let d = porthawk_core::parse_duration(text).map_err(|e| format!("[api] {key}: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("[api] {key}: must be more than 0s"));
+            }
+            Ok(d)
+        };
+        if let Some(t) = g.header_timeout {
+            self.http.header_timeout = timeout("header_timeout", &t)?;
+        }
+        if let Some(t) = g.idle_timeout {
+            self.http.idle_timeout = timeout("idle_timeout", &t)?;
+        }
+        if let Some(hosts) = g.hosts {
+            for (i, h) in hosts.iter().enumerate() {
+                let ok = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+                if !ok {
+                    return Err(format!(
+                        "[api] hosts[{i}]: '{h}' is not a host name or address"
+                    ));
+                }
+            }
+            self.http.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        if let Some(public) = g.public {
+            for (i, p) in public.iter().enumerate() {
+                if !PUBLIC_CHOICES.contains(&p.as_str()) {
+                    return Err(format!(
+                        "[api] public[{i}]: '{p}' cannot be opened; public routes are chosen from {}",
+                        PUBLIC_CHOICES.join(", ")
+                    ));
+                }
+            }
+            self.http.public = public;
+        }
         Ok(())
     }
 
@@ -197,6 +325,7 @@ fn parse_allow(entries: &[String]) -> Result<Vec<AddrRange>, String> {
         .iter()
         .enumerate()
         .map(|(i, e)| match parse_target(e) {
+            _ if e.contains('/') => parse_block(e).map_err(|m| format!("[api] allow[{i}]: {m}")),
             Ok(TargetToken::Range(r)) => Ok(r),
             Ok(TargetToken::Host(_)) => Err(format!(
                 "[api] allow[{i}]: '{e}' is a host name; the allow-list takes addresses, blocks and ranges"
@@ -204,6 +333,43 @@ fn parse_allow(entries: &[String]) -> Result<Vec<AddrRange>, String> {
             Err(err) => Err(format!("[api] allow[{i}]: {err}")),
         })
         .collect()
+}
+
+/// An `address/prefix` block of any size: unlike sweep targets (which cap the size of a
+/// block), an allow-list entry may name a whole `fd00::/8`.
+fn parse_block(text: &str) -> Result<AddrRange, String> {
+    let t = text.trim();
+    let (addr, prefix) = t
+        .split_once('/')
+        .ok_or_else(|| format!("'{t}' is not an address/prefix block"))?;
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{t}': '{addr}' is not an IP address"))?;
+    let (max, n) = match ip {
+        IpAddr::V4(a) => (32u32, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (128u32, u128::from(a)),
+    };
+    let bits: u32 = prefix
+        .parse()
+        .ok()
+        .filter(|b| *b <= max)
+        .ok_or_else(|| format!("'{t}': the prefix must be a number from 0 to {max}"))?;
+    let host_bits = max - bits;
+    let mask = if host_bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << host_bits) - 1
+    };
+    let (first, last) = (n & !mask, (n & !mask) | mask);
+    let join = |v: u128| match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(v as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(v)),
+    };
+    AddrRange::new(join(first), join(last)).ok_or_else(|| format!("'{t}' is not a block"))
 }
 
 fn one_line(text: &str) -> String {
@@ -281,6 +447,68 @@ webhook = { url = "http://127.0.0.1:1/" }
             .apply_toml("[api]\nallow = [\"10.0.0.0/99\"]\n")
             .unwrap_err();
         assert!(err.contains("allow[0]"), "{err}");
+    }
+
+    #[test]
+    fn allow_takes_ipv6_blocks_of_any_size() {
+        let mut c = ServerConfig::default();
+        c.apply_toml(
+            "[api]\nallow = [\"fd00::/8\", \"::1/128\", \"2001:db8::/32\", \"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n",
+        )
+        .unwrap();
+        let has = |i: usize, ip: &str| c.allow[i].contains(ip.parse().unwrap());
+        assert!(has(0, "fd00::1") && has(0, "fdff:ffff::1") && !has(0, "fe00::1"));
+        assert!(has(1, "::1") && !has(1, "::2"));
+        assert!(has(2, "2001:db8:ffff::9") && !has(2, "2001:db9::1"));
+        assert!(has(3, "10.255.0.1") && !has(3, "11.0.0.1"));
+        assert!(has(4, "255.255.255.255") && has(5, "ffff::1"));
+        for bad in ["fd00::/129", "10.0.0.0/33", "fd00::/x", "nothost/8"] {
+            let err = c
+                .apply_toml(&format!("[api]\nallow = [\"{bad}\"]\n"))
+                .unwrap_err();
+            assert!(err.contains("allow[0]"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn guard_settings_are_read_and_checked() {
+        let mut c = ServerConfig::default();
+        assert_eq!(c.http.public, DEFAULT_PUBLIC);
+        c.apply_toml(
+            "[api]\nmax_connections = 5\nheader_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
+             hosts = [\"Porthawk.LAN\"]\npublic = [\"/healthz\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.max_connections, Some(5));
+        assert_eq!(c.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.hosts, ["porthawk.lan"]);
+        assert_eq!(c.http.public, ["/healthz"]);
+        for (bad, key) in [
+            ("max_connections = 0", "max_connections"),
+            ("header_timeout = \"0s\"", "header_timeout"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("hosts = [\"a b\"]", "hosts[0]"),
+            ("public = [\"/v1/monitors\"]", "public[0]"),
+        ] {
+            let err = c.apply_toml(&format!("[api]\n{bad}\n")).unwrap_err();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_cap_leaves_descriptors_for_probes() {
+        let g = HttpGuard::default();
+        assert_eq!(g.connection_cap(1024, 768), 64);
+        assert_eq!(g.connection_cap(1024, 64), 416);
+        assert_eq!(g.connection_cap(20_000, 19_744), 64);
+        assert_eq!(g.connection_cap(1 << 20, 65_472), 1024);
+        assert_eq!(g.connection_cap(256, 4096), 8);
+        let g = HttpGuard {
+            max_connections: Some(3),
+            ..HttpGuard::default()
+        };
+        assert_eq!(g.connection_cap(1024, 768), 3);
     }
 
     #[test]

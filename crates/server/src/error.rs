@@ -81,6 +81,37 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sweeps", message)
     }
 
+    /// 403: a request from a foreign `Origin` (another web site's page).
+    pub fn foreign_origin(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "foreign_origin", message).with_field("Origin")
+    }
+
+    /// 408: the client stopped sending its request body.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    /// 415: a body that is not JSON on a route that changes something.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+        .with_field("Content-Type")
+    }
+
+    /// 421: a `Host` header that names neither this server nor a configured name (a DNS
+    /// rebinding page, or a misdirected request).
+    pub fn misdirected(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            message,
+        )
+        .with_field("Host")
+    }
+
     /// 500: the server failed; the details go to the log, not to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         eprintln!("porthawk: internal error: {context}: {err}");

@@ -14,6 +14,8 @@ mod aggregator;
 mod api;
 mod config;
 mod error;
+mod guard;
+mod http;
 mod metrics;
 pub mod monitor;
 mod store;
@@ -31,7 +33,10 @@ use porthawk_core::JobId;
 use porthawk_engine::{Backend, Engine, Job};
 
 pub use api::{app, ApiDoc};
-pub use config::{default_allow, Limits, ServerConfig, DEFAULT_LISTEN, TOKEN_ENV};
+pub use config::{
+    default_allow, HttpGuard, Limits, ServerConfig, DEFAULT_LISTEN, DEFAULT_PUBLIC, PUBLIC_CHOICES,
+    TOKEN_ENV,
+};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ServerError};
 pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
 
@@ -299,6 +304,8 @@ pub struct Ready {
     pub data_dir: PathBuf,
     /// Sweeps of a previous process now marked interrupted.
     pub interrupted: usize,
+    /// The most client connections served at once.
+    pub max_connections: usize,
 }
 
 /// Runs a server until SIGINT or SIGTERM: starts it, listens on `config.listen`, calls
@@ -321,30 +328,25 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), Se
             .await
             .map_err(io(&format!("cannot listen on {}", config.listen)))?;
         let addr = listener.local_addr().map_err(io("listening socket"))?;
+        let shared = Arc::clone(&state.0);
+        let nofile = rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0);
+        let cap = config.http.connection_cap(nofile, shared.engine.inflight());
         on_ready(&Ready {
             addr,
             token: config.token.is_some(),
             backend: server.backend(),
             data_dir: config.data_dir.clone(),
             interrupted: server.interrupted_at_start(),
+            max_connections: cap,
         });
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let notify = Arc::clone(&stopping);
-        let shared = Arc::clone(&state.0);
-        let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let stop = async move {
             stop_signal().await;
             // Ending the sweeps also ends the result streams that follow them.
             shared.begin_stop();
-            notify.notify_one();
-        });
-        tokio::select! {
-            r = serve => r.map_err(io("serving the API")),
-            // Connections that outlive the grace period are cut.
-            () = async {
-                stopping.notified().await;
-                tokio::time::sleep(STOP_GRACE).await;
-            } => Ok(()),
-        }
+        };
+        // Connections that outlive the grace period are cut.
+        http::serve(listener, app(state), &config.http, cap, stop, STOP_GRACE).await;
+        Ok(())
     });
     drop(runtime);
     server.shutdown();

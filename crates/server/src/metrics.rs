@@ -29,12 +29,30 @@ pub struct ShardLabel {
 /// The labels of an API request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method, from a closed set ([`method_label`]).
+    pub method: &'static str,
     /// The route as declared (`/v1/sweeps/{id}`), or `unmatched`.
     pub route: String,
     /// The response status code.
     pub status: u16,
+}
+
+/// The `method` label of a request: the methods of RFC 9110 by name, anything else `other`,
+/// so that a client cannot create metric series at will.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Every metric the server exports.

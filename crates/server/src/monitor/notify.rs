@@ -107,6 +107,30 @@ pub fn webhook_json(n: &Notice) -> serde_json::Value {
     })
 }
 
+/// The JSON body of a Slack message: subject and body as one text, escaped by
+/// [`slack_escape`].
+pub fn slack_json(n: &Notice) -> serde_json::Value {
+    let text = format!("{}\n{}", subject(n), body(n));
+    serde_json::json!({ "text": slack_escape(&text) })
+}
+
+/// Text for Slack's message format, with `&`, `<` and `>` escaped as Slack documents: a
+/// banner or reason sent by a probed host (or a name it answers to) can then never become a
+/// mention (`<!channel>`, `<@U123>`), a disguised link (`<https://evil|docs>`) or another
+/// entity; it shows as the characters it is.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Delivers `notice` through `spec`, retrying with backoff; returns its record.
 pub async fn deliver(spec: &NotifySpec, notice: &Notice) -> NoticeRecord {
     let mut attempts = 0;
@@ -159,10 +183,7 @@ async fn send_once(channel: &Channel, n: &Notice) -> Result<(), String> {
     match channel {
         Channel::Email(e) => send_email(e, n).await,
         Channel::Webhook(url) => post_json(url, &webhook_json(n).to_string()).await,
-        Channel::Slack(url) => {
-            let text = format!("{}\n{}", subject(n), body(n));
-            post_json(url, &serde_json::json!({ "text": text }).to_string()).await
-        }
+        Channel::Slack(url) => post_json(url, &slack_json(n).to_string()).await,
     }
 }
 
@@ -310,6 +331,27 @@ mod tests {
         assert_eq!(j["port"], 25);
         assert_eq!(j["time"], "2026-01-01T00:00:00Z");
         assert_eq!(j["targets"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn slack_text_escapes_what_peers_sent() {
+        assert_eq!(
+            slack_escape("<!channel> <https://evil.example|docs> & <@U1>"),
+            "&lt;!channel&gt; &lt;https://evil.example|docs&gt; &amp; &lt;@U1&gt;"
+        );
+        assert_eq!(slack_escape("&lt;"), "&amp;lt;");
+        let mut n = notice(NoticeKind::Down, 2);
+        n.items[0].reason = Some("open, but expect: no match in '<!channel> pwned'".into());
+        n.items[1].reason = Some("<https://evil.example/|click for the fix> & <!here>".into());
+        n.items[1].host = Some("<!everyone>".into());
+        let text = slack_json(&n)["text"].as_str().unwrap().to_string();
+        assert!(!text.contains(['<', '>']), "{text}");
+        assert!(text.contains("&lt;!channel&gt; pwned"), "{text}");
+        assert!(
+            text.contains("&lt;https://evil.example/|click for the fix&gt; &amp; &lt;!here&gt;"),
+            "{text}"
+        );
+        assert!(text.contains("(&lt;!everyone&gt;)"), "{text}");
     }
 
     /// An HTTP sink that answers `status` to each request and hands back the bodies.
