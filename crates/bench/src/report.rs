@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use porthawk_core::PortState;
-use serde_json::{json, Value};
 
 use crate::{FloorResult, Scenario};
 
@@ -276,90 +275,204 @@ impl Report {
     }
 
     /// The report as one JSON object (keys in snake case, durations in seconds, latencies in
-    /// microseconds; a rate that is not a finite number is `null`).
+    /// microseconds; a rate that is not a finite number is `null`). The shape is
+    /// [`json::Report`]'s.
     pub fn to_json(&self) -> String {
-        let m = &self.machine;
-        let f = &self.floor;
-        let scenarios: Vec<Value> = self.scenarios.iter().map(scenario_json).collect();
-        let skipped: Vec<Value> = self
-            .skipped
-            .iter()
-            .map(|s| json!({"name": s.scenario.as_str(), "reason": s.reason}))
-            .collect();
-        let capacity = self.capacity.as_ref().map(|c| {
-            json!({
-                "checks_per_s": c.checks_per_sec,
-                "basis": c.basis.as_str(),
-                "watch_target_ports_60s": c.watch_ports_60s,
-                "sweep_16x100_s": c.sweep_16x100.as_secs_f64(),
-                "line": c.line(),
-            })
-        });
-        json!({
-            "machine": {
-                "cores": m.cores,
-                "backend": m.backend,
-                "kernel": m.kernel,
-                "nofile": m.nofile,
-            },
-            "duration_s": self.duration.as_secs_f64(),
-            "floor": {
-                "threads": f.threads,
-                "probes": f.probes,
-                "elapsed_s": f.elapsed.as_secs_f64(),
-                "probes_per_s": f.probes_per_sec,
-            },
-            "scenarios": scenarios,
-            "skipped": skipped,
-            "capacity": capacity,
-        })
-        .to_string()
+        let report = json::Report::from(self);
+        match serde_json::to_string(&report) {
+            Ok(text) => text,
+            // Structs of numbers and strings always serialise.
+            Err(e) => unreachable!("the bench report serialises: {e}"),
+        }
     }
 }
 
-/// One scenario point of [`Report::to_json`].
-fn scenario_json(r: &ScenarioResult) -> Value {
-    let states: serde_json::Map<String, Value> = PortState::ALL
-        .iter()
-        .zip(r.states)
-        .map(|(s, n)| (s.as_str().to_string(), n.into()))
-        .collect();
-    let a = &r.accuracy;
-    json!({
-        "name": r.scenario.as_str(),
-        "point": r.point,
-        "targets": r.targets,
-        "backend": r.backend,
-        "shards": r.shards,
-        "inflight": r.inflight,
-        "timeout_ms": r.timeout.as_secs_f64() * 1000.0,
-        "tries": r.tries,
-        "probes": r.probes,
-        "elapsed_s": r.elapsed.as_secs_f64(),
-        "probes_per_s": r.probes_per_sec,
-        "cpu_us_per_probe": r.cpu_us_per_probe,
-        "latency_us": {
-            "p50": r.latency.p50_us,
-            "p90": r.latency.p90_us,
-            "p99": r.latency.p99_us,
-            "p99_9": r.latency.p999_us,
-            "max": r.latency.max_us,
-        },
-        "peak_inflight": r.peak_inflight,
-        "peak_rss_kib": r.peak_rss_kib,
-        "floor_ratio": r.floor_ratio,
-        "states": states,
-        "accuracy": {
-            "records_checked": a.records_checked,
-            "wrong": a.wrong,
-            "complete_jobs": a.complete_jobs,
-            "missing": a.missing,
-            "open_expected": a.open_expected,
-            "open_found": a.open_found,
-            "exact": a.exact(),
-        },
-        "notes": r.notes,
-    })
+/// The shape of `porthawk bench --json`: views of the report with the names and units
+/// scripts read.
+mod json {
+    use serde::Serialize;
+
+    use porthawk_core::PortState;
+
+    /// The whole report.
+    #[derive(Serialize)]
+    pub(super) struct Report<'a> {
+        machine: Machine<'a>,
+        duration_s: f64,
+        floor: Floor,
+        scenarios: Vec<Scenario<'a>>,
+        skipped: Vec<Skipped<'a>>,
+        capacity: Option<Capacity>,
+    }
+
+    #[derive(Serialize)]
+    struct Machine<'a> {
+        cores: usize,
+        backend: &'a str,
+        kernel: &'a str,
+        nofile: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Floor {
+        threads: usize,
+        probes: u64,
+        elapsed_s: f64,
+        probes_per_s: f64,
+    }
+
+    #[derive(Serialize)]
+    struct Scenario<'a> {
+        name: &'static str,
+        point: &'a str,
+        targets: &'a str,
+        backend: &'a str,
+        shards: usize,
+        inflight: usize,
+        timeout_ms: f64,
+        tries: u8,
+        probes: u64,
+        elapsed_s: f64,
+        probes_per_s: f64,
+        cpu_us_per_probe: f64,
+        latency_us: Latency,
+        peak_inflight: usize,
+        peak_rss_kib: u64,
+        floor_ratio: f64,
+        states: States,
+        accuracy: Accuracy,
+        notes: &'a [String],
+    }
+
+    #[derive(Serialize)]
+    struct Latency {
+        p50: u64,
+        p90: u64,
+        p99: u64,
+        p99_9: u64,
+        max: u64,
+    }
+
+    #[derive(Serialize)]
+    struct States {
+        open: u64,
+        closed: u64,
+        filtered: u64,
+        unreachable: u64,
+        error: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Accuracy {
+        records_checked: u64,
+        wrong: u64,
+        complete_jobs: u64,
+        missing: u64,
+        open_expected: u64,
+        open_found: u64,
+        exact: bool,
+    }
+
+    #[derive(Serialize)]
+    struct Skipped<'a> {
+        name: &'static str,
+        reason: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct Capacity {
+        checks_per_s: f64,
+        basis: &'static str,
+        watch_target_ports_60s: u64,
+        sweep_16x100_s: f64,
+        line: String,
+    }
+
+    impl<'a> From<&'a super::Report> for Report<'a> {
+        fn from(r: &'a super::Report) -> Self {
+            let m = &r.machine;
+            let f = &r.floor;
+            Report {
+                machine: Machine {
+                    cores: m.cores,
+                    backend: &m.backend,
+                    kernel: &m.kernel,
+                    nofile: m.nofile,
+                },
+                duration_s: r.duration.as_secs_f64(),
+                floor: Floor {
+                    threads: f.threads,
+                    probes: f.probes,
+                    elapsed_s: f.elapsed.as_secs_f64(),
+                    probes_per_s: f.probes_per_sec,
+                },
+                scenarios: r.scenarios.iter().map(Scenario::from).collect(),
+                skipped: r
+                    .skipped
+                    .iter()
+                    .map(|s| Skipped {
+                        name: s.scenario.as_str(),
+                        reason: &s.reason,
+                    })
+                    .collect(),
+                capacity: r.capacity.as_ref().map(|c| Capacity {
+                    checks_per_s: c.checks_per_sec,
+                    basis: c.basis.as_str(),
+                    watch_target_ports_60s: c.watch_ports_60s,
+                    sweep_16x100_s: c.sweep_16x100.as_secs_f64(),
+                    line: c.line(),
+                }),
+            }
+        }
+    }
+
+    impl<'a> From<&'a super::ScenarioResult> for Scenario<'a> {
+        fn from(r: &'a super::ScenarioResult) -> Self {
+            let state = |s: PortState| r.states[s.index()];
+            let a = &r.accuracy;
+            Scenario {
+                name: r.scenario.as_str(),
+                point: &r.point,
+                targets: &r.targets,
+                backend: &r.backend,
+                shards: r.shards,
+                inflight: r.inflight,
+                timeout_ms: r.timeout.as_secs_f64() * 1000.0,
+                tries: r.tries,
+                probes: r.probes,
+                elapsed_s: r.elapsed.as_secs_f64(),
+                probes_per_s: r.probes_per_sec,
+                cpu_us_per_probe: r.cpu_us_per_probe,
+                latency_us: Latency {
+                    p50: r.latency.p50_us,
+                    p90: r.latency.p90_us,
+                    p99: r.latency.p99_us,
+                    p99_9: r.latency.p999_us,
+                    max: r.latency.max_us,
+                },
+                peak_inflight: r.peak_inflight,
+                peak_rss_kib: r.peak_rss_kib,
+                floor_ratio: r.floor_ratio,
+                states: States {
+                    open: state(PortState::Open),
+                    closed: state(PortState::Closed),
+                    filtered: state(PortState::Filtered),
+                    unreachable: state(PortState::Unreachable),
+                    error: state(PortState::Error),
+                },
+                accuracy: Accuracy {
+                    records_checked: a.records_checked,
+                    wrong: a.wrong,
+                    complete_jobs: a.complete_jobs,
+                    missing: a.missing,
+                    open_expected: a.open_expected,
+                    open_found: a.open_found,
+                    exact: a.exact(),
+                },
+                notes: &r.notes,
+            }
+        }
+    }
 }
 
 /// 1234567 → "1.23M".
@@ -401,6 +514,7 @@ fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     pub(crate) fn sample() -> Report {
         let r = ScenarioResult {
@@ -459,7 +573,10 @@ mod tests {
 
     #[test]
     fn json_has_every_key() {
-        let json: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let text = sample().to_json();
+        // Keys in the order of the shape, not sorted.
+        assert!(text.starts_with(r#"{"machine":{"cores":2,"backend":"epoll","#), "{text}");
+        let json: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["machine"]["cores"], 2);
         assert_eq!(json["floor"]["threads"], 2);
         assert_eq!(json["floor"]["probes_per_s"], 4000.0);
