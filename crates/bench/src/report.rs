@@ -575,7 +575,10 @@ mod tests {
     fn json_has_every_key() {
         let text = sample().to_json();
         // Keys in the order of the shape, not sorted.
-        assert!(text.starts_with(r#"{"machine":{"cores":2,"backend":"epoll","#), "{text}");
+        assert!(
+            text.starts_with(r#"{"machine":{"cores":2,"backend":"epoll","#),
+            "{text}"
+        );
         let json: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["machine"]["cores"], 2);
         assert_eq!(json["floor"]["threads"], 2);

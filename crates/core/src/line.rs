@@ -13,6 +13,11 @@
 //! that are absent; CSV has one column per field in that order, empty where absent. New
 //! fields are only ever added at the end. The CSV header and row writer walk the serde
 //! derive of the struct, so the order is stated once, by the declaration below.
+//!
+//! CSV text cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return get a
+//! leading `'`, so that a spreadsheet shows a hostile banner instead of running it as a
+//! formula (OWASP's advice); a reader that wants the bytes back drops that one quote.
+//! Numbers are never prefixed.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
