@@ -2,23 +2,9 @@
 
 use std::time::Duration;
 
-use crate::util::run_for;
+use serde_json::Value;
 
-/// The number after `"key":` in `json`, searching from `from`.
-fn number_after(json: &str, from: usize, key: &str) -> f64 {
-    let needle = format!("\"{key}\":");
-    let at = json[from..]
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + from
-        + needle.len();
-    let end = json[at..]
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
-        .map_or(json.len(), |e| at + e);
-    json[at..end]
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
-}
+use crate::util::run_for;
 
 #[test]
 fn bench_smoke_run_reports_sane_numbers() {
@@ -34,33 +20,30 @@ fn bench_smoke_run_reports_sane_numbers() {
         Duration::from_secs(120),
     );
     assert!(out.status.success(), "bench failed: {out:?}");
-    let json = String::from_utf8(out.stdout).expect("utf-8 report");
-    let json = json.trim();
-    assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
-    let floor = json.find("\"floor\"").expect("floor section");
-    assert!(number_after(json, floor, "probes_per_s") > 0.0);
-    let closed = json.find("\"name\":\"closed\"").expect("closed scenario");
-    let rate = number_after(json, closed, "probes_per_s");
-    let ratio = number_after(json, closed, "floor_ratio");
-    let cpu = number_after(json, closed, "cpu_us_per_probe");
-    let p99 = number_after(json, closed, "p99");
-    let rss = number_after(json, closed, "peak_rss_kib");
+    let text = String::from_utf8(out.stdout).expect("utf-8 report");
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let num = |v: &Value, what: &str| {
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{what} is not a number in {text}"))
+    };
+    assert!(num(&json["floor"]["probes_per_s"], "floor probes_per_s") > 0.0);
+    let closed = json["scenarios"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["name"] == "closed"))
+        .unwrap_or_else(|| panic!("no closed scenario in {text}"));
+    let rate = num(&closed["probes_per_s"], "probes_per_s");
+    let ratio = num(&closed["floor_ratio"], "floor_ratio");
+    let cpu = num(&closed["cpu_us_per_probe"], "cpu_us_per_probe");
+    let p99 = num(&closed["latency_us"]["p99"], "p99");
+    let rss = num(&closed["peak_rss_kib"], "peak_rss_kib");
     assert!(rate > 0.0, "probes/s {rate}");
     assert!(ratio > 0.0 && ratio < 2.0, "floor ratio {ratio}");
     assert!(cpu > 0.0, "cpu per probe {cpu}");
     assert!(p99 > 0.0, "p99 {p99}");
     assert!(rss > 0.0, "peak rss {rss}");
-    assert_eq!(
-        number_after(json, closed, "wrong"),
-        0.0,
-        "wrong verdicts: {json}"
-    );
-    assert_eq!(
-        number_after(json, closed, "missing"),
-        0.0,
-        "missing results: {json}"
-    );
-    assert!(json.contains("\"capacity\""), "no capacity line: {json}");
+    assert_eq!(closed["accuracy"]["wrong"], 0, "wrong verdicts: {text}");
+    assert_eq!(closed["accuracy"]["missing"], 0, "missing results: {text}");
+    assert!(json["capacity"].is_object(), "no capacity line: {text}");
 }
 
 #[test]

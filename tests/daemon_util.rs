@@ -29,10 +29,11 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
 
-/// Prints why a daemon test does not run. CI installs every daemon, so there a skip means
-/// `.ci/run` lost a package.
+/// Says why a daemon test does not run, through [`crate::util::require`]: a failure under
+/// `CI=true` (CI installs every daemon, so there a skip means `.ci/run` lost a package), a
+/// printed skip elsewhere.
 pub fn skip(daemon: &str) {
-    eprintln!("skipping: {daemon} not installed (see .ci/run)");
+    let _ = crate::util::require(daemon, Some("not installed (see .ci/run)".to_string()));
 }
 
 /// Whether the tests run as root (the owner of `/proc/self` is the effective user).
@@ -59,11 +60,11 @@ pub fn programs<const N: usize>(daemon: &str, names: [&str; N]) -> Option<[PathB
 /// Whether the test may run a daemon that must switch to its system user (or needs root for
 /// its privilege separation); prints why not.
 pub fn root_for(daemon: &str) -> bool {
-    let root = is_root();
-    if !root {
-        eprintln!("skipping: {daemon} runs as its system user here, which needs root");
-    }
-    root
+    crate::util::require_that(
+        daemon,
+        is_root(),
+        "runs as its system user here, which needs root",
+    )
 }
 
 /// The newest PostgreSQL server installation: `/usr/lib/postgresql/<major>/bin`.

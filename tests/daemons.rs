@@ -189,10 +189,7 @@ fn assert_cert(r: &Record, cert: &Cert, now: i64) {
         Some(rfc3339(cert.not_after).as_str()),
         "{ctx}"
     );
-    let days = match r.fields.get("cert_days_left") {
-        Some(Value::Num(n)) => n.parse::<i64>().ok(),
-        _ => None,
-    };
+    let days = r.fields.get("cert_days_left").and_then(Value::as_i64);
     assert_eq!(days, Some(days_left(cert.not_after, now)), "{ctx}");
 }
 

@@ -504,7 +504,10 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
 
 fn status_page_in_chromium(server: &Server) {
     let Some(chromium) = util::which("chromium").or_else(|| util::which("chromium-browser")) else {
-        eprintln!("SKIPPED the status page in a browser: chromium is not installed (apt-get install chromium)");
+        let _ = util::require(
+            "chromium",
+            Some("not installed (apt-get install chromium)".into()),
+        );
         return;
     };
     let profile = TempDir::new("monitor-chromium");

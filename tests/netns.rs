@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::util::{
-    assert_success, check_summary, index_records, parse_jsonl, run_command, stderr, stdout, which,
-    Helper, Kind, Record, BIN, RUN_TIMEOUT,
+    assert_success, check_summary, index_records, parse_jsonl, require, require_that, run_command,
+    stderr, stdout, which, Helper, Kind, Record, BIN, RUN_TIMEOUT,
 };
 
 /// Dropped by the input hook: no answer, so `filtered` after every try.
@@ -97,17 +97,16 @@ fn ruleset() -> String {
 /// Sets up a namespace with the ruleset and sweeps `target` in it with each backend.
 fn sweep_in_namespace(target: IpAddr) {
     let Some(ip) = which("ip") else {
-        eprintln!("skipping: `ip` (iproute2) not found");
+        let _ = require("`ip` (iproute2)", Some("not found".into()));
         return;
     };
-    if which("nft").is_none() {
-        eprintln!("skipping: `nft` (nftables) not found");
+    if !require_that("`nft` (nftables)", which("nft").is_some(), "not found") {
         return;
     }
     let ns = match Namespace::create(ip) {
         Ok(ns) => ns,
         Err(why) => {
-            eprintln!("skipping: cannot create a network namespace: {why}");
+            let _ = require("a network namespace (root)", Some(why));
             return;
         }
     };
@@ -120,17 +119,15 @@ fn sweep_in_namespace(target: IpAddr) {
     );
     if target.is_ipv6() {
         let addrs = ns.run("ip", &["-6", "addr", "show", "dev", "lo"], None);
-        if !stdout(&addrs).contains("::1/128") {
-            eprintln!("skipping: no ::1 in the namespace (IPv6 disabled?)");
+        let has_v6 = stdout(&addrs).contains("::1/128");
+        if !require_that("::1 in the namespace", has_v6, "IPv6 disabled?") {
             return;
         }
     }
     let nft = ns.run("nft", &["-f", "-"], Some(&ruleset()));
     if !nft.status.success() {
-        eprintln!(
-            "skipping: cannot load an nftables ruleset in the namespace: {}",
-            stderr(&nft).trim()
-        );
+        let why = format!("cannot load one: {}", stderr(&nft).trim());
+        let _ = require("an nftables ruleset in the namespace", Some(why));
         return;
     }
 
@@ -140,7 +137,8 @@ fn sweep_in_namespace(target: IpAddr) {
     let open = match Helper::spawn(&prefix, Kind::Accept, &[target]) {
         Ok((helper, ports)) => Some((helper, ports[0])),
         Err(why) => {
-            eprintln!("note: not testing an open port in the namespace: {why}");
+            // Outside CI the rest of the test still runs without the open port.
+            let _ = require("an open port in the namespace (python3)", Some(why));
             None
         }
     };
@@ -170,7 +168,7 @@ fn sweep_in_namespace(target: IpAddr) {
         ];
         let out = run_command(ns.command(BIN, &args), None, RUN_TIMEOUT);
         if backend == "uring" && crate::util::uring_unavailable(&out) {
-            eprintln!("skipping the io_uring half: {}", stderr(&out).trim());
+            let _ = require("io_uring", Some(stderr(&out).trim().to_string()));
             continue;
         }
         assert_success(&args, &out);

@@ -6,10 +6,11 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    assert_success, check_open_set, check_summary, index_records, loopback_lock, parse_jsonl,
-    ports_arg, run, run_for, stderr, stdout, test_hosts, test_net, triples, uring_unavailable,
-    with_state, Farm, Kind, ListenSnapshot, Record, TempDir,
+    assert_success, check_open_set, check_summary, index_records, loopback_lock, parse_csv,
+    parse_jsonl, ports_arg, require, run, run_for, stderr, stdout, test_hosts, test_net, triples,
+    uring_unavailable, with_state, Farm, Kind, ListenSnapshot, Record, ResultLine, TempDir,
 };
+use porthawk_core::PortState;
 
 /// Closed ports probed next to the farm's. Above the default ephemeral range (32768-60999), so
 /// unlikely to be in use; anything that does listen there is taken from `/proc` anyway.
@@ -39,10 +40,8 @@ fn sweep_with_backend(args: &[String], backend: &str) -> Option<(Vec<Record>, Ou
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&argv);
     if backend == "uring" && uring_unavailable(&out) {
-        eprintln!(
-            "skipping the io_uring half: porthawk says io_uring is unavailable: {}",
-            stderr(&out).trim()
-        );
+        let why = format!("porthawk says it is unavailable: {}", stderr(&out).trim());
+        let _ = require("io_uring", Some(why));
         return None;
     }
     assert_success(&argv, &out);
@@ -321,22 +320,14 @@ fn sweep_format(fs: &FarmSweep, format: &str) -> (String, ListenSnapshot, Listen
 fn csv_output_lists_the_open_ports() {
     let fs = FarmSweep::new("csv_output_lists_the_open_ports");
     let (text, before, after) = sweep_format(&fs, "csv");
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason")
-    );
     let mut found = BTreeSet::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split(',').collect();
-        assert_eq!(cols.len(), 13, "csv row: {line}");
-        let ip: IpAddr = cols[0].parse().unwrap_or_else(|_| panic!("csv ip: {line}"));
-        let port: u16 = cols[1]
-            .parse()
-            .unwrap_or_else(|_| panic!("csv port: {line}"));
-        assert_eq!(cols[2], "open", "csv row: {line}");
-        assert!(cols[4].parse::<u8>().is_ok(), "csv tries: {line}");
-        assert!(found.insert((ip, port)), "csv row twice: {line}");
+    for line in parse_csv(&text) {
+        assert_eq!(line.state, PortState::Open, "csv row: {line:?}");
+        assert!(line.tries >= 1, "csv tries: {line:?}");
+        assert!(
+            found.insert((line.ip, line.port)),
+            "csv row twice: {line:?}"
+        );
     }
     check_open_set(
         &found,
@@ -621,7 +612,7 @@ fn ipv6_loopback_listeners_are_found() {
     let _lock = loopback_lock();
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
     if let Err(e) = TcpListener::bind(SocketAddr::new(v6, 0)) {
-        eprintln!("skipping: cannot bind [::1]:0 ({e}); no IPv6 loopback here");
+        let _ = require("IPv6 loopback", Some(format!("cannot bind [::1]:0 ({e})")));
         return;
     }
     let farm = Farm::standard(&[v6]);
@@ -791,5 +782,156 @@ fn ctrl_c_stops_the_sweep_and_still_reports_what_was_found() {
         if r.port == open_port {
             assert_eq!(r.state, "open", "{r:?}");
         }
+    }
+}
+
+/// Banners for [`jsonl_and_csv_are_the_same_result_lines`]: one that identifies, one with a
+/// comma and a quote, one that a spreadsheet would run as a formula.
+const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
+const QUOTED_BANNER: &[u8] = b"220 \"hello\", world\r\n";
+const FORMULA_BANNER: &[u8] = b"=cmd|' /C calc'!A0\r\n";
+
+/// A farm whose listeners greet with [`SSH_BANNER`], [`QUOTED_BANNER`] and [`FORMULA_BANNER`],
+/// next to a resetting one, on two hosts; and the `scan` arguments that sweep it with
+/// `--banner --all` (without `--format`).
+fn banner_farm(name: &str) -> (Farm, Vec<String>) {
+    let hosts = test_hosts(name, 2);
+    let spec: Vec<(IpAddr, Kind)> = hosts
+        .iter()
+        .flat_map(|&ip| {
+            [
+                (ip, Kind::Greet(SSH_BANNER)),
+                (ip, Kind::Greet(QUOTED_BANNER)),
+                (ip, Kind::Greet(FORMULA_BANNER)),
+                (ip, Kind::Reset),
+            ]
+        })
+        .collect();
+    let farm = Farm::new(&spec);
+    let mut args = vec!["scan".to_string()];
+    args.extend(hosts.iter().map(IpAddr::to_string));
+    let ports = ports_arg(&farm.ports(), "");
+    args.extend(strings(&[
+        "-p",
+        &ports,
+        "--banner",
+        "--read-timeout",
+        "300ms",
+        "--all",
+    ]));
+    (farm, args)
+}
+
+/// Runs `args --format format`, requiring exit 0; returns stdout.
+fn sweep_text(args: &[String], format: &str) -> String {
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend(["--format", format]);
+    let out = run(&argv);
+    assert_success(&argv, &out);
+    stdout(&out)
+}
+
+/// A result line without the round trip, which differs from sweep to sweep.
+fn without_rtt(mut line: ResultLine) -> ResultLine {
+    line.rtt_us = 0;
+    line
+}
+
+#[test]
+fn jsonl_and_csv_are_the_same_result_lines() {
+    let (farm, args) = banner_farm("jsonl_and_csv_are_the_same_result_lines");
+    let jsonl = sweep_text(&args, "jsonl");
+    let csv = sweep_text(&args, "csv");
+    let names = ResultLine::field_names();
+    // JSON objects name the fields in the order of the CSV header (unknown fields are refused
+    // by `parse_jsonl`, which reads each line as a `ResultLine`).
+    for text_line in jsonl.lines() {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text_line).unwrap_or_else(|e| panic!("{e}: {text_line}"));
+        let mut at = 0;
+        for name in names.iter().filter(|n| fields.contains_key(**n)) {
+            let needle = format!("\"{name}\":");
+            let found = text_line[at..]
+                .find(&needle)
+                .unwrap_or_else(|| panic!("field {name} out of the contract order: {text_line}"));
+            at += found + needle.len();
+        }
+    }
+    let from_jsonl: BTreeSet<String> = parse_jsonl(&jsonl)
+        .into_iter()
+        .map(|r| format!("{:?}", without_rtt(r.line)))
+        .collect();
+    let csv_lines = parse_csv(&csv);
+    // CSV cells that a spreadsheet would run carry a leading quote; otherwise the same lines.
+    let from_csv: BTreeSet<String> = csv_lines
+        .iter()
+        .cloned()
+        .map(|mut l| {
+            if let Some(b) = l.banner.as_mut().filter(|b| b.starts_with("'=")) {
+                b.remove(0);
+            }
+            format!("{:?}", without_rtt(l))
+        })
+        .collect();
+    assert_eq!(from_jsonl, from_csv);
+    // Every listener's port on both hosts: open on its own host, closed on the other.
+    assert_eq!(from_jsonl.len(), 2 * farm.listeners().len());
+    let ssh: Vec<&ResultLine> = csv_lines
+        .iter()
+        .filter(|l| l.service.as_deref() == Some("ssh"))
+        .collect();
+    assert_eq!(ssh.len(), 2, "{csv}");
+    assert!(ssh
+        .iter()
+        .all(|l| l.product.as_deref() == Some("OpenSSH") && l.version.as_deref() == Some("9.2p1")));
+    assert!(
+        csv_lines
+            .iter()
+            .any(|l| l.banner.as_deref() == Some("220 \"hello\", world")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn csv_defuses_a_banner_that_starts_a_formula() {
+    let (_farm, args) = banner_farm("csv_defuses_a_banner_that_starts_a_formula");
+    let csv = sweep_text(&args, "csv");
+    let rows: Vec<&str> = csv.lines().filter(|l| l.contains("cmd|")).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    for row in rows {
+        assert!(
+            row.contains(",'=cmd|' /C calc'!A0,"),
+            "formula not defused: {row}"
+        );
+        assert!(!row.contains(",=cmd"), "{row}");
+    }
+}
+
+#[test]
+fn output_write_errors_name_the_file_and_exit_2() {
+    let ip = test_hosts("output_write_errors_name_the_file_and_exit_2", 1)[0];
+    let farm = Farm::new(&[(ip, Kind::Accept)]);
+    let port = farm.listeners()[0].0.port().to_string();
+    let target = ip.to_string();
+    for format in ["jsonl", "csv", "table", "grep"] {
+        let args = [
+            "scan",
+            &target,
+            "-p",
+            &port,
+            "--format",
+            format,
+            "-o",
+            "/dev/full",
+        ];
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{format}: {}", stderr(&out));
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{format}: one line: {err}");
+        assert!(
+            lines[0].starts_with("porthawk: ") && lines[0].contains("'/dev/full'"),
+            "{format}: the error names the file: {err}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Bad input: exit code 2 and one line on stderr that names the bad argument.
 
-use crate::util::{run, stderr, stdout, TempDir};
+use std::process::Command;
+
+use crate::util::{run, run_command, stderr, stdout, test_hosts, TempDir, BIN, RUN_TIMEOUT};
 
 /// Runs `porthawk args` and checks the usage-error contract: exit 2, exactly one stderr line,
 /// containing every one of `needles` (case-insensitive). Returns that line.
@@ -141,4 +143,46 @@ fn help_exits_zero() {
             "scan --help does not list {flag}:\n{text}"
         );
     }
+}
+
+#[test]
+fn an_unknown_log_format_is_a_usage_error() {
+    assert_usage_error(
+        &["--log-format", "yaml", "scan", "127.0.0.1", "-p", "80"],
+        &["--log-format", "yaml"],
+    );
+}
+
+#[test]
+fn log_format_json_writes_json_events_filtered_by_rust_log() {
+    let ip = test_hosts("log_format_json", 1)[0].to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["scan", &ip, "-p", "9", "--log-format", "json"])
+        .env("RUST_LOG", "porthawk=debug");
+    let out = run_command(cmd, None, RUN_TIMEOUT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let event = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "porthawk starting")
+        .unwrap_or_else(|| panic!("no JSON start event on stderr:\n{err}"));
+    assert_eq!(event["level"], "DEBUG", "{event}");
+    assert_eq!(
+        event["fields"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{event}"
+    );
+    // The user-facing summary stays a plain line.
+    assert!(err.lines().any(|l| l.starts_with("porthawk: ")), "{err}");
+    // Without RUST_LOG, debug events are filtered out.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["scan", &ip, "-p", "9", "--log-format", "json"])
+        .env_remove("RUST_LOG");
+    let plain = run_command(cmd, None, RUN_TIMEOUT);
+    assert!(
+        !stderr(&plain).contains("porthawk starting"),
+        "{}",
+        stderr(&plain)
+    );
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: listener farms, running the binary with a deadline,
-//! reading `/proc/net/tcp{,6}`, and a small parser for the flat JSON objects of `--format jsonl`.
+//! reading `/proc/net/tcp{,6}`, reading `--format jsonl` and `csv` back into `ResultLine`s, and the
+//! rule for tests whose environment is missing ([`require`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub use porthawk_core::ResultLine;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_porthawk");
@@ -74,6 +77,8 @@ pub enum Kind {
     Reset,
     /// Never accepts: connections complete in the kernel and wait in the backlog.
     Silent,
+    /// Accepts, sends these bytes at once, and holds the connection open.
+    Greet(&'static [u8]),
 }
 
 /// Listeners bound on port 0 of given addresses, each served until the farm is dropped.
@@ -103,11 +108,10 @@ impl Farm {
             farm.listeners.push((addr, kind));
             match kind {
                 Kind::Silent => farm.silent.push(listener),
-                Kind::Accept | Kind::Reset => {
+                Kind::Accept | Kind::Reset | Kind::Greet(_) => {
                     let stop = Arc::clone(&farm.stop);
-                    let hold = kind == Kind::Accept;
                     farm.threads
-                        .push(thread::spawn(move || serve(listener, hold, &stop)));
+                        .push(thread::spawn(move || serve(listener, kind, &stop)));
                 }
             }
         }
@@ -153,9 +157,9 @@ impl Drop for Farm {
     }
 }
 
-/// The accept loop of an `Accept` (`hold`) or `Reset` listener. Non-blocking so that it
+/// The accept loop of an `Accept`, `Greet` or `Reset` listener. Non-blocking so that it
 /// notices the stop flag; bounded by [`HELPER_LIFETIME`].
-fn serve(listener: TcpListener, hold: bool, stop: &AtomicBool) {
+fn serve(listener: TcpListener, kind: Kind, stop: &AtomicBool) {
     if listener.set_nonblocking(true).is_err() {
         return;
     }
@@ -163,8 +167,11 @@ fn serve(listener: TcpListener, hold: bool, stop: &AtomicBool) {
     let mut held: Vec<TcpStream> = Vec::new();
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         match listener.accept() {
-            Ok((stream, _)) => {
-                if hold {
+            Ok((mut stream, _)) => {
+                if let Kind::Greet(bytes) = kind {
+                    let _ = stream.write_all(bytes);
+                }
+                if kind != Kind::Reset {
                     held.push(stream);
                 } else {
                     // An RST rather than a FIN: the harshest thing a live service can do.
@@ -385,36 +392,64 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+/// A directory under the system temp dir (from `tempfile`), removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// Creates `porthawk-test-<pid>-<name>`.
+    /// Creates `porthawk-test-<name>-XXXXXX`.
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("porthawk-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("porthawk-test-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {name}: {e}"));
         TempDir(dir)
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Writes `text` to a file in the directory and returns its path.
     pub fn write(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.0.join(file);
+        let p = self.0.path().join(file);
         std::fs::write(&p, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
         p
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+// ---------------------------------------------------------------------------------------------
+// A missing environment
+
+/// Whether the environment variable `CI` says this is a CI run (`true` or `1`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Decides what a test does when something it needs (root, a daemon, a browser, a tool) is
+/// missing: `Ok(())` when `missing` is `None`; otherwise, under `CI=true`, it panics naming
+/// what is missing and why (CI installs everything, so a skip there would hide a broken
+/// set-up); outside CI it prints `skipping: ...` and returns the message, and the test stops.
+pub fn require(what: &str, missing: Option<String>) -> Result<(), String> {
+    require_in(in_ci(), what, missing)
+}
+
+/// [`require`] with the CI decision made by the caller.
+fn require_in(ci: bool, what: &str, missing: Option<String>) -> Result<(), String> {
+    let Some(why) = missing else {
+        return Ok(());
+    };
+    let text = format!("{what}: {why}");
+    if ci {
+        panic!("CI=true and this test cannot run: {text}");
     }
+    eprintln!("skipping: {text}");
+    Err(text)
+}
+
+/// [`require`] for a check that is a `bool`: `true` when the test may go on.
+pub fn require_that(what: &str, present: bool, why: &str) -> bool {
+    require(what, (!present).then(|| why.to_string())).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,20 +591,10 @@ pub fn check_open_set(
 // ---------------------------------------------------------------------------------------------
 // JSONL
 
-/// A value of a flat JSON object.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// A string, unescaped.
-    Str(String),
-    /// A number, as written.
-    Num(String),
-    /// `true` or `false`.
-    Bool(bool),
-    /// `null`.
-    Null,
-}
+pub use serde_json::Value;
 
-/// One line of `--format jsonl`.
+/// One line of `--format jsonl`: the typed [`ResultLine`] it must parse into, and its fields
+/// by name for the assertions.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// `ip`.
@@ -579,219 +604,61 @@ pub struct Record {
     /// `state`.
     pub state: String,
     /// Every field, including the three above.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: serde_json::Map<String, Value>,
+    /// The line as the contract type.
+    pub line: ResultLine,
 }
 
 impl Record {
     /// A string field.
     pub fn str(&self, key: &str) -> Option<&str> {
-        match self.fields.get(key) {
-            Some(Value::Str(s)) => Some(s),
-            _ => None,
-        }
+        self.fields.get(key).and_then(Value::as_str)
     }
 
     /// A non-negative integer field.
     pub fn uint(&self, key: &str) -> Option<u64> {
-        match self.fields.get(key) {
-            Some(Value::Num(n)) => n.parse().ok(),
-            _ => None,
-        }
+        self.fields.get(key).and_then(Value::as_u64)
     }
 }
 
-/// Parses `--format jsonl` output; panics, naming the line, on anything malformed.
+/// Parses `--format jsonl` output; panics, naming the line, on anything malformed or on a
+/// line that is not a [`ResultLine`].
 pub fn parse_jsonl(text: &str) -> Vec<Record> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    for (i, text_line) in text.lines().enumerate() {
+        if text_line.trim().is_empty() {
             continue;
         }
-        let fields =
-            parse_flat_object(line).unwrap_or_else(|e| panic!("jsonl line {}: {e}: {line}", i + 1));
-        let ip = match fields.get("ip") {
-            Some(Value::Str(s)) => s
-                .parse()
-                .unwrap_or_else(|_| panic!("jsonl line {}: bad ip: {line}", i + 1)),
-            _ => panic!("jsonl line {}: no string \"ip\": {line}", i + 1),
-        };
-        let port = match fields.get("port") {
-            Some(Value::Num(n)) => n
-                .parse()
-                .unwrap_or_else(|_| panic!("jsonl line {}: bad port: {line}", i + 1)),
-            _ => panic!("jsonl line {}: no numeric \"port\": {line}", i + 1),
-        };
-        let state = match fields.get("state") {
-            Some(Value::Str(s)) => s.clone(),
-            _ => panic!("jsonl line {}: no string \"state\": {line}", i + 1),
-        };
+        let fail = |e: serde_json::Error| -> ! { panic!("jsonl line {}: {e}: {text_line}", i + 1) };
+        let line: ResultLine = serde_json::from_str(text_line).unwrap_or_else(|e| fail(e));
+        let fields = serde_json::from_str(text_line).unwrap_or_else(|e| fail(e));
         out.push(Record {
-            ip,
-            port,
-            state,
+            ip: line.ip,
+            port: line.port,
+            state: line.state.to_string(),
             fields,
+            line,
         });
     }
     out
 }
 
-/// Parses one JSON object whose values are strings, numbers, booleans or null.
-pub fn parse_flat_object(line: &str) -> Result<BTreeMap<String, Value>, String> {
-    let mut p = JsonParser {
-        s: line.as_bytes(),
-        i: 0,
-    };
-    let mut map = BTreeMap::new();
-    p.ws();
-    p.expect(b'{')?;
-    p.ws();
-    if p.peek() == Some(b'}') {
-        p.i += 1;
-    } else {
-        loop {
-            p.ws();
-            let key = p.string()?;
-            p.ws();
-            p.expect(b':')?;
-            p.ws();
-            let value = p.value()?;
-            if map.insert(key.clone(), value).is_some() {
-                return Err(format!("duplicate key {key:?}"));
-            }
-            p.ws();
-            match p.bump() {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                other => return Err(format!("expected ',' or '}}' at {}, got {other:?}", p.i)),
-            }
-        }
-    }
-    p.ws();
-    if p.i != p.s.len() {
-        return Err(format!("trailing bytes at {}", p.i));
-    }
-    Ok(map)
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let b = self.peek();
-        self.i += 1;
-        b
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.i += 1;
-        }
-    }
-
-    fn expect(&mut self, want: u8) -> Result<(), String> {
-        match self.bump() {
-            Some(b) if b == want => Ok(()),
-            other => Err(format!(
-                "expected {:?} at {}, got {:?}",
-                want as char,
-                self.i - 1,
-                other.map(|b| b as char)
-            )),
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self
-            .s
-            .get(self.i..self.i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u32::from_str_radix(d, 16).ok())
-            .ok_or_else(|| format!("bad \\u escape at {}", self.i))?;
-        self.i += 4;
-        Ok(digits)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.expect(b'"')?;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            match self.bump() {
-                None => return Err("unterminated string".into()),
-                Some(b'"') => break,
-                Some(b'\\') => match self.bump() {
-                    Some(b'"') => out.push(b'"'),
-                    Some(b'\\') => out.push(b'\\'),
-                    Some(b'/') => out.push(b'/'),
-                    Some(b'b') => out.push(8),
-                    Some(b'f') => out.push(12),
-                    Some(b'n') => out.push(b'\n'),
-                    Some(b'r') => out.push(b'\r'),
-                    Some(b't') => out.push(b'\t'),
-                    Some(b'u') => {
-                        let mut code = self.hex4()?;
-                        if (0xD800..0xDC00).contains(&code) && self.s[self.i..].starts_with(b"\\u")
-                        {
-                            self.i += 2;
-                            let low = self.hex4()?;
-                            code = 0x10000 + ((code - 0xD800) << 10) + (low.wrapping_sub(0xDC00));
-                        }
-                        let c = char::from_u32(code).unwrap_or('\u{FFFD}');
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some(b) if b < 0x20 => return Err("control byte in string".into()),
-                Some(b) => out.push(b),
-            }
-        }
-        String::from_utf8(out).map_err(|_| "string is not UTF-8".to_string())
-    }
-
-    fn value(&mut self) -> Result<Value, String> {
-        match self.peek() {
-            Some(b'"') => Ok(Value::Str(self.string()?)),
-            Some(b't') if self.s[self.i..].starts_with(b"true") => {
-                self.i += 4;
-                Ok(Value::Bool(true))
-            }
-            Some(b'f') if self.s[self.i..].starts_with(b"false") => {
-                self.i += 5;
-                Ok(Value::Bool(false))
-            }
-            Some(b'n') if self.s[self.i..].starts_with(b"null") => {
-                self.i += 4;
-                Ok(Value::Null)
-            }
-            Some(b'-' | b'0'..=b'9') => {
-                let start = self.i;
-                while matches!(
-                    self.peek(),
-                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                ) {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
-                if text.parse::<f64>().is_err() {
-                    return Err(format!("bad number {text:?}"));
-                }
-                Ok(Value::Num(text.to_string()))
-            }
-            Some(b'{' | b'[') => Err(format!("nested value at {} (not expected)", self.i)),
-            other => Err(format!(
-                "unexpected {:?} at {}",
-                other.map(|b| b as char),
-                self.i
-            )),
-        }
-    }
+/// Parses `--format csv` output into lines; panics unless the header is exactly
+/// [`ResultLine::field_names`] and every row parses into a [`ResultLine`].
+pub fn parse_csv(text: &str) -> Vec<ResultLine> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap_or_else(|e| panic!("csv header: {e}"))
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(header, ResultLine::field_names(), "csv header");
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.unwrap_or_else(|e| panic!("csv row {}: {e}\n{text}", i + 1)))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -892,20 +759,6 @@ pub fn check_summary(stderr: &str, records: &[Record], want_backend: Option<&str
 }
 
 #[test]
-fn flat_json_parser_reads_the_contract_example() {
-    let line = r#"{"ip":"127.0.0.1","port":25,"state":"open","rtt_us":412,"tries":1,"host":"a\"b\u00e9","ok":true,"x":null}"#;
-    let f = parse_flat_object(line).expect("parses");
-    assert_eq!(f.get("ip"), Some(&Value::Str("127.0.0.1".into())));
-    assert_eq!(f.get("port"), Some(&Value::Num("25".into())));
-    assert_eq!(f.get("host"), Some(&Value::Str("a\"b\u{e9}".into())));
-    assert_eq!(f.get("ok"), Some(&Value::Bool(true)));
-    assert_eq!(f.get("x"), Some(&Value::Null));
-    assert!(parse_flat_object(r#"{"a":{"b":1}}"#).is_err());
-    assert!(parse_flat_object(r#"{"a":1,"a":2}"#).is_err());
-    assert!(parse_flat_object(r#"{"a":1} x"#).is_err());
-}
-
-#[test]
 fn proc_net_tcp_parser_decodes_addresses() {
     let v4 = "  sl  local_address rem_address   st\n   0: 0100007F:0016 00000000:0000 0A 0\n   1: 00000000:07E8 00000000:0000 0A 0\n   2: 0100007F:0017 0100007F:1234 01 0\n";
     let got = parse_proc_net_tcp(v4, false);
@@ -931,4 +784,32 @@ fn summary_count_reads_word_number_pairs() {
     assert_eq!(summary_count(line, "closed"), Some(8));
     assert_eq!(summary_count(line, "error"), Some(0));
     assert_eq!(summary_count("reopen 5", "open"), None);
+}
+
+#[test]
+fn a_missing_tool_fails_under_ci_and_skips_elsewhere() {
+    let missing = || {
+        which("porthawk-no-such-tool")
+            .is_none()
+            .then(|| "not installed".to_string())
+    };
+    let under_ci =
+        std::panic::catch_unwind(|| require_in(true, "porthawk-no-such-tool", missing()));
+    let message = under_ci.expect_err("CI=true must fail the test");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("porthawk-no-such-tool: not installed"),
+        "{text}"
+    );
+    assert_eq!(
+        require_in(false, "porthawk-no-such-tool", missing()),
+        Err("porthawk-no-such-tool: not installed".to_string())
+    );
+    assert_eq!(
+        require_in(true, "sh", which("sh").is_none().then(String::new)),
+        Ok(())
+    );
 }

@@ -275,189 +275,203 @@ impl Report {
     }
 
     /// The report as one JSON object (keys in snake case, durations in seconds, latencies in
-    /// microseconds).
+    /// microseconds; a rate that is not a finite number is `null`). The shape is
+    /// [`json::Report`]'s.
     pub fn to_json(&self) -> String {
-        let mut j = Json::default();
-        j.open('{');
-        j.key("machine");
-        j.open('{');
-        j.field_num("cores", self.machine.cores as f64);
-        j.field_str("backend", &self.machine.backend);
-        j.field_str("kernel", &self.machine.kernel);
-        j.field_num("nofile", self.machine.nofile as f64);
-        j.close('}');
-        j.field_num("duration_s", self.duration.as_secs_f64());
-        j.key("floor");
-        j.open('{');
-        j.field_num("threads", self.floor.threads as f64);
-        j.field_num("probes", self.floor.probes as f64);
-        j.field_num("elapsed_s", self.floor.elapsed.as_secs_f64());
-        j.field_num("probes_per_s", self.floor.probes_per_sec);
-        j.close('}');
-        j.key("scenarios");
-        j.open('[');
-        for r in &self.scenarios {
-            j.open('{');
-            j.field_str("name", r.scenario.as_str());
-            j.field_str("point", &r.point);
-            j.field_str("targets", &r.targets);
-            j.field_str("backend", &r.backend);
-            j.field_num("shards", r.shards as f64);
-            j.field_num("inflight", r.inflight as f64);
-            j.field_num("timeout_ms", r.timeout.as_secs_f64() * 1000.0);
-            j.field_num("tries", r.tries.into());
-            j.field_num("probes", r.probes as f64);
-            j.field_num("elapsed_s", r.elapsed.as_secs_f64());
-            j.field_num("probes_per_s", r.probes_per_sec);
-            j.field_num("cpu_us_per_probe", r.cpu_us_per_probe);
-            j.key("latency_us");
-            j.open('{');
-            j.field_num("p50", r.latency.p50_us as f64);
-            j.field_num("p90", r.latency.p90_us as f64);
-            j.field_num("p99", r.latency.p99_us as f64);
-            j.field_num("p99_9", r.latency.p999_us as f64);
-            j.field_num("max", r.latency.max_us as f64);
-            j.close('}');
-            j.field_num("peak_inflight", r.peak_inflight as f64);
-            j.field_num("peak_rss_kib", r.peak_rss_kib as f64);
-            j.field_num("floor_ratio", r.floor_ratio);
-            j.key("states");
-            j.open('{');
-            for (s, n) in PortState::ALL.iter().zip(r.states) {
-                j.field_num(s.as_str(), n as f64);
+        let report = json::Report::from(self);
+        match serde_json::to_string(&report) {
+            Ok(text) => text,
+            // Structs of numbers and strings always serialise.
+            Err(e) => unreachable!("the bench report serialises: {e}"),
+        }
+    }
+}
+
+/// The shape of `porthawk bench --json`: views of the report with the names and units
+/// scripts read.
+mod json {
+    use serde::Serialize;
+
+    use porthawk_core::PortState;
+
+    /// The whole report.
+    #[derive(Serialize)]
+    pub(super) struct Report<'a> {
+        machine: Machine<'a>,
+        duration_s: f64,
+        floor: Floor,
+        scenarios: Vec<Scenario<'a>>,
+        skipped: Vec<Skipped<'a>>,
+        capacity: Option<Capacity>,
+    }
+
+    #[derive(Serialize)]
+    struct Machine<'a> {
+        cores: usize,
+        backend: &'a str,
+        kernel: &'a str,
+        nofile: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Floor {
+        threads: usize,
+        probes: u64,
+        elapsed_s: f64,
+        probes_per_s: f64,
+    }
+
+    #[derive(Serialize)]
+    struct Scenario<'a> {
+        name: &'static str,
+        point: &'a str,
+        targets: &'a str,
+        backend: &'a str,
+        shards: usize,
+        inflight: usize,
+        timeout_ms: f64,
+        tries: u8,
+        probes: u64,
+        elapsed_s: f64,
+        probes_per_s: f64,
+        cpu_us_per_probe: f64,
+        latency_us: Latency,
+        peak_inflight: usize,
+        peak_rss_kib: u64,
+        floor_ratio: f64,
+        states: States,
+        accuracy: Accuracy,
+        notes: &'a [String],
+    }
+
+    #[derive(Serialize)]
+    struct Latency {
+        p50: u64,
+        p90: u64,
+        p99: u64,
+        p99_9: u64,
+        max: u64,
+    }
+
+    #[derive(Serialize)]
+    struct States {
+        open: u64,
+        closed: u64,
+        filtered: u64,
+        unreachable: u64,
+        error: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Accuracy {
+        records_checked: u64,
+        wrong: u64,
+        complete_jobs: u64,
+        missing: u64,
+        open_expected: u64,
+        open_found: u64,
+        exact: bool,
+    }
+
+    #[derive(Serialize)]
+    struct Skipped<'a> {
+        name: &'static str,
+        reason: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct Capacity {
+        checks_per_s: f64,
+        basis: &'static str,
+        watch_target_ports_60s: u64,
+        sweep_16x100_s: f64,
+        line: String,
+    }
+
+    impl<'a> From<&'a super::Report> for Report<'a> {
+        fn from(r: &'a super::Report) -> Self {
+            let m = &r.machine;
+            let f = &r.floor;
+            Report {
+                machine: Machine {
+                    cores: m.cores,
+                    backend: &m.backend,
+                    kernel: &m.kernel,
+                    nofile: m.nofile,
+                },
+                duration_s: r.duration.as_secs_f64(),
+                floor: Floor {
+                    threads: f.threads,
+                    probes: f.probes,
+                    elapsed_s: f.elapsed.as_secs_f64(),
+                    probes_per_s: f.probes_per_sec,
+                },
+                scenarios: r.scenarios.iter().map(Scenario::from).collect(),
+                skipped: r
+                    .skipped
+                    .iter()
+                    .map(|s| Skipped {
+                        name: s.scenario.as_str(),
+                        reason: &s.reason,
+                    })
+                    .collect(),
+                capacity: r.capacity.as_ref().map(|c| Capacity {
+                    checks_per_s: c.checks_per_sec,
+                    basis: c.basis.as_str(),
+                    watch_target_ports_60s: c.watch_ports_60s,
+                    sweep_16x100_s: c.sweep_16x100.as_secs_f64(),
+                    line: c.line(),
+                }),
             }
-            j.close('}');
+        }
+    }
+
+    impl<'a> From<&'a super::ScenarioResult> for Scenario<'a> {
+        fn from(r: &'a super::ScenarioResult) -> Self {
+            let state = |s: PortState| r.states[s.index()];
             let a = &r.accuracy;
-            j.key("accuracy");
-            j.open('{');
-            j.field_num("records_checked", a.records_checked as f64);
-            j.field_num("wrong", a.wrong as f64);
-            j.field_num("complete_jobs", a.complete_jobs as f64);
-            j.field_num("missing", a.missing as f64);
-            j.field_num("open_expected", a.open_expected as f64);
-            j.field_num("open_found", a.open_found as f64);
-            j.field_bool("exact", a.exact());
-            j.close('}');
-            j.key("notes");
-            j.open('[');
-            for n in &r.notes {
-                j.string(n);
-            }
-            j.close(']');
-            j.close('}');
-        }
-        j.close(']');
-        j.key("skipped");
-        j.open('[');
-        for s in &self.skipped {
-            j.open('{');
-            j.field_str("name", s.scenario.as_str());
-            j.field_str("reason", &s.reason);
-            j.close('}');
-        }
-        j.close(']');
-        j.key("capacity");
-        match &self.capacity {
-            Some(c) => {
-                j.open('{');
-                j.field_num("checks_per_s", c.checks_per_sec);
-                j.field_str("basis", c.basis.as_str());
-                j.field_num("watch_target_ports_60s", c.watch_ports_60s as f64);
-                j.field_num("sweep_16x100_s", c.sweep_16x100.as_secs_f64());
-                j.field_str("line", &c.line());
-                j.close('}');
-            }
-            None => j.raw("null"),
-        }
-        j.close('}');
-        j.out
-    }
-}
-
-/// A minimal JSON writer: the report is small and fixed in shape, so a dependency on a
-/// serialization framework would buy nothing.
-#[derive(Default)]
-struct Json {
-    out: String,
-    /// Per open container: whether it has an element yet.
-    has_item: Vec<bool>,
-    after_key: bool,
-}
-
-impl Json {
-    fn sep(&mut self) {
-        if self.after_key {
-            self.after_key = false;
-            return;
-        }
-        if let Some(has) = self.has_item.last_mut() {
-            if *has {
-                self.out.push(',');
-            }
-            *has = true;
-        }
-    }
-
-    fn open(&mut self, c: char) {
-        self.sep();
-        self.out.push(c);
-        self.has_item.push(false);
-    }
-
-    fn close(&mut self, c: char) {
-        self.has_item.pop();
-        self.out.push(c);
-    }
-
-    fn key(&mut self, k: &str) {
-        self.string(k);
-        self.out.push(':');
-        self.after_key = true;
-    }
-
-    fn raw(&mut self, v: &str) {
-        self.sep();
-        self.out.push_str(v);
-    }
-
-    fn string(&mut self, s: &str) {
-        self.sep();
-        self.out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", c as u32);
-                }
-                c => self.out.push(c),
+            Scenario {
+                name: r.scenario.as_str(),
+                point: &r.point,
+                targets: &r.targets,
+                backend: &r.backend,
+                shards: r.shards,
+                inflight: r.inflight,
+                timeout_ms: r.timeout.as_secs_f64() * 1000.0,
+                tries: r.tries,
+                probes: r.probes,
+                elapsed_s: r.elapsed.as_secs_f64(),
+                probes_per_s: r.probes_per_sec,
+                cpu_us_per_probe: r.cpu_us_per_probe,
+                latency_us: Latency {
+                    p50: r.latency.p50_us,
+                    p90: r.latency.p90_us,
+                    p99: r.latency.p99_us,
+                    p99_9: r.latency.p999_us,
+                    max: r.latency.max_us,
+                },
+                peak_inflight: r.peak_inflight,
+                peak_rss_kib: r.peak_rss_kib,
+                floor_ratio: r.floor_ratio,
+                states: States {
+                    open: state(PortState::Open),
+                    closed: state(PortState::Closed),
+                    filtered: state(PortState::Filtered),
+                    unreachable: state(PortState::Unreachable),
+                    error: state(PortState::Error),
+                },
+                accuracy: Accuracy {
+                    records_checked: a.records_checked,
+                    wrong: a.wrong,
+                    complete_jobs: a.complete_jobs,
+                    missing: a.missing,
+                    open_expected: a.open_expected,
+                    open_found: a.open_found,
+                    exact: a.exact(),
+                },
+                notes: &r.notes,
             }
         }
-        self.out.push('"');
-    }
-
-    fn field_str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        self.string(v);
-    }
-
-    fn field_num(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if !v.is_finite() {
-            self.raw("null");
-        } else if v.fract() == 0.0 && v.abs() < 9e15 {
-            self.raw(&format!("{}", v as i64));
-        } else {
-            self.raw(&format!("{v:.3}"));
-        }
-    }
-
-    fn field_bool(&mut self, k: &str, v: bool) {
-        self.key(k);
-        self.raw(if v { "true" } else { "false" });
     }
 }
 
@@ -500,6 +514,7 @@ fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     pub(crate) fn sample() -> Report {
         let r = ScenarioResult {
@@ -558,32 +573,45 @@ mod tests {
 
     #[test]
     fn json_has_every_key() {
-        let json = sample().to_json();
-        for key in [
-            "\"machine\":{\"cores\":2,",
-            "\"floor\":{\"threads\":2,",
-            "\"probes_per_s\":4000",
-            "\"scenarios\":[{\"name\":\"closed\",",
-            "\"cpu_us_per_probe\":3.500",
-            "\"latency_us\":{\"p50\":10,\"p90\":20,\"p99\":30,\"p99_9\":40,\"max\":50}",
-            "\"peak_inflight\":12",
-            "\"peak_rss_kib\":4096",
-            "\"floor_ratio\":0.500",
-            "\"states\":{\"open\":0,\"closed\":1000,",
-            "\"exact\":true",
-            "\"notes\":[\"a \\\"quoted\\\" note\"]",
-            "\"skipped\":[{\"name\":\"filtered\",\"reason\":\"needs root\"}]",
-            "\"capacity\":{\"checks_per_s\":2000,",
-            "\"watch_target_ports_60s\":120000",
-            "\"sweep_16x100_s\":3276.800",
-        ] {
-            assert!(json.contains(key), "{key} missing from {json}");
-        }
-        // Brackets balance and no separator is doubled or dangling.
-        assert_eq!(json.matches('{').count(), json.matches('}').count());
-        assert_eq!(json.matches('[').count(), json.matches(']').count());
-        assert!(!json.contains(",,") && !json.contains(",}") && !json.contains(",]"));
-        assert!(!json.contains("{,") && !json.contains("[,"));
+        let text = sample().to_json();
+        // Keys in the order of the shape, not sorted.
+        assert!(
+            text.starts_with(r#"{"machine":{"cores":2,"backend":"epoll","#),
+            "{text}"
+        );
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["machine"]["cores"], 2);
+        assert_eq!(json["floor"]["threads"], 2);
+        assert_eq!(json["floor"]["probes_per_s"], 4000.0);
+        let r = &json["scenarios"][0];
+        assert_eq!(r["name"], "closed");
+        assert_eq!(r["cpu_us_per_probe"], 3.5);
+        assert_eq!(
+            r["latency_us"],
+            json!({"p50": 10, "p90": 20, "p99": 30, "p99_9": 40, "max": 50})
+        );
+        assert_eq!(r["peak_inflight"], 12);
+        assert_eq!(r["peak_rss_kib"], 4096);
+        assert_eq!(r["floor_ratio"], 0.5);
+        assert_eq!(r["timeout_ms"], 200.0);
+        assert_eq!(r["states"]["open"], 0);
+        assert_eq!(r["states"]["closed"], 1000);
+        assert_eq!(r["accuracy"]["exact"], true);
+        assert_eq!(r["notes"], json!(["a \"quoted\" note"]));
+        assert_eq!(
+            json["skipped"],
+            json!([{"name": "filtered", "reason": "needs root"}])
+        );
+        assert_eq!(json["capacity"]["checks_per_s"], 2000.0);
+        assert_eq!(json["capacity"]["watch_target_ports_60s"], 120_000);
+        assert_eq!(json["capacity"]["sweep_16x100_s"], 3276.8);
+        // A rate that is not a number is null, never invalid JSON.
+        let mut odd = sample();
+        odd.scenarios[0].probes_per_sec = f64::NAN;
+        odd.capacity = None;
+        let json: Value = serde_json::from_str(&odd.to_json()).unwrap();
+        assert_eq!(json["scenarios"][0]["probes_per_s"], Value::Null);
+        assert_eq!(json["capacity"], Value::Null);
     }
 
     #[test]

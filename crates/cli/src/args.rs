@@ -12,6 +12,20 @@ use porthawk_engine::BackendChoice;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// How log lines look on standard error (what to log: the RUST_LOG environment variable,
+    /// default info for porthawk and warn for everything else).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Formats of the log on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use porthawk_core::{
-    decode_frame, errno_name, parse_target, HostSetBuilder, PortSet, PortState, ProbeRecord,
-    TargetSpace, TargetToken,
+    banner_text, decode_frame, errno_name, parse_target, HostSetBuilder, PortSet, PortState,
+    ProbeRecord, TargetSpace, TargetToken,
 };
 use porthawk_engine::{Engine, EngineConfig, Job};
 
 use crate::args::CheckArgs;
-use crate::output::{banner_text, unix_now};
+use crate::output::unix_now;
 
 /// Nagios plugin states, in order of severity (UNKNOWN is reported apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

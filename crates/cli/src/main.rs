@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod check;
+mod logging;
 mod output;
 mod probe;
 mod scan;
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    logging::init(cli.log_format);
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), "porthawk starting");
     let result = match cli.command {
         Command::Scan(args) => scan::run(args),
         Command::Bench(args) => bench::run(args),

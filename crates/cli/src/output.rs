@@ -1,11 +1,10 @@
-//! Result output: table, JSON Lines, CSV and grepable lines.
+//! Result output: table, JSON Lines, CSV and grepable lines, each an encoding of core's
+//! [`ResultLine`] (JSON Lines and CSV are its serde_json and CSV encodings, the contract that
+//! the HTTP API shares).
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use porthawk_core::{
-    errno_name, identify, printable, rfc3339, PortState, ProbeRecord, BANNER_LIMIT,
-};
+use porthawk_core::{printable, trim_line_end, PortState, ProbeRecord, ResultLine};
 
 use crate::args::Format;
 
@@ -14,170 +13,99 @@ use crate::args::Format;
 pub struct Output<W: Write> {
     format: Format,
     out: W,
-    rows: Vec<(ProbeRecord, Option<String>)>,
-    line: String,
+    /// Table rows: the line and the short banner the INFO column shows.
+    rows: Vec<(ResultLine, Option<String>)>,
+    buf: String,
+    /// Where the output goes (`'out.csv'`, `standard output`), for error messages.
+    dest: String,
 }
 
 impl<W: Write> Output<W> {
-    /// An output in `format` to `out`; writes the CSV header at once.
-    pub fn new(format: Format, mut out: W) -> io::Result<Self> {
-        if format == Format::Csv {
-            writeln!(
-                out,
-                "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason"
-            )?;
-        }
-        Ok(Output {
+    /// An output in `format` to `out`, which `dest` names in errors (`'out.csv'`, `standard
+    /// output`); writes the CSV header at once.
+    pub fn new(format: Format, out: W, dest: String) -> io::Result<Self> {
+        let mut output = Output {
             format,
             out,
             rows: Vec::new(),
-            line: String::with_capacity(256),
-        })
+            buf: String::with_capacity(256),
+            dest,
+        };
+        if format == Format::Csv {
+            output.buf = ResultLine::csv_header();
+            output.write_buf()?;
+        }
+        Ok(output)
+    }
+
+    /// Writes the line in `buf`; an error names the destination and keeps its kind (so that
+    /// a broken pipe is still recognised as one).
+    fn write_buf(&mut self) -> io::Result<()> {
+        let written = self.out.write_all(self.buf.as_bytes());
+        written.map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("cannot write to {}: {e}", self.dest))
     }
 
     /// Writes (or, for the table, keeps) one record; `host` is the name it was given by.
     pub fn record(&mut self, r: &ProbeRecord, host: Option<&str>) -> io::Result<()> {
-        self.line.clear();
-        let l = &mut self.line;
-        let errno = r
-            .errno
-            .filter(|_| matches!(r.state, PortState::Unreachable | PortState::Error))
-            .map(errno_name);
-        // Writing into a String cannot fail.
+        let line = ResultLine::new(r, host, unix_now());
+        self.buf.clear();
         match self.format {
             Format::Table => {
-                self.rows.push((r.clone(), host.map(str::to_string)));
+                let banner = r.banner.as_deref().map(|b| printable(trim_line_end(b), 60));
+                self.rows.push((line, banner));
                 return Ok(());
             }
             Format::Jsonl => {
-                let _ = write!(
-                    l,
-                    r#"{{"ip":"{}","port":{},"state":"{}","rtt_us":{},"tries":{}"#,
-                    r.ip, r.port, r.state, r.rtt_us, r.tries
-                );
-                if let Some(h) = host {
-                    l.push_str(r#","host":""#);
-                    json_escape(l, h);
-                    l.push('"');
-                }
-                if let Some(e) = errno {
-                    let _ = write!(l, r#","errno":"{e}""#);
-                }
-                if let Some(b) = &r.banner {
-                    l.push_str(r#","banner":""#);
-                    json_escape(l, &banner_text(b));
-                    l.push('"');
-                    if let Some(id) = identify(b) {
-                        let _ = write!(l, r#","service":"{}""#, id.service);
-                        for (key, value) in [("product", &id.product), ("version", &id.version)] {
-                            if let Some(v) = value {
-                                let _ = write!(l, r#","{key}":""#);
-                                json_escape(l, v);
-                                l.push('"');
-                            }
-                        }
-                    }
-                }
-                if let Some(m) = r.matched {
-                    let _ = write!(l, r#","matched":{m}"#);
-                }
-                if let Some(reason) = &r.reason {
-                    l.push_str(r#","reason":""#);
-                    json_escape(l, reason);
-                    l.push('"');
-                }
-                if let Some(tls) = &r.tls {
-                    let _ = write!(l, r#","tls_version":"{}""#, tls.version);
-                    if let Some(cert) = &tls.cert {
-                        l.push_str(r#","cert_subject":""#);
-                        json_escape(l, &cert.subject);
-                        l.push_str(r#"","cert_issuer":""#);
-                        json_escape(l, &cert.issuer);
-                        let _ = write!(
-                            l,
-                            r#"","cert_not_after":"{}","cert_days_left":{}"#,
-                            rfc3339(cert.not_after),
-                            cert.days_left(unix_now())
-                        );
-                    }
-                }
-                l.push('}');
+                // serde_json writes a struct of scalars and strings into a
+                // String without failing; the error arm only keeps the signature honest.
+                let json = serde_json::to_string(&line).map_err(io::Error::other)?;
+                self.buf.push_str(&json);
+                self.buf.push('\n');
             }
-            Format::Csv => {
-                let _ = write!(
-                    l,
-                    "{},{},{},{},{},{},{},{},",
-                    r.ip,
-                    r.port,
-                    r.state,
-                    r.rtt_us,
-                    r.tries,
-                    host.unwrap_or(""),
-                    errno.unwrap_or(""),
-                    r.matched.map_or("", |m| if m { "true" } else { "false" }),
-                );
-                let id = r.banner.as_deref().and_then(identify);
-                l.push_str(id.as_ref().map_or("", |i| i.service));
-                l.push(',');
-                csv_field(
-                    l,
-                    id.as_ref().and_then(|i| i.product.as_deref()).unwrap_or(""),
-                );
-                l.push(',');
-                csv_field(
-                    l,
-                    id.as_ref().and_then(|i| i.version.as_deref()).unwrap_or(""),
-                );
-                l.push(',');
-                if let Some(b) = &r.banner {
-                    csv_field(l, &banner_text(b));
-                }
-                l.push(',');
-                if let Some(reason) = &r.reason {
-                    csv_field(l, reason);
-                }
-            }
+            Format::Csv => line.write_csv_row(&mut self.buf),
             Format::Grep => {
                 // nmap's -oG port field: port/state/protocol/owner/service/rpc/version/
-                let id = r.banner.as_deref().and_then(identify);
-                let service = id.as_ref().map_or("", |i| i.service);
-                let version = id
-                    .as_ref()
-                    .map(|i| {
-                        [i.product.as_deref(), i.version.as_deref()]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                            .replace('/', "|")
-                    })
-                    .unwrap_or_default();
-                let _ = write!(
-                    l,
-                    "Host: {} ({})\tPorts: {}/{}/tcp//{service}//{version}/",
-                    r.ip,
-                    host.unwrap_or(""),
-                    r.port,
-                    r.state
+                let version = [line.product.as_deref(), line.version.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace('/', "|");
+                self.buf = format!(
+                    "Host: {} ({})\tPorts: {}/{}/tcp//{}//{version}/\n",
+                    line.ip,
+                    line.host.as_deref().unwrap_or(""),
+                    line.port,
+                    line.state,
+                    line.service.as_deref().unwrap_or(""),
                 );
             }
         }
-        l.push('\n');
-        self.out.write_all(l.as_bytes())
+        self.write_buf()
     }
 
     /// Writes the table (if that is the format) and flushes.
     pub fn finish(mut self) -> io::Result<()> {
+        self.write_table()
+            .and_then(|()| self.out.flush())
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn write_table(&mut self) -> io::Result<()> {
         if self.format == Format::Table {
-            self.rows.sort_by_key(|(r, _)| (r.ip, r.port));
-            let host = |r: &ProbeRecord, h: &Option<String>| match h {
-                Some(name) => format!("{name} ({})", r.ip),
-                None => r.ip.to_string(),
+            self.rows.sort_by_key(|(l, _)| (l.ip, l.port));
+            let host = |l: &ResultLine| match &l.host {
+                Some(name) => format!("{name} ({})", l.ip),
+                None => l.ip.to_string(),
             };
             let width = self
                 .rows
                 .iter()
-                .map(|(r, h)| host(r, h).len())
+                .map(|(l, _)| host(l).len())
                 .max()
                 .unwrap_or(0)
                 .max(4);
@@ -186,61 +114,36 @@ impl<W: Write> Output<W> {
                 "{:<width$}  {:>5}  {:<11}  {:>9}  {:<24}  INFO",
                 "HOST", "PORT", "STATE", "RTT", "SERVICE"
             )?;
-            for (r, h) in &self.rows {
-                let banner;
-                let reason = match (r.state, r.errno) {
-                    (PortState::Unreachable | PortState::Error, Some(e)) => errno_name(e),
+            for (l, banner) in &self.rows {
+                let info = match (l.state, &l.errno) {
+                    (PortState::Unreachable | PortState::Error, Some(e)) => e.as_str(),
                     (PortState::Filtered, _) => "no answer",
-                    _ => match (&r.reason, &r.banner) {
-                        (Some(why), _) => why.as_str(),
-                        (None, Some(b)) => {
-                            banner = printable(trim_line_end(b), 60);
-                            banner.as_str()
-                        }
-                        (None, None) => "",
-                    },
+                    _ => l.reason.as_deref().or(banner.as_deref()).unwrap_or(""),
                 };
-                let rtt = format!("{:.1}ms", f64::from(r.rtt_us) / 1000.0);
-                let service = r
-                    .banner
-                    .as_deref()
-                    .and_then(identify)
-                    .map(|i| {
-                        [Some(i.service), i.product.as_deref(), i.version.as_deref()]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
+                let rtt = format!("{:.1}ms", f64::from(l.rtt_us) / 1000.0);
+                let service = [
+                    l.service.as_deref(),
+                    l.product.as_deref(),
+                    l.version.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
                 writeln!(
                     self.out,
                     "{:<width$}  {:>5}  {:<11}  {:>9}  {:<24}  {}",
-                    host(r, h),
-                    r.port,
-                    r.state.as_str(),
+                    host(l),
+                    l.port,
+                    l.state.as_str(),
                     rtt,
                     service,
-                    reason
+                    info
                 )?;
             }
         }
-        self.out.flush()
+        Ok(())
     }
-}
-
-/// A banner for output: without its final line break, with every other byte that is not
-/// printable ASCII escaped (`\r`, `\n`, `\xHH`).
-pub fn banner_text(banner: &[u8]) -> String {
-    printable(trim_line_end(banner), 4 * BANNER_LIMIT)
-}
-
-fn trim_line_end(b: &[u8]) -> &[u8] {
-    let end = b
-        .iter()
-        .rposition(|c| !matches!(c, b'\r' | b'\n'))
-        .map_or(0, |i| i + 1);
-    &b[..end]
 }
 
 /// Seconds since the epoch, now.
@@ -248,30 +151,6 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Appends a CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(out: &mut String, s: &str) {
-    if s.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&s.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(s);
-    }
-}
-
-fn json_escape(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -287,7 +166,7 @@ mod tests {
 
     fn render(format: Format, records: &[(ProbeRecord, Option<&str>)]) -> String {
         let mut buf = Vec::new();
-        let mut out = Output::new(format, &mut buf).unwrap();
+        let mut out = Output::new(format, &mut buf, "a buffer".into()).unwrap();
         for (r, h) in records {
             out.record(r, *h).unwrap();
         }
@@ -308,7 +187,10 @@ mod tests {
         );
         assert_eq!(
             render(Format::Csv, &records),
-            "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason\n10.0.0.7,25,open,412,1,mx,,,,,,,\n10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,,,,\n"
+            "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason,\
+             tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left\n\
+             10.0.0.7,25,open,412,1,mx,,,,,,,,,,,,\n\
+             10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,,,,,,,,,\n"
         );
         assert_eq!(
             render(Format::Grep, &records),
@@ -321,12 +203,5 @@ mod tests {
         assert!(lines[1].starts_with("10.0.0.1 "), "{table}");
         assert!(lines[1].contains("EHOSTUNREACH"));
         assert!(lines[2].starts_with("mx (10.0.0.7)"), "{table}");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut s = String::new();
-        json_escape(&mut s, "a\"b\\c\n");
-        assert_eq!(s, "a\\\"b\\\\c\\u000a");
     }
 }

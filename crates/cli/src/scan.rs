@@ -73,7 +73,11 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
         }
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    let mut output = Output::new(args.format, &mut sink)?;
+    let dest = match &args.output {
+        Some(path) => format!("'{}'", path.display()),
+        None => "standard output".to_string(),
+    };
+    let mut output = Output::new(args.format, &mut sink, dest)?;
 
     let engine = Engine::start(&config)?;
     let job = engine.submit(Job {

@@ -4,7 +4,8 @@
 //! the target model ([`TargetSpace`], [`HostSet`], [`PortSet`]), the seeded permutation of
 //! the target space and its split into shards ([`Permutation`], [`ShardSlice`]), the probe
 //! state machine that the engine's backends drive ([`Probe`]), the result records and the
-//! postcard batch frames ([`ResultBatch`], [`encode_frame`], [`decode_frame`]).
+//! postcard batch frames ([`ResultBatch`], [`encode_frame`], [`decode_frame`]), and the one
+//! result line every output prints ([`ResultLine`]).
 //!
 //! Architecture invariant: nothing here opens a socket, reads the clock, spawns a thread,
 //! or panics on bytes that came from a peer.
@@ -19,6 +20,7 @@ mod escape;
 #[doc(hidden)]
 pub mod fuzzing;
 mod identify;
+mod line;
 mod options;
 mod permute;
 mod ports;
@@ -37,6 +39,7 @@ pub use duration::parse_duration;
 pub use errno::{errno_name, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
+pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS};

@@ -23,8 +23,10 @@ impl fmt::Display for JobId {
     }
 }
 
-/// The state of a port, named as nmap names it.
+/// The state of a port, named as nmap names it (in serde formats with names, too: `"open"`;
+/// postcard encodes the variant index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PortState {
     /// The handshake completed.
     Open,
