@@ -171,7 +171,7 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     for needle in [
         "porthawk_probes_total{state=\"open\"} 1",
         "porthawk_sweeps{state=\"done\"} 1",
-        "porthawk_batches_decoded_total",
+        "porthawk_result_batches_total",
         "porthawk_connect_latency_seconds_count 1",
         "route=\"/v1/sweeps/{id}\"",
     ] {

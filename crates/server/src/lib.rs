@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use porthawk_core::JobId;
-use porthawk_engine::{Backend, Engine, Job};
+use porthawk_engine::{result_channel, Backend, Engine, Job, ResultSink};
 
 pub use api::{app, ApiDoc};
 pub use config::{default_allow, Limits, ServerConfig, DEFAULT_LISTEN, TOKEN_ENV};
@@ -39,6 +39,9 @@ use aggregator::Aggregator;
 use metrics::Metrics;
 use store::{now_ms, Progress, Store};
 use sweep::{LiveSweep, SweepPlan};
+
+/// Result batches of sweeps the engine may queue for the aggregator before shards wait.
+const SWEEP_BATCHES: usize = 64;
 
 /// How long a stopping server waits for cancelled sweeps to report their last results.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +60,8 @@ pub(crate) struct LiveSweeps {
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) engine: Engine,
+    /// Where every sweep's job sends its results: the aggregator reads the other end.
+    sweep_sink: ResultSink,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
     pub(crate) watch: monitor::WatchHandle,
@@ -105,7 +110,7 @@ impl Shared {
             Arc::clone(&plan.space),
             created,
         ));
-        // Registered before it is submitted, so that its first frame finds it.
+        // Registered before it is submitted, so that its first batch finds it.
         live.by_id.insert(id, Arc::clone(&sweep));
         live.by_job.insert(job, Arc::clone(&sweep));
         let handle = self.engine.submit(Job {
@@ -113,6 +118,7 @@ impl Shared {
             space: plan.space,
             spec: plan.spec,
             rate,
+            sink: self.sweep_sink.clone(),
         });
         let _ = sweep.handle.set(handle);
         self.metrics.sweep_moved(None, SweepState::Running);
@@ -172,7 +178,7 @@ impl Server {
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let (store, interrupted_at_start) = Store::open(&config.data_dir)?;
         let engine = Engine::start(&config.engine)?;
-        let frames = engine.frames().clone();
+        let (sweep_sink, sweep_results) = result_channel(SWEEP_BATCHES);
         let metrics = Metrics::default();
         metrics.inflight_limit.set(engine.inflight() as i64);
         let db = config.data_dir.join("porthawk.db");
@@ -192,6 +198,7 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             engine,
+            sweep_sink,
             store,
             metrics,
             live: Mutex::new(LiveSweeps::default()),
@@ -202,7 +209,7 @@ impl Server {
         let aggregator = Aggregator::new(Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("porthawk-aggregator".into())
-            .spawn(move || aggregator.run(frames))
+            .spawn(move || aggregator.run(sweep_results))
             .map_err(|source| ServerError::Io {
                 context: "cannot start the aggregator thread".into(),
                 source,

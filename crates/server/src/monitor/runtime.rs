@@ -1,18 +1,18 @@
 //! The runtime around [`Watch`]: one thread with its own small tokio runtime that owns the
-//! watch, submits its jobs to the server's engine, receives its results from the aggregator,
-//! runs actions and delivers notifications, writes history, and reloads the config on SIGHUP
-//! or when the file changes.
+//! watch, submits its jobs to the server's engine with a result sink of its own, runs
+//! actions and delivers notifications, writes history, and reloads the config on SIGHUP or
+//! when the file changes.
 //!
-//! Everything else talks to it through [`WatchHandle`]: the aggregator hands over batches,
-//! the API sends requests and closures that read the watch.
+//! Everything else talks to it through [`WatchHandle`]: the API sends requests and closures
+//! that read the watch.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use porthawk_core::{JobId, ResultBatch};
+use porthawk_core::{PortState, ResultBatch};
+use porthawk_engine::{result_channel, Job, ResultSink};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{self, WatchConfig};
@@ -28,13 +28,14 @@ use crate::Shared;
 const TICK: Duration = Duration::from_millis(100);
 /// How often the config file is looked at for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
+/// Result batches of monitor jobs the engine may queue before shards wait.
+const RESULT_BATCHES: usize = 16;
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 type ViewFn = Box<dyn FnOnce(&Watch, u64) + Send>;
 
 enum Command {
-    Batch(ResultBatch),
     CheckNow(String, oneshot::Sender<Result<usize, Refusal>>),
     Silence(String, Option<u64>, oneshot::Sender<Result<(), Refusal>>),
     RunAction(
@@ -47,10 +48,9 @@ enum Command {
     Stop,
 }
 
-/// The handle on the watch thread that the aggregator and the API hold.
+/// The handle on the watch thread that the API holds.
 pub struct WatchHandle {
     tx: mpsc::UnboundedSender<Command>,
-    jobs: Arc<Mutex<HashSet<JobId>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
 }
@@ -75,7 +75,6 @@ impl Default for WatchHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         WatchHandle {
             tx,
-            jobs: Arc::default(),
             thread: Mutex::new(None),
             rx: Mutex::new(Some(rx)),
         }
@@ -117,16 +116,6 @@ impl WatchHandle {
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
-    }
-
-    /// Whether `job` is a monitor's; the aggregator asks before [`WatchHandle::deliver`].
-    pub(crate) fn owns(&self, job: JobId) -> bool {
-        lock(&self.jobs).contains(&job)
-    }
-
-    /// Hands a batch of a monitor job to the watch.
-    pub(crate) fn deliver(&self, batch: ResultBatch) {
-        let _ = self.tx.send(Command::Batch(batch));
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -181,6 +170,10 @@ impl WatchHandle {
 struct Runtime {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Command>,
+    /// The sink every monitor job sends its results to.
+    sink: ResultSink,
+    /// Those results, forwarded from the sink by the `porthawk-watch-results` thread.
+    results: mpsc::Receiver<ResultBatch>,
     watch: Watch,
     path: Option<PathBuf>,
     file_stamp: Option<(SystemTime, u64)>,
@@ -211,7 +204,10 @@ impl Runtime {
                 Default::default()
             });
         let watch = Watch::new(options.config, restored, options.dry_run, now);
+        let (sink, results) = forward_results();
         let rt = Runtime {
+            sink,
+            results,
             file_stamp: options.path.as_deref().and_then(file_stamp),
             path: options.path,
             shared,
@@ -275,6 +271,7 @@ impl Runtime {
                     None | Some(Command::Stop) => break,
                     Some(c) => self.command(c),
                 },
+                Some(batch) = self.results.recv() => self.on_batch(batch),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP");
@@ -282,6 +279,9 @@ impl Runtime {
             }
             // Drain whatever else is queued before the next turn, so that a burst of batches
             // is one store write.
+            while let Ok(batch) = self.results.try_recv() {
+                self.on_batch(batch);
+            }
             while let Ok(c) = self.rx.try_recv() {
                 if matches!(c, Command::Stop) {
                     self.flush();
@@ -321,41 +321,48 @@ impl Runtime {
     fn submit_due(&mut self) {
         let now = now_ms();
         let engine = &self.shared.engine;
-        let jobs = &self.shared.watch.jobs;
-        let (due, skipped) = self.watch.poll_due(now, || {
-            let id = engine.next_job_id();
-            // Registered before submission, so that the first frame is routed here.
-            lock(jobs).insert(id);
-            id
-        });
+        let (due, skipped) = self.watch.poll_due(now, || engine.next_job_id());
         let m = &self.shared.metrics.monitor;
         m.skipped.inc_by(skipped);
-        for (job, lateness_ms) in due {
+        for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
-            self.shared.engine.submit(job);
+            self.shared.engine.submit(Job {
+                id: check.id,
+                space: check.space,
+                spec: check.spec,
+                rate: None,
+                sink: self.sink.clone(),
+            });
+        }
+    }
+
+    /// Judges a batch of a monitor job (counted like any probe in the metrics).
+    fn on_batch(&mut self, batch: ResultBatch) {
+        let now = now_ms();
+        let mut per_state = [0u64; PortState::ALL.len()];
+        for r in &batch.records {
+            per_state[r.state.index()] += 1;
+        }
+        self.shared.metrics.count_probes(&per_state);
+        let effects = self.watch.on_records(batch.job, &batch.records, now);
+        self.apply(effects);
+        if batch.job_done {
+            let (effects, finished) = self.watch.on_job_done(batch.job, now);
+            if let Some(f) = finished {
+                self.shared
+                    .metrics
+                    .monitor
+                    .check_duration
+                    .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
+                    .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
+            }
+            self.apply(effects);
         }
     }
 
     fn command(&mut self, c: Command) {
         let now = now_ms();
         match c {
-            Command::Batch(batch) => {
-                let effects = self.watch.on_records(batch.job, &batch.records, now);
-                self.apply(effects);
-                if batch.job_done {
-                    lock(&self.shared.watch.jobs).remove(&batch.job);
-                    let (effects, finished) = self.watch.on_job_done(batch.job, now);
-                    if let Some(f) = finished {
-                        self.shared
-                            .metrics
-                            .monitor
-                            .check_duration
-                            .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
-                            .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
-                    }
-                    self.apply(effects);
-                }
-            }
             Command::CheckNow(name, reply) => {
                 let r = self.watch.check_now(&name, now);
                 let _ = reply.send(r);
@@ -556,6 +563,33 @@ impl Runtime {
             );
         }
     }
+}
+
+/// The monitors' result sink, and a thread that forwards what arrives on it to the async
+/// runtime (the engine's sinks are blocking channels; `blocking_send` keeps the back-pressure
+/// of the bounded async channel). The thread ends once the runtime's receiver is gone, or
+/// once every sender of the sink (the runtime's and those of jobs in the engine) is gone.
+fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
+    let (sink, results) = result_channel(RESULT_BATCHES);
+    let (tx, rx) = mpsc::channel(RESULT_BATCHES);
+    let spawned = std::thread::Builder::new()
+        .name("porthawk-watch-results".into())
+        .spawn(move || loop {
+            match results.recv_timeout(TICK) {
+                Ok(batch) => {
+                    if tx.blocking_send(batch).is_err() {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !tx.is_closed() => {}
+                Err(_) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread no monitor result would arrive: say so once.
+        eprintln!("porthawk: cannot start the monitor results thread: {e}");
+    }
+    (sink, rx)
 }
 
 fn finish_action(shared: &Shared, rec: &ActionRecord) {
