@@ -21,8 +21,8 @@ use porthawk_core::{
     errno_name, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, ProbeSpec, TargetSpace,
 };
 
-use super::config::{ActionSpec, MonitorSpec, WatchConfig};
-use super::state::{Change, Health, Tracker};
+use crate::config::{ActionSpec, MonitorSpec, WatchConfig};
+use crate::state::{Change, Health, Tracker};
 
 /// One chunk's round of probes, for the runtime to submit as an engine job with this id.
 #[derive(Debug, Clone)]
@@ -163,7 +163,8 @@ impl Monitor {
 }
 
 /// Targets of a monitor per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorCounts {
     /// Up.
     pub up: u64,
@@ -744,7 +745,7 @@ impl Watch {
     ) -> ActionRequest {
         let verdict = if silenced {
             Verdict::Skip("silenced", "the monitor is silenced".into())
-        } else if matches!(action.kind, super::config::ActionKind::Reboot)
+        } else if matches!(action.kind, crate::config::ActionKind::Reboot)
             && !self.config.allow_reboot
         {
             Verdict::Skip(
@@ -1094,7 +1095,7 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::config;
+    use crate::config::tests as config;
 
     /// A fake clock: milliseconds that the test moves.
     struct Clock(u64);
