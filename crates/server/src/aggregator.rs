@@ -169,21 +169,19 @@ impl Aggregator {
             })
             .collect();
         let metrics = &self.shared.metrics;
-        match self.shared.store.write_batch(&self.pending, &progress) {
+        let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_ROWS));
+        let n = rows.len();
+        match self.shared.store.write_batch(rows, progress).wait() {
             Ok(()) => {
-                metrics.stored_results.inc_by(self.pending.len() as u64);
+                metrics.stored_results.inc_by(n as u64);
             }
             Err(e) => {
                 // The sweep goes on; its counts stay right in memory, and the next write
                 // records them. The rows of this write are lost, which the log says.
                 metrics.store_errors.inc();
-                eprintln!(
-                    "porthawk: cannot write {} results to the store: {e}",
-                    self.pending.len()
-                );
+                eprintln!("porthawk: cannot write {n} results to the store: {e}");
             }
         }
-        self.pending.clear();
         for s in self.touched.drain(..) {
             s.stored.send_modify(|v| *v += 1);
         }

@@ -295,7 +295,15 @@ async fn bad_requests_name_the_field() {
     // Nothing was created by any of them.
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     assert_eq!(r.json()["sweeps"], json!([]));
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
 
     for uri in [
         "/v1/sweeps/12345",
@@ -356,7 +364,15 @@ async fn mutating_routes_need_the_token() {
     // The token is checked before the body is even read.
     let r = call(&app, "POST", "/v1/sweeps", Some("{bad"), None).await;
     r.error(401);
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
     // Reading needs no token.
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -384,7 +400,15 @@ async fn too_many_sweeps_and_cancel() {
     );
     let r = call(&app, "POST", "/v1/sweeps", Some(&big), None).await;
     assert_eq!(r.error(413).0, "too_large");
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 1);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        1
+    );
 
     let r = call(&app, "GET", &format!("/v1/sweeps/{id}"), None, None).await;
     assert_eq!(r.json()["state"], "running");
@@ -461,7 +485,7 @@ fn shutdown_marks_running_sweeps_interrupted() {
         id
     };
     let (store, _) = crate::store::Store::open(dir.path()).unwrap();
-    let row = store.sweep(id).unwrap().unwrap();
+    let row: crate::store::SweepRow = store.sweep(id).unwrap().unwrap();
     assert_eq!(row.state, SweepState::Interrupted);
     assert!(row.done < 1000);
 }

@@ -97,9 +97,16 @@ impl Shared {
             )));
         }
         let created = now_ms();
+        // Callers run this on a blocking thread: it waits for the store's writer.
         let id = self
             .store
-            .insert_sweep(&plan.request, plan.space.len(), created)
+            .insert_sweep(
+                &plan.request,
+                plan.request.store.is_all(),
+                plan.space.len(),
+                created,
+            )
+            .wait()
             .map_err(|e| ApiError::internal("cannot store the sweep", e))?;
         let job = self.engine.next_job_id();
         let rate = plan.request.rate;
@@ -176,12 +183,22 @@ pub struct Server {
 impl Server {
     /// Opens the store in `config.data_dir`, starts the engine and the aggregator.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        let (store, interrupted_at_start) = Store::open(&config.data_dir)?;
+        let db = config.data_dir.join("porthawk.db");
+        let (store, interrupted_at_start) =
+            Store::open(&config.data_dir).map_err(|source| match source {
+                porthawk_store::StoreError::CreateDir { path, source } => ServerError::Io {
+                    context: format!("cannot create data directory '{}'", path.display()),
+                    source,
+                },
+                source => ServerError::Store {
+                    path: db.clone(),
+                    source,
+                },
+            })?;
         let engine = Engine::start(&config.engine)?;
         let (sweep_sink, sweep_results) = result_channel(SWEEP_BATCHES);
         let metrics = Metrics::default();
         metrics.inflight_limit.set(engine.inflight() as i64);
-        let db = config.data_dir.join("porthawk.db");
         for (state, n) in store
             .count_by_state()
             .map_err(|source| ServerError::Store { path: db, source })?
@@ -277,7 +294,7 @@ impl Server {
             })
             .collect();
         if !progress.is_empty() {
-            if let Err(e) = self.shared.store.write_batch(&[], &progress) {
+            if let Err(e) = self.shared.store.write_batch(Vec::new(), progress).wait() {
                 eprintln!("porthawk: cannot mark running sweeps interrupted: {e}");
             }
         }

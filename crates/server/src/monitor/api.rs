@@ -21,7 +21,9 @@ use super::page;
 use super::state::Health;
 use super::watch::{LastCheck, MonitorCounts, Refusal, Watch};
 use crate::api::Authorized;
+use crate::store::Store;
 use crate::{ApiError, AppState};
+use porthawk_store::StoreError;
 
 const DAY_MS: u64 = 86_400_000;
 /// Targets per page unless `limit` says otherwise.
@@ -279,14 +281,14 @@ fn snapshot(
 
 /// Fills in uptimes from the stored state changes: per target, and the monitor's average.
 fn add_uptimes(
-    conn: &rusqlite::Connection,
+    store: &Store,
     snap: &mut MonitorSnap,
     now: u64,
     per_target: bool,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let windows = [DAY_MS, 7 * DAY_MS, 30 * DAY_MS];
     let since = now.saturating_sub(30 * DAY_MS);
-    let changes = history::transitions(conn, &snap.summary.name, since)?;
+    let changes = store.transitions(&snap.summary.name, since)?;
     let mut by_target: HashMap<(IpAddr, u16), Vec<history::Change>> = HashMap::new();
     for (ip, port, change) in changes {
         by_target.entry((ip, port)).or_default().push(change);
@@ -361,15 +363,10 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<MonitorLi
     let shared = state.0.clone();
     let monitors = blocking(move || {
         let (mut snaps, now) = snaps;
-        shared
-            .store
-            .read(|c| {
-                for s in &mut snaps {
-                    add_uptimes(c, s, now, false)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        for s in &mut snaps {
+            add_uptimes(&shared.store, s, now, false)
+                .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        }
         Ok(snaps.into_iter().map(|s| s.summary).collect())
     })
     .await?;
@@ -418,24 +415,23 @@ pub(crate) async fn detail(
     let shared = state.0.clone();
     let offset = q.offset.unwrap_or(0);
     let detail = blocking(move || {
-        shared
-            .store
-            .read(|c| {
-                add_uptimes(c, &mut snap, now, true)?;
-                let events = history::events(c, Some(&name), 100)?;
-                let actions = history::actions(c, Some(&name), 20)?;
-                let notifications = history::notices(c, &name, 20)?;
-                Ok(MonitorDetail {
-                    summary: snap.summary,
-                    target_list: snap.targets,
-                    matching: snap.matching,
-                    offset,
-                    events,
-                    actions,
-                    notifications,
-                })
+        let store = &shared.store;
+        (|| {
+            add_uptimes(store, &mut snap, now, true)?;
+            let events = store.events(Some(&name), 100)?;
+            let actions = store.actions(Some(&name), 20)?;
+            let notifications = store.notices(&name, 20)?;
+            Ok::<_, StoreError>(MonitorDetail {
+                summary: snap.summary,
+                target_list: snap.targets,
+                matching: snap.matching,
+                offset,
+                events,
+                actions,
+                notifications,
             })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))
+        })()
+        .map_err(|e| ApiError::internal("cannot read monitor history", e))
     })
     .await?;
     Ok(Json(detail))
@@ -648,15 +644,13 @@ async fn status_page(
     let shared = state.0.clone();
     let html = blocking(move || {
         let mut snaps = snaps;
-        let events = shared
-            .store
-            .read(|c| {
-                for s in &mut snaps {
-                    add_uptimes(c, s, now, true)?;
-                }
-                history::events(c, q.monitor.as_deref(), 30)
-            })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        let events = (|| {
+            for s in &mut snaps {
+                add_uptimes(&shared.store, s, now, true)?;
+            }
+            shared.store.events(q.monitor.as_deref(), 30)
+        })()
+        .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
         let monitors: Vec<page::PageMonitor> = snaps
             .into_iter()
             .map(|s| page::PageMonitor {

@@ -19,10 +19,11 @@ use super::config::{self, WatchConfig};
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::state::Health;
-use super::watch::{Effect, Refusal, Save, Verdict, Watch};
+use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
 use super::{actions, notify};
 use crate::store::now_ms;
 use crate::Shared;
+use porthawk_store::Reply;
 
 /// How often the watch looks at grouped notifications, reminders and silences.
 const TICK: Duration = Duration::from_millis(100);
@@ -91,6 +92,12 @@ impl WatchHandle {
         let thread = std::thread::Builder::new()
             .name("porthawk-watch".into())
             .spawn(move || {
+                // Read before the async runtime starts: no SQL on an async thread.
+                let now = now_ms();
+                let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
+                    eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
+                    Default::default()
+                });
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -102,7 +109,7 @@ impl WatchHandle {
                     }
                 };
                 rt.block_on(async move {
-                    let runtime = Runtime::new(shared2, rx, options);
+                    let runtime = Runtime::new(shared2, rx, options, restored, now);
                     runtime.run().await;
                 });
             })?;
@@ -194,15 +201,9 @@ impl Runtime {
         shared: Arc<Shared>,
         rx: mpsc::UnboundedReceiver<Command>,
         options: WatchOptions,
+        restored: Restored,
+        now: u64,
     ) -> Runtime {
-        let now = now_ms();
-        let restored = shared
-            .store
-            .read(|c| history::restore(c, now))
-            .unwrap_or_else(|e| {
-                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
-                Default::default()
-            });
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
         let rt = Runtime {
@@ -309,9 +310,8 @@ impl Runtime {
                 last_prune = Some(std::time::Instant::now());
                 let before =
                     now_ms().saturating_sub(self.watch.config().retention.as_millis() as u64);
-                if let Err(e) = self.shared.store.read(|c| history::prune(c, before)) {
-                    eprintln!("porthawk: cannot prune monitor history: {e}");
-                }
+                let pruned = self.shared.store.prune_history(before);
+                report_failure(&self.shared, pruned, "prune monitor history".into());
             }
             self.flush();
         }
@@ -427,13 +427,12 @@ impl Runtime {
                         port: port.to_string(),
                     });
                 }
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .write(|c| history::forget_targets(c, &removed))
-                {
-                    eprintln!("porthawk: cannot forget removed monitor targets: {e}");
-                }
+                let forgotten = self.shared.store.forget_targets(removed);
+                report_failure(
+                    &self.shared,
+                    forgotten,
+                    "forget removed monitor targets".into(),
+                );
                 self.publish_all();
                 metrics
                     .reloads
@@ -555,13 +554,9 @@ impl Runtime {
             return;
         }
         let saves = std::mem::take(&mut self.saves);
-        if let Err(e) = self.shared.store.write(|c| history::save(c, &saves)) {
-            self.shared.metrics.store_errors.inc();
-            eprintln!(
-                "porthawk: cannot write {} monitor history rows: {e}",
-                saves.len()
-            );
-        }
+        let what = format!("write {} monitor history rows", saves.len());
+        let saved = self.shared.store.save_history(saves);
+        report_failure(&self.shared, saved, what);
     }
 }
 
@@ -592,7 +587,19 @@ fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
     (sink, rx)
 }
 
-fn finish_action(shared: &Shared, rec: &ActionRecord) {
+/// Waits for a queued store write on the runtime, without holding up the loop; a failure is
+/// counted and logged. The writer applies writes in the order they were queued either way.
+fn report_failure<T: Send + 'static>(shared: &Arc<Shared>, reply: Reply<T>, what: String) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(e) = reply.await {
+            shared.metrics.store_errors.inc();
+            eprintln!("porthawk: cannot {what}: {e}");
+        }
+    });
+}
+
+fn finish_action(shared: &Arc<Shared>, rec: &ActionRecord) {
     shared
         .metrics
         .monitor
@@ -602,12 +609,11 @@ fn finish_action(shared: &Shared, rec: &ActionRecord) {
             outcome: rec.outcome.clone(),
         })
         .inc();
-    if let Err(e) = shared.store.write(|c| history::record_action(c, rec)) {
-        eprintln!("porthawk: cannot record action {}: {e}", rec.action);
-    }
+    let recorded = shared.store.record_action(rec.clone());
+    report_failure(shared, recorded, format!("record action {}", rec.action));
 }
 
-fn finish_notice(shared: &Shared, rec: &history::NoticeRecord) {
+fn finish_notice(shared: &Arc<Shared>, rec: &history::NoticeRecord) {
     shared
         .metrics
         .monitor
@@ -617,7 +623,10 @@ fn finish_notice(shared: &Shared, rec: &history::NoticeRecord) {
             outcome: rec.outcome.clone(),
         })
         .inc();
-    if let Err(e) = shared.store.write(|c| history::record_notice(c, rec)) {
-        eprintln!("porthawk: cannot record notification {}: {e}", rec.notify);
-    }
+    let recorded = shared.store.record_notice(rec.clone());
+    report_failure(
+        shared,
+        recorded,
+        format!("record notification {}", rec.notify),
+    );
 }
