@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use porthawk_core::{errno_name, PortState, ResultBatch};
 
+use crate::shared::Shared;
 use crate::store::{NewResult, Progress};
 use crate::sweep::{LiveSweep, SweepState};
-use crate::Shared;
 
 /// Rows buffered before a store write.
 const FLUSH_ROWS: usize = 4096;

@@ -1,5 +1,5 @@
-//! The HTTP API: routes, handlers, the bearer-token check, request metrics and the OpenAPI
-//! document generated from the handlers.
+//! The HTTP API: routes, handlers, request metrics and the OpenAPI document generated from
+//! the handlers (the bearer-token check is `auth`).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
-use axum::http::request::Parts;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::auth::Authorized;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::metrics::RequestLabels;
+use crate::shared::{AppState, Shared};
 use crate::store::{ResultRow, SweepRow};
 use crate::sweep::{self, Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
-use crate::{ApiError, AppState, ErrorBody, ErrorDetail, Shared};
 
 /// Rows read from the store per chunk of a results stream.
 const RESULTS_PAGE: u32 = 2048;
@@ -134,42 +135,6 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         })
         .inc();
     response
-}
-
-/// Proof that the request may mutate: it carries the configured bearer token, or no token is
-/// configured.
-pub struct Authorized;
-
-impl FromRequestParts<AppState> for Authorized {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = &state.0.config.token else {
-            return Ok(Authorized);
-        };
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("this route needs an 'Authorization: Bearer <token>' header")
-        })?;
-        let given = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return Err(ApiError::unauthorized("wrong API token"));
-        }
-        Ok(Authorized)
-    }
-}
-
-/// Compares without an early exit, so that the time taken does not tell how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The answer to `POST /v1/sweeps`.

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::config::Limits;
-use crate::ApiError;
+use crate::error::ApiError;
 
 pub use porthawk_store::{Counts, SweepState};
 

@@ -9,84 +9,7 @@ use porthawk_watch::watch::{LastCheck, Restored, Save, SavedTarget};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::{Reply, Store, StoreError};
-
-/// The schema migration that adds the monitor tables.
-pub(crate) const SCHEMA: &str = r#"
-CREATE TABLE monitor_targets (
-    monitor TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    host TEXT,
-    hard TEXT NOT NULL,
-    fail_run INTEGER NOT NULL,
-    ok_run INTEGER NOT NULL,
-    since_ms INTEGER NOT NULL,
-    flapping INTEGER NOT NULL,
-    last_ms INTEGER,
-    last_ok INTEGER,
-    last_state TEXT,
-    last_rtt_us INTEGER,
-    last_reason TEXT,
-    PRIMARY KEY (monitor, ip, port)
-);
-CREATE TABLE monitor_checks (
-    monitor TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    rtt_us INTEGER NOT NULL,
-    reason TEXT
-);
-CREATE INDEX monitor_checks_by_time ON monitor_checks(monitor, at_ms);
-CREATE TABLE monitor_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    monitor TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    from_state TEXT NOT NULL,
-    to_state TEXT NOT NULL,
-    reason TEXT,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX monitor_events_by_time ON monitor_events(monitor, at_ms);
-CREATE TABLE monitor_actions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    monitor TEXT,
-    action TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    argv TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT,
-    exit_code INTEGER,
-    stdout TEXT,
-    stderr TEXT,
-    at_ms INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL
-);
-CREATE INDEX monitor_actions_by_time ON monitor_actions(at_ms);
-CREATE TABLE monitor_notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    monitor TEXT NOT NULL,
-    notify TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    targets TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    error TEXT,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX monitor_notifications_by_time ON monitor_notifications(monitor, at_ms);
-CREATE TABLE monitor_silences (
-    monitor TEXT PRIMARY KEY,
-    until_ms INTEGER NOT NULL
-);
-"#;
+use crate::db::{Reply, Store, StoreError};
 
 /// An action as it ran (or why it did not).
 #[derive(Debug, Clone, Serialize)]
@@ -676,8 +599,8 @@ mod tests {
     use porthawk_core::PortState;
 
     fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(SCHEMA).unwrap();
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut c).unwrap();
         c
     }
 

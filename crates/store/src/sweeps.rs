@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, Reply, Store, StoreError};
+use crate::db::{now_ms, Reply, Store, StoreError};
 
 /// The state of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,15 +170,6 @@ pub struct Progress {
     pub counts: Counts,
     /// The final state, when the sweep has ended.
     pub finished: Option<SweepState>,
-}
-
-/// Marks every sweep left queued or running as interrupted; how many there were.
-pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE sweeps SET state = 'interrupted', finished_ms = ?1
-         WHERE state IN ('queued', 'running')",
-        params![now_ms as i64],
-    )
 }
 
 impl Store {

@@ -16,14 +16,16 @@
 pub(crate) mod actions;
 pub(crate) mod api;
 pub mod config;
+pub(crate) mod handle;
 pub(crate) mod history;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod page;
 pub(crate) mod runtime;
+pub(crate) mod view;
 pub use porthawk_watch::{state, watch};
 
 pub use config::{ConfigError, WatchConfig};
-pub use runtime::{WatchHandle, WatchOptions};
+pub use handle::{WatchHandle, WatchOptions};
 pub use state::{Health, Tracker};
 pub use watch::Watch;

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::api::{MonitorSummary, TargetQuery, TargetView, Uptime};
 use super::history::EventRow;
 use super::notify::rfc3339;
 use super::state::Health;
+use super::view::{MonitorSummary, TargetQuery, TargetView, Uptime};
 
 /// Seconds between automatic refreshes.
 pub const REFRESH_S: u32 = 10;

@@ -3,26 +3,27 @@
 //! actions and delivers notifications, writes history, and reloads the config on SIGHUP or
 //! when the file changes.
 //!
-//! Everything else talks to it through [`WatchHandle`]: the API sends requests and closures
-//! that read the watch.
+//! Everything else talks to it through its `handle::WatchHandle`: the API sends requests and
+//! closures that read the watch.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use porthawk_core::{PortState, ResultBatch};
 use porthawk_engine::{result_channel, Job, ResultSink};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{self, WatchConfig};
+use super::handle::{Command, WatchOptions};
+
+use super::config;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::state::Health;
 use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
 use super::{actions, notify};
+use crate::shared::Shared;
 use crate::store::now_ms;
-use crate::Shared;
 use porthawk_store::Reply;
 
 /// How often the watch looks at grouped notifications, reminders and silences.
@@ -34,144 +35,39 @@ const RESULT_BATCHES: usize = 16;
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-type ViewFn = Box<dyn FnOnce(&Watch, u64) + Send>;
-
-enum Command {
-    CheckNow(String, oneshot::Sender<Result<usize, Refusal>>),
-    Silence(String, Option<u64>, oneshot::Sender<Result<(), Refusal>>),
-    RunAction(
-        String,
-        Option<String>,
-        oneshot::Sender<Result<ActionRecord, Refusal>>,
-    ),
-    View(ViewFn),
-    Reload(oneshot::Sender<Result<usize, String>>),
-    Stop,
-}
-
-/// The handle on the watch thread that the API holds.
-pub struct WatchHandle {
-    tx: mpsc::UnboundedSender<Command>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
-}
-
-/// How the watch was started.
-#[derive(Debug, Clone)]
-pub struct WatchOptions {
-    /// The monitoring config in force at start.
-    pub config: Arc<WatchConfig>,
-    /// The file to reload it from on SIGHUP or when it changes.
-    pub path: Option<PathBuf>,
-    /// Log actions instead of running them.
-    pub dry_run: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Default for WatchHandle {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        WatchHandle {
-            tx,
-            thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-}
-
-impl WatchHandle {
-    /// Starts the watch thread over the server's engine and store.
-    pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Result<()> {
-        let Some(rx) = lock(&shared.watch.rx).take() else {
-            return Ok(());
-        };
-        let shared2 = Arc::clone(shared);
-        let thread = std::thread::Builder::new()
-            .name("porthawk-watch".into())
-            .spawn(move || {
-                // Read before the async runtime starts: no SQL on an async thread.
-                let now = now_ms();
-                let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
-                    eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
-                    Default::default()
-                });
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("porthawk: cannot start the monitors: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let runtime = Runtime::new(shared2, rx, options, restored, now);
-                    runtime.run().await;
-                });
-            })?;
-        *lock(&shared.watch.thread) = Some(thread);
-        Ok(())
-    }
-
-    /// Stops the watch thread (running actions are killed) and waits for it.
-    pub(crate) fn stop(&self) {
-        let _ = self.tx.send(Command::Stop);
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Runs `f` on the watch thread with the watch and the time, and returns its answer;
-    /// `None` if the watch is not running.
-    pub(crate) async fn view<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Watch, u64) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        let f: ViewFn = Box::new(move |w, now| {
-            let _ = tx.send(f(w, now));
-        });
-        self.tx.send(Command::View(f)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Checks monitor `name` now; the number of jobs it takes.
-    pub(crate) async fn check_now(&self, name: String) -> Option<Result<usize, Refusal>> {
-        self.ask(|tx| Command::CheckNow(name, tx)).await
-    }
-
-    /// Silences monitor `name` until `until_ms` (`None` lifts it).
-    pub(crate) async fn silence(
-        &self,
-        name: String,
-        until_ms: Option<u64>,
-    ) -> Option<Result<(), Refusal>> {
-        self.ask(|tx| Command::Silence(name, until_ms, tx)).await
-    }
-
-    /// Runs a configured action by hand and waits for its record.
-    pub(crate) async fn run_action(
-        &self,
-        name: String,
-        monitor: Option<String>,
-    ) -> Option<Result<ActionRecord, Refusal>> {
-        self.ask(|tx| Command::RunAction(name, monitor, tx)).await
-    }
-
-    /// Reloads the config file; the number of monitors, or why it was rejected.
-    pub(crate) async fn reload(&self) -> Option<Result<usize, String>> {
-        self.ask(Command::Reload).await
-    }
+/// Starts the watch thread over the server's engine and store; `shared.watch` becomes its
+/// handle.
+pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Result<()> {
+    let Some(rx) = shared.watch.take_receiver() else {
+        return Ok(());
+    };
+    let shared2 = Arc::clone(shared);
+    let thread = std::thread::Builder::new()
+        .name("porthawk-watch".into())
+        .spawn(move || {
+            // Read before the async runtime starts: no SQL on an async thread.
+            let now = now_ms();
+            let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
+                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
+                Default::default()
+            });
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("porthawk: cannot start the monitors: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let runtime = Runtime::new(shared2, rx, options, restored, now);
+                runtime.run().await;
+            });
+        })?;
+    shared.watch.set_thread(thread);
+    Ok(())
 }
 
 struct Runtime {
