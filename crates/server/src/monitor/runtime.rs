@@ -45,12 +45,14 @@ pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Res
     let thread = std::thread::Builder::new()
         .name("porthawk-watch".into())
         .spawn(move || {
-            // Read before the async runtime starts: no SQL on an async thread.
+            // Read before the async runtime starts: no SQL or file access on an async
+            // thread.
             let now = now_ms();
             let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
                 eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
                 Default::default()
             });
+            let stamp = options.path.as_deref().and_then(file_stamp);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -62,7 +64,7 @@ pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Res
                 }
             };
             rt.block_on(async move {
-                let runtime = Runtime::new(shared2, rx, options, restored, now);
+                let runtime = Runtime::new(shared2, rx, options, restored, now, stamp);
                 runtime.run().await;
             });
         })?;
@@ -99,13 +101,14 @@ impl Runtime {
         options: WatchOptions,
         restored: Restored,
         now: u64,
+        stamp: Option<(SystemTime, u64)>,
     ) -> Runtime {
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
         let rt = Runtime {
             sink,
             results,
-            file_stamp: options.path.as_deref().and_then(file_stamp),
+            file_stamp: stamp,
             path: options.path,
             shared,
             rx,
@@ -166,12 +169,12 @@ impl Runtime {
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
-                    Some(c) => self.command(c),
+                    Some(c) => self.command(c).await,
                 },
                 Some(batch) = self.results.recv() => self.on_batch(batch),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
-                    let _ = self.reload_file("SIGHUP");
+                    let _ = self.reload_file("SIGHUP").await;
                 }
             }
             // Drain whatever else is queued before the next turn, so that a burst of batches
@@ -184,7 +187,7 @@ impl Runtime {
                     self.flush();
                     return;
                 }
-                self.command(c);
+                self.command(c).await;
             }
             self.submit_due();
             if last_tick.elapsed() >= TICK {
@@ -194,11 +197,14 @@ impl Runtime {
             }
             if last_poll.elapsed() >= FILE_POLL {
                 last_poll = std::time::Instant::now();
-                if let Some(path) = &self.path {
-                    let stamp = file_stamp(path);
+                if let Some(path) = self.path.clone() {
+                    let stamp = tokio::task::spawn_blocking(move || file_stamp(&path))
+                        .await
+                        .ok()
+                        .flatten();
                     if stamp.is_some() && stamp != self.file_stamp {
                         self.file_stamp = stamp;
-                        let _ = self.reload_file("the file changed");
+                        let _ = self.reload_file("the file changed").await;
                     }
                 }
             }
@@ -256,7 +262,7 @@ impl Runtime {
         }
     }
 
-    fn command(&mut self, c: Command) {
+    async fn command(&mut self, c: Command) {
         let now = now_ms();
         match c {
             Command::CheckNow(name, reply) => {
@@ -288,19 +294,25 @@ impl Runtime {
             }
             Command::View(f) => f(&self.watch, now),
             Command::Reload(reply) => {
-                let r = self.reload_file("API request");
+                let r = self.reload_file("API request").await;
                 let _ = reply.send(r);
             }
             Command::Stop => {}
         }
     }
 
-    fn reload_file(&mut self, why: &str) -> Result<usize, String> {
+    /// Reloads the config file. Reading it and resolving its host names block, so they run
+    /// on tokio's blocking pool while this thread goes on with its actions' tasks.
+    async fn reload_file(&mut self, why: &str) -> Result<usize, String> {
         let Some(path) = self.path.clone() else {
             return Err("the server was started without --config".into());
         };
+        let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the config loader failed: {e}")),
+        };
         let metrics = &self.shared.metrics.monitor;
-        match config::load(&path) {
+        match loaded {
             Err(e) => {
                 metrics
                     .reloads
@@ -311,7 +323,7 @@ impl Runtime {
                 eprintln!(
                     "porthawk: config reload ({why}) rejected, the running config stays: {e}"
                 );
-                Err(e.to_string())
+                Err(e)
             }
             Ok(c) => {
                 let n = c.monitors.len();
