@@ -789,6 +789,9 @@ impl Cx<'_> {
         })
     }
 
+    /// One `[[monitor]]`: each part (targets, ports, timing, probe, thresholds, reactions)
+    /// is read and checked by its own function, in a fixed order, so that a file with
+    /// several errors always reports the same one first.
     fn monitor(
         &self,
         i: usize,
@@ -799,7 +802,59 @@ impl Cx<'_> {
         let f = |key: &str| format!("monitor[{i}].{key}");
         let name = m.name.get_ref().clone();
         check_name(&name).map_err(|msg| self.err(m.name.span(), &f("name"), msg))?;
+        let hosts = self.monitor_hosts(m, &f)?;
+        let (ports, ports_text) = self.monitor_ports(m, &f)?;
+        let size = (hosts.len()).saturating_mul(ports.len() as u128);
+        if size > MAX_MONITOR_SIZE as u128 {
+            return Err(self.err(
+                m.targets.span(),
+                &f("targets"),
+                format!("{size} target-ports in one monitor; the most is {MAX_MONITOR_SIZE}"),
+            ));
+        }
+        let timing = self.monitor_timing(raw, &f)?;
+        let (options, spec) = self.monitor_probe(raw, &timing, &f)?;
+        let thresholds = self.monitor_thresholds(m, &f)?;
+        let on_down = self.monitor_reactions(&m.on_down, "on_down", config, &f)?;
+        let on_up = self.monitor_reactions(&m.on_up, "on_up", config, &f)?;
+        let remind = m
+            .remind
+            .as_ref()
+            .map(|r| self.duration(r, &f("remind"), Duration::from_secs(1)))
+            .transpose()?;
+        let group_wait = match &m.group_wait {
+            Some(g) => self.duration(g, &f("group_wait"), Duration::ZERO)?,
+            None => Duration::from_secs(10).min(timing.interval),
+        };
+        Ok(MonitorSpec {
+            group: m.group.clone().unwrap_or_else(|| name.clone()),
+            name,
+            targets: m
+                .targets
+                .get_ref()
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
+            hosts,
+            ports,
+            interval: timing.interval,
+            spec,
+            probe: probe_description(m),
+            thresholds,
+            on_down,
+            on_up,
+            remind,
+            group_wait,
+            fingerprint: fingerprint(m, &ports_text, &timing, &options),
+        })
+    }
 
+    /// `targets`: addresses, ranges and names (resolved by the caller's resolver).
+    fn monitor_hosts(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<HostSet, ConfigError> {
         if m.targets.get_ref().is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "needs at least one target"));
         }
@@ -833,7 +888,15 @@ impl Cx<'_> {
         if hosts.is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "names no address"));
         }
+        Ok(hosts)
+    }
 
+    /// `ports`: `"25,587"`, `25` or `[25, 587]`; the set and its text (for the fingerprint).
+    fn monitor_ports(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(PortSet, String), ConfigError> {
         let ports_text = match m.ports.get_ref() {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(n) => n.to_string(),
@@ -866,15 +929,17 @@ impl Cx<'_> {
         if ports.is_empty() {
             return Err(self.err(m.ports.span(), &f("ports"), "names no port"));
         }
-        let size = (hosts.len()).saturating_mul(ports.len() as u128);
-        if size > MAX_MONITOR_SIZE as u128 {
-            return Err(self.err(
-                m.targets.span(),
-                &f("targets"),
-                format!("{size} target-ports in one monitor; the most is {MAX_MONITOR_SIZE}"),
-            ));
-        }
+        Ok((ports, ports_text))
+    }
 
+    /// `interval`, `timeout`, `tries`, `read_timeout`, `dialog_timeout`, with their defaults
+    /// and the rule that a timeout fits in the interval.
+    fn monitor_timing(
+        &self,
+        raw: &Spanned<RawMonitor>,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Timing, ConfigError> {
+        let m = raw.get_ref();
         let interval = match &m.interval {
             Some(v) => self.duration(v, &f("interval"), Duration::from_millis(100))?,
             None => Duration::from_secs(30),
@@ -903,6 +968,24 @@ impl Cx<'_> {
             Some(v) => self.duration(v, &f("dialog_timeout"), Duration::from_millis(1))?,
             None => timeout.saturating_mul(2).min(interval),
         };
+        Ok(Timing {
+            interval,
+            timeout,
+            tries,
+            read_timeout,
+            dialog_timeout,
+        })
+    }
+
+    /// `preset` or `send`/`expect`, and `tls`: the probe options and the spec core builds
+    /// from them, as for the command line.
+    fn monitor_probe(
+        &self,
+        raw: &Spanned<RawMonitor>,
+        timing: &Timing,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(porthawk_core::ProbeOptions, ProbeSpec), ConfigError> {
+        let m = raw.get_ref();
         if m.preset.is_some() && (m.send.is_some() || m.expect.is_some()) {
             let span = m.preset.as_ref().map_or(raw.span(), Spanned::span);
             return Err(self.err(span, &f("preset"), "give a preset or send/expect, not both"));
@@ -916,10 +999,10 @@ impl Cx<'_> {
         };
         let spec = options
             .spec(
-                timeout,
-                tries,
-                read_timeout,
-                dialog_timeout,
+                timing.timeout,
+                timing.tries,
+                timing.read_timeout,
+                timing.dialog_timeout,
                 Arc::new(rustls::time_provider::DefaultTimeProvider),
             )
             .map_err(|e| {
@@ -931,19 +1014,15 @@ impl Cx<'_> {
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
             })?;
-        let probe = if let Some(p) = &m.preset {
-            format!("preset {}", p.get_ref())
-        } else if m.send.is_some() || m.expect.is_some() {
-            "send/expect".to_string()
-        } else {
-            "connect".to_string()
-        };
-        let probe = if m.tls.unwrap_or(false) {
-            format!("{probe} over TLS")
-        } else {
-            probe
-        };
+        Ok((options, spec))
+    }
 
+    /// `fail_after`, `recover_after`, `flap_changes`, `flap_window`.
+    fn monitor_thresholds(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Thresholds, ConfigError> {
         let mut thresholds = Thresholds::default();
         if let Some(n) = &m.fail_after {
             thresholds.fail_after = self.count(n, &f("fail_after"), 1..=1000)?;
@@ -959,77 +1038,89 @@ impl Cx<'_> {
                 .duration(w, &f("flap_window"), Duration::from_millis(100))?
                 .as_millis() as u64;
         }
-
-        let reactions = |list: &[Spanned<String>], key: &str| {
-            list.iter()
-                .enumerate()
-                .map(|(j, r)| {
-                    let n = r.get_ref();
-                    if config.actions.contains_key(n) {
-                        Ok(Reaction::Action(n.clone()))
-                    } else if config.notifiers.contains_key(n) {
-                        Ok(Reaction::Notify(n.clone()))
-                    } else {
-                        Err(self.err(
-                            r.span(),
-                            &f(&format!("{key}[{j}]")),
-                            format!("'{n}' is neither an [action.{n}] nor a [notify.{n}]"),
-                        ))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let on_down = reactions(&m.on_down, "on_down")?;
-        let on_up = reactions(&m.on_up, "on_up")?;
-        let remind = m
-            .remind
-            .as_ref()
-            .map(|r| self.duration(r, &f("remind"), Duration::from_secs(1)))
-            .transpose()?;
-        let group_wait = match &m.group_wait {
-            Some(g) => self.duration(g, &f("group_wait"), Duration::ZERO)?,
-            None => Duration::from_secs(10).min(interval),
-        };
-        let fingerprint = format!(
-            "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            m.targets
-                .get_ref()
-                .iter()
-                .map(|t| t.get_ref().as_str())
-                .collect::<Vec<_>>(),
-            ports_text,
-            interval,
-            timeout,
-            tries,
-            read_timeout,
-            dialog_timeout,
-            options.preset,
-            options.send,
-            options.expect,
-            options.tls,
-        );
-        Ok(MonitorSpec {
-            group: m.group.clone().unwrap_or_else(|| name.clone()),
-            name,
-            targets: m
-                .targets
-                .get_ref()
-                .iter()
-                .map(|t| t.get_ref().clone())
-                .collect(),
-            hosts,
-            ports,
-            interval,
-            spec,
-            probe,
-            thresholds,
-            on_down,
-            on_up,
-            remind,
-            group_wait,
-            fingerprint,
-        })
+        Ok(thresholds)
     }
+
+    /// `on_down` or `on_up`: each name an `[action.NAME]` or a `[notify.NAME]`.
+    fn monitor_reactions(
+        &self,
+        list: &[Spanned<String>],
+        key: &str,
+        config: &WatchConfig,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<Reaction>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let n = r.get_ref();
+                if config.actions.contains_key(n) {
+                    Ok(Reaction::Action(n.clone()))
+                } else if config.notifiers.contains_key(n) {
+                    Ok(Reaction::Notify(n.clone()))
+                } else {
+                    Err(self.err(
+                        r.span(),
+                        &f(&format!("{key}[{j}]")),
+                        format!("'{n}' is neither an [action.{n}] nor a [notify.{n}]"),
+                    ))
+                }
+            })
+            .collect()
+    }
+}
+
+/// A monitor's timing settings, defaults applied.
+struct Timing {
+    interval: Duration,
+    timeout: Duration,
+    tries: u8,
+    read_timeout: Duration,
+    dialog_timeout: Duration,
+}
+
+/// A short description of how a monitor probes (`connect`, `preset smtp`, `send/expect`,
+/// `... over TLS`).
+fn probe_description(m: &RawMonitor) -> String {
+    let probe = if let Some(p) = &m.preset {
+        format!("preset {}", p.get_ref())
+    } else if m.send.is_some() || m.expect.is_some() {
+        "send/expect".to_string()
+    } else {
+        "connect".to_string()
+    };
+    if m.tls.unwrap_or(false) {
+        format!("{probe} over TLS")
+    } else {
+        probe
+    }
+}
+
+/// A digest of everything that decides how a monitor probes: equal digests probe alike, so
+/// a reload keeps the state of monitors whose digest did not change.
+fn fingerprint(
+    m: &RawMonitor,
+    ports_text: &str,
+    timing: &Timing,
+    options: &porthawk_core::ProbeOptions,
+) -> String {
+    format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        m.targets
+            .get_ref()
+            .iter()
+            .map(|t| t.get_ref().as_str())
+            .collect::<Vec<_>>(),
+        ports_text,
+        timing.interval,
+        timing.timeout,
+        timing.tries,
+        timing.read_timeout,
+        timing.dialog_timeout,
+        options.preset,
+        options.send,
+        options.expect,
+        options.tls,
+    )
 }
 
 /// The most target-ports one monitor may check.
