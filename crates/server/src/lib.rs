@@ -1,8 +1,10 @@
-//! `porthawk serve`: sweeps submitted over HTTP, run by one shared engine, aggregated into an
-//! embedded SQLite store, with Prometheus metrics.
+//! `porthawk serve`, the daemon: sweeps submitted over HTTP and scheduled monitors, run by one
+//! shared engine; sweeps aggregated into the embedded store (`porthawk-store`), monitors
+//! judged by `porthawk-watch`; actions, notifications, the status page, Prometheus metrics.
 //!
 //! - [`Server::start`] opens the store (migrating it, and marking sweeps a previous process
-//!   left running as interrupted), starts the engine and the aggregator thread.
+//!   left running as interrupted), starts the engine, the aggregator thread (fed by the
+//!   sweeps' result sink) and the monitor runtime (fed by a sink of its own).
 //! - [`app`] builds the axum `Router` over an [`AppState`]; tests drive it with `oneshot`.
 //! - [`run`] is the whole server for the command line: it listens, serves until SIGINT or
 //!   SIGTERM, then stops the sweeps (they become `interrupted`) and the engine.
@@ -37,7 +39,8 @@ pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, Sweep
 
 use aggregator::Aggregator;
 use metrics::Metrics;
-use shared::{AppState, Shared};
+pub use shared::AppState;
+use shared::Shared;
 use store::{Progress, Store};
 
 /// Result batches of sweeps the engine may queue for the aggregator before shards wait.

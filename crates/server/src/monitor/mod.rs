@@ -8,9 +8,11 @@
 //!   system (on a blocking thread when the runtime reloads it).
 //! - `runtime`: the thread that drives the watch: jobs to the engine with a result sink of
 //!   their own, actions, notifications, history, reload on SIGHUP or a changed file.
+//! - `handle`: [`WatchHandle`], how the API talks to the runtime.
 //! - `actions`, `notify`: running commands and delivering email and webhooks.
-//! - `history`: the monitor tables of the store.
-//! - `api`, `page`: the monitor routes and the status page.
+//! - `history`: the history records, as `porthawk-store` keeps them.
+//! - `api`, `view`, `page`: the monitor routes, the views they and the status page share,
+//!   and the status page.
 //! - `metrics`: `porthawk_monitor_*`.
 
 pub(crate) mod actions;
