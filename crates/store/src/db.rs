@@ -3,13 +3,12 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
 
 use crate::schema;
 
@@ -41,26 +40,94 @@ pub enum StoreError {
 }
 
 /// The answer to a queued write: [`Reply::wait`] for it on a thread that may block, or
-/// `.await` it.
+/// `.await` it (any executor: the store depends on no async runtime).
 #[must_use = "a write's outcome says whether it was stored"]
-pub struct Reply<T>(oneshot::Receiver<Result<T, StoreError>>);
+pub struct Reply<T>(Arc<Slot<T>>);
+
+/// Where the writer leaves the outcome of one write.
+struct Slot<T> {
+    state: Mutex<Outcome<T>>,
+    ready: Condvar,
+}
+
+enum Outcome<T> {
+    /// Not written yet; the task to wake when it is.
+    Pending(Option<Waker>),
+    /// Written (or failed).
+    Done(Result<T, StoreError>),
+    /// Taken by the reply.
+    Taken,
+}
+
+/// The writer's end of a [`Reply`]. Dropped unanswered (the writer thread is gone), it
+/// answers [`StoreError::WriterGone`].
+struct Responder<T>(Arc<Slot<T>>);
+
+impl<T> Responder<T> {
+    fn answer(self, outcome: Result<T, StoreError>) {
+        self.fill(outcome);
+    }
+
+    /// Leaves the outcome, if none is there yet, and wakes whoever waits for it.
+    fn fill(&self, outcome: Result<T, StoreError>) {
+        let mut state = lock(&self.0.state);
+        let waker = match &mut *state {
+            Outcome::Pending(waker) => waker.take(),
+            Outcome::Done(_) | Outcome::Taken => return,
+        };
+        *state = Outcome::Done(outcome);
+        drop(state);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        self.0.ready.notify_all();
+    }
+}
+
+impl<T> Drop for Responder<T> {
+    fn drop(&mut self) {
+        self.fill(Err(StoreError::WriterGone));
+    }
+}
+
+fn reply<T>() -> (Responder<T>, Reply<T>) {
+    let slot = Arc::new(Slot {
+        state: Mutex::new(Outcome::Pending(None)),
+        ready: Condvar::new(),
+    });
+    (Responder(Arc::clone(&slot)), Reply(slot))
+}
 
 impl<T> Reply<T> {
-    /// Blocks until the writer has run the write. Not for async threads: `.await` there.
+    /// Blocks until the writer has run the write. On an async thread, `.await` instead.
     pub fn wait(self) -> Result<T, StoreError> {
-        self.0
-            .blocking_recv()
-            .unwrap_or(Err(StoreError::WriterGone))
+        let mut state = lock(&self.0.state);
+        loop {
+            match std::mem::replace(&mut *state, Outcome::Taken) {
+                Outcome::Done(outcome) => return outcome,
+                Outcome::Taken => return Err(StoreError::WriterGone),
+                pending @ Outcome::Pending(_) => {
+                    *state = pending;
+                    state = self.0.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
     }
 }
 
 impl<T> Future for Reply<T> {
     type Output = Result<T, StoreError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::WriterGone)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = lock(&self.0.state);
+        match std::mem::replace(&mut *state, Outcome::Taken) {
+            Outcome::Done(outcome) => Poll::Ready(outcome),
+            Outcome::Taken => Poll::Ready(Err(StoreError::WriterGone)),
+            Outcome::Pending(_) => {
+                *state = Outcome::Pending(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -134,16 +201,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T> {
-        let (tx, rx) = oneshot::channel();
+        let (responder, reply) = reply();
         let op: WriteOp = Box::new(move |conn| {
             // The caller may have stopped waiting; the write stands either way.
-            let _ = tx.send(f(conn));
+            responder.answer(f(conn));
         });
         if let Some(writer) = &self.writer {
-            // A send fails only when the writer thread is gone: the dropped reply says so.
+            // A send fails only when the writer thread is gone: the dropped responder inside
+            // the op answers WriterGone.
             let _ = writer.send(op);
         }
-        Reply(rx)
+        reply
     }
 
     /// Runs `f` on a read-only connection, on the caller's thread.
@@ -179,5 +247,40 @@ impl Drop for Store {
         if let Some(t) = self.writer_thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_gets_the_answer_from_another_thread() {
+        let (responder, reply) = reply::<u32>();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            responder.answer(Ok(7));
+        });
+        assert_eq!(reply.wait().unwrap(), 7);
+        t.join().unwrap();
+    }
+
+    /// A write that never runs (its writer thread is gone) answers WriterGone instead of
+    /// leaving its caller waiting forever.
+    #[test]
+    fn an_unanswered_reply_says_the_writer_is_gone() {
+        let (responder, first) = reply::<u32>();
+        drop(responder);
+        assert!(matches!(first.wait(), Err(StoreError::WriterGone)));
+        let (responder, second) = reply::<u32>();
+        let t = std::thread::spawn(move || drop(responder));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            runtime.block_on(second),
+            Err(StoreError::WriterGone)
+        ));
+        t.join().unwrap();
     }
 }
