@@ -194,8 +194,44 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::metrics::TargetLabels;
     use crate::test_support::test_server;
     use porthawk_core::{JobId, ProbeRecord};
+
+    /// Monitor checks come back on the monitors' own sink: they are judged (the target goes
+    /// UP) and counted as probes, and not one of their batches reaches the aggregator.
+    #[test]
+    fn monitor_results_bypass_the_aggregator() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = format!(
+            "[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"{port}\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nfail_after = 1\nrecover_after = 1\n"
+        );
+        let watch = crate::monitor::config::parse("t.toml", &text).unwrap();
+        let (server, _dir) = test_server("agg-monitor", |c| c.watch = Arc::new(watch));
+        let m = &server.shared.metrics;
+        let up = || {
+            m.monitor
+                .up
+                .get_or_create(&TargetLabels {
+                    monitor: "m".into(),
+                    target: "127.0.0.1".into(),
+                    port: port.to_string(),
+                })
+                .get()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while up() != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(up(), 1, "the monitor never saw its target up");
+        assert!(m.probes_total() >= 1);
+        assert_eq!(m.batches.get(), 0, "a monitor batch reached the aggregator");
+        assert_eq!(m.unknown_job_batches.get(), 0);
+        server.shutdown();
+        drop(listener);
+    }
 
     #[test]
     fn batches_of_no_sweep_are_counted_and_dropped() {
