@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use hdrhistogram::Histogram;
-use porthawk_core::{decode_frame, JobId, PortState, ProbeSpec, TargetSpace};
-use porthawk_engine::{Engine, EngineConfig, Job, JobHandle};
+use porthawk_core::{JobId, PortState, ProbeSpec, TargetSpace};
+use porthawk_engine::{result_channel, Engine, EngineConfig, Job, JobHandle};
 
 use crate::farm::Farm;
 use crate::report::{Accuracy, Latency};
@@ -94,6 +94,8 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
 
     sys::reset_peak_rss();
     let engine = Engine::start(&spec.engine)?;
+    // One sink for every job of the run: batches are told apart by their job id.
+    let (sink, results) = result_channel(64);
     let farm_cpu = |farm: &Farm| -> Duration {
         farm.thread_ids()
             .iter()
@@ -152,6 +154,7 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
                 space: Arc::clone(&space),
                 spec: spec.probe.clone(),
                 rate: None,
+                sink: sink.clone(),
             });
             submitted += space.len();
             jobs.insert(
@@ -167,10 +170,8 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
         if jobs.is_empty() {
             break;
         }
-        match engine.frames().recv_timeout(Duration::from_millis(20)) {
-            Ok(frame) => {
-                let (batch, _) = decode_frame(&frame)
-                    .map_err(|e| BenchError::Internal(format!("corrupt frame: {e}")))?;
+        match results.recv_timeout(Duration::from_millis(20)) {
+            Ok(batch) => {
                 let Some(job) = jobs.get_mut(&batch.job) else {
                     continue;
                 };

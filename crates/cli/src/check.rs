@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use porthawk_core::{
-    banner_text, decode_frame, errno_name, parse_target, HostSetBuilder, PortSet, PortState,
-    ProbeRecord, TargetSpace, TargetToken,
+    banner_text, errno_name, parse_target, HostSetBuilder, PortSet, PortState, ProbeRecord,
+    TargetSpace, TargetToken,
 };
-use porthawk_engine::{Engine, EngineConfig, Job};
+use porthawk_engine::{result_channel, Engine, EngineConfig, Job};
 
 use crate::args::CheckArgs;
 use crate::output::unix_now;
@@ -121,16 +121,17 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
         ..EngineConfig::default()
     };
     let engine = Engine::start(&config)?;
+    let (sink, results) = result_channel(16);
     engine.submit(Job {
         id: engine.next_job_id(),
         space: Arc::new(space),
         spec,
         rate: None,
+        sink,
     });
     let mut records = Vec::new();
     loop {
-        let frame = engine.frames().recv().context("the engine stopped")?;
-        let (batch, _) = decode_frame(&frame)?;
+        let batch = results.recv().context("the engine stopped")?;
         records.extend(batch.records);
         if batch.job_done {
             break;

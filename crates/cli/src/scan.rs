@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use porthawk_core::{decode_frame, PortState, TargetSpace};
+use porthawk_core::{PortState, TargetSpace};
 use porthawk_engine::{
-    default_inflight, max_inflight, raise_nofile_limit, Engine, EngineConfig, Job,
+    default_inflight, max_inflight, raise_nofile_limit, result_channel, Engine, EngineConfig, Job,
 };
 
 use crate::args::ScanArgs;
 use crate::output::Output;
 use crate::targets;
+
+/// Result batches the engine may queue for the output before its shards wait.
+const RESULT_BATCHES: usize = 64;
 
 /// Exit code after Ctrl-C, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -80,11 +83,13 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let mut output = Output::new(args.format, &mut sink, dest)?;
 
     let engine = Engine::start(&config)?;
+    let (result_sink, results) = result_channel(RESULT_BATCHES);
     let job = engine.submit(Job {
         id: engine.next_job_id(),
         space: Arc::clone(&space),
         spec,
         rate: args.rate,
+        sink: result_sink,
     });
     let interrupted = {
         let job = job.clone();
@@ -119,11 +124,9 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let mut counts = [0u64; PortState::ALL.len()];
     let mut done = 0u64;
     let cancelled = loop {
-        let frame = engine
-            .frames()
+        let batch = results
             .recv()
             .context("the engine stopped before the sweep finished")?;
-        let (batch, _) = decode_frame(&frame).context("corrupt result frame from the engine")?;
         for r in &batch.records {
             counts[r.state.index()] += 1;
             if args.all || r.state == PortState::Open {

@@ -362,6 +362,45 @@ mod tests {
         assert!(matches!(decode_frame(&bad), Err(FrameError::Payload(_))));
     }
 
+    /// Every truncation, every single-byte corruption and noise behind a valid header: each
+    /// decodes to an error or to a batch, never a panic; truncations are always errors.
+    /// (Moved from the server's aggregator, which now receives typed batches in-process.)
+    #[test]
+    fn garbage_frames_are_errors_never_a_panic() {
+        let mut good = Vec::new();
+        encode_frame(&sample(), &mut good);
+        let mut frames: Vec<Vec<u8>> = vec![
+            vec![],
+            b"PHRB".to_vec(),
+            b"XXXX\x01\0\0\0\0".to_vec(),
+            b"PHRB\x09\0\0\0\0".to_vec(),
+            b"PHRB\x01\xff\xff\xff\xff".to_vec(),
+        ];
+        for (cut, f) in (0..good.len()).map(|cut| (cut, good[..cut].to_vec())) {
+            assert!(decode_frame(&f).is_err(), "truncated at {cut} decoded");
+            frames.push(f);
+        }
+        for i in 0..good.len() {
+            let mut f = good.clone();
+            f[i] ^= 0xa5;
+            frames.push(f);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200usize {
+            let mut f = b"PHRB\x01".to_vec();
+            f.extend_from_slice(&(len as u32).to_le_bytes());
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                f.push(x as u8);
+            }
+            frames.push(f);
+        }
+        let errors = frames.iter().filter(|f| decode_frame(f).is_err()).count();
+        assert!(errors >= good.len() + 5, "{errors} errors");
+    }
+
     #[test]
     fn state_names_round_trip() {
         for st in PortState::ALL {

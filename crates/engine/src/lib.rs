@@ -3,9 +3,11 @@
 //!
 //! Everything the engine does is a [`Job`]: a target space, a probe spec and an id. A CLI
 //! sweep, an API sweep and one round of a monitor are all jobs, submitted with
-//! [`Engine::submit`]; several run at once and each can be cancelled. Shards send their
-//! results as postcard [`porthawk_core::ResultBatch`] frames through one bounded channel
-//! ([`Engine::frames`]): a slow consumer slows the shards down, nothing is ever dropped.
+//! [`Engine::submit`]; several run at once and each can be cancelled. Shards send the job's
+//! results as typed [`ResultBatch`]es to the job's own [`ResultSink`], a channel whose bound
+//! the consumer chooses: a full sink blocks the shard (back-pressure), nothing is ever
+//! dropped. Postcard frames ([`porthawk_core::encode_frame`]) are for bytes that cross a
+//! process boundary, not for this in-process path.
 //!
 //! Architecture invariant: the engine knows nothing of HTTP, storage or monitors.
 
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
-use porthawk_core::{JobId, ProbeSpec, TargetSpace};
+use porthawk_core::{JobId, ProbeSpec, ResultBatch, TargetSpace};
 
 pub use limits::{default_inflight, max_inflight, raise_nofile_limit};
 
@@ -89,8 +91,6 @@ pub struct EngineConfig {
     pub batch_records: usize,
     /// The longest a record waits in a shard before its batch is sent.
     pub flush_interval: Duration,
-    /// Frames the result channel holds before shards block.
-    pub channel_frames: usize,
 }
 
 impl Default for EngineConfig {
@@ -101,7 +101,6 @@ impl Default for EngineConfig {
             backend: BackendChoice::Auto,
             batch_records: 4096,
             flush_interval: Duration::from_millis(100),
-            channel_frames: 64,
         }
     }
 }
@@ -125,7 +124,19 @@ pub enum EngineError {
     Config(String),
 }
 
-/// One unit of work: probe every target of `space` with `spec`.
+/// Where the shards send a job's results: one channel per consumer, bounded as the consumer
+/// chooses. A full sink blocks the sending shard until there is room (back-pressure); a
+/// batch is never dropped while the engine runs. Every batch of the job arrives on it, and
+/// the last one has `job_done` set.
+pub type ResultSink = Sender<ResultBatch>;
+
+/// A sink that holds up to `batches` batches (at least one), and its receiving end.
+pub fn result_channel(batches: usize) -> (ResultSink, Receiver<ResultBatch>) {
+    crossbeam_channel::bounded(batches.max(1))
+}
+
+/// One unit of work: probe every target of `space` with `spec`, and send the results to
+/// `sink`.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The id results carry.
@@ -136,6 +147,8 @@ pub struct Job {
     pub spec: ProbeSpec,
     /// Probe starts per second across all shards, if capped.
     pub rate: Option<u64>,
+    /// Where its results go.
+    pub sink: ResultSink,
 }
 
 /// Statistics of a job, complete once its `job_done` batch has been received.
@@ -154,6 +167,7 @@ pub(crate) struct JobShared {
     space: Arc<TargetSpace>,
     spec: ProbeSpec,
     rate: Option<u64>,
+    sink: ResultSink,
     cancel: AtomicBool,
     shards_left: AtomicUsize,
     stats: Mutex<JobStats>,
@@ -203,7 +217,8 @@ pub struct Engine {
     shards: Vec<(Sender<ShardCmd>, JoinHandle<()>)>,
     /// Probes in flight on each shard, as each shard last saw it.
     shard_inflight: Vec<Arc<AtomicUsize>>,
-    frames: Receiver<Vec<u8>>,
+    /// Dropped with the engine: shards then stop waiting for room in sinks nobody reads.
+    stopping: Option<Sender<()>>,
     backend: Backend,
     inflight: usize,
     next_id: AtomicU64,
@@ -233,7 +248,7 @@ impl Engine {
             Backend::Uring => per_shard.min(MAX_SLOTS),
             Backend::Epoll => per_shard,
         };
-        let (frames_tx, frames) = crossbeam_channel::bounded(config.channel_frames.max(1));
+        let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut shards = Vec::with_capacity(config.shards);
         let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
             .map(|_| Arc::new(AtomicUsize::new(0)))
@@ -248,7 +263,7 @@ impl Engine {
                 batch_records: config.batch_records,
                 flush_interval: config.flush_interval,
             };
-            let frames_tx = frames_tx.clone();
+            let stop_rx = stop_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("porthawk-shard-{index}"))
                 .spawn(move || {
@@ -258,7 +273,7 @@ impl Engine {
                         Backend::Uring => match UringDriver::new(per_shard) {
                             Ok(d) => {
                                 let _ = ready_tx.send(Ok(()));
-                                Shard::new(shard_config, d, per_shard, rx, frames_tx, gauge).run();
+                                Shard::new(shard_config, d, per_shard, rx, stop_rx, gauge).run();
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -267,7 +282,7 @@ impl Engine {
                         Backend::Epoll => match EpollDriver::new(per_shard) {
                             Ok(d) => {
                                 let _ = ready_tx.send(Ok(()));
-                                Shard::new(shard_config, d, per_shard, rx, frames_tx, gauge).run();
+                                Shard::new(shard_config, d, per_shard, rx, stop_rx, gauge).run();
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -298,7 +313,7 @@ impl Engine {
         Ok(Engine {
             shards,
             shard_inflight,
-            frames,
+            stopping: Some(stopping),
             backend,
             inflight: per_shard * config.shards,
             next_id: AtomicU64::new(1),
@@ -333,14 +348,15 @@ impl Engine {
         JobId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Hands a job to every shard. Its results arrive on [`Engine::frames`]; the last batch
-    /// of the job has `job_done` set.
+    /// Hands a job to every shard. Its results arrive on the job's sink; the last batch of
+    /// the job has `job_done` set and comes after every other batch of the job.
     pub fn submit(&self, job: Job) -> JobHandle {
         let shared = Arc::new(JobShared {
             id: job.id,
             space: job.space,
             spec: job.spec,
             rate: job.rate,
+            sink: job.sink,
             cancel: AtomicBool::new(false),
             shards_left: AtomicUsize::new(self.shards.len()),
             stats: Mutex::new(JobStats {
@@ -355,11 +371,6 @@ impl Engine {
         }
         JobHandle { shared }
     }
-
-    /// The frames of every job, in the order shards sent them.
-    pub fn frames(&self) -> &Receiver<Vec<u8>> {
-        &self.frames
-    }
 }
 
 impl Drop for Engine {
@@ -370,14 +381,118 @@ impl Drop for Engine {
             drop(tx);
             threads.push(thread);
         }
-        // Shards drain their jobs and exit when their command channel closes. If frames are
-        // still unread they would block on the full result channel: drain it meanwhile.
-        while threads.iter().any(|t| !t.is_finished()) {
-            while self.frames.try_recv().is_ok() {}
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Shards drain their jobs and exit when their command channel closes. A shard that
+        // finds a sink full from now on gives up its batch instead of waiting for a reader
+        // that may be the one dropping the engine.
+        self.stopping = None;
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::{IpAddr, Ipv4Addr, TcpListener};
+
+    use porthawk_core::{AddrRange, HostSetBuilder, PortSet, PortState, ProbeSpec};
+
+    use super::*;
+
+    fn space(ports: Vec<u16>) -> Arc<TargetSpace> {
+        let mut hosts = HostSetBuilder::default();
+        hosts.include(AddrRange::single(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        Arc::new(TargetSpace::new(hosts.build(), PortSet::from_ports(ports), 7).unwrap())
+    }
+
+    fn engine() -> Engine {
+        Engine::start(&EngineConfig {
+            shards: 2,
+            inflight: 32,
+            backend: BackendChoice::Epoll,
+            batch_records: 4,
+            flush_interval: Duration::from_millis(5),
+        })
+        .unwrap()
+    }
+
+    /// Two jobs at once, each with its own one-batch sink: each sink gets exactly its own
+    /// job's records, every probe once, and one `job_done` batch, the last of the job.
+    #[test]
+    fn each_job_gets_its_own_results_then_one_job_done_last() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let ports: Vec<u16> = (0..200u16).map(|i| 20_000 + i).chain([open]).collect();
+        let engine = engine();
+        let spec = ProbeSpec {
+            connect_timeout: Duration::from_millis(500),
+            ..ProbeSpec::default()
+        };
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            // A one-batch sink that is read slowly: shards must wait, never drop.
+            let (sink, results) = result_channel(1);
+            let id = engine.next_job_id();
+            engine.submit(Job {
+                id,
+                space: space(ports.clone()),
+                spec: spec.clone(),
+                rate: None,
+                sink,
+            });
+            // Each sink has its own reader: a shard blocked on one full sink waits for all
+            // its jobs, so both must be read at once.
+            readers.push(std::thread::spawn(move || {
+                let mut seen = HashSet::new();
+                loop {
+                    let batch = results
+                        .recv_timeout(Duration::from_secs(30))
+                        .expect("the job ends within 30 s");
+                    assert_eq!(batch.job, id, "a batch of another job on this sink");
+                    for r in &batch.records {
+                        assert!(seen.insert(r.port), "port {} reported twice", r.port);
+                        if r.port == open {
+                            assert_eq!(r.state, PortState::Open);
+                        }
+                    }
+                    if batch.job_done {
+                        assert!(batch.records.is_empty());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                // The job-ending batch is the last: the shards have let go of the sink, and
+                // nothing else arrived.
+                assert!(matches!(
+                    results.recv_timeout(Duration::from_secs(5)),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+                ));
+                seen.len()
+            }));
+        }
+        for r in readers {
+            assert_eq!(r.join().unwrap(), ports.len());
+        }
+    }
+
+    /// Dropping the engine while a job's sink is full and unread does not hang.
+    #[test]
+    fn dropping_the_engine_with_a_full_unread_sink_returns() {
+        let engine = engine();
+        let (sink, results) = result_channel(1);
+        engine.submit(Job {
+            id: engine.next_job_id(),
+            space: space((30_000..30_100).collect()),
+            spec: ProbeSpec {
+                connect_timeout: Duration::from_millis(200),
+                ..ProbeSpec::default()
+            },
+            rate: None,
+            sink,
+        });
+        drop(engine);
+        // The first batch got in before the sink was full; the job's end may not have.
+        assert!(results.try_recv().is_ok());
     }
 }

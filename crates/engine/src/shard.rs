@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 use porthawk_core::{
-    encode_frame, ConnectEvent, Conversation, PortState, ProbeRecord, ResultBatch, ShardSlice, Step,
+    ConnectEvent, Conversation, PortState, ProbeRecord, ResultBatch, ShardSlice, Step,
 };
 
 use crate::driver::{Completion, Driver, IoEvent};
@@ -67,7 +67,8 @@ pub(crate) struct Shard<D: Driver> {
     config: ShardConfig,
     driver: D,
     commands: Receiver<ShardCmd>,
-    frames: Sender<Vec<u8>>,
+    /// Disconnected when the engine is dropped (see [`deliver`]).
+    stopping: Receiver<()>,
     jobs: Vec<Option<ActiveJob>>,
     slots: Vec<SlotState>,
     /// The probe state of each slot (separate from `slots` because it is not `Copy`).
@@ -90,7 +91,7 @@ impl<D: Driver> Shard<D> {
         driver: D,
         slots: usize,
         commands: Receiver<ShardCmd>,
-        frames: Sender<Vec<u8>>,
+        stopping: Receiver<()>,
         inflight_gauge: Arc<AtomicUsize>,
     ) -> Self {
         let now = Instant::now();
@@ -98,7 +99,7 @@ impl<D: Driver> Shard<D> {
             config,
             driver,
             commands,
-            frames,
+            stopping,
             jobs: Vec::new(),
             slots: vec![
                 SlotState {
@@ -429,7 +430,7 @@ impl<D: Driver> Shard<D> {
                 );
                 job.last_flush = now;
                 let batch = make_batch(self.config.index, &job.shared, records, false, false);
-                send(&self.frames, &batch);
+                deliver(&job.shared.sink, &self.stopping, batch);
             }
             if finished {
                 if let Some(job) = self.jobs[j].take() {
@@ -449,8 +450,8 @@ impl<D: Driver> Shard<D> {
         make_batch(self.config.index, shared, records, shard_done, job_done)
     }
 
-    fn send(&self, batch: &ResultBatch) {
-        send(&self.frames, batch);
+    fn send(&self, shared: &JobShared, batch: ResultBatch) {
+        deliver(&shared.sink, &self.stopping, batch);
     }
 
     /// Sends the shard's last batch of a job and, from the last shard to finish, the batch
@@ -463,10 +464,10 @@ impl<D: Driver> Shard<D> {
             stats.peak_inflight += job.peak_inflight;
         }
         let batch = self.batch(&job.shared, job.batch, true, false);
-        self.send(&batch);
+        self.send(&job.shared, batch);
         if job.shared.shards_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             let done = self.batch(&job.shared, Vec::new(), true, true);
-            self.send(&done);
+            self.send(&job.shared, done);
         }
     }
 
@@ -499,7 +500,7 @@ impl<D: Driver> Shard<D> {
                     if job.batch.len() >= self.config.batch_records {
                         let records = std::mem::take(&mut job.batch);
                         let batch = self.batch(&job.shared, records, false, false);
-                        self.send(&batch);
+                        self.send(&job.shared, batch);
                     }
                 }
                 self.finish(job);
@@ -536,10 +537,18 @@ fn make_batch(
     }
 }
 
-fn send(frames: &Sender<Vec<u8>>, batch: &ResultBatch) {
-    let mut frame = Vec::with_capacity(16 + batch.records.len() * 16);
-    encode_frame(batch, &mut frame);
-    // A full channel blocks here: back-pressure slows the shard, nothing is dropped. A closed
-    // channel means nobody is listening any more; the shard goes on until the engine stops it.
-    let _ = frames.send(frame);
+/// Sends a batch to its job's sink. A full sink blocks here: back-pressure slows the shard,
+/// nothing is dropped. Two exceptions, both when nobody will read it: a sink whose receiver is
+/// gone (the consumer stopped listening; the shard goes on until the engine stops it), and a
+/// full sink once the engine is being dropped (its owner may be the very thread that would
+/// read it).
+fn deliver(sink: &Sender<ResultBatch>, stopping: &Receiver<()>, batch: ResultBatch) {
+    let batch = match sink.try_send(batch) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+        Err(TrySendError::Full(batch)) => batch,
+    };
+    crossbeam_channel::select! {
+        send(sink, batch) -> _ => {}
+        recv(stopping) -> _ => {}
+    }
 }

@@ -1,29 +1,27 @@
-//! The aggregator: one thread that reads the engine's frames, decodes them, routes records by
-//! job id to their sweep, and writes results and progress to the store in batched
-//! transactions.
-//!
-//! A frame that does not decode is counted and logged, never a panic: the same frames will
-//! cross the network in fleet mode.
+//! The aggregator: one thread that reads the result sink of every sweep's engine job, routes
+//! records by job id to their sweep, and writes results and progress to the store in batched
+//! transactions. It sees sweeps only: monitors receive their jobs' results on a sink of
+//! their own.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use porthawk_core::{decode_frame, errno_name, PortState};
+use porthawk_core::{errno_name, PortState, ResultBatch};
 
+use crate::shared::Shared;
 use crate::store::{NewResult, Progress};
 use crate::sweep::{LiveSweep, SweepState};
-use crate::Shared;
 
 /// Rows buffered before a store write.
 const FLUSH_ROWS: usize = 4096;
 /// The longest a result waits before it is written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// How often the loop wakes without frames, to flush and to notice a stop.
+/// How often the loop wakes without batches, to flush and to notice a stop.
 const TICK: Duration = Duration::from_millis(50);
 
-/// The aggregator's state between frames.
+/// The aggregator's state between batches.
 pub(crate) struct Aggregator {
     shared: Arc<Shared>,
     pending: Vec<NewResult>,
@@ -32,28 +30,27 @@ pub(crate) struct Aggregator {
     last_flush: Instant,
     rate_since: Instant,
     rate_probes: u64,
-    probes: u64,
 }
 
 impl Aggregator {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Aggregator {
-            shared,
             pending: Vec::with_capacity(FLUSH_ROWS),
             touched: Vec::new(),
             finished: Vec::new(),
             last_flush: Instant::now(),
             rate_since: Instant::now(),
-            rate_probes: 0,
-            probes: 0,
+            rate_probes: shared.metrics.probes_total(),
+            shared,
         }
     }
 
-    /// Runs until `frames` is closed or the server asks it to stop; flushes before returning.
-    pub(crate) fn run(mut self, frames: Receiver<Vec<u8>>) {
+    /// Runs until `results` is closed or the server asks it to stop; flushes before
+    /// returning.
+    pub(crate) fn run(mut self, results: Receiver<ResultBatch>) {
         loop {
-            match frames.recv_timeout(TICK) {
-                Ok(frame) => self.handle_frame(&frame),
+            match results.recv_timeout(TICK) {
+                Ok(batch) => self.handle_batch(batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -64,58 +61,32 @@ impl Aggregator {
                 self.flush();
             }
             self.update_rate();
-            if self.shared.stop_aggregator.load(Ordering::SeqCst) && frames.is_empty() {
+            if self.shared.stop_aggregator.load(Ordering::SeqCst) && results.is_empty() {
                 break;
             }
         }
         self.flush();
     }
 
+    /// Sets `probes_per_second` from the probes counted by everyone (sweeps here, monitors
+    /// in their runtime).
     fn update_rate(&mut self) {
         let elapsed = self.rate_since.elapsed();
         if elapsed >= Duration::from_secs(1) {
-            let rate = (self.probes - self.rate_probes) as f64 / elapsed.as_secs_f64();
+            let probes = self.shared.metrics.probes_total();
+            let rate = probes.saturating_sub(self.rate_probes) as f64 / elapsed.as_secs_f64();
             self.shared.metrics.probes_per_second.set(rate);
-            self.rate_probes = self.probes;
+            self.rate_probes = probes;
             self.rate_since = Instant::now();
         }
     }
 
-    /// Decodes one frame and routes its records. Malformed frames are counted and logged.
-    pub(crate) fn handle_frame(&mut self, frame: &[u8]) {
+    /// Routes one batch's records to their sweep. A batch of a job no sweep owns (a sweep
+    /// already retired) is counted and logged.
+    pub(crate) fn handle_batch(&mut self, batch: ResultBatch) {
         let metrics = &self.shared.metrics;
-        metrics.frames.inc();
-        metrics.frame_bytes.inc_by(frame.len() as u64);
-        let batch = match decode_frame(frame) {
-            Ok((batch, used)) if used == frame.len() => batch,
-            Ok((_, used)) => {
-                metrics.frame_errors.inc();
-                eprintln!(
-                    "porthawk: dropped a result frame with {} bytes after its end",
-                    frame.len() - used
-                );
-                return;
-            }
-            Err(e) => {
-                metrics.frame_errors.inc();
-                eprintln!("porthawk: dropped a result frame: {e}");
-                return;
-            }
-        };
         metrics.batches.inc();
-        let live = self.shared.live_by_job(batch.job);
-        let Some(live) = live else {
-            if self.shared.watch.owns(batch.job) {
-                // A monitor's check: counted like any probe, judged by the monitors.
-                let mut per_state = [0u64; PortState::ALL.len()];
-                for r in &batch.records {
-                    per_state[r.state.index()] += 1;
-                }
-                metrics.count_probes(&per_state);
-                self.probes += batch.records.len() as u64;
-                self.shared.watch.deliver(batch);
-                return;
-            }
+        let Some(live) = self.shared.live_by_job(batch.job) else {
             metrics.unknown_job_batches.inc();
             eprintln!(
                 "porthawk: dropped a batch of {} results of job {}, which no sweep owns",
@@ -160,7 +131,6 @@ impl Aggregator {
             }
         }
         let n = batch.records.len() as u64;
-        self.probes += n;
         live.done.fetch_add(n, Ordering::Relaxed);
         if !self.touched.iter().any(|t| Arc::ptr_eq(t, &live)) {
             self.touched.push(Arc::clone(&live));
@@ -199,21 +169,19 @@ impl Aggregator {
             })
             .collect();
         let metrics = &self.shared.metrics;
-        match self.shared.store.write_batch(&self.pending, &progress) {
+        let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_ROWS));
+        let n = rows.len();
+        match self.shared.store.write_batch(rows, progress).wait() {
             Ok(()) => {
-                metrics.stored_results.inc_by(self.pending.len() as u64);
+                metrics.stored_results.inc_by(n as u64);
             }
             Err(e) => {
                 // The sweep goes on; its counts stay right in memory, and the next write
                 // records them. The rows of this write are lost, which the log says.
                 metrics.store_errors.inc();
-                eprintln!(
-                    "porthawk: cannot write {} results to the store: {e}",
-                    self.pending.len()
-                );
+                eprintln!("porthawk: cannot write {n} results to the store: {e}");
             }
         }
-        self.pending.clear();
         for s in self.touched.drain(..) {
             s.stored.send_modify(|v| *v += 1);
         }
@@ -226,17 +194,52 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::metrics::TargetLabels;
     use crate::test_support::test_server;
-    use porthawk_core::{encode_frame, JobId, ProbeRecord, ResultBatch};
+    use porthawk_core::{JobId, ProbeRecord};
+
+    /// Monitor checks come back on the monitors' own sink: they are judged (the target goes
+    /// UP) and counted as probes, and not one of their batches reaches the aggregator.
+    #[test]
+    fn monitor_results_bypass_the_aggregator() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = format!(
+            "[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"{port}\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nfail_after = 1\nrecover_after = 1\n"
+        );
+        let watch = crate::monitor::config::parse("t.toml", &text).unwrap();
+        let (server, _dir) = test_server("agg-monitor", |c| c.watch = Arc::new(watch));
+        let m = &server.shared.metrics;
+        let up = || {
+            m.monitor
+                .up
+                .get_or_create(&TargetLabels {
+                    monitor: "m".into(),
+                    target: "127.0.0.1".into(),
+                    port: port.to_string(),
+                })
+                .get()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while up() != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(up(), 1, "the monitor never saw its target up");
+        assert!(m.probes_total() >= 1);
+        assert_eq!(m.batches.get(), 0, "a monitor batch reached the aggregator");
+        assert_eq!(m.unknown_job_batches.get(), 0);
+        server.shutdown();
+        drop(listener);
+    }
 
     #[test]
-    fn garbage_frames_are_counted_never_a_panic() {
-        let (server, _dir) = test_server("agg-garbage", |_| {});
+    fn batches_of_no_sweep_are_counted_and_dropped() {
+        let (server, _dir) = test_server("agg-unknown", |_| {});
         let mut agg = Aggregator::new(Arc::clone(&server.shared));
-        let mut good = Vec::new();
-        encode_frame(
-            &ResultBatch {
-                job: JobId(999_999),
+        for job in [999_998, 999_999] {
+            agg.handle_batch(ResultBatch {
+                job: JobId(job),
                 shard: 0,
                 records: vec![ProbeRecord::new(
                     "127.0.0.1".parse().unwrap(),
@@ -248,49 +251,13 @@ mod tests {
                 shard_done: true,
                 job_done: true,
                 cancelled: false,
-            },
-            &mut good,
-        );
-        let mut frames: Vec<Vec<u8>> = vec![
-            vec![],
-            b"PHRB".to_vec(),
-            b"XXXX\x01\0\0\0\0".to_vec(),
-            b"PHRB\x09\0\0\0\0".to_vec(),
-            b"PHRB\x01\xff\xff\xff\xff".to_vec(),
-            [&good[..], &[0u8][..]].concat(),
-        ];
-        // Every truncation and every single-byte corruption of a valid frame.
-        for cut in 0..good.len() {
-            frames.push(good[..cut].to_vec());
-        }
-        for i in 0..good.len() {
-            let mut f = good.clone();
-            f[i] ^= 0xa5;
-            frames.push(f);
-        }
-        // Pseudo-random noise behind a valid header.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for len in 0..200usize {
-            let mut f = b"PHRB\x01".to_vec();
-            f.extend_from_slice(&(len as u32).to_le_bytes());
-            for _ in 0..len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                f.push(x as u8);
-            }
-            frames.push(f);
-        }
-        for f in &frames {
-            agg.handle_frame(f);
+            });
         }
         agg.flush();
         let m = &server.shared.metrics;
-        assert_eq!(m.frames.get(), frames.len() as u64);
-        assert!(m.frame_errors.get() >= 6, "{}", m.frame_errors.get());
-        assert_eq!(m.frame_errors.get() + m.batches.get(), frames.len() as u64);
-        // Decoded batches all belong to no sweep.
-        assert_eq!(m.unknown_job_batches.get(), m.batches.get());
+        assert_eq!(m.batches.get(), 2);
+        assert_eq!(m.unknown_job_batches.get(), 2);
+        assert_eq!(m.stored_results.get(), 0);
         server.shutdown();
     }
 }

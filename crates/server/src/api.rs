@@ -1,5 +1,5 @@
-//! The HTTP API: routes, handlers, the bearer-token check, request metrics and the OpenAPI
-//! document generated from the handlers.
+//! The HTTP API: routes, handlers, request metrics and the OpenAPI document generated from
+//! the handlers (the bearer-token check is `auth`).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::auth::Authorized;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::guard::GuardResponses;
 use crate::metrics::RequestLabels;
+use crate::shared::{AppState, Shared};
 use crate::store::{ResultRow, SweepRow};
 use crate::sweep::{self, Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
-use crate::{ApiError, AppState, ErrorBody, ErrorDetail, Shared};
 
 /// Rows read from the store per chunk of a results stream.
 const RESULTS_PAGE: u32 = 2048;
@@ -139,21 +140,6 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         })
         .inc();
     response
-}
-
-/// Proof that the request may mutate: it carries the configured bearer token, or no token is
-/// configured.
-pub struct Authorized;
-
-impl FromRequestParts<AppState> for Authorized {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match &state.0.config.token {
-            None => Ok(Authorized),
-            Some(token) => crate::guard::check_bearer(&parts.headers, token).map(|()| Authorized),
-        }
-    }
 }
 
 /// The answer to `POST /v1/sweeps`.

@@ -171,7 +171,7 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     for needle in [
         "porthawk_probes_total{state=\"open\"} 1",
         "porthawk_sweeps{state=\"done\"} 1",
-        "porthawk_batches_decoded_total",
+        "porthawk_result_batches_total",
         "porthawk_connect_latency_seconds_count 1",
         "route=\"/v1/sweeps/{id}\"",
     ] {
@@ -295,7 +295,15 @@ async fn bad_requests_name_the_field() {
     // Nothing was created by any of them.
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     assert_eq!(r.json()["sweeps"], json!([]));
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
 
     for uri in [
         "/v1/sweeps/12345",
@@ -356,7 +364,15 @@ async fn mutating_routes_need_the_token() {
     // The token is checked before the body is even read.
     let r = call(&app, "POST", "/v1/sweeps", Some("{bad"), None).await;
     r.error(401);
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
     // Reading needs the token too (see `reads_need_the_token_once_one_is_set`).
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     r.error(401);
@@ -384,7 +400,15 @@ async fn too_many_sweeps_and_cancel() {
     );
     let r = call(&app, "POST", "/v1/sweeps", Some(&big), None).await;
     assert_eq!(r.error(413).0, "too_large");
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 1);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        1
+    );
 
     let r = call(&app, "GET", &format!("/v1/sweeps/{id}"), None, None).await;
     assert_eq!(r.json()["state"], "running");
@@ -461,7 +485,7 @@ fn shutdown_marks_running_sweeps_interrupted() {
         id
     };
     let (store, _) = crate::store::Store::open(dir.path()).unwrap();
-    let row = store.sweep(id).unwrap().unwrap();
+    let row: crate::store::SweepRow = store.sweep(id).unwrap().unwrap();
     assert_eq!(row.state, SweepState::Interrupted);
     assert!(row.done < 1000);
 }
@@ -522,7 +546,15 @@ async fn cross_site_sweep_with_a_simple_content_type_is_refused_and_nothing_crea
         assert_eq!(code, "unsupported_media_type", "{ct:?}");
         assert_eq!(field.as_deref(), Some("Content-Type"));
     }
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
     // A route without a body refuses a non-JSON type too.
     let (r, _) = call_with(
         &app,
@@ -569,7 +601,15 @@ async fn foreign_origin_is_refused() {
         let (r, _) = call_with(&app, "GET", "/v1/sweeps", &[("origin", origin)], None).await;
         r.error(403);
     }
-    assert_eq!(server.shared.store.sweeps(10, 0).unwrap().len(), 0);
+    assert_eq!(
+        server
+            .shared
+            .store
+            .sweeps::<SweepRequest>(10, 0)
+            .unwrap()
+            .len(),
+        0
+    );
     // The server's own page (the listen address is 127.0.0.1:9180 in these tests).
     for origin in ["http://127.0.0.1:9180", "http://localhost:9180"] {
         let h = [json, ("origin", origin)];

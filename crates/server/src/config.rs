@@ -8,7 +8,7 @@ use std::time::Duration;
 use porthawk_core::{parse_target, AddrRange, TargetToken};
 use serde::Deserialize;
 
-use crate::ServerError;
+use crate::error::ServerError;
 
 /// Where a server listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);

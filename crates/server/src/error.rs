@@ -177,7 +177,7 @@ pub enum ServerError {
         /// The database file.
         path: PathBuf,
         /// The cause.
-        source: rusqlite::Error,
+        source: porthawk_store::StoreError,
     },
     /// The engine could not start.
     #[error(transparent)]

@@ -1,8 +1,10 @@
-//! `porthawk serve`: sweeps submitted over HTTP, run by one shared engine, aggregated into an
-//! embedded SQLite store, with Prometheus metrics.
+//! `porthawk serve`, the daemon: sweeps submitted over HTTP and scheduled monitors, run by one
+//! shared engine; sweeps aggregated into the embedded store (`porthawk-store`), monitors
+//! judged by `porthawk-watch`; actions, notifications, the status page, Prometheus metrics.
 //!
 //! - [`Server::start`] opens the store (migrating it, and marking sweeps a previous process
-//!   left running as interrupted), starts the engine and the aggregator thread.
+//!   left running as interrupted), starts the engine, the aggregator thread (fed by the
+//!   sweeps' result sink) and the monitor runtime (fed by a sink of its own).
 //! - [`app`] builds the axum `Router` over an [`AppState`]; tests drive it with `oneshot`.
 //! - [`run`] is the whole server for the command line: it listens, serves until SIGINT or
 //!   SIGTERM, then stops the sweeps (they become `interrupted`) and the engine.
@@ -12,25 +14,25 @@
 
 mod aggregator;
 mod api;
+mod auth;
 mod config;
 mod error;
 mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod shared;
 mod store;
 mod sweep;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use porthawk_core::JobId;
-use porthawk_engine::{Backend, Engine, Job};
+use porthawk_engine::{result_channel, Backend, Engine};
 
 pub use api::{app, ApiDoc};
 pub use config::{
@@ -42,127 +44,15 @@ pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, Sweep
 
 use aggregator::Aggregator;
 use metrics::Metrics;
-use store::{now_ms, Progress, Store};
-use sweep::{LiveSweep, SweepPlan};
+pub use shared::AppState;
+use shared::Shared;
+use store::{Progress, Store};
+
+/// Result batches of sweeps the engine may queue for the aggregator before shards wait.
+const SWEEP_BATCHES: usize = 64;
 
 /// How long a stopping server waits for cancelled sweeps to report their last results.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// The state every handler shares: a cheap handle on the running server.
-#[derive(Clone)]
-pub struct AppState(pub(crate) Arc<Shared>);
-
-/// Sweeps this process runs, by sweep id and by engine job id.
-#[derive(Default)]
-pub(crate) struct LiveSweeps {
-    by_id: HashMap<u64, Arc<LiveSweep>>,
-    by_job: HashMap<JobId, Arc<LiveSweep>>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) engine: Engine,
-    pub(crate) store: Store,
-    pub(crate) metrics: Metrics,
-    pub(crate) watch: monitor::WatchHandle,
-    live: Mutex<LiveSweeps>,
-    stopping: AtomicBool,
-    pub(crate) stop_aggregator: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    pub(crate) fn live_by_job(&self, job: JobId) -> Option<Arc<LiveSweep>> {
-        lock(&self.live).by_job.get(&job).cloned()
-    }
-
-    pub(crate) fn live_by_id(&self, id: u64) -> Option<Arc<LiveSweep>> {
-        lock(&self.live).by_id.get(&id).cloned()
-    }
-
-    /// Stores a planned sweep and hands it to the engine, or refuses it whole.
-    pub(crate) fn create(&self, plan: SweepPlan) -> Result<u64, ApiError> {
-        let mut live = lock(&self.live);
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err(ApiError::too_many("the server is stopping"));
-        }
-        let max = self.config.limits.max_concurrent_sweeps;
-        if live.by_id.len() >= max {
-            return Err(ApiError::too_many(format!(
-                "{} sweeps are running, the most this server runs at once is {max}",
-                live.by_id.len()
-            )));
-        }
-        let created = now_ms();
-        let id = self
-            .store
-            .insert_sweep(&plan.request, plan.space.len(), created)
-            .map_err(|e| ApiError::internal("cannot store the sweep", e))?;
-        let job = self.engine.next_job_id();
-        let rate = plan.request.rate;
-        let sweep = Arc::new(LiveSweep::new(
-            id,
-            job,
-            plan.request,
-            Arc::clone(&plan.space),
-            created,
-        ));
-        // Registered before it is submitted, so that its first frame finds it.
-        live.by_id.insert(id, Arc::clone(&sweep));
-        live.by_job.insert(job, Arc::clone(&sweep));
-        let handle = self.engine.submit(Job {
-            id: job,
-            space: plan.space,
-            spec: plan.spec,
-            rate,
-        });
-        let _ = sweep.handle.set(handle);
-        self.metrics.sweep_moved(None, SweepState::Running);
-        Ok(id)
-    }
-
-    /// Forgets a sweep that ended (its final state is already stored) and wakes its readers.
-    pub(crate) fn retire(&self, sweep: &Arc<LiveSweep>, state: SweepState) {
-        {
-            let mut live = lock(&self.live);
-            live.by_id.remove(&sweep.id);
-            live.by_job.remove(&sweep.job);
-        }
-        self.metrics.sweep_moved(Some(SweepState::Running), state);
-        sweep.stored.send_modify(|v| *v += 1);
-    }
-
-    /// Cancels a running sweep at the user's request; false if it is not running.
-    pub(crate) fn cancel(&self, id: u64) -> Option<Arc<LiveSweep>> {
-        let sweep = self.live_by_id(id)?;
-        sweep.user_cancelled.store(true, Ordering::SeqCst);
-        if let Some(h) = sweep.handle.get() {
-            h.cancel();
-        }
-        Some(sweep)
-    }
-
-    /// Refuses new sweeps and cancels the running ones: they end as `interrupted`.
-    fn begin_stop(&self) {
-        let live = {
-            let guard = lock(&self.live);
-            self.stopping.store(true, Ordering::SeqCst);
-            guard.by_id.values().cloned().collect::<Vec<_>>()
-        };
-        for s in live {
-            if let Some(h) = s.handle.get() {
-                h.cancel();
-            }
-        }
-    }
-
-    pub(crate) fn live_count(&self) -> usize {
-        lock(&self.live).by_id.len()
-    }
-}
 
 /// A running server: store, engine and aggregator. Stop it with [`Server::shutdown`] (or by
 /// dropping it).
@@ -175,12 +65,22 @@ pub struct Server {
 impl Server {
     /// Opens the store in `config.data_dir`, starts the engine and the aggregator.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        let (store, interrupted_at_start) = Store::open(&config.data_dir)?;
+        let db = config.data_dir.join("porthawk.db");
+        let (store, interrupted_at_start) =
+            Store::open(&config.data_dir).map_err(|source| match source {
+                porthawk_store::StoreError::CreateDir { path, source } => ServerError::Io {
+                    context: format!("cannot create data directory '{}'", path.display()),
+                    source,
+                },
+                source => ServerError::Store {
+                    path: db.clone(),
+                    source,
+                },
+            })?;
         let engine = Engine::start(&config.engine)?;
-        let frames = engine.frames().clone();
+        let (sweep_sink, sweep_results) = result_channel(SWEEP_BATCHES);
         let metrics = Metrics::default();
         metrics.inflight_limit.set(engine.inflight() as i64);
-        let db = config.data_dir.join("porthawk.db");
         for (state, n) in store
             .count_by_state()
             .map_err(|source| ServerError::Store { path: db, source })?
@@ -194,20 +94,11 @@ impl Server {
                     .set(n as i64);
             }
         }
-        let shared = Arc::new(Shared {
-            config,
-            engine,
-            store,
-            metrics,
-            live: Mutex::new(LiveSweeps::default()),
-            stopping: AtomicBool::new(false),
-            stop_aggregator: AtomicBool::new(false),
-            watch: monitor::WatchHandle::default(),
-        });
+        let shared = Arc::new(Shared::new(config, engine, sweep_sink, store, metrics));
         let aggregator = Aggregator::new(Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("porthawk-aggregator".into())
-            .spawn(move || aggregator.run(frames))
+            .spawn(move || aggregator.run(sweep_results))
             .map_err(|source| ServerError::Io {
                 context: "cannot start the aggregator thread".into(),
                 source,
@@ -217,7 +108,7 @@ impl Server {
             path: shared.config.config_path.clone(),
             dry_run: shared.config.dry_run,
         };
-        monitor::WatchHandle::start(&shared, options).map_err(|source| ServerError::Io {
+        monitor::runtime::start(&shared, options).map_err(|source| ServerError::Io {
             context: "cannot start the monitor thread".into(),
             source,
         })?;
@@ -264,7 +155,7 @@ impl Server {
         let _ = thread.join();
         // Sweeps whose end did not arrive in time: store them as interrupted with what
         // they have.
-        let left: Vec<Arc<LiveSweep>> = lock(&self.shared.live).by_id.values().cloned().collect();
+        let left = self.shared.live_sweeps();
         let progress: Vec<Progress> = left
             .iter()
             .map(|s| Progress {
@@ -275,7 +166,7 @@ impl Server {
             })
             .collect();
         if !progress.is_empty() {
-            if let Err(e) = self.shared.store.write_batch(&[], &progress) {
+            if let Err(e) = self.shared.store.write_batch(Vec::new(), progress).wait() {
                 eprintln!("porthawk: cannot mark running sweeps interrupted: {e}");
             }
         }

@@ -68,14 +68,8 @@ pub struct Metrics {
     pub shard_inflight: Family<ShardLabel, Gauge>,
     /// Connect latency of open and closed verdicts.
     pub connect_latency: Histogram,
-    /// Frames taken from the engine's channel.
-    pub frames: Counter,
-    /// Frame bytes taken from the engine's channel.
-    pub frame_bytes: Counter,
-    /// Batches decoded.
+    /// Result batches of sweeps taken from the engine.
     pub batches: Counter,
-    /// Frames that did not decode.
-    pub frame_errors: Counter,
     /// Batches of a job no sweep owns.
     pub unknown_job_batches: Counter,
     /// Sweeps by state.
@@ -121,26 +115,11 @@ impl Default for Metrics {
             Unit::Seconds,
             connect_latency.clone(),
         );
-        let frames = Counter::default();
-        registry.register(
-            "frames",
-            "Result frames received from the engine",
-            frames.clone(),
-        );
-        let frame_bytes = Counter::default();
-        registry.register_with_unit(
-            "frames",
-            "Result frame bytes received from the engine",
-            Unit::Bytes,
-            frame_bytes.clone(),
-        );
         let batches = Counter::default();
-        registry.register("batches_decoded", "Result batches decoded", batches.clone());
-        let frame_errors = Counter::default();
         registry.register(
-            "frame_decode_errors",
-            "Result frames that could not be decoded",
-            frame_errors.clone(),
+            "result_batches",
+            "Result batches of sweeps received from the engine",
+            batches.clone(),
         );
         let unknown_job_batches = Counter::default();
         registry.register(
@@ -177,10 +156,7 @@ impl Default for Metrics {
             inflight_limit,
             shard_inflight,
             connect_latency,
-            frames,
-            frame_bytes,
             batches,
-            frame_errors,
             unknown_job_batches,
             sweeps,
             stored_results,
@@ -219,6 +195,18 @@ impl Metrics {
         }
     }
 
+    /// Probes finished so far, of every verdict (sweeps and monitors).
+    pub fn probes_total(&self) -> u64 {
+        PortState::ALL
+            .iter()
+            .map(|s| {
+                self.probes
+                    .get_or_create(&StateLabel { state: s.as_str() })
+                    .get()
+            })
+            .sum()
+    }
+
     /// Publishes each shard's current in-flight count (read from the engine at scrape time).
     pub fn set_shard_inflight(&self, per_shard: &[usize]) {
         for (shard, n) in per_shard.iter().enumerate() {
@@ -254,8 +242,7 @@ mod tests {
         for name in [
             "porthawk_probes_total{state=\"open\"} 1",
             "porthawk_connect_latency_seconds_bucket",
-            "porthawk_frame_decode_errors_total",
-            "porthawk_frames_bytes_total",
+            "porthawk_result_batches_total",
             "porthawk_sweeps{state=\"running\"} 1",
             "porthawk_probes_per_second",
             "porthawk_shard_inflight_probes{shard=\"1\"} 7",

@@ -2,7 +2,6 @@
 //! spec), the live state of a running sweep, and the status the API reports.
 
 use std::net::{IpAddr, ToSocketAddrs};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,8 +16,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::config::Limits;
-use crate::store::SweepRow;
-use crate::ApiError;
+use crate::error::ApiError;
+
+pub use porthawk_store::{Counts, SweepState};
 
 /// Which results a sweep keeps in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -86,75 +86,6 @@ pub struct SweepRequest {
     pub store: StoreMode,
 }
 
-/// The state of a sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SweepState {
-    /// Accepted, not started.
-    Queued,
-    /// Probing.
-    Running,
-    /// Every probe reported.
-    Done,
-    /// Cancelled by `DELETE`.
-    Cancelled,
-    /// The server stopped while it ran; what it found is kept.
-    Interrupted,
-}
-
-impl SweepState {
-    /// Every state.
-    pub const ALL: [SweepState; 5] = [
-        SweepState::Queued,
-        SweepState::Running,
-        SweepState::Done,
-        SweepState::Cancelled,
-        SweepState::Interrupted,
-    ];
-
-    /// The name in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SweepState::Queued => "queued",
-            SweepState::Running => "running",
-            SweepState::Done => "done",
-            SweepState::Cancelled => "cancelled",
-            SweepState::Interrupted => "interrupted",
-        }
-    }
-
-    /// Whether the sweep has ended.
-    pub fn is_final(self) -> bool {
-        !matches!(self, SweepState::Queued | SweepState::Running)
-    }
-}
-
-impl FromStr for SweepState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SweepState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown sweep state '{s}'"))
-    }
-}
-
-/// Probes per verdict.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Counts {
-    /// Handshake completed.
-    pub open: u64,
-    /// Refused.
-    pub closed: u64,
-    /// No answer.
-    pub filtered: u64,
-    /// ICMP unreachable.
-    pub unreachable: u64,
-    /// Anything else.
-    pub error: u64,
-}
-
 /// A sweep as `GET /v1/sweeps/{id}` reports it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SweepStatus {
@@ -184,7 +115,7 @@ pub struct SweepStatus {
 
 impl SweepStatus {
     /// The status of a sweep that has run for `elapsed`.
-    pub fn new(row: SweepRow, elapsed: Duration) -> Self {
+    pub fn new(row: porthawk_store::SweepRow<SweepRequest>, elapsed: Duration) -> Self {
         let secs = elapsed.as_secs_f64();
         let rate = if secs > 0.0 {
             row.done as f64 / secs
@@ -275,7 +206,7 @@ impl LiveSweep {
 
     /// The status of the running sweep.
     pub fn status(&self) -> SweepStatus {
-        let row = SweepRow {
+        let row = porthawk_store::SweepRow {
             id: self.id,
             state: SweepState::Running,
             request: self.request.clone(),

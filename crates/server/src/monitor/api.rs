@@ -12,16 +12,22 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use porthawk_core::parse_duration;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::history::{self, ActionRecord, EventRow, NoticeRecord};
+use super::history::{self, ActionRecord};
 use super::notify::rfc3339;
 use super::page;
 use super::state::Health;
-use super::watch::{LastCheck, MonitorCounts, Refusal, Watch};
-use crate::api::Authorized;
-use crate::{ApiError, AppState};
+pub use super::view::{
+    CheckView, MonitorDetail, MonitorList, MonitorSummary, TargetQuery, TargetView, Uptime,
+};
+use super::watch::{Refusal, Watch};
+use crate::auth::Authorized;
+use crate::error::ApiError;
+use crate::shared::AppState;
+use crate::store::Store;
+use porthawk_store::StoreError;
 
 const DAY_MS: u64 = 86_400_000;
 /// Targets per page unless `limit` says otherwise.
@@ -42,145 +48,6 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/actions/{name}", post(run_action))
         .route("/v1/config/reload", post(reload))
-}
-
-/// A target's last check, as shown.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CheckView {
-    /// When, RFC 3339.
-    pub at: String,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Whether it passed.
-    pub ok: bool,
-    /// The port state.
-    pub state: String,
-    /// Connect round trip in microseconds.
-    pub rtt_us: u32,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl From<&LastCheck> for CheckView {
-    fn from(l: &LastCheck) -> Self {
-        CheckView {
-            at: rfc3339(l.at_ms),
-            at_ms: l.at_ms,
-            ok: l.ok,
-            state: l.state.as_str().to_string(),
-            rtt_us: l.rtt_us,
-            reason: l.reason.clone(),
-        }
-    }
-}
-
-/// Uptime shares over 24 hours, 7 days and 30 days (`null` where nothing is known).
-#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
-pub struct Uptime {
-    /// Over the last 24 hours.
-    pub h24: Option<f64>,
-    /// Over the last 7 days.
-    pub d7: Option<f64>,
-    /// Over the last 30 days.
-    pub d30: Option<f64>,
-}
-
-/// One target of a monitor.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TargetView {
-    /// Address.
-    #[schema(value_type = String)]
-    pub target: IpAddr,
-    /// Port.
-    pub port: u16,
-    /// The name it was given by.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// `pending`, `up` or `down`.
-    pub state: Health,
-    /// Whether it flaps.
-    pub flapping: bool,
-    /// Since when its hard state holds (ms since the Unix epoch; 0 if never decided).
-    pub since_ms: u64,
-    /// The last check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<CheckView>,
-    /// Uptime.
-    pub uptime: Uptime,
-    #[serde(skip)]
-    hard: Health,
-}
-
-/// A monitor in a list.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MonitorSummary {
-    /// Name.
-    pub name: String,
-    /// Group on the status page.
-    pub group: String,
-    /// `up`, `down`, `flapping` or `pending`: its worst target.
-    pub state: String,
-    /// Target-ports.
-    pub targets: u64,
-    /// Targets per state.
-    pub counts: MonitorCounts,
-    /// Check interval in seconds.
-    pub interval_s: f64,
-    /// How it probes.
-    pub probe: String,
-    /// When a check last finished.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_check: Option<String>,
-    /// Silenced until (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub silenced_until: Option<String>,
-    /// The average uptime of its targets.
-    pub uptime: Uptime,
-}
-
-/// `GET /v1/monitors`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MonitorList {
-    /// The monitors, in config order.
-    pub monitors: Vec<MonitorSummary>,
-}
-
-/// `GET /v1/monitors/{name}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MonitorDetail {
-    /// The monitor.
-    #[serde(flatten)]
-    pub summary: MonitorSummary,
-    /// Targets matching the filter, worst first, one page.
-    pub target_list: Vec<TargetView>,
-    /// Targets matching the filter.
-    pub matching: usize,
-    /// The page's offset.
-    pub offset: usize,
-    /// Recent state changes, actions and notifications, newest first.
-    pub events: Vec<EventRow>,
-    /// Recent actions with exit codes and output.
-    pub actions: Vec<ActionRecord>,
-    /// Recent notifications with their delivery status.
-    pub notifications: Vec<NoticeRecord>,
-}
-
-/// Filters and paging of targets.
-#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TargetQuery {
-    /// Only targets in this state: `up`, `down`, `pending`, `flapping`, or `problems`
-    /// (anything but up).
-    pub state: Option<String>,
-    /// Only targets whose address, port or host name contains this text.
-    pub q: Option<String>,
-    /// Targets per page.
-    pub limit: Option<usize>,
-    /// Targets to skip.
-    pub offset: Option<usize>,
-    /// The status page: one monitor only.
-    pub monitor: Option<String>,
 }
 
 struct MonitorSnap {
@@ -279,14 +146,14 @@ fn snapshot(
 
 /// Fills in uptimes from the stored state changes: per target, and the monitor's average.
 fn add_uptimes(
-    conn: &rusqlite::Connection,
+    store: &Store,
     snap: &mut MonitorSnap,
     now: u64,
     per_target: bool,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let windows = [DAY_MS, 7 * DAY_MS, 30 * DAY_MS];
     let since = now.saturating_sub(30 * DAY_MS);
-    let changes = history::transitions(conn, &snap.summary.name, since)?;
+    let changes = store.transitions(&snap.summary.name, since)?;
     let mut by_target: HashMap<(IpAddr, u16), Vec<history::Change>> = HashMap::new();
     for (ip, port, change) in changes {
         by_target.entry((ip, port)).or_default().push(change);
@@ -361,15 +228,10 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<MonitorLi
     let shared = state.0.clone();
     let monitors = blocking(move || {
         let (mut snaps, now) = snaps;
-        shared
-            .store
-            .read(|c| {
-                for s in &mut snaps {
-                    add_uptimes(c, s, now, false)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        for s in &mut snaps {
+            add_uptimes(&shared.store, s, now, false)
+                .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        }
         Ok(snaps.into_iter().map(|s| s.summary).collect())
     })
     .await?;
@@ -418,24 +280,23 @@ pub(crate) async fn detail(
     let shared = state.0.clone();
     let offset = q.offset.unwrap_or(0);
     let detail = blocking(move || {
-        shared
-            .store
-            .read(|c| {
-                add_uptimes(c, &mut snap, now, true)?;
-                let events = history::events(c, Some(&name), 100)?;
-                let actions = history::actions(c, Some(&name), 20)?;
-                let notifications = history::notices(c, &name, 20)?;
-                Ok(MonitorDetail {
-                    summary: snap.summary,
-                    target_list: snap.targets,
-                    matching: snap.matching,
-                    offset,
-                    events,
-                    actions,
-                    notifications,
-                })
+        let store = &shared.store;
+        (|| {
+            add_uptimes(store, &mut snap, now, true)?;
+            let events = store.events(Some(&name), 100)?;
+            let actions = store.actions(Some(&name), 20)?;
+            let notifications = store.notices(&name, 20)?;
+            Ok::<_, StoreError>(MonitorDetail {
+                summary: snap.summary,
+                target_list: snap.targets,
+                matching: snap.matching,
+                offset,
+                events,
+                actions,
+                notifications,
             })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))
+        })()
+        .map_err(|e| ApiError::internal("cannot read monitor history", e))
     })
     .await?;
     Ok(Json(detail))
@@ -648,15 +509,13 @@ async fn status_page(
     let shared = state.0.clone();
     let html = blocking(move || {
         let mut snaps = snaps;
-        let events = shared
-            .store
-            .read(|c| {
-                for s in &mut snaps {
-                    add_uptimes(c, s, now, true)?;
-                }
-                history::events(c, q.monitor.as_deref(), 30)
-            })
-            .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
+        let events = (|| {
+            for s in &mut snaps {
+                add_uptimes(&shared.store, s, now, true)?;
+            }
+            shared.store.events(q.monitor.as_deref(), 30)
+        })()
+        .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
         let monitors: Vec<page::PageMonitor> = snaps
             .into_iter()
             .map(|s| page::PageMonitor {

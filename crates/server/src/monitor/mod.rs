@@ -1,30 +1,33 @@
 //! Monitors: scheduled checks of target-ports, UP/DOWN state with thresholds and flap
 //! detection, automatic actions, notifications, history, the status page and config reload.
 //!
-//! - `config`: the `[[monitor]]`, `[action.NAME]` and `[notify.NAME]` tables, validated with
-//!   errors that name the file, line and field.
-//! - `state`: the state machine of one target-port ([`Tracker`]).
-//! - `watch`: [`Watch`], every monitor's schedule, incidents and policies (cooldowns,
-//!   `max_per_hour`, escalation, grouping, reminders, silences) as plain code fed a clock.
-//! - `runtime`: the thread that drives the watch: jobs to the engine, results from the
-//!   aggregator, actions, notifications, history, reload on SIGHUP or a changed file.
+//! The sans-IO core lives in the `porthawk-watch` crate, re-exported here as `state` and
+//! `watch`; this module is its runtime and its I/O:
+//!
+//! - `config`: the watch's config model, read from a file with host names resolved by the
+//!   system (on a blocking thread when the runtime reloads it).
+//! - `runtime`: the thread that drives the watch: jobs to the engine with a result sink of
+//!   their own, actions, notifications, history, reload on SIGHUP or a changed file.
+//! - `handle`: [`WatchHandle`], how the API talks to the runtime.
 //! - `actions`, `notify`: running commands and delivering email and webhooks.
-//! - `history`: the monitor tables of the store.
-//! - `api`, `page`: the monitor routes and the status page.
+//! - `history`: the history records, as `porthawk-store` keeps them.
+//! - `api`, `view`, `page`: the monitor routes, the views they and the status page share,
+//!   and the status page.
 //! - `metrics`: `porthawk_monitor_*`.
 
 pub(crate) mod actions;
 pub(crate) mod api;
 pub mod config;
+pub(crate) mod handle;
 pub(crate) mod history;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod page;
 pub(crate) mod runtime;
-pub mod state;
-pub mod watch;
+pub(crate) mod view;
+pub use porthawk_watch::{state, watch};
 
 pub use config::{ConfigError, WatchConfig};
-pub use runtime::{WatchHandle, WatchOptions};
+pub use handle::{WatchHandle, WatchOptions};
 pub use state::{Health, Tracker};
 pub use watch::Watch;

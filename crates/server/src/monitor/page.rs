@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::api::{MonitorSummary, TargetQuery, TargetView, Uptime};
 use super::history::EventRow;
 use super::notify::rfc3339;
 use super::state::Health;
+use super::view::{MonitorSummary, TargetQuery, TargetView, Uptime};
 
 /// Seconds between automatic refreshes.
 pub const REFRESH_S: u32 = 10;
@@ -124,6 +124,18 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>porthawk status</title><style>{STYLE}</style></head><body>"
     );
+    let state = q.state.as_deref().unwrap_or("problems");
+    summary(&mut h, monitors, now);
+    filter_form(&mut h, q, state);
+    monitor_groups(&mut h, monitors, q);
+    target_tables(&mut h, monitors, q, state, now);
+    events_table(&mut h, events);
+    h.push_str("</body></html>");
+    h
+}
+
+/// The heading with the overall state, and the counts of monitors and targets.
+fn summary(h: &mut String, monitors: &[PageMonitor], now: u64) {
     let (mut up, mut down, mut pending) = (0u64, 0u64, 0u64);
     for m in monitors {
         up += m.summary.counts.up;
@@ -148,9 +160,10 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
         monitors.len(),
         rfc3339(now),
     );
+}
 
-    // The filter.
-    let state = q.state.as_deref().unwrap_or("problems");
+/// The filter of targets: text, state, and the monitor it is narrowed to.
+fn filter_form(h: &mut String, q: &TargetQuery, state: &str) {
     let _ = write!(
         h,
         "<form method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" \
@@ -170,8 +183,10 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
         );
     }
     h.push_str(" <button type=\"submit\">Filter</button> <a href=\"/\">reset</a></form>");
+}
 
-    // Monitors by group.
+/// One table of monitors per group.
+fn monitor_groups(h: &mut String, monitors: &[PageMonitor], q: &TargetQuery) {
     let mut groups: BTreeMap<&str, Vec<&PageMonitor>> = BTreeMap::new();
     for m in monitors {
         groups.entry(m.summary.group.as_str()).or_default().push(m);
@@ -190,37 +205,42 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
             esc(group)
         );
         for m in ms {
-            let s = &m.summary;
-            let silenced = if m.silenced {
-                " <span class=\"badge silenced\">silenced</span>"
-            } else {
-                ""
-            };
-            let last = s.last_check.as_deref().map_or("never".to_string(), esc);
-            let _ = write!(
-                h,
-                "<tr class=\"monitor\" data-monitor=\"{name}\" data-state=\"{state}\">\
-                 <td><a href=\"{href}\">{name}</a></td>\
-                 <td><span class=\"badge {state}\">{state}</span>{silenced}</td>\
-                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td>{} every {}s</td><td>{last}</td>{}</tr>",
-                s.counts.up,
-                s.counts.down,
-                s.counts.pending,
-                esc(&s.probe),
-                s.interval_s,
-                uptime_cells(&s.uptime),
-                name = esc(&s.name),
-                state = esc(&s.state),
-                href = esc(&link(q, Some(&s.name), Some("all"), 0)),
-            );
+            monitor_row(h, m, q);
         }
         h.push_str("</tbody></table>");
     }
+}
 
-    // Targets that match, worst first, a page per monitor.
-    let limit = q.limit.unwrap_or(50);
-    let offset = q.offset.unwrap_or(0);
+/// A monitor's row: state, counts, probe, last check, uptime; its name links to its targets.
+fn monitor_row(h: &mut String, m: &PageMonitor, q: &TargetQuery) {
+    let s = &m.summary;
+    let silenced = if m.silenced {
+        " <span class=\"badge silenced\">silenced</span>"
+    } else {
+        ""
+    };
+    let last = s.last_check.as_deref().map_or("never".to_string(), esc);
+    let _ = write!(
+        h,
+        "<tr class=\"monitor\" data-monitor=\"{name}\" data-state=\"{state}\">\
+         <td><a href=\"{href}\">{name}</a></td>\
+         <td><span class=\"badge {state}\">{state}</span>{silenced}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td>{} every {}s</td><td>{last}</td>{}</tr>",
+        s.counts.up,
+        s.counts.down,
+        s.counts.pending,
+        esc(&s.probe),
+        s.interval_s,
+        uptime_cells(&s.uptime),
+        name = esc(&s.name),
+        state = esc(&s.state),
+        href = esc(&link(q, Some(&s.name), Some("all"), 0)),
+    );
+}
+
+/// The targets that match the filter, worst first, a page per monitor.
+fn target_tables(h: &mut String, monitors: &[PageMonitor], q: &TargetQuery, state: &str, now: u64) {
     let shown: Vec<&PageMonitor> = monitors.iter().filter(|m| m.matching > 0).collect();
     let _ = write!(
         h,
@@ -244,63 +264,77 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
             esc(&m.summary.name)
         );
         for t in &m.targets {
-            let addr = match t.target {
-                std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", t.port),
-                std::net::IpAddr::V4(v4) => format!("{v4}:{}", t.port),
-            };
-            let cls = if t.flapping && t.state != Health::Down {
-                "flapping"
-            } else {
-                t.state.as_str()
-            };
-            let since = if t.since_ms > 0 {
-                ago(now, t.since_ms)
-            } else {
-                "–".into()
-            };
-            let (last, detail) = match &t.last {
-                Some(l) => (
-                    ago(now, l.at_ms),
-                    l.reason
-                        .clone()
-                        .unwrap_or_else(|| format!("{} in {} µs", l.state, l.rtt_us)),
-                ),
-                None => ("never".into(), String::new()),
-            };
-            let _ = write!(
-                h,
-                "<tr class=\"target\" data-target=\"{addr}\" data-state=\"{cls}\"><td>{addr}</td>\
-                 <td>{}</td><td><span class=\"badge {cls}\">{cls}</span></td><td>{since}</td>\
-                 <td>{last}</td><td>{}</td>{}</tr>",
-                esc(t.host.as_deref().unwrap_or("")),
-                esc(&detail),
-                uptime_cells(&t.uptime),
-            );
+            target_row(h, t, now);
         }
         h.push_str("</tbody></table>");
-        let end = offset + m.targets.len();
+        pager(h, m, q);
+    }
+}
+
+/// A target's row: address, host, state, since when, last check and its detail, uptime.
+fn target_row(h: &mut String, t: &TargetView, now: u64) {
+    let addr = match t.target {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", t.port),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{}", t.port),
+    };
+    let cls = if t.flapping && t.state != Health::Down {
+        "flapping"
+    } else {
+        t.state.as_str()
+    };
+    let since = if t.since_ms > 0 {
+        ago(now, t.since_ms)
+    } else {
+        "–".into()
+    };
+    let (last, detail) = match &t.last {
+        Some(l) => (
+            ago(now, l.at_ms),
+            l.reason
+                .clone()
+                .unwrap_or_else(|| format!("{} in {} µs", l.state, l.rtt_us)),
+        ),
+        None => ("never".into(), String::new()),
+    };
+    let _ = write!(
+        h,
+        "<tr class=\"target\" data-target=\"{addr}\" data-state=\"{cls}\"><td>{addr}</td>\
+         <td>{}</td><td><span class=\"badge {cls}\">{cls}</span></td><td>{since}</td>\
+         <td>{last}</td><td>{}</td>{}</tr>",
+        esc(t.host.as_deref().unwrap_or("")),
+        esc(&detail),
+        uptime_cells(&t.uptime),
+    );
+}
+
+/// Where a monitor's page of targets is, with links to the previous and next pages.
+fn pager(h: &mut String, m: &PageMonitor, q: &TargetQuery) {
+    let limit = q.limit.unwrap_or(50);
+    let offset = q.offset.unwrap_or(0);
+    let end = offset + m.targets.len();
+    let _ = write!(
+        h,
+        "<div class=\"pager\"><span class=\"muted\">{}–{end} of {}</span>",
+        if m.targets.is_empty() { 0 } else { offset + 1 },
+        m.matching
+    );
+    let st = q.state.as_deref();
+    let mon = q.monitor.as_deref();
+    if offset > 0 {
         let _ = write!(
             h,
-            "<div class=\"pager\"><span class=\"muted\">{}–{end} of {}</span>",
-            if m.targets.is_empty() { 0 } else { offset + 1 },
-            m.matching
+            "<a href=\"{}\">previous</a>",
+            esc(&link(q, mon, st, offset.saturating_sub(limit)))
         );
-        let st = q.state.as_deref();
-        let mon = q.monitor.as_deref();
-        if offset > 0 {
-            let _ = write!(
-                h,
-                "<a href=\"{}\">previous</a>",
-                esc(&link(q, mon, st, offset.saturating_sub(limit)))
-            );
-        }
-        if end < m.matching {
-            let _ = write!(h, "<a href=\"{}\">next</a>", esc(&link(q, mon, st, end)));
-        }
-        h.push_str("</div>");
     }
+    if end < m.matching {
+        let _ = write!(h, "<a href=\"{}\">next</a>", esc(&link(q, mon, st, end)));
+    }
+    h.push_str("</div>");
+}
 
-    // Recent events.
+/// The recent events: state changes, actions and notifications, newest first.
+fn events_table(h: &mut String, events: &[EventRow]) {
     h.push_str(
         "<h2>Recent events</h2><table id=\"events\"><thead><tr><th>time</th><th>monitor</th>\
          <th>what</th><th>target</th><th>state</th><th>detail</th></tr></thead><tbody>",
@@ -333,6 +367,5 @@ pub fn render(monitors: &[PageMonitor], events: &[EventRow], q: &TargetQuery, no
             esc(e.detail.as_deref().unwrap_or("")),
         );
     }
-    h.push_str("</tbody></table></body></html>");
-    h
+    h.push_str("</tbody></table>");
 }

@@ -1,186 +1,84 @@
 //! The runtime around [`Watch`]: one thread with its own small tokio runtime that owns the
-//! watch, submits its jobs to the server's engine, receives its results from the aggregator,
-//! runs actions and delivers notifications, writes history, and reloads the config on SIGHUP
-//! or when the file changes.
+//! watch, submits its jobs to the server's engine with a result sink of its own, runs
+//! actions and delivers notifications, writes history, and reloads the config on SIGHUP or
+//! when the file changes.
 //!
-//! Everything else talks to it through [`WatchHandle`]: the aggregator hands over batches,
-//! the API sends requests and closures that read the watch.
+//! Everything else talks to it through its `handle::WatchHandle`: the API sends requests and
+//! closures that read the watch.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use porthawk_core::{JobId, ResultBatch};
+use porthawk_core::{PortState, ResultBatch};
+use porthawk_engine::{result_channel, Job, ResultSink};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{self, WatchConfig};
+use super::handle::{Command, WatchOptions};
+
+use super::config;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::state::Health;
-use super::watch::{Effect, Refusal, Save, Verdict, Watch};
+use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
 use super::{actions, notify};
+use crate::shared::Shared;
 use crate::store::now_ms;
-use crate::Shared;
+use porthawk_store::Reply;
 
 /// How often the watch looks at grouped notifications, reminders and silences.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the config file is looked at for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
+/// Result batches of monitor jobs the engine may queue before shards wait.
+const RESULT_BATCHES: usize = 16;
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-type ViewFn = Box<dyn FnOnce(&Watch, u64) + Send>;
-
-enum Command {
-    Batch(ResultBatch),
-    CheckNow(String, oneshot::Sender<Result<usize, Refusal>>),
-    Silence(String, Option<u64>, oneshot::Sender<Result<(), Refusal>>),
-    RunAction(
-        String,
-        Option<String>,
-        oneshot::Sender<Result<ActionRecord, Refusal>>,
-    ),
-    View(ViewFn),
-    Reload(oneshot::Sender<Result<usize, String>>),
-    Stop,
-}
-
-/// The handle on the watch thread that the aggregator and the API hold.
-pub struct WatchHandle {
-    tx: mpsc::UnboundedSender<Command>,
-    jobs: Arc<Mutex<HashSet<JobId>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
-}
-
-/// How the watch was started.
-#[derive(Debug, Clone)]
-pub struct WatchOptions {
-    /// The monitoring config in force at start.
-    pub config: Arc<WatchConfig>,
-    /// The file to reload it from on SIGHUP or when it changes.
-    pub path: Option<PathBuf>,
-    /// Log actions instead of running them.
-    pub dry_run: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Default for WatchHandle {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        WatchHandle {
-            tx,
-            jobs: Arc::default(),
-            thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-}
-
-impl WatchHandle {
-    /// Starts the watch thread over the server's engine and store.
-    pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Result<()> {
-        let Some(rx) = lock(&shared.watch.rx).take() else {
-            return Ok(());
-        };
-        let shared2 = Arc::clone(shared);
-        let thread = std::thread::Builder::new()
-            .name("porthawk-watch".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("porthawk: cannot start the monitors: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let runtime = Runtime::new(shared2, rx, options);
-                    runtime.run().await;
-                });
-            })?;
-        *lock(&shared.watch.thread) = Some(thread);
-        Ok(())
-    }
-
-    /// Stops the watch thread (running actions are killed) and waits for it.
-    pub(crate) fn stop(&self) {
-        let _ = self.tx.send(Command::Stop);
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Whether `job` is a monitor's; the aggregator asks before [`WatchHandle::deliver`].
-    pub(crate) fn owns(&self, job: JobId) -> bool {
-        lock(&self.jobs).contains(&job)
-    }
-
-    /// Hands a batch of a monitor job to the watch.
-    pub(crate) fn deliver(&self, batch: ResultBatch) {
-        let _ = self.tx.send(Command::Batch(batch));
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Runs `f` on the watch thread with the watch and the time, and returns its answer;
-    /// `None` if the watch is not running.
-    pub(crate) async fn view<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Watch, u64) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        let f: ViewFn = Box::new(move |w, now| {
-            let _ = tx.send(f(w, now));
-        });
-        self.tx.send(Command::View(f)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Checks monitor `name` now; the number of jobs it takes.
-    pub(crate) async fn check_now(&self, name: String) -> Option<Result<usize, Refusal>> {
-        self.ask(|tx| Command::CheckNow(name, tx)).await
-    }
-
-    /// Silences monitor `name` until `until_ms` (`None` lifts it).
-    pub(crate) async fn silence(
-        &self,
-        name: String,
-        until_ms: Option<u64>,
-    ) -> Option<Result<(), Refusal>> {
-        self.ask(|tx| Command::Silence(name, until_ms, tx)).await
-    }
-
-    /// Runs a configured action by hand and waits for its record.
-    pub(crate) async fn run_action(
-        &self,
-        name: String,
-        monitor: Option<String>,
-    ) -> Option<Result<ActionRecord, Refusal>> {
-        self.ask(|tx| Command::RunAction(name, monitor, tx)).await
-    }
-
-    /// Reloads the config file; the number of monitors, or why it was rejected.
-    pub(crate) async fn reload(&self) -> Option<Result<usize, String>> {
-        self.ask(Command::Reload).await
-    }
+/// Starts the watch thread over the server's engine and store; `shared.watch` becomes its
+/// handle.
+pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Result<()> {
+    let Some(rx) = shared.watch.take_receiver() else {
+        return Ok(());
+    };
+    let shared2 = Arc::clone(shared);
+    let thread = std::thread::Builder::new()
+        .name("porthawk-watch".into())
+        .spawn(move || {
+            // Read before the async runtime starts: no SQL or file access on an async
+            // thread.
+            let now = now_ms();
+            let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
+                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
+                Default::default()
+            });
+            let stamp = options.path.as_deref().and_then(file_stamp);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("porthawk: cannot start the monitors: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let runtime = Runtime::new(shared2, rx, options, restored, now, stamp);
+                runtime.run().await;
+            });
+        })?;
+    shared.watch.set_thread(thread);
+    Ok(())
 }
 
 struct Runtime {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Command>,
+    /// The sink every monitor job sends its results to.
+    sink: ResultSink,
+    /// Those results, forwarded from the sink by the `porthawk-watch-results` thread.
+    results: mpsc::Receiver<ResultBatch>,
     watch: Watch,
     path: Option<PathBuf>,
     file_stamp: Option<(SystemTime, u64)>,
@@ -201,18 +99,16 @@ impl Runtime {
         shared: Arc<Shared>,
         rx: mpsc::UnboundedReceiver<Command>,
         options: WatchOptions,
+        restored: Restored,
+        now: u64,
+        stamp: Option<(SystemTime, u64)>,
     ) -> Runtime {
-        let now = now_ms();
-        let restored = shared
-            .store
-            .read(|c| history::restore(c, now))
-            .unwrap_or_else(|e| {
-                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
-                Default::default()
-            });
         let watch = Watch::new(options.config, restored, options.dry_run, now);
+        let (sink, results) = forward_results();
         let rt = Runtime {
-            file_stamp: options.path.as_deref().and_then(file_stamp),
+            sink,
+            results,
+            file_stamp: stamp,
             path: options.path,
             shared,
             rx,
@@ -273,21 +169,25 @@ impl Runtime {
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
-                    Some(c) => self.command(c),
+                    Some(c) => self.command(c).await,
                 },
+                Some(batch) = self.results.recv() => self.on_batch(batch),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
-                    let _ = self.reload_file("SIGHUP");
+                    let _ = self.reload_file("SIGHUP").await;
                 }
             }
             // Drain whatever else is queued before the next turn, so that a burst of batches
             // is one store write.
+            while let Ok(batch) = self.results.try_recv() {
+                self.on_batch(batch);
+            }
             while let Ok(c) = self.rx.try_recv() {
                 if matches!(c, Command::Stop) {
                     self.flush();
                     return;
                 }
-                self.command(c);
+                self.command(c).await;
             }
             self.submit_due();
             if last_tick.elapsed() >= TICK {
@@ -297,11 +197,14 @@ impl Runtime {
             }
             if last_poll.elapsed() >= FILE_POLL {
                 last_poll = std::time::Instant::now();
-                if let Some(path) = &self.path {
-                    let stamp = file_stamp(path);
+                if let Some(path) = self.path.clone() {
+                    let stamp = tokio::task::spawn_blocking(move || file_stamp(&path))
+                        .await
+                        .ok()
+                        .flatten();
                     if stamp.is_some() && stamp != self.file_stamp {
                         self.file_stamp = stamp;
-                        let _ = self.reload_file("the file changed");
+                        let _ = self.reload_file("the file changed").await;
                     }
                 }
             }
@@ -309,9 +212,8 @@ impl Runtime {
                 last_prune = Some(std::time::Instant::now());
                 let before =
                     now_ms().saturating_sub(self.watch.config().retention.as_millis() as u64);
-                if let Err(e) = self.shared.store.read(|c| history::prune(c, before)) {
-                    eprintln!("porthawk: cannot prune monitor history: {e}");
-                }
+                let pruned = self.shared.store.prune_history(before);
+                report_failure(&self.shared, pruned, "prune monitor history".into());
             }
             self.flush();
         }
@@ -321,41 +223,48 @@ impl Runtime {
     fn submit_due(&mut self) {
         let now = now_ms();
         let engine = &self.shared.engine;
-        let jobs = &self.shared.watch.jobs;
-        let (due, skipped) = self.watch.poll_due(now, || {
-            let id = engine.next_job_id();
-            // Registered before submission, so that the first frame is routed here.
-            lock(jobs).insert(id);
-            id
-        });
+        let (due, skipped) = self.watch.poll_due(now, || engine.next_job_id());
         let m = &self.shared.metrics.monitor;
         m.skipped.inc_by(skipped);
-        for (job, lateness_ms) in due {
+        for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
-            self.shared.engine.submit(job);
+            self.shared.engine.submit(Job {
+                id: check.id,
+                space: check.space,
+                spec: check.spec,
+                rate: None,
+                sink: self.sink.clone(),
+            });
         }
     }
 
-    fn command(&mut self, c: Command) {
+    /// Judges a batch of a monitor job (counted like any probe in the metrics).
+    fn on_batch(&mut self, batch: ResultBatch) {
+        let now = now_ms();
+        let mut per_state = [0u64; PortState::ALL.len()];
+        for r in &batch.records {
+            per_state[r.state.index()] += 1;
+        }
+        self.shared.metrics.count_probes(&per_state);
+        let effects = self.watch.on_records(batch.job, &batch.records, now);
+        self.apply(effects);
+        if batch.job_done {
+            let (effects, finished) = self.watch.on_job_done(batch.job, now);
+            if let Some(f) = finished {
+                self.shared
+                    .metrics
+                    .monitor
+                    .check_duration
+                    .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
+                    .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
+            }
+            self.apply(effects);
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
         let now = now_ms();
         match c {
-            Command::Batch(batch) => {
-                let effects = self.watch.on_records(batch.job, &batch.records, now);
-                self.apply(effects);
-                if batch.job_done {
-                    lock(&self.shared.watch.jobs).remove(&batch.job);
-                    let (effects, finished) = self.watch.on_job_done(batch.job, now);
-                    if let Some(f) = finished {
-                        self.shared
-                            .metrics
-                            .monitor
-                            .check_duration
-                            .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
-                            .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
-                    }
-                    self.apply(effects);
-                }
-            }
             Command::CheckNow(name, reply) => {
                 let r = self.watch.check_now(&name, now);
                 let _ = reply.send(r);
@@ -385,19 +294,25 @@ impl Runtime {
             }
             Command::View(f) => f(&self.watch, now),
             Command::Reload(reply) => {
-                let r = self.reload_file("API request");
+                let r = self.reload_file("API request").await;
                 let _ = reply.send(r);
             }
             Command::Stop => {}
         }
     }
 
-    fn reload_file(&mut self, why: &str) -> Result<usize, String> {
+    /// Reloads the config file. Reading it and resolving its host names block, so they run
+    /// on tokio's blocking pool while this thread goes on with its actions' tasks.
+    async fn reload_file(&mut self, why: &str) -> Result<usize, String> {
         let Some(path) = self.path.clone() else {
             return Err("the server was started without --config".into());
         };
+        let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the config loader failed: {e}")),
+        };
         let metrics = &self.shared.metrics.monitor;
-        match config::load(&path) {
+        match loaded {
             Err(e) => {
                 metrics
                     .reloads
@@ -408,7 +323,7 @@ impl Runtime {
                 eprintln!(
                     "porthawk: config reload ({why}) rejected, the running config stays: {e}"
                 );
-                Err(e.to_string())
+                Err(e)
             }
             Ok(c) => {
                 let n = c.monitors.len();
@@ -420,13 +335,12 @@ impl Runtime {
                         port: port.to_string(),
                     });
                 }
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .write(|c| history::forget_targets(c, &removed))
-                {
-                    eprintln!("porthawk: cannot forget removed monitor targets: {e}");
-                }
+                let forgotten = self.shared.store.forget_targets(removed);
+                report_failure(
+                    &self.shared,
+                    forgotten,
+                    "forget removed monitor targets".into(),
+                );
                 self.publish_all();
                 metrics
                     .reloads
@@ -548,17 +462,52 @@ impl Runtime {
             return;
         }
         let saves = std::mem::take(&mut self.saves);
-        if let Err(e) = self.shared.store.write(|c| history::save(c, &saves)) {
-            self.shared.metrics.store_errors.inc();
-            eprintln!(
-                "porthawk: cannot write {} monitor history rows: {e}",
-                saves.len()
-            );
-        }
+        let what = format!("write {} monitor history rows", saves.len());
+        let saved = self.shared.store.save_history(saves);
+        report_failure(&self.shared, saved, what);
     }
 }
 
-fn finish_action(shared: &Shared, rec: &ActionRecord) {
+/// The monitors' result sink, and a thread that forwards what arrives on it to the async
+/// runtime (the engine's sinks are blocking channels; `blocking_send` keeps the back-pressure
+/// of the bounded async channel). The thread ends once the runtime's receiver is gone, or
+/// once every sender of the sink (the runtime's and those of jobs in the engine) is gone.
+fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
+    let (sink, results) = result_channel(RESULT_BATCHES);
+    let (tx, rx) = mpsc::channel(RESULT_BATCHES);
+    let spawned = std::thread::Builder::new()
+        .name("porthawk-watch-results".into())
+        .spawn(move || loop {
+            match results.recv_timeout(TICK) {
+                Ok(batch) => {
+                    if tx.blocking_send(batch).is_err() {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !tx.is_closed() => {}
+                Err(_) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread no monitor result would arrive: say so once.
+        eprintln!("porthawk: cannot start the monitor results thread: {e}");
+    }
+    (sink, rx)
+}
+
+/// Waits for a queued store write on the runtime, without holding up the loop; a failure is
+/// counted and logged. The writer applies writes in the order they were queued either way.
+fn report_failure<T: Send + 'static>(shared: &Arc<Shared>, reply: Reply<T>, what: String) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(e) = reply.await {
+            shared.metrics.store_errors.inc();
+            eprintln!("porthawk: cannot {what}: {e}");
+        }
+    });
+}
+
+fn finish_action(shared: &Arc<Shared>, rec: &ActionRecord) {
     shared
         .metrics
         .monitor
@@ -568,12 +517,11 @@ fn finish_action(shared: &Shared, rec: &ActionRecord) {
             outcome: rec.outcome.clone(),
         })
         .inc();
-    if let Err(e) = shared.store.write(|c| history::record_action(c, rec)) {
-        eprintln!("porthawk: cannot record action {}: {e}", rec.action);
-    }
+    let recorded = shared.store.record_action(rec.clone());
+    report_failure(shared, recorded, format!("record action {}", rec.action));
 }
 
-fn finish_notice(shared: &Shared, rec: &history::NoticeRecord) {
+fn finish_notice(shared: &Arc<Shared>, rec: &history::NoticeRecord) {
     shared
         .metrics
         .monitor
@@ -583,7 +531,10 @@ fn finish_notice(shared: &Shared, rec: &history::NoticeRecord) {
             outcome: rec.outcome.clone(),
         })
         .inc();
-    if let Err(e) = shared.store.write(|c| history::record_notice(c, rec)) {
-        eprintln!("porthawk: cannot record notification {}: {e}", rec.notify);
-    }
+    let recorded = shared.store.record_notice(rec.clone());
+    report_failure(
+        shared,
+        recorded,
+        format!("record notification {}", rec.notify),
+    );
 }

@@ -4,8 +4,8 @@
 //! anything: the runtime passes `now_ms` (milliseconds since the Unix epoch) into every call
 //! and carries out what comes back:
 //!
-//! - [`Watch::poll_due`] when [`Watch::next_due_ms`] has come: the jobs to submit to the
-//!   engine (one per chunk of a monitor whose turn it is);
+//! - [`Watch::poll_due`] when [`Watch::next_due_ms`] has come: the [`Check`]s to run as
+//!   engine jobs (one per chunk of a monitor whose turn it is);
 //! - [`Watch::on_records`] and [`Watch::on_job_done`] as results arrive;
 //! - [`Watch::tick`] now and then (every ~100 ms): grouped notifications leave, reminders
 //!   fall due, silences expire;
@@ -18,12 +18,22 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use porthawk_core::{
-    errno_name, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, TargetSpace,
+    errno_name, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, ProbeSpec, TargetSpace,
 };
-use porthawk_engine::Job;
 
-use super::config::{ActionSpec, MonitorSpec, WatchConfig};
-use super::state::{Change, Health, Tracker};
+use crate::config::{ActionSpec, MonitorSpec, WatchConfig};
+use crate::state::{Change, Health, Tracker};
+
+/// One chunk's round of probes, for the runtime to submit as an engine job with this id.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The job id its results will carry.
+    pub id: JobId,
+    /// The target-ports of the chunk.
+    pub space: Arc<TargetSpace>,
+    /// How to probe them.
+    pub spec: ProbeSpec,
+}
 
 /// Target-ports per job: a monitor larger than this is split into chunks whose start times
 /// are spread over its interval, so that 10,000 monitored ports are not probed in the same
@@ -153,7 +163,8 @@ impl Monitor {
 }
 
 /// Targets of a monitor per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorCounts {
     /// Up.
     pub up: u64,
@@ -635,7 +646,7 @@ impl Watch {
         &mut self,
         now_ms: u64,
         mut new_id: impl FnMut() -> JobId,
-    ) -> (Vec<(Job, u64)>, u64) {
+    ) -> (Vec<(Check, u64)>, u64) {
         let mut jobs = Vec::new();
         let mut skipped = 0;
         for m in &mut self.monitors {
@@ -659,11 +670,10 @@ impl Watch {
                 c.running = Some(id);
                 self.jobs.insert(id, (m.spec.name.clone(), now_ms));
                 jobs.push((
-                    Job {
+                    Check {
                         id,
                         space: Arc::clone(&c.space),
                         spec: m.spec.spec.clone(),
-                        rate: None,
                     },
                     lateness,
                 ));
@@ -735,7 +745,7 @@ impl Watch {
     ) -> ActionRequest {
         let verdict = if silenced {
             Verdict::Skip("silenced", "the monitor is silenced".into())
-        } else if matches!(action.kind, super::config::ActionKind::Reboot)
+        } else if matches!(action.kind, crate::config::ActionKind::Reboot)
             && !self.config.allow_reboot
         {
             Verdict::Skip(
@@ -1085,7 +1095,7 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::config;
+    use crate::config::tests as config;
 
     /// A fake clock: milliseconds that the test moves.
     struct Clock(u64);

@@ -7,14 +7,12 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::config::Thresholds;
+use crate::config::Thresholds;
 
 /// What a target looks like from outside.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = TargetHealth))]
 #[serde(rename_all = "lowercase")]
-#[schema(as = TargetHealth)]
 pub enum Health {
     /// Failing, but not yet `fail_after` times; or recovering, not yet `recover_after`
     /// times; or never checked.

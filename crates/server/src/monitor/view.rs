@@ -1,0 +1,152 @@
+//! What the monitor routes and the status page show: monitors, targets, checks and uptime as
+//! views, and the filter of targets. Shared by `api` (JSON) and `page` (HTML).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::history::{ActionRecord, EventRow, NoticeRecord};
+use super::notify::rfc3339;
+use super::state::Health;
+use super::watch::{LastCheck, MonitorCounts};
+
+/// A target's last check, as shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckView {
+    /// When, RFC 3339.
+    pub at: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The port state.
+    pub state: String,
+    /// Connect round trip in microseconds.
+    pub rtt_us: u32,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<&LastCheck> for CheckView {
+    fn from(l: &LastCheck) -> Self {
+        CheckView {
+            at: rfc3339(l.at_ms),
+            at_ms: l.at_ms,
+            ok: l.ok,
+            state: l.state.as_str().to_string(),
+            rtt_us: l.rtt_us,
+            reason: l.reason.clone(),
+        }
+    }
+}
+
+/// Uptime shares over 24 hours, 7 days and 30 days (`null` where nothing is known).
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct Uptime {
+    /// Over the last 24 hours.
+    pub h24: Option<f64>,
+    /// Over the last 7 days.
+    pub d7: Option<f64>,
+    /// Over the last 30 days.
+    pub d30: Option<f64>,
+}
+
+/// One target of a monitor.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetView {
+    /// Address.
+    #[schema(value_type = String)]
+    pub target: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// The name it was given by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `pending`, `up` or `down`.
+    pub state: Health,
+    /// Whether it flaps.
+    pub flapping: bool,
+    /// Since when its hard state holds (ms since the Unix epoch; 0 if never decided).
+    pub since_ms: u64,
+    /// The last check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<CheckView>,
+    /// Uptime.
+    pub uptime: Uptime,
+    /// Its hard state, which uptime is computed from (not shown).
+    #[serde(skip)]
+    pub(crate) hard: Health,
+}
+
+/// A monitor in a list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MonitorSummary {
+    /// Name.
+    pub name: String,
+    /// Group on the status page.
+    pub group: String,
+    /// `up`, `down`, `flapping` or `pending`: its worst target.
+    pub state: String,
+    /// Target-ports.
+    pub targets: u64,
+    /// Targets per state.
+    pub counts: MonitorCounts,
+    /// Check interval in seconds.
+    pub interval_s: f64,
+    /// How it probes.
+    pub probe: String,
+    /// When a check last finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Silenced until (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_until: Option<String>,
+    /// The average uptime of its targets.
+    pub uptime: Uptime,
+}
+
+/// `GET /v1/monitors`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitorList {
+    /// The monitors, in config order.
+    pub monitors: Vec<MonitorSummary>,
+}
+
+/// `GET /v1/monitors/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitorDetail {
+    /// The monitor.
+    #[serde(flatten)]
+    pub summary: MonitorSummary,
+    /// Targets matching the filter, worst first, one page.
+    pub target_list: Vec<TargetView>,
+    /// Targets matching the filter.
+    pub matching: usize,
+    /// The page's offset.
+    pub offset: usize,
+    /// Recent state changes, actions and notifications, newest first.
+    pub events: Vec<EventRow>,
+    /// Recent actions with exit codes and output.
+    pub actions: Vec<ActionRecord>,
+    /// Recent notifications with their delivery status.
+    pub notifications: Vec<NoticeRecord>,
+}
+
+/// Filters and paging of targets.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TargetQuery {
+    /// Only targets in this state: `up`, `down`, `pending`, `flapping`, or `problems`
+    /// (anything but up).
+    pub state: Option<String>,
+    /// Only targets whose address, port or host name contains this text.
+    pub q: Option<String>,
+    /// Targets per page.
+    pub limit: Option<usize>,
+    /// Targets to skip.
+    pub offset: Option<usize>,
+    /// The status page: one monitor only.
+    pub monitor: Option<String>,
+}

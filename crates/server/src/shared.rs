@@ -1,0 +1,169 @@
+//! The state the running server's parts share: its config, engine, store, metrics, the
+//! monitors' handle, and the sweeps it runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use porthawk_core::JobId;
+use porthawk_engine::{Engine, Job, ResultSink};
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::monitor::handle::WatchHandle;
+use crate::store::{now_ms, Store};
+use crate::sweep::{LiveSweep, SweepPlan, SweepState};
+
+/// The state every handler shares: a cheap handle on the running server.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+/// Sweeps this process runs, by sweep id and by engine job id.
+#[derive(Default)]
+pub(crate) struct LiveSweeps {
+    by_id: HashMap<u64, Arc<LiveSweep>>,
+    by_job: HashMap<JobId, Arc<LiveSweep>>,
+}
+
+/// The running server's parts, shared by the API handlers, the aggregator and the monitor
+/// runtime.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) engine: Engine,
+    /// Where every sweep's job sends its results: the aggregator reads the other end.
+    sweep_sink: ResultSink,
+    pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
+    pub(crate) watch: WatchHandle,
+    live: Mutex<LiveSweeps>,
+    stopping: AtomicBool,
+    pub(crate) stop_aggregator: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: ServerConfig,
+        engine: Engine,
+        sweep_sink: ResultSink,
+        store: Store,
+        metrics: Metrics,
+    ) -> Shared {
+        Shared {
+            config,
+            engine,
+            sweep_sink,
+            store,
+            metrics,
+            watch: WatchHandle::default(),
+            live: Mutex::new(LiveSweeps::default()),
+            stopping: AtomicBool::new(false),
+            stop_aggregator: AtomicBool::new(false),
+        }
+    }
+
+    /// The sweeps still running, to end them at a stop.
+    pub(crate) fn live_sweeps(&self) -> Vec<Arc<LiveSweep>> {
+        lock(&self.live).by_id.values().cloned().collect()
+    }
+
+    pub(crate) fn live_by_job(&self, job: JobId) -> Option<Arc<LiveSweep>> {
+        lock(&self.live).by_job.get(&job).cloned()
+    }
+
+    pub(crate) fn live_by_id(&self, id: u64) -> Option<Arc<LiveSweep>> {
+        lock(&self.live).by_id.get(&id).cloned()
+    }
+
+    /// Stores a planned sweep and hands it to the engine, or refuses it whole.
+    pub(crate) fn create(&self, plan: SweepPlan) -> Result<u64, ApiError> {
+        let mut live = lock(&self.live);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ApiError::too_many("the server is stopping"));
+        }
+        let max = self.config.limits.max_concurrent_sweeps;
+        if live.by_id.len() >= max {
+            return Err(ApiError::too_many(format!(
+                "{} sweeps are running, the most this server runs at once is {max}",
+                live.by_id.len()
+            )));
+        }
+        let created = now_ms();
+        // Callers run this on a blocking thread: it waits for the store's writer.
+        let id = self
+            .store
+            .insert_sweep(
+                &plan.request,
+                plan.request.store.is_all(),
+                plan.space.len(),
+                created,
+            )
+            .wait()
+            .map_err(|e| ApiError::internal("cannot store the sweep", e))?;
+        let job = self.engine.next_job_id();
+        let rate = plan.request.rate;
+        let sweep = Arc::new(LiveSweep::new(
+            id,
+            job,
+            plan.request,
+            Arc::clone(&plan.space),
+            created,
+        ));
+        // Registered before it is submitted, so that its first batch finds it.
+        live.by_id.insert(id, Arc::clone(&sweep));
+        live.by_job.insert(job, Arc::clone(&sweep));
+        let handle = self.engine.submit(Job {
+            id: job,
+            space: plan.space,
+            spec: plan.spec,
+            rate,
+            sink: self.sweep_sink.clone(),
+        });
+        let _ = sweep.handle.set(handle);
+        self.metrics.sweep_moved(None, SweepState::Running);
+        Ok(id)
+    }
+
+    /// Forgets a sweep that ended (its final state is already stored) and wakes its readers.
+    pub(crate) fn retire(&self, sweep: &Arc<LiveSweep>, state: SweepState) {
+        {
+            let mut live = lock(&self.live);
+            live.by_id.remove(&sweep.id);
+            live.by_job.remove(&sweep.job);
+        }
+        self.metrics.sweep_moved(Some(SweepState::Running), state);
+        sweep.stored.send_modify(|v| *v += 1);
+    }
+
+    /// Cancels a running sweep at the user's request; false if it is not running.
+    pub(crate) fn cancel(&self, id: u64) -> Option<Arc<LiveSweep>> {
+        let sweep = self.live_by_id(id)?;
+        sweep.user_cancelled.store(true, Ordering::SeqCst);
+        if let Some(h) = sweep.handle.get() {
+            h.cancel();
+        }
+        Some(sweep)
+    }
+
+    /// Refuses new sweeps and cancels the running ones: they end as `interrupted`.
+    pub(crate) fn begin_stop(&self) {
+        let live = {
+            let guard = lock(&self.live);
+            self.stopping.store(true, Ordering::SeqCst);
+            guard.by_id.values().cloned().collect::<Vec<_>>()
+        };
+        for s in live {
+            if let Some(h) = s.handle.get() {
+                h.cancel();
+            }
+        }
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        lock(&self.live).by_id.len()
+    }
+}

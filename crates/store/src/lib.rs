@@ -1,0 +1,54 @@
+//! porthawk's embedded store: SQLite in the data directory, in WAL mode, with migrations at
+//! start.
+//!
+//! - Writes go through **one writer thread** that owns the only writable connection: the
+//!   aggregator's batches, new sweeps, monitor history, pruning. Each write method queues
+//!   the work and returns a [`Reply`]: blocking callers [`Reply::wait`], async callers
+//!   `.await` it, so no SQL ever runs on an async thread.
+//! - Reads run on the caller's thread over read-only connections from a small pool, which
+//!   WAL lets run beside the writer. Callers in async code run them on a blocking pool
+//!   (`spawn_blocking`).
+//! - `db`: [`Store`] itself: the writer thread, the reader pool, [`Reply`].
+//! - `schema`: the migrations (sweeps and results, then the monitor tables).
+//! - `sweeps`: sweeps, their results and progress.
+//! - `history`: monitor history: target states, checks, state changes, actions,
+//!   notifications, silences.
+//!
+//! Architecture invariant: this is the only crate that speaks SQL or depends on rusqlite.
+
+mod db;
+mod history;
+mod schema;
+mod sweeps;
+
+pub use db::{now_ms, Reply, Store, StoreError};
+pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
+pub use sweeps::{Counts, NewResult, Progress, ResultRow, SweepRow, SweepState};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// A directory under the system temp dir, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir()
+                .join(format!("porthawk-store-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

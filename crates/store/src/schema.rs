@@ -1,0 +1,174 @@
+//! The schema: one migration per version, applied in a transaction at start, and the
+//! start-up housekeeping that goes with opening the database.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema, one migration per entry; entry `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    store_all INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    open INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,
+    filtered INTEGER NOT NULL DEFAULT 0,
+    unreachable INTEGER NOT NULL DEFAULT 0,
+    error INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER
+);
+CREATE TABLE results (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    rtt_us INTEGER NOT NULL,
+    tries INTEGER NOT NULL,
+    host TEXT,
+    errno TEXT,
+    banner BLOB,
+    matched INTEGER,
+    reason TEXT
+);
+CREATE INDEX results_by_sweep ON results(sweep_id);
+CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
+"#,
+    MONITOR_TABLES,
+];
+
+pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL lets readers run beside the writer; NORMAL syncs at checkpoints, which survives a
+    // crash of the process (what `kill -9` does) though not a power cut.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        [],
+    )?;
+    let version: Option<i64> = tx
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()?;
+    let version = match version {
+        Some(v) => v as usize,
+        None => {
+            tx.execute("INSERT INTO schema_version (version) VALUES (0)", [])?;
+            0
+        }
+    };
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database has schema version {version}, newer than this build's {}",
+            MIGRATIONS.len()
+        )));
+    }
+    for sql in &MIGRATIONS[version..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute(
+        "UPDATE schema_version SET version = ?1",
+        params![MIGRATIONS.len() as i64],
+    )?;
+    tx.commit()
+}
+
+/// Settings of a read-only connection: it waits for the writer's locks like the writer does.
+pub(crate) fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+}
+
+/// The schema migration that adds the monitor tables.
+const MONITOR_TABLES: &str = r#"
+CREATE TABLE monitor_targets (
+    monitor TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    host TEXT,
+    hard TEXT NOT NULL,
+    fail_run INTEGER NOT NULL,
+    ok_run INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    flapping INTEGER NOT NULL,
+    last_ms INTEGER,
+    last_ok INTEGER,
+    last_state TEXT,
+    last_rtt_us INTEGER,
+    last_reason TEXT,
+    PRIMARY KEY (monitor, ip, port)
+);
+CREATE TABLE monitor_checks (
+    monitor TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    rtt_us INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE INDEX monitor_checks_by_time ON monitor_checks(monitor, at_ms);
+CREATE TABLE monitor_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    monitor TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    reason TEXT,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX monitor_events_by_time ON monitor_events(monitor, at_ms);
+CREATE TABLE monitor_actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    monitor TEXT,
+    action TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    exit_code INTEGER,
+    stdout TEXT,
+    stderr TEXT,
+    at_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX monitor_actions_by_time ON monitor_actions(at_ms);
+CREATE TABLE monitor_notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    monitor TEXT NOT NULL,
+    notify TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX monitor_notifications_by_time ON monitor_notifications(monitor, at_ms);
+CREATE TABLE monitor_silences (
+    monitor TEXT PRIMARY KEY,
+    until_ms INTEGER NOT NULL
+);
+"#;
+
+/// Marks every sweep left queued or running as interrupted; how many there were.
+pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE sweeps SET state = 'interrupted', finished_ms = ?1
+         WHERE state IN ('queued', 'running')",
+        params![now_ms as i64],
+    )
+}

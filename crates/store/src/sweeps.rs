@@ -1,0 +1,486 @@
+//! Sweeps, their results and progress.
+//!
+//! Architecture invariant: a sweep is registered ([`Store::insert_sweep`]) before it is
+//! submitted, and each batch's rows and progress are written in one transaction
+//! ([`Store::write_batch`]), so stored counts match stored rows whenever the write succeeds;
+//! a failed write stores neither.
+
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{now_ms, Reply, Store, StoreError};
+
+/// The state of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SweepState {
+    /// Accepted, not started.
+    Queued,
+    /// Probing.
+    Running,
+    /// Every probe reported.
+    Done,
+    /// Cancelled by `DELETE`.
+    Cancelled,
+    /// The server stopped while it ran; what it found is kept.
+    Interrupted,
+}
+
+impl SweepState {
+    /// Every state.
+    pub const ALL: [SweepState; 5] = [
+        SweepState::Queued,
+        SweepState::Running,
+        SweepState::Done,
+        SweepState::Cancelled,
+        SweepState::Interrupted,
+    ];
+
+    /// The name in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepState::Queued => "queued",
+            SweepState::Running => "running",
+            SweepState::Done => "done",
+            SweepState::Cancelled => "cancelled",
+            SweepState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the sweep has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, SweepState::Queued | SweepState::Running)
+    }
+}
+
+impl FromStr for SweepState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SweepState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown sweep state '{s}'"))
+    }
+}
+
+/// Probes per verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counts {
+    /// Handshake completed.
+    pub open: u64,
+    /// Refused.
+    pub closed: u64,
+    /// No answer.
+    pub filtered: u64,
+    /// ICMP unreachable.
+    pub unreachable: u64,
+    /// Anything else.
+    pub error: u64,
+}
+
+/// A stored sweep, with its request decoded as `R` (the server's request type).
+#[derive(Debug, Clone)]
+pub struct SweepRow<R> {
+    /// The sweep id.
+    pub id: u64,
+    /// Its state.
+    pub state: SweepState,
+    /// The request as accepted.
+    pub request: R,
+    /// Probes in the sweep.
+    pub total: u64,
+    /// Probes reported (and stored, where stored).
+    pub done: u64,
+    /// Probes per verdict.
+    pub counts: Counts,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub finished_ms: Option<u64>,
+}
+
+/// One stored result, as the results route writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRow {
+    /// The row's position, for paging.
+    pub rowid: i64,
+    /// Address.
+    pub ip: String,
+    /// Port.
+    pub port: u16,
+    /// Verdict.
+    pub state: String,
+    /// Connect round-trip time.
+    pub rtt_us: u32,
+    /// Connect attempts.
+    pub tries: u8,
+    /// The name the address was given by.
+    pub host: Option<String>,
+    /// The errno name of an `unreachable` or `error` verdict.
+    pub errno: Option<String>,
+    /// The first reply of the dialog.
+    pub banner: Option<Vec<u8>>,
+    /// Whether the replies matched what the dialog expected.
+    pub matched: Option<bool>,
+    /// Why the dialog failed.
+    pub reason: Option<String>,
+}
+
+/// A result waiting to be written by the aggregator.
+#[derive(Debug, Clone)]
+pub struct NewResult {
+    /// The sweep it belongs to.
+    pub sweep_id: u64,
+    /// Address.
+    pub ip: std::net::IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Verdict.
+    pub state: &'static str,
+    /// Connect round-trip time.
+    pub rtt_us: u32,
+    /// Connect attempts.
+    pub tries: u8,
+    /// The name the address was given by.
+    pub host: Option<std::sync::Arc<str>>,
+    /// The errno name.
+    pub errno: Option<&'static str>,
+    /// The first reply of the dialog.
+    pub banner: Option<Vec<u8>>,
+    /// Whether the replies matched what the dialog expected.
+    pub matched: Option<bool>,
+    /// Why the dialog failed.
+    pub reason: Option<String>,
+}
+
+/// Progress of a sweep, written with its results.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The sweep id.
+    pub sweep_id: u64,
+    /// Probes reported.
+    pub done: u64,
+    /// Probes per verdict.
+    pub counts: Counts,
+    /// The final state, when the sweep has ended.
+    pub finished: Option<SweepState>,
+}
+
+impl Store {
+    /// Records a new sweep in state `running`; its id. `request` is stored as JSON;
+    /// `store_all` says whether every result is kept or only the open ones.
+    pub fn insert_sweep(
+        &self,
+        request: &impl Serialize,
+        store_all: bool,
+        total: u64,
+        created_ms: u64,
+    ) -> Reply<u64> {
+        let json = serde_json::to_string(request).map_err(|e| StoreError::Value {
+            column: "sweeps.request",
+            message: e.to_string(),
+        });
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO sweeps (state, request, store_all, total, created_ms)
+                 VALUES ('running', ?1, ?2, ?3, ?4)",
+                params![json?, store_all, total as i64, created_ms as i64],
+            )?;
+            Ok(conn.last_insert_rowid() as u64)
+        })
+    }
+
+    /// Writes results and progress in one transaction: a sweep's counts always match its
+    /// stored rows, and a sweep marked finished has every row it reported.
+    pub fn write_batch(&self, results: Vec<NewResult>, progress: Vec<Progress>) -> Reply<()> {
+        self.write(move |conn| Ok(write_batch(conn, &results, &progress)?))
+    }
+
+    /// One sweep.
+    pub fn sweep<R: DeserializeOwned>(&self, id: u64) -> Result<Option<SweepRow<R>>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {SWEEP_COLUMNS} FROM sweeps WHERE id = ?1"),
+                params![id as i64],
+                sweep_row,
+            )
+            .optional()
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// Sweeps, newest first.
+    pub fn sweeps<R: DeserializeOwned>(
+        &self,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<SweepRow<R>>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SWEEP_COLUMNS} FROM sweeps ORDER BY id DESC LIMIT ?1 OFFSET ?2"
+            ))?;
+            let rows = stmt.query_map(params![limit as i64, offset as i64], sweep_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// How many sweeps there are in each state.
+    pub fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM sweeps GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Up to `limit` results of a sweep after row `after`, optionally of one state, in the
+    /// order they were stored.
+    pub fn results_page(
+        &self,
+        sweep_id: u64,
+        after: i64,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT rowid, ip, port, state, rtt_us, tries, host, errno, banner, matched, reason
+                 FROM results
+                 WHERE sweep_id = ?1 AND rowid > ?2 AND (?3 IS NULL OR state = ?3)
+                 ORDER BY rowid LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![sweep_id as i64, after, state, limit], |r| {
+                Ok(ResultRow {
+                    rowid: r.get(0)?,
+                    ip: r.get(1)?,
+                    port: r.get(2)?,
+                    state: r.get(3)?,
+                    rtt_us: r.get(4)?,
+                    tries: r.get(5)?,
+                    host: r.get(6)?,
+                    errno: r.get(7)?,
+                    banner: r.get(8)?,
+                    matched: r.get(9)?,
+                    reason: r.get(10)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    results: &[NewResult],
+    progress: &[Progress],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO results (sweep_id, ip, port, state, rtt_us, tries, host, errno,
+                 banner, matched, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for r in results {
+            insert.execute(params![
+                r.sweep_id as i64,
+                r.ip.to_string(),
+                r.port,
+                r.state,
+                r.rtt_us,
+                r.tries,
+                r.host.as_deref(),
+                r.errno,
+                r.banner.as_deref(),
+                r.matched,
+                r.reason.as_deref(),
+            ])?;
+        }
+        let mut update = tx.prepare_cached(
+            "UPDATE sweeps SET done = ?2, open = ?3, closed = ?4, filtered = ?5,
+                 unreachable = ?6, error = ?7,
+                 state = COALESCE(?8, state),
+                 finished_ms = CASE WHEN ?8 IS NULL THEN finished_ms ELSE ?9 END
+             WHERE id = ?1",
+        )?;
+        for p in progress {
+            let c = &p.counts;
+            update.execute(params![
+                p.sweep_id as i64,
+                p.done as i64,
+                c.open as i64,
+                c.closed as i64,
+                c.filtered as i64,
+                c.unreachable as i64,
+                c.error as i64,
+                p.finished.map(SweepState::as_str),
+                now_ms() as i64,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+const SWEEP_COLUMNS: &str = "id, state, request, total, done, open, closed, filtered, \
+                             unreachable, error, created_ms, finished_ms";
+
+fn sweep_row<R: DeserializeOwned>(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow<R>> {
+    let state: String = r.get(1)?;
+    let request: String = r.get(2)?;
+    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+    Ok(SweepRow {
+        id: count(0)?,
+        state: state.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?,
+        request: serde_json::from_str(&request).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        total: count(3)?,
+        done: count(4)?,
+        counts: Counts {
+            open: count(5)?,
+            closed: count(6)?,
+            filtered: count(7)?,
+            unreachable: count(8)?,
+            error: count(9)?,
+        },
+        created_ms: count(10)?,
+        finished_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+
+    fn request() -> serde_json::Value {
+        serde_json::json!({"targets": ["127.0.0.1"], "ports": "22"})
+    }
+
+    fn open_row(sweep_id: u64) -> NewResult {
+        NewResult {
+            sweep_id,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 22,
+            state: "open",
+            rtt_us: 5,
+            tries: 1,
+            host: None,
+            errno: None,
+            banner: Some(b"SSH-2.0-x\r\n".to_vec()),
+            matched: Some(true),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn running_sweeps_become_interrupted_on_reopen_with_rows_intact() {
+        let dir = TempDir::new("store-reopen");
+        let id = {
+            let (store, n) = Store::open(dir.path()).unwrap();
+            assert_eq!(n, 0);
+            let id = store
+                .insert_sweep(&request(), false, 10, now_ms())
+                .wait()
+                .unwrap();
+            let progress = Progress {
+                sweep_id: id,
+                done: 3,
+                counts: Counts {
+                    open: 1,
+                    closed: 2,
+                    ..Counts::default()
+                },
+                finished: None,
+            };
+            store
+                .write_batch(vec![open_row(id)], vec![progress])
+                .wait()
+                .unwrap();
+            id
+        };
+        let (store, n) = Store::open(dir.path()).unwrap();
+        assert_eq!(n, 1);
+        let s = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(s.state, SweepState::Interrupted);
+        assert_eq!(s.request, request());
+        assert_eq!(s.done, 3);
+        assert_eq!(s.counts.open, 1);
+        let rows = store.results_page(id, 0, None, 100).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].port, 22);
+        assert_eq!(rows[0].banner.as_deref(), Some(&b"SSH-2.0-x\r\n"[..]));
+        assert_eq!(rows[0].matched, Some(true));
+        assert!(store
+            .results_page(id, 0, Some("closed"), 100)
+            .unwrap()
+            .is_empty());
+    }
+
+    /// Writes queued one after another are applied in order by the one writer, and a reply
+    /// can be awaited as well as waited for.
+    #[test]
+    fn queued_writes_apply_in_order_and_replies_can_be_awaited() {
+        let dir = TempDir::new("store-order");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let id = store.insert_sweep(&request(), true, 100, 1).wait().unwrap();
+        let mut replies = Vec::new();
+        for done in 1..=50u64 {
+            let progress = Progress {
+                sweep_id: id,
+                done,
+                counts: Counts {
+                    closed: done,
+                    ..Counts::default()
+                },
+                finished: (done == 50).then_some(SweepState::Done),
+            };
+            replies.push(store.write_batch(Vec::new(), vec![progress]));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for r in replies {
+                r.await.unwrap();
+            }
+        });
+        let s = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(
+            (s.done, s.counts.closed, s.state),
+            (50, 50, SweepState::Done)
+        );
+        assert!(s.finished_ms.is_some());
+    }
+
+    /// Readers are read-only: a write through one is refused, so writes cannot bypass the
+    /// writer thread.
+    #[test]
+    fn readers_cannot_write() {
+        let dir = TempDir::new("store-readonly");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let err = store
+            .read(|c| Ok(c.execute("DELETE FROM sweeps", [])?))
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    #[test]
+    fn migrations_are_applied_once() {
+        let dir = TempDir::new("store-migrate");
+        drop(Store::open(dir.path()).unwrap());
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let v: i64 = store
+            .read(|c| Ok(c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(v as usize, crate::schema::MIGRATIONS.len());
+    }
+}

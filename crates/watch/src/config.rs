@@ -1,0 +1,1401 @@
+//! The monitoring part of `porthawk.toml`: `[[monitor]]`, `[action.NAME]`, `[notify.NAME]`,
+//! `allow_reboot` and `retention`, parsed and validated into a [`WatchConfig`], the typed
+//! model the rest of the watch runs on.
+//!
+//! Every error names the file, the line and the field (`porthawk.toml:12: monitor[0].interval:
+//! ...`): toml's own errors carry a byte span, and the fields this module checks itself are
+//! read as `toml::Spanned` so that their span is known too.
+//!
+//! Parsing is sans-IO: the caller reads the file and passes a [`Resolve`] function for the
+//! host names among the targets (the server resolves on a blocking thread).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use porthawk_core::{
+    parse_duration, parse_target, HostSet, HostSetBuilder, PortSet, ProbeSpec, TargetToken,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Why a configuration was rejected: the file, the line and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ConfigError {
+    /// The file, as the user named it.
+    pub file: String,
+    /// The line, counted from 1.
+    pub line: usize,
+    /// The field, as a path: `monitor[0].interval`, `action.restart.exec`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The monitors, actions and notifications of a configuration.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// The monitors, in file order.
+    pub monitors: Vec<Arc<MonitorSpec>>,
+    /// The actions by name.
+    pub actions: BTreeMap<String, Arc<ActionSpec>>,
+    /// The notification channels by name.
+    pub notifiers: BTreeMap<String, Arc<NotifySpec>>,
+    /// Whether `reboot` actions may run.
+    pub allow_reboot: bool,
+    /// How long history (checks, events, actions, notifications) is kept.
+    pub retention: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            monitors: Vec::new(),
+            actions: BTreeMap::new(),
+            notifiers: BTreeMap::new(),
+            allow_reboot: false,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// History kept unless `retention` says otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// What a monitor does on a state change: run an action, or notify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    /// Run `[action.NAME]`.
+    Action(String),
+    /// Send through `[notify.NAME]`.
+    Notify(String),
+}
+
+/// When a target is UP, DOWN or flapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive failures before DOWN.
+    pub fail_after: u32,
+    /// Consecutive successes before UP again.
+    pub recover_after: u32,
+    /// State changes within `flap_window` that make a target flapping.
+    pub flap_changes: u32,
+    /// The window of flap detection, in milliseconds.
+    pub flap_window_ms: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            fail_after: 3,
+            recover_after: 2,
+            flap_changes: 6,
+            flap_window_ms: 30 * 60_000,
+        }
+    }
+}
+
+/// One `[[monitor]]`.
+#[derive(Debug, Clone)]
+pub struct MonitorSpec {
+    /// Its unique name.
+    pub name: String,
+    /// The group the status page shows it in (default: its name).
+    pub group: String,
+    /// The targets as written.
+    pub targets: Vec<String>,
+    /// The addresses they resolved to.
+    pub hosts: HostSet,
+    /// The ports.
+    pub ports: PortSet,
+    /// How often every target-port is checked.
+    pub interval: Duration,
+    /// How each target-port is probed.
+    pub spec: ProbeSpec,
+    /// A short description of the probe (`connect`, `preset smtp`, `send/expect`).
+    pub probe: String,
+    /// UP/DOWN/flapping thresholds.
+    pub thresholds: Thresholds,
+    /// What happens when the monitor goes DOWN: actions in escalation order, and
+    /// notifications.
+    pub on_down: Vec<Reaction>,
+    /// What happens when it recovers.
+    pub on_up: Vec<Reaction>,
+    /// How often a still-DOWN monitor is notified again.
+    pub remind: Option<Duration>,
+    /// How long notifications wait to be grouped with those of other targets.
+    pub group_wait: Duration,
+    /// A digest of everything that decides how it probes; equal digests probe alike.
+    pub fingerprint: String,
+}
+
+impl MonitorSpec {
+    /// Target-ports checked per round.
+    pub fn size(&self) -> u64 {
+        (self.hosts.len() as u64).saturating_mul(self.ports.len() as u64)
+    }
+
+    /// The actions of `on_down`, in escalation order.
+    pub fn down_actions(&self) -> impl Iterator<Item = &str> {
+        reactions(&self.on_down, true)
+    }
+
+    /// The notifiers of `on_down`.
+    pub fn down_notifiers(&self) -> impl Iterator<Item = &str> {
+        reactions(&self.on_down, false)
+    }
+
+    /// The actions of `on_up`.
+    pub fn up_actions(&self) -> impl Iterator<Item = &str> {
+        reactions(&self.on_up, true)
+    }
+
+    /// The notifiers of `on_up`.
+    pub fn up_notifiers(&self) -> impl Iterator<Item = &str> {
+        reactions(&self.on_up, false)
+    }
+}
+
+fn reactions(list: &[Reaction], actions: bool) -> impl Iterator<Item = &str> {
+    list.iter().filter_map(move |r| match r {
+        Reaction::Action(n) if actions => Some(n.as_str()),
+        Reaction::Notify(n) if !actions => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// What an action does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    /// Run this argv, without a shell.
+    Exec(Vec<String>),
+    /// `systemctl restart UNIT`.
+    Restart(String),
+    /// `systemctl reboot`, only with `allow_reboot = true`.
+    Reboot,
+}
+
+impl ActionKind {
+    /// The command line it runs.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            ActionKind::Exec(argv) => argv.clone(),
+            ActionKind::Restart(unit) => vec!["systemctl".into(), "restart".into(), unit.clone()],
+            ActionKind::Reboot => vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+
+    /// `exec`, `restart` or `reboot`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ActionKind::Exec(_) => "exec",
+            ActionKind::Restart(_) => "restart",
+            ActionKind::Reboot => "reboot",
+        }
+    }
+}
+
+/// One `[action.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionSpec {
+    /// Its name.
+    pub name: String,
+    /// What it runs.
+    pub kind: ActionKind,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+    /// The least time between two runs.
+    pub cooldown: Duration,
+    /// The most runs in any hour.
+    pub max_per_hour: u32,
+    /// Checks to wait for a recovery before the next action of `on_down` runs.
+    pub escalate_after: u32,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain text (`smtp://` without `starttls`).
+    None,
+    /// `STARTTLS` after the greeting (`smtp://` with `starttls = true`).
+    StartTls,
+    /// TLS from the start (`smtps://`).
+    Implicit,
+}
+
+/// An `email = {...}` channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSpec {
+    /// The SMTP server.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub security: SmtpSecurity,
+    /// The sender.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// Login, if the server needs one.
+    pub credentials: Option<(String, String)>,
+}
+
+/// An `http://` or `https://` URL, split for the webhook client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// Whether it is `https`.
+    pub https: bool,
+    /// The host.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The path and query, starting with `/`.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses `http://host[:port]/path` or `https://...`.
+    pub fn parse(text: &str) -> Result<HttpUrl, String> {
+        let (https, rest) = if let Some(r) = text.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = text.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("'{text}' is not an http:// or https:// URL"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(format!(
+                "'{text}': credentials in the URL are not supported"
+            ));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)
+            .ok_or_else(|| format!("'{text}' has no valid host and port"))?;
+        Ok(HttpUrl {
+            https,
+            host,
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, default_port),
+    };
+    if host.is_empty() || host.contains(':') {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// An email through SMTP.
+    Email(EmailSpec),
+    /// A JSON POST: `monitor, target, port, state, reason, time` and the grouped `targets`.
+    Webhook(HttpUrl),
+    /// A Slack-compatible incoming webhook: `{"text": ...}`.
+    Slack(HttpUrl),
+}
+
+impl Channel {
+    /// `email`, `webhook` or `slack`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Email(_) => "email",
+            Channel::Webhook(_) => "webhook",
+            Channel::Slack(_) => "slack",
+        }
+    }
+}
+
+/// One `[notify.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySpec {
+    /// Its name.
+    pub name: String,
+    /// Where it sends.
+    pub channel: Channel,
+    /// Delivery attempts after the first, with exponential backoff.
+    pub retries: u32,
+    /// The wait before the first retry; it doubles for each further one.
+    pub backoff: Duration,
+}
+
+// ------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    // The [api] section belongs to the server's own settings, which check it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    api: Option<toml::Value>,
+    #[serde(default)]
+    monitor: Vec<Spanned<RawMonitor>>,
+    #[serde(default)]
+    action: BTreeMap<String, Spanned<RawAction>>,
+    #[serde(default)]
+    notify: BTreeMap<String, Spanned<RawNotify>>,
+    #[serde(default)]
+    allow_reboot: Option<bool>,
+    #[serde(default)]
+    retention: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    name: Spanned<String>,
+    #[serde(default)]
+    group: Option<String>,
+    targets: Spanned<Vec<Spanned<String>>>,
+    ports: Spanned<toml::Value>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    tries: Option<Spanned<i64>>,
+    #[serde(default)]
+    preset: Option<Spanned<String>>,
+    #[serde(default)]
+    send: Option<Spanned<String>>,
+    #[serde(default)]
+    expect: Option<Spanned<String>>,
+    #[serde(default)]
+    tls: Option<bool>,
+    #[serde(default)]
+    read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    dialog_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    fail_after: Option<Spanned<i64>>,
+    #[serde(default)]
+    recover_after: Option<Spanned<i64>>,
+    #[serde(default)]
+    flap_changes: Option<Spanned<i64>>,
+    #[serde(default)]
+    flap_window: Option<Spanned<String>>,
+    #[serde(default)]
+    on_down: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_up: Vec<Spanned<String>>,
+    #[serde(default)]
+    remind: Option<Spanned<String>>,
+    #[serde(default)]
+    group_wait: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    #[serde(default)]
+    exec: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    restart: Option<Spanned<String>>,
+    #[serde(default)]
+    reboot: Option<Spanned<bool>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    cooldown: Option<Spanned<String>>,
+    #[serde(default)]
+    max_per_hour: Option<Spanned<i64>>,
+    #[serde(default)]
+    escalate_after: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    #[serde(default)]
+    email: Option<Spanned<RawEmail>>,
+    #[serde(default)]
+    webhook: Option<Spanned<RawUrl>>,
+    #[serde(default)]
+    slack: Option<Spanned<RawUrl>>,
+    #[serde(default)]
+    retries: Option<Spanned<i64>>,
+    #[serde(default)]
+    backoff: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp: Spanned<String>,
+    from: Spanned<String>,
+    to: Spanned<Vec<String>>,
+    #[serde(default)]
+    starttls: Option<bool>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrl {
+    url: Spanned<String>,
+}
+
+// ------------------------------------------------------------------------------------------
+// Parsing and validation.
+
+/// Resolves a host name of a monitor's targets to its addresses, or says why it cannot.
+pub type Resolve<'a> = &'a dyn Fn(&str) -> Result<Vec<IpAddr>, String>;
+
+/// Parses and validates the monitoring part of a `porthawk.toml` text; `file` names it in
+/// errors, `resolve` turns host names among the targets into addresses.
+pub fn parse(file: &str, text: &str, resolve: Resolve<'_>) -> Result<WatchConfig, ConfigError> {
+    let cx = Cx {
+        file,
+        text,
+        resolve,
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+    let mut config = WatchConfig {
+        allow_reboot: raw.allow_reboot.unwrap_or(false),
+        ..WatchConfig::default()
+    };
+    if let Some(r) = &raw.retention {
+        config.retention = cx.duration(r, "retention", Duration::from_secs(60))?;
+    }
+    for (name, action) in &raw.action {
+        let spec = cx.action(name, action)?;
+        config.actions.insert(name.clone(), Arc::new(spec));
+    }
+    for (name, notify) in &raw.notify {
+        let field = format!("notify.{name}");
+        if config.actions.contains_key(name) {
+            return Err(cx.err(
+                notify.span(),
+                &field,
+                format!("'{name}' names both an action and a notification; names must be unique"),
+            ));
+        }
+        let spec = cx.notify(name, notify)?;
+        config.notifiers.insert(name.clone(), Arc::new(spec));
+    }
+    let mut names = BTreeSet::new();
+    for (i, m) in raw.monitor.iter().enumerate() {
+        let spec = cx.monitor(i, m, &config)?;
+        if !names.insert(spec.name.clone()) {
+            let m = m.get_ref();
+            return Err(cx.err(
+                m.name.span(),
+                &format!("monitor[{i}].name"),
+                format!("a monitor named '{}' is defined twice", spec.name),
+            ));
+        }
+        config.monitors.push(Arc::new(spec));
+    }
+    Ok(config)
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+    resolve: Resolve<'a>,
+}
+
+impl Cx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: self.line(span.start),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A toml error: its span gives the line; the field is the key written there, inside
+    /// the table that the nearest header above opens.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().replace('\n', " ");
+        let Some(span) = e.span() else {
+            return ConfigError {
+                file: self.file.to_string(),
+                line: 0,
+                field: "(file)".into(),
+                message,
+            };
+        };
+        ConfigError {
+            file: self.file.to_string(),
+            line: self.line(span.start),
+            field: field_at(self.text, span.start),
+            message,
+        }
+    }
+
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = parse_duration(value.get_ref()).map_err(|m| self.err(value.span(), field, m))?;
+        if d < min {
+            return Err(self.err(
+                value.span(),
+                field,
+                format!("'{}' is too short: at least {min:?}", value.get_ref()),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn count(
+        &self,
+        value: &Spanned<i64>,
+        field: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<u32, ConfigError> {
+        let v = *value.get_ref();
+        if !range.contains(&v) {
+            return Err(self.err(
+                value.span(),
+                field,
+                format!("{v} is out of range: {} to {}", range.start(), range.end()),
+            ));
+        }
+        Ok(v as u32)
+    }
+
+    fn action(&self, name: &str, raw: &Spanned<RawAction>) -> Result<ActionSpec, ConfigError> {
+        let f = |key: &str| format!("action.{name}.{key}");
+        check_name(name).map_err(|m| self.err(raw.span(), &format!("action.{name}"), m))?;
+        let a = raw.get_ref();
+        let given = [a.exec.is_some(), a.restart.is_some(), a.reboot.is_some()]
+            .iter()
+            .filter(|&&b| b)
+            .count();
+        if given != 1 {
+            return Err(self.err(
+                raw.span(),
+                &format!("action.{name}"),
+                "needs exactly one of exec = [argv...], restart = \"unit\" or reboot = true",
+            ));
+        }
+        let kind = if let Some(exec) = &a.exec {
+            let argv = exec.get_ref();
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                return Err(self.err(exec.span(), &f("exec"), "needs a program and its arguments"));
+            }
+            ActionKind::Exec(argv.clone())
+        } else if let Some(unit) = &a.restart {
+            let u = unit.get_ref();
+            if u.is_empty() || u.starts_with('-') || u.contains(char::is_whitespace) {
+                return Err(self.err(
+                    unit.span(),
+                    &f("restart"),
+                    format!("'{u}' is not a systemd unit name"),
+                ));
+            }
+            ActionKind::Restart(u.clone())
+        } else {
+            match &a.reboot {
+                Some(r) if *r.get_ref() => ActionKind::Reboot,
+                Some(r) => {
+                    return Err(self.err(
+                        r.span(),
+                        &f("reboot"),
+                        "only reboot = true is meaningful",
+                    ))
+                }
+                None => unreachable!("exactly one kind was given"),
+            }
+        };
+        let timeout = match &a.timeout {
+            Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(10))?,
+            None => Duration::from_secs(30),
+        };
+        let cooldown = match &a.cooldown {
+            Some(t) => self.duration(t, &f("cooldown"), Duration::ZERO)?,
+            None => Duration::from_secs(300),
+        };
+        let max_per_hour = match &a.max_per_hour {
+            Some(n) => self.count(n, &f("max_per_hour"), 1..=3600)?,
+            None => 6,
+        };
+        let escalate_after = match &a.escalate_after {
+            Some(n) => self.count(n, &f("escalate_after"), 1..=1_000_000)?,
+            None => 3,
+        };
+        Ok(ActionSpec {
+            name: name.to_string(),
+            kind,
+            timeout,
+            cooldown,
+            max_per_hour,
+            escalate_after,
+        })
+    }
+
+    fn notify(&self, name: &str, raw: &Spanned<RawNotify>) -> Result<NotifySpec, ConfigError> {
+        let f = |key: &str| format!("notify.{name}.{key}");
+        check_name(name).map_err(|m| self.err(raw.span(), &format!("notify.{name}"), m))?;
+        let n = raw.get_ref();
+        let given = [n.email.is_some(), n.webhook.is_some(), n.slack.is_some()]
+            .iter()
+            .filter(|&&b| b)
+            .count();
+        if given != 1 {
+            return Err(self.err(
+                raw.span(),
+                &format!("notify.{name}"),
+                "needs exactly one of email = {...}, webhook = { url } or slack = { url }",
+            ));
+        }
+        let url = |u: &Spanned<RawUrl>, key: &str| {
+            let url = &u.get_ref().url;
+            HttpUrl::parse(url.get_ref()).map_err(|m| self.err(url.span(), &f(key), m))
+        };
+        let channel = if let Some(e) = &n.email {
+            Channel::Email(self.email(name, e)?)
+        } else if let Some(w) = &n.webhook {
+            Channel::Webhook(url(w, "webhook.url")?)
+        } else if let Some(s) = &n.slack {
+            Channel::Slack(url(s, "slack.url")?)
+        } else {
+            unreachable!("exactly one channel was given")
+        };
+        let retries = match &n.retries {
+            Some(r) => self.count(r, &f("retries"), 0..=20)?,
+            None => 4,
+        };
+        let backoff = match &n.backoff {
+            Some(b) => self.duration(b, &f("backoff"), Duration::from_millis(1))?,
+            None => Duration::from_secs(2),
+        };
+        Ok(NotifySpec {
+            name: name.to_string(),
+            channel,
+            retries,
+            backoff,
+        })
+    }
+
+    fn email(&self, name: &str, raw: &Spanned<RawEmail>) -> Result<EmailSpec, ConfigError> {
+        let f = |key: &str| format!("notify.{name}.email.{key}");
+        let e = raw.get_ref();
+        let smtp = e.smtp.get_ref();
+        let (implicit, rest) = if let Some(r) = smtp.strip_prefix("smtp://") {
+            (false, r)
+        } else if let Some(r) = smtp.strip_prefix("smtps://") {
+            (true, r)
+        } else {
+            return Err(self.err(
+                e.smtp.span(),
+                &f("smtp"),
+                format!("'{smtp}' is not an smtp://host:port or smtps://host:port URL"),
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) =
+            split_host_port(rest, if implicit { 465 } else { 25 }).ok_or_else(|| {
+                self.err(
+                    e.smtp.span(),
+                    &f("smtp"),
+                    format!("'{smtp}' has no valid host and port"),
+                )
+            })?;
+        let security = match (implicit, e.starttls.unwrap_or(false)) {
+            (true, _) => SmtpSecurity::Implicit,
+            (false, true) => SmtpSecurity::StartTls,
+            (false, false) => SmtpSecurity::None,
+        };
+        let address = |a: &str| a.contains('@') && !a.contains(char::is_whitespace);
+        if !address(e.from.get_ref()) {
+            return Err(self.err(
+                e.from.span(),
+                &f("from"),
+                format!("'{}' is not an email address", e.from.get_ref()),
+            ));
+        }
+        if e.to.get_ref().is_empty() {
+            return Err(self.err(e.to.span(), &f("to"), "needs at least one recipient"));
+        }
+        if let Some(bad) = e.to.get_ref().iter().find(|a| !address(a)) {
+            return Err(self.err(
+                e.to.span(),
+                &f("to"),
+                format!("'{bad}' is not an email address"),
+            ));
+        }
+        let credentials = match (&e.user, &e.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(self.err(
+                    raw.span(),
+                    &f("user"),
+                    "user and password go together: give both or neither",
+                ))
+            }
+        };
+        Ok(EmailSpec {
+            host,
+            port,
+            security,
+            from: e.from.get_ref().clone(),
+            to: e.to.get_ref().clone(),
+            credentials,
+        })
+    }
+
+    /// One `[[monitor]]`: each part (targets, ports, timing, probe, thresholds, reactions)
+    /// is read and checked by its own function, in a fixed order, so that a file with
+    /// several errors always reports the same one first.
+    fn monitor(
+        &self,
+        i: usize,
+        raw: &Spanned<RawMonitor>,
+        config: &WatchConfig,
+    ) -> Result<MonitorSpec, ConfigError> {
+        let m = raw.get_ref();
+        let f = |key: &str| format!("monitor[{i}].{key}");
+        let name = m.name.get_ref().clone();
+        check_name(&name).map_err(|msg| self.err(m.name.span(), &f("name"), msg))?;
+        let hosts = self.monitor_hosts(m, &f)?;
+        let (ports, ports_text) = self.monitor_ports(m, &f)?;
+        let size = (hosts.len()).saturating_mul(ports.len() as u128);
+        if size > MAX_MONITOR_SIZE as u128 {
+            return Err(self.err(
+                m.targets.span(),
+                &f("targets"),
+                format!("{size} target-ports in one monitor; the most is {MAX_MONITOR_SIZE}"),
+            ));
+        }
+        let timing = self.monitor_timing(raw, &f)?;
+        let (options, spec) = self.monitor_probe(raw, &timing, &f)?;
+        let thresholds = self.monitor_thresholds(m, &f)?;
+        let on_down = self.monitor_reactions(&m.on_down, "on_down", config, &f)?;
+        let on_up = self.monitor_reactions(&m.on_up, "on_up", config, &f)?;
+        let remind = m
+            .remind
+            .as_ref()
+            .map(|r| self.duration(r, &f("remind"), Duration::from_secs(1)))
+            .transpose()?;
+        let group_wait = match &m.group_wait {
+            Some(g) => self.duration(g, &f("group_wait"), Duration::ZERO)?,
+            None => Duration::from_secs(10).min(timing.interval),
+        };
+        Ok(MonitorSpec {
+            group: m.group.clone().unwrap_or_else(|| name.clone()),
+            name,
+            targets: m
+                .targets
+                .get_ref()
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
+            hosts,
+            ports,
+            interval: timing.interval,
+            spec,
+            probe: probe_description(m),
+            thresholds,
+            on_down,
+            on_up,
+            remind,
+            group_wait,
+            fingerprint: fingerprint(m, &ports_text, &timing, &options),
+        })
+    }
+
+    /// `targets`: addresses, ranges and names (resolved by the caller's resolver).
+    fn monitor_hosts(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<HostSet, ConfigError> {
+        if m.targets.get_ref().is_empty() {
+            return Err(self.err(m.targets.span(), &f("targets"), "needs at least one target"));
+        }
+        let mut hosts = HostSetBuilder::default();
+        for (j, t) in m.targets.get_ref().iter().enumerate() {
+            let field = f(&format!("targets[{j}]"));
+            match parse_target(t.get_ref())
+                .map_err(|e| self.err(t.span(), &field, e.to_string()))?
+            {
+                TargetToken::Range(r) => {
+                    hosts.include(r);
+                }
+                TargetToken::Host(host) => {
+                    let addrs = (self.resolve)(host.as_str()).map_err(|e| {
+                        self.err(t.span(), &field, format!("cannot resolve '{host}': {e}"))
+                    })?;
+                    if addrs.is_empty() {
+                        return Err(self.err(
+                            t.span(),
+                            &field,
+                            format!("'{host}' resolved to no address"),
+                        ));
+                    }
+                    for a in addrs {
+                        hosts.include_named(a, &host);
+                    }
+                }
+            }
+        }
+        let hosts = hosts.build();
+        if hosts.is_empty() {
+            return Err(self.err(m.targets.span(), &f("targets"), "names no address"));
+        }
+        Ok(hosts)
+    }
+
+    /// `ports`: `"25,587"`, `25` or `[25, 587]`; the set and its text (for the fingerprint).
+    fn monitor_ports(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(PortSet, String), ConfigError> {
+        let ports_text = match m.ports.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Integer(n) => Ok(n.to_string()),
+                    toml::Value::String(s) => Ok(s.clone()),
+                    _ => Err(()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|()| {
+                    self.err(
+                        m.ports.span(),
+                        &f("ports"),
+                        "a list of ports holds numbers or strings",
+                    )
+                })?
+                .join(","),
+            _ => {
+                return Err(self.err(
+                    m.ports.span(),
+                    &f("ports"),
+                    "expected \"25,587\", 25 or [25, 587]",
+                ))
+            }
+        };
+        let ports = PortSet::parse(&ports_text)
+            .map_err(|e| self.err(m.ports.span(), &f("ports"), e.to_string()))?;
+        if ports.is_empty() {
+            return Err(self.err(m.ports.span(), &f("ports"), "names no port"));
+        }
+        Ok((ports, ports_text))
+    }
+
+    /// `interval`, `timeout`, `tries`, `read_timeout`, `dialog_timeout`, with their defaults
+    /// and the rule that a timeout fits in the interval.
+    fn monitor_timing(
+        &self,
+        raw: &Spanned<RawMonitor>,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Timing, ConfigError> {
+        let m = raw.get_ref();
+        let interval = match &m.interval {
+            Some(v) => self.duration(v, &f("interval"), Duration::from_millis(100))?,
+            None => Duration::from_secs(30),
+        };
+        let timeout = match &m.timeout {
+            Some(v) => self.duration(v, &f("timeout"), Duration::from_millis(1))?,
+            None => Duration::from_secs(2).min(interval),
+        };
+        if timeout > interval {
+            let span = m.timeout.as_ref().map_or(raw.span(), Spanned::span);
+            return Err(self.err(
+                span,
+                &f("timeout"),
+                format!("{timeout:?} is longer than the interval of {interval:?}"),
+            ));
+        }
+        let tries = match &m.tries {
+            Some(n) => self.count(n, &f("tries"), 1..=10)? as u8,
+            None => 1,
+        };
+        let read_timeout = match &m.read_timeout {
+            Some(v) => self.duration(v, &f("read_timeout"), Duration::from_millis(1))?,
+            None => timeout,
+        };
+        let dialog_timeout = match &m.dialog_timeout {
+            Some(v) => self.duration(v, &f("dialog_timeout"), Duration::from_millis(1))?,
+            None => timeout.saturating_mul(2).min(interval),
+        };
+        Ok(Timing {
+            interval,
+            timeout,
+            tries,
+            read_timeout,
+            dialog_timeout,
+        })
+    }
+
+    /// `preset` or `send`/`expect`, and `tls`: the probe options and the spec core builds
+    /// from them, as for the command line.
+    fn monitor_probe(
+        &self,
+        raw: &Spanned<RawMonitor>,
+        timing: &Timing,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(porthawk_core::ProbeOptions, ProbeSpec), ConfigError> {
+        let m = raw.get_ref();
+        if m.preset.is_some() && (m.send.is_some() || m.expect.is_some()) {
+            let span = m.preset.as_ref().map_or(raw.span(), Spanned::span);
+            return Err(self.err(span, &f("preset"), "give a preset or send/expect, not both"));
+        }
+        let options = porthawk_core::ProbeOptions {
+            preset: m.preset.as_ref().map(|p| p.get_ref().clone()),
+            send: m.send.as_ref().map(|p| p.get_ref().clone()),
+            expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
+            tls: m.tls.unwrap_or(false),
+            ..Default::default()
+        };
+        let spec = options
+            .spec(
+                timing.timeout,
+                timing.tries,
+                timing.read_timeout,
+                timing.dialog_timeout,
+                Arc::new(rustls::time_provider::DefaultTimeProvider),
+            )
+            .map_err(|e| {
+                let span = match e.field {
+                    "send" => m.send.as_ref().map(Spanned::span),
+                    "expect" => m.expect.as_ref().map(Spanned::span),
+                    "preset" => m.preset.as_ref().map(Spanned::span),
+                    _ => None,
+                };
+                self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
+            })?;
+        Ok((options, spec))
+    }
+
+    /// `fail_after`, `recover_after`, `flap_changes`, `flap_window`.
+    fn monitor_thresholds(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Thresholds, ConfigError> {
+        let mut thresholds = Thresholds::default();
+        if let Some(n) = &m.fail_after {
+            thresholds.fail_after = self.count(n, &f("fail_after"), 1..=1000)?;
+        }
+        if let Some(n) = &m.recover_after {
+            thresholds.recover_after = self.count(n, &f("recover_after"), 1..=1000)?;
+        }
+        if let Some(n) = &m.flap_changes {
+            thresholds.flap_changes = self.count(n, &f("flap_changes"), 2..=1000)?;
+        }
+        if let Some(w) = &m.flap_window {
+            thresholds.flap_window_ms = self
+                .duration(w, &f("flap_window"), Duration::from_millis(100))?
+                .as_millis() as u64;
+        }
+        Ok(thresholds)
+    }
+
+    /// `on_down` or `on_up`: each name an `[action.NAME]` or a `[notify.NAME]`.
+    fn monitor_reactions(
+        &self,
+        list: &[Spanned<String>],
+        key: &str,
+        config: &WatchConfig,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<Reaction>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let n = r.get_ref();
+                if config.actions.contains_key(n) {
+                    Ok(Reaction::Action(n.clone()))
+                } else if config.notifiers.contains_key(n) {
+                    Ok(Reaction::Notify(n.clone()))
+                } else {
+                    Err(self.err(
+                        r.span(),
+                        &f(&format!("{key}[{j}]")),
+                        format!("'{n}' is neither an [action.{n}] nor a [notify.{n}]"),
+                    ))
+                }
+            })
+            .collect()
+    }
+}
+
+/// A monitor's timing settings, defaults applied.
+struct Timing {
+    interval: Duration,
+    timeout: Duration,
+    tries: u8,
+    read_timeout: Duration,
+    dialog_timeout: Duration,
+}
+
+/// A short description of how a monitor probes (`connect`, `preset smtp`, `send/expect`,
+/// `... over TLS`).
+fn probe_description(m: &RawMonitor) -> String {
+    let probe = if let Some(p) = &m.preset {
+        format!("preset {}", p.get_ref())
+    } else if m.send.is_some() || m.expect.is_some() {
+        "send/expect".to_string()
+    } else {
+        "connect".to_string()
+    };
+    if m.tls.unwrap_or(false) {
+        format!("{probe} over TLS")
+    } else {
+        probe
+    }
+}
+
+/// A digest of everything that decides how a monitor probes: equal digests probe alike, so
+/// a reload keeps the state of monitors whose digest did not change.
+fn fingerprint(
+    m: &RawMonitor,
+    ports_text: &str,
+    timing: &Timing,
+    options: &porthawk_core::ProbeOptions,
+) -> String {
+    format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        m.targets
+            .get_ref()
+            .iter()
+            .map(|t| t.get_ref().as_str())
+            .collect::<Vec<_>>(),
+        ports_text,
+        timing.interval,
+        timing.timeout,
+        timing.tries,
+        timing.read_timeout,
+        timing.dialog_timeout,
+        options.preset,
+        options.send,
+        options.expect,
+        options.tls,
+    )
+}
+
+/// The most target-ports one monitor may check.
+pub const MAX_MONITOR_SIZE: u64 = 1 << 20;
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a name has 1 to 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "'{name}' may only hold letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// The field a toml error points at: the key written on that line, inside the table that
+/// the nearest header above opens (`monitor[1].interval`, `action.restart.timeout`).
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut monitors = 0usize;
+    let mut line_start = 0;
+    for line in text[..offset].split_inclusive('\n') {
+        let start = line_start;
+        line_start += line.len();
+        if line_start > offset || (line_start == offset && !line.ends_with('\n')) {
+            // The line of the error itself: a header on it is the field.
+            let _ = start;
+            break;
+        }
+        let t = line.trim();
+        if t.starts_with("[[") {
+            let name = t.trim_start_matches('[').trim_end_matches(']').trim();
+            if name == "monitor" {
+                table = format!("monitor[{monitors}]");
+                monitors += 1;
+            } else {
+                table = name.to_string();
+            }
+        } else if t.starts_with('[') {
+            table = t
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
+        }
+    }
+    let this_line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let this_line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[this_line_start..this_line_end];
+    let before = &text[this_line_start..offset];
+    let trimmed = line.trim();
+    if trimmed.starts_with('[') && !before.contains('=') {
+        let header = trimmed.trim_start_matches('[');
+        let header = header.split(']').next().unwrap_or(header).trim();
+        return if header == "monitor" {
+            format!("monitor[{monitors}]")
+        } else {
+            header.to_string()
+        };
+    }
+    let key_of = |s: &str| s.trim().trim_matches('"').trim_matches('\'').to_string();
+    // The key the error is at or after: the last `key =` before the offset; for an unknown
+    // key the span covers the key itself.
+    let outer = line.split('=').next().map(key_of).unwrap_or_default();
+    let mut key = match before.rfind('=') {
+        Some(eq) => {
+            let head = &before[..eq];
+            let start = head.rfind(['{', ',']).map_or(0, |i| i + 1);
+            key_of(&head[start..])
+        }
+        None => {
+            // The offset is on the key: take the word there.
+            let rest = &line[before.len()..];
+            key_of(rest.split(['=', ' ', ',', '}']).next().unwrap_or(""))
+        }
+    };
+    if let Some(eq) = before.rfind('=') {
+        // The span may start on the key itself, after an earlier `key = value,` pair.
+        let after_eq = &before[eq + 1..];
+        if after_eq.contains(',') || after_eq.contains('{') {
+            let rest = &line[before.len()..];
+            let word = key_of(rest.split(['=', ' ', ',', '}']).next().unwrap_or(""));
+            if !word.is_empty() {
+                key = word;
+            }
+        }
+    }
+    let mut path = table;
+    if !outer.is_empty() && outer != key && !outer.contains(['{', '[']) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&outer);
+    }
+    if !key.is_empty() {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&key);
+    }
+    if path.is_empty() {
+        "(file)".into()
+    } else {
+        path
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Parses with a resolver that knows no names: the tests' targets are addresses.
+    pub(crate) fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
+        super::parse(file, text, &|host| {
+            Err(format!("no name service in tests ({host})"))
+        })
+    }
+
+    const GOOD: &str = r#"
+allow_reboot = false
+retention = "7d"
+
+[api]
+listen = "127.0.0.1:9180"
+
+[[monitor]]
+name = "mail"
+targets = ["127.0.0.1", "127.0.1.0/30"]
+ports = "25,587"
+interval = "30s"
+timeout = "2s"
+preset = "smtp"
+fail_after = 3
+recover_after = 2
+on_down = ["restart-postfix", "ops-mail"]
+on_up = ["ops-mail"]
+remind = "1h"
+
+[[monitor]]
+name = "web"
+targets = ["127.0.0.1"]
+ports = [80, 443]
+send = "HEAD / HTTP/1.0\r\n\r\n"
+expect = "^HTTP/1\\.[01] [23]"
+
+[action.restart-postfix]
+exec = ["systemctl", "restart", "postfix"]
+timeout = "30s"
+cooldown = "10m"
+max_per_hour = 3
+
+[action.bounce]
+restart = "nginx.service"
+escalate_after = 2
+
+[notify.ops-mail]
+email = { smtp = "smtp://127.0.0.1:2525", from = "porthawk@example.com", to = ["ops@example.com"] }
+
+[notify.ops-hook]
+webhook = { url = "http://127.0.0.1:8099/hook" }
+
+[notify.chat]
+slack = { url = "https://hooks.example.com/services/x" }
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = parse("porthawk.toml", GOOD).unwrap();
+        assert_eq!(c.monitors.len(), 2);
+        assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
+        let mail = &c.monitors[0];
+        assert_eq!(mail.size(), 5 * 2);
+        assert_eq!(mail.thresholds.fail_after, 3);
+        assert_eq!(mail.down_actions().collect::<Vec<_>>(), ["restart-postfix"]);
+        assert_eq!(mail.down_notifiers().collect::<Vec<_>>(), ["ops-mail"]);
+        assert_eq!(mail.remind, Some(Duration::from_secs(3600)));
+        assert!(mail.spec.dialog.is_some());
+        assert_eq!(c.monitors[1].ports.as_slice(), &[80, 443]);
+        assert_eq!(
+            c.actions["bounce"].kind.argv(),
+            ["systemctl", "restart", "nginx.service"]
+        );
+        assert_eq!(c.actions["restart-postfix"].max_per_hour, 3);
+        match &c.notifiers["ops-mail"].channel {
+            Channel::Email(e) => {
+                assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 2525));
+                assert_eq!(e.security, SmtpSecurity::None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.notifiers["chat"].channel {
+            Channel::Slack(u) => assert!(u.https && u.port == 443 && u.path == "/services/x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_configs_name_file_line_and_field() {
+        let base = "[action.a]\nexec = [\"true\"]\n\n[notify.n]\nwebhook = { url = \"http://127.0.0.1:1/\" }\n\n";
+        let monitor = "[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"80\"\n";
+        // (text after the base, expected line, expected field, a word of the message)
+        let table: &[(&str, usize, &str, &str)] = &[
+            ("[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"80\"\nintervl = \"1s\"\n", 11, "monitor[0].intervl", "unknown field"),
+            (&format!("{monitor}interval = \"30x\"\n"), 11, "monitor[0].interval", "duration"),
+            (&format!("{monitor}interval = \"10ms\"\n"), 11, "monitor[0].interval", "too short"),
+            (&format!("{monitor}on_down = [\"a\", \"nope\"]\n"), 11, "monitor[0].on_down[1]", "nope"),
+            (&format!("{monitor}fail_after = 0\n"), 11, "monitor[0].fail_after", "out of range"),
+            (&format!("{monitor}fail_after = \"3\"\n"), 11, "monitor[0].fail_after", "invalid type"),
+            (&format!("{monitor}preset = \"gopher\"\n"), 11, "monitor[0].preset", "gopher"),
+            (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
+            (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),
+            (&format!("{monitor}send = \"\\\\xZZ\"\n"), 11, "monitor[0].send", "send"),
+            (&format!("{monitor}timeout = \"5s\"\ninterval = \"1s\"\n"), 11, "monitor[0].timeout", "longer"),
+            ("[[monitor]]\nname = \"m\"\ntargets = [\"999.1.1.1\"]\nports = \"80\"\n", 9, "monitor[0].targets[0]", "999"),
+            ("[[monitor]]\nname = \"m\"\ntargets = []\nports = \"80\"\n", 9, "monitor[0].targets", "at least one"),
+            ("[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"70000\"\n", 10, "monitor[0].ports", "70000"),
+            ("[[monitor]]\nname = \"bad name\"\ntargets = [\"127.0.0.1\"]\nports = \"80\"\n", 8, "monitor[0].name", "letters"),
+            (&format!("{monitor}\n{monitor}"), 13, "monitor[1].name", "twice"),
+            ("[action.b]\nexec = []\n", 8, "action.b.exec", "program"),
+            ("[action.b]\nexec = [\"x\"]\nrestart = \"y\"\n", 7, "action.b", "exactly one"),
+            ("[action.b]\nrestart = \"-x\"\n", 8, "action.b.restart", "unit"),
+            ("[action.b]\nexec = [\"x\"]\ncooldown = \"soon\"\n", 9, "action.b.cooldown", "duration"),
+            ("[action.b]\nexec = [\"x\"]\nmax_per_hour = 0\n", 9, "action.b.max_per_hour", "out of range"),
+            ("[action.b]\nexec = [\"x\"]\nshell = \"sh\"\n", 9, "action.b.shell", "unknown field"),
+            ("[notify.m]\nemail = { smtp = \"imap://x\", from = \"a@b\", to = [\"c@d\"] }\n", 8, "notify.m.email.smtp", "smtp://"),
+            ("[notify.m]\nemail = { smtp = \"smtp://x:25\", from = \"nobody\", to = [\"c@d\"] }\n", 8, "notify.m.email.from", "email address"),
+            ("[notify.m]\nemail = { smtp = \"smtp://x:25\", from = \"a@b\", to = [\"c@d\"], tls = true }\n", 8, "notify.m.email.tls", "unknown field"),
+            ("[notify.m]\nwebhook = { url = \"ftp://x/\" }\n", 8, "notify.m.webhook.url", "http"),
+            ("[notify.m]\n", 7, "notify.m", "exactly one"),
+            ("[notify.a]\nwebhook = { url = \"http://x/\" }\n", 7, "notify.a", "both"),
+            ("retention = \"forever\"\n", 7, "notify.n.retention", "unknown field"),
+            ("[apii]\nx = 1\n", 7, "apii", "unknown field"),
+        ];
+        for (tail, line, field, word) in table {
+            let text = format!("{base}{tail}");
+            let err = match parse("porthawk.toml", &text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e,
+            };
+            let shown = err.to_string();
+            assert_eq!(err.file, "porthawk.toml", "{shown}");
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (*line, *field),
+                "for\n{text}\ngot: {shown}"
+            );
+            assert!(
+                shown.to_lowercase().contains(&word.to_lowercase()),
+                "'{word}' missing in: {shown}"
+            );
+            assert!(
+                shown.starts_with(&format!("porthawk.toml:{line}: {field}: ")),
+                "{shown}"
+            );
+            assert!(!shown.contains('\n'), "{shown}");
+        }
+    }
+
+    #[test]
+    fn urls_split_into_parts() {
+        let u = HttpUrl::parse("http://127.0.0.1:8099/hook?x=1").unwrap();
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "127.0.0.1", 8099, "/hook?x=1")
+        );
+        let u = HttpUrl::parse("https://[::1]/h").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 443));
+        assert_eq!(u.to_string(), "https://[::1]:443/h");
+        assert!(HttpUrl::parse("http://u:p@x/").is_err());
+        assert!(HttpUrl::parse("http://:80/").is_err());
+    }
+}
