@@ -461,6 +461,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_webhooks_speak_tls() {
+        // A peer that reads the first bytes and hangs up: the client must have opened with a
+        // TLS handshake record (the ring provider is set; nothing panics), and the failed
+        // handshake is a failed delivery with a reason.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut first = [0u8; 3];
+            c.read_exact(&mut first).unwrap();
+            first
+        });
+        let spec = webhook(&format!("https://127.0.0.1:{port}/hook"), 0);
+        let r = deliver(&spec, &notice(NoticeKind::Down, 1)).await;
+        assert_eq!((r.outcome.as_str(), r.attempts), ("failed", 1));
+        let error = r.error.unwrap();
+        assert!(
+            error.starts_with(&format!("https://127.0.0.1:{port}/hook: ")),
+            "{error}"
+        );
+        // A handshake record (0x16) of TLS 1.x (0x03 0x01 in a ClientHello's record header).
+        assert_eq!(t.join().unwrap(), [0x16, 0x03, 0x01]);
+    }
+
+    #[tokio::test]
     async fn failed_webhooks_are_retried_with_backoff() {
         let (port, t) = sink(vec![status(500), status(503), status(200)]);
         let spec = webhook(&format!("http://127.0.0.1:{port}/h"), 4);
