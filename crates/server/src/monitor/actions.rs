@@ -108,7 +108,8 @@ fn record(
 
 /// Runs the action of `req` (whose verdict is `Run`) and records how it went. The process
 /// gets `PORTHAWK_ACTION`, `PORTHAWK_MONITOR`, `PORTHAWK_TRIGGER` and `PORTHAWK_TARGETS`
-/// (space-separated `ip:port` of the DOWN targets) in its environment.
+/// (space-separated `ip:port` of the DOWN targets) in its environment, and
+/// `PORTHAWK_ACTION_RUN`, the marker by which its processes are found at the timeout.
 pub async fn run(req: &ActionRequest) -> ActionRecord {
     let argv = req.action.kind.argv();
     let started = Instant::now();
@@ -167,42 +168,65 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
             )
         }
     };
-    let mut tree = child
-        .id()
-        .and_then(|pid| ProcessTree::new(pid, marker.into_bytes()));
+    let pid = child.id();
+    let tree = pid.and_then(|pid| ProcessTree::new(pid, marker.into_bytes()));
     let (stop_reading, stop) = watch::channel(false);
-    let mut out = tokio::spawn(drain(child.stdout.take(), stop.clone()));
-    let mut err = tokio::spawn(drain(child.stderr.take(), stop));
+    let out = tokio::spawn(drain(child.stdout.take(), stop.clone()));
+    let err = tokio::spawn(drain(child.stderr.take(), stop));
     let timeout = req.action.timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break Some(status),
-            () = tokio::time::sleep_until(deadline) => break None,
-            () = tokio::time::sleep(SCAN_EVERY), if tree.is_some() => {
-                tree = scan_off_thread(tree, ProcessTree::scan).await;
-            }
-        }
-    };
-    let (outcome, detail, code) = match status {
+    let (outcome, detail, code) = match wait_or_kill(&mut child, pid, tree, timeout).await {
         Some(Ok(s)) => match s.code() {
             Some(0) => ("ok", None, Some(0)),
             Some(c) => ("failed", None, Some(c)),
             None => ("failed", Some(format!("ended by {s}")), None),
         },
         Some(Err(e)) => ("error", Some(format!("cannot wait for it: {e}")), None),
-        None => {
-            scan_off_thread(tree, ProcessTree::kill).await;
-            let _ = child.kill().await;
-            (
-                "timeout",
-                Some(format!("killed after the timeout of {timeout:?}")),
-                None,
-            )
-        }
+        None => (
+            "timeout",
+            Some(format!("killed after the timeout of {timeout:?}")),
+            None,
+        ),
     };
-    // The pipes close when the process ends, unless a child it left running holds them:
-    // then the readers get a grace period and stop with what they have.
+    let (stdout, stderr) = collect_output(out, err, stop_reading).await;
+    record(req, outcome, detail, code, stdout, stderr, elapsed())
+}
+
+/// Waits for the action's process, walking its process tree every [`SCAN_EVERY`]; at the
+/// timeout kills the tree (or, when /proc could not be read, the process group) and the
+/// process, and returns `None`.
+async fn wait_or_kill(
+    child: &mut tokio::process::Child,
+    pid: Option<u32>,
+    mut tree: Option<ProcessTree>,
+    timeout: Duration,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Some(status),
+            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep(SCAN_EVERY), if tree.is_some() => {
+                tree = scan_off_thread(tree, ProcessTree::scan).await;
+            }
+        }
+    }
+    if scan_off_thread(tree, ProcessTree::kill).await.is_none() {
+        if let Some(group) = pid.and_then(|p| Pid::from_raw(i32::try_from(p).ok()?)) {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+    }
+    let _ = child.kill().await;
+    None
+}
+
+/// The output the readers kept. The pipes close when the process ends, unless a child it
+/// left running holds them: then the readers get [`OUTPUT_GRACE`] and stop with what they
+/// have.
+async fn collect_output(
+    mut out: tokio::task::JoinHandle<Vec<u8>>,
+    mut err: tokio::task::JoinHandle<Vec<u8>>,
+    stop_reading: watch::Sender<bool>,
+) -> (Vec<u8>, Vec<u8>) {
     let readers = async { (&mut out).await.ok().zip((&mut err).await.ok()) };
     let read = match tokio::time::timeout(OUTPUT_GRACE, readers).await {
         Ok(read) => read,
@@ -211,8 +235,7 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
             out.await.ok().zip(err.await.ok())
         }
     };
-    let (stdout, stderr) = read.unwrap_or_default();
-    record(req, outcome, detail, code, stdout, stderr, elapsed())
+    read.unwrap_or_default()
 }
 
 /// Runs `step` on the tree on the blocking pool (it reads /proc) and hands the tree back.
