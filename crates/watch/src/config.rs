@@ -244,58 +244,35 @@ pub struct EmailSpec {
     pub credentials: Option<(String, String)>,
 }
 
-/// An `http://` or `https://` URL, split for the webhook client.
+/// An `http://` or `https://` URL with a host and no credentials: where a webhook posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// Whether it is `https`.
-    pub https: bool,
-    /// The host.
-    pub host: String,
-    /// The port.
-    pub port: u16,
-    /// The path and query, starting with `/`.
-    pub path: String,
-}
+pub struct HttpUrl(url::Url);
 
 impl HttpUrl {
-    /// Parses `http://host[:port]/path` or `https://...`.
+    /// Parses `http://host[:port]/path` or `https://...` (by the `url` crate, WHATWG rules).
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        let (https, rest) = if let Some(r) = text.strip_prefix("http://") {
-            (false, r)
-        } else if let Some(r) = text.strip_prefix("https://") {
-            (true, r)
-        } else {
+        let url = url::Url::parse(text).map_err(|e| format!("'{text}': {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(format!("'{text}' is not an http:// or https:// URL"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
+        }
+        // A password would be echoed in every record and error that names the URL.
+        if !url.username().is_empty() || url.password().is_some() {
             return Err(format!(
                 "'{text}': credentials in the URL are not supported"
             ));
         }
-        let default_port = if https { 443 } else { 80 };
-        let (host, port) = split_host_port(authority, default_port)
-            .ok_or_else(|| format!("'{text}' has no valid host and port"))?;
-        Ok(HttpUrl {
-            https,
-            host,
-            port,
-            path: path.to_string(),
-        })
+        Ok(HttpUrl(url))
+    }
+
+    /// The parsed URL.
+    pub fn as_url(&self) -> &url::Url {
+        &self.0
     }
 }
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
-        } else {
-            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
-        }
+        self.0.fmt(f)
     }
 }
 
@@ -1318,7 +1295,7 @@ slack = { url = "https://hooks.example.com/services/x" }
             other => panic!("{other:?}"),
         }
         match &c.notifiers["chat"].channel {
-            Channel::Slack(u) => assert!(u.https && u.port == 443 && u.path == "/services/x"),
+            Channel::Slack(u) => assert_eq!(u.to_string(), "https://hooks.example.com/services/x"),
             other => panic!("{other:?}"),
         }
     }
@@ -1386,16 +1363,20 @@ slack = { url = "https://hooks.example.com/services/x" }
     }
 
     #[test]
-    fn urls_split_into_parts() {
+    fn webhook_urls_are_http_with_a_host_and_no_credentials() {
         let u = HttpUrl::parse("http://127.0.0.1:8099/hook?x=1").unwrap();
+        let url = u.as_url();
         assert_eq!(
-            (u.https, u.host.as_str(), u.port, u.path.as_str()),
-            (false, "127.0.0.1", 8099, "/hook?x=1")
+            (url.scheme(), url.host_str(), url.port_or_known_default()),
+            ("http", Some("127.0.0.1"), Some(8099))
         );
+        assert_eq!(u.to_string(), "http://127.0.0.1:8099/hook?x=1");
         let u = HttpUrl::parse("https://[::1]/h").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 443));
-        assert_eq!(u.to_string(), "https://[::1]:443/h");
+        assert_eq!(u.as_url().port_or_known_default(), Some(443));
+        assert_eq!(u.to_string(), "https://[::1]/h");
         assert!(HttpUrl::parse("http://u:p@x/").is_err());
         assert!(HttpUrl::parse("http://:80/").is_err());
+        assert!(HttpUrl::parse("ftp://x/").is_err());
+        assert!(HttpUrl::parse("hooks.example/x").is_err());
     }
 }

@@ -1,18 +1,16 @@
 //! Delivering notifications: email over SMTP (lettre; plain, STARTTLS or implicit TLS, with
-//! optional login), a generic JSON webhook and a Slack-compatible webhook, over a small
-//! HTTP/1.1 client (rustls for `https`). Failed deliveries are retried with exponential
+//! optional login), a generic JSON webhook and a Slack-compatible webhook, through one shared
+//! reqwest client (rustls with ring for `https`). Failed deliveries are retried with exponential
 //! backoff; the outcome and the number of attempts are recorded.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::config::{Channel, EmailSpec, HttpUrl, NotifySpec, SmtpSecurity};
 use super::history::NoticeRecord;
@@ -20,8 +18,8 @@ use super::watch::{Notice, NoticeItem, NoticeKind};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest HTTP response head read.
-const RESPONSE_HEAD_LIMIT: usize = 8192;
+/// The most redirects a webhook may answer with before the delivery fails.
+const MAX_REDIRECTS: usize = 5;
 
 /// `2026-01-31T12:00:00Z` for milliseconds since the Unix epoch.
 pub fn rfc3339(ms: u64) -> String {
@@ -182,8 +180,8 @@ pub fn record(
 async fn send_once(channel: &Channel, n: &Notice) -> Result<(), String> {
     match channel {
         Channel::Email(e) => send_email(e, n).await,
-        Channel::Webhook(url) => post_json(url, &webhook_json(n).to_string()).await,
-        Channel::Slack(url) => post_json(url, &slack_json(n).to_string()).await,
+        Channel::Webhook(url) => post_json(url, webhook_json(n).to_string()).await,
+        Channel::Slack(url) => post_json(url, slack_json(n).to_string()).await,
     }
 }
 
@@ -220,73 +218,64 @@ async fn send_email(e: &EmailSpec, n: &Notice) -> Result<(), String> {
         .map_err(|x| format!("smtp://{}:{}: {x}", e.host, e.port))
 }
 
-/// POSTs a JSON body; any 2xx answer is a delivery.
-pub async fn post_json(url: &HttpUrl, body: &str) -> Result<(), String> {
-    let stream = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: porthawk\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        url.path,
-        body.len()
-    );
-    let status = if url.https {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-            .map_err(|e| format!("{url}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, stream)
-            .await
-            .map_err(|e| format!("{url}: TLS: {e}"))?;
-        exchange(tls, &request).await
-    } else {
-        exchange(stream, &request).await
-    }
-    .map_err(|e| format!("{url}: {e}"))?;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("{url}: HTTP status {status}"))
-    }
+/// The one HTTP client of every webhook and Slack notice, built on first use: rustls with the
+/// ring provider and the webpki roots (the same trust as the SMTP client), proxies from the
+/// environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), at most
+/// [`MAX_REDIRECTS`] redirects, [`ATTEMPT_TIMEOUT`] per request. Its connection pool and root
+/// store are shared by all sends.
+fn http_client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(build_http_client)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
-async fn exchange(
-    mut s: impl AsyncRead + AsyncWrite + Unpin,
-    request: &str,
-) -> Result<u16, String> {
-    s.write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < RESPONSE_HEAD_LIMIT {
-        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
+fn build_http_client() -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .timeout(ATTEMPT_TIMEOUT)
+        .user_agent(concat!("porthawk/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client setup: {}", error_chain(&e)))
+}
+
+/// An error and its causes on one line: reqwest's own message alone ("error sending
+/// request") does not say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
     }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or("");
-    let mut parts = line.split_whitespace();
-    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
-        _ => Err(format!("not an HTTP response: {line:?}")),
+    text
+}
+
+/// POSTs a JSON body; any 2xx answer (after redirects) is a delivery.
+pub async fn post_json(url: &HttpUrl, body: String) -> Result<(), String> {
+    let response = http_client()?
+        .post(url.as_url().clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP status {}", status.as_u16()))
     }
 }
 
@@ -354,59 +343,165 @@ mod tests {
         assert!(text.contains("(&lt;!everyone&gt;)"), "{text}");
     }
 
-    /// An HTTP sink that answers `status` to each request and hands back the bodies.
-    fn sink(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    /// One request as the sink saw it: the head (request line and headers) and the body.
+    struct Seen {
+        head: String,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.head.lines().find_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        }
+    }
+
+    /// A response with `status`, no body, and the connection closed after it.
+    fn status(code: u16) -> String {
+        format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    /// An HTTP sink on a real socket that answers each request with the next of `responses`
+    /// and hands back what it received.
+    fn sink(responses: Vec<String>) -> (u16, std::thread::JoinHandle<Vec<Seen>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
-            let mut bodies = Vec::new();
-            for status in statuses {
+            let mut seen = Vec::new();
+            for response in responses {
                 let (mut c, _) = l.accept().unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut head = String::new();
                 let mut len = 0;
                 loop {
                     let mut line = String::new();
                     r.read_line(&mut line).unwrap();
-                    if line == "\r\n" {
+                    if line == "\r\n" || line.is_empty() {
                         break;
                     }
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap();
                     }
+                    head.push_str(&line);
                 }
                 let mut b = vec![0; len];
                 r.read_exact(&mut b).unwrap();
-                bodies.push(String::from_utf8(b).unwrap());
-                write!(c, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").unwrap();
+                seen.push(Seen {
+                    head,
+                    body: String::from_utf8(b).unwrap(),
+                });
+                c.write_all(response.as_bytes()).unwrap();
             }
-            bodies
+            seen
         });
         (port, t)
     }
 
+    fn webhook(url: &str, retries: u32) -> NotifySpec {
+        NotifySpec {
+            name: "hook".into(),
+            channel: Channel::Webhook(HttpUrl::parse(url).unwrap()),
+            retries,
+            backoff: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_send_host_with_its_port_and_a_json_body() {
+        let (port, t) = sink(vec![status(204)]);
+        let spec = webhook(&format!("http://127.0.0.1:{port}/hook"), 0);
+        let r = deliver(&spec, &notice(NoticeKind::Down, 1)).await;
+        assert_eq!(
+            (r.outcome.as_str(), r.attempts),
+            ("sent", 1),
+            "{:?}",
+            r.error
+        );
+        let seen = t.join().unwrap();
+        assert!(
+            seen[0].head.starts_with("POST /hook HTTP/1.1\r\n"),
+            "{}",
+            seen[0].head
+        );
+        assert_eq!(
+            seen[0].header("host"),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        assert_eq!(seen[0].header("content-type"), Some("application/json"));
+        let j: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+        assert_eq!(
+            (j["monitor"].as_str(), j["port"].as_u64()),
+            (Some("mail"), Some(25))
+        );
+    }
+
+    #[tokio::test]
+    async fn webhooks_follow_a_redirect_with_their_body() {
+        let (port, t) = sink(vec![
+            format!(
+                "HTTP/1.1 307 Moved\r\nLocation: /moved\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            status(200),
+        ]);
+        let spec = webhook(&format!("http://127.0.0.1:{port}/old"), 0);
+        let r = deliver(&spec, &notice(NoticeKind::Up, 1)).await;
+        assert_eq!(
+            (r.outcome.as_str(), r.attempts),
+            ("sent", 1),
+            "{:?}",
+            r.error
+        );
+        let seen = t.join().unwrap();
+        assert!(seen[1].head.starts_with("POST /moved "), "{}", seen[1].head);
+        assert_eq!(seen[1].body, seen[0].body);
+    }
+
+    #[tokio::test]
+    async fn https_webhooks_speak_tls() {
+        // A peer that reads the first bytes and hangs up: the client must have opened with a
+        // TLS handshake record (the ring provider is set; nothing panics), and the failed
+        // handshake is a failed delivery with a reason.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut first = [0u8; 3];
+            c.read_exact(&mut first).unwrap();
+            first
+        });
+        let spec = webhook(&format!("https://127.0.0.1:{port}/hook"), 0);
+        let r = deliver(&spec, &notice(NoticeKind::Down, 1)).await;
+        assert_eq!((r.outcome.as_str(), r.attempts), ("failed", 1));
+        let error = r.error.unwrap();
+        assert!(
+            error.starts_with(&format!("https://127.0.0.1:{port}/hook: ")),
+            "{error}"
+        );
+        // A handshake record (0x16) of TLS 1.x (0x03 0x01 in a ClientHello's record header).
+        assert_eq!(t.join().unwrap(), [0x16, 0x03, 0x01]);
+    }
+
     #[tokio::test]
     async fn failed_webhooks_are_retried_with_backoff() {
-        let (port, t) = sink(vec![500, 503, 200]);
-        let spec = NotifySpec {
-            name: "hook".into(),
-            channel: Channel::Webhook(
-                HttpUrl::parse(&format!("http://127.0.0.1:{port}/h")).unwrap(),
-            ),
-            retries: 4,
-            backoff: Duration::from_millis(10),
-        };
+        let (port, t) = sink(vec![status(500), status(503), status(200)]);
+        let spec = webhook(&format!("http://127.0.0.1:{port}/h"), 4);
         let r = deliver(&spec, &notice(NoticeKind::Down, 2)).await;
         assert_eq!((r.outcome.as_str(), r.attempts), ("sent", 3));
         assert_eq!(r.targets, ["127.0.0.1:25", "127.0.0.2:25"]);
-        let bodies = t.join().unwrap();
-        let j: serde_json::Value = serde_json::from_str(&bodies[2]).unwrap();
+        let seen = t.join().unwrap();
+        let j: serde_json::Value = serde_json::from_str(&seen[2].body).unwrap();
         assert_eq!(j["monitor"], "mail");
         assert_eq!(j["state"], "down");
     }
 
     #[tokio::test]
     async fn undeliverable_notices_fail_after_the_retries() {
-        let (port, t) = sink(vec![404, 404]);
+        let (port, t) = sink(vec![status(404), status(404)]);
         let spec = NotifySpec {
             name: "chat".into(),
             channel: Channel::Slack(HttpUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap()),
@@ -416,8 +511,8 @@ mod tests {
         let r = deliver(&spec, &notice(NoticeKind::Flapping, 1)).await;
         assert_eq!((r.outcome.as_str(), r.attempts), ("failed", 2));
         assert!(r.error.unwrap().contains("404"));
-        let bodies = t.join().unwrap();
-        let j: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+        let seen = t.join().unwrap();
+        let j: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
         assert!(j["text"].as_str().unwrap().contains("FLAPPING"));
     }
 }
