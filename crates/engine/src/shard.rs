@@ -153,6 +153,12 @@ impl<D: Driver> Shard<D> {
     pub(crate) fn run(mut self) {
         loop {
             if !self.active() {
+                // The last turn's closes are still queued in the driver: submit them before
+                // sleeping, or a finished job's sockets stay open until the next job.
+                if let Err(e) = self.driver.flush() {
+                    self.fail(&e.to_string());
+                    return;
+                }
                 match self.commands.recv() {
                     Ok(ShardCmd::Job(job)) => self.add_job(job),
                     Err(_) => return,
