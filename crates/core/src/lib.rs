@@ -34,7 +34,7 @@ pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
 };
 pub use duration::parse_duration;
-pub use errno::{errno_name, Errno};
+pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use options::{ProbeOptions, ProbeOptionsError};
