@@ -22,6 +22,7 @@ mod bench;
 mod check;
 mod daemon_util;
 mod daemons;
+mod limits;
 mod monitor;
 mod netns;
 mod scan;
