@@ -267,7 +267,7 @@ fn field(json: &str, key: &str) -> String {
     match value.strip_prefix('"') {
         Some(s) => s.split('"').next().unwrap_or_default().to_string(),
         None => value
-            .split(|c: char| c == ',' || c == '}')
+            .split([',', '}'])
             .next()
             .unwrap_or_default()
             .trim()
