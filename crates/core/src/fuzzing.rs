@@ -779,46 +779,6 @@ pub const ESCAPE_SEEDS: &[&[u8]] = &[
     b"\x00\x01\xff\r\n\t\\",
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dialog_seeds_play_a_good_server() {
-        let seeds = dialog_seeds();
-        assert_eq!(seeds.len(), presets().len());
-        for (name, data) in seeds {
-            let (played, matched, reason) = run_dialog(&data).unwrap();
-            assert_eq!(played, name);
-            if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
-                // The scripted server does not speak TLS: the handshake fails, and says so.
-                assert_ne!(matched, Some(true), "{name}");
-                assert!(
-                    reason.as_deref().unwrap_or("").contains("TLS"),
-                    "{name}: {reason:?}"
-                );
-                continue;
-            }
-            assert!(matched != Some(false), "{name}: {reason:?}");
-            assert_eq!(reason, None, "{name}");
-        }
-    }
-
-    #[test]
-    fn sample_frames_and_escape_seeds_pass_their_targets() {
-        for frame in sample_frames() {
-            frame_target(&frame);
-            assert!(decode_frame(&frame).is_ok());
-        }
-        for seed in ESCAPE_SEEDS {
-            escapes_target(seed);
-        }
-        for s in SAMPLES {
-            identify_target(s.reply);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parsers reachable from a request: port lists, targets, durations.
 
@@ -953,7 +913,7 @@ pub fn targets_target(data: &[u8]) {
             let TargetToken::Range(range) = token else {
                 continue;
             };
-            assert!(range.len() >= 1 && range.len() <= 1 << 40);
+            assert!(!range.is_empty() && range.len() <= 1 << 40);
             let key = range_key(&range);
             if excluded {
                 builder.exclude(range);
@@ -1074,5 +1034,45 @@ pub fn duration_target(data: &[u8]) {
             );
         }
         Err(e) => assert!(e.contains(&format!("'{text}'")), "{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_seeds_play_a_good_server() {
+        let seeds = dialog_seeds();
+        assert_eq!(seeds.len(), presets().len());
+        for (name, data) in seeds {
+            let (played, matched, reason) = run_dialog(&data).unwrap();
+            assert_eq!(played, name);
+            if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
+                // The scripted server does not speak TLS: the handshake fails, and says so.
+                assert_ne!(matched, Some(true), "{name}");
+                assert!(
+                    reason.as_deref().unwrap_or("").contains("TLS"),
+                    "{name}: {reason:?}"
+                );
+                continue;
+            }
+            assert!(matched != Some(false), "{name}: {reason:?}");
+            assert_eq!(reason, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn sample_frames_and_escape_seeds_pass_their_targets() {
+        for frame in sample_frames() {
+            frame_target(&frame);
+            assert!(decode_frame(&frame).is_ok());
+        }
+        for seed in ESCAPE_SEEDS {
+            escapes_target(seed);
+        }
+        for s in SAMPLES {
+            identify_target(s.reply);
+        }
     }
 }
