@@ -120,6 +120,47 @@ fn scan_with_a_tiny_descriptor_limit_waits_instead_of_reporting_emfile() {
     }
 }
 
+/// Issue 14 item 14: when no descriptor ever frees up (the limit leaves none for a probe), the
+/// probes end as `error EMFILE` after a bounded wait, and `scan` exits 1 saying that the
+/// results are ours to blame, not the targets'.
+#[test]
+fn scan_that_never_gets_a_descriptor_exits_1_naming_the_shortage() {
+    let Some(prlimit) = prlimit() else { return };
+    let hosts = test_hosts("limits-none", 1);
+    let target = hosts[0].to_string();
+    // stdin, stdout, stderr and the epoll instance: nothing is left for a socket.
+    let args = [
+        "scan",
+        "--all",
+        "--format",
+        "jsonl",
+        "--backend",
+        "epoll",
+        "--shards",
+        "1",
+        "-p",
+        "61000,61001",
+        &target,
+    ];
+    let out = run_command(
+        limited(&prlimit, "4:4", &args),
+        None,
+        Duration::from_secs(60),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let records = parse_jsonl(&stdout(&out));
+    assert_eq!(records.len(), 2, "{}", stdout(&out));
+    for r in &records {
+        assert_eq!(r.state, "error", "{:?}", r.fields);
+        assert_eq!(r.str("errno"), Some("EMFILE"), "{:?}", r.fields);
+    }
+    assert!(
+        err.contains("2 probes failed for lack of local resources"),
+        "{err}"
+    );
+}
+
 /// Issue 14 item 2: `scan` under an ordinary `ulimit -n 1024` gives exact results.
 #[test]
 fn scan_under_an_ordinary_descriptor_limit_is_exact() {
