@@ -941,6 +941,37 @@ pub fn targets_target(data: &[u8]) {
         }
     }
     assert!(set.get(set.len()).is_none());
+    // first_outside: None exactly where the reference covers the whole range; otherwise an
+    // address of the range that the set does not hold.
+    let merged = merge_adjacent(&want);
+    let mut probe_ranges: Vec<AddrRange> = set.ranges().take(16).collect();
+    probe_ranges.extend(builder_ranges(text).into_iter().take(16));
+    for r in probe_ranges {
+        let (v6, a, b) = range_key(&r);
+        let covered = merged
+            .iter()
+            .any(|&(wv6, wa, wb)| wv6 == v6 && wa <= a && wb >= b);
+        match set.first_outside(r) {
+            None => assert!(covered, "{r} reported covered"),
+            Some(ip) => {
+                assert!(!covered, "{r} reported not covered at {ip}");
+                assert!(r.contains(ip) && !set.contains(ip), "{r}: {ip}");
+            }
+        }
+    }
+}
+
+/// Every address range that the lines of `text` name, included or excluded.
+fn builder_ranges(text: &str) -> Vec<AddrRange> {
+    text.lines()
+        .take(512)
+        .filter_map(|line| parse_target_list(line.trim_start_matches('!')).ok())
+        .flatten()
+        .filter_map(|t| match t {
+            TargetToken::Range(r) => Some(r),
+            TargetToken::Host(_) => None,
+        })
+        .collect()
 }
 
 fn ip_key(ip: IpAddr) -> (bool, u128) {
