@@ -70,8 +70,8 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 /// every measured latency and lets timeouts race answers that have already arrived.
 const MAX_STARTS_PER_TURN: usize = 1024;
 
-/// The first pause before probes that hit a local shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM,
-/// EADDRNOTAVAIL) are tried again; it doubles while the shortage lasts, up to the maximum.
+/// The first pause before probes that hit a local shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+/// are tried again; it doubles while the shortage lasts, up to the maximum.
 const STARVED_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const STARVED_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
@@ -351,7 +351,7 @@ impl<D: Driver> Shard<D> {
                     job.starved_since = None;
                 }
             }
-            Err(e) if is_local_errno(e) => self.starve(slot, e, now),
+            Err(e) if waits_for_resources(e) => self.starve(slot, e, now),
             Err(e) => self.complete(slot, IoEvent::Connect(ConnectEvent::Failed(e)), now),
         }
     }
@@ -419,7 +419,7 @@ impl<D: Driver> Shard<D> {
         let conv = &mut self.conversations[i];
         let elapsed = now.saturating_duration_since(state.connected);
         let step = match event {
-            IoEvent::Connect(ConnectEvent::Failed(e)) if is_local_errno(e) => {
+            IoEvent::Connect(ConnectEvent::Failed(e)) if waits_for_resources(e) => {
                 // The connect itself ran short (ENOBUFS, EADDRNOTAVAIL ...): no answer from
                 // the target, so not a try either.
                 self.starve(slot, e, now);
@@ -607,6 +607,14 @@ impl<D: Driver> Shard<D> {
             }
         }
     }
+}
+
+/// Whether a probe that failed with `errno` waits for descriptors, buffers or memory to free
+/// up. `EADDRNOTAVAIL`, though local too ([`is_local_errno`]), is left to the probe machine's
+/// own bounded retries: it can also mean that no source address reaches the target, which
+/// waiting does not cure, and waiting would hold up every other start of the shard.
+fn waits_for_resources(errno: Errno) -> bool {
+    is_local_errno(errno) && errno != libc::EADDRNOTAVAIL
 }
 
 fn error_record(target: SocketAddr) -> ProbeRecord {
