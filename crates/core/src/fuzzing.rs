@@ -817,7 +817,18 @@ pub fn ports_target(data: &[u8]) {
         let ports = set.as_slice();
         assert!(ports.first().is_some_and(|&p| p > 0));
         assert!(ports.windows(2).all(|w| w[0] < w[1]));
-        let shown: Vec<String> = ports.iter().map(u16::to_string).collect();
+        // Rendered as runs (`1-3,7`), the set parses back to itself.
+        let mut shown: Vec<String> = Vec::new();
+        let mut run_start = 0;
+        for (i, &p) in ports.iter().enumerate() {
+            if i + 1 == ports.len() || ports[i + 1] != p + 1 {
+                shown.push(match ports[run_start] {
+                    first if first == p => p.to_string(),
+                    first => format!("{first}-{p}"),
+                });
+                run_start = i + 1;
+            }
+        }
         assert_eq!(PortSet::parse(&shown.join(",")).as_ref(), Ok(&set));
         let mut rest = set.clone();
         rest.remove(&set);
