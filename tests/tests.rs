@@ -23,6 +23,7 @@ mod check;
 mod daemon_util;
 mod daemons;
 mod hardening;
+mod limits;
 mod monitor;
 mod netns;
 mod scan;

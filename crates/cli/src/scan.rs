@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use porthawk_core::{PortState, TargetSpace};
+use porthawk_core::{is_local_errno, PortState, TargetSpace};
 use porthawk_engine::{
     default_inflight, max_inflight, raise_nofile_limit, result_channel, Engine, EngineConfig, Job,
 };
@@ -22,6 +22,10 @@ const RESULT_BATCHES: usize = 64;
 
 /// Exit code after Ctrl-C, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
+
+/// Exit code of a finished sweep in which some probe ended in a local resource error
+/// (`porthawk_core::is_local_errno`): the results are incomplete through our own fault.
+const EXIT_LOCAL_ERROR: u8 = 1;
 
 pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let (exclude_targets, exclude_port_tokens) = targets::split_excludes(&args.exclude);
@@ -83,6 +87,9 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let mut output = Output::new(args.format, &mut sink, dest)?;
 
     let engine = Engine::start(&config)?;
+    if let Some(reason) = engine.fallback_reason() {
+        eprintln!("porthawk: io_uring not used, falling back to epoll: {reason}");
+    }
     let (result_sink, results) = result_channel(RESULT_BATCHES);
     let job = engine.submit(Job {
         id: engine.next_job_id(),
@@ -123,12 +130,16 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut counts = [0u64; PortState::ALL.len()];
     let mut done = 0u64;
+    // Probes that ended in a shortage on this machine (EMFILE, ENOBUFS ...): no verdict.
+    let mut local_errors = 0u64;
     let cancelled = loop {
         let batch = results
             .recv()
             .context("the engine stopped before the sweep finished")?;
         for r in &batch.records {
             counts[r.state.index()] += 1;
+            local_errors +=
+                u64::from(r.state == PortState::Error && r.errno.is_some_and(is_local_errno));
             if args.all || r.state == PortState::Open {
                 output.record(r, space.name_of(r.ip))?;
             }
@@ -173,6 +184,12 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     }
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) || cancelled {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if local_errors > 0 {
+        eprintln!(
+            "porthawk: {local_errors} probes failed for lack of local resources (descriptors, buffers, memory or local ports): their results say nothing about the targets"
+        );
+        return Ok(ExitCode::from(EXIT_LOCAL_ERROR));
     }
     Ok(ExitCode::SUCCESS)
 }

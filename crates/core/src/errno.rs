@@ -9,6 +9,9 @@ pub type Errno = i32;
 /// Errno values the probe machine classifies.
 pub(crate) mod consts {
     pub const EINTR: i32 = 4;
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
     pub const EAGAIN: i32 = 11;
     pub const ENOBUFS: i32 = 105;
     pub const ENETDOWN: i32 = 100;
@@ -60,6 +63,18 @@ const NAMES: &[(i32, &str)] = &[
     (125, "ECANCELED"),
 ];
 
+/// Whether `errno` is a shortage on this machine rather than an answer from the target:
+/// out of descriptors (`EMFILE`, `ENFILE`), buffers (`ENOBUFS`), memory (`ENOMEM`) or local
+/// ports (`EADDRNOTAVAIL`). A record with such an errno says nothing about the target: the
+/// engine retries these probes, and a monitor or the CLI that still sees one treats it as
+/// "unknown, our problem", never as the target being down.
+pub fn is_local_errno(errno: Errno) -> bool {
+    matches!(
+        errno,
+        consts::EMFILE | consts::ENFILE | consts::ENOBUFS | consts::ENOMEM | consts::EADDRNOTAVAIL
+    )
+}
+
 /// The symbolic name of a Linux errno value (`"ECONNREFUSED"`), or `"E?"` for one the table
 /// does not know.
 pub fn errno_name(errno: Errno) -> &'static str {
@@ -79,6 +94,24 @@ mod tests {
         assert_eq!(errno_name(111), "ECONNREFUSED");
         assert_eq!(errno_name(113), "EHOSTUNREACH");
         assert_eq!(errno_name(9999), "E?");
+    }
+
+    #[test]
+    fn local_shortages_are_told_apart_from_answers() {
+        for (name, local) in [
+            ("EMFILE", true),
+            ("ENFILE", true),
+            ("ENOBUFS", true),
+            ("ENOMEM", true),
+            ("EADDRNOTAVAIL", true),
+            ("ECONNREFUSED", false),
+            ("EHOSTUNREACH", false),
+            ("ETIMEDOUT", false),
+            ("EIO", false),
+        ] {
+            let errno = NAMES.iter().find(|(_, n)| *n == name).unwrap().0;
+            assert_eq!(is_local_errno(errno), local, "{name}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::{
     PresetStep, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
     IDENTITY_FIELD_LIMIT,
 };
+use crate::{parse_duration, parse_target_list, AddrRange, HostSetBuilder, PortSet, TargetToken};
 
 /// A real first reply of a service, and what [`identify`] must make of it.
 #[derive(Debug, Clone, Copy)]
@@ -777,6 +778,306 @@ pub const ESCAPE_SEEDS: &[&[u8]] = &[
     b"\\\xc3\xa9",
     b"\x00\x01\xff\r\n\t\\",
 ];
+
+// ---------------------------------------------------------------------------------------------
+// Parsers reachable from a request: port lists, targets, durations.
+
+/// Seeds of the `ports` target.
+pub const PORTS_SEEDS: &[&str] = &[
+    "22,80,443",
+    "8000-8100",
+    "all",
+    "-",
+    "-1024,60000-",
+    " 22 , 22 ,, 21 ",
+    "63-65,127-129,64",
+    "0",
+    "65536",
+    "90-80",
+    "1-2-3",
+    "-5-",
+    "http",
+    "-,-,-,-,-,-,-,-",
+    "1,2,3,4,5,6,7,8,9,10",
+];
+
+/// Parses arbitrary text as a port list and compares the set with a reference that collects
+/// the elements as ranges and merges them at the end; a set renders back to itself.
+pub fn ports_target(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parsed = PortSet::parse(text);
+    match (&parsed, reference_ports(text)) {
+        (Ok(set), Some(want)) => assert_eq!(set.as_slice(), &want[..], "{text:?}"),
+        (Err(e), None) => assert!(e.to_string().len() < 200, "{e}"),
+        (got, want) => panic!("{text:?}: parser {got:?}, reference {want:?}"),
+    }
+    if let Ok(set) = parsed {
+        let ports = set.as_slice();
+        assert!(ports.first().is_some_and(|&p| p > 0));
+        assert!(ports.windows(2).all(|w| w[0] < w[1]));
+        // Rendered as runs (`1-3,7`), the set parses back to itself.
+        let mut shown: Vec<String> = Vec::new();
+        let mut run_start = 0;
+        for (i, &p) in ports.iter().enumerate() {
+            if i + 1 == ports.len() || ports[i + 1] != p + 1 {
+                shown.push(match ports[run_start] {
+                    first if first == p => p.to_string(),
+                    first => format!("{first}-{p}"),
+                });
+                run_start = i + 1;
+            }
+        }
+        assert_eq!(PortSet::parse(&shown.join(",")).as_ref(), Ok(&set));
+        let mut rest = set.clone();
+        rest.remove(&set);
+        assert!(rest.is_empty());
+    }
+}
+
+/// The port list as a plain reading of the syntax would have it, or `None` if it is invalid.
+fn reference_ports(text: &str) -> Option<Vec<u16>> {
+    if text.split(',').count() > crate::MAX_PORT_ELEMENTS {
+        return None;
+    }
+    let port = |s: &str| -> Option<u16> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u32>()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .map(|p| p as u16)
+    };
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = match part {
+            "all" | "-" => (1, u16::MAX),
+            _ => match part.split_once('-') {
+                Some((a, b)) => {
+                    let a = if a.trim().is_empty() { 1 } else { port(a)? };
+                    let b = if b.trim().is_empty() {
+                        u16::MAX
+                    } else {
+                        port(b)?
+                    };
+                    (a <= b).then_some((a, b))?
+                }
+                None => {
+                    let p = port(part)?;
+                    (p, p)
+                }
+            },
+        };
+        ranges.push(range);
+    }
+    ranges.sort_unstable();
+    let mut out: Vec<u16> = Vec::new();
+    for (a, b) in ranges {
+        let from = match out.last() {
+            Some(&last) if last >= b => continue,
+            Some(&last) if last >= a => last + 1,
+            _ => a,
+        };
+        out.extend(from..=b);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Seeds of the `targets` target: one target per line, `!` before an exclusion.
+pub const TARGET_SEEDS: &[&str] = &[
+    "10.0.0.1\n10.0.0.0/30\n!10.0.0.2\n",
+    "10.0.0.1-10.0.0.20\n10.0.0.5-9\n!10.0.0.3-10.0.0.6\n!10.0.0.15/31\n",
+    "fd00::/120\n::1\n[::2]\n!fd00::10-fd00::1f\n",
+    "host.example\n# a comment\n192.0.2.0/24 198.51.100.7\n!192.0.2.128/25\n",
+    "10.0.0.0/8\n",
+    "1.2.3.4/33\n",
+    "10.0.0.9-10.0.0.1\n",
+    "::/0\n",
+    "!10.0.0.0/8\n10.1.2.3\n",
+];
+
+/// Parses arbitrary text as target and exclusion lines (the parse step only: host names are
+/// not resolved) and checks the built host set against a plain range subtraction.
+pub fn targets_target(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut builder = HostSetBuilder::default();
+    let mut include: Vec<(bool, u128, u128)> = Vec::new();
+    let mut exclude: Vec<(bool, u128, u128)> = Vec::new();
+    for line in text.lines().take(512) {
+        let (excluded, line) = match line.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let tokens = match parse_target_list(line) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                assert!(e.to_string().contains("line 1"), "{e}");
+                continue;
+            }
+        };
+        for token in tokens {
+            let TargetToken::Range(range) = token else {
+                continue;
+            };
+            assert!(!range.is_empty() && range.len() <= 1 << 40);
+            let key = range_key(&range);
+            if excluded {
+                builder.exclude(range);
+                exclude.push(key);
+            } else {
+                builder.include(range);
+                include.push(key);
+            }
+        }
+    }
+    let set = builder.build();
+    let want = subtract(&include, &exclude);
+    let got: Vec<(bool, u128, u128)> = set.ranges().map(|r| range_key(&r)).collect();
+    assert_eq!(merge_adjacent(&got), merge_adjacent(&want));
+    assert_eq!(
+        set.len(),
+        want.iter().map(|&(_, a, b)| b - a + 1).sum::<u128>()
+    );
+    if !set.is_empty() {
+        for i in [0, set.len() / 2, set.len() - 1] {
+            let (ip, _) = set
+                .get(i)
+                .unwrap_or_else(|| panic!("index {i} of {}", set.len()));
+            assert!(set.contains(ip));
+        }
+    }
+    assert!(set.get(set.len()).is_none());
+    // first_outside: None exactly where the reference covers the whole range; otherwise an
+    // address of the range that the set does not hold.
+    let merged = merge_adjacent(&want);
+    let mut probe_ranges: Vec<AddrRange> = set.ranges().take(16).collect();
+    probe_ranges.extend(builder_ranges(text).into_iter().take(16));
+    for r in probe_ranges {
+        let (v6, a, b) = range_key(&r);
+        let covered = merged
+            .iter()
+            .any(|&(wv6, wa, wb)| wv6 == v6 && wa <= a && wb >= b);
+        match set.first_outside(r) {
+            None => assert!(covered, "{r} reported covered"),
+            Some(ip) => {
+                assert!(!covered, "{r} reported not covered at {ip}");
+                assert!(r.contains(ip) && !set.contains(ip), "{r}: {ip}");
+            }
+        }
+    }
+}
+
+/// Every address range that the lines of `text` name, included or excluded.
+fn builder_ranges(text: &str) -> Vec<AddrRange> {
+    text.lines()
+        .take(512)
+        .filter_map(|line| parse_target_list(line.trim_start_matches('!')).ok())
+        .flatten()
+        .filter_map(|t| match t {
+            TargetToken::Range(r) => Some(r),
+            TargetToken::Host(_) => None,
+        })
+        .collect()
+}
+
+fn ip_key(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+fn range_key(range: &AddrRange) -> (bool, u128, u128) {
+    let (v6, first) = ip_key(range.first());
+    let (_, last) = ip_key(range.last());
+    (v6, first, last)
+}
+
+/// `include` minus `exclude`, the plain way: every exclusion against every piece.
+fn subtract(
+    include: &[(bool, u128, u128)],
+    exclude: &[(bool, u128, u128)],
+) -> Vec<(bool, u128, u128)> {
+    let mut pieces = merge_adjacent(include);
+    for &(v6, a, b) in exclude {
+        let mut next = Vec::with_capacity(pieces.len() + 1);
+        for (pv6, pa, pb) in pieces {
+            if pv6 != v6 || b < pa || a > pb {
+                next.push((pv6, pa, pb));
+                continue;
+            }
+            if a > pa {
+                next.push((pv6, pa, a - 1));
+            }
+            if b < pb {
+                next.push((pv6, b + 1, pb));
+            }
+        }
+        pieces = next;
+    }
+    pieces
+}
+
+/// Sorted, with overlapping and adjacent ranges merged.
+fn merge_adjacent(ranges: &[(bool, u128, u128)]) -> Vec<(bool, u128, u128)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(bool, u128, u128)> = Vec::with_capacity(sorted.len());
+    for (v6, a, b) in sorted {
+        match out.last_mut() {
+            Some(last) if last.0 == v6 && a <= last.2.saturating_add(1) => last.2 = last.2.max(b),
+            _ => out.push((v6, a, b)),
+        }
+    }
+    out
+}
+
+/// Seeds of the `duration` target.
+pub const DURATION_SEEDS: &[&str] = &[
+    "500ms",
+    "2s",
+    "1.5s",
+    "3",
+    "10m",
+    "1h",
+    "1d",
+    "250us",
+    "250µs",
+    " 10ms ",
+    "",
+    "soon",
+    "1..2s",
+    "-1s",
+    "1e999s",
+    "99999999999999999999h",
+    "0.0000001us",
+];
+
+/// Parses arbitrary text as a duration: a value is finite and at most 10^9 s, an error names
+/// the text.
+pub fn duration_target(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match parse_duration(text) {
+        Ok(d) => {
+            assert!(d.as_secs_f64() <= 1e9, "{text:?}: {d:?}");
+            // The same length in microseconds reads back (to within the float's rounding).
+            let again = parse_duration(&format!("{}us", d.as_micros()))
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(
+                again.as_micros().abs_diff(d.as_micros()) <= 1,
+                "{text:?}: {again:?}"
+            );
+        }
+        Err(e) => assert!(e.contains(&format!("'{text}'")), "{e}"),
+    }
+}
 
 #[cfg(test)]
 mod tests {

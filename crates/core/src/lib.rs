@@ -36,13 +36,13 @@ pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
 };
 pub use duration::parse_duration;
-pub use errno::{errno_name, Errno};
+pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError};
 pub use permute::Permutation;
-pub use ports::{PortSet, PortsError, DEFAULT_PORTS};
+pub use ports::{PortSet, PortsError, DEFAULT_PORTS, MAX_PORT_ELEMENTS};
 pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
@@ -52,6 +52,7 @@ pub use record::{
 pub use space::{ShardSlice, SpaceError, TargetSpace, MAX_PROBES};
 pub use target::{
     parse_target, parse_target_list, AddrRange, HostSet, HostSetBuilder, TargetError, TargetToken,
+    MAX_TARGETS,
 };
 pub use tls::{
     client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,

@@ -15,7 +15,20 @@ pub enum PortsError {
     /// A range whose end is below its start.
     #[error("invalid port range '{0}': the end is below the start")]
     Reversed(String),
+    /// More comma-separated elements than [`MAX_PORT_ELEMENTS`].
+    #[error("port list too long: {elements} elements, at most {max} are allowed")]
+    TooLong {
+        /// Elements in the list (commas + 1).
+        elements: usize,
+        /// The cap, [`MAX_PORT_ELEMENTS`].
+        max: usize,
+    },
 }
+
+/// The most comma-separated elements a port list may have (`scan -p`, `--exclude :PORTS`, an
+/// API sweep's or a monitor's `ports`): enough to name every port one by one. A longer list
+/// is refused before any element is parsed, so a request's cost is bounded by this.
+pub const MAX_PORT_ELEMENTS: usize = 65_536;
 
 /// Common service ports probed when the user names none: mail, web, databases, remote access,
 /// directory, message brokers, monitoring. Sorted and without duplicates.
@@ -35,15 +48,26 @@ pub struct PortSet {
 
 impl PortSet {
     /// Parses `22,80,443,8000-8100` (spaces allowed around elements; `all` or `-` for 1-65535).
+    ///
+    /// One pass into a 65,536-bit set: the cost is linear in the text whatever it says, and
+    /// an element list longer than [`MAX_PORT_ELEMENTS`] is refused before any of it is used.
     pub fn parse(text: &str) -> Result<Self, PortsError> {
-        let mut ports = Vec::new();
+        // Counting commas first bounds the work before a single element is looked at.
+        let elements = text.bytes().filter(|b| *b == b',').count() + 1;
+        if elements > MAX_PORT_ELEMENTS {
+            return Err(PortsError::TooLong {
+                elements,
+                max: MAX_PORT_ELEMENTS,
+            });
+        }
+        let mut bits = PortBits::default();
         for part in text.split(',') {
             let part = part.trim();
             if part.is_empty() {
                 continue;
             }
             if part == "all" || part == "-" {
-                ports.extend(1..=u16::MAX);
+                bits.insert(1, u16::MAX);
                 continue;
             }
             match part.split_once('-') {
@@ -59,17 +83,21 @@ impl PortSet {
                         parse_port(b, part)?
                     };
                     if b < a {
-                        return Err(PortsError::Reversed(part.to_string()));
+                        return Err(PortsError::Reversed(shown(part)));
                     }
-                    ports.extend(a..=b);
+                    bits.insert(a, b);
                 }
-                None => ports.push(parse_port(part, part)?),
+                None => {
+                    let p = parse_port(part, part)?;
+                    bits.insert(p, p);
+                }
             }
         }
+        let ports = bits.ports();
         if ports.is_empty() {
             return Err(PortsError::Empty);
         }
-        Ok(Self::from_ports(ports))
+        Ok(PortSet { ports })
     }
 
     /// The built-in list of common service ports.
@@ -114,11 +142,64 @@ impl PortSet {
 fn parse_port(text: &str, part: &str) -> Result<u16, PortsError> {
     let t = text.trim();
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PortsError::Invalid(part.to_string()));
+        return Err(PortsError::Invalid(shown(part)));
     }
     match t.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        _ => Err(PortsError::OutOfRange(part.to_string())),
+        _ => Err(PortsError::OutOfRange(shown(part))),
+    }
+}
+
+/// An element as an error shows it: whole, or its first 40 characters and an ellipsis (an
+/// element can be as long as the request that carried it).
+fn shown(part: &str) -> String {
+    const SHOWN: usize = 40;
+    match part.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &part[..cut]),
+        None => part.to_string(),
+    }
+}
+
+/// Ports 0 to 65535 as bits, filled a word at a time.
+struct PortBits([u64; 1024]);
+
+impl Default for PortBits {
+    fn default() -> Self {
+        PortBits([0; 1024])
+    }
+}
+
+impl PortBits {
+    /// Adds `first..=last`.
+    fn insert(&mut self, first: u16, last: u16) {
+        let (first, last) = (usize::from(first), usize::from(last));
+        let (fw, lw) = (first / 64, last / 64);
+        let low = u64::MAX << (first % 64);
+        let high = u64::MAX >> (63 - last % 64);
+        if fw == lw {
+            self.0[fw] |= low & high;
+            return;
+        }
+        self.0[fw] |= low;
+        for w in &mut self.0[fw + 1..lw] {
+            *w = u64::MAX;
+        }
+        self.0[lw] |= high;
+    }
+
+    /// The ports, ascending (port 0 is never inserted).
+    fn ports(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for (i, &word) in self.0.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let bit = w.trailing_zeros() as usize;
+                // i < 1024 and bit < 64, so the port fits in a u16.
+                out.push((i * 64 + bit) as u16);
+                w &= w - 1;
+            }
+        }
+        out
     }
 }
 
@@ -153,6 +234,56 @@ mod tests {
         for (text, want) in table {
             assert_eq!(PortSet::parse(text).as_ref(), Err(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn merges_overlaps_and_word_edges() {
+        let table: &[(&str, &[u16])] = &[
+            ("63-65,64,1-2,2-3", &[1, 2, 3, 63, 64, 65]),
+            ("127-129, 128", &[127, 128, 129]),
+            ("65535,65534-", &[65534, 65535]),
+            ("1", &[1]),
+            ("64-64", &[64]),
+            (" 22 , 22 ,, 21 ", &[21, 22]),
+        ];
+        for (text, want) in table {
+            assert_eq!(PortSet::parse(text).unwrap().as_slice(), *want, "{text:?}");
+        }
+        let p = PortSet::parse("1000-2000,1500-2500,all").unwrap();
+        assert_eq!(p.len(), 65535);
+        assert_eq!(p.as_slice().first(), Some(&1));
+        assert_eq!(p.as_slice().last(), Some(&65535));
+        let p = PortSet::parse("100-199,150-300,1-5").unwrap();
+        let want: Vec<u16> = (1..=5).chain(100..=300).collect();
+        assert_eq!(p.as_slice(), &want[..]);
+    }
+
+    /// Issue 14 item 1: `-,-,-,...` of 64 KB once took minutes and gigabytes; now it is one
+    /// pass. A list longer than the cap is refused with the cap named.
+    #[test]
+    fn huge_lists_are_parsed_in_one_pass_or_refused() {
+        let dashes = vec!["-"; 32 * 1024].join(",");
+        assert_eq!(dashes.len(), 64 * 1024 - 1);
+        assert_eq!(PortSet::parse(&dashes).unwrap().len(), 65535);
+        let every: Vec<String> = (1..=65535u32).rev().map(|p| p.to_string()).collect();
+        assert_eq!(PortSet::parse(&every.join(",")).unwrap().len(), 65535);
+        let too_many = vec!["-"; MAX_PORT_ELEMENTS + 1].join(",");
+        let err = PortSet::parse(&too_many).unwrap_err();
+        assert_eq!(
+            err,
+            PortsError::TooLong {
+                elements: MAX_PORT_ELEMENTS + 1,
+                max: MAX_PORT_ELEMENTS
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "port list too long: 65537 elements, at most 65536 are allowed"
+        );
+        let long = "9".repeat(100_000);
+        let err = PortSet::parse(&long).unwrap_err().to_string();
+        assert!(err.starts_with("invalid port '9999999999"), "{err}");
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

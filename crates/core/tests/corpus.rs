@@ -22,6 +22,9 @@ const TARGETS: &[Target] = &[
     ("escapes", fuzzing::escapes_target),
     ("frame", fuzzing::frame_target),
     ("cert", fuzzing::cert_target),
+    ("ports", fuzzing::ports_target),
+    ("targets", fuzzing::targets_target),
+    ("duration", fuzzing::duration_target),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -91,6 +94,20 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             .map(|(i, f)| (format!("seed-frame-{i}"), f))
             .collect(),
     );
+    for (target, texts) in [
+        ("ports", fuzzing::PORTS_SEEDS),
+        ("targets", fuzzing::TARGET_SEEDS),
+        ("duration", fuzzing::DURATION_SEEDS),
+    ] {
+        all.insert(
+            target,
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("seed-{i:02}"), s.as_bytes().to_vec()))
+                .collect(),
+        );
+    }
     all
 }
 

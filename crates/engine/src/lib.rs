@@ -222,27 +222,55 @@ pub struct Engine {
     backend: Backend,
     inflight: usize,
     next_id: AtomicU64,
+    fallback_reason: Option<String>,
 }
 
 impl Engine {
     /// Starts the shard threads with their backends.
+    ///
+    /// Raises `RLIMIT_NOFILE` first (see [`raise_nofile_limit`]), so every command that runs
+    /// an engine gets the limit. With [`BackendChoice::Auto`], any failure to set up io_uring
+    /// (at the probe or when a shard builds its ring) falls back to epoll;
+    /// [`Engine::fallback_reason`] says why.
     pub fn start(config: &EngineConfig) -> Result<Engine, EngineError> {
         if config.shards == 0 || config.inflight == 0 || config.batch_records == 0 {
             return Err(EngineError::Config(
                 "shards, inflight and batch size must be at least 1".into(),
             ));
         }
-        let backend = match config.backend {
-            BackendChoice::Epoll => Backend::Epoll,
+        raise_nofile_limit();
+        let (backend, fallback_reason) = match config.backend {
+            BackendChoice::Epoll => (Backend::Epoll, None),
             BackendChoice::Uring => {
                 driver::uring::available().map_err(EngineError::UringUnavailable)?;
-                Backend::Uring
+                (Backend::Uring, None)
             }
             BackendChoice::Auto => match driver::uring::available() {
-                Ok(()) => Backend::Uring,
-                Err(_) => Backend::Epoll,
+                Ok(()) => (Backend::Uring, None),
+                Err(e) => (Backend::Epoll, Some(e)),
             },
         };
+        match Self::start_on(config, backend) {
+            Err(EngineError::Shard { shard, source })
+                if backend == Backend::Uring && config.backend == BackendChoice::Auto =>
+            {
+                // The shards already started stop when their command channels close.
+                let mut engine = Self::start_on(config, Backend::Epoll)?;
+                engine.fallback_reason = Some(format!(
+                    "shard {shard} could not set up its io_uring ring: {source}"
+                ));
+                Ok(engine)
+            }
+            Ok(mut engine) => {
+                engine.fallback_reason = fallback_reason;
+                Ok(engine)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts the shards on `backend`.
+    fn start_on(config: &EngineConfig, backend: Backend) -> Result<Engine, EngineError> {
         let per_shard = config.inflight.div_ceil(config.shards).max(1);
         let per_shard = match backend {
             Backend::Uring => per_shard.min(MAX_SLOTS),
@@ -317,12 +345,20 @@ impl Engine {
             backend,
             inflight: per_shard * config.shards,
             next_id: AtomicU64::new(1),
+            fallback_reason: None,
         })
     }
 
     /// The backend the shards run on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Why the engine runs on epoll although io_uring was allowed (`--backend auto`): io_uring
+    /// is unavailable here, or a shard could not set up its ring. `None` when nothing fell
+    /// back. Callers log it once.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
     }
 
     /// The number of shards.
@@ -494,5 +530,45 @@ mod tests {
         drop(engine);
         // The first batch got in before the sink was full; the job's end may not have.
         assert!(results.try_recv().is_ok());
+    }
+
+    /// Issue 14 item 2: with `--backend auto`, a ring that cannot be set up at shard start
+    /// means epoll, and the engine says why; with `--backend uring` it is an error.
+    #[test]
+    fn auto_falls_back_to_epoll_when_a_ring_cannot_be_set_up() {
+        let config = EngineConfig {
+            shards: 1,
+            inflight: driver::uring::SETUP_FAILS_FOR,
+            backend: BackendChoice::Auto,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::start(&config).unwrap();
+        assert_eq!(engine.backend(), Backend::Epoll);
+        let reason = engine.fallback_reason().unwrap_or_default();
+        match driver::uring::available() {
+            Ok(()) => assert!(
+                reason.contains("shard 0 could not set up its io_uring ring"),
+                "{reason}"
+            ),
+            Err(unavailable) => assert_eq!(reason, unavailable),
+        }
+        drop(engine);
+
+        let config = EngineConfig {
+            backend: BackendChoice::Uring,
+            ..config
+        };
+        assert!(Engine::start(&config).is_err());
+
+        let config = EngineConfig {
+            inflight: 64,
+            backend: BackendChoice::Auto,
+            ..config
+        };
+        let engine = Engine::start(&config).unwrap();
+        if driver::uring::available().is_ok() {
+            assert_eq!(engine.backend(), Backend::Uring);
+            assert_eq!(engine.fallback_reason(), None);
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 use porthawk_core::{
-    ConnectEvent, Conversation, PortState, ProbeRecord, ResultBatch, ShardSlice, Step,
+    is_local_errno, ConnectEvent, Conversation, Errno, PortState, ProbeRecord, ResultBatch,
+    ShardSlice, Step,
 };
 
 use crate::driver::{Completion, Driver, IoEvent};
@@ -40,6 +41,10 @@ struct ActiveJob {
     bucket: Option<TokenBucket>,
     hist: Histogram<u64>,
     peak_inflight: usize,
+    /// Probes of this job waiting for descriptors (counted in `inflight` too).
+    starved: usize,
+    /// Since when every probe of this job in this shard has been waiting for descriptors.
+    starved_since: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -52,6 +57,8 @@ struct SlotState {
     connected: Instant,
     /// The connect's round trip, kept for the record once the dialog is over.
     rtt_us: u32,
+    /// The local shortage (EMFILE, ENOBUFS ...) the slot's last start ran into.
+    local_errno: Errno,
 }
 
 /// The longest a shard sleeps in the kernel before it looks at cancellations and new jobs.
@@ -62,6 +69,16 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 /// once (tens of thousands of sockets) makes a turn last hundreds of milliseconds, inflates
 /// every measured latency and lets timeouts race answers that have already arrived.
 const MAX_STARTS_PER_TURN: usize = 1024;
+
+/// The first pause before probes that hit a local shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+/// are tried again; it doubles while the shortage lasts, up to the maximum.
+const STARVED_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const STARVED_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// How long a job's probes may wait for descriptors while none of the job's own probes is in
+/// flight in the shard (so nothing of the job's own will free one). After that, the waiting
+/// probes are reported as `error` with the errno: a probe never waits forever.
+const STARVED_GIVE_UP: Duration = Duration::from_secs(10);
 
 pub(crate) struct Shard<D: Driver> {
     config: ShardConfig,
@@ -74,9 +91,13 @@ pub(crate) struct Shard<D: Driver> {
     /// The probe state of each slot (separate from `slots` because it is not `Copy`).
     conversations: Vec<Conversation>,
     free: Vec<u32>,
-    /// Slots whose next connect waits for the next loop turn: retries, and starts that hit a
-    /// local shortage (EMFILE, ENOBUFS) while other probes were in flight.
+    /// Slots whose next connect waits for the next loop turn: retries.
     restart: Vec<u32>,
+    /// Slots whose start ran into a local shortage (EMFILE, ENOBUFS ...): they start again
+    /// after `starved_retry_at`, with backoff. A shortage is never a verdict on the target.
+    starved: Vec<u32>,
+    starved_backoff: Duration,
+    starved_retry_at: Instant,
     completions: Vec<Completion>,
     next_job: usize,
     /// Where the shard publishes how many probes it has in flight (for metrics).
@@ -108,12 +129,16 @@ impl<D: Driver> Shard<D> {
                     started: now,
                     connected: now,
                     rtt_us: 0,
+                    local_errno: 0,
                 };
                 slots
             ],
             conversations: (0..slots).map(|_| Conversation::default()).collect(),
             free: (0..slots as u32).rev().collect(),
             restart: Vec::with_capacity(slots),
+            starved: Vec::with_capacity(slots),
+            starved_backoff: STARVED_BACKOFF_MIN,
+            starved_retry_at: now,
             completions: Vec::with_capacity(slots),
             next_job: 0,
             inflight_gauge,
@@ -142,6 +167,8 @@ impl<D: Driver> Shard<D> {
             bucket,
             hist: new_histogram(),
             peak_inflight: 0,
+            starved: 0,
+            starved_since: None,
         };
         match self.jobs.iter().position(Option::is_none) {
             Some(i) => self.jobs[i] = Some(job),
@@ -154,6 +181,12 @@ impl<D: Driver> Shard<D> {
     pub(crate) fn run(mut self) {
         loop {
             if !self.active() {
+                // The last turn's closes are still queued in the driver: submit them before
+                // sleeping, or a finished job's sockets stay open until the next job.
+                if let Err(e) = self.driver.flush() {
+                    self.fail(&e.to_string());
+                    return;
+                }
                 match self.commands.recv() {
                     Ok(ShardCmd::Job(job)) => self.add_job(job),
                     Err(_) => return,
@@ -184,7 +217,14 @@ impl<D: Driver> Shard<D> {
         if self.restart.is_empty() {
             self.restart = restarts; // keep the allocation
         }
-        let rate_wait = self.fill(now);
+        self.retry_starved(now);
+        let rate_wait = if self.starved.is_empty() {
+            self.fill(now)
+        } else {
+            // New starts would run into the same shortage; the waiting ones go first.
+            self.more_to_start = false;
+            Some(self.starved_retry_at.saturating_duration_since(now))
+        };
 
         let flush_wait = self
             .jobs
@@ -206,7 +246,8 @@ impl<D: Driver> Shard<D> {
         if self.driver.inflight() == 0 && wait > Duration::ZERO && self.restart.is_empty() {
             // Nothing in flight (rate-limited, or every job just drained): sleep instead of
             // asking the kernel to wait on nothing.
-            let pending = self.jobs.iter().flatten().any(|j| j.slice.remaining() > 0);
+            let pending = !self.starved.is_empty()
+                || self.jobs.iter().flatten().any(|j| j.slice.remaining() > 0);
             if pending {
                 std::thread::sleep(wait);
             }
@@ -269,6 +310,7 @@ impl<D: Driver> Shard<D> {
                 started: now,
                 connected: now,
                 rtt_us: 0,
+                local_errno: 0,
             };
             let conv = &mut self.conversations[slot as usize];
             conv.reset();
@@ -277,7 +319,7 @@ impl<D: Driver> Shard<D> {
                 conv.set_server_name(job.shared.space.name_of(target.ip()));
             }
             self.start(slot, now);
-            if !self.restart.is_empty() {
+            if !self.starved.is_empty() {
                 // Out of descriptors or buffers: let some probes finish first.
                 break;
             }
@@ -305,17 +347,66 @@ impl<D: Driver> Shard<D> {
         let timeout = job.shared.spec.connect_timeout;
         let target = state.target;
         match self.driver.start(slot, target, timeout) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e,
-                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
-                ) && self.driver.inflight() > 0 =>
-            {
-                self.restart.push(slot);
+            Ok(()) => {
+                if let Some(job) = self.jobs[state.job].as_mut() {
+                    job.starved_since = None;
+                }
             }
+            Err(e) if waits_for_resources(e) => self.starve(slot, e, now),
             Err(e) => self.complete(slot, IoEvent::Connect(ConnectEvent::Failed(e)), now),
         }
+    }
+
+    /// Puts a slot whose connect ran into a local shortage aside, to be started again when
+    /// descriptors (or buffers, or local ports) free up.
+    fn starve(&mut self, slot: u32, errno: Errno, now: Instant) {
+        let state = &mut self.slots[slot as usize];
+        state.local_errno = errno;
+        if let Some(job) = self.jobs[state.job].as_mut() {
+            job.starved += 1;
+        }
+        if self.starved.is_empty() {
+            self.starved_retry_at = now + self.starved_backoff;
+        }
+        self.starved.push(slot);
+    }
+
+    /// Starts the probes waiting for descriptors again once their backoff has passed. A job
+    /// whose probes have all been waiting, with none of its own in flight, for longer than
+    /// [`STARVED_GIVE_UP`] has them reported as `error` with the shortage's errno.
+    fn retry_starved(&mut self, now: Instant) {
+        if self.starved.is_empty() || now < self.starved_retry_at {
+            return;
+        }
+        for job in self.jobs.iter_mut().flatten() {
+            if job.starved > 0 && job.starved == job.inflight {
+                job.starved_since.get_or_insert(now);
+            } else {
+                job.starved_since = None;
+            }
+        }
+        let waiting = std::mem::take(&mut self.starved);
+        for job in self.jobs.iter_mut().flatten() {
+            job.starved = 0;
+        }
+        for &slot in &waiting {
+            let state = self.slots[slot as usize];
+            let give_up = self.jobs[state.job]
+                .as_ref()
+                .and_then(|j| j.starved_since)
+                .is_some_and(|since| now.saturating_duration_since(since) >= STARVED_GIVE_UP);
+            if give_up {
+                self.record(slot, PortState::Error, Some(state.local_errno), now);
+            } else {
+                self.start(slot, now);
+            }
+        }
+        self.starved_backoff = if self.starved.is_empty() {
+            STARVED_BACKOFF_MIN
+        } else {
+            (self.starved_backoff * 2).min(STARVED_BACKOFF_MAX)
+        };
+        self.starved_retry_at = now + self.starved_backoff;
     }
 
     /// Feeds a finished operation to the slot's conversation and does what it says next.
@@ -329,6 +420,12 @@ impl<D: Driver> Shard<D> {
         let conv = &mut self.conversations[i];
         let elapsed = now.saturating_duration_since(state.connected);
         let step = match event {
+            IoEvent::Connect(ConnectEvent::Failed(e)) if waits_for_resources(e) => {
+                // The connect itself ran short (ENOBUFS, EADDRNOTAVAIL ...): no answer from
+                // the target, so not a try either.
+                self.starve(slot, e, now);
+                return;
+            }
             IoEvent::Connect(connect) => {
                 let rtt = now.saturating_duration_since(state.started);
                 state.rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
@@ -511,6 +608,14 @@ impl<D: Driver> Shard<D> {
             }
         }
     }
+}
+
+/// Whether a probe that failed with `errno` waits for descriptors, buffers or memory to free
+/// up. `EADDRNOTAVAIL`, though local too ([`is_local_errno`]), is left to the probe machine's
+/// own bounded retries: it can also mean that no source address reaches the target, which
+/// waiting does not cure, and waiting would hold up every other start of the shard.
+fn waits_for_resources(errno: Errno) -> bool {
+    is_local_errno(errno) && errno != libc::EADDRNOTAVAIL
 }
 
 fn error_record(target: SocketAddr) -> ProbeRecord {

@@ -65,6 +65,11 @@ pub(crate) trait Driver {
 
     /// Operations in flight.
     fn inflight(&self) -> usize;
+
+    /// Hands queued work (the closes of finished probes) to the kernel without waiting. A
+    /// shard calls it before it goes idle, so no socket of a finished job stays open until
+    /// the next job.
+    fn flush(&mut self) -> io::Result<()>;
 }
 
 /// A TCP socket for a probe of `target`.
