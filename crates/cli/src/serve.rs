@@ -27,6 +27,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             ready.backend,
             ready.data_dir.display()
         );
+        if let Some(reason) = &ready.fallback_reason {
+            eprintln!("porthawk: io_uring not used, falling back to epoll: {reason}");
+        }
         if !ready.token {
             eprintln!(
                 "porthawk: no API token configured ([api] token or {TOKEN_ENV}): \

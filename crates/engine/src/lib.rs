@@ -97,7 +97,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            inflight: default_inflight(rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0)),
+            // Sized from the limit as `Engine::start` leaves it (raised to the hard limit), so
+            // that every command gets the same default as `porthawk scan`.
+            inflight: default_inflight(raise_nofile_limit()),
             backend: BackendChoice::Auto,
             batch_records: 4096,
             flush_interval: Duration::from_millis(100),

@@ -134,6 +134,11 @@ impl Server {
         self.shared.engine.backend()
     }
 
+    /// Why the engine runs on epoll although io_uring was allowed, if it does.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.shared.engine.fallback_reason().map(str::to_string)
+    }
+
     /// Stops: cancels running sweeps (they are stored as `interrupted` with every result
     /// received), stops the aggregator after its last write, then the engine.
     pub fn shutdown(mut self) {
@@ -191,6 +196,8 @@ pub struct Ready {
     pub token: bool,
     /// The engine's backend.
     pub backend: Backend,
+    /// Why the engine fell back to epoll under `--backend auto`, if it did.
+    pub fallback_reason: Option<String>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// Sweeps of a previous process now marked interrupted.
@@ -226,6 +233,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), Se
             addr,
             token: config.token.is_some(),
             backend: server.backend(),
+            fallback_reason: server.fallback_reason(),
             data_dir: config.data_dir.clone(),
             interrupted: server.interrupted_at_start(),
             max_connections: cap,
