@@ -97,9 +97,14 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            // Sized from the limit as `Engine::start` leaves it (raised to the hard limit), so
-            // that every command gets the same default as `porthawk scan`.
-            inflight: default_inflight(raise_nofile_limit()),
+            // Sized from the hard limit, which `Engine::start` raises the soft limit to, so
+            // that every command gets the same default as `porthawk scan`; reading the limit
+            // here changes nothing.
+            inflight: default_inflight(
+                rlimit::Resource::NOFILE
+                    .get()
+                    .map_or(1024, |(_, hard)| hard),
+            ),
             backend: BackendChoice::Auto,
             batch_records: 4096,
             flush_interval: Duration::from_millis(100),

@@ -27,7 +27,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::shared::AppState;
 
 /// The policy of every response. The status page is server-rendered HTML with one inline
 /// `<style>` block and no script: nothing may load from elsewhere, run, or frame it.
@@ -370,6 +371,22 @@ mod tests {
 
     fn local() -> SocketAddr {
         "127.0.0.1:9180".parse().unwrap()
+    }
+
+    /// The comparison looks at every byte: a token differing in any one position, or in
+    /// length, is refused. (That it takes the same time whatever matched rests on the code
+    /// having no early exit; a timing test would be noise on a shared machine.)
+    #[test]
+    fn token_comparison_checks_every_byte() {
+        let token = b"s3cret-token-0123456789";
+        assert!(constant_time_eq(token, token));
+        for i in 0..token.len() {
+            let mut other = *token;
+            other[i] ^= 0x01;
+            assert!(!constant_time_eq(&other, token), "byte {i} ignored");
+        }
+        assert!(!constant_time_eq(&token[..token.len() - 1], token));
+        assert!(!constant_time_eq(b"", token));
     }
 
     #[test]

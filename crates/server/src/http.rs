@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use crate::config::HttpGuard;
 use crate::guard::LocalAddr;
-use crate::HttpGuard;
 
 /// How long the loop waits before accepting again after `accept` failed (EMFILE, ENOBUFS):
 /// the failure is ours, and retrying at once would only spin.

@@ -221,8 +221,10 @@ async fn send_email(e: &EmailSpec, n: &Notice) -> Result<(), String> {
 /// The one HTTP client of every webhook and Slack notice, built on first use: rustls with the
 /// ring provider and the webpki roots (the same trust as the SMTP client), proxies from the
 /// environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), at most
-/// [`MAX_REDIRECTS`] redirects, [`ATTEMPT_TIMEOUT`] per request. Its connection pool and root
-/// store are shared by all sends.
+/// [`MAX_REDIRECTS`] redirects, [`ATTEMPT_TIMEOUT`] per request. Its root store and TLS setup
+/// are shared by all sends. It keeps no idle connections: a pooled connection belongs to the
+/// tokio runtime that opened it, and the client is process-wide while runtimes are not (tests
+/// run one each); notices are rare enough that a fresh connection per send costs nothing.
 fn http_client() -> Result<&'static reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
@@ -245,6 +247,7 @@ fn build_http_client() -> Result<reqwest::Client, String> {
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .timeout(ATTEMPT_TIMEOUT)
+        .pool_max_idle_per_host(0)
         .user_agent(concat!("porthawk/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("HTTP client setup: {}", error_chain(&e)))
