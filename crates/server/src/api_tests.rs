@@ -158,6 +158,11 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["sweeps"][0]["id"], id);
+    assert_eq!(v["sweeps"][0]["state"], "done");
+    // The listing carries no request (issue 14 item 8); the sweep itself does.
+    assert!(v["sweeps"][0].get("request").is_none(), "{v}");
+    let r = call(&app, "GET", &format!("/v1/sweeps/{id}"), None, None).await;
+    assert!(r.json()["request"]["targets"].is_array());
     assert_eq!(v["next_offset"], 1);
     let r = call(&app, "GET", "/v1/sweeps?limit=1&offset=1", None, None).await;
     assert_eq!(r.json()["sweeps"].as_array().unwrap().len(), 0);
