@@ -27,22 +27,24 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             ready.backend,
             ready.data_dir.display()
         );
+        // The rest is the log: RUST_LOG and --log-format apply.
         if !ready.token {
-            eprintln!(
-                "porthawk: no API token configured ([api] token or {TOKEN_ENV}): \
-                 listening on loopback only, mutating routes are open to local users"
+            tracing::warn!(
+                "no API token configured ([api] token or {TOKEN_ENV}): listening on loopback \
+                 only, mutating routes are open to local users"
             );
         }
         if monitors > 0 {
-            eprintln!("porthawk: watching {monitors} monitor(s)");
+            tracing::info!(monitors, "watching {monitors} monitor(s)");
         }
         if ready.interrupted > 0 {
-            eprintln!(
-                "porthawk: {} sweep(s) of a previous run were left running and are now marked interrupted",
+            tracing::warn!(
+                sweeps = ready.interrupted,
+                "{} sweep(s) of a previous run were left running and are now marked interrupted",
                 ready.interrupted
             );
         }
     })?;
-    eprintln!("porthawk: stopped");
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

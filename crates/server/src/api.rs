@@ -547,11 +547,11 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
         let rows = match page {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
-                eprintln!("porthawk: cannot read results of sweep {}: {e}", c.id);
+                tracing::error!(sweep = c.id, error = %e, "cannot read results");
                 return None;
             }
             Err(e) => {
-                eprintln!("porthawk: results reader of sweep {} failed: {e}", c.id);
+                tracing::error!(sweep = c.id, error = %e, "results reader failed");
                 return None;
             }
         };

@@ -459,7 +459,9 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert_eq!(c.sweep_retention.max_age, Duration::from_secs(7 * 86_400));
         let err = c.apply_toml("[api]\nkeep_sweeps = 0\n").unwrap_err();
         assert!(err.contains("keep_sweeps"), "{err}");
-        let err = c.apply_toml("[api]\nkeep_sweeps_for = \"soon\"\n").unwrap_err();
+        let err = c
+            .apply_toml("[api]\nkeep_sweeps_for = \"soon\"\n")
+            .unwrap_err();
         assert!(err.contains("keep_sweeps_for"), "{err}");
     }
 

@@ -115,12 +115,11 @@ impl Server {
             context: "cannot start the monitor thread".into(),
             source,
         })?;
-        let pruner = retention::Pruner::start(Arc::clone(&shared)).map_err(|source| {
-            ServerError::Io {
+        let pruner =
+            retention::Pruner::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
                 context: "cannot start the sweep retention thread".into(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Server {
             shared,
             aggregator: Some(thread),

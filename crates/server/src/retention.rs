@@ -61,7 +61,11 @@ pub(crate) fn prune(shared: &Shared) -> usize {
     let keep = shared.config.sweep_retention;
     let mut total = 0;
     for _ in 0..MAX_BATCHES {
-        let pruned = match shared.store.prune_sweeps(keep, now_ms(), PRUNE_BATCH).wait() {
+        let pruned = match shared
+            .store
+            .prune_sweeps(keep, now_ms(), PRUNE_BATCH)
+            .wait()
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot prune old sweeps");

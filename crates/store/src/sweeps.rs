@@ -266,7 +266,10 @@ impl Store {
                 "SELECT {SUMMARY_COLUMNS} FROM sweeps ORDER BY id DESC LIMIT ?1 OFFSET ?2"
             ))?;
             let rows = stmt.query_map(
-                params![limit.min(i64::MAX as u64) as i64, offset.min(i64::MAX as u64) as i64],
+                params![
+                    limit.min(i64::MAX as u64) as i64,
+                    offset.min(i64::MAX as u64) as i64
+                ],
                 sweep_summary,
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -723,7 +726,10 @@ mod tests {
         assert_eq!(store.prune_sweeps(keep, 100, 2).wait().unwrap().len(), 0);
         assert_eq!(ids(&store), vec![running, ended[3], ended[4]]);
         assert_eq!(result_rows(&store), 3, "results of pruned sweeps are gone");
-        assert!(store.results_page(ended[0], 0, None, 10).unwrap().is_empty());
+        assert!(store
+            .results_page(ended[0], 0, None, 10)
+            .unwrap()
+            .is_empty());
         assert_eq!(store.results_page(running, 0, None, 10).unwrap().len(), 1);
     }
 
@@ -742,13 +748,34 @@ mod tests {
             max_age: std::time::Duration::from_secs(2 * 86_400),
         };
         // At day 2.5 nothing is two days old yet.
-        assert_eq!(store.prune_sweeps(keep, 5 * day / 2, 100).wait().unwrap().len(), 0);
-        assert_eq!(store.prune_sweeps(keep, 10 * day, 100).wait().unwrap().len(), 1);
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 5 * day / 2, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 10 * day, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(ids(&store), vec![running, recent]);
         assert!(!ids(&store).contains(&old));
         assert_eq!(result_rows(&store), 2);
         // Long after, only the running sweep is left.
-        assert_eq!(store.prune_sweeps(keep, 100 * day, 100).wait().unwrap().len(), 1);
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 100 * day, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(ids(&store), vec![running]);
         assert_eq!(result_rows(&store), 1);
     }
