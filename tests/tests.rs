@@ -26,6 +26,7 @@ mod hardening;
 mod limits;
 mod monitor;
 mod netns;
+mod retention;
 mod scan;
 mod serve;
 mod usage;

@@ -20,44 +20,61 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     config.dry_run = args.dry_run;
     let monitors = config.watch.monitors.len();
     porthawk_server::run(config, |ready| {
-        for line in ready_lines(ready, monitors) {
-            eprintln!("{line}");
+        // One plain line a script can wait for, with the address actually bound
+        // (--listen :0); the rest is the log, where RUST_LOG and --log-format apply.
+        eprintln!("{}", listening_line(ready));
+        for note in ready_notes(ready, monitors) {
+            match note {
+                Note::Warn(text) => tracing::warn!("{text}"),
+                Note::Info(text) => tracing::info!("{text}"),
+            }
         }
     })?;
-    eprintln!("porthawk: stopped");
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `serve` tells its user once it listens. The first line is the one a script waits
-/// for, with the address actually bound (`--listen :0`).
-fn ready_lines(ready: &Ready, monitors: usize) -> Vec<String> {
-    let mut lines = vec![format!(
+/// The line a script waits for: the address actually bound, the backend, the data directory.
+fn listening_line(ready: &Ready) -> String {
+    format!(
         "porthawk: listening on http://{} (backend {}, data in {})",
         ready.addr,
         ready.backend,
         ready.data_dir.display()
-    )];
+    )
+}
+
+/// A log line `serve` writes once it listens.
+#[derive(Debug, PartialEq, Eq)]
+enum Note {
+    Warn(String),
+    Info(String),
+}
+
+/// What the log says about a server that just started.
+fn ready_notes(ready: &Ready, monitors: usize) -> Vec<Note> {
+    let mut notes = Vec::new();
     if let Some(reason) = &ready.fallback_reason {
-        lines.push(format!(
-            "porthawk: io_uring not used, falling back to epoll: {reason}"
-        ));
+        notes.push(Note::Warn(format!(
+            "io_uring not used, falling back to epoll: {reason}"
+        )));
     }
     if !ready.token {
-        lines.push(format!(
-            "porthawk: no API token configured ([api] token or {TOKEN_ENV}): \
-             listening on loopback only, mutating routes are open to local users"
-        ));
+        notes.push(Note::Warn(format!(
+            "no API token configured ([api] token or {TOKEN_ENV}): listening on loopback \
+             only, mutating routes are open to local users"
+        )));
     }
     if monitors > 0 {
-        lines.push(format!("porthawk: watching {monitors} monitor(s)"));
+        notes.push(Note::Info(format!("watching {monitors} monitor(s)")));
     }
     if ready.interrupted > 0 {
-        lines.push(format!(
-            "porthawk: {} sweep(s) of a previous run were left running and are now marked interrupted",
+        notes.push(Note::Warn(format!(
+            "{} sweep(s) of a previous run were left running and are now marked interrupted",
             ready.interrupted
-        ));
+        )));
     }
-    lines
+    notes
 }
 
 #[cfg(test)]
@@ -80,18 +97,18 @@ mod tests {
     /// Issue 14 item 2: a server that fell back to epoll says so, and why.
     #[test]
     fn a_fallback_to_epoll_is_said_with_its_reason() {
-        let lines = ready_lines(
-            &ready(Some("shard 0 could not set up its io_uring ring: EINVAL")),
-            0,
-        );
+        let fell_back = ready(Some("shard 0 could not set up its io_uring ring: EINVAL"));
         assert_eq!(
-            lines[0],
+            listening_line(&fell_back),
             "porthawk: listening on http://127.0.0.1:9180 (backend epoll, data in data)"
         );
         assert_eq!(
-            lines[1],
-            "porthawk: io_uring not used, falling back to epoll: shard 0 could not set up its io_uring ring: EINVAL"
+            ready_notes(&fell_back, 0),
+            [Note::Warn(
+                "io_uring not used, falling back to epoll: shard 0 could not set up its io_uring ring: EINVAL"
+                    .to_string()
+            )]
         );
-        assert_eq!(ready_lines(&ready(None), 0).len(), 1);
+        assert_eq!(ready_notes(&ready(None), 0), []);
     }
 }

@@ -88,10 +88,10 @@ impl Aggregator {
         metrics.batches.inc();
         let Some(live) = self.shared.live_by_job(batch.job) else {
             metrics.unknown_job_batches.inc();
-            eprintln!(
-                "porthawk: dropped a batch of {} results of job {}, which no sweep owns",
-                batch.records.len(),
-                batch.job
+            tracing::warn!(
+                results = batch.records.len(),
+                job = %batch.job,
+                "dropped a batch of results of a job no sweep owns"
             );
             return;
         };
@@ -179,7 +179,7 @@ impl Aggregator {
                 // The sweep goes on; its counts stay right in memory, and the next write
                 // records them. The rows of this write are lost, which the log says.
                 metrics.store_errors.inc();
-                eprintln!("porthawk: cannot write {n} results to the store: {e}");
+                tracing::error!(results = n, error = %e, "cannot write results to the store");
             }
         }
         for s in self.touched.drain(..) {

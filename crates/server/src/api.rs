@@ -68,6 +68,7 @@ const MAX_PAGE: u64 = 1000;
         Counts,
         SweepCreated,
         SweepList,
+        SweepSummary,
         Health,
         ErrorBody,
         ErrorDetail,
@@ -152,11 +153,79 @@ pub struct SweepCreated {
 /// A page of sweeps, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SweepList {
-    /// The sweeps.
-    pub sweeps: Vec<SweepStatus>,
+    /// The sweeps, without their requests (`GET /v1/sweeps/{id}` has the request).
+    pub sweeps: Vec<SweepSummary>,
     /// The `offset` of the next page, if there may be one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<u64>,
+}
+
+/// A sweep in a listing: its state and progress, without the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SweepSummary {
+    /// The sweep id.
+    pub id: u64,
+    /// Its state.
+    pub state: SweepState,
+    /// Probes reported.
+    pub done: u64,
+    /// Probes in the sweep.
+    pub total: u64,
+    /// Probes per verdict.
+    pub counts: Counts,
+    /// Probes per second, averaged over the sweep so far.
+    pub probes_per_s: f64,
+    /// Seconds left at that rate; absent once the sweep has ended or before it has a rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// When it was submitted, in seconds since the Unix epoch.
+    pub created_at: f64,
+    /// When it ended, in seconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+}
+
+impl From<SweepStatus> for SweepSummary {
+    fn from(s: SweepStatus) -> Self {
+        SweepSummary {
+            id: s.id,
+            state: s.state,
+            done: s.done,
+            total: s.total,
+            counts: s.counts,
+            probes_per_s: s.probes_per_s,
+            eta_s: s.eta_s,
+            created_at: s.created_at,
+            finished_at: s.finished_at,
+        }
+    }
+}
+
+impl From<porthawk_store::SweepSummary> for SweepSummary {
+    fn from(row: porthawk_store::SweepSummary) -> Self {
+        let elapsed = row
+            .finished_ms
+            .unwrap_or_else(crate::store::now_ms)
+            .saturating_sub(row.created_ms);
+        let secs = elapsed as f64 / 1000.0;
+        let rate = if secs > 0.0 {
+            row.done as f64 / secs
+        } else {
+            0.0
+        };
+        SweepSummary {
+            id: row.id,
+            state: row.state,
+            done: row.done,
+            total: row.total,
+            counts: row.counts,
+            probes_per_s: rate,
+            eta_s: (!row.state.is_final() && rate > 0.0)
+                .then(|| row.total.saturating_sub(row.done) as f64 / rate),
+            created_at: row.created_ms as f64 / 1000.0,
+            finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
+        }
+    }
 }
 
 /// Paging of `GET /v1/sweeps`.
@@ -306,14 +375,14 @@ async fn list_sweeps(
     blocking(move || {
         let rows = shared
             .store
-            .sweeps(limit, offset)
+            .sweep_summaries(limit, offset)
             .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
         let full = rows.len() as u64 == limit;
         let sweeps = rows
             .into_iter()
             .map(|row| match shared.live_by_id(row.id) {
-                Some(live) => live.status(),
-                None => status_of_row(row),
+                Some(live) => live.status().into(),
+                None => row.into(),
             })
             .collect();
         Ok(Json(SweepList {
@@ -478,11 +547,11 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
         let rows = match page {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
-                eprintln!("porthawk: cannot read results of sweep {}: {e}", c.id);
+                tracing::error!(sweep = c.id, error = %e, "cannot read results");
                 return None;
             }
             Err(e) => {
-                eprintln!("porthawk: results reader of sweep {} failed: {e}", c.id);
+                tracing::error!(sweep = c.id, error = %e, "results reader failed");
                 return None;
             }
         };

@@ -158,6 +158,11 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["sweeps"][0]["id"], id);
+    assert_eq!(v["sweeps"][0]["state"], "done");
+    // The listing carries no request (issue 14 item 8); the sweep itself does.
+    assert!(v["sweeps"][0].get("request").is_none(), "{v}");
+    let r = call(&app, "GET", &format!("/v1/sweeps/{id}"), None, None).await;
+    assert!(r.json()["request"]["targets"].is_array());
     assert_eq!(v["next_offset"], 1);
     let r = call(&app, "GET", "/v1/sweeps?limit=1&offset=1", None, None).await;
     assert_eq!(r.json()["sweeps"].as_array().unwrap().len(), 0);
@@ -295,15 +300,7 @@ async fn bad_requests_name_the_field() {
     // Nothing was created by any of them.
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     assert_eq!(r.json()["sweeps"], json!([]));
-    assert_eq!(
-        server
-            .shared
-            .store
-            .sweeps::<SweepRequest>(10, 0)
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 0);
 
     for uri in [
         "/v1/sweeps/12345",
@@ -364,15 +361,7 @@ async fn mutating_routes_need_the_token() {
     // The token is checked before the body is even read.
     let r = call(&app, "POST", "/v1/sweeps", Some("{bad"), None).await;
     r.error(401);
-    assert_eq!(
-        server
-            .shared
-            .store
-            .sweeps::<SweepRequest>(10, 0)
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 0);
     // Reading needs the token too (see `reads_need_the_token_once_one_is_set`).
     let r = call(&app, "GET", "/v1/sweeps", None, None).await;
     r.error(401);
@@ -400,15 +389,7 @@ async fn too_many_sweeps_and_cancel() {
     );
     let r = call(&app, "POST", "/v1/sweeps", Some(&big), None).await;
     assert_eq!(r.error(413).0, "too_large");
-    assert_eq!(
-        server
-            .shared
-            .store
-            .sweeps::<SweepRequest>(10, 0)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 1);
 
     let r = call(&app, "GET", &format!("/v1/sweeps/{id}"), None, None).await;
     assert_eq!(r.json()["state"], "running");
@@ -546,15 +527,7 @@ async fn cross_site_sweep_with_a_simple_content_type_is_refused_and_nothing_crea
         assert_eq!(code, "unsupported_media_type", "{ct:?}");
         assert_eq!(field.as_deref(), Some("Content-Type"));
     }
-    assert_eq!(
-        server
-            .shared
-            .store
-            .sweeps::<SweepRequest>(10, 0)
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 0);
     // A route without a body refuses a non-JSON type too.
     let (r, _) = call_with(
         &app,
@@ -601,15 +574,7 @@ async fn foreign_origin_is_refused() {
         let (r, _) = call_with(&app, "GET", "/v1/sweeps", &[("origin", origin)], None).await;
         r.error(403);
     }
-    assert_eq!(
-        server
-            .shared
-            .store
-            .sweeps::<SweepRequest>(10, 0)
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 0);
     // The server's own page (the listen address is 127.0.0.1:9180 in these tests).
     for origin in ["http://127.0.0.1:9180", "http://localhost:9180"] {
         let h = [json, ("origin", origin)];

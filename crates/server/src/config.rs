@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub dry_run: bool,
     /// How the HTTP server treats connections and requests it does not trust.
     pub http: HttpGuard,
+    /// Which ended sweeps are kept (`[api] keep_sweeps`, `keep_sweeps_for`); the rest are
+    /// deleted with their results by the periodic pruning.
+    pub sweep_retention: porthawk_store::SweepRetention,
 }
 
 /// The routes that stay open without the token when one is set, unless `[api] public` says
@@ -132,6 +135,7 @@ impl Default for ServerConfig {
             config_path: None,
             dry_run: false,
             http: HttpGuard::default(),
+            sweep_retention: porthawk_store::SweepRetention::default(),
         }
     }
 }
@@ -180,6 +184,8 @@ struct ApiSection {
     idle_timeout: Option<String>,
     hosts: Option<Vec<String>>,
     public: Option<Vec<String>>,
+    keep_sweeps: Option<u64>,
+    keep_sweeps_for: Option<String>,
 }
 
 /// The `[api]` settings of [`HttpGuard`], as written.
@@ -251,6 +257,7 @@ impl ServerConfig {
         if let Some(n) = api.max_concurrent_sweeps {
             self.limits.max_concurrent_sweeps = n;
         }
+        self.apply_retention(api.keep_sweeps, api.keep_sweeps_for.as_deref())?;
         self.apply_guard(GuardSection {
             max_connections: api.max_connections,
             header_timeout: api.header_timeout,
@@ -258,6 +265,24 @@ impl ServerConfig {
             hosts: api.hosts,
             public: api.public,
         })
+    }
+
+    fn apply_retention(&mut self, count: Option<u64>, age: Option<&str>) -> Result<(), String> {
+        if let Some(n) = count {
+            if n == 0 {
+                return Err("[api] keep_sweeps: must be at least 1".into());
+            }
+            self.sweep_retention.count = n;
+        }
+        if let Some(text) = age {
+            let d = porthawk_core::parse_duration(text)
+                .map_err(|e| format!("[api] keep_sweeps_for: {e}"))?;
+            if d.is_zero() {
+                return Err("[api] keep_sweeps_for: must be more than 0s".into());
+            }
+            self.sweep_retention.max_age = d;
+        }
+        Ok(())
     }
 
     fn apply_guard(&mut self, g: GuardSection) -> Result<(), String> {
@@ -420,6 +445,24 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert_eq!(c.token.as_deref(), Some("s3cret"));
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.limits.max_concurrent_sweeps, 2);
+    }
+
+    #[test]
+    fn sweep_retention_has_defaults_and_is_read_from_api() {
+        let mut c = ServerConfig::default();
+        c.apply_toml("").unwrap();
+        assert_eq!(c.sweep_retention.count, 1000);
+        assert_eq!(c.sweep_retention.max_age, Duration::from_secs(30 * 86_400));
+        c.apply_toml("[api]\nkeep_sweeps = 50\nkeep_sweeps_for = \"7d\"\n")
+            .unwrap();
+        assert_eq!(c.sweep_retention.count, 50);
+        assert_eq!(c.sweep_retention.max_age, Duration::from_secs(7 * 86_400));
+        let err = c.apply_toml("[api]\nkeep_sweeps = 0\n").unwrap_err();
+        assert!(err.contains("keep_sweeps"), "{err}");
+        let err = c
+            .apply_toml("[api]\nkeep_sweeps_for = \"soon\"\n")
+            .unwrap_err();
+        assert!(err.contains("keep_sweeps_for"), "{err}");
     }
 
     #[test]

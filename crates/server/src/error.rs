@@ -19,6 +19,9 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault (`targets[2]`, `probe.tries`), where there is one.
     pub field: Option<String>,
+    /// What the log says about a server failure (and the client is not told), logged when
+    /// the error becomes a response.
+    detail: Option<String>,
 }
 
 impl ApiError {
@@ -28,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            detail: None,
         }
     }
 
@@ -112,14 +116,16 @@ impl ApiError {
         .with_field("Host")
     }
 
-    /// 500: the server failed; the details go to the log, not to the client.
+    /// 500: the server failed; the details go to the log (when the response is made), not
+    /// to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
-        eprintln!("porthawk: internal error: {context}: {err}");
-        Self::new(
+        let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("internal error: {context}"),
-        )
+        );
+        e.detail = Some(err.to_string());
+        e
     }
 }
 
@@ -146,6 +152,15 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(detail) = &self.detail {
+            tracing::error!(
+                status = self.status.as_u16(),
+                code = self.code,
+                error = %detail,
+                "{}",
+                self.message
+            );
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),

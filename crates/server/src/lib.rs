@@ -21,6 +21,7 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod retention;
 mod shared;
 mod store;
 mod sweep;
@@ -59,6 +60,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     shared: Arc<Shared>,
     aggregator: Option<JoinHandle<()>>,
+    /// Deletes old sweeps; stopped first.
+    pruner: Option<retention::Pruner>,
     interrupted_at_start: usize,
 }
 
@@ -112,9 +115,15 @@ impl Server {
             context: "cannot start the monitor thread".into(),
             source,
         })?;
+        let pruner =
+            retention::Pruner::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
+                context: "cannot start the sweep retention thread".into(),
+                source,
+            })?;
         Ok(Server {
             shared,
             aggregator: Some(thread),
+            pruner: Some(pruner),
             interrupted_at_start,
         })
     }
@@ -149,6 +158,7 @@ impl Server {
         let Some(thread) = self.aggregator.take() else {
             return;
         };
+        self.pruner = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();
@@ -172,7 +182,7 @@ impl Server {
             .collect();
         if !progress.is_empty() {
             if let Err(e) = self.shared.store.write_batch(Vec::new(), progress).wait() {
-                eprintln!("porthawk: cannot mark running sweeps interrupted: {e}");
+                tracing::error!(error = %e, "cannot mark running sweeps interrupted");
             }
         }
         for s in &left {

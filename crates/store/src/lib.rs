@@ -23,7 +23,9 @@ mod sweeps;
 
 pub use db::{now_ms, Reply, Store, StoreError};
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
-pub use sweeps::{Counts, NewResult, Progress, ResultRow, SweepRow, SweepState};
+pub use sweeps::{
+    Counts, NewResult, Progress, ResultRow, SweepRetention, SweepRow, SweepState, SweepSummary,
+};
 
 #[cfg(test)]
 pub(crate) mod test_support {

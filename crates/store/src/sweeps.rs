@@ -105,6 +105,45 @@ pub struct SweepRow<R> {
     pub finished_ms: Option<u64>,
 }
 
+/// A stored sweep as a listing shows it: everything but the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// The sweep id.
+    pub id: u64,
+    /// Its state.
+    pub state: SweepState,
+    /// Probes in the sweep.
+    pub total: u64,
+    /// Probes reported (and stored, where stored).
+    pub done: u64,
+    /// Probes per verdict.
+    pub counts: Counts,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub finished_ms: Option<u64>,
+}
+
+/// Which ended sweeps the store keeps: the newest `count`, and only those that ended less
+/// than `max_age` ago. Queued and running sweeps are always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepRetention {
+    /// The most ended sweeps kept.
+    pub count: u64,
+    /// How long an ended sweep is kept after it ended.
+    pub max_age: std::time::Duration,
+}
+
+impl Default for SweepRetention {
+    /// 1,000 sweeps, 30 days.
+    fn default() -> Self {
+        SweepRetention {
+            count: 1000,
+            max_age: std::time::Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
 /// One stored result, as the results route writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRow {
@@ -215,19 +254,39 @@ impl Store {
         })
     }
 
-    /// Sweeps, newest first.
-    pub fn sweeps<R: DeserializeOwned>(
+    /// A page of sweeps, newest first, without their requests: a listing reads only the
+    /// columns it shows, whatever size the requests are ([`Store::sweep`] has the request).
+    pub fn sweep_summaries(
         &self,
         limit: u64,
         offset: u64,
-    ) -> Result<Vec<SweepRow<R>>, StoreError> {
+    ) -> Result<Vec<SweepSummary>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SWEEP_COLUMNS} FROM sweeps ORDER BY id DESC LIMIT ?1 OFFSET ?2"
+                "SELECT {SUMMARY_COLUMNS} FROM sweeps ORDER BY id DESC LIMIT ?1 OFFSET ?2"
             ))?;
-            let rows = stmt.query_map(params![limit as i64, offset as i64], sweep_row)?;
+            let rows = stmt.query_map(
+                params![
+                    limit.min(i64::MAX as u64) as i64,
+                    offset.min(i64::MAX as u64) as i64
+                ],
+                sweep_summary,
+            )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
+    }
+
+    /// Deletes, with their results, up to `max` ended sweeps that `keep` no longer keeps at
+    /// time `now_ms`, oldest first; the states of those it deleted. A sweep that is queued or running is
+    /// never deleted and does not count toward `keep.count`. Runs on the writer thread; call
+    /// it again while it returns `max` so that other writes run between batches.
+    pub fn prune_sweeps(
+        &self,
+        keep: SweepRetention,
+        now_ms: u64,
+        max: usize,
+    ) -> Reply<Vec<SweepState>> {
+        self.write(move |conn| Ok(prune_sweeps(conn, keep, now_ms, max)?))
     }
 
     /// How many sweeps there are in each state.
@@ -356,6 +415,80 @@ fn sweep_row<R: DeserializeOwned>(r: &rusqlite::Row<'_>) -> rusqlite::Result<Swe
     })
 }
 
+const SUMMARY_COLUMNS: &str = "id, state, total, done, open, closed, filtered, unreachable, \
+                               error, created_ms, finished_ms";
+
+fn sweep_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepSummary> {
+    let state: String = r.get(1)?;
+    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+    Ok(SweepSummary {
+        id: count(0)?,
+        state: state.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?,
+        total: count(2)?,
+        done: count(3)?,
+        counts: Counts {
+            open: count(4)?,
+            closed: count(5)?,
+            filtered: count(6)?,
+            unreachable: count(7)?,
+            error: count(8)?,
+        },
+        created_ms: count(9)?,
+        finished_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+    })
+}
+
+/// The ended sweeps `keep` no longer keeps (the oldest `max` of them), deleted with their
+/// results in one transaction.
+fn prune_sweeps(
+    conn: &mut Connection,
+    keep: SweepRetention,
+    now_ms: u64,
+    max: usize,
+) -> rusqlite::Result<Vec<SweepState>> {
+    let before = now_ms.saturating_sub(keep.max_age.as_millis().min(u64::MAX as u128) as u64);
+    let tx = conn.transaction()?;
+    let pruned: Vec<(i64, SweepState)> = {
+        // Ended sweeps, newest first: past the first `count`, or ended before the cut-off.
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, state FROM (
+                 SELECT id, state, COALESCE(finished_ms, created_ms) AS ended,
+                        ROW_NUMBER() OVER (ORDER BY id DESC) AS rank
+                 FROM sweeps WHERE state NOT IN ('queued', 'running'))
+             WHERE rank > ?1 OR ended < ?2
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                keep.count.min(i64::MAX as u64) as i64,
+                before.min(i64::MAX as u64) as i64,
+                max.min(i64::MAX as usize) as i64
+            ],
+            |r| {
+                let state: String = r.get(1)?;
+                // A state this build does not know is an ended one (it is not queued or
+                // running); count it as interrupted.
+                Ok((r.get(0)?, state.parse().unwrap_or(SweepState::Interrupted)))
+            },
+        )?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    {
+        let mut results = tx.prepare_cached("DELETE FROM results WHERE sweep_id = ?1")?;
+        let mut sweeps = tx.prepare_cached(
+            "DELETE FROM sweeps WHERE id = ?1 AND state NOT IN ('queued', 'running')",
+        )?;
+        for (id, _) in &pruned {
+            results.execute(params![id])?;
+            sweeps.execute(params![id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(pruned.into_iter().map(|(_, state)| state).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +615,171 @@ mod tests {
             .read(|c| Ok(c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(v as usize, crate::schema::MIGRATIONS.len());
+    }
+
+    /// Resident memory of this process, in bytes (Linux).
+    fn rss_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
+    /// Issue 14 item 8: listing 1,000 sweeps whose requests are 100 KB each reads no request:
+    /// the rows have no request field, and the process grows by far less than the requests'
+    /// 100 MB while it lists them (the old listing decoded every request).
+    #[test]
+    fn listing_reads_no_request_bodies() {
+        let dir = TempDir::new("store-list-big");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let body = "x".repeat(100 * 1024);
+        let request = serde_json::json!({"targets": ["127.0.0.1"], "ports": "22", "pad": body});
+        let mut last = 0;
+        for i in 0..1000u64 {
+            last = store.insert_sweep(&request, false, 1, i).wait().unwrap();
+        }
+        let before = rss_bytes();
+        let mut grown = 0;
+        let mut listed = 0;
+        let mut offset = 0;
+        loop {
+            let page = store.sweep_summaries(1000, offset).unwrap();
+            // Measured while the page is held, as a handler holds it to answer.
+            grown = grown.max(rss_bytes().saturating_sub(before));
+            if page.is_empty() {
+                break;
+            }
+            if offset == 0 {
+                assert_eq!(page[0].id, last, "newest first");
+            }
+            listed += page.len();
+            offset += page.len() as u64;
+        }
+        assert_eq!(listed, 1000);
+        eprintln!("listing 1,000 sweeps grew the process by {grown} bytes");
+        let bodies = 1000 * body.len() as u64;
+        assert!(
+            grown < bodies / 10,
+            "listing grew the process by {grown} bytes; the requests total {bodies}"
+        );
+        // The request is still there for the one-sweep read.
+        let one = store.sweep::<serde_json::Value>(last).unwrap().unwrap();
+        assert_eq!(one.request["pad"].as_str().map(str::len), Some(body.len()));
+    }
+
+    /// Stores a sweep created at `created` that ended (`Done`) at `finished`, or is still
+    /// running when `finished` is `None`, with one result row; its id.
+    fn stored_sweep(store: &Store, created: u64, finished: Option<u64>) -> u64 {
+        let id = store
+            .insert_sweep(&request(), true, 1, created)
+            .wait()
+            .unwrap();
+        store
+            .write_batch(vec![open_row(id)], Vec::new())
+            .wait()
+            .unwrap();
+        if let Some(at) = finished {
+            store
+                .write(move |c| {
+                    Ok(c.execute(
+                        "UPDATE sweeps SET state = 'done', finished_ms = ?2 WHERE id = ?1",
+                        params![id as i64, at as i64],
+                    )?)
+                })
+                .wait()
+                .unwrap();
+        }
+        id
+    }
+
+    fn ids(store: &Store) -> Vec<u64> {
+        let mut ids: Vec<u64> = store
+            .sweep_summaries(1000, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn result_rows(store: &Store) -> i64 {
+        store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))?))
+            .unwrap()
+    }
+
+    /// Retention by count keeps the newest `count` ended sweeps; the older ones go with
+    /// their results; a running sweep, however old, stays and does not count.
+    #[test]
+    fn retention_by_count_removes_the_oldest_ended_sweeps_and_keeps_running_ones() {
+        let dir = TempDir::new("store-keep-count");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let running = stored_sweep(&store, 1, None);
+        let ended: Vec<u64> = (0..5)
+            .map(|i| stored_sweep(&store, 10 + i, Some(20 + i)))
+            .collect();
+        let keep = SweepRetention {
+            count: 2,
+            max_age: std::time::Duration::from_secs(3600),
+        };
+        // Two at a time: the first call deletes the two oldest, the next the third.
+        assert_eq!(store.prune_sweeps(keep, 100, 2).wait().unwrap().len(), 2);
+        assert_eq!(store.prune_sweeps(keep, 100, 2).wait().unwrap().len(), 1);
+        assert_eq!(store.prune_sweeps(keep, 100, 2).wait().unwrap().len(), 0);
+        assert_eq!(ids(&store), vec![running, ended[3], ended[4]]);
+        assert_eq!(result_rows(&store), 3, "results of pruned sweeps are gone");
+        assert!(store
+            .results_page(ended[0], 0, None, 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.results_page(running, 0, None, 10).unwrap().len(), 1);
+    }
+
+    /// Retention by age (with an injected `now`) removes sweeps that ended before the
+    /// cut-off, whatever their number, and keeps running ones.
+    #[test]
+    fn retention_by_age_removes_sweeps_that_ended_long_ago() {
+        let dir = TempDir::new("store-keep-age");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let running = stored_sweep(&store, 0, None);
+        let old = stored_sweep(&store, 0, Some(day));
+        let recent = stored_sweep(&store, 0, Some(9 * day));
+        let keep = SweepRetention {
+            count: 1000,
+            max_age: std::time::Duration::from_secs(2 * 86_400),
+        };
+        // At day 2.5 nothing is two days old yet.
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 5 * day / 2, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 10 * day, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(ids(&store), vec![running, recent]);
+        assert!(!ids(&store).contains(&old));
+        assert_eq!(result_rows(&store), 2);
+        // Long after, only the running sweep is left.
+        assert_eq!(
+            store
+                .prune_sweeps(keep, 100 * day, 100)
+                .wait()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(ids(&store), vec![running]);
+        assert_eq!(result_rows(&store), 1);
     }
 }

@@ -18,7 +18,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use porthawk_core::{
-    errno_name, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, ProbeSpec, TargetSpace,
+    errno_name, is_local_errno, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, ProbeSpec,
+    TargetSpace,
 };
 
 use crate::config::{ActionSpec, MonitorSpec, WatchConfig};
@@ -67,9 +68,49 @@ pub struct Target {
     pub tracker: Tracker,
     /// The name it was given by, if any.
     pub host: Option<Arc<str>>,
-    /// The last check.
+    /// The last check with a verdict.
     pub last: Option<LastCheck>,
+    /// The last check, when it was skipped for a local shortage after `last`.
+    pub skipped: Option<SkippedCheck>,
 }
+
+/// A check whose outcome is unknown: the probe failed for a shortage on this host (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL), which says nothing about the target. It neither
+/// counts toward `fail_after` nor ends a run of successes; no state change, action or
+/// notification comes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedCheck {
+    /// When it was skipped.
+    pub at_ms: u64,
+    /// The target-port.
+    pub target: TargetPort,
+    /// The errno name (`EMFILE`).
+    pub errno: &'static str,
+}
+
+impl SkippedCheck {
+    /// `check skipped: local shortage EMFILE on this host`.
+    pub fn message(&self) -> String {
+        format!("check skipped: local shortage {} on this host", self.errno)
+    }
+}
+
+/// A monitor's checks skipped for local shortages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalSkips {
+    /// Checks skipped since the monitor was loaded.
+    pub total: u64,
+    /// Checks skipped since its last check with a verdict.
+    pub run: u64,
+    /// The last one.
+    pub last: Option<SkippedCheck>,
+    /// Whether this run has been logged.
+    warned: bool,
+}
+
+/// Skipped checks in a row (without a check with a verdict between them) after which a
+/// monitor asks for one warning in the log ([`Effect::LocalShortage`]).
+pub const WARN_AFTER_SKIPS: u64 = 3;
 
 struct Chunk {
     space: Arc<TargetSpace>,
@@ -109,6 +150,8 @@ pub struct Monitor {
     pub silenced_until: Option<u64>,
     /// When a check of it last finished.
     pub last_check_ms: Option<u64>,
+    /// Checks skipped for local shortages.
+    pub local_skips: LocalSkips,
 }
 
 impl Monitor {
@@ -342,6 +385,16 @@ pub enum Effect {
     Notice(Notice),
     /// Write history.
     Save(Save),
+    /// Log one warning (no notification, no action): the monitor's checks have been skipped
+    /// [`WARN_AFTER_SKIPS`] times in a row for a shortage on this host.
+    LocalShortage {
+        /// The monitor.
+        monitor: String,
+        /// Checks skipped in a row so far.
+        skipped: u64,
+        /// The last of them.
+        last: SkippedCheck,
+    },
 }
 
 /// A chunk job that has finished.
@@ -488,7 +541,17 @@ impl Monitor {
             outbox_since: None,
             silenced_until: None,
             last_check_ms: None,
+            local_skips: LocalSkips::default(),
         }
+    }
+}
+
+/// The errno name of a record that failed for a shortage on this host (a check whose
+/// outcome is unknown), or `None` for a record that says something about the target.
+pub fn local_shortage(r: &ProbeRecord) -> Option<&'static str> {
+    match (r.state, r.errno) {
+        (PortState::Error, Some(e)) if is_local_errno(e) => Some(errno_name(e)),
+        _ => None,
     }
 }
 
@@ -808,6 +871,30 @@ impl Watch {
                 let Some(t) = m.targets.get_mut(&key) else {
                     continue;
                 };
+                if let Some(errno) = local_shortage(r) {
+                    let skip = SkippedCheck {
+                        at_ms: now_ms,
+                        target: key,
+                        errno,
+                    };
+                    t.skipped = Some(skip.clone());
+                    let s = &mut m.local_skips;
+                    s.total += 1;
+                    s.run += 1;
+                    s.last = Some(skip.clone());
+                    if s.run >= WARN_AFTER_SKIPS && !s.warned {
+                        s.warned = true;
+                        effects.push(Effect::LocalShortage {
+                            monitor: name.clone(),
+                            skipped: s.run,
+                            last: skip,
+                        });
+                    }
+                    continue;
+                }
+                t.skipped = None;
+                m.local_skips.run = 0;
+                m.local_skips.warned = false;
                 let (ok, reason) = verdict(r);
                 let check = LastCheck {
                     at_ms: now_ms,
@@ -1159,6 +1246,18 @@ webhook = { url = "http://127.0.0.1:1/" }
 
         /// Runs one round at the current time: every due job reports `up` per address.
         fn round(&mut self, up: &dyn Fn(IpAddr) -> bool) -> Vec<Effect> {
+            self.round_records(&|ip, port| {
+                let state = if up(ip) {
+                    PortState::Open
+                } else {
+                    PortState::Closed
+                };
+                ProbeRecord::new(ip, port, state, 10, 1)
+            })
+        }
+
+        /// Runs one round at the current time: every due job reports `record` per target.
+        fn round_records(&mut self, record: &dyn Fn(IpAddr, u16) -> ProbeRecord) -> Vec<Effect> {
             let now = self.clock.0;
             let next = &mut self.next;
             let (jobs, _) = self.watch.poll_due(now, || {
@@ -1169,20 +1268,22 @@ webhook = { url = "http://127.0.0.1:1/" }
             for (job, _) in jobs {
                 let records: Vec<ProbeRecord> = (0..job.space.len())
                     .filter_map(|i| job.space.get(i))
-                    .map(|a| {
-                        let state = if up(a.ip()) {
-                            PortState::Open
-                        } else {
-                            PortState::Closed
-                        };
-                        ProbeRecord::new(a.ip(), a.port(), state, 10, 1)
-                    })
+                    .map(|a| record(a.ip(), a.port()))
                     .collect();
                 effects.extend(self.watch.on_records(job.id, &records, now));
                 effects.extend(self.watch.on_job_done(job.id, now).0);
             }
             effects.extend(self.watch.tick(now));
             effects
+        }
+
+        /// Advances one interval (and the group wait) and runs a round of `record`s.
+        fn step_records(&mut self, record: &dyn Fn(IpAddr, u16) -> ProbeRecord) -> Vec<Effect> {
+            let mut e = self.round_records(record);
+            self.clock.advance(500);
+            e.extend(self.watch.tick(self.clock.0));
+            self.clock.advance(500);
+            e
         }
 
         /// Advances one interval (and the group wait) and runs a round.
@@ -1516,5 +1617,219 @@ interval = "10s"
         assert_eq!(verdict(&r).1.as_deref(), Some("open, but expect: no match"));
         let r = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
         assert!(verdict(&r).1.unwrap().contains("2 tries"));
+    }
+
+    /// EMFILE: a shortage of descriptors on this host.
+    const EMFILE: i32 = 24;
+    /// ECONNRESET: the target reset the connection.
+    const ECONNRESET: i32 = 104;
+
+    fn emfile(ip: IpAddr, port: u16) -> ProbeRecord {
+        let mut r = ProbeRecord::new(ip, port, PortState::Error, 0, 1);
+        r.errno = Some(EMFILE);
+        r
+    }
+
+    fn open(ip: IpAddr, port: u16) -> ProbeRecord {
+        ProbeRecord::new(ip, port, PortState::Open, 10, 1)
+    }
+
+    fn closed(ip: IpAddr, port: u16) -> ProbeRecord {
+        ProbeRecord::new(ip, port, PortState::Closed, 10, 1)
+    }
+
+    fn reset(ip: IpAddr, port: u16) -> ProbeRecord {
+        let mut r = ProbeRecord::new(ip, port, PortState::Error, 0, 1);
+        r.errno = Some(ECONNRESET);
+        r
+    }
+
+    fn shortage_warnings(effects: &[Effect]) -> Vec<(u64, SkippedCheck)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::LocalShortage { skipped, last, .. } => Some((*skipped, last.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(effects: &[Effect]) -> Vec<&'static str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Save(Save::Event { kind, .. }) => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const ONE_TARGET: &str = r#"
+[[monitor]]
+name = "db"
+targets = ["127.0.0.1"]
+ports = "5432"
+interval = "1s"
+fail_after = 3
+recover_after = 2
+on_down = ["restart"]
+on_up = ["ops"]
+group_wait = "500ms"
+
+[action.restart]
+exec = ["systemctl", "restart", "db"]
+cooldown = "0s"
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+"#;
+
+    fn health(rig: &Rig, monitor: &str) -> Vec<Health> {
+        rig.watch
+            .monitor(monitor)
+            .unwrap()
+            .targets
+            .values()
+            .map(|t| t.tracker.health())
+            .collect()
+    }
+
+    /// Issue 14 item 4: a healthy target that the host cannot probe (every record EMFILE)
+    /// for 10 rounds stays UP: no DOWN, no action, no notification; the skips are counted,
+    /// reported in the monitor's last result, and logged once.
+    #[test]
+    fn local_shortage_for_ten_rounds_keeps_a_healthy_target_up_with_no_action() {
+        let mut rig = Rig::new(CONFIG);
+        // The first job is due within one interval.
+        rig.step(&all_up);
+        rig.step(&all_up);
+        assert_eq!(health(&rig, "web"), vec![Health::Up; 3]);
+        let mut effects = Vec::new();
+        for _ in 0..10 {
+            effects.extend(rig.step_records(&emfile));
+        }
+        assert_eq!(actions(&effects), vec![]);
+        assert!(notices(&effects).is_empty());
+        assert_eq!(events(&effects), Vec::<&str>::new());
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Save(_))),
+            "a skipped check writes no history"
+        );
+        assert_eq!(health(&rig, "web"), vec![Health::Up; 3]);
+        let m = rig.watch.monitor("web").unwrap();
+        assert_eq!(m.overall(), "up");
+        assert_eq!((m.local_skips.total, m.local_skips.run), (30, 30));
+        let last = m.local_skips.last.as_ref().unwrap();
+        assert_eq!(
+            last.message(),
+            "check skipped: local shortage EMFILE on this host"
+        );
+        for t in m.targets.values() {
+            assert_eq!(t.skipped.as_ref().unwrap().errno, "EMFILE");
+            assert!(t.last.as_ref().unwrap().ok, "the last verdict is kept");
+        }
+        // One warning, at the third skip in a row.
+        let warned = shortage_warnings(&effects);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].0, WARN_AFTER_SKIPS);
+
+        // A target never checked before stays pending, never DOWN.
+        let mut fresh = Rig::new(CONFIG);
+        let mut effects = Vec::new();
+        for _ in 0..10 {
+            effects.extend(fresh.step_records(&emfile));
+        }
+        assert_eq!(health(&fresh, "web"), vec![Health::Pending; 3]);
+        assert_eq!(actions(&effects), vec![]);
+        assert!(notices(&effects).is_empty());
+    }
+
+    /// Real failures count toward `fail_after` across skipped checks (which neither count nor
+    /// reset the run), and a real error (ECONNRESET) is a failure like any other.
+    #[test]
+    fn real_failures_count_across_local_shortages() {
+        let mut rig = Rig::new(ONE_TARGET);
+        // The first job is due within one interval.
+        rig.step_records(&open);
+        rig.step_records(&open);
+        let mut effects = Vec::new();
+        for record in [closed, emfile, emfile, reset, emfile] {
+            effects.extend(rig.step_records(&record));
+        }
+        // Two real failures of three: failing, not DOWN.
+        assert_eq!(health(&rig, "db"), vec![Health::Pending]);
+        assert_eq!(actions(&effects), vec![]);
+        let t = rig
+            .watch
+            .monitor("db")
+            .unwrap()
+            .targets
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(t.tracker.fail_run, 2);
+        let effects = rig.step_records(&closed);
+        assert_eq!(health(&rig, "db"), vec![Health::Down]);
+        assert_eq!(events(&effects), vec!["down"]);
+        assert_eq!(
+            actions(&effects),
+            vec![("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        let t = rig
+            .watch
+            .monitor("db")
+            .unwrap()
+            .targets
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(
+            t.last.as_ref().unwrap().reason.as_deref(),
+            Some("closed (connection refused)"),
+            "the reason is the real failure, not the shortage"
+        );
+    }
+
+    /// Recovery: a success streak is not reset by skipped checks (two successes with
+    /// shortages between them bring a DOWN target back UP), skipped checks alone never do,
+    /// and after a check with a verdict a new shortage is warned about again.
+    #[test]
+    fn recovery_counts_successes_across_local_shortages() {
+        let mut rig = Rig::new(ONE_TARGET);
+        // The first job is due within one interval.
+        rig.step_records(&open);
+        rig.step_records(&open);
+        for _ in 0..3 {
+            rig.step_records(&closed);
+        }
+        assert_eq!(health(&rig, "db"), vec![Health::Down]);
+        let mut effects = Vec::new();
+        for _ in 0..5 {
+            effects.extend(rig.step_records(&emfile));
+        }
+        assert_eq!(
+            health(&rig, "db"),
+            vec![Health::Down],
+            "a skip is no success"
+        );
+        assert_eq!(shortage_warnings(&effects).len(), 1);
+        let mut effects = Vec::new();
+        for record in [open, emfile, emfile] {
+            effects.extend(rig.step_records(&record));
+        }
+        assert_eq!(health(&rig, "db"), vec![Health::Pending]);
+        assert!(
+            shortage_warnings(&effects).is_empty(),
+            "a new run of two skips"
+        );
+        effects.extend(rig.step_records(&emfile));
+        assert_eq!(shortage_warnings(&effects).len(), 1, "a new run of three");
+        effects.extend(rig.step_records(&open));
+        assert_eq!(health(&rig, "db"), vec![Health::Up]);
+        assert_eq!(events(&effects), vec!["up"]);
+        let m = rig.watch.monitor("db").unwrap();
+        assert_eq!(m.local_skips.run, 0);
+        assert_eq!(m.local_skips.total, 8);
+        assert!(m.targets.values().all(|t| t.skipped.is_none()));
     }
 }

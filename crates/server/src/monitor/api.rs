@@ -102,6 +102,7 @@ fn snapshot(
                 since_ms: t.tracker.since_ms,
                 last: t.last.as_ref().map(CheckView::from),
                 uptime: Uptime::default(),
+                skipped: t.skipped.as_ref().map(|s| s.message()),
                 hard: t.tracker.hard,
             });
             let (targets, matching) = if all_targets {
@@ -135,6 +136,13 @@ fn snapshot(
                     last_check: m.last_check_ms.map(rfc3339),
                     silenced_until: m.silenced_until.filter(|&u| u > now).map(rfc3339),
                     uptime: Uptime::default(),
+                    skipped_checks: m.local_skips.total,
+                    skipped: m
+                        .local_skips
+                        .last
+                        .as_ref()
+                        .filter(|_| m.local_skips.run > 0)
+                        .map(|s| s.message()),
                 },
                 silenced_until_ms: m.silenced_until.filter(|&u| u > now),
                 targets,

@@ -148,9 +148,12 @@ pub async fn deliver(spec: &NotifySpec, notice: &Notice) -> NoticeRecord {
         wait = wait.saturating_mul(2);
     };
     if let Some(e) = &error {
-        eprintln!(
-            "porthawk: notification {} for monitor {} failed after {attempts} attempt(s): {e}",
-            spec.name, notice.monitor
+        tracing::warn!(
+            notification = %spec.name,
+            monitor = %notice.monitor,
+            attempts,
+            error = %e,
+            "notification failed"
         );
     }
     record(spec, notice, outcome, attempts, error)

@@ -49,7 +49,7 @@ pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Res
             // thread.
             let now = now_ms();
             let restored = shared2.store.restore_watch(now).unwrap_or_else(|e| {
-                eprintln!("porthawk: cannot read the monitor states of the last run: {e}");
+                tracing::error!(error = %e, "cannot read the monitor states of the last run");
                 Default::default()
             });
             let stamp = options.path.as_deref().and_then(file_stamp);
@@ -59,7 +59,7 @@ pub(crate) fn start(shared: &Arc<Shared>, options: WatchOptions) -> std::io::Res
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("porthawk: cannot start the monitors: {e}");
+                    tracing::error!(error = %e, "cannot start the monitors");
                     return;
                 }
             };
@@ -280,13 +280,10 @@ impl Runtime {
                         let _ = reply.send(Err(e));
                     }
                     Ok(req) => {
-                        eprintln!(
-                            "porthawk: action {} requested over the API{}",
-                            req.action.name,
-                            req.monitor
-                                .as_deref()
-                                .map(|m| format!(" for monitor {m}"))
-                                .unwrap_or_default()
+                        tracing::info!(
+                            action = %req.action.name,
+                            monitor = req.monitor.as_deref(),
+                            "action requested over the API"
                         );
                         self.run_action(req, Some(reply));
                     }
@@ -320,8 +317,10 @@ impl Runtime {
                         outcome: "rejected",
                     })
                     .inc();
-                eprintln!(
-                    "porthawk: config reload ({why}) rejected, the running config stays: {e}"
+                tracing::error!(
+                    why,
+                    error = %e,
+                    "config reload rejected, the running config stays"
                 );
                 Err(e)
             }
@@ -346,7 +345,7 @@ impl Runtime {
                     .reloads
                     .get_or_create(&ReloadLabel { outcome: "applied" })
                     .inc();
-                eprintln!("porthawk: config reloaded ({why}): {n} monitor(s)");
+                tracing::info!(why, monitors = n, "config reloaded");
                 Ok(n)
             }
         }
@@ -377,12 +376,13 @@ impl Runtime {
                             ..
                         } => {
                             let (ip, port) = target;
-                            let why = reason
-                                .as_deref()
-                                .map(|r| format!(": {r}"))
-                                .unwrap_or_default();
-                            eprintln!(
-                                "porthawk: monitor {monitor}: {ip} port {port} is {kind}{why}"
+                            tracing::warn!(
+                                monitor = %monitor,
+                                ip = %ip,
+                                port,
+                                state = kind,
+                                reason = reason.as_deref(),
+                                "monitor target changed state"
                             );
                         }
                         _ => {}
@@ -391,6 +391,23 @@ impl Runtime {
                 }
                 Effect::Action(req) => self.run_action(req, None),
                 Effect::Notice(n) => self.notify(n),
+                Effect::LocalShortage {
+                    monitor,
+                    skipped,
+                    last,
+                } => {
+                    let (ip, port) = last.target;
+                    tracing::warn!(
+                        monitor = %monitor,
+                        skipped,
+                        errno = last.errno,
+                        ip = %ip,
+                        port,
+                        "checks skipped: local shortage {} on this host, not a verdict about \
+                         the targets; they keep their state until a check can run",
+                        last.errno
+                    );
+                }
             }
         }
     }
@@ -403,15 +420,12 @@ impl Runtime {
         let shared = Arc::clone(&self.shared);
         if req.verdict != Verdict::Run {
             if let Some(rec) = actions::not_run(&req) {
-                eprintln!(
-                    "porthawk: action {}{}: {} ({})",
-                    rec.action,
-                    rec.monitor
-                        .as_deref()
-                        .map(|m| format!(" for monitor {m}"))
-                        .unwrap_or_default(),
-                    rec.outcome,
-                    rec.detail.as_deref().unwrap_or("")
+                tracing::info!(
+                    action = %rec.action,
+                    monitor = rec.monitor.as_deref(),
+                    outcome = %rec.outcome,
+                    detail = rec.detail.as_deref(),
+                    "action not run"
                 );
                 finish_action(&shared, &rec);
                 if let Some(r) = reply {
@@ -420,20 +434,18 @@ impl Runtime {
             }
             return;
         }
-        eprintln!(
-            "porthawk: running action {}: {:?}",
-            req.action.name,
-            req.action.kind.argv()
+        tracing::info!(
+            action = %req.action.name,
+            argv = ?req.action.kind.argv(),
+            "running action"
         );
         tokio::spawn(async move {
             let rec = actions::run(&req).await;
-            eprintln!(
-                "porthawk: action {} ended: {}{}",
-                rec.action,
-                rec.outcome,
-                rec.exit_code
-                    .map(|c| format!(" (exit code {c})"))
-                    .unwrap_or_default()
+            tracing::info!(
+                action = %rec.action,
+                outcome = %rec.outcome,
+                exit_code = rec.exit_code,
+                "action ended"
             );
             finish_action(&shared, &rec);
             if let Some(r) = reply {
@@ -490,7 +502,7 @@ fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
         });
     if let Err(e) = spawned {
         // Without the thread no monitor result would arrive: say so once.
-        eprintln!("porthawk: cannot start the monitor results thread: {e}");
+        tracing::error!(error = %e, "cannot start the monitor results thread");
     }
     (sink, rx)
 }
@@ -502,7 +514,7 @@ fn report_failure<T: Send + 'static>(shared: &Arc<Shared>, reply: Reply<T>, what
     tokio::spawn(async move {
         if let Err(e) = reply.await {
             shared.metrics.store_errors.inc();
-            eprintln!("porthawk: cannot {what}: {e}");
+            tracing::error!(error = %e, "cannot {what}");
         }
     });
 }

@@ -75,6 +75,10 @@ pub struct TargetView {
     pub last: Option<CheckView>,
     /// Uptime.
     pub uptime: Uptime,
+    /// Its last check, when that was skipped (after `last`) for a shortage on this host:
+    /// `check skipped: local shortage EMFILE on this host`. Not a verdict about the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Its hard state, which uptime is computed from (not shown).
     #[serde(skip)]
     pub(crate) hard: Health,
@@ -105,6 +109,13 @@ pub struct MonitorSummary {
     pub silenced_until: Option<String>,
     /// The average uptime of its targets.
     pub uptime: Uptime,
+    /// Checks skipped since the monitor was loaded because this host was short of a
+    /// resource (EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL): not verdicts.
+    pub skipped_checks: u64,
+    /// The last skipped check, while no check with a verdict has come since:
+    /// `check skipped: local shortage EMFILE on this host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// `GET /v1/monitors`.
