@@ -3,14 +3,16 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use porthawk_core::{is_local_errno, PortState, TargetSpace};
+use porthawk_core::{is_local_errno, PortState, ProbeRecord, TargetSpace};
 use porthawk_engine::{
     default_inflight, max_inflight, raise_nofile_limit, result_channel, Engine, EngineConfig, Job,
+    JobHandle,
 };
 
 use crate::args::ScanArgs;
@@ -28,49 +30,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 const EXIT_LOCAL_ERROR: u8 = 1;
 
 pub fn run(args: ScanArgs) -> Result<ExitCode> {
-    let (exclude_targets, exclude_port_tokens) = targets::split_excludes(&args.exclude);
-    let exclude_files = args
-        .exclude_file
-        .iter()
-        .map(|p| targets::read_exclude_file(p))
-        .collect::<Result<Vec<_>>>()?;
-    let hosts = targets::hosts(&args.targets, &exclude_targets, &exclude_files)?;
-    let mut excluded_ports: Vec<&str> = exclude_port_tokens.iter().map(|t| &t[1..]).collect();
-    excluded_ports.extend(args.exclude_ports.as_deref());
-    excluded_ports.extend(
-        exclude_files
-            .iter()
-            .flat_map(|f| f.ports.iter().map(String::as_str)),
-    );
-    let ports = targets::ports(args.ports.as_deref(), &excluded_ports)?;
-    let seed = args.seed.unwrap_or_else(random_seed);
-    let space = TargetSpace::new(hosts, ports, seed).context("nothing to scan")?;
-    let space = Arc::new(space);
+    let space = Arc::new(target_space(&args)?);
     let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
-
-    let nofile = raise_nofile_limit();
-    let inflight = match args.inflight {
-        Some(n) if n as usize > max_inflight(nofile) => bail!(
-            "--inflight {n} is more than the file descriptor limit allows ({})",
-            max_inflight(nofile)
-        ),
-        Some(n) => n as usize,
-        None => default_inflight(nofile),
-    };
-    let mut config = EngineConfig {
-        inflight,
-        backend: args.backend,
-        ..EngineConfig::default()
-    };
-    if let Some(shards) = args.shards {
-        config.shards = shards.into();
-    }
-    // More shards than probes would leave threads idle; fewer in flight than shards too.
-    let total = space.len();
-    config.shards = config
-        .shards
-        .min(total.max(1) as usize)
-        .min(config.inflight);
+    let config = engine_config(&args, space.len())?;
 
     let mut sink: Box<dyn Write> = match &args.output {
         Some(path) => {
@@ -98,57 +60,25 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
         rate: args.rate,
         sink: result_sink,
     });
-    let interrupted = {
-        let job = job.clone();
-        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&interrupted);
-        ctrlc::set_handler(move || {
-            if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                // A second Ctrl-C: the user does not want to wait for in-flight probes.
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-            job.cancel();
-        })
-        .context("cannot install the Ctrl-C handler")?;
-        interrupted
-    };
-
-    let progress = if io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} probes, {msg}, ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Some(bar)
-    } else {
-        None
-    };
+    let interrupted = cancel_on_ctrl_c(&job)?;
+    let progress = progress_bar(space.len());
 
     let started = Instant::now();
-    let mut counts = [0u64; PortState::ALL.len()];
-    let mut done = 0u64;
-    // Probes that ended in a shortage on this machine (EMFILE, ENOBUFS ...): no verdict.
-    let mut local_errors = 0u64;
+    let mut tally = Tally::default();
     let cancelled = loop {
         let batch = results
             .recv()
             .context("the engine stopped before the sweep finished")?;
         for r in &batch.records {
-            counts[r.state.index()] += 1;
-            local_errors +=
-                u64::from(r.state == PortState::Error && r.errno.is_some_and(is_local_errno));
+            tally.count(r);
             if args.all || r.state == PortState::Open {
                 output.record(r, space.name_of(r.ip))?;
             }
         }
-        done += batch.records.len() as u64;
         if let Some(bar) = &progress {
-            bar.set_position(done);
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!("{rate:.0}/s, {} open", counts[0]));
+            bar.set_position(tally.done);
+            let rate = tally.done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{rate:.0}/s, {} open", tally.counts[0]));
         }
         if batch.job_done {
             break batch.cancelled;
@@ -161,15 +91,142 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     output.finish()?;
     drop(sink);
 
+    print_summary(&engine, &job, &tally, space.len(), elapsed, cancelled);
+    if interrupted.load(Ordering::SeqCst) || cancelled {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if tally.local_errors > 0 {
+        eprintln!(
+            "porthawk: {} probes failed for lack of local resources (descriptors, buffers, memory or local ports): their results say nothing about the targets",
+            tally.local_errors
+        );
+        return Ok(ExitCode::from(EXIT_LOCAL_ERROR));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The targets and ports of the command line, less every exclusion, in a seeded order.
+fn target_space(args: &ScanArgs) -> Result<TargetSpace> {
+    let (exclude_targets, exclude_port_tokens) = targets::split_excludes(&args.exclude);
+    let exclude_files = args
+        .exclude_file
+        .iter()
+        .map(|p| targets::read_exclude_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts = targets::hosts(&args.targets, &exclude_targets, &exclude_files)?;
+    let mut excluded_ports: Vec<&str> = exclude_port_tokens.iter().map(|t| &t[1..]).collect();
+    excluded_ports.extend(args.exclude_ports.as_deref());
+    excluded_ports.extend(
+        exclude_files
+            .iter()
+            .flat_map(|f| f.ports.iter().map(String::as_str)),
+    );
+    let ports = targets::ports(args.ports.as_deref(), &excluded_ports)?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    TargetSpace::new(hosts, ports, seed).context("nothing to scan")
+}
+
+/// The engine for a sweep of `total` probes: in-flight from the flags or the descriptor
+/// limit (raised first), no more shards than probes or in-flight slots.
+fn engine_config(args: &ScanArgs, total: u64) -> Result<EngineConfig> {
+    let nofile = raise_nofile_limit();
+    let inflight = match args.inflight {
+        Some(n) if n as usize > max_inflight(nofile) => bail!(
+            "--inflight {n} is more than the file descriptor limit allows ({})",
+            max_inflight(nofile)
+        ),
+        Some(n) => n as usize,
+        None => default_inflight(nofile),
+    };
+    let mut config = EngineConfig {
+        inflight,
+        backend: args.backend,
+        ..EngineConfig::default()
+    };
+    if let Some(shards) = args.shards {
+        config.shards = shards.into();
+    }
+    // More shards than probes would leave threads idle; fewer in flight than shards too.
+    config.shards = config
+        .shards
+        .min(total.max(1) as usize)
+        .min(config.inflight);
+    Ok(config)
+}
+
+/// Ctrl-C cancels the job (probes in flight still finish and are reported); a second one
+/// exits at once. The flag says whether it was pressed.
+fn cancel_on_ctrl_c(job: &JobHandle) -> Result<Arc<AtomicBool>> {
+    let job = job.clone();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user does not want to wait for in-flight probes.
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        job.cancel();
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(interrupted)
+}
+
+/// A progress bar on a terminal; nothing when stderr is a file or a pipe.
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} probes, {msg}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+/// What a sweep found so far.
+#[derive(Default)]
+struct Tally {
+    /// Records per state, in `PortState::ALL` order.
+    counts: [u64; PortState::ALL.len()],
+    /// Records received.
+    done: u64,
+    /// Probes that ended in a shortage on this machine (EMFILE, ENOBUFS ...): no verdict.
+    local_errors: u64,
+}
+
+impl Tally {
+    fn count(&mut self, r: &ProbeRecord) {
+        self.counts[r.state.index()] += 1;
+        self.done += 1;
+        self.local_errors +=
+            u64::from(r.state == PortState::Error && r.errno.is_some_and(is_local_errno));
+    }
+}
+
+/// The summary line on stderr (counts per state, rate, backend, latency), then any backend
+/// failure.
+fn print_summary(
+    engine: &Engine,
+    job: &JobHandle,
+    tally: &Tally,
+    total: u64,
+    elapsed: Duration,
+    cancelled: bool,
+) {
     let stats = job.stats();
-    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rate = tally.done as f64 / elapsed.as_secs_f64().max(1e-9);
     let per_state: Vec<String> = PortState::ALL
         .iter()
-        .map(|s| format!("{s} {}", counts[s.index()]))
+        .map(|s| format!("{s} {}", tally.counts[s.index()]))
         .collect();
     let p99 = stats.rtt_us.value_at_quantile(0.99);
     eprintln!(
-        "porthawk: {done} of {total} probes in {:.2}s ({:.0} probes/s): {}; backend {}, {} shards, {} in flight, connect p99 {:.1}ms{}",
+        "porthawk: {} of {total} probes in {:.2}s ({:.0} probes/s): {}; backend {}, {} shards, {} in flight, connect p99 {:.1}ms{}",
+        tally.done,
         elapsed.as_secs_f64(),
         rate,
         per_state.join(", "),
@@ -182,16 +239,6 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     for e in &stats.errors {
         eprintln!("porthawk: backend failure: {e}");
     }
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) || cancelled {
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
-    }
-    if local_errors > 0 {
-        eprintln!(
-            "porthawk: {local_errors} probes failed for lack of local resources (descriptors, buffers, memory or local ports): their results say nothing about the targets"
-        );
-        return Ok(ExitCode::from(EXIT_LOCAL_ERROR));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A seed that differs from run to run, without a random number crate: the standard
