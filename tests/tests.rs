@@ -23,6 +23,7 @@ mod check;
 mod daemon_util;
 mod daemons;
 mod hardening;
+mod layout;
 mod limits;
 mod monitor;
 mod netns;
