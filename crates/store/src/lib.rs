@@ -21,7 +21,7 @@ mod history;
 mod schema;
 mod sweeps;
 
-pub use db::{now_ms, Reply, Store, StoreError};
+pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
 pub use sweeps::{Counts, NewResult, Progress, ResultRow, SweepRow, SweepState};
 
