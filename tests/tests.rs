@@ -28,5 +28,6 @@ mod monitor;
 mod netns;
 mod scan;
 mod serve;
+mod store_faults;
 mod usage;
 mod util;

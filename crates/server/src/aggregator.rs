@@ -100,7 +100,7 @@ impl Aggregator {
             if health.is_ok() {
                 tracing::info!("the store is healthy again");
             } else {
-                tracing::error!(store = %health, "the store is unhealthy: {health}");
+                tracing::error!("the store is unhealthy: {health}");
             }
             self.health = health;
         }
