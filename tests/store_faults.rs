@@ -278,11 +278,7 @@ fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
     };
     let serve = Serve::start(&mount.0);
     let (code, health) = serve.get("/healthz");
-    assert_eq!(
-        (code, &health["store"]),
-        (200, &Value::from("ok")),
-        "{health}"
-    );
+    assert_eq!(code, 200, "{health}");
     // Room for a few of the sweep's writes, so that some rows are stored before one fails.
     fill(&mount.0, 512 * 1024);
 
