@@ -870,3 +870,64 @@ async fn openapi_lists_the_guard_answers() {
     );
     server.shutdown();
 }
+
+/// When history writes fail (the database file deleted under the server: the store refuses
+/// writes into the orphaned file), monitors go on judging with their verdicts in memory, and
+/// both the monitor's detail and `/healthz` (503) say that history is not being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_keep_verdicts_in_memory_when_history_is_not_written() {
+    // A port nothing listens on: every check fails, and each failed check is history.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (server, _dir, app) = setup("history-off", |c| {
+        let text = format!(
+            "[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"{port}\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nfail_after = 1\nrecover_after = 1\n"
+        );
+        c.watch = Arc::new(crate::monitor::config::parse("t.toml", &text).unwrap());
+    });
+    let r = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["monitor_history"], "written");
+    std::fs::remove_file(server.shared.store.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let detail = loop {
+        let r = call(&app, "GET", "/v1/monitors/m", None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let v = r.json();
+        if v["history"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not written: "))
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "history still written: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        detail["history"].as_str().unwrap().contains("deleted"),
+        "{detail}"
+    );
+    // The verdict is kept in memory: the target is DOWN.
+    assert_eq!(detail["target_list"][0]["state"], "down", "{detail}");
+    let r = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert!(
+        v["monitor_history"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not written: ")),
+        "{v}"
+    );
+    assert!(
+        v["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("database deleted")),
+        "{v}"
+    );
+    server.shutdown();
+}

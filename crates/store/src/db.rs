@@ -24,6 +24,14 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The database file could not be opened or looked at, to watch it for deletion.
+    #[error("cannot watch the database file '{}': {source}", path.display())]
+    Watch {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// SQLite refused.
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
@@ -277,14 +285,12 @@ impl Store {
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
         let interrupted = schema::mark_interrupted(&conn, now_ms())?;
-        let file = std::fs::File::open(&path).map_err(|e| StoreError::Value {
-            column: "porthawk.db",
-            message: format!("cannot open the database file to watch it: {e}"),
-        })?;
-        let meta = file.metadata().map_err(|e| StoreError::Value {
-            column: "porthawk.db",
-            message: format!("cannot stat the database file: {e}"),
-        })?;
+        let watch_error = |source| StoreError::Watch {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(watch_error)?;
+        let meta = file.metadata().map_err(watch_error)?;
         let watchdog = Arc::new(Watchdog {
             path: path.clone(),
             id: (meta.dev(), meta.ino()),
