@@ -30,5 +30,6 @@ mod netns;
 mod retention;
 mod scan;
 mod serve;
+mod store_faults;
 mod usage;
 mod util;

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use porthawk_core::{errno_name, PortState, ResultBatch};
 
 use crate::shared::Shared;
-use crate::store::{NewResult, Progress};
+use crate::store::{NewResult, Progress, StoreHealth};
 use crate::sweep::{LiveSweep, SweepState};
 
 /// Rows buffered before a store write.
@@ -21,15 +21,32 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the loop wakes without batches, to flush and to notice a stop.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Probes of a sweep received since its last committed write: added to the sweep's live
+/// counters only once the write that carries them has committed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Delta {
+    done: u64,
+    counts: [u64; PortState::ALL.len()],
+}
+
+/// A sweep with news since the last write.
+struct Touched {
+    sweep: Arc<LiveSweep>,
+    delta: Delta,
+}
+
 /// The aggregator's state between batches.
 pub(crate) struct Aggregator {
     shared: Arc<Shared>,
     pending: Vec<NewResult>,
-    touched: Vec<Arc<LiveSweep>>,
+    touched: Vec<Touched>,
     finished: Vec<(Arc<LiveSweep>, SweepState)>,
     last_flush: Instant,
     rate_since: Instant,
     rate_probes: u64,
+    /// The store's state when last looked at, to log a change once.
+    health: StoreHealth,
+    health_checked: Instant,
 }
 
 impl Aggregator {
@@ -42,6 +59,8 @@ impl Aggregator {
             rate_since: Instant::now(),
             rate_probes: shared.metrics.probes_total(),
             shared,
+            health: StoreHealth::Ok,
+            health_checked: Instant::now(),
         }
     }
 
@@ -61,11 +80,30 @@ impl Aggregator {
                 self.flush();
             }
             self.update_rate();
+            self.watch_store();
             if self.shared.stop_aggregator.load(Ordering::SeqCst) && results.is_empty() {
                 break;
             }
         }
         self.flush();
+    }
+
+    /// Looks at the store's state once a second and logs when it changes (a deleted
+    /// database file is noticed here even when nothing is written).
+    fn watch_store(&mut self) {
+        if self.health_checked.elapsed() < HEALTH_EVERY {
+            return;
+        }
+        self.health_checked = Instant::now();
+        let health = self.shared.store.health();
+        if health != self.health {
+            if health.is_ok() {
+                tracing::info!("the store is healthy again");
+            } else {
+                tracing::error!("the store is unhealthy: {health}");
+            }
+            self.health = health;
+        }
     }
 
     /// Sets `probes_per_second` from the probes counted by everyone (sweeps here, monitors
@@ -79,6 +117,25 @@ impl Aggregator {
             self.rate_probes = probes;
             self.rate_since = Instant::now();
         }
+    }
+
+    /// The pending news of `live`, added to the sweeps touched since the last write.
+    fn touch(&mut self, live: &Arc<LiveSweep>) -> &mut Delta {
+        let i = match self
+            .touched
+            .iter()
+            .position(|t| Arc::ptr_eq(&t.sweep, live))
+        {
+            Some(i) => i,
+            None => {
+                self.touched.push(Touched {
+                    sweep: Arc::clone(live),
+                    delta: Delta::default(),
+                });
+                self.touched.len() - 1
+            }
+        };
+        &mut self.touched[i].delta
     }
 
     /// Routes one batch's records to their sweep. A batch of a job no sweep owns (a sweep
@@ -95,10 +152,18 @@ impl Aggregator {
             );
             return;
         };
-        let mut per_state = [0u64; PortState::ALL.len()];
+        if live.failure.get().is_some() {
+            // A store write of this sweep failed and its job was cancelled: what the job
+            // still reports is neither stored nor counted, and its end is `failed`.
+            metrics.count_probes(&per_state(&batch));
+            self.touch(&live);
+            if batch.job_done {
+                self.finished.push((live, SweepState::Failed));
+            }
+            return;
+        }
         let store_all = live.request.store.is_all();
         for r in &batch.records {
-            per_state[r.state.index()] += 1;
             if matches!(r.state, PortState::Open | PortState::Closed) {
                 metrics
                     .connect_latency
@@ -124,16 +189,12 @@ impl Aggregator {
                 });
             }
         }
-        metrics.count_probes(&per_state);
-        for (count, n) in live.counts.iter().zip(per_state) {
-            if n > 0 {
-                count.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        let n = batch.records.len() as u64;
-        live.done.fetch_add(n, Ordering::Relaxed);
-        if !self.touched.iter().any(|t| Arc::ptr_eq(t, &live)) {
-            self.touched.push(Arc::clone(&live));
+        let per_state = per_state(&batch);
+        self.shared.metrics.count_probes(&per_state);
+        let delta = self.touch(&live);
+        delta.done += batch.records.len() as u64;
+        for (count, n) in delta.counts.iter_mut().zip(per_state) {
+            *count += n;
         }
         if batch.job_done {
             let state = if !batch.cancelled {
@@ -147,47 +208,136 @@ impl Aggregator {
         }
     }
 
-    /// Writes buffered rows and the progress of every sweep they touched in one transaction,
-    /// then retires the sweeps that ended.
+    /// Writes buffered rows and the progress of every sweep they touched in one transaction
+    /// (the store retries it a few times), then retires the sweeps that ended. Only a
+    /// committed write adds its probes to the sweeps' counters; when it fails for good, every
+    /// sweep it carried is stopped and ends `failed` with the counts of its earlier writes.
     pub(crate) fn flush(&mut self) {
         self.last_flush = Instant::now();
         if self.pending.is_empty() && self.touched.is_empty() && self.finished.is_empty() {
             return;
         }
+        let end_of = |s: &Arc<LiveSweep>| {
+            self.finished
+                .iter()
+                .find(|(f, _)| Arc::ptr_eq(f, s))
+                .map(|(_, st)| *st)
+        };
         let progress: Vec<Progress> = self
             .touched
             .iter()
-            .map(|s| Progress {
-                sweep_id: s.id,
-                done: s.done.load(Ordering::Relaxed),
-                counts: s.counts(),
-                finished: self
-                    .finished
-                    .iter()
-                    .find(|(f, _)| Arc::ptr_eq(f, s))
-                    .map(|(_, st)| *st),
+            .map(|t| {
+                let finished = end_of(&t.sweep);
+                committed_plus(&t.sweep, t.delta, finished)
             })
             .collect();
-        let metrics = &self.shared.metrics;
         let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_ROWS));
         let n = rows.len();
-        match self.shared.store.write_batch(rows, progress).wait() {
+        let written = self.shared.store.write_batch(rows, progress).wait();
+        let metrics = &self.shared.metrics;
+        let failure = match written {
             Ok(()) => {
                 metrics.stored_results.inc_by(n as u64);
+                for t in &self.touched {
+                    t.sweep.done.fetch_add(t.delta.done, Ordering::Relaxed);
+                    for (count, n) in t.sweep.counts.iter().zip(t.delta.counts) {
+                        count.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                None
             }
             Err(e) => {
-                // The sweep goes on; its counts stay right in memory, and the next write
-                // records them. The rows of this write are lost, which the log says.
                 metrics.store_errors.inc();
-                tracing::error!(results = n, error = %e, "cannot write results to the store");
+                let reason = format!("store write failed: {e}");
+                tracing::error!(
+                    results = n,
+                    sweeps = self.touched.len(),
+                    error = %e,
+                    "cannot write results to the store: the sweeps they belong to fail"
+                );
+                for t in &self.touched {
+                    fail(&t.sweep, &reason);
+                }
+                Some(reason)
+            }
+        };
+        for t in self.touched.drain(..) {
+            t.sweep.stored.send_modify(|v| *v += 1);
+        }
+        for (s, state) in std::mem::take(&mut self.finished) {
+            if failure.is_some() {
+                // Its end was in the write that failed: store it alone.
+                self.end_failed(&s);
+            } else {
+                self.shared.retire(&s, state);
             }
         }
-        for s in self.touched.drain(..) {
-            s.stored.send_modify(|v| *v += 1);
+    }
+
+    /// Stores the end of a failed sweep: its committed counts, `failed` and why. When even
+    /// that cannot be written, the sweep stays `failed` in memory (the API reports it so;
+    /// the store, which still says `running`, marks it `interrupted` at the next start).
+    fn end_failed(&self, sweep: &Arc<LiveSweep>) {
+        let progress = committed_plus(sweep, Delta::default(), Some(SweepState::Failed));
+        match self
+            .shared
+            .store
+            .write_batch(Vec::new(), vec![progress])
+            .wait()
+        {
+            Ok(()) => self.shared.retire(sweep, SweepState::Failed),
+            Err(e) => {
+                self.shared.metrics.store_errors.inc();
+                tracing::error!(
+                    "cannot store that sweep {} failed, it is kept as failed in memory: {e}",
+                    sweep.id
+                );
+                self.shared.retire_unstored(sweep);
+            }
         }
-        for (s, state) in self.finished.drain(..) {
-            self.shared.retire(&s, state);
-        }
+    }
+}
+
+/// How often the aggregator looks at the store's state.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// A batch's probes per verdict, in [`PortState::ALL`] order.
+fn per_state(batch: &ResultBatch) -> [u64; PortState::ALL.len()] {
+    let mut per_state = [0u64; PortState::ALL.len()];
+    for r in &batch.records {
+        per_state[r.state.index()] += 1;
+    }
+    per_state
+}
+
+/// The progress to write for `sweep`: its committed counters plus `delta`, and its end.
+fn committed_plus(sweep: &LiveSweep, delta: Delta, finished: Option<SweepState>) -> Progress {
+    let mut counts = sweep.counts();
+    let add = |c: &mut u64, s: PortState| *c += delta.counts[s.index()];
+    add(&mut counts.open, PortState::Open);
+    add(&mut counts.closed, PortState::Closed);
+    add(&mut counts.filtered, PortState::Filtered);
+    add(&mut counts.unreachable, PortState::Unreachable);
+    add(&mut counts.error, PortState::Error);
+    let reason = sweep.failure.get().cloned();
+    Progress {
+        sweep_id: sweep.id,
+        done: sweep.done.load(Ordering::Relaxed) + delta.done,
+        counts,
+        finished: if reason.is_some() {
+            finished.map(|_| SweepState::Failed)
+        } else {
+            finished
+        },
+        reason: reason.filter(|_| finished.is_some()),
+    }
+}
+
+/// Marks a sweep failed (the first reason stays) and cancels its engine job.
+pub(crate) fn fail(sweep: &LiveSweep, reason: &str) {
+    let _ = sweep.failure.set(reason.to_string());
+    if let Some(h) = sweep.handle.get() {
+        h.cancel();
     }
 }
 

@@ -183,6 +183,9 @@ pub struct SweepSummary {
     /// When it ended, in seconds since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<f64>,
+    /// Why it failed, for a `failed` sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<SweepStatus> for SweepSummary {
@@ -197,6 +200,7 @@ impl From<SweepStatus> for SweepSummary {
             eta_s: s.eta_s,
             created_at: s.created_at,
             finished_at: s.finished_at,
+            reason: s.reason,
         }
     }
 }
@@ -224,6 +228,7 @@ impl From<porthawk_store::SweepSummary> for SweepSummary {
                 .then(|| row.total.saturating_sub(row.done) as f64 / rate),
             created_at: row.created_ms as f64 / 1000.0,
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
+            reason: row.reason,
         }
     }
 }
@@ -257,8 +262,14 @@ pub struct ResultsQuery {
 /// The answer to `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`, or `unhealthy` when the store is (the answer is then 503).
     pub status: String,
+    /// The store: `ok`, `write failed: ...` (a write failed after its retries; it stays so
+    /// until a restart, since what it carried is lost) or `database deleted: ...`.
+    pub store: String,
+    /// Monitor history: `written`, or `not written: ...` while its writes fail (monitors
+    /// go on judging, with their verdicts in memory).
+    pub monitor_history: String,
     /// The engine's backend.
     pub backend: String,
     /// The engine's shard threads.
@@ -289,9 +300,10 @@ fn status_of_row(row: SweepRow) -> SweepStatus {
     SweepStatus::new(row, Duration::from_millis(elapsed))
 }
 
-/// The status of sweep `id`: live counters while it runs, the store's once it has ended.
+/// The status of sweep `id`: live counters while it runs (or when it failed and the store
+/// could not take its end), the store's once it has ended.
 fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
-    if let Some(live) = shared.live_by_id(id) {
+    if let Some(live) = shared.in_memory(id) {
         return Ok(live.status());
     }
     let row = shared
@@ -314,6 +326,7 @@ fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
         (status = 403, description = "A target outside the allow-list (named)", body = ErrorBody),
         (status = 413, description = "Body or sweep over its limit", body = ErrorBody),
         (status = 429, description = "Too many sweeps at once", body = ErrorBody),
+        (status = 503, description = "The store is unhealthy: the sweep could not be stored", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -380,7 +393,7 @@ async fn list_sweeps(
         let full = rows.len() as u64 == limit;
         let sweeps = rows
             .into_iter()
-            .map(|row| match shared.live_by_id(row.id) {
+            .map(|row| match shared.in_memory(row.id) {
                 Some(live) => live.status().into(),
                 None => row.into(),
             })
@@ -408,7 +421,7 @@ async fn get_sweep(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SweepStatus>, ApiError> {
     let id = sweep_id(path)?;
-    if let Some(live) = state.0.live_by_id(id) {
+    if let Some(live) = state.0.in_memory(id) {
         return Ok(Json(live.status()));
     }
     let shared = Arc::clone(&state.0);
@@ -650,20 +663,36 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Liveness, and what the engine runs on.
+/// Liveness, the store's state, and what the engine runs on.
 #[utoipa::path(
     get,
     path = "/healthz",
-    responses((status = 200, description = "The server is up", body = Health))
+    responses(
+        (status = 200, description = "The server is up and its store works", body = Health),
+        (status = 503, description = "The store is unhealthy (a write failed, or the database file was deleted)", body = Health),
+    )
 )]
-async fn healthz(State(state): State<AppState>) -> Json<Health> {
+async fn healthz(State(state): State<AppState>) -> Response {
+    let s = Arc::clone(&state.0);
+    // Two `stat`s of the database file: cheap, but file system calls all the same.
+    let store = tokio::task::spawn_blocking(move || s.store.health())
+        .await
+        .unwrap_or_else(|e| crate::store::StoreHealth::WriteFailed(e.to_string()));
     let s = &state.0;
-    Json(Health {
-        status: "ok".into(),
+    let health = Health {
+        status: if store.is_ok() { "ok" } else { "unhealthy" }.into(),
+        store: store.to_string(),
+        monitor_history: s.history.describe(),
         backend: s.engine.backend().to_string(),
         shards: s.engine.shards() as u64,
         running_sweeps: s.live_count() as u64,
-    })
+    };
+    let code = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(health)).into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text format).

@@ -835,3 +835,85 @@ async fn openapi_lists_the_guard_answers() {
     );
     server.shutdown();
 }
+
+/// When history writes fail (the database file deleted under the server: the store refuses
+/// writes into the orphaned file), monitors go on judging with their verdicts in memory, and
+/// both the monitor's detail and `/healthz` (503) say that history is not being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_keep_verdicts_in_memory_when_history_is_not_written() {
+    // A port nothing listens on: every check fails, and each failed check is history.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (server, _dir, app) = setup("history-off", |c| {
+        let text = format!(
+            "[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"{port}\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nfail_after = 1\nrecover_after = 1\n"
+        );
+        c.watch = Arc::new(crate::monitor::config::parse("t.toml", &text).unwrap());
+    });
+    let r = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["monitor_history"], "written");
+    std::fs::remove_file(server.shared.store.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let detail = loop {
+        let r = call(&app, "GET", "/v1/monitors/m", None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let v = r.json();
+        // Judged while history fails: the target goes DOWN all the same, in memory.
+        let not_written = v["history"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not written: "));
+        if not_written && v["target_list"][0]["state"] == "down" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history still written, or no verdict: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        detail["history"].as_str().unwrap().contains("deleted"),
+        "{detail}"
+    );
+    let r = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert!(
+        v["monitor_history"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not written: ")),
+        "{v}"
+    );
+    assert!(
+        v["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("database deleted")),
+        "{v}"
+    );
+    server.shutdown();
+}
+
+/// The OpenAPI document knows the `failed` state with its reason, the store's state in
+/// `/healthz` and its 503, and the 503 of a sweep the store cannot take.
+#[test]
+fn openapi_describes_failed_sweeps_and_store_health() {
+    let doc: Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let states = schemas["SweepState"]["enum"].as_array().unwrap();
+    assert!(states.contains(&json!("failed")), "{states:?}");
+    assert!(schemas["SweepStatus"]["properties"]["reason"].is_object());
+    for field in ["status", "store", "monitor_history"] {
+        assert!(
+            schemas["Health"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert!(doc["paths"]["/healthz"]["get"]["responses"]["503"].is_object());
+    assert!(doc["paths"]["/v1/sweeps"]["post"]["responses"]["503"].is_object());
+}

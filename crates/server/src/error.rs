@@ -116,6 +116,11 @@ impl ApiError {
         .with_field("Host")
     }
 
+    /// 503: the server cannot take the request now (its store is unhealthy).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// 500: the server failed; the details go to the log (when the response is made), not
     /// to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
@@ -193,6 +198,18 @@ pub enum ServerError {
         path: PathBuf,
         /// The cause.
         source: porthawk_store::StoreError,
+    },
+    /// Another server holds the data directory.
+    #[error(
+        "data directory '{}' is in use by another porthawk serve{}",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The other server's pid, as its lock file says.
+        pid: Option<u32>,
     },
     /// The engine could not start.
     #[error(transparent)]

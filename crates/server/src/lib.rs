@@ -59,6 +59,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// dropping it).
 pub struct Server {
     shared: Arc<Shared>,
+    /// The data directory's lock, held (and its pid inside) for the server's life.
+    _lock: std::fs::File,
     aggregator: Option<JoinHandle<()>>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
@@ -68,6 +70,9 @@ pub struct Server {
 impl Server {
     /// Opens the store in `config.data_dir`, starts the engine and the aggregator.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        // Before the store is touched: a second server on the same directory would mark the
+        // first one's running sweeps interrupted.
+        let lock = lock_data_dir(&config.data_dir)?;
         let db = config.data_dir.join("porthawk.db");
         let (store, interrupted_at_start) =
             Store::open(&config.data_dir).map_err(|source| match source {
@@ -122,6 +127,7 @@ impl Server {
             })?;
         Ok(Server {
             shared,
+            _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
             interrupted_at_start,
@@ -168,25 +174,39 @@ impl Server {
         }
         self.shared.stop_aggregator.store(true, Ordering::SeqCst);
         let _ = thread.join();
-        // Sweeps whose end did not arrive in time: store them as interrupted with what
-        // they have.
+        // Sweeps whose end did not arrive in time: store them as interrupted (or failed)
+        // with what they have; and try again the failed ends the store refused.
         let left = self.shared.live_sweeps();
+        let unstored = self.shared.unstored_ends();
         let progress: Vec<Progress> = left
             .iter()
-            .map(|s| Progress {
-                sweep_id: s.id,
-                done: s.done.load(Ordering::Relaxed),
-                counts: s.counts(),
-                finished: Some(SweepState::Interrupted),
+            .chain(&unstored)
+            .map(|s| {
+                let failure = s.failure.get().cloned();
+                Progress {
+                    sweep_id: s.id,
+                    done: s.done.load(Ordering::Relaxed),
+                    counts: s.counts(),
+                    finished: Some(if failure.is_some() {
+                        SweepState::Failed
+                    } else {
+                        SweepState::Interrupted
+                    }),
+                    reason: failure,
+                }
             })
             .collect();
         if !progress.is_empty() {
             if let Err(e) = self.shared.store.write_batch(Vec::new(), progress).wait() {
-                tracing::error!(error = %e, "cannot mark running sweeps interrupted");
+                tracing::error!(error = %e, "cannot store the end of the sweeps still running");
             }
         }
         for s in &left {
-            self.shared.retire(s, SweepState::Interrupted);
+            let state = match s.failure.get() {
+                Some(_) => SweepState::Failed,
+                None => SweepState::Interrupted,
+            };
+            self.shared.retire(s, state);
         }
     }
 }
@@ -195,6 +215,52 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The lock file in the data directory.
+const LOCK_FILE: &str = "porthawk.lock";
+
+/// Takes the data directory's lock: an exclusive `flock` on `porthawk.lock`, which then
+/// holds this process's pid. Another server holding it is refused with its pid named. The
+/// kernel drops the lock when the process ends, however it ends, so a stale file is no
+/// obstacle.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use rustix::fs::{flock, FlockOperation};
+    use std::io::{Read, Seek, Write};
+
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::Io {
+        context: format!("cannot create data directory '{}'", dir.display()),
+        source,
+    })?;
+    let path = dir.join(LOCK_FILE);
+    let io = |source| ServerError::Io {
+        context: format!("lock file '{}'", path.display()),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text.trim().parse::<u32>().ok();
+            return Err(ServerError::Locked {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(e) => return Err(io(e.into())),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// What [`run`] tells its caller once it listens.

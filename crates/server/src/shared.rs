@@ -12,18 +12,22 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::monitor::handle::WatchHandle;
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Store, StoreHealth};
 use crate::sweep::{LiveSweep, SweepPlan, SweepState};
 
 /// The state every handler shares: a cheap handle on the running server.
 #[derive(Clone)]
 pub struct AppState(pub(crate) Arc<Shared>);
 
-/// Sweeps this process runs, by sweep id and by engine job id.
+/// Sweeps this process runs, by sweep id and by engine job id; and those that failed and
+/// whose end the store could not take.
 #[derive(Default)]
 pub(crate) struct LiveSweeps {
     by_id: HashMap<u64, Arc<LiveSweep>>,
     by_job: HashMap<JobId, Arc<LiveSweep>>,
+    /// Ended `failed` while the store refused to record it: the store still says
+    /// `running`, so the API answers from here.
+    unstored_ends: HashMap<u64, Arc<LiveSweep>>,
 }
 
 /// The running server's parts, shared by the API handlers, the aggregator and the monitor
@@ -36,9 +40,36 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
     pub(crate) watch: WatchHandle,
+    /// Whether monitor history is being written.
+    pub(crate) history: HistoryWrites,
     live: Mutex<LiveSweeps>,
     stopping: AtomicBool,
     pub(crate) stop_aggregator: AtomicBool,
+}
+
+/// Whether the monitors' history writes succeed: the last one's error while they fail.
+#[derive(Default)]
+pub(crate) struct HistoryWrites(Mutex<Option<String>>);
+
+impl HistoryWrites {
+    /// Records a failed history write; true for the first failure of a run of them (to log
+    /// once, not per check).
+    pub(crate) fn failed(&self, e: &str) -> bool {
+        lock(&self.0).replace(e.to_string()).is_none()
+    }
+
+    /// Records a history write that succeeded; true if writes had been failing.
+    pub(crate) fn written(&self) -> bool {
+        lock(&self.0).take().is_some()
+    }
+
+    /// `written`, or `not written: <the last error>`.
+    pub(crate) fn describe(&self) -> String {
+        match &*lock(&self.0) {
+            None => "written".into(),
+            Some(e) => format!("not written: {e}"),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,6 +91,7 @@ impl Shared {
             store,
             metrics,
             watch: WatchHandle::default(),
+            history: HistoryWrites::default(),
             live: Mutex::new(LiveSweeps::default()),
             stopping: AtomicBool::new(false),
             stop_aggregator: AtomicBool::new(false),
@@ -79,6 +111,21 @@ impl Shared {
         lock(&self.live).by_id.get(&id).cloned()
     }
 
+    /// A sweep whose state this process knows better than the store: one running, or one
+    /// that failed and whose end could not be stored.
+    pub(crate) fn in_memory(&self, id: u64) -> Option<Arc<LiveSweep>> {
+        let live = lock(&self.live);
+        live.by_id
+            .get(&id)
+            .or_else(|| live.unstored_ends.get(&id))
+            .cloned()
+    }
+
+    /// The failed sweeps whose end the store could not take, to try again at a stop.
+    pub(crate) fn unstored_ends(&self) -> Vec<Arc<LiveSweep>> {
+        lock(&self.live).unstored_ends.values().cloned().collect()
+    }
+
     /// Stores a planned sweep and hands it to the engine, or refuses it whole.
     pub(crate) fn create(&self, plan: SweepPlan) -> Result<u64, ApiError> {
         let mut live = lock(&self.live);
@@ -92,6 +139,13 @@ impl Shared {
                 live.by_id.len()
             )));
         }
+        // A sweep accepted into a deleted database would be lost at exit.
+        let health = self.store.health();
+        if let StoreHealth::Deleted(_) = health {
+            return Err(ApiError::unavailable(format!(
+                "the store is unhealthy, no sweep is accepted: {health}"
+            )));
+        }
         let created = now_ms();
         // Callers run this on a blocking thread: it waits for the store's writer.
         let id = self
@@ -103,7 +157,7 @@ impl Shared {
                 created,
             )
             .wait()
-            .map_err(|e| ApiError::internal("cannot store the sweep", e))?;
+            .map_err(|e| ApiError::unavailable(format!("cannot store the sweep: {e}")))?;
         let job = self.engine.next_job_id();
         let rate = plan.request.rate;
         let sweep = Arc::new(LiveSweep::new(
@@ -136,6 +190,21 @@ impl Shared {
             live.by_job.remove(&sweep.job);
         }
         self.metrics.sweep_moved(Some(SweepState::Running), state);
+        sweep.stored.send_modify(|v| *v += 1);
+    }
+
+    /// Forgets a running sweep that ended `failed` without the store taking its end: the
+    /// API goes on reporting it from memory.
+    pub(crate) fn retire_unstored(&self, sweep: &Arc<LiveSweep>) {
+        let _ = sweep.ended_ms.set(now_ms());
+        {
+            let mut live = lock(&self.live);
+            live.by_id.remove(&sweep.id);
+            live.by_job.remove(&sweep.job);
+            live.unstored_ends.insert(sweep.id, Arc::clone(sweep));
+        }
+        self.metrics
+            .sweep_moved(Some(SweepState::Running), SweepState::Failed);
         sweep.stored.send_modify(|v| *v += 1);
     }
 

@@ -109,6 +109,9 @@ pub struct SweepStatus {
     /// When it ended, in seconds since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<f64>,
+    /// Why it failed (state `failed`), such as "store write failed: database or disk is full".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The request as accepted.
     pub request: SweepRequest,
 }
@@ -134,6 +137,7 @@ impl SweepStatus {
             eta_s,
             created_at: row.created_ms as f64 / 1000.0,
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
+            reason: row.reason,
             request: row.request,
         }
     }
@@ -159,10 +163,15 @@ pub struct LiveSweep {
     pub handle: OnceLock<JobHandle>,
     /// Set by `DELETE`: the job's `cancelled` end is a cancellation rather than an interruption.
     pub user_cancelled: AtomicBool,
-    /// Probes reported.
+    /// Probes reported and stored: the aggregator adds a batch's probes once the store
+    /// write that carries them has committed, so these never run ahead of the store.
     pub done: AtomicU64,
-    /// Probes per verdict, in [`PortState::ALL`] order.
+    /// Probes per verdict, in [`PortState::ALL`] order, counted as `done` is.
     pub counts: [AtomicU64; 5],
+    /// Set when a store write of the sweep failed: the sweep is stopped and ends `failed`.
+    pub failure: OnceLock<String>,
+    /// When it ended, once it has ended but its final state could not be stored.
+    pub ended_ms: OnceLock<u64>,
     /// Bumped after each store write that touched the sweep, and when it ends.
     pub stored: tokio::sync::watch::Sender<u64>,
 }
@@ -188,6 +197,8 @@ impl LiveSweep {
             user_cancelled: AtomicBool::new(false),
             done: AtomicU64::new(0),
             counts: Default::default(),
+            failure: OnceLock::new(),
+            ended_ms: OnceLock::new(),
             stored: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -204,17 +215,24 @@ impl LiveSweep {
         }
     }
 
-    /// The status of the running sweep.
+    /// The status of the sweep as this process knows it: `running`, or `failed` once a
+    /// store write of it has failed.
     pub fn status(&self) -> SweepStatus {
+        let failure = self.failure.get().cloned();
         let row = porthawk_store::SweepRow {
             id: self.id,
-            state: SweepState::Running,
+            state: if failure.is_some() {
+                SweepState::Failed
+            } else {
+                SweepState::Running
+            },
             request: self.request.clone(),
             total: self.total,
             done: self.done.load(Ordering::Relaxed),
             counts: self.counts(),
             created_ms: self.created_ms,
-            finished_ms: None,
+            finished_ms: self.ended_ms.get().copied(),
+            reason: failure,
         };
         SweepStatus::new(row, self.started.elapsed())
     }

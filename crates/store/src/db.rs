@@ -1,12 +1,13 @@
 //! The store's handle: the writer thread, the readers, and the reply of a queued write.
 
 use std::future::Future;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -19,6 +20,14 @@ pub enum StoreError {
     #[error("cannot create data directory '{}': {source}", path.display())]
     CreateDir {
         /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database file could not be opened or looked at, to watch it for deletion.
+    #[error("cannot watch the database file '{}': {source}", path.display())]
+    Watch {
+        /// The database file.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
@@ -37,6 +46,111 @@ pub enum StoreError {
     /// The writer thread has stopped (the store is closing, or it could not start).
     #[error("the store's writer thread has stopped")]
     WriterGone,
+    /// The database file was deleted (or replaced) while the store had it open: whatever is
+    /// written to it now is lost when the process ends, so nothing is.
+    #[error("the database file '{}' was deleted while the server ran", path.display())]
+    Deleted {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// The state of the store, as `/healthz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes succeed.
+    Ok,
+    /// A write failed (after its retries): what it said. It stays so until the process
+    /// ends, since what that write carried is lost.
+    WriteFailed(String),
+    /// The database file was deleted or replaced while the store had it open.
+    Deleted(PathBuf),
+}
+
+impl StoreHealth {
+    /// Whether the store works.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, StoreHealth::Ok)
+    }
+}
+
+impl std::fmt::Display for StoreHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreHealth::Ok => f.write_str("ok"),
+            StoreHealth::WriteFailed(e) => write!(f, "write failed: {e}"),
+            StoreHealth::Deleted(path) => write!(
+                f,
+                "database deleted: '{}' no longer names the open database file",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// What the writer and the readers of the store's state share: the database file as it was
+/// opened (to notice it deleted) and the first write failure.
+struct Watchdog {
+    path: PathBuf,
+    /// The database file, held open only to `fstat` it.
+    file: std::fs::File,
+    /// Device and inode of the file at open.
+    id: (u64, u64),
+    failure: Mutex<Option<String>>,
+}
+
+impl Watchdog {
+    /// Whether the database file is gone: unlinked (no name left) or its path now names
+    /// another file.
+    fn deleted(&self) -> bool {
+        match self.file.metadata() {
+            Ok(m) if m.nlink() == 0 => return true,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != self.id,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Remembers the first failed write.
+    fn failed(&self, e: &StoreError) {
+        let mut failure = lock(&self.failure);
+        if failure.is_none() {
+            *failure = Some(e.to_string());
+        }
+    }
+
+    fn health(&self) -> StoreHealth {
+        if self.deleted() {
+            return StoreHealth::Deleted(self.path.clone());
+        }
+        match &*lock(&self.failure) {
+            Some(e) => StoreHealth::WriteFailed(e.clone()),
+            None => StoreHealth::Ok,
+        }
+    }
+}
+
+/// Waits before each retry of a failed write: four tries in all, 0.75 s of waiting.
+const RETRY_BACKOFF: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+];
+
+/// Whether a failed write may succeed when tried again: a full disk may get room, an I/O
+/// error or a lock may pass. A constraint or a bad value will not change.
+fn retryable(e: &StoreError) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            C::DiskFull | C::SystemIoFailure | C::DatabaseBusy | C::DatabaseLocked
+        ),
+        _ => false,
+    }
 }
 
 /// The answer to a queued write: [`Reply::wait`] for it on a thread that may block, or
@@ -139,6 +253,7 @@ const READER_POOL: usize = 8;
 /// The SQLite store of one data directory.
 pub struct Store {
     path: PathBuf,
+    watchdog: Arc<Watchdog>,
     writer: Option<crossbeam_channel::Sender<WriteOp>>,
     writer_thread: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
@@ -170,6 +285,18 @@ impl Store {
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
         let interrupted = schema::mark_interrupted(&conn, now_ms())?;
+        let watch_error = |source| StoreError::Watch {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(watch_error)?;
+        let meta = file.metadata().map_err(watch_error)?;
+        let watchdog = Arc::new(Watchdog {
+            path: path.clone(),
+            id: (meta.dev(), meta.ino()),
+            file,
+            failure: Mutex::new(None),
+        });
         let (writer, ops) = crossbeam_channel::unbounded::<WriteOp>();
         let writer_thread = std::thread::Builder::new()
             .name("porthawk-store".into())
@@ -183,6 +310,7 @@ impl Store {
         Ok((
             Store {
                 path,
+                watchdog,
                 writer: Some(writer),
                 writer_thread: Some(writer_thread),
                 readers: Mutex::new(Vec::new()),
@@ -196,15 +324,33 @@ impl Store {
         &self.path
     }
 
-    /// Queues `f` for the writer thread.
+    /// The store's state: whether the database file is still there, and whether a write
+    /// has failed. Cheap (two `stat`s): `/healthz` and new sweeps ask it each time.
+    pub fn health(&self) -> StoreHealth {
+        self.watchdog.health()
+    }
+
+    /// Queues `f` for the writer thread. A write to a database file that was deleted is
+    /// refused ([`StoreError::Deleted`]); a failed write leaves the store unhealthy.
     pub(crate) fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T> {
         let (responder, reply) = reply();
+        let watchdog = Arc::clone(&self.watchdog);
         let op: WriteOp = Box::new(move |conn| {
+            let outcome = if watchdog.deleted() {
+                Err(StoreError::Deleted {
+                    path: watchdog.path.clone(),
+                })
+            } else {
+                f(conn)
+            };
+            if let Err(e @ (StoreError::Sql(_) | StoreError::Deleted { .. })) = &outcome {
+                watchdog.failed(e);
+            }
             // The caller may have stopped waiting; the write stands either way.
-            responder.answer(f(conn));
+            responder.answer(outcome);
         });
         if let Some(writer) = &self.writer {
             // A send fails only when the writer thread is gone: the dropped responder inside
@@ -212,6 +358,28 @@ impl Store {
             let _ = writer.send(op);
         }
         reply
+    }
+
+    /// [`Store::write`] of a transaction that is tried again, after a short wait, when it
+    /// fails in a way that may pass (a full disk, an I/O error, a lock). A failed
+    /// transaction is rolled back, so each try starts from the same database.
+    pub(crate) fn write_retrying<T: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Reply<T> {
+        self.write(move |conn| {
+            let mut outcome = f(conn);
+            for wait in RETRY_BACKOFF {
+                match &outcome {
+                    Err(e) if retryable(e) => {
+                        std::thread::sleep(wait);
+                        outcome = f(conn);
+                    }
+                    _ => break,
+                }
+            }
+            outcome
+        })
     }
 
     /// Runs `f` on a read-only connection, on the caller's thread.

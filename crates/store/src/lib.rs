@@ -8,7 +8,9 @@
 //! - Reads run on the caller's thread over read-only connections from a small pool, which
 //!   WAL lets run beside the writer. Callers in async code run them on a blocking pool
 //!   (`spawn_blocking`).
-//! - `db`: [`Store`] itself: the writer thread, the reader pool, [`Reply`].
+//! - `db`: [`Store`] itself: the writer thread, the reader pool, [`Reply`], and
+//!   [`StoreHealth`]: a write that failed (transactions that may pass are tried again first)
+//!   or a database file deleted under the store, which refuses writes then.
 //! - `schema`: the migrations (sweeps and results, then the monitor tables).
 //! - `sweeps`: sweeps, their results and progress.
 //! - `history`: monitor history: target states, checks, state changes, actions,
@@ -21,7 +23,7 @@ mod history;
 mod schema;
 mod sweeps;
 
-pub use db::{now_ms, Reply, Store, StoreError};
+pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
 pub use sweeps::{
     Counts, NewResult, Progress, ResultRow, SweepRetention, SweepRow, SweepState, SweepSummary,

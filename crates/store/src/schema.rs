@@ -38,6 +38,8 @@ CREATE INDEX results_by_sweep ON results(sweep_id);
 CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
 "#,
     MONITOR_TABLES,
+    // Why a sweep failed (a store write that failed).
+    "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

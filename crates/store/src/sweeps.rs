@@ -3,7 +3,8 @@
 //! Architecture invariant: a sweep is registered ([`Store::insert_sweep`]) before it is
 //! submitted, and each batch's rows and progress are written in one transaction
 //! ([`Store::write_batch`]), so stored counts match stored rows whenever the write succeeds;
-//! a failed write stores neither.
+//! a failed write stores neither (its caller must then not count what it wrote: the server
+//! ends such a sweep as [`SweepState::Failed`]).
 
 use std::str::FromStr;
 
@@ -28,16 +29,20 @@ pub enum SweepState {
     Cancelled,
     /// The server stopped while it ran; what it found is kept.
     Interrupted,
+    /// A store write failed: the sweep was stopped, and its counts are those of the batches
+    /// that were stored; `reason` says why.
+    Failed,
 }
 
 impl SweepState {
     /// Every state.
-    pub const ALL: [SweepState; 5] = [
+    pub const ALL: [SweepState; 6] = [
         SweepState::Queued,
         SweepState::Running,
         SweepState::Done,
         SweepState::Cancelled,
         SweepState::Interrupted,
+        SweepState::Failed,
     ];
 
     /// The name in the API and the store.
@@ -48,6 +53,7 @@ impl SweepState {
             SweepState::Done => "done",
             SweepState::Cancelled => "cancelled",
             SweepState::Interrupted => "interrupted",
+            SweepState::Failed => "failed",
         }
     }
 
@@ -103,6 +109,8 @@ pub struct SweepRow<R> {
     pub created_ms: u64,
     /// When it ended, in milliseconds since the Unix epoch.
     pub finished_ms: Option<u64>,
+    /// Why it failed (state `failed`).
+    pub reason: Option<String>,
 }
 
 /// A stored sweep as a listing shows it: everything but the request.
@@ -122,6 +130,8 @@ pub struct SweepSummary {
     pub created_ms: u64,
     /// When it ended, in milliseconds since the Unix epoch.
     pub finished_ms: Option<u64>,
+    /// Why it failed, for a `failed` sweep.
+    pub reason: Option<String>,
 }
 
 /// Which ended sweeps the store keeps: the newest `count`, and only those that ended less
@@ -209,6 +219,8 @@ pub struct Progress {
     pub counts: Counts,
     /// The final state, when the sweep has ended.
     pub finished: Option<SweepState>,
+    /// Why it failed, with the final state `failed`.
+    pub reason: Option<String>,
 }
 
 impl Store {
@@ -236,9 +248,11 @@ impl Store {
     }
 
     /// Writes results and progress in one transaction: a sweep's counts always match its
-    /// stored rows, and a sweep marked finished has every row it reported.
+    /// stored rows, and a sweep marked finished has every row it reported. A transaction
+    /// that fails is rolled back and tried again a few times (a short backoff between
+    /// tries); the error answered is the last try's, and then nothing of it was stored.
     pub fn write_batch(&self, results: Vec<NewResult>, progress: Vec<Progress>) -> Reply<()> {
-        self.write(move |conn| Ok(write_batch(conn, &results, &progress)?))
+        self.write_retrying(move |conn| Ok(write_batch(conn, &results, &progress)?))
     }
 
     /// One sweep.
@@ -365,7 +379,8 @@ fn write_batch(
             "UPDATE sweeps SET done = ?2, open = ?3, closed = ?4, filtered = ?5,
                  unreachable = ?6, error = ?7,
                  state = COALESCE(?8, state),
-                 finished_ms = CASE WHEN ?8 IS NULL THEN finished_ms ELSE ?9 END
+                 finished_ms = CASE WHEN ?8 IS NULL THEN finished_ms ELSE ?9 END,
+                 reason = COALESCE(?10, reason)
              WHERE id = ?1",
         )?;
         for p in progress {
@@ -380,6 +395,7 @@ fn write_batch(
                 c.error as i64,
                 p.finished.map(SweepState::as_str),
                 now_ms() as i64,
+                p.reason.as_deref(),
             ])?;
         }
     }
@@ -387,7 +403,7 @@ fn write_batch(
 }
 
 const SWEEP_COLUMNS: &str = "id, state, request, total, done, open, closed, filtered, \
-                             unreachable, error, created_ms, finished_ms";
+                             unreachable, error, created_ms, finished_ms, reason";
 
 fn sweep_row<R: DeserializeOwned>(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow<R>> {
     let state: String = r.get(1)?;
@@ -412,11 +428,12 @@ fn sweep_row<R: DeserializeOwned>(r: &rusqlite::Row<'_>) -> rusqlite::Result<Swe
         },
         created_ms: count(10)?,
         finished_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+        reason: r.get(12)?,
     })
 }
 
 const SUMMARY_COLUMNS: &str = "id, state, total, done, open, closed, filtered, unreachable, \
-                               error, created_ms, finished_ms";
+                               error, created_ms, finished_ms, reason";
 
 fn sweep_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepSummary> {
     let state: String = r.get(1)?;
@@ -437,6 +454,7 @@ fn sweep_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepSummary> {
         },
         created_ms: count(9)?,
         finished_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        reason: r.get(11)?,
     })
 }
 
@@ -533,6 +551,7 @@ mod tests {
                     ..Counts::default()
                 },
                 finished: None,
+                reason: None,
             };
             store
                 .write_batch(vec![open_row(id)], vec![progress])
@@ -575,6 +594,7 @@ mod tests {
                     ..Counts::default()
                 },
                 finished: (done == 50).then_some(SweepState::Done),
+                reason: None,
             };
             replies.push(store.write_batch(Vec::new(), vec![progress]));
         }
@@ -604,6 +624,123 @@ mod tests {
             .read(|c| Ok(c.execute("DELETE FROM sweeps", [])?))
             .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    /// With the database at its size limit (SQLite's `max_page_count`: the same SQLITE_FULL
+    /// a full disk gives), a batch is tried again and then refused whole: no row and no
+    /// count of it is stored, the sweep's stored counts still match its stored rows, and the
+    /// store says it is unhealthy. The failed end can still be recorded once there is room.
+    #[test]
+    fn a_write_that_fails_for_good_stores_nothing_of_its_batch() {
+        let dir = TempDir::new("store-full");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let id = store
+            .insert_sweep(&request(), true, 5000, 1)
+            .wait()
+            .unwrap();
+        let first = Progress {
+            sweep_id: id,
+            done: 1,
+            counts: Counts {
+                open: 1,
+                ..Counts::default()
+            },
+            finished: None,
+            reason: None,
+        };
+        store
+            .write_batch(vec![open_row(id)], vec![first])
+            .wait()
+            .unwrap();
+        assert!(store.health().is_ok());
+        let pages: i64 = store
+            .write(|c| Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .wait()
+            .unwrap();
+        store
+            .write(move |c| {
+                Ok(
+                    c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
+            })
+            .wait()
+            .unwrap();
+        let mut rows = Vec::new();
+        for _ in 0..4000 {
+            let mut r = open_row(id);
+            r.banner = Some(vec![b'x'; 200]);
+            rows.push(r);
+        }
+        let big = Progress {
+            sweep_id: id,
+            done: 4001,
+            counts: Counts {
+                open: 4001,
+                ..Counts::default()
+            },
+            finished: Some(SweepState::Done),
+            reason: None,
+        };
+        let err = store.write_batch(rows, vec![big]).wait().unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        let health = store.health().to_string();
+        assert!(health.starts_with("write failed: "), "{health}");
+        let s = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(
+            (s.state, s.done, s.counts.open),
+            (SweepState::Running, 1, 1)
+        );
+        assert_eq!(store.results_page(id, 0, None, 10_000).unwrap().len(), 1);
+        store
+            .write(|c| {
+                Ok(c.query_row("PRAGMA max_page_count = 1000000", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
+            .wait()
+            .unwrap();
+        let end = Progress {
+            sweep_id: id,
+            done: 1,
+            counts: Counts {
+                open: 1,
+                ..Counts::default()
+            },
+            finished: Some(SweepState::Failed),
+            reason: Some("store write failed: database or disk is full".into()),
+        };
+        store.write_batch(Vec::new(), vec![end]).wait().unwrap();
+        let s = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(s.state, SweepState::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("store write failed: database or disk is full")
+        );
+        // The failure stays reported: rows were lost.
+        assert!(!store.health().is_ok());
+    }
+
+    /// A database file deleted while the store has it open is noticed, and writes into the
+    /// orphaned file are refused rather than lost at exit.
+    #[test]
+    fn a_deleted_database_is_noticed_and_not_written() {
+        let dir = TempDir::new("store-deleted");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(store.health(), crate::StoreHealth::Ok);
+        std::fs::remove_file(store.path()).unwrap();
+        let health = store.health();
+        assert!(matches!(health, crate::StoreHealth::Deleted(_)), "{health}");
+        assert!(
+            health.to_string().starts_with("database deleted"),
+            "{health}"
+        );
+        let err = store
+            .insert_sweep(&request(), true, 1, 1)
+            .wait()
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Deleted { .. }), "{err}");
     }
 
     #[test]

@@ -302,6 +302,7 @@ pub(crate) async fn detail(
                 events,
                 actions,
                 notifications,
+                history: shared.history.describe(),
             })
         })()
         .map_err(|e| ApiError::internal("cannot read monitor history", e))

@@ -507,14 +507,30 @@ fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
     (sink, rx)
 }
 
-/// Waits for a queued store write on the runtime, without holding up the loop; a failure is
-/// counted and logged. The writer applies writes in the order they were queued either way.
+/// Waits for a queued history write on the runtime, without holding up the loop. A failure
+/// is counted; the first of a run of them is logged (not one line per check) and
+/// `shared.history` says that history is not being written, which the monitor routes and
+/// `/healthz` report. The monitors go on judging with their verdicts in memory. The writer
+/// applies writes in the order they were queued either way.
 fn report_failure<T: Send + 'static>(shared: &Arc<Shared>, reply: Reply<T>, what: String) {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        if let Err(e) = reply.await {
-            shared.metrics.store_errors.inc();
-            tracing::error!(error = %e, "cannot {what}");
+        match reply.await {
+            Ok(_) => {
+                if shared.history.written() {
+                    tracing::info!("monitor history is being written again");
+                }
+            }
+            Err(e) => {
+                shared.metrics.store_errors.inc();
+                if shared.history.failed(&e.to_string()) {
+                    tracing::error!(
+                        error = %e,
+                        "monitor history is not being written (monitors keep their verdicts \
+                         in memory): cannot {what}"
+                    );
+                }
+            }
         }
     });
 }

@@ -143,6 +143,9 @@ pub struct MonitorDetail {
     pub actions: Vec<ActionRecord>,
     /// Recent notifications with their delivery status.
     pub notifications: Vec<NoticeRecord>,
+    /// `written`, or `not written: ...` while history writes fail (the verdicts above are
+    /// kept in memory; the history lists miss what could not be written).
+    pub history: String,
 }
 
 /// Filters and paging of targets.

@@ -1,0 +1,435 @@
+//! `porthawk serve` when its store fails under it: a full disk (a tmpfs of a few MB), a
+//! second server on the same data directory, the database file deleted while it runs. In
+//! each case nothing is reported that was not kept, and the answer is clear.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::daemon_util::is_root;
+use crate::util::{require, test_net, which, TempDir, BIN};
+
+/// How long the server may take to say where it listens, and a sweep to end.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running `porthawk serve`; killed (by its handle) if the test ends without stopping it.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+/// Starts `porthawk serve --data DATA` and returns its child with its stderr lines.
+fn spawn_serve(data: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env_remove("PORTHAWK_API_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start porthawk serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, log) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("serve: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, log)
+}
+
+impl Serve {
+    fn start(data: &Path) -> Serve {
+        let (mut child, log) = spawn_serve(data);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = log.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("porthawk serve did not say where it listens");
+            };
+            if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad address in {line:?}"));
+            }
+        };
+        Serve { child, addr, log }
+    }
+
+    /// Whether the server logs a line containing `needle` within `wait`.
+    fn logs(&self, needle: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Stops it with SIGTERM and waits (bounded) for it to exit.
+    fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.child.try_wait().expect("wait") {
+                Some(status) => return status,
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                None => panic!("porthawk serve did not stop within 20 s of SIGTERM"),
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        http(self.addr, "GET", path, None)
+    }
+
+    fn post_sweep(&self, body: &str) -> (u16, Value) {
+        http(self.addr, "POST", "/v1/sweeps", Some(body))
+    }
+
+    /// Polls sweep `id` until it leaves `running` (bounded); its last status.
+    fn wait_ended(&self, id: u64) -> Value {
+        let deadline = Instant::now() + SWEEP_TIMEOUT;
+        loop {
+            let (code, s) = self.get(&format!("/v1/sweeps/{id}"));
+            assert_eq!(code, 200, "GET /v1/sweeps/{id}: {s}");
+            if s["state"] != "running" && s["state"] != "queued" {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sweep {id} still {} after {SWEEP_TIMEOUT:?}: {s}",
+                s["state"]
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child process killed (by its handle) if the test ends while it runs.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`) whose answer is JSON with a length.
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let value = serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"));
+    (status, value)
+}
+
+/// `sqlite3 -readonly DB SQL`, one line per row, columns separated by `|`.
+fn sqlite(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("run sqlite3");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sqlite_u64(db: &Path, sql: &str) -> u64 {
+    let text = sqlite(db, sql);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{sql}: not a number: {text:?}"))
+}
+
+/// A tmpfs mounted for the test; unmounted when dropped (also when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writes a filler file into `dir` until the file system is full, then gives back `room`
+/// bytes.
+fn fill(dir: &Path, room: u64) {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create filler");
+    let block = vec![0x5au8; 16 * 1024];
+    let mut written = 0u64;
+    // Bounded: a tmpfs of a few MB is full long before this.
+    for _ in 0..100_000 {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(28) || e.kind() == ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = f.flush();
+    f.set_len(written.saturating_sub(room))
+        .expect("shrink filler");
+}
+
+/// A store=all sweep over a /24 × 400 ports of this test's own loopback block: far more
+/// rows than the few MB the disk has.
+fn big_sweep(name: &str) -> String {
+    let [a, b] = test_net(name);
+    format!(
+        r#"{{"targets":["127.{a}.{b}.0/24"],"ports":"1-400","store":"all","probe":{{"timeout_ms":200,"tries":1}}}}"#
+    )
+}
+
+/// With the data directory on a full disk, a sweep's store writes fail: the sweep ends
+/// `failed` with the store named as the reason (not `done`, not `running` forever), the
+/// counts it reports are exactly what its stored rows say, and `/healthz` answers 503.
+#[test]
+fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
+    let mut missing = (!is_root()).then(|| "mounting a tmpfs needs root".to_string());
+    if missing.is_none() && which("sqlite3").is_none() {
+        missing = Some("the sqlite3 command is not installed".into());
+    }
+    if require("full-disk test", missing).is_err() {
+        return;
+    }
+    let tmp = TempDir::new("store-full");
+    let data = tmp.path().join("data");
+    let mount = match Tmpfs::mount(&data, "3m") {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = require("full-disk test", Some(e));
+            return;
+        }
+    };
+    let serve = Serve::start(&mount.0);
+    let (code, health) = serve.get("/healthz");
+    assert_eq!(code, 200, "{health}");
+    // Room for a few of the sweep's writes, so that some rows are stored before one fails.
+    fill(&mount.0, 512 * 1024);
+
+    let (code, created) = serve.post_sweep(&big_sweep("store-full"));
+    assert_eq!(code, 202, "{created}");
+    let id = created["id"].as_u64().expect("id");
+    let status = serve.wait_ended(id);
+    assert_eq!(status["state"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("store write failed"), "{status}");
+    let done = status["done"].as_u64().expect("done");
+    let total = status["total"].as_u64().expect("total");
+    assert!(done < total, "a failed sweep counted every probe: {status}");
+    assert!(
+        done > 0,
+        "no write of the sweep was stored; leave more room: {status}"
+    );
+
+    // What the API reports is what the store holds: with store=all, one row per probe
+    // counted, per state.
+    let db = mount.0.join("porthawk.db");
+    let rows = sqlite_u64(
+        &db,
+        &format!("SELECT COUNT(*) FROM results WHERE sweep_id = {id}"),
+    );
+    assert_eq!(rows, done, "rows stored vs done reported: {status}");
+    for state in ["open", "closed", "filtered", "unreachable", "error"] {
+        let n = sqlite_u64(
+            &db,
+            &format!("SELECT COUNT(*) FROM results WHERE sweep_id = {id} AND state = '{state}'"),
+        );
+        assert_eq!(
+            Some(n),
+            status["counts"][state].as_u64(),
+            "{state}: {status}"
+        );
+    }
+    // The stored row never runs ahead of its rows either (it may still say `running` if
+    // even marking it failed could not be written; then the API said `failed` above).
+    let stored = sqlite(
+        &db,
+        &format!("SELECT state, done FROM sweeps WHERE id = {id}"),
+    );
+    let (stored_state, stored_done) = stored.split_once('|').expect("state|done");
+    assert!(
+        matches!(stored_state, "failed" | "running"),
+        "stored state {stored_state}"
+    );
+    assert!(
+        stored_done.parse::<u64>().expect("done") <= rows,
+        "{stored}"
+    );
+    if stored_state == "failed" {
+        assert_eq!(stored_done.parse::<u64>().ok(), Some(rows));
+    }
+
+    let (code, health) = serve.get("/healthz");
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    let store = health["store"].as_str().unwrap_or_default();
+    assert!(store.starts_with("write failed: "), "{health}");
+    serve.stop();
+    drop(mount);
+}
+
+/// A second `porthawk serve` on the same data directory refuses to start, naming the
+/// first one's pid, and leaves the store alone: the first one's running sweep stays
+/// `running` in the database (it is not marked `interrupted`).
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    if require(
+        "second-server test",
+        which("sqlite3")
+            .is_none()
+            .then(|| "sqlite3 is not installed".into()),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let tmp = TempDir::new("store-lock");
+    let first = Serve::start(tmp.path());
+    // Slow enough to be running for the whole test: 2,000 probes at 20 per second.
+    let [a, b] = test_net("store-lock");
+    let (code, created) = first.post_sweep(&format!(
+        r#"{{"targets":["127.{a}.{b}.1-127.{a}.{b}.20"],"ports":"1-100","rate":20}}"#
+    ));
+    assert_eq!(code, 202, "{created}");
+    let id = created["id"].as_u64().expect("id");
+
+    let (second, log) = spawn_serve(tmp.path());
+    let mut second = KillOnDrop(second);
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second server did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The process has exited: its stderr ends, and the reader thread with it.
+    let lines: Vec<String> = log.iter().collect();
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    let pid = first.child.id();
+    assert!(
+        lines[0].contains(&format!("pid {pid}")) && lines[0].contains("in use"),
+        "{lines:?}"
+    );
+    let db = tmp.path().join("porthawk.db");
+    let stored = sqlite(&db, &format!("SELECT state FROM sweeps WHERE id = {id}"));
+    assert_eq!(stored, "running");
+    let (_, s) = first.get(&format!("/v1/sweeps/{id}"));
+    assert_eq!(s["state"], "running", "{s}");
+    assert!(first.stop().success());
+}
+
+/// The database file deleted under a running server is noticed: `/healthz` turns 503 and
+/// names it, the server logs it, and a new sweep is refused with 503 instead of being
+/// accepted into a file that no longer exists.
+#[test]
+fn a_deleted_database_makes_the_server_unhealthy() {
+    let tmp = TempDir::new("store-deleted");
+    let serve = Serve::start(tmp.path());
+    let (code, health) = serve.get("/healthz");
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    std::fs::remove_file(tmp.path().join("porthawk.db")).expect("delete the database");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let (code, health) = serve.get("/healthz");
+        if code == 503 {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "/healthz still {code}: {health}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    let store = health["store"].as_str().unwrap_or_default();
+    assert!(store.starts_with("database deleted"), "{health}");
+    assert!(
+        serve.logs("database deleted", Duration::from_secs(10)),
+        "no log line about the deleted database"
+    );
+    let [a, b] = test_net("store-deleted");
+    let (code, refused) = serve.post_sweep(&format!(
+        r#"{{"targets":["127.{a}.{b}.1"],"ports":"1-10"}}"#
+    ));
+    assert_eq!(code, 503, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("database deleted"), "{refused}");
+    serve.stop();
+}
