@@ -350,32 +350,25 @@ async fn stop_signal() {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
 
     /// A directory under the system temp dir, removed on drop.
-    pub struct TempDir(PathBuf);
+    pub struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         pub fn new(name: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "porthawk-server-test-{}-{name}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
+            TempDir(
+                tempfile::Builder::new()
+                    .prefix(&format!("porthawk-server-test-{name}-"))
+                    .tempdir()
+                    .unwrap(),
+            )
         }
 
         pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path()
         }
     }
 
