@@ -21,6 +21,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::auth::Authorized;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::extract::JsonBody;
 use crate::guard::GuardResponses;
 use crate::metrics::RequestLabels;
 use crate::shared::{AppState, Shared};
@@ -251,16 +252,19 @@ fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
 async fn create_sweep(
     State(state): State<AppState>,
     _auth: Authorized,
-    body: Body,
+    JsonBody(request): JsonBody<SweepRequest>,
 ) -> Result<Response, ApiError> {
-    let limit = state.0.config.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::too_large(
-            None,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    })?;
-    let request = sweep::parse_request(&bytes)?;
+    // Everything cheap first, so that a request's cost is bounded before any planning: the
+    // field checks and caps, then the concurrency limit (checked again, under the lock, when
+    // the sweep is created).
+    sweep::validate(&request)?;
+    let max = state.0.config.limits.max_concurrent_sweeps;
+    let running = state.0.live_count();
+    if running >= max {
+        return Err(ApiError::too_many(format!(
+            "{running} sweeps are running, the most this server runs at once is {max}"
+        )));
+    }
     let shared = Arc::clone(&state.0);
     let id = blocking(move || {
         let plan = sweep::plan(
