@@ -133,9 +133,13 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("text/csv"));
     let mut lines = r.text.lines();
+    // The header of `porthawk scan --format csv`.
     assert_eq!(
         lines.next(),
-        Some("ip,port,state,rtt_us,tries,host,errno,matched,banner,reason")
+        Some(
+            "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
+             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left"
+        )
     );
     assert!(lines
         .next()
@@ -1155,4 +1159,28 @@ async fn at_the_concurrency_limit_a_huge_request_is_refused_before_planning() {
         r.text
     );
     server.shutdown();
+}
+
+/// The results route's documented schema is `ResultLine`'s, field for field.
+#[test]
+fn openapi_results_schema_is_the_result_line() {
+    let doc: Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+    let schema = &doc["components"]["schemas"]["ResultLine"];
+    let fields: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = ResultLine::field_names();
+    want.sort_unstable();
+    let mut got = fields.clone();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    let ok = &doc["paths"]["/v1/sweeps/{id}/results"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        ok["application/x-ndjson"]["schema"]["$ref"],
+        "#/components/schemas/ResultLine"
+    );
+    assert!(ok["text/csv"].is_object(), "{ok}");
 }
