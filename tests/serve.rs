@@ -403,6 +403,6 @@ fn serve_names_an_unknown_config_key() {
         .expect("run porthawk serve");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tokn") && err.contains("line 3"), "{err}");
+    assert!(err.contains(":3: api.tokn: unknown field `tokn`"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -200,14 +200,9 @@ impl IntoResponse for ApiError {
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The configuration file is unreadable or invalid.
-    #[error("config file '{}': {message}", path.display())]
-    ConfigFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, with line and field where known.
-        message: String,
-    },
+    /// The configuration file is unreadable or invalid: `file:line: field: message`.
+    #[error(transparent)]
+    ConfigFile(#[from] porthawk_watch::config::ConfigError),
     /// A setting is invalid or unsafe.
     #[error("{0}")]
     Config(String),
