@@ -16,8 +16,10 @@
 //! actions, email and webhooks to sinks the test runs, and the status page), `netns`
 //! (filtered and unreachable ports behind nftables rules in a private network namespace),
 //! `daemons` (dialogs, identification and TLS against real daemons from Debian's packages, with
-//! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata).
+//! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
+//! are the CLI's, line for line).
 
+mod api_results;
 mod bench;
 mod check;
 mod daemon_util;

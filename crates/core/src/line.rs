@@ -30,13 +30,16 @@ use crate::{errno_name, identify, printable, rfc3339, PortState, ProbeRecord, BA
 /// One result as every output prints it. See the module documentation for the field order
 /// contract.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResultLine {
     /// The probed address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "127.0.0.1"))]
     pub ip: IpAddr,
     /// The probed port.
     pub port: u16,
     /// The verdict: `open`, `closed`, `filtered`, `unreachable` or `error`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(open|closed|filtered|unreachable|error)$"))]
     pub state: PortState,
     /// Connect round trip of the last attempt, in microseconds.
     pub rtt_us: u32,

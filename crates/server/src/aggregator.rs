@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use porthawk_core::{errno_name, PortState, ResultBatch};
+use porthawk_core::{PortState, ResultBatch};
 
 use crate::shared::Shared;
 use crate::store::{NewResult, Progress, StoreHealth};
@@ -170,23 +170,8 @@ impl Aggregator {
                     .observe(f64::from(r.rtt_us) / 1_000_000.0);
             }
             if store_all || r.state == PortState::Open {
-                let errno = r
-                    .errno
-                    .filter(|_| matches!(r.state, PortState::Unreachable | PortState::Error))
-                    .map(errno_name);
-                self.pending.push(NewResult {
-                    sweep_id: live.id,
-                    ip: r.ip,
-                    port: r.port,
-                    state: r.state.as_str(),
-                    rtt_us: r.rtt_us,
-                    tries: r.tries,
-                    host: live.space.name_of(r.ip).map(Arc::from),
-                    errno,
-                    banner: r.banner.clone(),
-                    matched: r.matched,
-                    reason: r.reason.clone(),
-                });
+                self.pending
+                    .push(NewResult::new(live.id, r, live.space.name_of(r.ip)));
             }
         }
         let per_state = per_state(&batch);

@@ -1,7 +1,6 @@
 //! The HTTP API: routes, handlers, request metrics and the OpenAPI document generated from
 //! the handlers (the bearer-token check is `auth`).
 
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,13 +13,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use porthawk_core::PortState;
+use porthawk_core::{PortState, ResultLine};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::auth::Authorized;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::extract::JsonBody;
 use crate::guard::GuardResponses;
 use crate::metrics::RequestLabels;
 use crate::shared::{AppState, Shared};
@@ -62,6 +62,7 @@ const MAX_PAGE: u64 = 1000;
     components(schemas(
         SweepRequest,
         ProbeRequest,
+        ResultLine,
         StoreMode,
         SweepState,
         SweepStatus,
@@ -333,16 +334,19 @@ fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
 async fn create_sweep(
     State(state): State<AppState>,
     _auth: Authorized,
-    body: Body,
+    JsonBody(request): JsonBody<SweepRequest>,
 ) -> Result<Response, ApiError> {
-    let limit = state.0.config.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::too_large(
-            None,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    })?;
-    let request = sweep::parse_request(&bytes)?;
+    // Everything cheap first, so that a request's cost is bounded before any planning: the
+    // field checks and caps, then the concurrency limit (checked again, under the lock, when
+    // the sweep is created).
+    sweep::validate(&request)?;
+    let max = state.0.config.limits.max_concurrent_sweeps;
+    let running = state.0.live_count();
+    if running >= max {
+        return Err(ApiError::too_many(format!(
+            "{running} sweeps are running, the most this server runs at once is {max}"
+        )));
+    }
     let shared = Arc::clone(&state.0);
     let id = blocking(move || {
         let plan = sweep::plan(
@@ -465,7 +469,8 @@ async fn cancel_sweep(
     path = "/v1/sweeps/{id}/results",
     params(("id" = u64, Path, description = "The sweep id"), ResultsQuery),
     responses(
-        (status = 200, description = "NDJSON (application/x-ndjson) or CSV (text/csv), ending when the sweep ends", content_type = "application/x-ndjson"),
+        (status = 200, description = "One ResultLine per line, as `porthawk scan --format jsonl` writes it (application/x-ndjson), or with `format=csv` the CSV of `porthawk scan --format csv` (text/csv: a header of the ResultLine field names, then one row per line); the stream ends when the sweep ends",
+            content((ResultLine = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "Bad state or format", body = ErrorBody),
         (status = 404, description = "No such sweep", body = ErrorBody),
     )
@@ -537,12 +542,7 @@ struct Cursor {
 async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cursor)> {
     if c.header {
         c.header = false;
-        return Some((
-            Ok(Bytes::from_static(
-                b"ip,port,state,rtt_us,tries,host,errno,matched,banner,reason\n",
-            )),
-            c,
-        ));
+        return Some((Ok(Bytes::from(ResultLine::csv_header())), c));
     }
     loop {
         // Subscribe before reading, so that a write between the read and the wait is seen.
@@ -570,7 +570,7 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
         };
         if let Some(last) = rows.last() {
             c.after = last.rowid;
-            let chunk = encode_rows(&rows, c.csv);
+            let chunk = encode_rows(rows, c.csv);
             return Some((Ok(Bytes::from(chunk)), c));
         }
         match news.as_mut() {
@@ -584,83 +584,30 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
     }
 }
 
-/// One result line, in the field order of `porthawk scan --format jsonl`.
-#[derive(Serialize)]
-struct ResultLine<'a> {
-    ip: &'a str,
-    port: u16,
-    state: &'a str,
-    rtt_us: u32,
-    tries: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errno: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    banner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    matched: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-/// A banner for output, as `porthawk scan` writes it: without its final line break, every
-/// other byte that is not printable ASCII escaped.
-fn banner_text(banner: &[u8]) -> String {
-    let end = banner
-        .iter()
-        .rposition(|c| !matches!(c, b'\r' | b'\n'))
-        .map_or(0, |i| i + 1);
-    porthawk_core::printable(&banner[..end], 4 * porthawk_core::BANNER_LIMIT)
-}
-
-fn encode_rows(rows: &[ResultRow], csv: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 80);
-    for r in rows {
+/// Encodes stored rows as `porthawk scan` prints the same results: NDJSON lines of
+/// `ResultLine`, or its CSV rows. The certificate's days left are counted now, as the CLI
+/// counts them when it prints.
+fn encode_rows(rows: Vec<ResultRow>, csv: bool) -> Vec<u8> {
+    let now = unix_now();
+    let mut out = String::with_capacity(rows.len() * 96);
+    for row in rows {
+        let line = row.line_at(now);
         if csv {
-            let mut line = String::with_capacity(80);
-            let _ = writeln!(
-                line,
-                "{},{},{},{},{},{},{},{},{},{}",
-                r.ip,
-                r.port,
-                r.state,
-                r.rtt_us,
-                r.tries,
-                csv_field(r.host.as_deref().unwrap_or("")),
-                r.errno.as_deref().unwrap_or(""),
-                r.matched.map_or("", |m| if m { "true" } else { "false" }),
-                csv_field(&r.banner.as_deref().map(banner_text).unwrap_or_default()),
-                csv_field(r.reason.as_deref().unwrap_or("")),
-            );
-            out.extend_from_slice(line.as_bytes());
+            line.write_csv_row(&mut out);
         } else {
-            let line = ResultLine {
-                ip: &r.ip,
-                port: r.port,
-                state: &r.state,
-                rtt_us: r.rtt_us,
-                tries: r.tries,
-                host: r.host.as_deref(),
-                errno: r.errno.as_deref(),
-                banner: r.banner.as_deref().map(banner_text),
-                matched: r.matched,
-                reason: r.reason.as_deref(),
-            };
-            // Serialising plain strings and numbers into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &line);
-            out.push(b'\n');
+            // A ResultLine is strings, numbers and booleans: serialising it cannot fail.
+            if let Ok(json) = serde_json::to_string(&line) {
+                out.push_str(&json);
+            }
+            out.push('\n');
         }
     }
-    out
+    out.into_bytes()
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    (crate::store::now_ms() / 1000) as i64
 }
 
 /// Liveness, the store's state, and what the engine runs on.

@@ -133,9 +133,13 @@ async fn sweep_runs_and_reports_status_results_and_list() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.content_type.starts_with("text/csv"));
     let mut lines = r.text.lines();
+    // The header of `porthawk scan --format csv`.
     assert_eq!(
         lines.next(),
-        Some("ip,port,state,rtt_us,tries,host,errno,matched,banner,reason")
+        Some(
+            "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
+             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left"
+        )
     );
     assert!(lines
         .next()
@@ -456,9 +460,10 @@ fn shutdown_marks_running_sweeps_interrupted() {
             config.engine.backend = porthawk_engine::BackendChoice::Epoll;
             (Server::start(config).unwrap(), ())
         };
-        let request =
-            sweep::parse_request(br#"{"targets":["127.0.0.1"],"ports":"61000-61999","rate":10}"#)
-                .unwrap();
+        let request = crate::extract::parse_json::<SweepRequest>(
+            br#"{"targets":["127.0.0.1"],"ports":"61000-61999","rate":10}"#,
+        )
+        .unwrap();
         let plan = sweep::plan(request, &crate::default_allow(), &Default::default(), 1).unwrap();
         let id = server.shared.create(plan).unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -899,6 +904,291 @@ async fn monitors_keep_verdicts_in_memory_when_history_is_not_written() {
     server.shutdown();
 }
 
+/// A valid value for each request field the OpenAPI document lists, by field path. A field
+/// added to a request type without a sample here fails the test that walks the document.
+fn sample(path: &str) -> Value {
+    match path {
+        "targets" => json!(["127.0.0.1"]),
+        "ports" => json!("1"),
+        "exclude" => json!(["127.0.0.2", ":2"]),
+        "rate" => json!(1000),
+        "store" => json!("all"),
+        "probe.send" => json!("PING\\r\\n"),
+        "probe.expect" => json!("^\\+PONG"),
+        "probe.preset" => json!("redis"),
+        "probe.tls" => json!(true),
+        "probe.timeout_ms" => json!(200),
+        "probe.tries" => json!(1),
+        "for" => json!("1m"),
+        "monitor" => json!("web"),
+        other => panic!("no sample for request field '{other}': add one"),
+    }
+}
+
+/// The schema `schema` points at, through `$ref` and the `oneOf`/`anyOf` of an optional one.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return resolve(doc, &doc["components"]["schemas"][name]);
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(variants) = schema[key].as_array() {
+            if let Some(v) = variants.iter().find(|v| v["$ref"].is_string()) {
+                return resolve(doc, v);
+            }
+        }
+    }
+    schema
+}
+
+/// Every leaf field path of an object schema (`probe.tls`), with whether it is required at
+/// each level.
+fn leaf_fields(doc: &Value, schema: &Value, prefix: &str, out: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    for (name, prop) in props {
+        let path = format!("{prefix}{name}");
+        let inner = resolve(doc, prop);
+        if inner["properties"].is_object() {
+            leaf_fields(doc, inner, &format!("{path}."), out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// The required top-level fields of a schema, filled with their samples.
+fn required_body(doc: &Value, schema: &Value) -> serde_json::Map<String, Value> {
+    let schema = resolve(doc, schema);
+    let mut body = serde_json::Map::new();
+    for name in schema["required"].as_array().into_iter().flatten() {
+        let name = name.as_str().unwrap();
+        body.insert(name.to_string(), sample(name));
+    }
+    body
+}
+
+fn set_path(body: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        Some((head, rest)) => {
+            let inner = body.entry(head).or_insert_with(|| json!({}));
+            set_path(inner.as_object_mut().unwrap(), rest, value);
+        }
+        None => {
+            body.insert(path.to_string(), value);
+        }
+    }
+}
+
+fn monitor_and_action(c: &mut ServerConfig) {
+    let text = "[[monitor]]\nname = \"web\"\ntargets = [\"127.0.0.1\"]\nports = \"1\"\n\
+                [action.noop]\nexec = [\"true\"]\n";
+    c.watch = Arc::new(crate::monitor::config::parse("t.toml", text).unwrap());
+    c.token = Some("s3cret".into());
+    c.limits.max_concurrent_sweeps = 64;
+}
+
+/// Every field of every request body in the OpenAPI document is accepted, one request per
+/// field (issue 10: `probe.tls` was documented and refused). The fields come from the
+/// generated document, so the test follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_request_field_is_accepted() {
+    let (server, _dir, app) = setup("api-fields", monitor_and_action);
+    let doc: Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+    let mut posted = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let Some(schema) = op["requestBody"]["content"]["application/json"].get("schema")
+            else {
+                continue;
+            };
+            let uri = match path.as_str() {
+                "/v1/sweeps" => "/v1/sweeps",
+                "/v1/monitors/{name}/silence" => "/v1/monitors/web/silence",
+                "/v1/actions/{name}" => "/v1/actions/noop",
+                other => panic!("a request body on {other}: add its path parameters here"),
+            };
+            let mut fields = Vec::new();
+            leaf_fields(&doc, schema, "", &mut fields);
+            assert!(!fields.is_empty(), "{path}: no fields found in {schema}");
+            for field in fields {
+                let mut body = required_body(&doc, schema);
+                set_path(&mut body, &field, sample(&field));
+                let body = Value::Object(body).to_string();
+                let r = call(
+                    &app,
+                    &method.to_uppercase(),
+                    uri,
+                    Some(&body),
+                    Some("s3cret"),
+                )
+                .await;
+                assert!(
+                    r.status.is_success(),
+                    "{method} {uri} {body}: {} {}",
+                    r.status,
+                    r.text
+                );
+                posted.push(format!("{path} {field}"));
+            }
+        }
+    }
+    // The issue's example, and the fields that exist today, were among them.
+    for must in [
+        "/v1/sweeps probe.tls",
+        "/v1/sweeps probe.preset",
+        "/v1/sweeps store",
+        "/v1/monitors/{name}/silence for",
+        "/v1/actions/{name} monitor",
+    ] {
+        assert!(
+            posted.iter().any(|p| p == must),
+            "{must} not posted: {posted:?}"
+        );
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/v1/sweeps",
+        Some(r#"{"targets":["127.0.0.1"],"ports":"443","probe":{"tls":true}}"#),
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    server.shutdown();
+}
+
+/// Unknown fields at any level and wrong types are refused with the field path, in the
+/// error shape; nothing is created.
+#[tokio::test]
+async fn unknown_fields_and_wrong_types_name_the_path() {
+    let (server, _dir, app) = setup("api-paths", monitor_and_action);
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1"],"ports":"1","colour":"red"}"#,
+            "colour",
+            "unknown field `colour`",
+        ),
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1"],"ports":"1","probe":{"tls":true,"bogus":1}}"#,
+            "probe.bogus",
+            "unknown field `bogus`",
+        ),
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1"],"ports":"1","probe":{"timeout_ms":"x"}}"#,
+            "probe.timeout_ms",
+            r#"probe.timeout_ms: invalid type: string "x", expected u64"#,
+        ),
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1",7],"ports":"1"}"#,
+            "targets[1]",
+            "invalid type: integer `7`, expected a string",
+        ),
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1"],"ports":"1","store":"some"}"#,
+            "store",
+            "unknown variant `some`",
+        ),
+        (
+            "/v1/sweeps",
+            r#"{"targets":["127.0.0.1"]}"#,
+            "ports",
+            "missing field `ports`",
+        ),
+        (
+            "/v1/monitors/web/silence",
+            r#"{"for":"1m","until":"never"}"#,
+            "until",
+            "unknown field `until`",
+        ),
+        (
+            "/v1/actions/noop",
+            r#"{"monitor":["web"]}"#,
+            "monitor",
+            "invalid type: sequence",
+        ),
+    ];
+    for (uri, body, field, message) in cases {
+        let r = call(&app, "POST", uri, Some(body), Some("s3cret")).await;
+        let (code, f) = r.error(400);
+        assert_eq!(code, "bad_request", "{body}");
+        assert_eq!(f.as_deref(), Some(*field), "{body}: {}", r.text);
+        let got = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(got.contains(message), "{body}: {got}");
+        assert!(got.starts_with(&format!("{field}: ")), "{body}: {got}");
+    }
+    assert!(server
+        .shared
+        .store
+        .sweep_summaries(10, 0)
+        .unwrap()
+        .is_empty());
+    server.shutdown();
+}
+
+/// Lists over core's caps are refused naming the field, before any of them is parsed
+/// (issue 14 item 1).
+#[tokio::test]
+async fn lists_over_the_caps_name_the_field() {
+    let (server, _dir, app) = setup("api-caps", |c| c.limits.max_body_bytes = 16 << 20);
+    let ports = vec!["-"; porthawk_core::MAX_PORT_ELEMENTS + 1].join(",");
+    let body = json!({"targets": ["127.0.0.1"], "ports": ports}).to_string();
+    let r = call(&app, "POST", "/v1/sweeps", Some(&body), None).await;
+    assert_eq!(r.error(400).1.as_deref(), Some("ports"), "{}", r.text);
+    let many = vec!["127.0.0.1"; porthawk_core::MAX_TARGETS + 1];
+    for field in ["targets", "exclude"] {
+        let mut body = json!({"targets": ["127.0.0.1"], "ports": "1"});
+        body[field] = json!(many);
+        let r = call(&app, "POST", "/v1/sweeps", Some(&body.to_string()), None).await;
+        assert_eq!(r.error(400).1.as_deref(), Some(field), "{}", r.text);
+    }
+    server.shutdown();
+}
+
+/// At the concurrency limit, a request is refused with 429 before it is planned: this one
+/// would be refused with 403 (a target outside the allow-list) if it were planned, and it is
+/// 10,000 targets with 10,000 exclusions (issue 14 item 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_concurrency_limit_a_huge_request_is_refused_before_planning() {
+    let (server, _dir, app) = setup("api-429-first", |c| {
+        c.limits.max_concurrent_sweeps = 1;
+        c.limits.max_body_bytes = 4 << 20;
+    });
+    let slow = r#"{"targets":["127.0.0.1"],"ports":"61000-61999","rate":20}"#;
+    let r = call(&app, "POST", "/v1/sweeps", Some(slow), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json()["id"].as_u64().unwrap();
+    let mut targets: Vec<String> = (0..10_000u32)
+        .map(|i| format!("127.{}.{}.1", i / 256, i % 256))
+        .collect();
+    targets[9_999] = "10.0.0.1".into();
+    let exclude: Vec<String> = (0..10_000u32)
+        .map(|i| format!("127.{}.{}.2", i / 256, i % 256))
+        .collect();
+    let huge = json!({"targets": targets, "exclude": exclude, "ports": "1-65535"}).to_string();
+    let r = call(&app, "POST", "/v1/sweeps", Some(&huge), None).await;
+    assert_eq!(r.error(429).0, "too_many_sweeps", "{}", r.text);
+    // Once the slot is free, the same request is planned, and refused for its target.
+    let r = call(&app, "DELETE", &format!("/v1/sweeps/{id}"), None, None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    wait_ended(&app, id).await;
+    let r = call(&app, "POST", "/v1/sweeps", Some(&huge), None).await;
+    assert_eq!(
+        r.error(403).1.as_deref(),
+        Some("targets[9999]"),
+        "{}",
+        r.text
+    );
+    server.shutdown();
+}
+
 /// The OpenAPI document knows the `failed` state with its reason, the store's state in
 /// `/healthz` and its 503, and the 503 of a sweep the store cannot take.
 #[test]
@@ -916,4 +1206,28 @@ fn openapi_describes_failed_sweeps_and_store_health() {
     }
     assert!(doc["paths"]["/healthz"]["get"]["responses"]["503"].is_object());
     assert!(doc["paths"]["/v1/sweeps"]["post"]["responses"]["503"].is_object());
+}
+
+/// The results route's documented schema is `ResultLine`'s, field for field.
+#[test]
+fn openapi_results_schema_is_the_result_line() {
+    let doc: Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+    let schema = &doc["components"]["schemas"]["ResultLine"];
+    let fields: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = ResultLine::field_names();
+    want.sort_unstable();
+    let mut got = fields.clone();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    let ok = &doc["paths"]["/v1/sweeps/{id}/results"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        ok["application/x-ndjson"]["schema"]["$ref"],
+        "#/components/schemas/ResultLine"
+    );
+    assert!(ok["text/csv"].is_object(), "{ok}");
 }

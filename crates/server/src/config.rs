@@ -1,12 +1,13 @@
 //! `porthawk.toml` and the settings of a server: where it listens, its token, what API sweeps
 //! may reach, and its limits.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use porthawk_core::{parse_target, AddrRange, TargetToken};
-use serde::Deserialize;
+use porthawk_watch::config::{parse_file, span_error, ApiSection, ConfigError, WatchConfig};
+use toml::Spanned;
 
 use crate::error::ServerError;
 
@@ -53,7 +54,7 @@ pub struct ServerConfig {
     /// How the engine runs.
     pub engine: porthawk_engine::EngineConfig,
     /// The monitors, actions and notifications.
-    pub watch: std::sync::Arc<crate::monitor::WatchConfig>,
+    pub watch: std::sync::Arc<WatchConfig>,
     /// The config file, reloaded on SIGHUP or when it changes.
     pub config_path: Option<PathBuf>,
     /// Log what actions would run instead of running them.
@@ -151,73 +152,15 @@ pub fn default_allow() -> Vec<AddrRange> {
         .collect()
 }
 
-/// The file as written. Monitors, actions and notifications belong to a later version of the
-/// server: their tables are accepted and ignored so that one file serves both.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    #[serde(default)]
-    api: ApiSection,
-    #[serde(default, rename = "monitor")]
-    _monitor: Option<toml::Value>,
-    #[serde(default, rename = "action")]
-    _action: Option<toml::Value>,
-    #[serde(default, rename = "notify")]
-    _notify: Option<toml::Value>,
-    #[serde(default, rename = "allow_reboot")]
-    _allow_reboot: Option<toml::Value>,
-    #[serde(default, rename = "retention")]
-    _retention: Option<toml::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApiSection {
-    listen: Option<String>,
-    token: Option<String>,
-    allow: Option<Vec<String>>,
-    max_body_bytes: Option<usize>,
-    max_sweep_probes: Option<u64>,
-    max_concurrent_sweeps: Option<usize>,
-    max_connections: Option<usize>,
-    header_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    hosts: Option<Vec<String>>,
-    public: Option<Vec<String>>,
-    keep_sweeps: Option<u64>,
-    keep_sweeps_for: Option<String>,
-}
-
-/// The `[api]` settings of [`HttpGuard`], as written.
-struct GuardSection {
-    max_connections: Option<usize>,
-    header_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    hosts: Option<Vec<String>>,
-    public: Option<Vec<String>>,
-}
-
 impl ServerConfig {
     /// The defaults, overridden by the file at `path` (if any), then by `env_token` (the value
-    /// of [`TOKEN_ENV`], if set).
+    /// of [`TOKEN_ENV`], if set). The file is read once, as the one `porthawk.toml` type.
     pub fn load(path: Option<&Path>, env_token: Option<String>) -> Result<Self, ServerError> {
         let mut config = ServerConfig::default();
         if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| ServerError::ConfigFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            // The monitors first: their errors name the file, line and field.
-            let watch = crate::monitor::config::parse(&path.display().to_string(), &text)
-                .map_err(|e| ServerError::Config(e.to_string()))?;
-            config.watch = std::sync::Arc::new(watch);
+            let (file, text) = read_file(path)?;
+            config.apply_toml(&file, &text)?;
             config.config_path = Some(path.to_path_buf());
-            config
-                .apply_toml(&text)
-                .map_err(|message| ServerError::ConfigFile {
-                    path: path.to_path_buf(),
-                    message,
-                })?;
         }
         if let Some(token) = env_token {
             if token.trim().is_empty() {
@@ -228,107 +171,17 @@ impl ServerConfig {
         Ok(config)
     }
 
-    /// Applies the settings of a `porthawk.toml` text; the error names the line and the field.
-    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
-        // toml's message already says "TOML parse error at line L, column C" and names the
-        // unknown or mistyped field; keep it on one line.
-        let file: ConfigFile = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
-        let api = file.api;
-        if let Some(listen) = api.listen {
-            self.listen = listen.parse().map_err(|_| {
-                format!("[api] listen: '{listen}' is not an address and port like 127.0.0.1:9180")
-            })?;
+    /// Applies a `porthawk.toml` text (`file` names it in errors): parsed once as the one
+    /// `porthawk_watch::config::ConfigFile` type, its `[api]` into these settings and its monitors, actions and
+    /// notifications into [`ServerConfig::watch`] (host names resolved: this blocks). An
+    /// error says `file:line: field: message`.
+    pub fn apply_toml(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let parsed = parse_file(file, text)?;
+        let watch = WatchConfig::from_file(file, text, &parsed, &resolve)?;
+        if let Some(api) = &parsed.api {
+            ApiChecks { file, text }.apply(self, api)?;
         }
-        if let Some(token) = api.token {
-            if token.trim().is_empty() {
-                return Err("[api] token: must not be empty".into());
-            }
-            self.token = Some(token);
-        }
-        if let Some(allow) = api.allow {
-            self.allow = parse_allow(&allow)?;
-        }
-        if let Some(n) = api.max_body_bytes {
-            self.limits.max_body_bytes = n;
-        }
-        if let Some(n) = api.max_sweep_probes {
-            self.limits.max_sweep_probes = n;
-        }
-        if let Some(n) = api.max_concurrent_sweeps {
-            self.limits.max_concurrent_sweeps = n;
-        }
-        self.apply_retention(api.keep_sweeps, api.keep_sweeps_for.as_deref())?;
-        self.apply_guard(GuardSection {
-            max_connections: api.max_connections,
-            header_timeout: api.header_timeout,
-            idle_timeout: api.idle_timeout,
-            hosts: api.hosts,
-            public: api.public,
-        })
-    }
-
-    fn apply_retention(&mut self, count: Option<u64>, age: Option<&str>) -> Result<(), String> {
-        if let Some(n) = count {
-            if n == 0 {
-                return Err("[api] keep_sweeps: must be at least 1".into());
-            }
-            self.sweep_retention.count = n;
-        }
-        if let Some(text) = age {
-            let d = porthawk_core::parse_duration(text)
-                .map_err(|e| format!("[api] keep_sweeps_for: {e}"))?;
-            if d.is_zero() {
-                return Err("[api] keep_sweeps_for: must be more than 0s".into());
-            }
-            self.sweep_retention.max_age = d;
-        }
-        Ok(())
-    }
-
-    fn apply_guard(&mut self, g: GuardSection) -> Result<(), String> {
-        if let Some(n) = g.max_connections {
-            if n == 0 {
-                return Err("[api] max_connections: must be at least 1".into());
-            }
-            self.http.max_connections = Some(n);
-        }
-        let timeout = |key: &str, text: &str| {
-            let d = porthawk_core::parse_duration(text).map_err(|e| format!("[api] {key}: {e}"))?;
-            if d.is_zero() {
-                return Err(format!("[api] {key}: must be more than 0s"));
-            }
-            Ok(d)
-        };
-        if let Some(t) = g.header_timeout {
-            self.http.header_timeout = timeout("header_timeout", &t)?;
-        }
-        if let Some(t) = g.idle_timeout {
-            self.http.idle_timeout = timeout("idle_timeout", &t)?;
-        }
-        if let Some(hosts) = g.hosts {
-            for (i, h) in hosts.iter().enumerate() {
-                let ok = !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-                if !ok {
-                    return Err(format!(
-                        "[api] hosts[{i}]: '{h}' is not a host name or address"
-                    ));
-                }
-            }
-            self.http.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-        }
-        if let Some(public) = g.public {
-            for (i, p) in public.iter().enumerate() {
-                if !PUBLIC_CHOICES.contains(&p.as_str()) {
-                    return Err(format!(
-                        "[api] public[{i}]: '{p}' cannot be opened; public routes are chosen from {}",
-                        PUBLIC_CHOICES.join(", ")
-                    ));
-                }
-            }
-            self.http.public = public;
-        }
+        self.watch = std::sync::Arc::new(watch);
         Ok(())
     }
 
@@ -345,19 +198,182 @@ impl ServerConfig {
     }
 }
 
-fn parse_allow(entries: &[String]) -> Result<Vec<AddrRange>, String> {
-    entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| match parse_target(e) {
-            _ if e.contains('/') => parse_block(e).map_err(|m| format!("[api] allow[{i}]: {m}")),
-            Ok(TargetToken::Range(r)) => Ok(r),
-            Ok(TargetToken::Host(_)) => Err(format!(
-                "[api] allow[{i}]: '{e}' is a host name; the allow-list takes addresses, blocks and ranges"
-            )),
-            Err(err) => Err(format!("[api] allow[{i}]: {err}")),
-        })
-        .collect()
+/// Reads the config file at `path`: its name as errors show it, and its text. Blocks.
+pub fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((file, text)),
+        Err(e) => Err(ConfigError {
+            file,
+            line: 0,
+            field: "(file)".into(),
+            message: format!("cannot read it: {e}"),
+        }),
+    }
+}
+
+/// Reads the file at `path` again for a reload: the same one type and the same checks as at
+/// start (so a reload cannot accept what a start would refuse); its monitors, actions and
+/// notifications. Blocks (file, DNS).
+pub fn reload_watch(path: &Path) -> Result<WatchConfig, ConfigError> {
+    let (file, text) = read_file(path)?;
+    let mut config = ServerConfig::default();
+    config.apply_toml(&file, &text)?;
+    Ok(std::sync::Arc::unwrap_or_clone(config.watch))
+}
+
+/// The addresses of `host`, from the system's resolver. Blocks.
+pub fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    let addrs = (host, 0).to_socket_addrs().map_err(|e| e.to_string())?;
+    Ok(addrs.map(|a| a.ip()).collect())
+}
+
+/// The checks of `[api]`: each error names `api.KEY` and the line of the value.
+struct ApiChecks<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl ApiChecks<'_> {
+    fn err<T>(&self, value: &Spanned<T>, field: &str, message: impl Into<String>) -> ConfigError {
+        span_error(self.file, self.text, value.span(), field, message)
+    }
+
+    fn apply(&self, c: &mut ServerConfig, api: &ApiSection) -> Result<(), ConfigError> {
+        if let Some(listen) = &api.listen {
+            c.listen = listen.get_ref().parse().map_err(|_| {
+                self.err(
+                    listen,
+                    "api.listen",
+                    format!(
+                        "'{}' is not an address and port like 127.0.0.1:9180",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(token) = &api.token {
+            if token.get_ref().trim().is_empty() {
+                return Err(self.err(token, "api.token", "must not be empty"));
+            }
+            c.token = Some(token.get_ref().clone());
+        }
+        if let Some(allow) = &api.allow {
+            c.allow = allow
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    allow_entry(e.get_ref()).map_err(|m| self.err(e, &format!("api.allow[{i}]"), m))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(n) = api.max_body_bytes {
+            c.limits.max_body_bytes = n;
+        }
+        if let Some(n) = api.max_sweep_probes {
+            c.limits.max_sweep_probes = n;
+        }
+        if let Some(n) = api.max_concurrent_sweeps {
+            c.limits.max_concurrent_sweeps = n;
+        }
+        self.apply_retention(&mut c.sweep_retention, api)?;
+        self.apply_guard(&mut c.http, api)
+    }
+
+    fn apply_retention(
+        &self,
+        keep: &mut porthawk_store::SweepRetention,
+        api: &ApiSection,
+    ) -> Result<(), ConfigError> {
+        if let Some(n) = &api.keep_sweeps {
+            if *n.get_ref() == 0 {
+                return Err(self.err(n, "api.keep_sweeps", "must be at least 1"));
+            }
+            keep.count = *n.get_ref();
+        }
+        if let Some(text) = &api.keep_sweeps_for {
+            let d = porthawk_core::parse_duration(text.get_ref())
+                .map_err(|e| self.err(text, "api.keep_sweeps_for", e))?;
+            if d.is_zero() {
+                return Err(self.err(text, "api.keep_sweeps_for", "must be more than 0s"));
+            }
+            keep.max_age = d;
+        }
+        Ok(())
+    }
+
+    fn apply_guard(&self, http: &mut HttpGuard, api: &ApiSection) -> Result<(), ConfigError> {
+        if let Some(n) = &api.max_connections {
+            if *n.get_ref() == 0 {
+                return Err(self.err(n, "api.max_connections", "must be at least 1"));
+            }
+            http.max_connections = Some(*n.get_ref());
+        }
+        let timeout = |key: &str, text: &Spanned<String>| {
+            let field = format!("api.{key}");
+            let d = porthawk_core::parse_duration(text.get_ref())
+                .map_err(|e| self.err(text, &field, e))?;
+            if d.is_zero() {
+                return Err(self.err(text, &field, "must be more than 0s"));
+            }
+            Ok(d)
+        };
+        if let Some(t) = &api.header_timeout {
+            http.header_timeout = timeout("header_timeout", t)?;
+        }
+        if let Some(t) = &api.idle_timeout {
+            http.idle_timeout = timeout("idle_timeout", t)?;
+        }
+        if let Some(hosts) = &api.hosts {
+            for (i, h) in hosts.iter().enumerate() {
+                let name = h.get_ref();
+                let ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+                if !ok {
+                    return Err(self.err(
+                        h,
+                        &format!("api.hosts[{i}]"),
+                        format!("'{name}' is not a host name or address"),
+                    ));
+                }
+            }
+            http.hosts = hosts
+                .iter()
+                .map(|h| h.get_ref().to_ascii_lowercase())
+                .collect();
+        }
+        if let Some(public) = &api.public {
+            for (i, p) in public.iter().enumerate() {
+                if !PUBLIC_CHOICES.contains(&p.get_ref().as_str()) {
+                    return Err(self.err(
+                        p,
+                        &format!("api.public[{i}]"),
+                        format!(
+                            "'{}' cannot be opened; public routes are chosen from {}",
+                            p.get_ref(),
+                            PUBLIC_CHOICES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            http.public = public.iter().map(|p| p.get_ref().clone()).collect();
+        }
+        Ok(())
+    }
+}
+
+/// One `[api] allow` entry: an address, a range, or a block of any size.
+fn allow_entry(e: &str) -> Result<AddrRange, String> {
+    match parse_target(e) {
+        _ if e.contains('/') => parse_block(e),
+        Ok(TargetToken::Range(r)) => Ok(r),
+        Ok(TargetToken::Host(_)) => Err(format!(
+            "'{e}' is a host name; the allow-list takes addresses, blocks and ranges"
+        )),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// An `address/prefix` block of any size: unlike sweep targets (which cap the size of a
@@ -397,14 +413,6 @@ fn parse_block(text: &str) -> Result<AddrRange, String> {
     AddrRange::new(join(first), join(last)).ok_or_else(|| format!("'{t}' is not a block"))
 }
 
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "|" && !l.starts_with("| "))
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,7 +420,7 @@ mod tests {
     #[test]
     fn empty_file_keeps_the_defaults() {
         let mut c = ServerConfig::default();
-        c.apply_toml("").unwrap();
+        c.apply_toml("porthawk.toml", "").unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert!(c.token.is_none());
         assert_eq!(c.allow, default_allow());
@@ -422,6 +430,7 @@ mod tests {
     fn api_section_and_monitor_tables_are_read() {
         let mut c = ServerConfig::default();
         c.apply_toml(
+            "porthawk.toml",
             r#"
 [api]
 listen = "127.0.0.1:1234"
@@ -431,7 +440,9 @@ max_concurrent_sweeps = 2
 
 [[monitor]]
 name = "mail"
+targets = ["127.0.0.1"]
 ports = "25"
+on_down = ["restart", "hook"]
 
 [action.restart]
 exec = ["true"]
@@ -445,41 +456,67 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert_eq!(c.token.as_deref(), Some("s3cret"));
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.limits.max_concurrent_sweeps, 2);
+        // The same parse gave the monitors.
+        assert_eq!(c.watch.monitors.len(), 1);
+        assert_eq!(c.watch.actions.len(), 1);
+        assert_eq!(c.watch.notifiers.len(), 1);
     }
 
     #[test]
     fn sweep_retention_has_defaults_and_is_read_from_api() {
         let mut c = ServerConfig::default();
-        c.apply_toml("").unwrap();
+        c.apply_toml("porthawk.toml", "").unwrap();
         assert_eq!(c.sweep_retention.count, 1000);
         assert_eq!(c.sweep_retention.max_age, Duration::from_secs(30 * 86_400));
-        c.apply_toml("[api]\nkeep_sweeps = 50\nkeep_sweeps_for = \"7d\"\n")
-            .unwrap();
+        c.apply_toml(
+            "porthawk.toml",
+            "[api]\nkeep_sweeps = 50\nkeep_sweeps_for = \"7d\"\n",
+        )
+        .unwrap();
         assert_eq!(c.sweep_retention.count, 50);
         assert_eq!(c.sweep_retention.max_age, Duration::from_secs(7 * 86_400));
-        let err = c.apply_toml("[api]\nkeep_sweeps = 0\n").unwrap_err();
-        assert!(err.contains("keep_sweeps"), "{err}");
         let err = c
-            .apply_toml("[api]\nkeep_sweeps_for = \"soon\"\n")
-            .unwrap_err();
-        assert!(err.contains("keep_sweeps_for"), "{err}");
+            .apply_toml("porthawk.toml", "[api]\nkeep_sweeps = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("porthawk.toml:2: api.keep_sweeps: "),
+            "{err}"
+        );
+        let err = c
+            .apply_toml("porthawk.toml", "[api]\nkeep_sweeps_for = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("porthawk.toml:2: api.keep_sweeps_for: "),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_api_key_is_named_with_its_line() {
         let mut c = ServerConfig::default();
         let err = c
-            .apply_toml("[api]\nlisten = \"127.0.0.1:1\"\ntokn = \"x\"\n")
-            .unwrap_err();
-        assert!(err.contains("tokn"), "{err}");
-        assert!(err.contains("line 3"), "{err}");
+            .apply_toml(
+                "porthawk.toml",
+                "[api]\nlisten = \"127.0.0.1:1\"\ntokn = \"x\"\n",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("porthawk.toml:3: api.tokn: unknown field `tokn`"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]
     fn unknown_top_level_table_is_rejected() {
         let mut c = ServerConfig::default();
-        let err = c.apply_toml("[apii]\nx = 1\n").unwrap_err();
+        let err = c
+            .apply_toml("porthawk.toml", "[apii]\nx = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("apii"), "{err}");
     }
 
@@ -487,15 +524,16 @@ webhook = { url = "http://127.0.0.1:1/" }
     fn bad_allow_entry_is_named() {
         let mut c = ServerConfig::default();
         let err = c
-            .apply_toml("[api]\nallow = [\"10.0.0.0/99\"]\n")
-            .unwrap_err();
+            .apply_toml("porthawk.toml", "[api]\nallow = [\"10.0.0.0/99\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allow[0]"), "{err}");
     }
 
     #[test]
     fn allow_takes_ipv6_blocks_of_any_size() {
         let mut c = ServerConfig::default();
-        c.apply_toml(
+        c.apply_toml("porthawk.toml", 
             "[api]\nallow = [\"fd00::/8\", \"::1/128\", \"2001:db8::/32\", \"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n",
         )
         .unwrap();
@@ -507,8 +545,9 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert!(has(4, "255.255.255.255") && has(5, "ffff::1"));
         for bad in ["fd00::/129", "10.0.0.0/33", "fd00::/x", "nothost/8"] {
             let err = c
-                .apply_toml(&format!("[api]\nallow = [\"{bad}\"]\n"))
-                .unwrap_err();
+                .apply_toml("porthawk.toml", &format!("[api]\nallow = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("allow[0]"), "{bad}: {err}");
         }
     }
@@ -518,6 +557,7 @@ webhook = { url = "http://127.0.0.1:1/" }
         let mut c = ServerConfig::default();
         assert_eq!(c.http.public, DEFAULT_PUBLIC);
         c.apply_toml(
+            "porthawk.toml",
             "[api]\nmax_connections = 5\nheader_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
              hosts = [\"Porthawk.LAN\"]\npublic = [\"/healthz\"]\n",
         )
@@ -534,7 +574,10 @@ webhook = { url = "http://127.0.0.1:1/" }
             ("hosts = [\"a b\"]", "hosts[0]"),
             ("public = [\"/v1/monitors\"]", "public[0]"),
         ] {
-            let err = c.apply_toml(&format!("[api]\n{bad}\n")).unwrap_err();
+            let err = c
+                .apply_toml("porthawk.toml", &format!("[api]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{bad}: {err}");
         }
     }

@@ -121,6 +121,46 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// The error of a JSON body that `serde_path_to_error` read: a syntax error is
+    /// `bad_json`; a field of the wrong type, missing or unknown is `bad_request` naming the
+    /// field path, as in `probe.timeout_ms: invalid type: string "x", expected u64`.
+    pub fn from_json(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let inner = e.inner();
+        let message = Self::json_message(inner);
+        if !inner.is_data() {
+            return Self::bad_json(format!("the body is not valid JSON: {message}"));
+        }
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        // A missing field is reported at the object that lacks it; name the field itself.
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+        }
+        if path.is_empty() {
+            return Self::bad_json(format!("the body does not fit the request: {message}"));
+        }
+        Self::bad_request(&path, format!("{path}: {message}"))
+    }
+
+    /// A serde_json error's message without its position (`at line 1 column 9`), which means
+    /// little to a client that sent one line.
+    pub fn json_message(e: &serde_json::Error) -> String {
+        let full = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        match full.strip_suffix(&suffix) {
+            Some(m) => m.to_string(),
+            None => full,
+        }
+    }
+
     /// 500: the server failed; the details go to the log (when the response is made), not
     /// to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
@@ -180,14 +220,9 @@ impl IntoResponse for ApiError {
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The configuration file is unreadable or invalid.
-    #[error("config file '{}': {message}", path.display())]
-    ConfigFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, with line and field where known.
-        message: String,
-    },
+    /// The configuration file is unreadable or invalid: `file:line: field: message`.
+    #[error(transparent)]
+    ConfigFile(#[from] porthawk_watch::config::ConfigError),
     /// A setting is invalid or unsafe.
     #[error("{0}")]
     Config(String),

@@ -17,6 +17,7 @@ mod api;
 mod auth;
 mod config;
 mod error;
+mod extract;
 mod guard;
 mod http;
 mod metrics;

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use porthawk_core::{
     parse_target, AddrRange, HostSetBuilder, PortSet, PortState, ProbeOptions, ProbeSpec,
-    TargetSpace, TargetToken,
+    TargetSpace, TargetToken, MAX_PORT_ELEMENTS, MAX_TARGETS,
 };
 use porthawk_engine::JobHandle;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::config::Limits;
@@ -40,6 +39,7 @@ impl StoreMode {
 
 /// How to probe each target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
     /// Data to send once connected (escapes `\r \n \t \xHH`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +66,7 @@ pub struct ProbeRequest {
 /// The body of `POST /v1/sweeps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"targets": ["127.0.0.1"], "ports": "22,80,8000-8100"}))]
+#[serde(deny_unknown_fields)]
 pub struct SweepRequest {
     /// Addresses, CIDR blocks, ranges or host names (resolved once, at submission).
     pub targets: Vec<String>,
@@ -248,152 +249,56 @@ pub struct SweepPlan {
     pub spec: ProbeSpec,
 }
 
-/// Known fields of the request, for naming an unknown one.
-const REQUEST_FIELDS: &[&str] = &["targets", "ports", "exclude", "probe", "rate", "store"];
-const PROBE_FIELDS: &[&str] = &["send", "expect", "preset", "timeout_ms", "tries"];
-
-/// Reads a request body field by field, so that an error names the field at fault.
-pub fn parse_request(body: &[u8]) -> Result<SweepRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_json(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::bad_json("the body must be a JSON object"));
-    };
-    reject_unknown(&obj, REQUEST_FIELDS, "")?;
-    let targets = string_list(&obj, "targets")?
-        .ok_or_else(|| ApiError::bad_request("targets", "targets is required"))?;
-    if targets.is_empty() {
+/// The range checks serde cannot express, and the caps that bound a request's cost before
+/// any work: each error names its field.
+pub fn validate(request: &SweepRequest) -> Result<(), ApiError> {
+    if request.targets.is_empty() {
         return Err(ApiError::bad_request(
             "targets",
             "targets must name at least one target",
         ));
     }
-    let ports = match obj.get("ports") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => {
+    for (field, list) in [("targets", &request.targets), ("exclude", &request.exclude)] {
+        if list.len() > MAX_TARGETS {
             return Err(ApiError::bad_request(
-                "ports",
-                "ports must be a string like \"22,80,8000-8100\"",
-            ))
+                field,
+                format!(
+                    "{field} has {} entries, more than {MAX_TARGETS}",
+                    list.len()
+                ),
+            ));
         }
-        None => return Err(ApiError::bad_request("ports", "ports is required")),
-    };
-    let exclude = string_list(&obj, "exclude")?.unwrap_or_default();
-    let probe = match obj.get("probe") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(p)) => Some(parse_probe(p)?),
-        Some(_) => return Err(ApiError::bad_request("probe", "probe must be an object")),
-    };
-    let rate = match obj.get("rate") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|&r| r >= 1).ok_or_else(|| {
-            ApiError::bad_request("rate", "rate must be an integer of at least 1")
-        })?),
-    };
-    let store = match obj.get("store") {
-        None | Some(Value::Null) => StoreMode::Open,
-        Some(Value::String(s)) if s == "open" => StoreMode::Open,
-        Some(Value::String(s)) if s == "all" => StoreMode::All,
-        Some(_) => {
+    }
+    // Each element costs at most one comma, so this bounds the port parser's work before it
+    // runs; the parser checks the exact count again.
+    let elements = request.ports.bytes().filter(|&b| b == b',').count() + 1;
+    if elements > MAX_PORT_ELEMENTS {
+        return Err(ApiError::bad_request(
+            "ports",
+            format!("ports has {elements} elements, more than {MAX_PORT_ELEMENTS}"),
+        ));
+    }
+    if request.rate == Some(0) {
+        return Err(ApiError::bad_request(
+            "rate",
+            "rate must be an integer of at least 1",
+        ));
+    }
+    if let Some(p) = &request.probe {
+        if p.timeout_ms.is_some_and(|t| !(1..=60_000).contains(&t)) {
             return Err(ApiError::bad_request(
-                "store",
-                "store must be \"open\" or \"all\"",
-            ))
+                "probe.timeout_ms",
+                "probe.timeout_ms must be an integer from 1 to 60000",
+            ));
         }
-    };
-    Ok(SweepRequest {
-        targets,
-        ports,
-        exclude,
-        probe,
-        rate,
-        store,
-    })
-}
-
-fn reject_unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), ApiError> {
-    match obj.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad_request(
-            format!("{prefix}{k}"),
-            format!(
-                "unknown field '{prefix}{k}'; expected one of: {}",
-                known.join(", ")
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-fn string_list(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(ApiError::bad_request(
-                    format!("{field}[{i}]"),
-                    format!("{field}[{i}] must be a string"),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ApiError::bad_request(
-            field,
-            format!("{field} must be an array of strings"),
-        )),
-    }
-}
-
-fn parse_probe(p: &Map<String, Value>) -> Result<ProbeRequest, ApiError> {
-    reject_unknown(p, PROBE_FIELDS, "probe.")?;
-    let mut probe = ProbeRequest::default();
-    for (name, slot) in [
-        ("send", &mut probe.send),
-        ("expect", &mut probe.expect),
-        ("preset", &mut probe.preset),
-    ] {
-        match p.get(name) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => *slot = Some(s.clone()),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    format!("probe.{name}"),
-                    format!("probe.{name} must be a string"),
-                ))
-            }
+        if p.tries.is_some_and(|t| !(1..=10).contains(&t)) {
+            return Err(ApiError::bad_request(
+                "probe.tries",
+                "probe.tries must be an integer from 1 to 10",
+            ));
         }
     }
-    probe.timeout_ms = match p.get("timeout_ms") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|t| (1..=60_000).contains(t))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "probe.timeout_ms",
-                        "probe.timeout_ms must be an integer from 1 to 60000",
-                    )
-                })?,
-        ),
-    };
-    probe.tries = match p.get("tries") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|t| (1..=10).contains(t))
-                .map(|t| t as u8)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "probe.tries",
-                        "probe.tries must be an integer from 1 to 10",
-                    )
-                })?,
-        ),
-    };
-    Ok(probe)
+    Ok(())
 }
 
 /// The probe spec of a request.
@@ -433,6 +338,7 @@ pub fn plan(
     limits: &Limits,
     seed: u64,
 ) -> Result<SweepPlan, ApiError> {
+    validate(&request)?;
     let spec = probe_spec(request.probe.as_ref())?;
     let mut includes: Vec<(usize, Vec<AddrRange>, Option<String>)> = Vec::new();
     for (i, t) in request.targets.iter().enumerate() {
@@ -479,19 +385,15 @@ pub fn plan(
         ));
     }
 
-    // The allow-list, target by target: what the target leaves after exclusions, minus what
-    // the allow-list covers, must be nothing.
+    // The allow-list, target by target: every address a target leaves after exclusions must
+    // be allowed. One set of what is excluded or allowed, built once, answers every target.
+    let mut permitted = HostSetBuilder::default();
+    for r in excluded.iter().chain(allow) {
+        permitted.include(*r);
+    }
+    let permitted = permitted.build();
     for (i, ranges, _) in &includes {
-        let mut outside = HostSetBuilder::default();
-        for r in ranges {
-            outside.include(*r);
-        }
-        for r in excluded.iter().chain(allow) {
-            outside.exclude(*r);
-        }
-        let outside = outside.build();
-        let first_outside = outside.ranges().next().map(|r| r.first());
-        if let Some(first) = first_outside {
+        if let Some(first) = ranges.iter().find_map(|r| permitted.first_outside(*r)) {
             return Err(ApiError::forbidden(
                 format!("targets[{i}]"),
                 format!(
@@ -565,7 +467,9 @@ mod tests {
     use crate::config::default_allow;
 
     fn req(json: &str) -> Result<SweepRequest, ApiError> {
-        parse_request(json.as_bytes())
+        let r: SweepRequest = crate::extract::parse_json(json.as_bytes())?;
+        validate(&r)?;
+        Ok(r)
     }
 
     fn field_of(r: Result<impl Sized, ApiError>) -> Option<String> {
@@ -603,7 +507,9 @@ mod tests {
             field_of(req(r#"{"targets":["a"],"ports":"22","store":"x"}"#)),
             Some("store".into())
         );
-        assert_eq!(field_of(req("[1]")), None);
+        // A struct may come as a JSON array of its fields (serde's derive); a wrong one is
+        // still named by position.
+        assert_eq!(field_of(req("[1]")), Some("[0]".into()));
         assert_eq!(field_of(req("{")), None);
     }
 

@@ -40,6 +40,7 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     MONITOR_TABLES,
     // Why a sweep failed (a store write that failed).
     "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
+    RESULT_LINE_COLUMNS,
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -164,6 +165,21 @@ CREATE TABLE monitor_silences (
     monitor TEXT PRIMARY KEY,
     until_ms INTEGER NOT NULL
 );
+"#;
+
+/// The schema migration that makes a stored result hold everything a `ResultLine` prints:
+/// the banner's identification and the TLS handshake. `banner` holds the printable text from
+/// then on (rows written before hold the raw bytes, as a BLOB); `cert_not_after` is seconds
+/// since the epoch, so that days left are counted when the line is read, as the CLI counts
+/// them when it prints.
+const RESULT_LINE_COLUMNS: &str = r#"
+ALTER TABLE results ADD COLUMN service TEXT;
+ALTER TABLE results ADD COLUMN product TEXT;
+ALTER TABLE results ADD COLUMN version TEXT;
+ALTER TABLE results ADD COLUMN tls_version TEXT;
+ALTER TABLE results ADD COLUMN cert_subject TEXT;
+ALTER TABLE results ADD COLUMN cert_issuer TEXT;
+ALTER TABLE results ADD COLUMN cert_not_after INTEGER;
 "#;
 
 /// Marks every sweep left queued or running as interrupted; how many there were.

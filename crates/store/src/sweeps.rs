@@ -12,6 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use porthawk_core::{banner_text, identify, rfc3339, PortState, ProbeRecord, ResultLine};
+use rusqlite::types::ValueRef;
+
 use crate::db::{now_ms, Reply, Store, StoreError};
 
 /// The state of a sweep.
@@ -154,58 +157,58 @@ impl Default for SweepRetention {
     }
 }
 
-/// One stored result, as the results route writes it.
+/// One stored result: the [`ResultLine`] the CLI would print for it, less the certificate's
+/// days left, which [`ResultRow::line_at`] counts when the line is read (as the CLI counts
+/// them when it prints).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRow {
     /// The row's position, for paging.
     pub rowid: i64,
-    /// Address.
-    pub ip: String,
-    /// Port.
-    pub port: u16,
-    /// Verdict.
-    pub state: String,
-    /// Connect round-trip time.
-    pub rtt_us: u32,
-    /// Connect attempts.
-    pub tries: u8,
-    /// The name the address was given by.
-    pub host: Option<String>,
-    /// The errno name of an `unreachable` or `error` verdict.
-    pub errno: Option<String>,
-    /// The first reply of the dialog.
-    pub banner: Option<Vec<u8>>,
-    /// Whether the replies matched what the dialog expected.
-    pub matched: Option<bool>,
-    /// Why the dialog failed.
-    pub reason: Option<String>,
+    /// The line, with `cert_days_left` absent.
+    pub line: ResultLine,
+    /// The end of the certificate's validity, in seconds since the Unix epoch.
+    pub cert_not_after: Option<i64>,
 }
 
-/// A result waiting to be written by the aggregator.
+impl ResultRow {
+    /// The line as printed at `now_unix` (seconds since the epoch): with the certificate's
+    /// whole days left from then, as `porthawk scan` counts them.
+    pub fn line_at(self, now_unix: i64) -> ResultLine {
+        let mut line = self.line;
+        line.cert_days_left = self
+            .cert_not_after
+            .map(|not_after| (not_after - now_unix).div_euclid(86_400));
+        line
+    }
+}
+
+/// A result waiting to be written by the aggregator: the line the CLI prints for the same
+/// record, so that the API's results are the CLI's.
 #[derive(Debug, Clone)]
 pub struct NewResult {
     /// The sweep it belongs to.
     pub sweep_id: u64,
-    /// Address.
-    pub ip: std::net::IpAddr,
-    /// Port.
-    pub port: u16,
-    /// Verdict.
-    pub state: &'static str,
-    /// Connect round-trip time.
-    pub rtt_us: u32,
-    /// Connect attempts.
-    pub tries: u8,
-    /// The name the address was given by.
-    pub host: Option<std::sync::Arc<str>>,
-    /// The errno name.
-    pub errno: Option<&'static str>,
-    /// The first reply of the dialog.
-    pub banner: Option<Vec<u8>>,
-    /// Whether the replies matched what the dialog expected.
-    pub matched: Option<bool>,
-    /// Why the dialog failed.
-    pub reason: Option<String>,
+    /// The line, identified and with the TLS fields; `cert_days_left` is not stored.
+    pub line: ResultLine,
+    /// The end of the certificate's validity, in seconds since the Unix epoch.
+    pub cert_not_after: Option<i64>,
+}
+
+impl NewResult {
+    /// The stored form of `record`, probed at `host` (the name it was given by, if any).
+    pub fn new(sweep_id: u64, record: &ProbeRecord, host: Option<&str>) -> Self {
+        let mut line = ResultLine::new(record, host, 0);
+        line.cert_days_left = None;
+        NewResult {
+            sweep_id,
+            line,
+            cert_not_after: record
+                .tls
+                .as_ref()
+                .and_then(|t| t.cert.as_ref())
+                .map(|c| c.not_after),
+        }
+    }
 }
 
 /// Progress of a sweep, written with its results.
@@ -322,30 +325,69 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ResultRow>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT rowid, ip, port, state, rtt_us, tries, host, errno, banner, matched, reason
-                 FROM results
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {RESULT_COLUMNS} FROM results
                  WHERE sweep_id = ?1 AND rowid > ?2 AND (?3 IS NULL OR state = ?3)
-                 ORDER BY rowid LIMIT ?4",
-            )?;
-            let rows = stmt.query_map(params![sweep_id as i64, after, state, limit], |r| {
-                Ok(ResultRow {
-                    rowid: r.get(0)?,
-                    ip: r.get(1)?,
-                    port: r.get(2)?,
-                    state: r.get(3)?,
-                    rtt_us: r.get(4)?,
-                    tries: r.get(5)?,
-                    host: r.get(6)?,
-                    errno: r.get(7)?,
-                    banner: r.get(8)?,
-                    matched: r.get(9)?,
-                    reason: r.get(10)?,
-                })
-            })?;
+                 ORDER BY rowid LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![sweep_id as i64, after, state, limit], result_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
+}
+
+/// The columns [`result_row`] reads, in its order.
+const RESULT_COLUMNS: &str = "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
+                              service, product, version, banner, reason, tls_version, \
+                              cert_subject, cert_issuer, cert_not_after";
+
+fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+}
+
+fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+    let ip: String = r.get(1)?;
+    let state: String = r.get(3)?;
+    let cert_not_after: Option<i64> = r.get(17)?;
+    let mut line = ResultLine {
+        ip: ip.parse().map_err(|e| conversion(1, e))?,
+        port: r.get(2)?,
+        state: state.parse::<PortState>().map_err(|e| conversion(3, e))?,
+        rtt_us: r.get(4)?,
+        tries: r.get(5)?,
+        host: r.get(6)?,
+        errno: r.get(7)?,
+        matched: r.get(8)?,
+        service: r.get(9)?,
+        product: r.get(10)?,
+        version: r.get(11)?,
+        banner: None,
+        reason: r.get(13)?,
+        tls_version: r.get(14)?,
+        cert_subject: r.get(15)?,
+        cert_issuer: r.get(16)?,
+        cert_not_after: cert_not_after.map(rfc3339),
+        cert_days_left: None,
+    };
+    match r.get_ref(12)? {
+        ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),
+        // A row from before the banner was stored as text: the raw reply, identified now as
+        // it would have been when it was written.
+        ValueRef::Blob(b) => {
+            line.banner = Some(banner_text(b));
+            if let Some(id) = identify(b) {
+                line.service = Some(id.service.to_string());
+                line.product = id.product;
+                line.version = id.version;
+            }
+        }
+        _ => {}
+    }
+    Ok(ResultRow {
+        rowid: r.get(0)?,
+        line,
+        cert_not_after,
+    })
 }
 
 fn write_batch(
@@ -357,22 +399,32 @@ fn write_batch(
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO results (sweep_id, ip, port, state, rtt_us, tries, host, errno,
-                 banner, matched, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 matched, service, product, version, banner, reason, tls_version,
+                 cert_subject, cert_issuer, cert_not_after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18)",
         )?;
         for r in results {
+            let l = &r.line;
             insert.execute(params![
                 r.sweep_id as i64,
-                r.ip.to_string(),
-                r.port,
-                r.state,
-                r.rtt_us,
-                r.tries,
-                r.host.as_deref(),
-                r.errno,
-                r.banner.as_deref(),
-                r.matched,
-                r.reason.as_deref(),
+                l.ip.to_string(),
+                l.port,
+                l.state.as_str(),
+                l.rtt_us,
+                l.tries,
+                l.host,
+                l.errno,
+                l.matched,
+                l.service,
+                l.product,
+                l.version,
+                l.banner,
+                l.reason,
+                l.tls_version,
+                l.cert_subject,
+                l.cert_issuer,
+                r.cert_not_after,
             ])?;
         }
         let mut update = tx.prepare_cached(
@@ -517,19 +569,16 @@ mod tests {
     }
 
     fn open_row(sweep_id: u64) -> NewResult {
-        NewResult {
-            sweep_id,
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 22,
-            state: "open",
-            rtt_us: 5,
-            tries: 1,
-            host: None,
-            errno: None,
-            banner: Some(b"SSH-2.0-x\r\n".to_vec()),
-            matched: Some(true),
-            reason: None,
-        }
+        let mut record = porthawk_core::ProbeRecord::new(
+            "127.0.0.1".parse().unwrap(),
+            22,
+            PortState::Open,
+            5,
+            1,
+        );
+        record.banner = Some(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec());
+        record.matched = Some(true);
+        NewResult::new(sweep_id, &record, Some("localhost"))
     }
 
     #[test]
@@ -568,13 +617,79 @@ mod tests {
         assert_eq!(s.counts.open, 1);
         let rows = store.results_page(id, 0, None, 100).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].port, 22);
-        assert_eq!(rows[0].banner.as_deref(), Some(&b"SSH-2.0-x\r\n"[..]));
-        assert_eq!(rows[0].matched, Some(true));
+        // The stored line is the one the CLI prints for the same record.
+        let record = open_row(id);
+        assert_eq!(rows[0].clone().line_at(0), record.line);
+        assert_eq!(rows[0].line.banner.as_deref(), Some("SSH-2.0-OpenSSH_9.6"));
+        assert_eq!(rows[0].line.service.as_deref(), Some("ssh"));
+        assert_eq!(rows[0].line.version.as_deref(), Some("9.6"));
         assert!(store
             .results_page(id, 0, Some("closed"), 100)
             .unwrap()
             .is_empty());
+    }
+
+    /// Every field of the line is stored, the certificate's days left are counted when the
+    /// row is read (as the CLI counts them when it prints), and rows written before the
+    /// columns existed (raw banner bytes) still read as the CLI's line.
+    #[test]
+    fn stored_rows_read_back_as_the_cli_line() {
+        let dir = TempDir::new("store-lines");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let id = store.insert_sweep(&request(), true, 3, 1).wait().unwrap();
+        let mut tls =
+            porthawk_core::ProbeRecord::new("::1".parse().unwrap(), 443, PortState::Open, 7, 1);
+        tls.tls = Some(porthawk_core::TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            cert: Some(porthawk_core::CertInfo {
+                subject: "CN=a, O=b".into(),
+                issuer: "CN=ca".into(),
+                not_before: 0,
+                not_after: 1_800_000_000,
+            }),
+        });
+        let mut refused = porthawk_core::ProbeRecord::new(
+            "127.0.0.1".parse().unwrap(),
+            1,
+            PortState::Error,
+            0,
+            2,
+        );
+        refused.errno = Some(113);
+        refused.reason = Some("connect: no route".into());
+        let rows = vec![
+            NewResult::new(id, &tls, None),
+            NewResult::new(id, &refused, Some("h")),
+        ];
+        store.write_batch(rows, Vec::new()).wait().unwrap();
+        store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO results (sweep_id, ip, port, state, rtt_us, tries, banner)
+                     VALUES (?1, '127.0.0.1', 25, 'open', 3, 1, ?2)",
+                    params![id as i64, &b"220 mx ESMTP Postfix\r\n"[..]],
+                )?;
+                Ok(())
+            })
+            .wait()
+            .unwrap();
+        let read = store.results_page(id, 0, None, 10).unwrap();
+        let now = 1_700_000_000;
+        let lines: Vec<ResultLine> = read.into_iter().map(|r| r.line_at(now)).collect();
+        assert_eq!(lines[0], ResultLine::new(&tls, None, now));
+        assert_eq!(lines[0].cert_days_left, Some(1157));
+        assert_eq!(lines[1], ResultLine::new(&refused, Some("h"), now));
+        let mut old = porthawk_core::ProbeRecord::new(
+            "127.0.0.1".parse().unwrap(),
+            25,
+            PortState::Open,
+            3,
+            1,
+        );
+        old.banner = Some(b"220 mx ESMTP Postfix\r\n".to_vec());
+        assert_eq!(lines[2], ResultLine::new(&old, None, now));
+        assert_eq!(lines[2].service.as_deref(), Some("smtp"));
     }
 
     /// Writes queued one after another are applied in order by the one writer, and a reply
@@ -670,7 +785,7 @@ mod tests {
         let mut rows = Vec::new();
         for _ in 0..4000 {
             let mut r = open_row(id);
-            r.banner = Some(vec![b'x'; 200]);
+            r.line.banner = Some("x".repeat(200));
             rows.push(r);
         }
         let big = Progress {

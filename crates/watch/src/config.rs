@@ -334,13 +334,16 @@ pub struct NotifySpec {
 // ------------------------------------------------------------------------------------------
 // The file as written.
 
+/// The whole of `porthawk.toml`, every section a `deny_unknown_fields` type: the one type
+/// the server and the monitors read the file as ([`parse_file`]), once, and again on
+/// reload. The monitor parts are read into a [`WatchConfig`] by [`WatchConfig::from_file`];
+/// `[api]` is the server's to check.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
-    // The [api] section belongs to the server's own settings, which check it.
+pub struct ConfigFile {
+    /// `[api]`: where the server listens and what it allows.
     #[serde(default)]
-    #[allow(dead_code)]
-    api: Option<toml::Value>,
+    pub api: Option<ApiSection>,
     #[serde(default)]
     monitor: Vec<Spanned<RawMonitor>>,
     #[serde(default)]
@@ -351,6 +354,39 @@ struct RawFile {
     allow_reboot: Option<bool>,
     #[serde(default)]
     retention: Option<Spanned<String>>,
+    // `[fleet]` joins here, as one more section type, when fleet mode lands.
+}
+
+/// `[api]` as written. The server checks the values; the spans give its errors their line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// The address and port the HTTP API listens on.
+    pub listen: Option<Spanned<String>>,
+    /// The bearer token.
+    pub token: Option<Spanned<String>>,
+    /// What API sweeps may reach: addresses, blocks and ranges.
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// The largest request body, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// The most probes one sweep may hold.
+    pub max_sweep_probes: Option<u64>,
+    /// The most sweeps running at once.
+    pub max_concurrent_sweeps: Option<usize>,
+    /// The most client connections held at once.
+    pub max_connections: Option<Spanned<usize>>,
+    /// How long a client may take to send a request head.
+    pub header_timeout: Option<Spanned<String>>,
+    /// How long the server waits for a request body.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Host names `Host` may carry besides the listen address and loopback names.
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// Routes open without the token when one is set.
+    pub public: Option<Vec<Spanned<String>>>,
+    /// The most ended sweeps kept.
+    pub keep_sweeps: Option<Spanned<u64>>,
+    /// How long an ended sweep is kept.
+    pub keep_sweeps_for: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -460,58 +496,53 @@ pub type Resolve<'a> = &'a dyn Fn(&str) -> Result<Vec<IpAddr>, String>;
 /// Parses and validates the monitoring part of a `porthawk.toml` text; `file` names it in
 /// errors, `resolve` turns host names among the targets into addresses.
 pub fn parse(file: &str, text: &str, resolve: Resolve<'_>) -> Result<WatchConfig, ConfigError> {
-    let cx = Cx {
-        file,
-        text,
-        resolve,
-    };
-    let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
-    let mut config = WatchConfig {
-        allow_reboot: raw.allow_reboot.unwrap_or(false),
-        ..WatchConfig::default()
-    };
-    if let Some(r) = &raw.retention {
-        config.retention = cx.duration(r, "retention", Duration::from_secs(60))?;
-    }
-    for (name, action) in &raw.action {
-        let spec = cx.action(name, action)?;
-        config.actions.insert(name.clone(), Arc::new(spec));
-    }
-    for (name, notify) in &raw.notify {
-        let field = format!("notify.{name}");
-        if config.actions.contains_key(name) {
-            return Err(cx.err(
-                notify.span(),
-                &field,
-                format!("'{name}' names both an action and a notification; names must be unique"),
-            ));
-        }
-        let spec = cx.notify(name, notify)?;
-        config.notifiers.insert(name.clone(), Arc::new(spec));
-    }
-    let mut names = BTreeSet::new();
-    for (i, m) in raw.monitor.iter().enumerate() {
-        let spec = cx.monitor(i, m, &config)?;
-        if !names.insert(spec.name.clone()) {
-            let m = m.get_ref();
-            return Err(cx.err(
-                m.name.span(),
-                &format!("monitor[{i}].name"),
-                format!("a monitor named '{}' is defined twice", spec.name),
-            ));
-        }
-        config.monitors.push(Arc::new(spec));
-    }
-    Ok(config)
+    let parsed = parse_file(file, text)?;
+    WatchConfig::from_file(file, text, &parsed, resolve)
 }
 
-struct Cx<'a> {
+/// Reads a `porthawk.toml` text as the one [`ConfigFile`] type. An error names the file, the
+/// line (from the span toml gives) and the field path (from `serde_path_to_error`):
+/// `porthawk.toml:11: monitor[0].intervl: unknown field ...`.
+pub fn parse_file(file: &str, text: &str) -> Result<ConfigFile, ConfigError> {
+    let cx = Lines { file, text };
+    let de = toml::Deserializer::parse(text).map_err(|e| cx.toml_error(&e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = field_path(e.path());
+        cx.toml_error(e.inner(), Some(path))
+    })
+}
+
+/// A field path as the config's errors write it (`monitor[0].interval`,
+/// `notify.m.email.smtp`): the keys and indices serde went through, without the private
+/// keys of `toml::Spanned`.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Lines of a config text, for errors.
+struct Lines<'a> {
     file: &'a str,
     text: &'a str,
-    resolve: Resolve<'a>,
 }
 
-impl Cx<'_> {
+impl Lines<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -530,24 +561,99 @@ impl Cx<'_> {
         }
     }
 
-    /// A toml error: its span gives the line; the field is the key written there, inside
-    /// the table that the nearest header above opens.
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+    /// A toml error: its span gives the line, `path` the field (none for a syntax error,
+    /// which is reported as `(toml)`).
+    fn toml_error(&self, e: &toml::de::Error, path: Option<String>) -> ConfigError {
         let message = e.message().trim().replace('\n', " ");
-        let Some(span) = e.span() else {
-            return ConfigError {
-                file: self.file.to_string(),
-                line: 0,
-                field: "(file)".into(),
-                message,
-            };
+        let field = match path {
+            Some(p) if !p.is_empty() => p,
+            Some(_) => "(file)".to_string(),
+            None => "(toml)".to_string(),
         };
         ConfigError {
             file: self.file.to_string(),
-            line: self.line(span.start),
-            field: field_at(self.text, span.start),
+            line: e.span().map_or(0, |s| self.line(s.start)),
+            field,
             message,
         }
+    }
+}
+
+impl WatchConfig {
+    /// The monitors, actions and notifications of a parsed file, checked; `file` and `text`
+    /// name the file and give the lines of errors, `resolve` turns host names into
+    /// addresses.
+    pub fn from_file(
+        file: &str,
+        text: &str,
+        raw: &ConfigFile,
+        resolve: Resolve<'_>,
+    ) -> Result<WatchConfig, ConfigError> {
+        let cx = Cx {
+            lines: Lines { file, text },
+            resolve,
+        };
+        let mut config = WatchConfig {
+            allow_reboot: raw.allow_reboot.unwrap_or(false),
+            ..WatchConfig::default()
+        };
+        if let Some(r) = &raw.retention {
+            config.retention = cx.duration(r, "retention", Duration::from_secs(60))?;
+        }
+        for (name, action) in &raw.action {
+            let spec = cx.action(name, action)?;
+            config.actions.insert(name.clone(), Arc::new(spec));
+        }
+        for (name, notify) in &raw.notify {
+            let field = format!("notify.{name}");
+            if config.actions.contains_key(name) {
+                return Err(cx.err(
+                    notify.span(),
+                    &field,
+                    format!(
+                        "'{name}' names both an action and a notification; names must be unique"
+                    ),
+                ));
+            }
+            let spec = cx.notify(name, notify)?;
+            config.notifiers.insert(name.clone(), Arc::new(spec));
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in raw.monitor.iter().enumerate() {
+            let spec = cx.monitor(i, m, &config)?;
+            if !names.insert(spec.name.clone()) {
+                let m = m.get_ref();
+                return Err(cx.err(
+                    m.name.span(),
+                    &format!("monitor[{i}].name"),
+                    format!("a monitor named '{}' is defined twice", spec.name),
+                ));
+            }
+            config.monitors.push(Arc::new(spec));
+        }
+        Ok(config)
+    }
+}
+
+/// Span-named errors for a field the checks find wrong.
+pub fn span_error(
+    file: &str,
+    text: &str,
+    span: Range<usize>,
+    field: &str,
+    message: impl Into<String>,
+) -> ConfigError {
+    Lines { file, text }.err(span, field, message)
+}
+
+struct Cx<'a> {
+    lines: Lines<'a>,
+    resolve: Resolve<'a>,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ConfigError {
+        self.lines.err(span, field, message)
     }
 
     fn duration(
@@ -1118,99 +1224,6 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The field a toml error points at: the key written on that line, inside the table that
-/// the nearest header above opens (`monitor[1].interval`, `action.restart.timeout`).
-fn field_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let mut table = String::new();
-    let mut monitors = 0usize;
-    let mut line_start = 0;
-    for line in text[..offset].split_inclusive('\n') {
-        let start = line_start;
-        line_start += line.len();
-        if line_start > offset || (line_start == offset && !line.ends_with('\n')) {
-            // The line of the error itself: a header on it is the field.
-            let _ = start;
-            break;
-        }
-        let t = line.trim();
-        if t.starts_with("[[") {
-            let name = t.trim_start_matches('[').trim_end_matches(']').trim();
-            if name == "monitor" {
-                table = format!("monitor[{monitors}]");
-                monitors += 1;
-            } else {
-                table = name.to_string();
-            }
-        } else if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-                .to_string();
-        }
-    }
-    let this_line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let this_line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = &text[this_line_start..this_line_end];
-    let before = &text[this_line_start..offset];
-    let trimmed = line.trim();
-    if trimmed.starts_with('[') && !before.contains('=') {
-        let header = trimmed.trim_start_matches('[');
-        let header = header.split(']').next().unwrap_or(header).trim();
-        return if header == "monitor" {
-            format!("monitor[{monitors}]")
-        } else {
-            header.to_string()
-        };
-    }
-    let key_of = |s: &str| s.trim().trim_matches('"').trim_matches('\'').to_string();
-    // The key the error is at or after: the last `key =` before the offset; for an unknown
-    // key the span covers the key itself.
-    let outer = line.split('=').next().map(key_of).unwrap_or_default();
-    let mut key = match before.rfind('=') {
-        Some(eq) => {
-            let head = &before[..eq];
-            let start = head.rfind(['{', ',']).map_or(0, |i| i + 1);
-            key_of(&head[start..])
-        }
-        None => {
-            // The offset is on the key: take the word there.
-            let rest = &line[before.len()..];
-            key_of(rest.split(['=', ' ', ',', '}']).next().unwrap_or(""))
-        }
-    };
-    if let Some(eq) = before.rfind('=') {
-        // The span may start on the key itself, after an earlier `key = value,` pair.
-        let after_eq = &before[eq + 1..];
-        if after_eq.contains(',') || after_eq.contains('{') {
-            let rest = &line[before.len()..];
-            let word = key_of(rest.split(['=', ' ', ',', '}']).next().unwrap_or(""));
-            if !word.is_empty() {
-                key = word;
-            }
-        }
-    }
-    let mut path = table;
-    if !outer.is_empty() && outer != key && !outer.contains(['{', '[']) {
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&outer);
-    }
-    if !key.is_empty() {
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&key);
-    }
-    if path.is_empty() {
-        "(file)".into()
-    } else {
-        path
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1359,6 +1372,45 @@ slack = { url = "https://hooks.example.com/services/x" }
                 "{shown}"
             );
             assert!(!shown.contains('\n'), "{shown}");
+        }
+    }
+
+    /// The whole file is one type: `[api]` is read with it (its values kept with their
+    /// spans for the server's checks), an unknown key anywhere is named by its path, and a
+    /// syntax error by its line.
+    #[test]
+    fn the_file_is_one_type_with_derived_field_paths() {
+        let f = parse_file("porthawk.toml", GOOD).unwrap();
+        let api = f.api.unwrap();
+        let listen = api.listen.unwrap();
+        assert_eq!(listen.get_ref(), "127.0.0.1:9180");
+        assert_eq!(GOOD[..listen.span().start].lines().count(), 6);
+        for (text, want) in [
+            (
+                "[api]\nlisten = \"x\"\ntokn = \"t\"\n",
+                "porthawk.toml:3: api.tokn: unknown field `tokn`",
+            ),
+            (
+                "[api]\nallow = [\"127.0.0.1\", 7]\n",
+                "porthawk.toml:2: api.allow[1]: invalid type: integer `7`",
+            ),
+            (
+                "[api]\nmax_connections = \"many\"\n",
+                "porthawk.toml:2: api.max_connections: invalid type: string",
+            ),
+            (
+                "[[monitor]]\nname = \"m\"\nports = \"1\"\n",
+                "porthawk.toml:1: monitor[0]: missing field `targets`",
+            ),
+            (
+                "[fleet]\nnats = \"x\"\n",
+                "porthawk.toml:1: fleet: unknown field `fleet`",
+            ),
+            ("[api\n", "porthawk.toml:1: (toml): "),
+        ] {
+            let err = parse_file("porthawk.toml", text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

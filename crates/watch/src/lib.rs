@@ -1,8 +1,9 @@
 //! The monitors' sans-IO core: what `porthawk serve` watches and how it judges, as plain code
 //! driven by its caller.
 //!
-//! - [`config`]: the `[[monitor]]`, `[action.NAME]` and `[notify.NAME]` tables parsed into the
-//!   typed model ([`WatchConfig`], [`config::MonitorSpec`], [`config::ActionSpec`],
+//! - [`config`]: `porthawk.toml` as one type ([`config::ConfigFile`], every section
+//!   `deny_unknown_fields`), and its `[[monitor]]`, `[action.NAME]` and `[notify.NAME]` tables
+//!   read into the typed model ([`WatchConfig`], [`config::MonitorSpec`], [`config::ActionSpec`],
 //!   [`config::NotifySpec`]), with errors that name the file, line and field. Host names are
 //!   resolved by a function the caller passes.
 //! - [`state`]: the state machine of one target-port ([`Tracker`]).
@@ -15,6 +16,7 @@
 //! [`watch::Effect`]s; the tests drive the same code with a fake clock.
 
 pub mod config;
+pub mod fuzzing;
 pub mod state;
 pub mod watch;
 

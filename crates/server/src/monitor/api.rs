@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -25,6 +24,7 @@ pub use super::view::{
 use super::watch::{Refusal, Watch};
 use crate::auth::Authorized;
 use crate::error::ApiError;
+use crate::extract::JsonBody;
 use crate::shared::AppState;
 use crate::store::Store;
 use porthawk_store::StoreError;
@@ -369,9 +369,8 @@ pub(crate) async fn silence(
     _auth: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<SilenceRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<SilenceRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_json(e.body_text()))?;
     let d = parse_duration(&req.duration).map_err(|m| ApiError::bad_request("for", m))?;
     if d > std::time::Duration::from_secs(366 * 86_400) {
         return Err(ApiError::bad_request(
@@ -462,7 +461,7 @@ pub(crate) async fn run_action(
     let req: ActionRunRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ActionRunRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(e.to_string()))?
+        crate::extract::parse_json(&body)?
     };
     let rec = state
         .0
