@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::daemon_util::{free_port, CertMaker};
-use crate::serve::{http, submit, wait_ended, Serve};
+use crate::serve::{submit, wait_ended, Serve};
+use crate::util::http;
 use crate::util::{assert_success, run, stdout, test_hosts, Farm, Kind, TempDir};
 
 /// Lines of NDJSON or CSV as the comparison sees them: `rtt_us` (the one field that

@@ -5,16 +5,16 @@
 //! The limits are set on the child only, with util-linux's `prlimit`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    check_open_set, index_records, parse_jsonl, ports_arg, run_command, stderr, stdout, test_hosts,
-    which, with_state, Farm, ListenSnapshot, Record, TempDir, BIN,
+    check_open_set, http, http_json, index_records, parse_jsonl, ports_arg, run_command, stderr,
+    stdout, test_hosts, which, with_state, Farm, ListenSnapshot, Record, TempDir, BIN,
 };
 
 /// `prlimit`, or `None` (a failure under CI) when it is missing.
@@ -257,65 +257,6 @@ impl Drop for Serve {
     }
 }
 
-/// One HTTP/1.1 exchange with `Connection: close`; the status and the de-chunked body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).expect("read");
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let (head, rest) = reply.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    if !chunked {
-        return (status, rest.to_string());
-    }
-    let mut out = String::new();
-    let mut rest = rest;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-    (status, out)
-}
-
-/// A top-level field of a JSON object, as text (strings without their quotes).
-fn field(json: &str, key: &str) -> String {
-    let needle = format!("\"{key}\":");
-    let Some(at) = json.find(&needle) else {
-        return String::new();
-    };
-    let value = json[at + needle.len()..].trim_start();
-    match value.strip_prefix('"') {
-        Some(s) => s.split('"').next().unwrap_or_default().to_string(),
-        None => value
-            .split([',', '}'])
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
-
 /// Issue 14 item 2: `porthawk serve` starts under `ulimit -n 1024` (its default in-flight
 /// count once made a ring the kernel refused) and completes an API sweep exactly; and it
 /// raises its soft limit to the hard one.
@@ -335,14 +276,14 @@ fn serve_sweeps_under_an_ordinary_descriptor_limit() {
         targets.join(","),
         ports_arg(&farm.ports(), "61000-61299")
     );
-    let (code, reply) = http(server.addr, "POST", "/v1/sweeps", Some(&body));
+    let (code, reply) = http_json(server.addr, "POST", "/v1/sweeps", Some(&body));
     assert_eq!(code, 202, "{reply}");
-    let id = field(&reply, "id");
+    let id = reply["id"].as_u64().expect("id");
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
-        let (code, status) = http(server.addr, "GET", &format!("/v1/sweeps/{id}"), None);
+        let (code, status) = http_json(server.addr, "GET", &format!("/v1/sweeps/{id}"), None);
         assert_eq!(code, 200, "{status}");
-        if field(&status, "state") != "running" {
+        if status["state"] != "running" {
             break status;
         }
         assert!(
@@ -352,7 +293,7 @@ fn serve_sweeps_under_an_ordinary_descriptor_limit() {
         thread::sleep(Duration::from_millis(50));
     };
     let after = ListenSnapshot::take();
-    assert_eq!(field(&status, "state"), "done", "{status}");
+    assert_eq!(status["state"], "done", "{status}");
     let (code, results) = http(
         server.addr,
         "GET",

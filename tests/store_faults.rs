@@ -2,8 +2,8 @@
 //! second server on the same data directory, the database file deleted while it runs. In
 //! each case nothing is reported that was not kept, and the answer is clear.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::daemon_util::is_root;
-use crate::util::{require, test_net, which, TempDir, BIN};
+use crate::util::{http_json as http, require, test_net, which, TempDir, BIN};
 
 /// How long the server may take to say where it listens, and a sweep to end.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,34 +146,6 @@ impl Drop for KillOnDrop {
             let _ = self.0.wait();
         }
     }
-}
-
-/// One HTTP/1.1 exchange (`Connection: close`) whose answer is JSON with a length.
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {text:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    let value = serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"));
-    (status, value)
 }
 
 /// `sqlite3 -readonly DB SQL`, one line per row, columns separated by `|`.
