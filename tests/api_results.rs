@@ -6,12 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::daemon_util::{free_port, CertMaker};
 use crate::serve::{submit, wait_ended, Serve};
-use crate::util::http;
-use crate::util::{assert_success, run, stdout, test_hosts, Farm, Kind, TempDir};
+use crate::util::{assert_success, http, run, stdout, test_hosts, Farm, Kind, TempDir};
 
 /// Lines of NDJSON or CSV as the comparison sees them: `rtt_us` (the one field that
 /// legitimately differs between two sweeps) removed, sorted.
@@ -63,7 +62,7 @@ fn normalised_csv(text: &str) -> (String, Vec<Vec<String>>) {
 
 /// Sweeps `target:ports` with the CLI (`cli_probe` flags) and with the API (`api_probe`),
 /// every result kept by both, and requires the same lines and the same CSV.
-fn compare(serve: &Serve, ip: IpAddr, ports: &str, cli_probe: &[&str], api_probe: &str) {
+fn compare(serve: &Serve, ip: IpAddr, ports: &str, cli_probe: &[&str], api_probe: Value) {
     let ip_text = ip.to_string();
     let scan = |format: &str| {
         let mut args = vec!["scan", &ip_text, "-p", ports, "--all", "--format", format];
@@ -75,11 +74,16 @@ fn compare(serve: &Serve, ip: IpAddr, ports: &str, cli_probe: &[&str], api_probe
     let cli_jsonl = scan("jsonl");
     let cli_csv = scan("csv");
 
-    let body =
-        format!(r#"{{"targets":["{ip}"],"ports":"{ports}","store":"all","probe":{api_probe}}}"#);
+    let body = json!({
+        "targets": [ip.to_string()],
+        "ports": ports,
+        "store": "all",
+        "probe": api_probe,
+    })
+    .to_string();
     let id = submit(serve.addr, &body);
     let status = wait_ended(serve.addr, id);
-    assert!(status.contains(r#""state":"done""#), "{status}");
+    assert_eq!(status["state"], "done", "{status}");
     let (code, api_jsonl) = http(serve.addr, "GET", &format!("/v1/sweeps/{id}/results"), None);
     assert_eq!(code, 200, "{api_jsonl}");
     let (code, api_csv) = http(
@@ -135,7 +139,7 @@ fn api_results_equal_cli_results_for_an_identified_farm() {
         ip,
         &ports,
         &["--identify"],
-        r#"{"preset":"identify"}"#,
+        json!({"preset": "identify"}),
     );
     serve.stop();
     drop(farm);
@@ -187,7 +191,7 @@ fn api_results_equal_cli_results_for_a_tls_listener() {
         ip,
         &port.to_string(),
         &["--identify", "--tls"],
-        r#"{"preset":"identify","tls":true}"#,
+        json!({"preset": "identify", "tls": true}),
     );
     serve.stop();
 }

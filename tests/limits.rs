@@ -270,12 +270,14 @@ fn serve_sweeps_under_an_ordinary_descriptor_limit() {
     let data = TempDir::new("limits-serve");
     let before = ListenSnapshot::take();
     let server = Serve::start(&prlimit, "1024:1024", data.path());
-    let targets: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
-    let body = format!(
-        r#"{{"targets":[{}],"ports":"{}","store":"all","probe":{{"timeout_ms":1000,"tries":1}}}}"#,
-        targets.join(","),
-        ports_arg(&farm.ports(), "61000-61299")
-    );
+    let targets: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let body = serde_json::json!({
+        "targets": targets,
+        "ports": ports_arg(&farm.ports(), "61000-61299"),
+        "store": "all",
+        "probe": {"timeout_ms": 1000, "tries": 1},
+    })
+    .to_string();
     let (code, reply) = http_json(server.addr, "POST", "/v1/sweeps", Some(&body));
     assert_eq!(code, 202, "{reply}");
     let id = reply["id"].as_u64().expect("id");

@@ -179,7 +179,8 @@ fn serve_keeps_only_the_newest_sweeps_and_lists_no_requests() {
     let data = dir.path().join("data");
     let ip = test_hosts("retention-count", 1)[0];
     // Port 9 on a loopback address nothing listens on: closed, quickly.
-    let body = format!(r#"{{"targets":["{ip}"],"ports":"9","store":"all"}}"#);
+    let body =
+        serde_json::json!({"targets": [ip.to_string()], "ports": "9", "store": "all"}).to_string();
     let serve = Serve::start(&data, &config, &[]);
     let ids: Vec<u64> = (0..4).map(|_| serve.sweep_done(&body)).collect();
     serve.stop();

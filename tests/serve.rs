@@ -10,9 +10,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::util::{
-    check_open_set, http, index_records, parse_jsonl, ports_arg, test_hosts, triples, with_state,
-    Farm, ListenSnapshot, Record, TempDir, BIN,
+    check_open_set, http, http_json, index_records, parse_jsonl, ports_arg, test_hosts, triples,
+    with_state, Farm, ListenSnapshot, Record, TempDir, BIN,
 };
 
 /// How long the server may take to say where it listens, and a sweep to end.
@@ -116,47 +118,25 @@ impl Drop for Serve {
     }
 }
 
-/// The first value of `"key":` in a JSON text, unquoted (enough for the top-level fields of a
-/// sweep status, which come before the nested ones of the same name).
-fn json_field(text: &str, key: &str) -> String {
-    let pat = format!("\"{key}\":");
-    let at = text
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {text}"))
-        + pat.len();
-    let rest = &text[at..];
-    if let Some(s) = rest.strip_prefix('"') {
-        s[..s.find('"').expect("closing quote")].to_string()
-    } else {
-        rest.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
-            .collect()
-    }
-}
-
-fn json_u64(text: &str, key: &str) -> u64 {
-    json_field(text, key)
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {text}"))
-}
-
 pub(crate) fn submit(addr: SocketAddr, body: &str) -> u64 {
-    let (status, reply) = http(addr, "POST", "/v1/sweeps", Some(body));
+    let (status, reply) = http_json(addr, "POST", "/v1/sweeps", Some(body));
     assert_eq!(status, 202, "POST /v1/sweeps {body}: {reply}");
-    json_u64(&reply, "id")
+    reply["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no id in {reply}"))
 }
 
-fn status_of(addr: SocketAddr, id: u64) -> String {
-    let (status, reply) = http(addr, "GET", &format!("/v1/sweeps/{id}"), None);
+fn status_of(addr: SocketAddr, id: u64) -> Value {
+    let (status, reply) = http_json(addr, "GET", &format!("/v1/sweeps/{id}"), None);
     assert_eq!(status, 200, "{reply}");
     reply
 }
 
-pub(crate) fn wait_ended(addr: SocketAddr, id: u64) -> String {
+pub(crate) fn wait_ended(addr: SocketAddr, id: u64) -> Value {
     let deadline = Instant::now() + SWEEP_TIMEOUT;
     loop {
         let s = status_of(addr, id);
-        if json_field(&s, "state") != "running" {
+        if s["state"] != "running" {
             return s;
         }
         assert!(Instant::now() < deadline, "sweep {id} did not end: {s}");
@@ -175,9 +155,8 @@ fn results(addr: SocketAddr, id: u64, query: &str) -> Vec<Record> {
     parse_jsonl(&body)
 }
 
-fn targets_json(hosts: &[IpAddr]) -> String {
-    let quoted: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
-    format!("[{}]", quoted.join(","))
+fn targets_json(hosts: &[IpAddr]) -> Value {
+    hosts.iter().map(|h| h.to_string()).collect()
 }
 
 #[test]
@@ -194,18 +173,20 @@ fn api_sweep_matches_the_farm_and_survives_a_restart() {
         server.logs("loopback only"),
         "the server does not say that without a token it serves loopback only"
     );
-    let body = format!(
-        r#"{{"targets":{},"ports":"{}","store":"all","probe":{{"timeout_ms":1000,"tries":2}}}}"#,
-        targets_json(&hosts),
-        ports_arg(&farm.ports(), "61000-61049")
-    );
+    let body = json!({
+        "targets": targets_json(&hosts),
+        "ports": ports_arg(&farm.ports(), "61000-61049"),
+        "store": "all",
+        "probe": {"timeout_ms": 1000, "tries": 2},
+    })
+    .to_string();
     let id = submit(addr, &body);
     let status = wait_ended(addr, id);
     let after = ListenSnapshot::take();
-    assert_eq!(json_field(&status, "state"), "done", "{status}");
+    assert_eq!(status["state"], "done", "{status}");
     let total = (hosts.len() * ports.len()) as u64;
-    assert_eq!(json_u64(&status, "total"), total, "{status}");
-    assert_eq!(json_u64(&status, "done"), total, "{status}");
+    assert_eq!(status["total"], total, "{status}");
+    assert_eq!(status["done"], total, "{status}");
 
     let records = results(addr, id, "");
     assert_eq!(records.len() as u64, total);
@@ -225,7 +206,7 @@ fn api_sweep_matches_the_farm_and_survives_a_restart() {
     }
     let open = with_state(&records, "open");
     check_open_set(&open, &farm.open_set(), &hosts, &ports, &before, &after);
-    assert_eq!(json_u64(&status, "open"), open.len() as u64, "{status}");
+    assert_eq!(status["counts"]["open"], open.len() as u64, "{status}");
     let only_open: BTreeSet<(IpAddr, u16)> = results(addr, id, "?state=open")
         .iter()
         .map(|r| (r.ip, r.port))
@@ -253,8 +234,8 @@ fn api_sweep_matches_the_farm_and_survives_a_restart() {
     server.stop();
     let server = Serve::start(data.path());
     let again = status_of(server.addr, id);
-    assert_eq!(json_field(&again, "state"), "done", "{again}");
-    assert_eq!(json_u64(&again, "done"), total);
+    assert_eq!(again["state"], "done", "{again}");
+    assert_eq!(again["done"], total);
     let stored = results(server.addr, id, "");
     assert_eq!(triples(&stored), triples(&records));
     server.stop();
@@ -267,10 +248,13 @@ fn kill_9_during_a_sweep_leaves_it_interrupted_with_its_rows() {
     let server = Serve::start(data.path());
     let addr = server.addr;
     // 2,000 probes at 200 per second: about ten seconds, every result stored.
-    let body = format!(
-        r#"{{"targets":{},"ports":"61000-61999","store":"all","rate":200}}"#,
-        targets_json(&hosts)
-    );
+    let body = json!({
+        "targets": targets_json(&hosts),
+        "ports": "61000-61999",
+        "store": "all",
+        "rate": 200,
+    })
+    .to_string();
     let id = submit(addr, &body);
     let deadline = Instant::now() + SWEEP_TIMEOUT;
     let seen = loop {
@@ -285,7 +269,7 @@ fn kill_9_during_a_sweep_leaves_it_interrupted_with_its_rows() {
         thread::sleep(Duration::from_millis(100));
     };
     let s = status_of(addr, id);
-    assert_eq!(json_field(&s, "state"), "running", "{s}");
+    assert_eq!(s["state"], "running", "{s}");
     server.kill();
 
     let server = Serve::start(data.path());
@@ -294,8 +278,8 @@ fn kill_9_during_a_sweep_leaves_it_interrupted_with_its_rows() {
         "the restarted server does not report the interrupted sweep"
     );
     let s = status_of(server.addr, id);
-    assert_eq!(json_field(&s, "state"), "interrupted", "{s}");
-    let done = json_u64(&s, "done");
+    assert_eq!(s["state"], "interrupted", "{s}");
+    let done = s["done"].as_u64().expect("done");
     assert!(done < 2000, "{s}");
     let stored = results(server.addr, id, "");
     assert_eq!(

@@ -222,9 +222,13 @@ fn fill(dir: &Path, room: u64) {
 /// rows than the few MB the disk has.
 fn big_sweep(name: &str) -> String {
     let [a, b] = test_net(name);
-    format!(
-        r#"{{"targets":["127.{a}.{b}.0/24"],"ports":"1-400","store":"all","probe":{{"timeout_ms":200,"tries":1}}}}"#
-    )
+    serde_json::json!({
+        "targets": [format!("127.{a}.{b}.0/24")],
+        "ports": "1-400",
+        "store": "all",
+        "probe": {"timeout_ms": 200, "tries": 1},
+    })
+    .to_string()
 }
 
 /// With the data directory on a full disk, a sweep's store writes fail: the sweep ends
@@ -335,9 +339,14 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let first = Serve::start(tmp.path());
     // Slow enough to be running for the whole test: 2,000 probes at 20 per second.
     let [a, b] = test_net("store-lock");
-    let (code, created) = first.post_sweep(&format!(
-        r#"{{"targets":["127.{a}.{b}.1-127.{a}.{b}.20"],"ports":"1-100","rate":20}}"#
-    ));
+    let (code, created) = first.post_sweep(
+        &serde_json::json!({
+            "targets": [format!("127.{a}.{b}.1-127.{a}.{b}.20")],
+            "ports": "1-100",
+            "rate": 20,
+        })
+        .to_string(),
+    );
     assert_eq!(code, 202, "{created}");
     let id = created["id"].as_u64().expect("id");
 
@@ -397,9 +406,9 @@ fn a_deleted_database_makes_the_server_unhealthy() {
         "no log line about the deleted database"
     );
     let [a, b] = test_net("store-deleted");
-    let (code, refused) = serve.post_sweep(&format!(
-        r#"{{"targets":["127.{a}.{b}.1"],"ports":"1-10"}}"#
-    ));
+    let (code, refused) = serve.post_sweep(
+        &serde_json::json!({"targets": [format!("127.{a}.{b}.1")], "ports": "1-10"}).to_string(),
+    );
     assert_eq!(code, 503, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("database deleted"), "{refused}");

@@ -387,10 +387,8 @@ async fn too_many_sweeps_and_cancel() {
     let id = r.json()["id"].as_u64().unwrap();
     let r = call(&app, "POST", "/v1/sweeps", Some(slow), None).await;
     assert_eq!(r.error(429).0, "too_many_sweeps");
-    let big = format!(
-        r#"{{"targets":["127.0.0.1"],"ports":"1","exclude":["{}"]}}"#,
-        "x".repeat(300)
-    );
+    let big =
+        json!({"targets": ["127.0.0.1"], "ports": "1", "exclude": ["x".repeat(300)]}).to_string();
     let r = call(&app, "POST", "/v1/sweeps", Some(&big), None).await;
     assert_eq!(r.error(413).0, "too_large");
     assert_eq!(server.shared.store.sweep_summaries(10, 0).unwrap().len(), 1);
