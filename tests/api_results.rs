@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::daemon_util::{free_port, CertMaker};
-use crate::serve::{submit, wait_ended, Serve};
-use crate::util::{assert_success, http, run, stdout, test_hosts, Farm, Kind, TempDir};
+use crate::serve::{submit, wait_ended};
+use crate::util::{assert_success, http, run, stdout, test_hosts, Farm, Kind, Serve, TempDir};
 
 /// Lines of NDJSON or CSV as the comparison sees them: `rtt_us` (the one field that
 /// legitimately differs between two sweeps) removed, sorted.

@@ -4,66 +4,18 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{self, TempDir, BIN};
+use crate::util::{self, Serve, TempDir};
 
-/// A running `porthawk serve` with a config file; killed (by its handle) on drop.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start(dir: &TempDir, config: &str) -> Serve {
-        let config = dir.write("porthawk.toml", config);
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .env_remove("PORTHAWK_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start porthawk serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("serve: {line}");
-                if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("porthawk serve did not say where it listens");
-        };
-        let addr = addr.parse().expect("listen address");
-        Serve { child, addr }
-    }
-
-    /// The descriptors the server process holds now.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .expect("the server's /proc/PID/fd")
-            .count()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `porthawk serve` with `config` as its config file, data in `dir`.
+fn serve_with(dir: &TempDir, config: &str) -> Serve {
+    let config = dir.write("porthawk.toml", config);
+    let mut cmd = Serve::command(&dir.path().join("data"));
+    cmd.arg("--config").arg(config);
+    Serve::spawn(cmd)
 }
 
 /// Sends `raw` and reads the whole answer (the request says `Connection: close`, or the
@@ -138,7 +90,7 @@ const CAP: usize = 32;
 #[test]
 fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
     let dir = TempDir::new("hardening-slowloris");
-    let server = Serve::start(
+    let server = serve_with(
         &dir,
         &format!("[api]\nmax_connections = {CAP}\nheader_timeout = \"1s\"\n"),
     );
@@ -195,7 +147,7 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
 #[test]
 fn idle_and_stalled_connections_are_closed() {
     let dir = TempDir::new("hardening-idle");
-    let server = Serve::start(
+    let server = serve_with(
         &dir,
         "[api]\nheader_timeout = \"1s\"\nidle_timeout = \"1s\"\n",
     );
@@ -240,7 +192,7 @@ fn idle_and_stalled_connections_are_closed() {
 #[test]
 fn cross_site_and_rebinding_requests_are_refused_by_a_real_server() {
     let dir = TempDir::new("hardening-xsite");
-    let server = Serve::start(&dir, "");
+    let server = serve_with(&dir, "");
     let addr = server.addr;
     let sweep = r#"{"targets":["127.0.0.1"],"ports":"1"}"#;
     // What a page of another site can send without a preflight.
@@ -356,7 +308,7 @@ fn a_probed_host_cannot_ping_the_slack_channel() {
     );
     let (sink, bodies) = webhook_sink(ip(2));
     let dir = TempDir::new("hardening-slack");
-    let _server = Serve::start(
+    let _server = serve_with(
         &dir,
         &format!(
             r#"

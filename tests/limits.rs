@@ -5,16 +5,14 @@
 //! The limits are set on the child only, with util-linux's `prlimit`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::IpAddr;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{
     check_open_set, http, http_json, index_records, parse_jsonl, ports_arg, run_command, stderr,
-    stdout, test_hosts, which, with_state, Farm, ListenSnapshot, Record, TempDir, BIN,
+    stdout, test_hosts, which, with_state, Farm, ListenSnapshot, Record, Serve, TempDir, BIN,
 };
 
 /// `prlimit`, or `None` (a failure under CI) when it is missing.
@@ -190,71 +188,30 @@ fn scan_under_an_ordinary_descriptor_limit_is_exact() {
     check_exact(&records, &farm, &hosts, &ports, &before, &after);
 }
 
-/// A `porthawk serve` child, killed (by its handle) when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
+/// `porthawk serve` on `data` under `prlimit --nofile=NOFILE`.
+fn serve_limited(prlimit: &std::path::Path, nofile: &str, data: &std::path::Path) -> Serve {
+    let data = data.to_string_lossy().into_owned();
+    let mut cmd = limited(
+        prlimit,
+        nofile,
+        &["serve", "--listen", "127.0.0.1:0", "--data", &data],
+    );
+    cmd.env_remove("PORTHAWK_API_TOKEN");
+    Serve::spawn(cmd)
 }
 
-impl Serve {
-    fn start(prlimit: &std::path::Path, nofile: &str, data: &std::path::Path) -> Serve {
-        let data = data.to_string_lossy().into_owned();
-        let mut child = limited(
-            prlimit,
-            nofile,
-            &["serve", "--listen", "127.0.0.1:0", "--data", &data],
-        )
-        .env_remove("PORTHAWK_API_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start porthawk serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("serve: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = log.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("porthawk serve under --nofile={nofile} did not say where it listens");
-            };
-            if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                break addr.parse().expect("listen address");
-            }
-        };
-        Serve { child, addr }
-    }
-
-    /// The soft and hard descriptor limits of the server process.
-    fn nofile(&self) -> (String, String) {
-        let limits =
-            std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).expect("limits");
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .expect("Max open files");
-        let mut words = line["Max open files".len()..].split_whitespace();
-        (
-            words.next().unwrap_or_default().to_string(),
-            words.next().unwrap_or_default().to_string(),
-        )
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The soft and hard descriptor limits of process `pid`.
+fn nofile_of(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let mut words = line["Max open files".len()..].split_whitespace();
+    (
+        words.next().unwrap_or_default().to_string(),
+        words.next().unwrap_or_default().to_string(),
+    )
 }
 
 /// Issue 14 item 2: `porthawk serve` starts under `ulimit -n 1024` (its default in-flight
@@ -269,7 +226,7 @@ fn serve_sweeps_under_an_ordinary_descriptor_limit() {
     ports.extend(61000..=61299);
     let data = TempDir::new("limits-serve");
     let before = ListenSnapshot::take();
-    let server = Serve::start(&prlimit, "1024:1024", data.path());
+    let server = serve_limited(&prlimit, "1024:1024", data.path());
     let targets: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
     let body = serde_json::json!({
         "targets": targets,
@@ -308,8 +265,8 @@ fn serve_sweeps_under_an_ordinary_descriptor_limit() {
     drop(server);
 
     // Every command raises the soft limit to the hard one (the engine does it at start).
-    let server = Serve::start(&prlimit, "1024:4096", data.path());
-    let (soft, hard) = server.nofile();
+    let server = serve_limited(&prlimit, "1024:4096", data.path());
+    let (soft, hard) = nofile_of(server.child.id());
     assert_eq!(soft, hard, "serve did not raise its descriptor limit");
     assert_ne!(soft, "1024");
 }

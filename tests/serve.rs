@@ -1,12 +1,9 @@
 //! `porthawk serve` end to end: the real binary on a free loopback port with a temp data
-//! dir, driven over HTTP/1.1 by a minimal client on `std::net::TcpStream`.
+//! dir, driven over HTTP/1.1 by the tests' minimal client (`util::http`).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,109 +11,11 @@ use serde_json::{json, Value};
 
 use crate::util::{
     check_open_set, http, http_json, index_records, parse_jsonl, ports_arg, test_hosts, triples,
-    with_state, Farm, ListenSnapshot, Record, TempDir, BIN,
+    with_state, Farm, ListenSnapshot, Record, Serve, TempDir, BIN,
 };
 
-/// How long the server may take to say where it listens, and a sweep to end.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sweep may take to end.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A running `porthawk serve`; killed (by its handle) if the test ends without stopping it.
-pub(crate) struct Serve {
-    child: Child,
-    pub(crate) addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-impl Serve {
-    pub(crate) fn start(data: &Path) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("PORTHAWK_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start porthawk serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("serve: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match log.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("porthawk serve did not say where it listens");
-                }
-            };
-            if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                break addr
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad address in {line:?}"));
-            }
-        };
-        Serve { child, addr, log }
-    }
-
-    /// Stops it with SIGTERM and requires a clean exit.
-    pub(crate) fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.child.try_wait().expect("wait") {
-                Some(status) => {
-                    assert!(status.success(), "porthawk serve exited with {status}");
-                    return;
-                }
-                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                None => panic!("porthawk serve did not stop within 20 s of SIGTERM"),
-            }
-        }
-    }
-
-    /// `kill -9`.
-    fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-    }
-
-    /// Whether the server logs a line containing `needle` within a few seconds.
-    fn logs(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self
-            .log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if line.contains(needle) {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 pub(crate) fn submit(addr: SocketAddr, body: &str) -> u64 {
     let (status, reply) = http_json(addr, "POST", "/v1/sweeps", Some(body));
@@ -167,10 +66,10 @@ fn api_sweep_matches_the_farm_and_survives_a_restart() {
     ports.extend(61000..=61049);
     let data = TempDir::new("serve-farm");
     let before = ListenSnapshot::take();
-    let server = Serve::start(data.path());
+    let mut server = Serve::start(data.path());
     let addr = server.addr;
     assert!(
-        server.logs("loopback only"),
+        server.logs("loopback only", Duration::from_secs(5)),
         "the server does not say that without a token it serves loopback only"
     );
     let body = json!({
@@ -272,9 +171,9 @@ fn kill_9_during_a_sweep_leaves_it_interrupted_with_its_rows() {
     assert_eq!(s["state"], "running", "{s}");
     server.kill();
 
-    let server = Serve::start(data.path());
+    let mut server = Serve::start(data.path());
     assert!(
-        server.logs("marked interrupted"),
+        server.logs("marked interrupted", Duration::from_secs(5)),
         "the restarted server does not report the interrupted sweep"
     );
     let s = status_of(server.addr, id);

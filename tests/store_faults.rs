@@ -2,149 +2,36 @@
 //! second server on the same data directory, the database file deleted while it runs. In
 //! each case nothing is reported that was not kept, and the answer is clear.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::daemon_util::is_root;
-use crate::util::{http_json as http, require, test_net, which, TempDir, BIN};
+use crate::util::{require, run_command, stderr, test_net, which, Serve, TempDir};
 
 /// How long the server may take to say where it listens, and a sweep to end.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A running `porthawk serve`; killed (by its handle) if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-/// Starts `porthawk serve --data DATA` and returns its child with its stderr lines.
-fn spawn_serve(data: &Path) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env_remove("PORTHAWK_API_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start porthawk serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("serve: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
+/// Polls sweep `id` until it leaves `queued` and `running` (bounded); its last status.
+fn wait_ended(serve: &Serve, id: u64) -> Value {
+    let deadline = Instant::now() + SWEEP_TIMEOUT;
+    loop {
+        let (code, s) = serve.http_json("GET", &format!("/v1/sweeps/{id}"), None);
+        assert_eq!(code, 200, "GET /v1/sweeps/{id}: {s}");
+        if s["state"] != "running" && s["state"] != "queued" {
+            return s;
         }
-    });
-    (child, log)
-}
-
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let (mut child, log) = spawn_serve(data);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = log.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("porthawk serve did not say where it listens");
-            };
-            if let Some(rest) = line.strip_prefix("porthawk: listening on http://") {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                break addr
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad address in {line:?}"));
-            }
-        };
-        Serve { child, addr, log }
-    }
-
-    /// Whether the server logs a line containing `needle` within `wait`.
-    fn logs(&self, needle: &str, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        while let Ok(line) = self
-            .log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if line.contains(needle) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Stops it with SIGTERM and waits (bounded) for it to exit.
-    fn stop(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.child.try_wait().expect("wait") {
-                Some(status) => return status,
-                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                None => panic!("porthawk serve did not stop within 20 s of SIGTERM"),
-            }
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        http(self.addr, "GET", path, None)
-    }
-
-    fn post_sweep(&self, body: &str) -> (u16, Value) {
-        http(self.addr, "POST", "/v1/sweeps", Some(body))
-    }
-
-    /// Polls sweep `id` until it leaves `running` (bounded); its last status.
-    fn wait_ended(&self, id: u64) -> Value {
-        let deadline = Instant::now() + SWEEP_TIMEOUT;
-        loop {
-            let (code, s) = self.get(&format!("/v1/sweeps/{id}"));
-            assert_eq!(code, 200, "GET /v1/sweeps/{id}: {s}");
-            if s["state"] != "running" && s["state"] != "queued" {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sweep {id} still {} after {SWEEP_TIMEOUT:?}: {s}",
-                s["state"]
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A child process killed (by its handle) if the test ends while it runs.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        assert!(
+            Instant::now() < deadline,
+            "sweep {id} still {} after {SWEEP_TIMEOUT:?}: {s}",
+            s["state"]
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -253,15 +140,15 @@ fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
         }
     };
     let serve = Serve::start(&mount.0);
-    let (code, health) = serve.get("/healthz");
+    let (code, health) = serve.http_json("GET", "/healthz", None);
     assert_eq!(code, 200, "{health}");
     // Room for a few of the sweep's writes, so that some rows are stored before one fails.
     fill(&mount.0, 512 * 1024);
 
-    let (code, created) = serve.post_sweep(&big_sweep("store-full"));
+    let (code, created) = serve.http_json("POST", "/v1/sweeps", Some(&big_sweep("store-full")));
     assert_eq!(code, 202, "{created}");
     let id = created["id"].as_u64().expect("id");
-    let status = serve.wait_ended(id);
+    let status = wait_ended(&serve, id);
     assert_eq!(status["state"], "failed", "{status}");
     let reason = status["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("store write failed"), "{status}");
@@ -311,7 +198,7 @@ fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
         assert_eq!(stored_done.parse::<u64>().ok(), Some(rows));
     }
 
-    let (code, health) = serve.get("/healthz");
+    let (code, health) = serve.http_json("GET", "/healthz", None);
     assert_eq!(code, 503, "{health}");
     assert_eq!(health["status"], "unhealthy", "{health}");
     let store = health["store"].as_str().unwrap_or_default();
@@ -339,30 +226,24 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let first = Serve::start(tmp.path());
     // Slow enough to be running for the whole test: 2,000 probes at 20 per second.
     let [a, b] = test_net("store-lock");
-    let (code, created) = first.post_sweep(
-        &serde_json::json!({
-            "targets": [format!("127.{a}.{b}.1-127.{a}.{b}.20")],
-            "ports": "1-100",
-            "rate": 20,
-        })
-        .to_string(),
+    let (code, created) = first.http_json(
+        "POST",
+        "/v1/sweeps",
+        Some(
+            &serde_json::json!({
+                "targets": [format!("127.{a}.{b}.1-127.{a}.{b}.20")],
+                "ports": "1-100",
+                "rate": 20,
+            })
+            .to_string(),
+        ),
     );
     assert_eq!(code, 202, "{created}");
     let id = created["id"].as_u64().expect("id");
 
-    let (second, log) = spawn_serve(tmp.path());
-    let mut second = KillOnDrop(second);
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(status) = second.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the second server did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
-    // The process has exited: its stderr ends, and the reader thread with it.
-    let lines: Vec<String> = log.iter().collect();
-    assert_eq!(status.code(), Some(2), "{lines:?}");
+    let second = run_command(Serve::command(tmp.path()), None, START_TIMEOUT);
+    let lines: Vec<String> = stderr(&second).lines().map(str::to_string).collect();
+    assert_eq!(second.status.code(), Some(2), "{lines:?}");
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     let pid = first.child.id();
     assert!(
@@ -372,9 +253,9 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let db = tmp.path().join("porthawk.db");
     let stored = sqlite(&db, &format!("SELECT state FROM sweeps WHERE id = {id}"));
     assert_eq!(stored, "running");
-    let (_, s) = first.get(&format!("/v1/sweeps/{id}"));
+    let (_, s) = first.http_json("GET", &format!("/v1/sweeps/{id}"), None);
     assert_eq!(s["state"], "running", "{s}");
-    assert!(first.stop().success());
+    first.terminate();
 }
 
 /// The database file deleted under a running server is noticed: `/healthz` turns 503 and
@@ -383,15 +264,15 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
 #[test]
 fn a_deleted_database_makes_the_server_unhealthy() {
     let tmp = TempDir::new("store-deleted");
-    let serve = Serve::start(tmp.path());
-    let (code, health) = serve.get("/healthz");
+    let mut serve = Serve::start(tmp.path());
+    let (code, health) = serve.http_json("GET", "/healthz", None);
     assert_eq!(code, 200, "{health}");
     assert_eq!(health["status"], "ok", "{health}");
     std::fs::remove_file(tmp.path().join("porthawk.db")).expect("delete the database");
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let health = loop {
-        let (code, health) = serve.get("/healthz");
+        let (code, health) = serve.http_json("GET", "/healthz", None);
         if code == 503 {
             break health;
         }
@@ -406,11 +287,16 @@ fn a_deleted_database_makes_the_server_unhealthy() {
         "no log line about the deleted database"
     );
     let [a, b] = test_net("store-deleted");
-    let (code, refused) = serve.post_sweep(
-        &serde_json::json!({"targets": [format!("127.{a}.{b}.1")], "ports": "1-10"}).to_string(),
+    let (code, refused) = serve.http_json(
+        "POST",
+        "/v1/sweeps",
+        Some(
+            &serde_json::json!({"targets": [format!("127.{a}.{b}.1")], "ports": "1-10"})
+                .to_string(),
+        ),
     );
     assert_eq!(code, 503, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("database deleted"), "{refused}");
-    serve.stop();
+    serve.terminate();
 }

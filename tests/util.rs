@@ -880,3 +880,160 @@ pub fn http_json(
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
     (status, value)
 }
+
+/// The line `porthawk serve` prints once it listens: user-facing output that `.ci/run` and
+/// the tests read, not a log line.
+pub const LISTENING: &str = "porthawk: listening on http://";
+
+/// A running `porthawk serve`: its stderr lines are echoed (as `serve: ...`) and kept; it is
+/// killed, by its handle, if the test ends without stopping it.
+pub struct Serve {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    /// `porthawk serve --listen 127.0.0.1:0 --data DATA`, without the environment's token or
+    /// `RUST_LOG`: add `--config` and the like, then [`Serve::spawn`] it.
+    pub fn command(data: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("PORTHAWK_API_TOKEN")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// A server on `data` with no config.
+    pub fn start(data: &Path) -> Serve {
+        Serve::spawn(Serve::command(data))
+    }
+
+    /// Starts `cmd` (a `porthawk ... serve` command) and waits, at most 30 s, for the line
+    /// that says where it listens.
+    pub fn spawn(mut cmd: Command) -> Serve {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start porthawk serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("serve: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            seen: Vec::new(),
+        };
+        let Some(line) = serve.wait_for_line(Duration::from_secs(30), |l| l.starts_with(LISTENING))
+        else {
+            panic!(
+                "porthawk serve did not say where it listens: {:?}",
+                serve.seen
+            );
+        };
+        serve.addr = line[LISTENING.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad address in {line:?}"));
+        serve
+    }
+
+    /// The next stderr line for which `f` holds, waiting at most `within`.
+    pub fn wait_for_line(&mut self, within: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line.clone());
+            if f(&line) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Whether the server writes a line containing `needle` within `within`.
+    pub fn logs(&mut self, needle: &str, within: Duration) -> bool {
+        self.wait_for_line(within, |l| l.contains(needle)).is_some()
+    }
+
+    /// Every stderr line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// The descriptors the server process holds now.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the server's /proc/PID/fd")
+            .count()
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the exit; every stderr line.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            match self.child.try_wait().expect("wait") {
+                Some(status) => break status,
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                None => panic!("porthawk serve did not stop within 20 s of SIGTERM"),
+            }
+        };
+        // The reader thread ends with the pipe.
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Stops it with SIGTERM and requires a clean exit; every stderr line.
+    pub fn stop(self) -> Vec<String> {
+        let (status, lines) = self.terminate();
+        assert!(status.success(), "porthawk serve exited with {status}");
+        lines
+    }
+
+    /// `kill -9`.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// [`http_json`] to this server.
+    pub fn http_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        http_json(self.addr, method, path, body)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
