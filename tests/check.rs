@@ -288,6 +288,31 @@ fn check_is_unknown_on_bad_arguments() {
 }
 
 #[test]
+fn check_is_critical_when_the_name_does_not_resolve() {
+    // RFC 2606: names under .invalid never resolve. The service cannot be reached, which is
+    // CRITICAL (check_tcp), not UNKNOWN; the line names the name and the resolver's error.
+    let c = check(&["porthawk-check.invalid:25", "--expect", "^220 "]);
+    assert_status(&c, 2, "CRITICAL");
+    assert!(
+        c.line
+            .starts_with("PORTHAWK CRITICAL - porthawk-check.invalid port 25: cannot resolve 'porthawk-check.invalid': "),
+        "{}",
+        c.line
+    );
+    let (_, resolver) = c.line.split_once("': ").unwrap_or_default();
+    assert!(!resolver.trim().is_empty(), "no resolver error: {}", c.line);
+    assert!(
+        !c.line.contains('|'),
+        "no response, no perfdata: {}",
+        c.line
+    );
+    // Bad arguments are still UNKNOWN, even next to a name that does not resolve.
+    let c = check(&["porthawk-check.invalid:25", "--warn", "2s", "--crit", "1s"]);
+    assert_status(&c, 3, "UNKNOWN");
+    assert!(c.line.contains("--warn"), "{}", c.line);
+}
+
+#[test]
 fn check_counts_certificate_days_against_the_windows() {
     let ip = check_ip("check-cert");
     let tmp = TempDir::new("check-cert");
