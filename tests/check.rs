@@ -313,6 +313,44 @@ fn check_is_critical_when_the_name_does_not_resolve() {
 }
 
 #[test]
+fn check_help_and_version_are_unknown() {
+    // The plugin guidelines: --help and --version exit 3 (UNKNOWN), with their text on stdout.
+    for (args, wants) in [
+        (&["check", "--help"][..], "Usage: porthawk check"),
+        (&["check", "-h"][..], "Usage: porthawk check"),
+        (&["check", "--version"][..], env!("CARGO_PKG_VERSION")),
+        (&["check", "-V"][..], env!("CARGO_PKG_VERSION")),
+        (
+            &["--log-format", "json", "check", "--help"][..],
+            "Usage: porthawk check",
+        ),
+    ] {
+        let out = run(args);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "porthawk {}: stdout:\n{text}",
+            args.join(" ")
+        );
+        assert!(
+            text.contains(wants),
+            "porthawk {}: stdout should contain {wants:?}:\n{text}",
+            args.join(" ")
+        );
+    }
+    // porthawk's own help and version are not a plugin's: they stay 0.
+    for args in [&["--help"][..], &["--version"][..], &["scan", "--help"][..]] {
+        assert_eq!(
+            run(args).status.code(),
+            Some(0),
+            "porthawk {}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
 fn check_counts_certificate_days_against_the_windows() {
     let ip = check_ip("check-cert");
     let tmp = TempDir::new("check-cert");
