@@ -47,7 +47,8 @@ impl Status {
     }
 }
 
-/// Exit code of a check that could not run (bad arguments, unresolvable host).
+/// Exit code of a check that could not run (bad arguments), or that was asked only for its
+/// help or version.
 pub const UNKNOWN: u8 = 3;
 
 /// Splits `host:port`, `[v6]:port`.
