@@ -7,8 +7,8 @@
 //! where nginx is not installed).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -288,6 +288,69 @@ fn check_is_unknown_on_bad_arguments() {
 }
 
 #[test]
+fn check_is_critical_when_the_name_does_not_resolve() {
+    // RFC 2606: names under .invalid never resolve. The service cannot be reached, which is
+    // CRITICAL (check_tcp), not UNKNOWN; the line names the name and the resolver's error.
+    let c = check(&["porthawk-check.invalid:25", "--expect", "^220 "]);
+    assert_status(&c, 2, "CRITICAL");
+    assert!(
+        c.line
+            .starts_with("PORTHAWK CRITICAL - porthawk-check.invalid port 25: cannot resolve 'porthawk-check.invalid': "),
+        "{}",
+        c.line
+    );
+    let (_, resolver) = c.line.split_once("': ").unwrap_or_default();
+    assert!(!resolver.trim().is_empty(), "no resolver error: {}", c.line);
+    assert!(
+        !c.line.contains('|'),
+        "no response, no perfdata: {}",
+        c.line
+    );
+    // Bad arguments are still UNKNOWN, even next to a name that does not resolve.
+    let c = check(&["porthawk-check.invalid:25", "--warn", "2s", "--crit", "1s"]);
+    assert_status(&c, 3, "UNKNOWN");
+    assert!(c.line.contains("--warn"), "{}", c.line);
+}
+
+#[test]
+fn check_help_and_version_are_unknown() {
+    // The plugin guidelines: --help and --version exit 3 (UNKNOWN), with their text on stdout.
+    for (args, wants) in [
+        (&["check", "--help"][..], "Usage: porthawk check"),
+        (&["check", "-h"][..], "Usage: porthawk check"),
+        (&["check", "--version"][..], env!("CARGO_PKG_VERSION")),
+        (&["check", "-V"][..], env!("CARGO_PKG_VERSION")),
+        (
+            &["--log-format", "json", "check", "--help"][..],
+            "Usage: porthawk check",
+        ),
+    ] {
+        let out = run(args);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "porthawk {}: stdout:\n{text}",
+            args.join(" ")
+        );
+        assert!(
+            text.contains(wants),
+            "porthawk {}: stdout should contain {wants:?}:\n{text}",
+            args.join(" ")
+        );
+    }
+    // porthawk's own help and version are not a plugin's: they stay 0.
+    for args in [&["--help"][..], &["--version"][..], &["scan", "--help"][..]] {
+        assert_eq!(
+            run(args).status.code(),
+            Some(0),
+            "porthawk {}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
 fn check_counts_certificate_days_against_the_windows() {
     let ip = check_ip("check-cert");
     let tmp = TempDir::new("check-cert");
@@ -405,4 +468,206 @@ fn check_status_line_keeps_peer_pipes_out_of_the_perfdata() {
     assert_status(&c, 2, "CRITICAL");
     assert_eq!(c.line.matches('|').count(), 1, "{}", c.line);
     assert!(c.line.contains("step 1: "), "{}", c.line);
+}
+
+/// A fixed, self-signed P-256 certificate for `localhost` (valid until 2126) and its key, for
+/// the test's own TLS servers; `porthawk check` reports certificates without judging them.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUN4JlOtnl2R/CDFl0S0a1Fs1gU6MwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEzMDE2NDMxNloYDzIxMjYxMTA2
+MTY0MzE2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATFxMVjXMdHhrttgvjsDvPI9pBApu4wZMGzVLireoxjJwTsxBF+yArB
+bdDpUt3GMEQGF/rShdWsRWGq3SKYGreOo28wbTAdBgNVHQ4EFgQUrs1p6/0FN17f
+pXkiuHA3vgVnhkQwHwYDVR0jBBgwFoAUrs1p6/0FN17fpXkiuHA3vgVnhkQwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSQAwRgIhAO+AIJwcPddT8Rg2VZLwfXy+NMsDETNcTUbLutsawbzwAiEA
+m1C2WyOrMQCSAb2QZa5fMF4SMikfpD+9pexqTnpUs5I=
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgekWwah0os9K7ZWhj
+78jF9Cn/MTKq1rDKz3AOVcpgluqhRANCAATFxMVjXMdHhrttgvjsDvPI9pBApu4w
+ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
+-----END PRIVATE KEY-----
+";
+
+const SMTPS_GREETING: &[u8] = b"220 smtps.porthawk.test ESMTP ready\r\n";
+
+/// Whether one write carries both the end of the handshake (change cipher spec or handshake
+/// records) and application data: the greeting in the same segment as the Finished.
+fn handshake_and_data(mut wire: &[u8]) -> bool {
+    let (mut handshake, mut data) = (false, false);
+    while let [kind, _, _, hi, lo, rest @ ..] = wire {
+        handshake |= *kind == 20 || *kind == 22;
+        data |= *kind == 23;
+        let len = usize::from(*hi) << 8 | usize::from(*lo);
+        wire = rest.get(len..).unwrap_or(&[]);
+    }
+    handshake && data
+}
+
+/// A TLS 1.2-only SMTP-over-TLS server (rustls) that greets at once: the greeting is queued
+/// before the handshake, so it leaves in the same `write` as the server's Finished, as Go's
+/// and other TCP_NODELAY servers do. It answers EHLO and QUIT; stops when dropped.
+struct GreetingTls12Server {
+    addr: SocketAddr,
+    /// Connections whose greeting shared a write with the handshake's end.
+    together: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GreetingTls12Server {
+    fn start(ip: IpAddr) -> GreetingTls12Server {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).expect("test cert");
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).expect("test key");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("TLS 1.2")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("server config");
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind TLS server");
+        let addr = listener.local_addr().expect("local address");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let together = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&together));
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        // One check at a time: serve each connection to its end here.
+                        if serve_smtps(conn, Arc::clone(&config)) {
+                            count.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        GreetingTls12Server {
+            addr,
+            together,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GreetingTls12Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves one connection; returns whether the greeting left in the write that ended the
+/// handshake.
+fn serve_smtps(mut conn: TcpStream, config: Arc<rustls::ServerConfig>) -> bool {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_nodelay(true);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut tls) = rustls::ServerConnection::new(config) else {
+        return false;
+    };
+    // Queued until the handshake completes, then sent right behind the Finished.
+    let _ = tls.writer().write_all(SMTPS_GREETING);
+    let mut greeted = false;
+    let mut together = false;
+    let mut lines = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            if tls.write_tls(&mut out).is_err() {
+                return together;
+            }
+        }
+        if !out.is_empty() {
+            if !greeted && !tls.is_handshaking() {
+                greeted = true;
+                together = handshake_and_data(&out);
+            }
+            // One write: handshake records and greeting in one segment.
+            if conn.write_all(&out).is_err() {
+                break;
+            }
+        }
+        match tls.read_tls(&mut conn) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if tls.process_new_packets().is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = tls.reader().read(&mut buf) {
+            lines.extend_from_slice(&buf[..n]);
+        }
+        while let Some(i) = lines.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = lines.drain(..=i).collect();
+            if line.starts_with(b"EHLO") {
+                let _ = tls
+                    .writer()
+                    .write_all(b"250-smtps.porthawk.test\r\n250 SIZE 10240000\r\n");
+            } else if line.starts_with(b"QUIT") {
+                let _ = tls.writer().write_all(b"221 2.0.0 Bye\r\n");
+                tls.send_close_notify();
+            } else {
+                let _ = tls.writer().write_all(b"502 5.5.2 Error\r\n");
+            }
+        }
+    }
+    together
+}
+
+#[test]
+fn check_keeps_a_tls12_greeting_that_arrives_with_the_finished() {
+    // The greeting shares a segment (and so the client's read) with the server's last
+    // handshake message; it must reach the expect every time, not only when the reads happen
+    // to split. 200 runs: before the fix about a quarter failed.
+    let server = GreetingTls12Server::start(check_ip("check-tls12-greeting"));
+    let target = server.addr.to_string();
+    let runs = 200;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut failures = Vec::new();
+    for i in 0..runs {
+        assert!(
+            Instant::now() < deadline,
+            "the loop hung: {i} runs of {runs} done"
+        );
+        let c = check(&[&target, "--preset", "smtps"]);
+        if c.code != 0 || !c.line.contains("[220 smtps.porthawk.test ESMTP ready") {
+            failures.push(c.line);
+            if failures.len() == 5 {
+                break; // a failed run waits out its read timeout: enough evidence
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} runs of {runs} failed (stopped at 5), e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    // Every run really had the greeting in the Finished's segment.
+    assert_eq!(server.together.load(Ordering::SeqCst), runs);
+
+    // --tls --banner: the banner is the greeting.
+    let c = check(&[&target, "--tls", "--banner"]);
+    assert_status(&c, 0, "OK");
+    assert!(
+        c.line.contains("[220 smtps.porthawk.test ESMTP ready"),
+        "{}",
+        c.line
+    );
 }

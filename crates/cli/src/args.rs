@@ -264,3 +264,38 @@ pub struct ServeArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// Whether a command line (program name first) runs `porthawk check`: its first word that is
+/// not a global option is `check`. Used when clap stops before a command exists (help,
+/// version, bad arguments), so that `check` still answers as a plugin (exit 3, UNKNOWN).
+pub fn runs_check(argv: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let mut words = argv.into_iter().skip(1);
+    while let Some(word) = words.next() {
+        if word == "--log-format" {
+            words.next();
+        } else if !word
+            .to_str()
+            .is_some_and(|w| w.starts_with("--log-format="))
+        {
+            return word == "check";
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_runs_are_told_from_the_first_word_after_global_options() {
+        let runs = |line: &str| runs_check(line.split(' ').map(std::ffi::OsString::from));
+        assert!(runs("porthawk check --help"));
+        assert!(runs("porthawk --log-format json check -V"));
+        assert!(runs("porthawk --log-format=json check mx:25"));
+        assert!(!runs("porthawk scan --help"));
+        assert!(!runs("porthawk --help"));
+        assert!(!runs("porthawk help check"));
+        assert!(!runs("porthawk --log-format check"));
+    }
+}

@@ -47,7 +47,8 @@ impl Status {
     }
 }
 
-/// Exit code of a check that could not run (bad arguments, unresolvable host).
+/// Exit code of a check that could not run (bad arguments), or that was asked only for its
+/// help or version.
 pub const UNKNOWN: u8 = 3;
 
 /// Splits `host:port`, `[v6]:port`.
@@ -73,24 +74,39 @@ fn split_target(text: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// The addresses to check, with the name they came from.
-fn addresses(host: &str) -> Result<(Vec<IpAddr>, Option<String>)> {
+/// What a check's host turned into.
+#[derive(Debug)]
+enum Resolved {
+    /// The addresses to check, with the name they came from.
+    Found(Vec<IpAddr>, Option<String>),
+    /// A name the resolver could not turn into addresses, and why: the service cannot be
+    /// reached, which is CRITICAL (as check_tcp has it), not UNKNOWN.
+    Unresolved(String),
+}
+
+/// The addresses to check; `Err` for a target that is not one host (a usage error).
+fn addresses(host: &str) -> Result<Resolved> {
     match parse_target(host)? {
-        TargetToken::Range(r) if r.len() == 1 => Ok((vec![r.first()], None)),
+        TargetToken::Range(r) if r.len() == 1 => Ok(Resolved::Found(vec![r.first()], None)),
         TargetToken::Range(_) => bail!("'{host}' is a range: check takes a single host"),
         TargetToken::Host(name) => {
             use std::net::ToSocketAddrs;
-            let mut ips: Vec<IpAddr> = (name.as_str(), 0)
-                .to_socket_addrs()
-                .with_context(|| format!("cannot resolve host '{name}'"))?
-                .map(|a| a.ip())
-                .collect();
+            let mut ips: Vec<IpAddr> = match (name.as_str(), 0).to_socket_addrs() {
+                Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                Err(e) => {
+                    return Ok(Resolved::Unresolved(format!(
+                        "cannot resolve '{name}': {e}"
+                    )))
+                }
+            };
             ips.sort();
             ips.dedup();
             if ips.is_empty() {
-                bail!("cannot resolve host '{name}': it has no address");
+                return Ok(Resolved::Unresolved(format!(
+                    "cannot resolve '{name}': it has no address"
+                )));
             }
-            Ok((ips, Some(name)))
+            Ok(Resolved::Found(ips, Some(name)))
         }
     }
 }
@@ -98,13 +114,21 @@ fn addresses(host: &str) -> Result<(Vec<IpAddr>, Option<String>)> {
 /// Runs the check; usage errors come back as `Err` and exit UNKNOWN.
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (host, port) = split_target(&args.target)?;
-    let (ips, name) = addresses(&host)?;
     let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
     if let (Some(w), Some(c)) = (args.warn, args.crit) {
         if w > c {
             bail!("--warn must not be above --crit");
         }
     }
+    // Arguments first: a bad flag is UNKNOWN even when the name does not resolve either.
+    let (ips, name) = match addresses(&host)? {
+        Resolved::Found(ips, name) => (ips, name),
+        Resolved::Unresolved(why) => {
+            let line = unresolved_line(&host, port, &why);
+            println!("{line}");
+            return Ok(ExitCode::from(Status::Critical.code()));
+        }
+    };
     let mut hosts = HostSetBuilder::default();
     for ip in &ips {
         match &name {
@@ -141,6 +165,13 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (status, line) = verdict(&records, &host, port, &args, unix_now());
     println!("{line}");
     Ok(ExitCode::from(status.code()))
+}
+
+/// The status line of a check whose name did not resolve: no perfdata, as there was no
+/// response to time.
+fn unresolved_line(host: &str, port: u16, why: &str) -> String {
+    let text = format!("{host} port {port}: {why}").replace('|', "\\x7c");
+    format!("PORTHAWK {} - {text}", Status::Critical.label())
 }
 
 /// The status and the status line of a check's records (one per address).

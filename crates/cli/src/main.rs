@@ -23,9 +23,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
+            let check = args::runs_check(std::env::args_os());
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
-                return ExitCode::SUCCESS;
+                // A plugin run for its help or version did not check anything: UNKNOWN (3),
+                // as the monitoring plugin guidelines ask.
+                return ExitCode::from(if check { check::UNKNOWN } else { 0 });
             }
             // Clap explains at length; the contract is one line that names the argument.
             let text = e.render().to_string();
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
                 .unwrap_or("invalid arguments");
             let line = line.strip_prefix("error: ").unwrap_or(line);
             // For `check`, bad arguments are UNKNOWN (3), as monitoring systems expect.
-            if std::env::args().nth(1).as_deref() == Some("check") {
+            if check {
                 // A `|` would start the perfdata early (an --expect pattern quoted here may
                 // have one): write it as banners do.
                 println!("PORTHAWK UNKNOWN - {}", line.replace('|', "\\x7c"));

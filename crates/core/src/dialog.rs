@@ -309,19 +309,17 @@ impl Conversation {
         if data.is_empty() {
             self.peer_closed = true;
         }
-        // Borrow the step through our own handle on the dialog: cloning the step would clone its
-        // compiled patterns, whose match caches then start cold on every read.
-        let Some(dialog) = self.dialog.clone() else {
+        let Some(step) = self.current() else {
             return self.finish();
         };
-        let Some(step) = dialog.steps.get(self.step) else {
-            return self.finish();
-        };
+        let handshaking = matches!(step, DialogStep::StartTls);
         if self.tls.is_some() {
+            // Plaintext decrypted here, even in the read that ends the handshake, stays in `rx`
+            // for the next read step.
             if let Err(why) = self.tls_input(data) {
                 return self.fail(why);
             }
-            if matches!(step, DialogStep::StartTls) {
+            if handshaking {
                 if self.peer_closed {
                     return self.fail("connection closed during the TLS handshake".into());
                 }
@@ -331,43 +329,7 @@ impl Conversation {
             let room = READ_LIMIT - self.rx.len();
             self.rx.extend_from_slice(&data[..data.len().min(room)]);
         }
-        match step {
-            DialogStep::Banner => {
-                if self.rx.is_empty() && !self.peer_closed {
-                    // TLS records that carried no application data yet.
-                    return self.next_io(spec, elapsed, false);
-                }
-                self.keep_banner();
-                self.step += 1;
-                self.advance(spec, elapsed)
-            }
-            DialogStep::Expect { expect, reject } => {
-                if reject.as_ref().is_some_and(|r| r.is_match(&self.rx)) {
-                    let r = reject.as_ref().map(|r| r.to_string()).unwrap_or_default();
-                    let got = printable(&self.rx, QUOTE_LIMIT);
-                    return self.fail(format!("got '{got}', which matches reject {r}"));
-                }
-                if expect.is_match(&self.rx) {
-                    self.keep_banner();
-                    self.step += 1;
-                    return self.advance(spec, elapsed);
-                }
-                let got = printable(&self.rx, QUOTE_LIMIT);
-                if self.peer_closed {
-                    if self.rx.is_empty() {
-                        return self.fail(format!("connection closed, wanted {expect}"));
-                    }
-                    return self.fail(format!("got '{got}', wanted {expect} (then closed)"));
-                }
-                if self.rx.len() >= READ_LIMIT {
-                    return self.fail(format!("got '{got}', wanted {expect}"));
-                }
-                self.next_io(spec, elapsed, false)
-            }
-            DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::StartTls => {
-                self.finish()
-            }
-        }
+        self.read_step(spec, elapsed)
     }
 
     /// Call when the current send or read timed out, `elapsed` after the handshake.
@@ -378,6 +340,7 @@ impl Conversation {
             Some(DialogStep::Banner) => {
                 // A server that waits for the client has no banner; that is not a failure.
                 self.keep_banner();
+                self.rx.clear();
                 self.step += 1;
                 self.advance(spec, elapsed)
             }
@@ -455,10 +418,13 @@ impl Conversation {
     }
 
     /// Moves to the step at `self.step`: returns the I/O it needs, or the final verdict.
+    ///
+    /// `rx` is not cleared here: it holds what the peer sent that no read step has consumed
+    /// yet (e.g. a greeting decrypted together with the last handshake message), and that
+    /// belongs to the next read step, as unread bytes in the socket would.
     fn advance(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
         self.sent = 0;
         self.out.clear();
-        self.rx.clear();
         let Some(dialog) = self.dialog.clone() else {
             return self.finish();
         };
@@ -485,14 +451,55 @@ impl Conversation {
                 self.next_io(spec, elapsed, true)
             }
             DialogStep::StartTls => self.start_tls(spec, elapsed),
-            DialogStep::Banner if self.peer_closed => {
+            DialogStep::Banner | DialogStep::Expect { .. } => self.read_step(spec, elapsed),
+        }
+    }
+
+    /// Judges the current read step on what `rx` holds: pass and move on, fail, or read more.
+    fn read_step(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        // Borrow the step through our own handle on the dialog: cloning the step would clone its
+        // compiled patterns, whose match caches then start cold on every read.
+        let Some(dialog) = self.dialog.clone() else {
+            return self.finish();
+        };
+        match dialog.steps.get(self.step) {
+            Some(DialogStep::Banner) => {
+                if self.rx.is_empty() && !self.peer_closed {
+                    // Nothing yet, or TLS records that carried no application data.
+                    return self.next_io(spec, elapsed, false);
+                }
+                self.keep_banner();
+                self.rx.clear();
                 self.step += 1;
                 self.advance(spec, elapsed)
             }
-            DialogStep::Expect { expect, .. } if self.peer_closed => {
-                self.fail(format!("connection closed, wanted {expect}"))
+            Some(DialogStep::Expect { expect, reject }) => {
+                if reject.as_ref().is_some_and(|r| r.is_match(&self.rx)) {
+                    let r = reject.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                    let got = printable(&self.rx, QUOTE_LIMIT);
+                    return self.fail(format!("got '{got}', which matches reject {r}"));
+                }
+                if expect.is_match(&self.rx) {
+                    self.keep_banner();
+                    self.rx.clear();
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                if self.peer_closed {
+                    if self.rx.is_empty() {
+                        return self.fail(format!("connection closed, wanted {expect}"));
+                    }
+                    let got = printable(&self.rx, QUOTE_LIMIT);
+                    return self.fail(format!("got '{got}', wanted {expect} (then closed)"));
+                }
+                if self.rx.len() >= READ_LIMIT {
+                    let got = printable(&self.rx, QUOTE_LIMIT);
+                    return self.fail(format!("got '{got}', wanted {expect}"));
+                }
+                self.next_io(spec, elapsed, false)
             }
-            DialogStep::Banner | DialogStep::Expect { .. } => self.next_io(spec, elapsed, false),
+            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::StartTls)
+            | None => self.finish(),
         }
     }
 
@@ -508,6 +515,8 @@ impl Conversation {
         let Some(name) = name else {
             return self.fail("no server name for the TLS handshake".into());
         };
+        // Plaintext that arrived before the handshake is not part of the TLS session.
+        self.rx.clear();
         match rustls::ClientConnection::new(Arc::clone(config), name) {
             Ok(conn) => {
                 self.tls = Some(Box::new(conn));
@@ -937,5 +946,140 @@ mod tests {
             }
         );
         assert_eq!((c.banner(), c.matched(), c.reason()), (None, None, None));
+    }
+
+    /// A fixed, self-signed P-256 certificate for `localhost` (valid until 2126) and its key,
+    /// for in-memory TLS servers; nothing verifies it.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUN4JlOtnl2R/CDFl0S0a1Fs1gU6MwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEzMDE2NDMxNloYDzIxMjYxMTA2
+MTY0MzE2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATFxMVjXMdHhrttgvjsDvPI9pBApu4wZMGzVLireoxjJwTsxBF+yArB
+bdDpUt3GMEQGF/rShdWsRWGq3SKYGreOo28wbTAdBgNVHQ4EFgQUrs1p6/0FN17f
+pXkiuHA3vgVnhkQwHwYDVR0jBBgwFoAUrs1p6/0FN17fpXkiuHA3vgVnhkQwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSQAwRgIhAO+AIJwcPddT8Rg2VZLwfXy+NMsDETNcTUbLutsawbzwAiEA
+m1C2WyOrMQCSAb2QZa5fMF4SMikfpD+9pexqTnpUs5I=
+-----END CERTIFICATE-----
+";
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgekWwah0os9K7ZWhj
+78jF9Cn/MTKq1rDKz3AOVcpgluqhRANCAATFxMVjXMdHhrttgvjsDvPI9pBApu4w
+ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
+-----END PRIVATE KEY-----
+";
+
+    /// The content types of the TLS records in `wire` (22 handshake, 20 change cipher spec,
+    /// 23 application data).
+    fn record_types(mut wire: &[u8]) -> Vec<u8> {
+        let mut types = Vec::new();
+        while let [kind, _, _, hi, lo, rest @ ..] = wire {
+            types.push(*kind);
+            let len = usize::from(*hi) << 8 | usize::from(*lo);
+            wire = rest.get(len..).unwrap_or(&[]);
+        }
+        types
+    }
+
+    /// Runs `steps` against an in-memory rustls server of `version` that queues `greeting`
+    /// before the handshake, so that it leaves in the same flight as the server's Finished and
+    /// reaches the conversation in the same read. Returns the conversation and whether that
+    /// read happened (a flight with both handshake records and application data).
+    fn tls_greeting(
+        version: &'static rustls::SupportedProtocolVersion,
+        steps: Vec<DialogStep>,
+        greeting: &[u8],
+    ) -> (Conversation, bool) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        // Queued until the handshake is done, then sent right behind the Finished.
+        server.writer().write_all(greeting).unwrap();
+
+        let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
+        let spec = ProbeSpec {
+            tls_config: Some(crate::tls::client_config(time).unwrap()),
+            ..spec(Dialog { steps })
+        };
+        let mut c = Conversation::default();
+        c.set_server_name(Some("localhost"));
+        let mut step = c.on_connect(&spec, connected());
+        let mut together = false;
+        let mut t = Duration::ZERO;
+        for _ in 0..20 {
+            t += Duration::from_millis(1);
+            step = match step {
+                Step::Send { .. } => {
+                    let wire = c.pending_send().to_vec();
+                    let mut rd = wire.as_slice();
+                    while !rd.is_empty() {
+                        server.read_tls(&mut rd).unwrap();
+                    }
+                    server.process_new_packets().unwrap();
+                    c.on_sent(&spec, wire.len(), t)
+                }
+                Step::Recv { .. } => {
+                    let mut wire = Vec::new();
+                    while server.wants_write() {
+                        server.write_tls(&mut wire).unwrap();
+                    }
+                    if wire.is_empty() {
+                        // A server with nothing more to say: the read times out.
+                        c.on_timeout(&spec, t)
+                    } else {
+                        let types = record_types(&wire);
+                        together |=
+                            types.contains(&23) && types.iter().any(|&k| k == 20 || k == 22);
+                        c.on_recv(&spec, &wire, t)
+                    }
+                }
+                Step::Done { .. } => break,
+                other => panic!("unexpected step {other:?}"),
+            };
+        }
+        assert!(matches!(step, Step::Done { .. }), "not done: {step:?}");
+        (c, together)
+    }
+
+    #[test]
+    fn a_greeting_in_the_read_that_ends_the_tls_handshake_belongs_to_the_next_step() {
+        let greeting = b"220 mail.example ESMTP ready\r\n";
+        for (version, name) in [
+            (&rustls::version::TLS12, "TLSv1.2"),
+            (&rustls::version::TLS13, "TLSv1.3"),
+        ] {
+            // smtps: the expect sees the greeting that came with the Finished.
+            let steps = vec![DialogStep::StartTls, expect("^220 "), expect("never")];
+            let (c, together) = tls_greeting(version, steps, greeting);
+            assert!(
+                together,
+                "{name}: the greeting did not share a read with the handshake"
+            );
+            assert_eq!(c.tls().map(|t| t.version.as_str()), Some(name));
+            // The first expect passed on the greeting; the second waits on a silent server.
+            let reason = c.reason().unwrap_or_default();
+            assert_eq!(reason, "step 3: expect never timed out after 2s", "{name}");
+            assert_eq!(c.banner(), Some(&greeting[..]), "{name}");
+
+            // --tls --banner: the banner is the greeting.
+            let (c, together) = tls_greeting(
+                version,
+                vec![DialogStep::StartTls, DialogStep::Banner],
+                greeting,
+            );
+            assert!(together, "{name}");
+            assert_eq!(c.reason(), None, "{name}");
+            assert_eq!(c.banner(), Some(&greeting[..]), "{name}");
+        }
     }
 }
