@@ -454,33 +454,25 @@ fn write_batch(
     tx.commit()
 }
 
-const SWEEP_COLUMNS: &str = "id, state, request, total, done, open, closed, filtered, \
-                             unreachable, error, created_ms, finished_ms, reason";
+/// [`SUMMARY_COLUMNS`], then the request.
+const SWEEP_COLUMNS: &str = "id, state, total, done, open, closed, filtered, unreachable, \
+                             error, created_ms, finished_ms, reason, request";
 
 fn sweep_row<R: DeserializeOwned>(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow<R>> {
-    let state: String = r.get(1)?;
-    let request: String = r.get(2)?;
-    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+    let s = sweep_summary(r)?;
+    let request: String = r.get(12)?;
     Ok(SweepRow {
-        id: count(0)?,
-        state: state.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
-        })?,
+        id: s.id,
+        state: s.state,
         request: serde_json::from_str(&request).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
         })?,
-        total: count(3)?,
-        done: count(4)?,
-        counts: Counts {
-            open: count(5)?,
-            closed: count(6)?,
-            filtered: count(7)?,
-            unreachable: count(8)?,
-            error: count(9)?,
-        },
-        created_ms: count(10)?,
-        finished_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
-        reason: r.get(12)?,
+        total: s.total,
+        done: s.done,
+        counts: s.counts,
+        created_ms: s.created_ms,
+        finished_ms: s.finished_ms,
+        reason: s.reason,
     })
 }
 
