@@ -4,7 +4,9 @@
 mod args;
 mod bench;
 mod check;
+mod completions;
 mod logging;
+mod man;
 mod output;
 mod probe;
 mod scan;
@@ -54,6 +56,8 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man => man::run(),
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {
