@@ -325,7 +325,7 @@ retries = 0
     );
     let mut cmd = Serve::command(&dir.path().join("data"));
     cmd.arg("--config").arg(&config);
-    let mut server = Serve::spawn(cmd);
+    let server = Serve::spawn(cmd);
     let id = submit(
         server.addr,
         &format!(r#"{{"targets": ["{ip}"], "ports": "{open_port}"}}"#),
