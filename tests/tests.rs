@@ -17,7 +17,8 @@
 //! (filtered and unreachable ports behind nftables rules in a private network namespace),
 //! `daemons` (dialogs, identification and TLS against real daemons from Debian's packages, with
 //! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
-//! are the CLI's, line for line).
+//! are the CLI's, line for line), `packaging` (completions, man page, `contrib/` files, and
+//! `serve`'s start-up errors).
 
 mod api_results;
 mod bench;
@@ -29,6 +30,7 @@ mod layout;
 mod limits;
 mod monitor;
 mod netns;
+mod packaging;
 mod retention;
 mod scan;
 mod serve;

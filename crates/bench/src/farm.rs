@@ -80,7 +80,7 @@ pub enum FarmError {
         limit: u16,
     },
     /// No free address block was found, or a socket call failed.
-    #[error("cannot set up the farm: {0}")]
+    #[error("cannot set up the farm")]
     Io(#[from] io::Error),
 }
 

@@ -152,13 +152,13 @@ pub enum BenchError {
     #[error("invalid bench setting: {0}")]
     Config(String),
     /// The farm could not be built.
-    #[error("cannot build the target farm: {0}")]
+    #[error("cannot build the target farm")]
     Farm(#[from] FarmError),
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// A target space could not be built from the farm.
-    #[error("cannot build the target space: {0}")]
+    #[error("cannot build the target space")]
     Space(#[from] porthawk_core::SpaceError),
     /// The engine's result channel closed during a sweep.
     #[error("the engine stopped during a sweep")]

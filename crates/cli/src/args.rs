@@ -39,6 +39,18 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the HTTP API: sweeps over HTTP, results in an embedded store, metrics.
     Serve(ServeArgs),
+    /// Print a shell completion script on standard output (e.g. `porthawk completions bash
+    /// > /etc/bash_completion.d/porthawk`).
+    Completions(CompletionsArgs),
+    /// Print porthawk's manual page (roff) on standard output (e.g. `porthawk man | man -l -`).
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Output formats of `porthawk scan`.

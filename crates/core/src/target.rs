@@ -24,7 +24,7 @@ pub enum TargetError {
     #[error("invalid target '{0}': the range's end must be an address of the same family at or after its start")]
     BadRange(String),
     /// An entry of a target list file is bad.
-    #[error("{source} (line {line})")]
+    #[error("line {line}")]
     InList {
         /// 1-based line number in the list.
         line: usize,
@@ -574,9 +574,14 @@ mod tests {
         let list = "# fleet\n10.0.0.1\n\n10.0.1.0/30 # office\nhost.example\n";
         assert_eq!(parse_target_list(list).unwrap().len(), 3);
         let err = parse_target_list("10.0.0.1\n10.0.0.999\n").unwrap_err();
+        // The line is this error's text, the entry's error its source: `{:#}` prints each once.
+        assert_eq!(err.to_string(), "line 2");
         assert_eq!(
-            err.to_string(),
-            "invalid target '10.0.0.999': not an IP address, CIDR block, range or host name (line 2)"
+            std::error::Error::source(&err).map(|e| e.to_string()),
+            Some(
+                "invalid target '10.0.0.999': not an IP address, CIDR block, range or host name"
+                    .to_string()
+            )
         );
     }
 

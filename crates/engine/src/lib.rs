@@ -119,7 +119,7 @@ pub enum EngineError {
     #[error("io_uring is unavailable: {0} (use --backend epoll)")]
     UringUnavailable(String),
     /// A shard could not set up its backend or its thread.
-    #[error("cannot start shard {shard}: {source}")]
+    #[error("cannot start shard {shard}")]
     Shard {
         /// The shard index.
         shard: usize,

@@ -227,7 +227,7 @@ pub enum ServerError {
     #[error("{0}")]
     Config(String),
     /// The store could not be opened or migrated.
-    #[error("store '{}': {source}", path.display())]
+    #[error("store '{}'", path.display())]
     Store {
         /// The database file.
         path: PathBuf,
@@ -249,12 +249,112 @@ pub enum ServerError {
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] porthawk_engine::EngineError),
+    /// The API's address cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// An I/O failure (data directory, listening socket, runtime).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// The API's address cannot be bound. For the causes a person can act on (the port is taken,
+/// the port needs privileges, the address is not this machine's) the message says what to do
+/// and stands alone; any other cause is this error's source.
+#[derive(Debug)]
+pub struct ListenError {
+    /// The address asked for.
+    pub addr: std::net::SocketAddr,
+    /// What bind(2) said.
+    pub cause: std::io::Error,
+}
+
+impl ListenError {
+    /// The advice for causes that have one.
+    fn advice(&self) -> Option<String> {
+        let addr = self.addr;
+        match self.cause.kind() {
+            std::io::ErrorKind::AddrInUse => Some(format!(
+                "address {addr} is in use: another process listens there \
+                 (stop it, or use --listen ADDR)"
+            )),
+            std::io::ErrorKind::PermissionDenied => Some(format!(
+                "cannot listen on {addr}: permission denied (ports below 1024 need root or \
+                 CAP_NET_BIND_SERVICE; or use --listen with a port above 1023)"
+            )),
+            std::io::ErrorKind::AddrNotAvailable => Some(format!(
+                "cannot listen on {addr}: no interface of this machine has that address \
+                 (use --listen with one of its addresses, or 0.0.0.0)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.advice() {
+            Some(text) => f.write_str(&text),
+            None => write!(f, "cannot listen on {}", self.addr),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // An explained cause is not repeated in the OS's words.
+        match self.advice() {
+            Some(_) => None,
+            None => Some(&self.cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    fn chain(err: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![err.to_string()];
+        let mut next = err.source();
+        while let Some(e) = next {
+            out.push(e.to_string());
+            next = e.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_busy_port_is_said_once_with_what_to_do() {
+        let err = ServerError::from(ListenError {
+            addr: "127.0.0.1:9180".parse().expect("addr"),
+            cause: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+        let chain = chain(&err);
+        assert_eq!(
+            chain,
+            [
+                "address 127.0.0.1:9180 is in use: another process listens there \
+              (stop it, or use --listen ADDR)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unexplained_cause_is_the_source_not_part_of_the_text() {
+        let err = ServerError::from(ListenError {
+            addr: "127.0.0.1:9180".parse().expect("addr"),
+            cause: std::io::Error::other("boom"),
+        });
+        assert_eq!(chain(&err), ["cannot listen on 127.0.0.1:9180", "boom"]);
+        let io = ServerError::Io {
+            context: "cannot start the async runtime".into(),
+            source: std::io::Error::other("no threads"),
+        };
+        assert_eq!(chain(&io), ["cannot start the async runtime", "no threads"]);
+    }
 }

@@ -41,7 +41,7 @@ pub use config::{
     default_allow, HttpGuard, Limits, ServerConfig, DEFAULT_LISTEN, DEFAULT_PUBLIC, PUBLIC_CHOICES,
     TOKEN_ENV,
 };
-pub use error::{ApiError, ErrorBody, ErrorDetail, ServerError};
+pub use error::{ApiError, ErrorBody, ErrorDetail, ListenError, ServerError};
 pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
 
 use aggregator::Aggregator;
@@ -301,7 +301,10 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(&Ready)) -> Result<(), Se
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(io(&format!("cannot listen on {}", config.listen)))?;
+            .map_err(|cause| ListenError {
+                addr: config.listen,
+                cause,
+            })?;
         let addr = listener.local_addr().map_err(io("listening socket"))?;
         let shared = Arc::clone(&state.0);
         let nofile = rlimit::Resource::NOFILE.get().map_or(1024, |l| l.0);

@@ -17,7 +17,7 @@ use crate::schema;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory could not be created.
-    #[error("cannot create data directory '{}': {source}", path.display())]
+    #[error("cannot create data directory '{}'", path.display())]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The database file could not be opened or looked at, to watch it for deletion.
-    #[error("cannot watch the database file '{}': {source}", path.display())]
+    #[error("cannot watch the database file '{}'", path.display())]
     Watch {
         /// The database file.
         path: PathBuf,
