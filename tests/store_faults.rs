@@ -132,7 +132,7 @@ fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
     }
     let tmp = TempDir::new("store-full");
     let data = tmp.path().join("data");
-    let mount = match Tmpfs::mount(&data, "3m") {
+    let mount = match Tmpfs::mount(&data, "16m") {
         Ok(m) => m,
         Err(e) => {
             let _ = require("full-disk test", Some(e));
@@ -142,8 +142,10 @@ fn a_full_disk_fails_the_sweep_and_counts_only_stored_rows() {
     let serve = Serve::start(&mount.0);
     let (code, health) = serve.http_json("GET", "/healthz", None);
     assert_eq!(code, 200, "{health}");
-    // Room for a few of the sweep's writes, so that some rows are stored before one fails.
-    fill(&mount.0, 512 * 1024);
+    // Room for a few of the sweep's writes (one write can carry 8,000 rows, about 1 MB with
+    // the WAL, when the machine is busy), so that some rows are stored before one fails; the
+    // sweep's 102,400 rows need far more.
+    fill(&mount.0, 4 << 20);
 
     let (code, created) = serve.http_json("POST", "/v1/sweeps", Some(&big_sweep("store-full")));
     assert_eq!(code, 202, "{created}");
