@@ -528,7 +528,17 @@ fn last_look_recv(s: &mut Slot) -> IoEvent {
             s.rx_len = n;
             IoEvent::Received(Ok(n))
         }
-        Err(_) => IoEvent::TimedOut,
+        Err(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ) =>
+        {
+            IoEvent::TimedOut
+        }
+        // A reset that arrived just before the timer is news too; and this recv has taken it
+        // from the socket, so swallowing it would leave the next read an ENOTCONN instead
+        // (as the epoll driver's last look, it is reported).
+        Err(e) => IoEvent::Received(Err(super::errno(e))),
     }
 }
 
