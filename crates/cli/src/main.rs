@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod check;
+mod diff;
 mod logging;
 mod output;
 mod probe;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Diff(args) => diff::run(&args),
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {
