@@ -94,7 +94,10 @@ fn read_xml(file: &Path) -> (BTreeSet<(IpAddr, u16)>, usize, Vec<String>) {
         assert_eq!(f.len(), 3, "{line}");
         ports += 1;
         if f[2] == "open" {
-            open.insert((f[0].parse().unwrap(), f[1].parse().unwrap()));
+            open.insert((
+                f[0].parse().expect("an address"),
+                f[1].parse().expect("a port"),
+            ));
         }
     }
     (open, ports, banners)
