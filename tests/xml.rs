@@ -234,10 +234,13 @@ fn diff_reports_one_opened_and_one_closed_port_between_two_sweeps() {
     let ports = ports_arg(&ports, "");
     let dir = TempDir::new("diff");
     let (old, new) = (dir.path().join("old.jsonl"), dir.path().join("new.jsonl"));
+    let (old_xml, new_xml) = (dir.path().join("old.xml"), dir.path().join("new.xml"));
     sweep_to(&old, &hosts, &ports, &["--format", "jsonl"]);
+    sweep_to(&old_xml, &hosts, &ports, &["--format", "xml"]);
     drop(gone);
     let _later = TcpListener::bind(later_addr).unwrap();
     sweep_to(&new, &hosts, &ports, &["--format", "jsonl"]);
+    sweep_to(&new_xml, &hosts, &ports, &["--format", "xml"]);
 
     let out = porthawk_diff(&old, &new);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -269,6 +272,21 @@ fn diff_reports_one_opened_and_one_closed_port_between_two_sweeps() {
         assert_eq!(state["after"], after, "{c}");
     }
 
+    // The XML of the same sweeps says the same, alone or against the jsonl.
+    for (a, b) in [(&old_xml, &new_xml), (&old, &new_xml), (&old_xml, &new)] {
+        let xml_out = porthawk_diff(a, b);
+        assert_eq!(xml_out.status.code(), Some(1), "{}", stderr(&xml_out));
+        assert_eq!(
+            stdout(&xml_out),
+            stdout(&out),
+            "{} {}",
+            a.display(),
+            b.display()
+        );
+    }
+    let same = porthawk_diff(&old_xml, &old);
+    assert_eq!(same.status.code(), Some(0), "{}", stdout(&same));
+
     // The same results: nothing to say, exit 0.
     let out = porthawk_diff(&new, &new);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -298,6 +316,12 @@ fn diff_usage_errors_name_the_file_and_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("bad.jsonl' line 2"), "{err}");
+
+    let html = dir.write("page.xml", "<html>\n<body/></html>\n");
+    let out = porthawk_diff(&good, &html);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("page.xml"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not nmap XML"), "{}", stderr(&out));
 
     let missing = dir.path().join("missing.jsonl");
     let out = porthawk_diff(&missing, &good);

@@ -39,8 +39,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the HTTP API: sweeps over HTTP, results in an embedded store, metrics.
     Serve(ServeArgs),
-    /// Compare two sweeps' results (jsonl files): one JSON line per opened, closed or changed
-    /// port; exit 0 when nothing changed, 1 when something did, 2 on an error.
+    /// Compare two sweeps' results (jsonl or nmap XML files): one JSON line per opened, closed
+    /// or changed port; exit 0 when nothing changed, 1 when something did, 2 on an error.
     Diff(DiffArgs),
 }
 
@@ -61,7 +61,8 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
-    /// The older results (`porthawk scan --format jsonl` output).
+    /// The older results (`porthawk scan --format jsonl` or `--format xml` output, or
+    /// `nmap -oX`).
     #[arg(value_name = "OLD")]
     pub old: PathBuf,
     /// The newer results.
