@@ -99,6 +99,16 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
         ports: space.ports().as_slice().to_vec(),
         hosts_total: u64::try_from(space.hosts().len()).unwrap_or(u64::MAX),
         answered: Default::default(),
+        error: if interrupted.load(Ordering::SeqCst) || cancelled {
+            Some("interrupted".into())
+        } else if tally.local_errors > 0 {
+            Some(format!(
+                "{} probes failed for lack of local resources",
+                tally.local_errors
+            ))
+        } else {
+            None
+        },
     });
     output.finish()?;
     drop(sink);

@@ -43,6 +43,9 @@ pub struct XmlRun {
     /// Hosts that answered on some port (open or closed), including ports whose lines are
     /// not in the document (a sweep that lists only open ports still knows a host is up).
     pub answered: BTreeSet<IpAddr>,
+    /// Why the run did not finish as it should (interrupted, probes lost to local
+    /// shortages): `exit="error"` with this `errormsg`; `None` is `exit="success"`.
+    pub error: Option<String>,
 }
 
 /// The nmap XML document for `lines` of the run `run`: one `host` per address (in address
@@ -86,10 +89,14 @@ pub fn nmap_xml(run: &XmlRun, lines: &[ResultLine]) -> String {
     }
     let up = answered.len() as u64;
     let end = rfc3339(run.end_unix);
+    let exit = match &run.error {
+        None => "exit=\"success\"".to_string(),
+        Some(why) => format!("exit=\"error\" errormsg=\"{}\"", escape(why)),
+    };
     let _ = write!(
         out,
         "<runstats><finished time=\"{}\" timestr=\"{end}\" elapsed=\"{:.2}\" \
-         summary=\"porthawk done: {} hosts ({up} up) probed in {:.2} seconds\" exit=\"success\"/>\
+         summary=\"porthawk done: {} hosts ({up} up) probed in {:.2} seconds\" {exit}/>\
          <hosts up=\"{up}\" down=\"{}\" total=\"{}\"/>\n</runstats>\n</nmaprun>\n",
         run.end_unix,
         run.elapsed_secs,
@@ -300,6 +307,7 @@ mod tests {
             ports: vec![22, 25, 80],
             hosts_total: 4,
             answered: BTreeSet::new(),
+            error: None,
         };
         let xml = nmap_xml(&run, &lines);
         assert!(xml.contains("<scaninfo type=\"connect\" protocol=\"tcp\" numservices=\"3\" services=\"22,25,80\"/>"), "{xml}");
@@ -319,6 +327,13 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("<finished time=\"1800000002\""), "{xml}");
+        assert!(xml.contains(" exit=\"success\"/>"), "{xml}");
+        let failed = XmlRun {
+            error: Some("interrupted <ctrl-c>".into()),
+            ..run
+        };
+        assert!(nmap_xml(&failed, &lines)
+            .contains(" exit=\"error\" errormsg=\"interrupted &lt;ctrl-c&gt;\"/>"));
     }
 
     #[test]
