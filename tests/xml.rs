@@ -1,14 +1,16 @@
-//! `porthawk scan --format xml` read by nmap's own tools (xmllint against Debian's nmap.dtd,
-//! ndiff), and `porthawk diff` between two sweeps of a farm whose listeners changed.
+//! `porthawk scan --format xml` (and the API's `format=xml` results) read by nmap's own tools
+//! (xmllint against Debian's nmap.dtd, ndiff), and `porthawk diff` between two sweeps of a
+//! farm whose listeners changed.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::serve::{submit, wait_ended};
 use crate::util::{
-    assert_success, check_open_set, parse_jsonl, ports_arg, require, run, run_command, stderr,
-    stdout, test_hosts, which, Farm, Kind, ListenSnapshot, TempDir, RUN_TIMEOUT,
+    assert_success, check_open_set, http, parse_jsonl, ports_arg, require, run, run_command,
+    stderr, stdout, test_hosts, which, Farm, Kind, ListenSnapshot, Serve, TempDir, RUN_TIMEOUT,
 };
 
 /// The DTD that Debian's nmap package ships.
@@ -330,4 +332,57 @@ fn diff_usage_errors_name_the_file_and_line_and_exit_2() {
 
     let out = run(&["diff", good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn api_results_as_xml_validate_against_nmap_dtd() {
+    if need_tool("xmllint", "libxml2-utils").is_err() || need_dtd().is_err() {
+        return;
+    }
+    let ip = test_hosts("api_results_as_xml", 1)[0];
+    let farm = Farm::new(&[
+        (ip, Kind::Greet(HOSTILE)),
+        (ip, Kind::Greet(b"SSH-2.0-OpenSSH_9.6p1 Debian-4\r\n")),
+        (ip, Kind::Reset),
+    ]);
+    let ports = ports_arg(&farm.ports(), "61000-61004");
+    let data = TempDir::new("api-xml");
+    let serve = Serve::start(data.path());
+    let body = serde_json::json!({
+        "targets": [ip.to_string()],
+        "ports": ports,
+        "store": "all",
+        "probe": {"preset": "identify"},
+    })
+    .to_string();
+    let id = submit(serve.addr, &body);
+    // Following the sweep: the document comes once it has ended.
+    let (code, xml) = http(
+        serve.addr,
+        "GET",
+        &format!("/v1/sweeps/{id}/results?format=xml"),
+        None,
+    );
+    assert_eq!(code, 200, "{xml}");
+    let status = wait_ended(serve.addr, id);
+    assert_eq!(status["state"], "done", "{status}");
+    let file = data.write("api.xml", &xml);
+    xmllint_valid(&file);
+    let (open, listed, banners) = read_xml(&file);
+    assert_eq!(listed, farm.ports().len() + 5, "{xml}");
+    assert_eq!(open, farm.open_set(), "{xml}");
+    assert!(
+        banners.iter().any(|b| b.contains("<script>&amp; ]]>")),
+        "{banners:?}"
+    );
+    assert!(xml.contains(" exit=\"success\"/>"), "{xml}");
+
+    let (code, err) = http(
+        serve.addr,
+        "GET",
+        &format!("/v1/sweeps/{id}/results?format=yaml"),
+        None,
+    );
+    assert_eq!(code, 400, "{err}");
+    assert!(err.contains("jsonl, csv or xml"), "{err}");
 }
