@@ -37,3 +37,4 @@ mod serve;
 mod store_faults;
 mod usage;
 mod util;
+mod xml;

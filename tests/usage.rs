@@ -79,8 +79,8 @@ fn empty_port_list_is_a_usage_error() {
 #[test]
 fn unknown_format_is_a_usage_error() {
     assert_usage_error(
-        &["scan", "127.0.0.1", "-p", "80", "--format", "xml"],
-        &["xml"],
+        &["scan", "127.0.0.1", "-p", "80", "--format", "yaml"],
+        &["yaml"],
     );
 }
 

@@ -39,6 +39,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the HTTP API: sweeps over HTTP, results in an embedded store, metrics.
     Serve(ServeArgs),
+    /// Compare two sweeps' results (jsonl or nmap XML files): one JSON line per opened, closed
+    /// or changed port; exit 0 when nothing changed, 1 when something did, 2 on an error.
+    Diff(DiffArgs),
     /// Print a shell completion script on standard output (e.g. `porthawk completions bash
     /// > /etc/bash_completion.d/porthawk`).
     Completions(CompletionsArgs),
@@ -64,6 +67,19 @@ pub enum Format {
     Csv,
     /// One grepable line per result, like nmap's -oG.
     Grep,
+    /// nmap's XML (-oX), valid against nmap.dtd, at the end of the sweep.
+    Xml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The older results (`porthawk scan --format jsonl` or `--format xml` output, or
+    /// `nmap -oX`).
+    #[arg(value_name = "OLD")]
+    pub old: PathBuf,
+    /// The newer results.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod check;
 mod completions;
+mod diff;
 mod logging;
 mod man;
 mod output;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man => man::run(),
+        Command::Diff(args) => diff::run(&args),
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {

@@ -1,15 +1,17 @@
-//! Result output: table, JSON Lines, CSV and grepable lines, each an encoding of core's
-//! [`ResultLine`] (JSON Lines and CSV are its serde_json and CSV encodings, the contract that
-//! the HTTP API shares).
+//! Result output: table, JSON Lines, CSV, grepable lines and nmap XML, each an encoding of
+//! core's [`ResultLine`] (JSON Lines and CSV are its serde_json and CSV encodings, the contract
+//! that the HTTP API shares; XML is core's [`nmap_xml`]).
 
 use std::io::{self, Write};
 
-use porthawk_core::{printable, trim_line_end, PortState, ProbeRecord, ResultLine};
+use porthawk_core::{
+    nmap_xml, printable, trim_line_end, PortState, ProbeRecord, ResultLine, XmlRun,
+};
 
 use crate::args::Format;
 
 /// Writes results in one format. Streaming formats write each record as it comes; the table
-/// collects its rows and writes them sorted at the end.
+/// and the XML document collect their lines and write them at the end.
 pub struct Output<W: Write> {
     format: Format,
     out: W,
@@ -18,6 +20,9 @@ pub struct Output<W: Write> {
     buf: String,
     /// Where the output goes (`'out.csv'`, `standard output`), for error messages.
     dest: String,
+    /// XML: the lines, and what the document says about the run.
+    xml_lines: Vec<ResultLine>,
+    xml_run: XmlRun,
 }
 
 impl<W: Write> Output<W> {
@@ -30,6 +35,8 @@ impl<W: Write> Output<W> {
             rows: Vec::new(),
             buf: String::with_capacity(256),
             dest,
+            xml_lines: Vec::new(),
+            xml_run: XmlRun::default(),
         };
         if format == Format::Csv {
             output.buf = ResultLine::csv_header();
@@ -49,7 +56,23 @@ impl<W: Write> Output<W> {
         io::Error::new(e.kind(), format!("cannot write to {}: {e}", self.dest))
     }
 
-    /// Writes (or, for the table, keeps) one record; `host` is the name it was given by.
+    /// Notes a probed record whether or not it is written: the XML document says a host is up
+    /// when it answered on any port.
+    pub fn seen(&mut self, r: &ProbeRecord) {
+        if self.format == Format::Xml && matches!(r.state, PortState::Open | PortState::Closed) {
+            self.xml_run.answered.insert(r.ip);
+        }
+    }
+
+    /// What the XML document says about the run (ignored by the other formats); call before
+    /// [`Output::finish`]. Hosts already [seen](Output::seen) stay up.
+    pub fn set_run(&mut self, run: XmlRun) {
+        let answered = std::mem::take(&mut self.xml_run.answered);
+        self.xml_run = run;
+        self.xml_run.answered.extend(answered);
+    }
+
+    /// Writes (or, for the table and XML, keeps) one record; `host` is the name it was given by.
     pub fn record(&mut self, r: &ProbeRecord, host: Option<&str>) -> io::Result<()> {
         let line = ResultLine::new(r, host, unix_now());
         self.buf.clear();
@@ -65,6 +88,10 @@ impl<W: Write> Output<W> {
                 let json = serde_json::to_string(&line).map_err(io::Error::other)?;
                 self.buf.push_str(&json);
                 self.buf.push('\n');
+            }
+            Format::Xml => {
+                self.xml_lines.push(line);
+                return Ok(());
             }
             Format::Csv => line.write_csv_row(&mut self.buf),
             Format::Grep => {
@@ -88,8 +115,12 @@ impl<W: Write> Output<W> {
         self.write_buf()
     }
 
-    /// Writes the table (if that is the format) and flushes.
+    /// Writes the table or the XML document (if that is the format) and flushes.
     pub fn finish(mut self) -> io::Result<()> {
+        if self.format == Format::Xml {
+            self.buf = nmap_xml(&self.xml_run, &self.xml_lines);
+            self.write_buf()?;
+        }
         self.write_table()
             .and_then(|()| self.out.flush())
             .map_err(|e| self.io_error(e))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use porthawk_core::{is_local_errno, PortState, ProbeRecord, TargetSpace};
+use porthawk_core::{is_local_errno, PortState, ProbeRecord, TargetSpace, XmlRun};
 use porthawk_engine::{
     default_inflight, max_inflight, raise_nofile_limit, result_channel, Engine, EngineConfig, Job,
     JobHandle,
@@ -64,6 +64,7 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let progress = progress_bar(space.len());
 
     let started = Instant::now();
+    let start_unix = crate::output::unix_now();
     let mut tally = Tally::default();
     let cancelled = loop {
         let batch = results
@@ -71,6 +72,7 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
             .context("the engine stopped before the sweep finished")?;
         for r in &batch.records {
             tally.count(r);
+            output.seen(r);
             if args.all || r.state == PortState::Open {
                 output.record(r, space.name_of(r.ip))?;
             }
@@ -88,6 +90,26 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    output.set_run(XmlRun {
+        args: std::env::args().collect::<Vec<_>>().join(" "),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        start_unix,
+        end_unix: crate::output::unix_now(),
+        elapsed_secs: elapsed.as_secs_f64(),
+        ports: space.ports().as_slice().to_vec(),
+        hosts_total: u64::try_from(space.hosts().len()).unwrap_or(u64::MAX),
+        answered: Default::default(),
+        error: if interrupted.load(Ordering::SeqCst) || cancelled {
+            Some("interrupted".into())
+        } else if tally.local_errors > 0 {
+            Some(format!(
+                "{} probes failed for lack of local resources",
+                tally.local_errors
+            ))
+        } else {
+            None
+        },
+    });
     output.finish()?;
     drop(sink);
 

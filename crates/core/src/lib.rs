@@ -14,6 +14,7 @@
 
 mod civil;
 mod dialog;
+mod diff;
 mod duration;
 mod errno;
 mod escape;
@@ -30,11 +31,13 @@ mod record;
 mod space;
 mod target;
 mod tls;
+mod xml;
 
 pub use civil::rfc3339;
 pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
 };
+pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
 pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
@@ -57,3 +60,4 @@ pub use target::{
 pub use tls::{
     client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,
 };
+pub use xml::{escape as xml_escape, nmap_xml, port_ranges, XmlRun, NMAP_XML_OUTPUT_VERSION};

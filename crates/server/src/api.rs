@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use porthawk_core::{PortState, ResultLine};
+use porthawk_core::{nmap_xml, PortSet, PortState, ResultLine, XmlRun};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -252,8 +252,9 @@ pub struct ResultsQuery {
     /// Only results of this state: open, closed, filtered, unreachable or error.
     #[param(pattern = "^(open|closed|filtered|unreachable|error)$")]
     state: Option<String>,
-    /// `jsonl` (NDJSON, the default) or `csv`.
-    #[param(pattern = "^(jsonl|ndjson|csv)$")]
+    /// `jsonl` (NDJSON, the default), `csv`, or `xml` (one nmap XML document, written once
+    /// the sweep has ended).
+    #[param(pattern = "^(jsonl|ndjson|csv|xml)$")]
     format: Option<String>,
     /// Whether to follow a running sweep until it ends (default true); `false` returns the
     /// results stored so far.
@@ -463,14 +464,15 @@ async fn cancel_sweep(
 }
 
 /// The results of a sweep, streamed while it runs: NDJSON objects in the shape of
-/// `porthawk scan --format jsonl`, or CSV.
+/// `porthawk scan --format jsonl`, or CSV; or, with `format=xml`, one nmap XML document once
+/// the sweep has ended.
 #[utoipa::path(
     get,
     path = "/v1/sweeps/{id}/results",
     params(("id" = u64, Path, description = "The sweep id"), ResultsQuery),
     responses(
-        (status = 200, description = "One ResultLine per line, as `porthawk scan --format jsonl` writes it (application/x-ndjson), or with `format=csv` the CSV of `porthawk scan --format csv` (text/csv: a header of the ResultLine field names, then one row per line); the stream ends when the sweep ends",
-            content((ResultLine = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 200, description = "One ResultLine per line, as `porthawk scan --format jsonl` writes it (application/x-ndjson), or with `format=csv` the CSV of `porthawk scan --format csv` (text/csv: a header of the ResultLine field names, then one row per line); the stream ends when the sweep ends. With `format=xml` the nmap XML of `porthawk scan --format xml` (application/xml), valid against nmap.dtd, sent once the sweep has ended",
+            content((ResultLine = "application/x-ndjson"), (String = "text/csv"), (String = "application/xml"))),
         (status = 400, description = "Bad state or format", body = ErrorBody),
         (status = 404, description = "No such sweep", body = ErrorBody),
     )
@@ -490,13 +492,14 @@ async fn sweep_results(
                 .as_str(),
         ),
     };
+    let xml = q.format.as_deref() == Some("xml");
     let csv = match q.format.as_deref() {
-        None | Some("") | Some("jsonl") | Some("ndjson") => false,
+        None | Some("") | Some("jsonl") | Some("ndjson") | Some("xml") => false,
         Some("csv") => true,
         Some(other) => {
             return Err(ApiError::bad_request(
                 "format",
-                format!("unknown format '{other}': expected jsonl or csv"),
+                format!("unknown format '{other}': expected jsonl, csv or xml"),
             ))
         }
     };
@@ -507,6 +510,15 @@ async fn sweep_results(
             "state",
             format!("sweep {id} stores open results only (submit it with \"store\": \"all\")"),
         ));
+    }
+    if xml {
+        return xml_results(
+            Arc::clone(&state.0),
+            id,
+            state_filter,
+            q.follow.unwrap_or(true),
+        )
+        .await;
     }
     let cursor = Cursor {
         shared: Arc::clone(&state.0),
@@ -603,6 +615,71 @@ fn encode_rows(rows: Vec<ResultRow>, csv: bool) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+/// The results of sweep `id` as one nmap XML document (what `porthawk scan --format xml`
+/// writes): sent once the sweep has ended, or at once with the results stored so far when
+/// `follow` is false. The document is built in memory, as the CLI builds it.
+async fn xml_results(
+    shared: Arc<Shared>,
+    id: u64,
+    state: Option<&'static str>,
+    follow: bool,
+) -> Result<Response, ApiError> {
+    while let Some(live) = shared.live_by_id(id).filter(|_| follow) {
+        let mut news = live.stored.subscribe();
+        drop(live);
+        // A closed channel answers at once: wait the poll interval instead of spinning.
+        if let Ok(Err(_)) = tokio::time::timeout(STREAM_POLL, news.changed()).await {
+            tokio::time::sleep(STREAM_POLL).await;
+        }
+    }
+    let xml = blocking(move || {
+        let s = status(&shared, id)?;
+        let now = unix_now();
+        let mut lines = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = shared
+                .store
+                .results_page(id, after, state, RESULTS_PAGE)
+                .map_err(|e| ApiError::internal("cannot read results", e))?;
+            let Some(last) = rows.last() else { break };
+            after = last.rowid;
+            lines.extend(rows.into_iter().map(|r| r.line_at(now)));
+        }
+        Ok(nmap_xml(&xml_run(&s), &lines))
+    })
+    .await?;
+    Ok(([(CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+/// What the XML document says about sweep `s`: its request as `args`, its times, its ports
+/// (the request's, less `:PORTS` exclusions, as planning made them) and its host count.
+fn xml_run(s: &SweepStatus) -> XmlRun {
+    let mut ports = PortSet::parse(&s.request.ports).unwrap_or_default();
+    for e in &s.request.exclude {
+        if let Some(Ok(set)) = e.trim().strip_prefix(':').map(PortSet::parse) {
+            ports.remove(&set);
+        }
+    }
+    let end = s.finished_at.unwrap_or(unix_now() as f64);
+    XmlRun {
+        args: format!(
+            "porthawk serve: sweep {} of {} ports {}",
+            s.id,
+            s.request.targets.join(" "),
+            s.request.ports
+        ),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        start_unix: s.created_at as i64,
+        end_unix: end as i64,
+        elapsed_secs: (end - s.created_at).max(0.0),
+        hosts_total: s.total / (ports.len().max(1) as u64),
+        ports: ports.as_slice().to_vec(),
+        answered: Default::default(),
+        error: (s.state != SweepState::Done).then(|| format!("sweep {}", s.state.as_str())),
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -336,7 +336,7 @@ async fn results_query_is_checked() {
     wait_ended(&app, id).await;
     for (q, field) in [
         ("state=shut", "state"),
-        ("format=xml", "format"),
+        ("format=yaml", "format"),
         ("state=closed", "state"),
     ] {
         let r = call(

@@ -528,10 +528,11 @@ fn last_look_recv(s: &mut Slot) -> IoEvent {
             s.rx_len = n;
             IoEvent::Received(Ok(n))
         }
-        Err(e) if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ) =>
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
         {
             IoEvent::TimedOut
         }
