@@ -371,6 +371,15 @@ impl Conversation {
             Some(DialogStep::StartTls) => "in the TLS handshake",
             _ => "reading",
         };
+        // The dialog only runs on a connected socket. A reset shows up as ECONNRESET to the
+        // first read or write that meets it, and as ENOTCONN to any after that; which one
+        // this probe sees depends on timing (a last look after a timeout may have taken the
+        // reset already). Both are the peer resetting the connection: say so the same way.
+        let errno = if errno == crate::errno::consts::ENOTCONN {
+            crate::errno::consts::ECONNRESET
+        } else {
+            errno
+        };
         let name = crate::errno_name(errno);
         if self.rx.is_empty() {
             self.fail(format!("{name} while {what}"))
@@ -740,6 +749,22 @@ mod tests {
             c.reason().map(str::to_string),
             n,
         )
+    }
+
+    /// A reset met as ENOTCONN (its error already taken from the socket) is told as the reset
+    /// it is, so that two runs of the same probe give the same reason.
+    #[test]
+    fn a_reset_seen_as_enotconn_is_a_reset() {
+        let spec = spec(Dialog {
+            steps: vec![expect("^220")],
+        });
+        let mut c = Conversation::default();
+        assert!(matches!(
+            c.on_connect(&spec, connected()),
+            Step::Recv { .. }
+        ));
+        c.on_io_error(107);
+        assert_eq!(c.reason(), Some("step 1: ECONNRESET while reading"));
     }
 
     #[test]

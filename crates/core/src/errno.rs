@@ -17,6 +17,7 @@ pub(crate) mod consts {
     pub const ENETDOWN: i32 = 100;
     pub const ENETUNREACH: i32 = 101;
     pub const ECONNRESET: i32 = 104;
+    pub const ENOTCONN: i32 = 107;
     pub const ETIMEDOUT: i32 = 110;
     pub const ECONNREFUSED: i32 = 111;
     pub const EHOSTDOWN: i32 = 112;
