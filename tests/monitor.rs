@@ -345,7 +345,11 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
     // both notifications have arrived.
     service.stop();
     let limit = Duration::from_millis(300 * 2) + Duration::from_secs(4);
-    let took = wait_for("the exec action", limit, &server, || marker.exists());
+    // The shell creates the file (`>>`) before it writes the line: wait for the whole line,
+    // not for the file.
+    let took = wait_for("the exec action", limit, &server, || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t.ends_with('\n'))
+    });
     let marker_text = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(marker_text.trim(), format!("web {service_addr}"));
     wait_for("the DOWN email", limit, &server, || has(&mail, "DOWN"));
