@@ -694,11 +694,7 @@ impl Cx<'_> {
         let f = |key: &str| format!("action.{name}.{key}");
         check_name(name).map_err(|m| self.err(raw.span(), &format!("action.{name}"), m))?;
         let a = raw.get_ref();
-        let given = [a.exec.is_some(), a.restart.is_some(), a.reboot.is_some()]
-            .iter()
-            .filter(|&&b| b)
-            .count();
-        if given != 1 {
+        if !exactly_one(&[a.exec.is_some(), a.restart.is_some(), a.reboot.is_some()]) {
             return Err(self.err(
                 raw.span(),
                 &format!("action.{name}"),
@@ -764,11 +760,7 @@ impl Cx<'_> {
         let f = |key: &str| format!("notify.{name}.{key}");
         check_name(name).map_err(|m| self.err(raw.span(), &format!("notify.{name}"), m))?;
         let n = raw.get_ref();
-        let given = [n.email.is_some(), n.webhook.is_some(), n.slack.is_some()]
-            .iter()
-            .filter(|&&b| b)
-            .count();
-        if given != 1 {
+        if !exactly_one(&[n.email.is_some(), n.webhook.is_some(), n.slack.is_some()]) {
             return Err(self.err(
                 raw.span(),
                 &format!("notify.{name}"),
@@ -1208,6 +1200,11 @@ fn fingerprint(
 
 /// The most target-ports one monitor may check.
 pub const MAX_MONITOR_SIZE: u64 = 1 << 20;
+
+/// Whether exactly one of a section's alternative keys is given.
+fn exactly_one(given: &[bool]) -> bool {
+    given.iter().filter(|&&b| b).count() == 1
+}
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
