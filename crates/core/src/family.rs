@@ -86,8 +86,7 @@ impl FamilyChoice {
             FamilyChoice::Both => ips.to_vec(),
             FamilyChoice::Only(f) => ips.iter().copied().filter(|ip| f.holds(ip)).collect(),
             FamilyChoice::Prefer(f) => {
-                let preferred: Vec<IpAddr> =
-                    ips.iter().copied().filter(|ip| f.holds(ip)).collect();
+                let preferred: Vec<IpAddr> = ips.iter().copied().filter(|ip| f.holds(ip)).collect();
                 if preferred.is_empty() {
                     ips.to_vec()
                 } else {
@@ -143,11 +142,10 @@ impl AddressMode {
             any |= ok;
             all &= ok;
         }
-        seen
-            && match self {
-                AddressMode::Any => any,
-                AddressMode::All => all,
-            }
+        seen && match self {
+            AddressMode::Any => any,
+            AddressMode::All => all,
+        }
     }
 }
 
