@@ -316,7 +316,9 @@ fn verdict(
         }
     }
     let summary = if worst == Status::Ok {
-        let via = if several {
+        // Which address answered, wherever the target was not that address itself.
+        let named = chosen.iter().any(|o| o.ip.to_string() != host);
+        let via = if several || named {
             let ips: Vec<String> = chosen.iter().map(|o| o.ip.to_string()).collect();
             format!(" via {}", ips.join(", "))
         } else {
@@ -381,12 +383,14 @@ mod tests {
     #[test]
     fn statuses_follow_the_thresholds() {
         let a = args(&["--warn", "200ms", "--crit", "1s"]);
-        let (s, line) = verdict(&[open(12_000)], "mx", 25, &a, 0);
+        let (s, line) = verdict(&[open(12_000)], "127.0.0.1", 25, &a, 0);
         assert_eq!(s, Status::Ok);
         assert_eq!(
             line,
-            "PORTHAWK OK - 0.012 second response time on mx port 25 | time=0.012000s;0.200;1.000;0;"
+            "PORTHAWK OK - 0.012 second response time on 127.0.0.1 port 25 | time=0.012000s;0.200;1.000;0;"
         );
+        let (_, line) = verdict(&[open(12_000)], "mx", 25, &a, 0);
+        assert!(line.contains("on mx port 25 via 127.0.0.1 |"), "{line}");
         let (s, _) = verdict(&[open(300_000)], "mx", 25, &a, 0);
         assert_eq!(s, Status::Warning);
         let (s, line) = verdict(&[open(1_500_000)], "mx", 25, &a, 0);
