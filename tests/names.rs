@@ -74,7 +74,10 @@ impl Setup {
             let listener = TcpListener::bind(SocketAddr::new(v4, 0)).expect("bind");
             let port = listener.local_addr().expect("addr").port();
             let snap = ListenSnapshot::take();
-            if snap.loose_ports("::1".parse().unwrap()).contains(&port) {
+            if snap
+                .loose_ports(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+                .contains(&port)
+            {
                 continue;
             }
             let dir = TempDir::new(test);
