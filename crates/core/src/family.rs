@@ -10,8 +10,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An address family (`ipv4`, `ipv6` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IpFamily {
     /// IPv4 (A records).
     Ipv4,
