@@ -1186,7 +1186,8 @@ impl Watch {
                         reason,
                     }
                 });
-                // The names this address stands for in this job.
+                // A job of host names: the names this address stands for (an address that
+                // is also a target of its own is judged by its own chunk's job, once).
                 if let Some(round) = round.as_deref_mut() {
                     let names = round.by_ip.get(&r.ip).cloned().unwrap_or_default();
                     for n in names {
@@ -1200,6 +1201,7 @@ impl Watch {
                             .or_default()
                             .push((r.ip, check.clone()));
                     }
+                    continue;
                 }
                 let key = (TargetHost::Addr(r.ip), r.port);
                 if !m.targets.contains_key(&key) {
