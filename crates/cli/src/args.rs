@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use porthawk_core::AddressMode;
 use porthawk_engine::BackendChoice;
 
 /// porthawk: check TCP ports at scale and keep watch over them.
@@ -134,6 +135,9 @@ pub struct ScanArgs {
     pub backend: BackendChoice,
 
     #[command(flatten)]
+    pub family: FamilyArgs,
+
+    #[command(flatten)]
     pub probe: ProbeArgs,
 
     /// Output format.
@@ -238,7 +242,8 @@ fn scenario(s: &str) -> Result<porthawk_bench::Scenario, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The service: HOST:PORT, [IPv6]:PORT (every address of a host name is checked).
+    /// The service: HOST:PORT, [IPv6]:PORT (every address of a host name is checked; see
+    /// --addresses).
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
 
@@ -272,6 +277,51 @@ pub struct CheckArgs {
     /// The I/O backend.
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
+
+    /// For a host name with several addresses: `any` passes when one address passes (as
+    /// check_tcp), `all` only when every one does (any failing address is CRITICAL).
+    #[arg(long, default_value = "any", value_parser = address_mode, value_name = "any|all")]
+    pub addresses: AddressMode,
+
+    #[command(flatten)]
+    pub family: FamilyArgs,
+}
+
+/// Which addresses of a host name to probe: shared by `scan` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FamilyArgs {
+    /// Probe only the IPv4 addresses of host names.
+    #[arg(short = '4', long = "ipv4", conflicts_with_all = ["ipv6", "prefer_family"])]
+    pub ipv4: bool,
+
+    /// Probe only the IPv6 addresses of host names.
+    #[arg(short = '6', long = "ipv6", conflicts_with = "prefer_family")]
+    pub ipv6: bool,
+
+    /// Probe the addresses of this family when a host name has any, else those of the other
+    /// (blackbox_exporter's preferred_ip_protocol with fallback).
+    #[arg(long, value_parser = ip_family, value_name = "ipv4|ipv6")]
+    pub prefer_family: Option<porthawk_core::IpFamily>,
+}
+
+impl FamilyArgs {
+    /// The choice these flags make.
+    pub fn choice(&self) -> porthawk_core::FamilyChoice {
+        let only = match (self.ipv4, self.ipv6) {
+            (true, _) => Some(porthawk_core::IpFamily::Ipv4),
+            (_, true) => Some(porthawk_core::IpFamily::Ipv6),
+            _ => None,
+        };
+        porthawk_core::FamilyChoice::new(only, self.prefer_family)
+    }
+}
+
+fn ip_family(s: &str) -> Result<porthawk_core::IpFamily, String> {
+    s.parse()
+}
+
+fn address_mode(s: &str) -> Result<AddressMode, String> {
+    s.parse()
 }
 
 #[derive(Debug, clap::Args)]

@@ -18,6 +18,7 @@ mod diff;
 mod duration;
 mod errno;
 mod escape;
+mod family;
 #[doc(hidden)]
 pub mod fuzzing;
 mod identify;
@@ -41,6 +42,7 @@ pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
 pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
+pub use family::{AddressMode, FamilyChoice, IpFamily};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError};

@@ -917,6 +917,8 @@ fn sample(path: &str) -> Value {
         "probe.tls" => json!(true),
         "probe.timeout_ms" => json!(200),
         "probe.tries" => json!(1),
+        "ip_family" => json!("ipv4"),
+        "prefer_family" => json!("ipv6"),
         "for" => json!("1m"),
         "monitor" => json!("web"),
         other => panic!("no sample for request field '{other}': add one"),

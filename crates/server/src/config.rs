@@ -173,11 +173,11 @@ impl ServerConfig {
 
     /// Applies a `porthawk.toml` text (`file` names it in errors): parsed once as the one
     /// `porthawk_watch::config::ConfigFile` type, its `[api]` into these settings and its monitors, actions and
-    /// notifications into [`ServerConfig::watch`] (host names resolved: this blocks). An
+    /// notifications into [`ServerConfig::watch`] (host names are resolved by the monitors at each check). An
     /// error says `file:line: field: message`.
     pub fn apply_toml(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
         let parsed = parse_file(file, text)?;
-        let watch = WatchConfig::from_file(file, text, &parsed, &resolve)?;
+        let watch = WatchConfig::from_file(file, text, &parsed)?;
         if let Some(api) = &parsed.api {
             ApiChecks { file, text }.apply(self, api)?;
         }

@@ -85,6 +85,15 @@ pub struct SweepRequest {
     /// Which results to store: `open` (default) or `all`.
     #[serde(default)]
     pub store: StoreMode,
+    /// Of host names, probe only the addresses of this family: `ipv4` or `ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv4")]
+    pub ip_family: Option<porthawk_core::IpFamily>,
+    /// Of host names, probe the addresses of this family when the name has any, else the
+    /// other's: `ipv4` or `ipv6` (not with `ip_family`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv6")]
+    pub prefer_family: Option<porthawk_core::IpFamily>,
 }
 
 /// A sweep as `GET /v1/sweeps/{id}` reports it.
@@ -340,6 +349,13 @@ pub fn plan(
 ) -> Result<SweepPlan, ApiError> {
     validate(&request)?;
     let spec = probe_spec(request.probe.as_ref())?;
+    if request.ip_family.is_some() && request.prefer_family.is_some() {
+        return Err(ApiError::bad_request(
+            "prefer_family",
+            "give ip_family (only that family) or prefer_family (with fallback), not both",
+        ));
+    }
+    let family = porthawk_core::FamilyChoice::new(request.ip_family, request.prefer_family);
     let mut includes: Vec<(usize, Vec<AddrRange>, Option<String>)> = Vec::new();
     for (i, t) in request.targets.iter().enumerate() {
         let field = format!("targets[{i}]");
@@ -347,9 +363,19 @@ pub fn plan(
             TargetToken::Range(r) => includes.push((i, vec![r], None)),
             TargetToken::Host(name) => {
                 let ips = resolve(&name).map_err(|m| ApiError::bad_request(&field, m))?;
+                if let Some(why) = family.nothing_left(&ips) {
+                    return Err(ApiError::bad_request(
+                        &field,
+                        format!("cannot resolve host '{name}': {why}"),
+                    ));
+                }
                 includes.push((
                     i,
-                    ips.into_iter().map(AddrRange::single).collect(),
+                    family
+                        .select(&ips)
+                        .into_iter()
+                        .map(AddrRange::single)
+                        .collect(),
                     Some(name),
                 ));
             }
@@ -566,6 +592,25 @@ mod tests {
             .unwrap();
         let p = plan(r, &default_allow(), &limits, 1).unwrap();
         assert_eq!(p.space.len(), 4);
+    }
+
+    #[test]
+    fn address_families_are_read_and_checked() {
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        assert_eq!(r.ip_family, Some(porthawk_core::IpFamily::Ipv6));
+        assert!(req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv5"}"#).is_err());
+        let r = req(
+            r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv4","prefer_family":"ipv6"}"#,
+        )
+        .unwrap();
+        let e = plan(r, &default_allow(), &Limits::default(), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.field.as_deref(), Some("prefer_family"));
+        // Addresses are not names: a family does not filter them.
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        let p = plan(r, &default_allow(), &Limits::default(), 1).unwrap();
+        assert_eq!(p.space.len(), 1);
     }
 
     #[test]

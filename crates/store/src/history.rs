@@ -2,10 +2,8 @@
 //! state changes, actions with exit codes and output, notifications with delivery status,
 //! and silences; pruned by the `retention` setting.
 
-use std::net::IpAddr;
-
 use porthawk_watch::state::{Health, Tracker};
-use porthawk_watch::watch::{LastCheck, Restored, Save, SavedTarget};
+use porthawk_watch::watch::{LastCheck, Restored, Save, SavedTarget, TargetHost, TargetPort};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -115,7 +113,7 @@ impl Store {
     }
 
     /// Forgets the stored state of target-ports no longer monitored.
-    pub fn forget_targets(&self, gone: Vec<(String, (IpAddr, u16))>) -> Reply<()> {
+    pub fn forget_targets(&self, gone: Vec<(String, TargetPort)>) -> Reply<()> {
         self.write(move |c| Ok(forget_targets(c, &gone)?))
     }
 
@@ -145,20 +143,21 @@ impl Store {
         self.read(|c| Ok(notices(c, monitor, limit)?))
     }
 
-    /// State changes of a monitor since `since_ms`, oldest first: (ip, port, change).
+    /// State changes of a monitor since `since_ms`, oldest first: (target, port, change).
     pub fn transitions(
         &self,
         monitor: &str,
         since_ms: u64,
-    ) -> Result<Vec<(IpAddr, u16, Change)>, StoreError> {
+    ) -> Result<Vec<(TargetHost, u16, Change)>, StoreError> {
         self.read(|c| Ok(transitions(c, monitor, since_ms)?))
     }
 }
 
-fn ip_port(ip: &IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
+/// A stored target: the `ip` column holds an address, or a host name for a name target.
+fn target_host(text: &str) -> TargetHost {
+    match text.parse::<TargetHost>() {
+        Ok(host) => host,
+        Err(never) => match never {},
     }
 }
 
@@ -346,9 +345,10 @@ pub(crate) fn restore(conn: &Connection, now_ms: u64) -> rusqlite::Result<Restor
     })?;
     for row in rows {
         let (monitor, ip, port, hard, mut tracker, last, rtt, reason) = row?;
-        let (Ok(ip), Ok(hard)) = (ip.parse::<IpAddr>(), hard.parse::<Health>()) else {
+        let Ok(hard) = hard.parse::<Health>() else {
             continue;
         };
+        let ip = target_host(&ip);
         tracker.hard = hard;
         let last = match last {
             Some((at_ms, Ok(Some(ok)), Some(state))) => state.parse().ok().map(|state| LastCheck {
@@ -419,10 +419,10 @@ pub(crate) fn events(
     let mut out: Vec<EventRow> = rows.collect::<rusqlite::Result<_>>()?;
     for e in &mut out {
         if e.what == "state" {
-            // Stored as "ip port" to stay one column; shown as ip:port.
+            // Stored as "ip port" to stay one column; shown as ip:port (or name:port).
             if let Some((ip, port)) = e.target.split_once(' ') {
-                if let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), port.parse::<u16>()) {
-                    e.target = ip_port(&ip, port);
+                if let Ok(port) = port.parse::<u16>() {
+                    e.target = target_host(ip).with_port(port);
                 }
             }
         } else if e.what == "notification" {
@@ -499,7 +499,7 @@ pub(crate) fn transitions(
     conn: &Connection,
     monitor: &str,
     since_ms: u64,
-) -> rusqlite::Result<Vec<(IpAddr, u16, Change)>> {
+) -> rusqlite::Result<Vec<(TargetHost, u16, Change)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT ip, port, at_ms, from_state, to_state FROM monitor_events
          WHERE monitor = ?1 AND at_ms >= ?2 AND kind IN ('up', 'down')
@@ -517,8 +517,8 @@ pub(crate) fn transitions(
     let mut out = Vec::new();
     for row in rows {
         let (ip, port, at, from, to) = row?;
-        if let (Ok(ip), Ok(from), Ok(to)) = (ip.parse(), from.parse(), to.parse()) {
-            out.push((ip, port, (at, from, to)));
+        if let (Ok(from), Ok(to)) = (from.parse(), to.parse()) {
+            out.push((target_host(&ip), port, (at, from, to)));
         }
     }
     Ok(out)
@@ -544,7 +544,7 @@ pub(crate) fn prune(conn: &Connection, before_ms: u64) -> rusqlite::Result<usize
 /// Forgets the stored state of target-ports no longer monitored.
 pub(crate) fn forget_targets(
     conn: &mut Connection,
-    gone: &[(String, (IpAddr, u16))],
+    gone: &[(String, TargetPort)],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
@@ -607,7 +607,7 @@ mod tests {
     #[test]
     fn states_silences_and_action_runs_are_restored() {
         let mut c = db();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip: TargetHost = "127.0.0.1".parse().unwrap();
         let mut tracker = Tracker::restored(Health::Down, 0, 1, 500, false);
         tracker.hard = Health::Down;
         save(

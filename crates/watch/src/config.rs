@@ -11,13 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use porthawk_core::{
-    parse_duration, parse_target, HostSet, HostSetBuilder, PortSet, ProbeSpec, TargetToken,
+    parse_duration, parse_target, AddressMode, FamilyChoice, HostSet, HostSetBuilder, IpFamily,
+    PortSet, ProbeSpec, TargetToken,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -108,8 +108,15 @@ pub struct MonitorSpec {
     pub group: String,
     /// The targets as written.
     pub targets: Vec<String>,
-    /// The addresses they resolved to.
+    /// The addresses and ranges among them.
     pub hosts: HostSet,
+    /// The host names among them, resolved at every check (each a target of its own,
+    /// judged over its addresses by `addresses`).
+    pub names: Vec<Arc<str>>,
+    /// How a name's addresses make its verdict (`addresses = "any"|"all"`).
+    pub addresses: AddressMode,
+    /// Which of a name's addresses are probed (`ip_family`, `prefer_family`).
+    pub family: FamilyChoice,
     /// The ports.
     pub ports: PortSet,
     /// How often every target-port is checked.
@@ -136,7 +143,7 @@ pub struct MonitorSpec {
 impl MonitorSpec {
     /// Target-ports checked per round.
     pub fn size(&self) -> u64 {
-        (self.hosts.len() as u64).saturating_mul(self.ports.len() as u64)
+        (self.hosts.len() as u64 + self.names.len() as u64).saturating_mul(self.ports.len() as u64)
     }
 
     /// The actions of `on_down`, in escalation order.
@@ -431,6 +438,13 @@ struct RawMonitor {
     remind: Option<Spanned<String>>,
     #[serde(default)]
     group_wait: Option<Spanned<String>>,
+    // Names with several addresses.
+    #[serde(default)]
+    addresses: Option<Spanned<String>>,
+    #[serde(default)]
+    ip_family: Option<Spanned<String>>,
+    #[serde(default)]
+    prefer_family: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,14 +504,13 @@ struct RawUrl {
 // ------------------------------------------------------------------------------------------
 // Parsing and validation.
 
-/// Resolves a host name of a monitor's targets to its addresses, or says why it cannot.
-pub type Resolve<'a> = &'a dyn Fn(&str) -> Result<Vec<IpAddr>, String>;
-
 /// Parses and validates the monitoring part of a `porthawk.toml` text; `file` names it in
-/// errors, `resolve` turns host names among the targets into addresses.
-pub fn parse(file: &str, text: &str, resolve: Resolve<'_>) -> Result<WatchConfig, ConfigError> {
+/// errors. Host names among the targets are kept as names: the runtime resolves them at
+/// every check, so that a name that stops (or starts) resolving is a verdict, not a config
+/// error.
+pub fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
     let parsed = parse_file(file, text)?;
-    WatchConfig::from_file(file, text, &parsed, resolve)
+    WatchConfig::from_file(file, text, &parsed)
 }
 
 /// Reads a `porthawk.toml` text as the one [`ConfigFile`] type. An error names the file, the
@@ -581,17 +594,10 @@ impl Lines<'_> {
 
 impl WatchConfig {
     /// The monitors, actions and notifications of a parsed file, checked; `file` and `text`
-    /// name the file and give the lines of errors, `resolve` turns host names into
-    /// addresses.
-    pub fn from_file(
-        file: &str,
-        text: &str,
-        raw: &ConfigFile,
-        resolve: Resolve<'_>,
-    ) -> Result<WatchConfig, ConfigError> {
+    /// name the file and give the lines of errors.
+    pub fn from_file(file: &str, text: &str, raw: &ConfigFile) -> Result<WatchConfig, ConfigError> {
         let cx = Cx {
             lines: Lines { file, text },
-            resolve,
         };
         let mut config = WatchConfig {
             allow_reboot: raw.allow_reboot.unwrap_or(false),
@@ -648,7 +654,6 @@ pub fn span_error(
 
 struct Cx<'a> {
     lines: Lines<'a>,
-    resolve: Resolve<'a>,
 }
 
 impl Cx<'_> {
@@ -877,9 +882,10 @@ impl Cx<'_> {
         let f = |key: &str| format!("monitor[{i}].{key}");
         let name = m.name.get_ref().clone();
         check_name(&name).map_err(|msg| self.err(m.name.span(), &f("name"), msg))?;
-        let hosts = self.monitor_hosts(m, &f)?;
+        let (hosts, names) = self.monitor_hosts(m, &f)?;
         let (ports, ports_text) = self.monitor_ports(m, &f)?;
-        let size = (hosts.len()).saturating_mul(ports.len() as u128);
+        let (addresses, family) = self.monitor_addresses(m, &f)?;
+        let size = (hosts.len() + names.len() as u128).saturating_mul(ports.len() as u128);
         if size > MAX_MONITOR_SIZE as u128 {
             return Err(self.err(
                 m.targets.span(),
@@ -911,6 +917,9 @@ impl Cx<'_> {
                 .map(|t| t.get_ref().clone())
                 .collect(),
             hosts,
+            names,
+            addresses,
+            family,
             ports,
             interval: timing.interval,
             spec,
@@ -920,20 +929,25 @@ impl Cx<'_> {
             on_up,
             remind,
             group_wait,
-            fingerprint: fingerprint(m, &ports_text, &timing, &options),
+            fingerprint: format!(
+                "{}|{addresses}|{family:?}",
+                fingerprint(m, &ports_text, &timing, &options)
+            ),
         })
     }
 
-    /// `targets`: addresses, ranges and names (resolved by the caller's resolver).
+    /// `targets`: addresses and ranges, and host names (kept as names, in file order,
+    /// without repeats).
     fn monitor_hosts(
         &self,
         m: &RawMonitor,
         f: &dyn Fn(&str) -> String,
-    ) -> Result<HostSet, ConfigError> {
+    ) -> Result<(HostSet, Vec<Arc<str>>), ConfigError> {
         if m.targets.get_ref().is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "needs at least one target"));
         }
         let mut hosts = HostSetBuilder::default();
+        let mut names: Vec<Arc<str>> = Vec::new();
         for (j, t) in m.targets.get_ref().iter().enumerate() {
             let field = f(&format!("targets[{j}]"));
             match parse_target(t.get_ref())
@@ -943,27 +957,52 @@ impl Cx<'_> {
                     hosts.include(r);
                 }
                 TargetToken::Host(host) => {
-                    let addrs = (self.resolve)(host.as_str()).map_err(|e| {
-                        self.err(t.span(), &field, format!("cannot resolve '{host}': {e}"))
-                    })?;
-                    if addrs.is_empty() {
-                        return Err(self.err(
-                            t.span(),
-                            &field,
-                            format!("'{host}' resolved to no address"),
-                        ));
-                    }
-                    for a in addrs {
-                        hosts.include_named(a, &host);
+                    if !names.iter().any(|n| **n == *host) {
+                        names.push(Arc::from(host.as_str()));
                     }
                 }
             }
         }
         let hosts = hosts.build();
-        if hosts.is_empty() {
+        if hosts.is_empty() && names.is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "names no address"));
         }
-        Ok(hosts)
+        Ok((hosts, names))
+    }
+
+    /// `addresses = "any"|"all"`, `ip_family = "ipv4"|"ipv6"` and `prefer_family`: how the
+    /// names among the targets are checked.
+    fn monitor_addresses(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(AddressMode, FamilyChoice), ConfigError> {
+        let family = |v: &Option<Spanned<String>>, key: &str| {
+            v.as_ref()
+                .map(|v| {
+                    v.get_ref()
+                        .parse::<IpFamily>()
+                        .map_err(|e| self.err(v.span(), &f(key), e))
+                })
+                .transpose()
+        };
+        let only = family(&m.ip_family, "ip_family")?;
+        let prefer = family(&m.prefer_family, "prefer_family")?;
+        if let (Some(_), Some(p)) = (only, &m.prefer_family) {
+            return Err(self.err(
+                p.span(),
+                &f("prefer_family"),
+                "give ip_family (only that family) or prefer_family (with fallback), not both",
+            ));
+        }
+        let addresses = match &m.addresses {
+            Some(a) => a
+                .get_ref()
+                .parse::<AddressMode>()
+                .map_err(|e| self.err(a.span(), &f("addresses"), e))?,
+            None => AddressMode::Any,
+        };
+        Ok((addresses, FamilyChoice::new(only, prefer)))
     }
 
     /// `ports`: `"25,587"`, `25` or `[25, 587]`; the set and its text (for the fingerprint).
@@ -1225,11 +1264,9 @@ fn check_name(name: &str) -> Result<(), String> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Parses with a resolver that knows no names: the tests' targets are addresses.
+    /// Parses a test's config.
     pub(crate) fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
-        super::parse(file, text, &|host| {
-            Err(format!("no name service in tests ({host})"))
-        })
+        super::parse(file, text)
     }
 
     const GOOD: &str = r#"

@@ -3,7 +3,6 @@
 //! /v1/actions/{name}`, `POST /v1/config/reload`, and the status page at `GET /`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -21,7 +20,7 @@ use super::state::Health;
 pub use super::view::{
     CheckView, MonitorDetail, MonitorList, MonitorSummary, TargetQuery, TargetView, Uptime,
 };
-use super::watch::{Refusal, Watch};
+use super::watch::{Refusal, TargetHost, Watch};
 use crate::auth::Authorized;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -93,8 +92,8 @@ fn snapshot(
         .filter(|m| only.is_none_or(|n| n == m.spec.name))
         .map(|m| {
             let counts = m.counts();
-            let views = m.targets.iter().map(|((ip, port), t)| TargetView {
-                target: *ip,
+            let views = m.targets.iter().map(|((host, port), t)| TargetView {
+                target: host.clone(),
                 port: *port,
                 host: t.host.as_deref().map(str::to_string),
                 state: t.tracker.health(),
@@ -119,7 +118,7 @@ fn snapshot(
                         (Health::Pending, _) => 2,
                         (Health::Up, _) => 3,
                     };
-                    (rank, t.target, t.port)
+                    (rank, t.target.clone(), t.port)
                 });
                 let n = v.len();
                 (v.into_iter().skip(offset).take(limit).collect(), n)
@@ -162,14 +161,14 @@ fn add_uptimes(
     let windows = [DAY_MS, 7 * DAY_MS, 30 * DAY_MS];
     let since = now.saturating_sub(30 * DAY_MS);
     let changes = store.transitions(&snap.summary.name, since)?;
-    let mut by_target: HashMap<(IpAddr, u16), Vec<history::Change>> = HashMap::new();
+    let mut by_target: HashMap<(TargetHost, u16), Vec<history::Change>> = HashMap::new();
     for (ip, port, change) in changes {
         by_target.entry((ip, port)).or_default().push(change);
     }
     let mut sums = [(0.0f64, 0u32); 3];
     for t in &mut snap.targets {
         let ch = by_target
-            .get(&(t.target, t.port))
+            .get(&(t.target.clone(), t.port))
             .map_or(&[][..], Vec::as_slice);
         let mut u = [None; 3];
         for (k, w) in windows.iter().enumerate() {

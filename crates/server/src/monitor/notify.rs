@@ -26,12 +26,9 @@ pub fn rfc3339(ms: u64) -> String {
     porthawk_core::rfc3339((ms / 1000) as i64)
 }
 
-/// `ip:port`, with brackets for IPv6.
+/// `ip:port` (with brackets for IPv6) or `name:port`.
 pub fn target_text(item: &NoticeItem) -> String {
-    match item.ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", item.port),
-        std::net::IpAddr::V4(v4) => format!("{v4}:{}", item.port),
-    }
+    item.target.with_port(item.port)
 }
 
 fn state_of(kind: NoticeKind) -> &'static str {
@@ -91,13 +88,13 @@ pub fn webhook_json(n: &Notice) -> serde_json::Value {
         "monitor": n.monitor,
         "kind": n.kind.as_str(),
         "state": state_of(n.kind),
-        "target": first.map(|i| i.ip.to_string()),
+        "target": first.map(|i| i.target.to_string()),
         "port": first.map(|i| i.port),
         "reason": first.and_then(|i| i.reason.clone()),
         "time": rfc3339(n.at_ms),
         "time_ms": n.at_ms,
         "targets": n.items.iter().map(|i| serde_json::json!({
-            "target": i.ip.to_string(),
+            "target": i.target.to_string(),
             "port": i.port,
             "host": i.host,
             "reason": i.reason,
@@ -299,7 +296,7 @@ mod tests {
             kind,
             items: (0..n)
                 .map(|i| NoticeItem {
-                    ip: format!("127.0.0.{}", i + 1).parse().unwrap(),
+                    target: format!("127.0.0.{}", i + 1).parse().unwrap(),
                     port: 25,
                     host: (i == 0).then(|| "mx1".to_string()),
                     reason: Some("closed (connection refused)".into()),

@@ -273,10 +273,7 @@ fn target_tables(h: &mut String, monitors: &[PageMonitor], q: &TargetQuery, stat
 
 /// A target's row: address, host, state, since when, last check and its detail, uptime.
 fn target_row(h: &mut String, t: &TargetView, now: u64) {
-    let addr = match t.target {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", t.port),
-        std::net::IpAddr::V4(v4) => format!("{v4}:{}", t.port),
-    };
+    let addr = t.target.with_port(t.port);
     let cls = if t.flapping && t.state != Health::Down {
         "flapping"
     } else {
