@@ -239,6 +239,28 @@ impl LiveSweep {
     }
 }
 
+/// Rows read from the store per page when a sweep's results are read whole.
+const LINES_PAGE: u32 = 4096;
+
+/// Every stored result line of sweep `id`, in the order they were stored, with the
+/// certificate's days left counted at `now` (seconds since the epoch), as the API streams
+/// them. Blocking: it reads the store on the caller's thread.
+pub fn stored_lines(
+    store: &porthawk_store::Store,
+    id: u64,
+    now: i64,
+) -> Result<Vec<porthawk_core::ResultLine>, porthawk_store::StoreError> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = store.results_page(id, after, None, LINES_PAGE)?;
+        let Some(last) = rows.last() else { break };
+        after = last.rowid;
+        lines.extend(rows.into_iter().map(|r| r.line_at(now)));
+    }
+    Ok(lines)
+}
+
 /// What a validated request becomes.
 pub struct SweepPlan {
     /// The request, normalised.
