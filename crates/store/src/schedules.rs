@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Reply, Store, StoreError};
@@ -72,10 +72,14 @@ pub struct RunNotice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRun {
+    /// The run's id.
+    pub id: u64,
     /// The schedule's name.
     pub schedule: String,
-    /// The sweep it ran as (`/v1/sweeps/{id}`).
-    pub sweep_id: u64,
+    /// The sweep it ran as (`/v1/sweeps/{id}`); absent for a run whose sweep could not be
+    /// created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_id: Option<u64>,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_ms: u64,
     /// When it was judged, once it has ended.
@@ -116,8 +120,8 @@ pub struct ChangeRow {
 /// How a run ended, to store in one transaction with its changes.
 #[derive(Debug, Clone)]
 pub struct RunEnd {
-    /// The run's sweep.
-    pub sweep_id: u64,
+    /// The run.
+    pub run_id: u64,
     /// When it was judged.
     pub finished_ms: u64,
     /// Its outcome.
@@ -132,37 +136,44 @@ pub struct RunEnd {
     pub notices: Vec<RunNotice>,
 }
 
-const RUN_COLUMNS: &str = "schedule, sweep_id, started_ms, finished_ms, outcome, against, \
+const RUN_COLUMNS: &str = "id, schedule, sweep_id, started_ms, finished_ms, outcome, against, \
                            opened, closed, changed, detail, notices";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRun> {
-    let outcome: Option<String> = r.get(4)?;
-    let notices: String = r.get(10)?;
+    let outcome: Option<String> = r.get(5)?;
+    let notices: String = r.get(11)?;
     Ok(ScheduleRun {
-        schedule: r.get(0)?,
-        sweep_id: r.get::<_, i64>(1)? as u64,
-        started_ms: r.get::<_, i64>(2)? as u64,
-        finished_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+        id: r.get::<_, i64>(0)? as u64,
+        schedule: r.get(1)?,
+        sweep_id: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+        started_ms: r.get::<_, i64>(3)? as u64,
+        finished_ms: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
         outcome: outcome.as_deref().and_then(RunOutcome::parse),
-        against: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-        opened: r.get::<_, i64>(6)? as u64,
-        closed: r.get::<_, i64>(7)? as u64,
-        changed: r.get::<_, i64>(8)? as u64,
-        detail: r.get(9)?,
+        against: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        opened: r.get::<_, i64>(7)? as u64,
+        closed: r.get::<_, i64>(8)? as u64,
+        changed: r.get::<_, i64>(9)? as u64,
+        detail: r.get(10)?,
         notices: serde_json::from_str(&notices).unwrap_or_default(),
     })
 }
 
 impl Store {
-    /// Records that schedule `schedule` started a run as sweep `sweep_id`.
-    pub fn start_schedule_run(&self, schedule: &str, sweep_id: u64, started_ms: u64) -> Reply<()> {
+    /// Records that schedule `schedule` started a run as sweep `sweep_id` (`None`: its sweep
+    /// could not be created, and the run is to be finished as failed); the run's id.
+    pub fn start_schedule_run(
+        &self,
+        schedule: &str,
+        sweep_id: Option<u64>,
+        started_ms: u64,
+    ) -> Reply<u64> {
         let schedule = schedule.to_string();
         self.write(move |c| {
             c.execute(
                 "INSERT INTO schedule_runs (schedule, sweep_id, started_ms) VALUES (?1, ?2, ?3)",
-                params![schedule, sweep_id as i64, started_ms as i64],
+                params![schedule, sweep_id.map(|s| s as i64), started_ms as i64],
             )?;
-            Ok(())
+            Ok(c.last_insert_rowid() as u64)
         })
     }
 
@@ -175,9 +186,9 @@ impl Store {
                 tx.execute(
                     "UPDATE schedule_runs SET finished_ms = ?2, outcome = ?3, against = ?4,
                          opened = ?5, closed = ?6, changed = ?7, detail = ?8, notices = ?9
-                     WHERE sweep_id = ?1",
+                     WHERE id = ?1",
                     params![
-                        end.sweep_id as i64,
+                        end.run_id as i64,
                         end.finished_ms as i64,
                         end.outcome.as_str(),
                         end.against.map(|a| a as i64),
@@ -189,12 +200,12 @@ impl Store {
                     ],
                 )?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO schedule_changes (sweep_id, change, ip, port, fields)
+                    "INSERT INTO schedule_changes (run_id, change, ip, port, fields)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for ch in &end.changes {
                     insert.execute(params![
-                        end.sweep_id as i64,
+                        end.run_id as i64,
                         ch.change,
                         ch.ip.to_string(),
                         ch.port,
@@ -216,7 +227,7 @@ impl Store {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule = ?1
-                 ORDER BY started_ms DESC, sweep_id DESC LIMIT ?2"
+                 ORDER BY started_ms DESC, id DESC LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![schedule, limit], run_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -228,9 +239,9 @@ impl Store {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM schedule_runs r
-                 WHERE sweep_id = (SELECT sweep_id FROM schedule_runs s
-                                   WHERE s.schedule = r.schedule
-                                   ORDER BY started_ms DESC, sweep_id DESC LIMIT 1)
+                 WHERE id = (SELECT id FROM schedule_runs s
+                             WHERE s.schedule = r.schedule
+                             ORDER BY started_ms DESC, id DESC LIMIT 1)
                  ORDER BY schedule"
             ))?;
             let rows = stmt.query_map([], run_row)?;
@@ -239,7 +250,7 @@ impl Store {
     }
 
     /// The newest run of `schedule` that finished with results to compare with (a baseline,
-    /// unchanged or changed run), other than sweep `except`.
+    /// unchanged or changed run), other than run `except`.
     pub fn last_compared_run(
         &self,
         schedule: &str,
@@ -248,9 +259,9 @@ impl Store {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM schedule_runs
-                 WHERE schedule = ?1 AND sweep_id != ?2
+                 WHERE schedule = ?1 AND id != ?2
                    AND outcome IN ('baseline', 'unchanged', 'changed')
-                 ORDER BY started_ms DESC, sweep_id DESC LIMIT 1"
+                 ORDER BY started_ms DESC, id DESC LIMIT 1"
             ))?;
             Ok(stmt
                 .query_row(params![schedule, except as i64], run_row)
@@ -262,21 +273,22 @@ impl Store {
     pub fn unfinished_schedule_runs(&self) -> Result<Vec<ScheduleRun>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE outcome IS NULL ORDER BY sweep_id"
+                "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE outcome IS NULL ORDER BY id"
             ))?;
             let rows = stmt.query_map([], run_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
-    /// The changes run `sweep_id` found, in address and port order as they were found.
-    pub fn schedule_changes(&self, sweep_id: u64) -> Result<Vec<ChangeRow>, StoreError> {
+    /// The changes run `run_id` found, in the order they were found (address and port), at
+    /// most `limit`.
+    pub fn schedule_changes(&self, run_id: u64, limit: u32) -> Result<Vec<ChangeRow>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT change, ip, port, fields FROM schedule_changes WHERE sweep_id = ?1
-                 ORDER BY rowid",
+                "SELECT change, ip, port, fields FROM schedule_changes WHERE run_id = ?1
+                 ORDER BY rowid LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![sweep_id as i64], |r| {
+            let rows = stmt.query_map(params![run_id as i64, limit], |r| {
                 let ip: String = r.get(1)?;
                 Ok(ChangeRow {
                     change: r.get(0)?,
@@ -333,10 +345,13 @@ mod tests {
         let dir = TempDir::new("schedules");
         {
             let (store, _) = Store::open(dir.path()).unwrap();
-            store.start_schedule_run("edge", 1, 1000).wait().unwrap();
+            let r1 = store
+                .start_schedule_run("edge", Some(11), 1000)
+                .wait()
+                .unwrap();
             store
                 .finish_schedule_run(RunEnd {
-                    sweep_id: 1,
+                    run_id: r1,
                     finished_ms: 1500,
                     outcome: RunOutcome::Baseline,
                     against: None,
@@ -346,10 +361,16 @@ mod tests {
                 })
                 .wait()
                 .unwrap();
-            store.start_schedule_run("edge", 2, 2000).wait().unwrap();
-            store.start_schedule_run("other", 3, 2100).wait().unwrap();
+            let r2 = store
+                .start_schedule_run("edge", Some(12), 2000)
+                .wait()
+                .unwrap();
+            store
+                .start_schedule_run("other", Some(13), 2100)
+                .wait()
+                .unwrap();
             let end = RunEnd {
-                sweep_id: 2,
+                run_id: r2,
                 finished_ms: 2500,
                 outcome: RunOutcome::Changed,
                 against: Some(1),
@@ -370,35 +391,34 @@ mod tests {
         }
         let (store, _) = Store::open(dir.path()).unwrap();
         let runs = store.schedule_runs("edge", 10).unwrap();
-        assert_eq!(runs.iter().map(|r| r.sweep_id).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(
+            runs.iter().map(|r| r.sweep_id).collect::<Vec<_>>(),
+            [Some(12), Some(11)]
+        );
+        let (r2, r1) = (runs[0].id, runs[1].id);
         assert_eq!((runs[0].opened, runs[0].closed, runs[0].changed), (2, 1, 0));
         assert_eq!(runs[0].outcome, Some(RunOutcome::Changed));
         assert_eq!(runs[0].notices[0].notify, "ops");
         assert_eq!(runs[1].detail.as_deref(), Some("first run"));
-        let changes = store.schedule_changes(2).unwrap();
+        let changes = store.schedule_changes(r2, 100).unwrap();
+        assert_eq!(store.schedule_changes(r2, 2).unwrap().len(), 2);
         assert_eq!(
             changes.iter().map(|c| c.port).collect::<Vec<_>>(),
             [80, 22, 81]
         );
         assert_eq!(
-            store
-                .last_compared_run("edge", 99)
-                .unwrap()
-                .map(|r| r.sweep_id),
-            Some(2)
+            store.last_compared_run("edge", 99).unwrap().map(|r| r.id),
+            Some(r2)
         );
         assert_eq!(
-            store
-                .last_compared_run("edge", 2)
-                .unwrap()
-                .map(|r| r.sweep_id),
-            Some(1)
+            store.last_compared_run("edge", r2).unwrap().map(|r| r.id),
+            Some(r1)
         );
         assert_eq!(store.last_compared_run("other", 0).unwrap(), None);
         let unfinished = store.unfinished_schedule_runs().unwrap();
         assert_eq!(
             unfinished.iter().map(|r| r.sweep_id).collect::<Vec<_>>(),
-            [3]
+            [Some(13)]
         );
         let latest = store.latest_schedule_runs().unwrap();
         assert_eq!(
@@ -406,21 +426,21 @@ mod tests {
                 .iter()
                 .map(|r| (r.schedule.as_str(), r.sweep_id))
                 .collect::<Vec<_>>(),
-            [("edge", 2), ("other", 3)]
+            [("edge", Some(12)), ("other", Some(13))]
         );
-        let names = store.schedule_names(&[1, 3, 7]).unwrap();
+        let names = store.schedule_names(&[11, 13, 7]).unwrap();
         assert_eq!(names.len(), 2);
-        assert_eq!(names[&3], "other");
+        assert_eq!(names[&13], "other");
     }
 
     #[test]
     fn a_failed_run_is_never_compared_with() {
         let dir = TempDir::new("schedules-failed");
         let (store, _) = Store::open(dir.path()).unwrap();
-        store.start_schedule_run("s", 5, 10).wait().unwrap();
+        let run = store.start_schedule_run("s", None, 10).wait().unwrap();
         store
             .finish_schedule_run(RunEnd {
-                sweep_id: 5,
+                run_id: run,
                 finished_ms: 20,
                 outcome: RunOutcome::Failed,
                 against: None,

@@ -196,7 +196,8 @@ pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Resu
 /// The tables of scheduled sweeps (migration 5).
 const SCHEDULE_TABLES: &str = r#"
 CREATE TABLE schedule_runs (
-    sweep_id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id INTEGER,
     schedule TEXT NOT NULL,
     started_ms INTEGER NOT NULL,
     finished_ms INTEGER,
@@ -209,12 +210,13 @@ CREATE TABLE schedule_runs (
     notices TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX schedule_runs_by_name ON schedule_runs(schedule, started_ms);
+CREATE INDEX schedule_runs_by_sweep ON schedule_runs(sweep_id);
 CREATE TABLE schedule_changes (
-    sweep_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
     change TEXT NOT NULL,
     ip TEXT NOT NULL,
     port INTEGER NOT NULL,
     fields TEXT NOT NULL
 );
-CREATE INDEX schedule_changes_by_run ON schedule_changes(sweep_id);
+CREATE INDEX schedule_changes_by_run ON schedule_changes(run_id);
 "#;
