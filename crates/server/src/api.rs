@@ -50,6 +50,8 @@ const MAX_PAGE: u64 = 1000;
         cancel_sweep,
         sweep_results,
         sweep_diff,
+        crate::schedule_api::list,
+        crate::schedule_api::changes,
         healthz,
         metrics,
         crate::monitor::api::list,
@@ -64,8 +66,15 @@ const MAX_PAGE: u64 = 1000;
         SweepRequest,
         ProbeRequest,
         ResultLine,
-        ChangeRecord,
-        FieldChangeRecord,
+        sweep::ChangeRecord,
+        sweep::FieldChangeRecord,
+        crate::schedule_api::ScheduleList,
+        crate::schedule_api::ScheduleView,
+        crate::schedule_api::ScheduleHistory,
+        crate::schedule_api::RunView,
+        porthawk_store::ScheduleRun,
+        porthawk_store::RunOutcome,
+        porthawk_store::RunNotice,
         StoreMode,
         SweepState,
         SweepStatus,
@@ -117,6 +126,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps/{id}/results", get(sweep_results))
         .route("/v1/sweeps/{id}/diff", get(sweep_diff))
         .merge(crate::monitor::api::routes())
+        .merge(crate::schedule_api::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -191,6 +201,9 @@ pub struct SweepSummary {
     /// Why it failed, for a `failed` sweep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl From<SweepStatus> for SweepSummary {
@@ -206,6 +219,7 @@ impl From<SweepStatus> for SweepSummary {
             created_at: s.created_at,
             finished_at: s.finished_at,
             reason: s.reason,
+            schedule: None,
         }
     }
 }
@@ -234,6 +248,7 @@ impl From<porthawk_store::SweepSummary> for SweepSummary {
             created_at: row.created_ms as f64 / 1000.0,
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
+            schedule: None,
         }
     }
 }
@@ -400,11 +415,21 @@ async fn list_sweeps(
             .sweep_summaries(limit, offset)
             .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
         let full = rows.len() as u64 == limit;
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        let mut names = shared
+            .store
+            .schedule_names(&ids)
+            .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
         let sweeps = rows
             .into_iter()
-            .map(|row| match shared.in_memory(row.id) {
-                Some(live) => live.status().into(),
-                None => row.into(),
+            .map(|row| {
+                let schedule = names.remove(&row.id);
+                let mut summary: SweepSummary = match shared.in_memory(row.id) {
+                    Some(live) => live.status().into(),
+                    None => row.into(),
+                };
+                summary.schedule = schedule;
+                summary
             })
             .collect();
         Ok(Json(SweepList {
@@ -694,32 +719,6 @@ pub struct DiffQuery {
     against: Option<String>,
 }
 
-/// One changed port, as `porthawk diff` prints it (the schema of `porthawk_core::LineChange`).
-#[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ChangeRecord {
-    /// `opened` (open now, not before), `closed` (open before, not now) or `changed`.
-    #[schema(pattern = "^(opened|closed|changed)$")]
-    pub change: String,
-    /// The address.
-    pub ip: String,
-    /// The port.
-    pub port: u16,
-    /// The fields that differ, by name: `state`, `service`, `product`, `version`,
-    /// `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`.
-    pub fields: std::collections::BTreeMap<String, FieldChangeRecord>,
-}
-
-/// One field's value before and after (absent where it had none).
-#[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct FieldChangeRecord {
-    /// The old value.
-    pub before: Option<String>,
-    /// The new value.
-    pub after: Option<String>,
-}
-
 /// Sweep `id`'s stored result lines, for a diff: 404 for an unknown sweep, 409 for one
 /// that has not ended `done` (a running, failed, cancelled or interrupted sweep has not
 /// probed every port, and a diff would call the ports it missed closed). Blocking.
@@ -754,7 +753,7 @@ fn diff_side(shared: &Shared, id: u64) -> Result<Vec<ResultLine>, ApiError> {
     params(("id" = u64, Path, description = "The newer sweep"), DiffQuery),
     responses(
         (status = 200, description = "One ChangeRecord per line (application/x-ndjson); empty when nothing changed",
-            content((ChangeRecord = "application/x-ndjson"))),
+            content((sweep::ChangeRecord = "application/x-ndjson"))),
         (status = 400, description = "`against` is missing", body = ErrorBody),
         (status = 404, description = "No such sweep (the message names which id)", body = ErrorBody),
         (status = 409, description = "One of the sweeps is still running, or ended without probing every port", body = ErrorBody),

@@ -23,6 +23,8 @@ mod http;
 mod metrics;
 pub mod monitor;
 mod retention;
+mod schedule;
+mod schedule_api;
 mod shared;
 mod store;
 mod sweep;
@@ -65,6 +67,8 @@ pub struct Server {
     aggregator: Option<JoinHandle<()>>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
+    /// Runs the scheduled sweeps; stopped before the monitors.
+    scheduler: Option<schedule::Scheduler>,
     interrupted_at_start: usize,
 }
 
@@ -126,11 +130,17 @@ impl Server {
                 context: "cannot start the sweep retention thread".into(),
                 source,
             })?;
+        let scheduler =
+            schedule::Scheduler::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
+                context: "cannot start the scheduled sweeps' thread".into(),
+                source,
+            })?;
         Ok(Server {
             shared,
             _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
+            scheduler: Some(scheduler),
             interrupted_at_start,
         })
     }
@@ -166,6 +176,9 @@ impl Server {
             return;
         };
         self.pruner = None;
+        // Before the sweeps are stopped: a run the stop interrupts is recorded as failed at
+        // the next start, not notified as a failure now.
+        self.scheduler = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

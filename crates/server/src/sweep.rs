@@ -239,6 +239,32 @@ impl LiveSweep {
     }
 }
 
+/// One changed port, as `porthawk diff` prints it (the schema of `porthawk_core::LineChange`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChangeRecord {
+    /// `opened` (open now, not before), `closed` (open before, not now) or `changed`.
+    #[schema(pattern = "^(opened|closed|changed)$")]
+    pub change: String,
+    /// The address.
+    pub ip: String,
+    /// The port.
+    pub port: u16,
+    /// The fields that differ, by name: `state`, `service`, `product`, `version`,
+    /// `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`.
+    pub fields: std::collections::BTreeMap<String, FieldChangeRecord>,
+}
+
+/// One field's value before and after (absent where it had none).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FieldChangeRecord {
+    /// The old value.
+    pub before: Option<String>,
+    /// The new value.
+    pub after: Option<String>,
+}
+
 /// Rows read from the store per page when a sweep's results are read whole.
 const LINES_PAGE: u32 = 4096;
 
