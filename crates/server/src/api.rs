@@ -52,6 +52,7 @@ const MAX_PAGE: u64 = 1000;
         sweep_diff,
         crate::schedule_api::list,
         crate::schedule_api::changes,
+        crate::probe_route::probe,
         healthz,
         metrics,
         crate::monitor::api::list,
@@ -127,6 +128,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps/{id}/diff", get(sweep_diff))
         .merge(crate::monitor::api::routes())
         .merge(crate::schedule_api::routes())
+        .merge(crate::probe_route::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

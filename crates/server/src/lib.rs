@@ -15,6 +15,7 @@
 mod aggregator;
 mod api;
 mod auth;
+mod blackbox;
 mod config;
 mod error;
 mod extract;
@@ -22,6 +23,7 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod probe_route;
 mod retention;
 mod schedule;
 mod schedule_api;
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 use porthawk_engine::{result_channel, Backend, Engine};
 
 pub use api::{app, ApiDoc};
+pub use blackbox::{load as load_blackbox, BlackboxError, BlackboxModules};
 pub use config::{
     default_allow, HttpGuard, Limits, ServerConfig, DEFAULT_LISTEN, DEFAULT_PUBLIC, PUBLIC_CHOICES,
     TOKEN_ENV,

@@ -105,13 +105,8 @@ pub fn webhook_json(n: &Notice) -> serde_json::Value {
     })
 }
 
-/// The JSON body of a Slack message: subject and body as one text, escaped by
+/// The JSON body of a Slack message: the subject and the text as one text, escaped by
 /// [`slack_escape`].
-pub fn slack_json(n: &Notice) -> serde_json::Value {
-    slack_message(&subject(n), &body(n))
-}
-
-/// A Slack message of a subject and a text, escaped by [`slack_escape`].
 fn slack_message(subject: &str, text: &str) -> serde_json::Value {
     let text = format!("{subject}\n{text}");
     serde_json::json!({ "text": slack_escape(&text) })
@@ -373,7 +368,7 @@ mod tests {
         n.items[0].reason = Some("open, but expect: no match in '<!channel> pwned'".into());
         n.items[1].reason = Some("<https://evil.example/|click for the fix> & <!here>".into());
         n.items[1].host = Some("<!everyone>".into());
-        let text = slack_json(&n)["text"].as_str().unwrap().to_string();
+        let text = slack_message(&subject(&n), &body(&n))["text"].as_str().unwrap().to_string();
         assert!(!text.contains(['<', '>']), "{text}");
         assert!(text.contains("&lt;!channel&gt; pwned"), "{text}");
         assert!(
