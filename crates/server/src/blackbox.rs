@@ -299,7 +299,7 @@ mod tests {
         )
         .unwrap();
         let steps = &m.dialog.as_ref().unwrap().steps;
-        assert_eq!(steps.len(), 10);
+        assert_eq!(steps.len(), 9);
         assert_eq!(steps[1], DialogStep::Send(b"EHLO prober\n".to_vec()));
         assert_eq!(steps[5], DialogStep::StartTls);
         match &steps[0] {
