@@ -155,11 +155,17 @@ pub(crate) struct Server {
 }
 
 pub(crate) fn spawn_server(config: &Path, data: &Path) -> Server {
+    spawn_server_with(config, data, &[])
+}
+
+/// [`spawn_server`] with more arguments for `serve`.
+pub(crate) fn spawn_server_with(config: &Path, data: &Path, more: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--data")
         .arg(data)
+        .args(more)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::monitor::{http_sink, spawn_server, wait_for, Inbox, Server, Service, TOKEN};
+use crate::monitor::{
+    http_sink, spawn_server, spawn_server_with, wait_for, Inbox, Server, Service, TOKEN,
+};
 use crate::util::{self, TempDir};
 
 /// A free port on `ip`: bound, then let go.
@@ -196,6 +198,9 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         false,
     );
     assert_eq!(status, 401);
+    // /probe follows the token as the other reads do, unless [api] public lists it.
+    let (status, _) = server.request("GET", &format!("/probe?target={b}"), None, false);
+    assert_eq!(status, 401);
     // A sweep still running cannot be diffed.
     let (status, body) = server.request(
         "POST",
@@ -238,4 +243,233 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         "a run started before it was due"
     );
     assert_eq!(hooks_of(&hooks, "sweep_changed").len(), 1);
+}
+
+/// A scripted line server: to each connection's first line `PING` it answers `+PONG`, then
+/// closes; anything else is closed at once.
+fn ping_server(addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        // Bounded: the test makes a handful of probes.
+        for conn in listener.incoming().take(32) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let _ = BufReader::new(c.try_clone().unwrap()).read_line(&mut line);
+            if line == "PING\n" || line == "PING\r\n" {
+                let _ = c.write_all(b"+PONG\r\n");
+            }
+        }
+    })
+}
+
+/// The value of the sample `name` (with its labels, if any) in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key == name).then(|| value.parse().ok())?
+    })
+}
+
+const BLACKBOX_YML: &str = r#"# A blackbox_exporter config, as an admin has it.
+modules:
+  http_2xx:
+    prober: http
+    http:
+      preferred_ip_protocol: ip4
+  redis_ping:
+    prober: tcp
+    timeout: 2s
+    tcp:
+      query_response:
+        - send: "PING"
+        - expect: "^\\+PONG$"
+  redis_wrong:
+    prober: tcp
+    timeout: 2s
+    tcp:
+      query_response:
+        - send: "PING"
+        - expect: "^\\+PANG"
+  tls_connect:
+    prober: tcp
+    timeout: 3s
+    tcp:
+      tls: true
+      tls_config:
+        insecure_skip_verify: true
+  tls_verified:
+    prober: tcp
+    tcp:
+      tls: true
+      tls_config:
+        ca_file: /etc/ssl/certs/ca-certificates.crt
+"#;
+
+#[test]
+fn probe_answers_blackbox_metrics_for_toml_and_blackbox_yml_modules() {
+    let net = util::test_net("surface-probe");
+    let ip = |d| IpAddr::V4(Ipv4Addr::new(127, net[0], net[1], d));
+    let open = free_port(ip(1));
+    let _service = Service::start(open);
+    let closed = free_port(ip(1));
+    let redis = free_port(ip(2));
+    let _redis = ping_server(redis);
+    let dir = TempDir::new("surface-probe");
+    let config = dir.write(
+        "porthawk.toml",
+        &format!(
+            r#"
+[api]
+token = "{TOKEN}"
+# Prometheus scrapes /probe as it scrapes /metrics.
+public = ["/healthz", "/metrics", "/probe"]
+
+[module.redis_toml]
+send = "PING\r\n"
+expect = "^\\+PONG"
+timeout = "2s"
+"#
+        ),
+    );
+    let blackbox = dir.write("blackbox.yml", BLACKBOX_YML);
+    let server = spawn_server_with(
+        &config,
+        &dir.path().join("data"),
+        &["--blackbox-config", blackbox.to_str().unwrap()],
+    );
+    let probe = |query: &str| server.request("GET", &format!("/probe?{query}"), None, false);
+
+    // The acceptance curl: probe_success 1 for an open port, 0 for a closed one.
+    let (status, body) = probe(&format!("target={open}&module=tcp_connect"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "probe_ip_protocol"), Some(4.0), "{body}");
+    assert!(sample(&body, "probe_duration_seconds").unwrap() > 0.0);
+    assert!(sample(&body, "probe_dns_lookup_time_seconds").is_some());
+    assert!(body.contains("# TYPE probe_success gauge"), "{body}");
+    let (status, body) = probe(&format!("target={closed}&module=tcp_connect"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(0.0), "{body}");
+    // A scrape config's URL: params in either order, the target URL-encoded.
+    let encoded = open.to_string().replace(':', "%3A");
+    for query in [
+        format!("module=tcp_connect&target={encoded}"),
+        format!("target={encoded}&module=tcp_connect"),
+        format!("target={open}"),
+    ] {
+        let (status, body) = probe(&query);
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(sample(&body, "probe_success"), Some(1.0), "{query}: {body}");
+    }
+
+    // The blackbox.yml's query_response module, as written; and porthawk.toml's module.
+    for module in ["redis_ping", "redis_toml"] {
+        let (status, body) = probe(&format!("module={module}&target={redis}"));
+        assert_eq!(status, 200, "{module}: {body}");
+        assert_eq!(
+            sample(&body, "probe_success"),
+            Some(1.0),
+            "{module}: {body}"
+        );
+        assert_eq!(
+            sample(&body, "probe_failed_due_to_regex"),
+            Some(0.0),
+            "{module}: {body}"
+        );
+    }
+    let (status, body) = probe(&format!("module=redis_wrong&target={redis}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(0.0), "{body}");
+    assert_eq!(
+        sample(&body, "probe_failed_due_to_regex"),
+        Some(1.0),
+        "{body}"
+    );
+    let (status, body) = probe(&format!("module=redis_wrong&target={redis}&debug=true"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("Logs for the probe:") && body.contains("probe_failed_due_to_regex 1"),
+        "{body}"
+    );
+
+    // Refusals, as blackbox answers them: plain text naming what is wrong.
+    let (status, body) = probe(&format!("module=http_2xx&target={open}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("module 'http_2xx'") && body.contains("'http' prober"),
+        "{body}"
+    );
+    let (status, body) = probe(&format!("module=tls_verified&target={open}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("tls_config"), "{body}");
+    let (status, body) = probe(&format!("module=nope&target={open}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Unknown module \"nope\""), "{body}");
+    let (status, body) = probe("module=tcp_connect");
+    assert_eq!(status, 400, "{body}");
+    // The allow-list applies (loopback only by default): nothing is sent to 192.0.2.1.
+    let (status, body) = probe("module=tcp_connect&target=192.0.2.1:22");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("192.0.2.1"), "{body}");
+    assert!(
+        server.log().contains("http_2xx"),
+        "the refused module is logged at start"
+    );
+
+    // TLS against openssl s_server: version and certificate expiry.
+    let Some(maker) = crate::daemon_util::CertMaker::new(dir.path()) else {
+        return;
+    };
+    let cert = maker.make_for_days("probe.test", 30);
+    let tls = free_port(ip(3));
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept"])
+        .arg(tls.to_string())
+        .arg("-cert")
+        .arg(&cert.cert)
+        .arg("-key")
+        .arg(&cert.key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    let _tls_server = KillOnDrop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&tls, Duration::from_secs(1)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = probe(&format!("module=tls_connect&target={tls}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(
+        sample(&body, "probe_ssl_earliest_cert_expiry"),
+        Some(cert.not_after as f64),
+        "{body}"
+    );
+    let version = body
+        .lines()
+        .find(|l| l.starts_with("probe_tls_version_info{"))
+        .unwrap_or_else(|| panic!("no probe_tls_version_info: {body}"));
+    assert!(
+        version.starts_with("probe_tls_version_info{version=\"TLS 1."),
+        "{version}"
+    );
+    assert!(version.ends_with(" 1"), "{version}");
+}
+
+/// A child process (openssl s_server), killed by its handle on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -116,8 +116,10 @@ async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Every address: a schedule is the operator's own config, trusted as monitors are; the
-/// API's allow-list is for requests.
+/// Every address a TCP sweep can reach: a schedule is the operator's own config, trusted as
+/// monitors are; the API's allow-list is for requests. The top 2^33 addresses of IPv6
+/// (multicast, `ff00::/8`, never a TCP peer) are left out so that the set's size, IPv4's
+/// included, fits the `u128` a `HostSet` counts in.
 fn everywhere() -> Vec<AddrRange> {
     let v4 = AddrRange::new(
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -125,7 +127,7 @@ fn everywhere() -> Vec<AddrRange> {
     );
     let v6 = AddrRange::new(
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        IpAddr::V6(Ipv6Addr::from(u128::MAX - (1u128 << 33))),
     );
     v4.into_iter().chain(v6).collect()
 }
@@ -203,7 +205,8 @@ impl Schedules {
                 Some(id) => format!("porthawk stopped while its sweep {id} ran"),
                 None => "porthawk stopped before its sweep started".to_string(),
             };
-            self.finish(RunEnd {
+            // Stored, not counted in the metrics: the stop that failed it was ours.
+            let end = RunEnd {
                 run_id: run.id,
                 finished_ms: now_ms(),
                 outcome: RunOutcome::Failed,
@@ -211,8 +214,10 @@ impl Schedules {
                 detail: Some(detail),
                 changes: Vec::new(),
                 notices: Vec::new(),
-            })
-            .await;
+            };
+            if let Err(e) = self.shared.store.finish_schedule_run(end).await {
+                tracing::error!(run = run.id, error = %e, "cannot store the end of an interrupted run");
+            }
         }
     }
 
@@ -294,15 +299,18 @@ impl Schedules {
                 match self.shared.store.start_schedule_run(&name, None, now).await {
                     Ok(run_id) => {
                         let notices = self.notify_failure(&schedule, None, &detail, config).await;
-                        self.finish(RunEnd {
-                            run_id,
-                            finished_ms: now_ms(),
-                            outcome: RunOutcome::Failed,
-                            against: None,
-                            detail: Some(detail),
-                            changes: Vec::new(),
-                            notices,
-                        })
+                        self.finish(
+                            &name,
+                            RunEnd {
+                                run_id,
+                                finished_ms: now_ms(),
+                                outcome: RunOutcome::Failed,
+                                against: None,
+                                detail: Some(detail),
+                                changes: Vec::new(),
+                                notices,
+                            },
+                        )
                         .await;
                     }
                     Err(e) => {
@@ -314,7 +322,15 @@ impl Schedules {
         }
     }
 
-    async fn finish(&self, end: RunEnd) {
+    async fn finish(&self, schedule: &str, end: RunEnd) {
+        self.shared
+            .metrics
+            .schedule_runs
+            .get_or_create(&crate::metrics::ScheduleLabels {
+                schedule: schedule.to_string(),
+                outcome: end.outcome.as_str(),
+            })
+            .inc();
         let run = end.run_id;
         if let Err(e) = self.shared.store.finish_schedule_run(end).await {
             tracing::error!(run, error = %e, "cannot store the end of a scheduled sweep's run");
@@ -342,15 +358,18 @@ impl Schedules {
             let notices = self
                 .notify_failure(&run.schedule, Some(run.sweep_id), &detail, config)
                 .await;
-            self.finish(RunEnd {
-                run_id: run.run_id,
-                finished_ms: now_ms(),
-                outcome: RunOutcome::Failed,
-                against: None,
-                detail: Some(detail),
-                changes: Vec::new(),
-                notices,
-            })
+            self.finish(
+                &run.schedule.name,
+                RunEnd {
+                    run_id: run.run_id,
+                    finished_ms: now_ms(),
+                    outcome: RunOutcome::Failed,
+                    against: None,
+                    detail: Some(detail),
+                    changes: Vec::new(),
+                    notices,
+                },
+            )
             .await;
             return;
         }
@@ -393,15 +412,18 @@ impl Schedules {
                 changes.len()
             ));
         }
-        self.finish(RunEnd {
-            run_id,
-            finished_ms: now_ms(),
-            outcome,
-            against,
-            detail,
-            changes: stored,
-            notices,
-        })
+        self.finish(
+            &run.schedule.name,
+            RunEnd {
+                run_id,
+                finished_ms: now_ms(),
+                outcome,
+                against,
+                detail,
+                changes: stored,
+                notices,
+            },
+        )
         .await;
     }
 
@@ -696,6 +718,32 @@ mod tests {
         assert_eq!(m.json["opened"], 500);
         assert_eq!(m.json["against"], 6);
         assert_eq!(m.json["changes"][0]["change"], "opened");
+    }
+
+    /// The allow-list of schedules plans any target, IPv6 ones too, without overflowing
+    /// the host set's count.
+    #[test]
+    fn schedules_may_reach_any_address() {
+        for target in ["10.0.0.0/24", "2001:db8::/120", "::/0"] {
+            let request = SweepRequest {
+                targets: vec![target.into()],
+                ports: "22".into(),
+                exclude: vec![],
+                probe: None,
+                rate: None,
+                store: StoreMode::Open,
+            };
+            let limits = crate::config::Limits {
+                max_sweep_probes: u64::MAX,
+                ..Default::default()
+            };
+            let planned = sweep::plan(request, &everywhere(), &limits, 1);
+            match target {
+                // Refused (too wide), not a panic.
+                "::/0" => assert!(planned.is_err()),
+                _ => assert!(planned.is_ok(), "{target}: {:?}", planned.err()),
+            }
+        }
     }
 
     #[test]

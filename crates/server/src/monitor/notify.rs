@@ -368,7 +368,10 @@ mod tests {
         n.items[0].reason = Some("open, but expect: no match in '<!channel> pwned'".into());
         n.items[1].reason = Some("<https://evil.example/|click for the fix> & <!here>".into());
         n.items[1].host = Some("<!everyone>".into());
-        let text = slack_message(&subject(&n), &body(&n))["text"].as_str().unwrap().to_string();
+        let text = slack_message(&subject(&n), &body(&n))["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(!text.contains(['<', '>']), "{text}");
         assert!(text.contains("&lt;!channel&gt; pwned"), "{text}");
         assert!(
