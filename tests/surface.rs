@@ -23,6 +23,29 @@ fn free_port(ip: IpAddr) -> SocketAddr {
     TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
+/// The body of a chunked (streamed) answer, as `Server::request` returns it raw.
+fn dechunk(mut raw: &str) -> String {
+    let mut out = String::new();
+    // Bounded by the body: each turn consumes a chunk or ends.
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size in {raw:?}"));
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        raw = &rest[size + 2..];
+    }
+    out
+}
+
+/// The results of sweep `id` as `porthawk scan --format jsonl` prints them.
+fn results(server: &Server, id: u64) -> String {
+    let (status, body) = server.request("GET", &format!("/v1/sweeps/{id}/results"), None, true);
+    assert_eq!(status, 200, "{body}");
+    dechunk(&body)
+}
+
 /// The runs of schedule `name`, newest first.
 fn runs(server: &Server, name: &str) -> Vec<Value> {
     let v = server.json(&format!("/v1/schedules/{name}/changes"));
@@ -157,18 +180,8 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         true,
     );
     assert_eq!(status, 200, "{api_diff}");
-    let old_file = dir.write(
-        "old.jsonl",
-        &server
-            .request("GET", &format!("/v1/sweeps/{old}/results"), None, true)
-            .1,
-    );
-    let new_file = dir.write(
-        "new.jsonl",
-        &server
-            .request("GET", &format!("/v1/sweeps/{new}/results"), None, true)
-            .1,
-    );
+    let old_file = dir.write("old.jsonl", &results(&server, old));
+    let new_file = dir.write("new.jsonl", &results(&server, new));
     let cli = util::run(&[
         "diff",
         old_file.to_str().unwrap(),
