@@ -36,6 +36,7 @@ mod retention;
 mod scan;
 mod serve;
 mod store_faults;
+mod surface;
 mod usage;
 mod util;
 mod xml;

@@ -341,6 +341,10 @@ pub struct ServeArgs {
     /// Log what monitor actions would run instead of running them
     #[arg(long)]
     pub dry_run: bool,
+    /// A blackbox_exporter blackbox.yml whose tcp modules `/probe` serves, next to
+    /// porthawk.toml's [module.NAME]; modules of other probers are refused when used.
+    #[arg(long, value_name = "FILE")]
+    pub blackbox_config: Option<PathBuf>,
 }
 
 /// Whether a command line (program name first) runs `porthawk check`: its first word that is

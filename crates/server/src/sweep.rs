@@ -248,6 +248,54 @@ impl LiveSweep {
     }
 }
 
+/// One changed port, as `porthawk diff` prints it (the schema of `porthawk_core::LineChange`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChangeRecord {
+    /// `opened` (open now, not before), `closed` (open before, not now) or `changed`.
+    #[schema(pattern = "^(opened|closed|changed)$")]
+    pub change: String,
+    /// The address.
+    pub ip: String,
+    /// The port.
+    pub port: u16,
+    /// The fields that differ, by name: `state`, `service`, `product`, `version`,
+    /// `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`.
+    pub fields: std::collections::BTreeMap<String, FieldChangeRecord>,
+}
+
+/// One field's value before and after (absent where it had none).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FieldChangeRecord {
+    /// The old value.
+    pub before: Option<String>,
+    /// The new value.
+    pub after: Option<String>,
+}
+
+/// Rows read from the store per page when a sweep's results are read whole.
+const LINES_PAGE: u32 = 4096;
+
+/// Every stored result line of sweep `id`, in the order they were stored, with the
+/// certificate's days left counted at `now` (seconds since the epoch), as the API streams
+/// them. Blocking: it reads the store on the caller's thread.
+pub fn stored_lines(
+    store: &porthawk_store::Store,
+    id: u64,
+    now: i64,
+) -> Result<Vec<porthawk_core::ResultLine>, porthawk_store::StoreError> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = store.results_page(id, after, None, LINES_PAGE)?;
+        let Some(last) = rows.last() else { break };
+        after = last.rowid;
+        lines.extend(rows.into_iter().map(|r| r.line_at(now)));
+    }
+    Ok(lines)
+}
+
 /// What a validated request becomes.
 pub struct SweepPlan {
     /// The request, normalised.

@@ -13,6 +13,7 @@
 //!   or a database file deleted under the store, which refuses writes then.
 //! - `schema`: the migrations (sweeps and results, then the monitor tables).
 //! - `sweeps`: sweeps, their results and progress.
+//! - `schedules`: scheduled sweeps' runs and the changes they found.
 //! - `history`: monitor history: target states, checks, state changes, actions,
 //!   notifications, silences.
 //!
@@ -20,11 +21,13 @@
 
 mod db;
 mod history;
+mod schedules;
 mod schema;
 mod sweeps;
 
 pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
+pub use schedules::{ChangeRow, RunEnd, RunNotice, RunOutcome, ScheduleRun};
 pub use sweeps::{
     Counts, NewResult, Progress, ResultRow, SweepRetention, SweepRow, SweepState, SweepSummary,
 };

@@ -41,6 +41,8 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     // Why a sweep failed (a store write that failed).
     "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
     RESULT_LINE_COLUMNS,
+    // Scheduled sweeps' runs and the changes they found.
+    SCHEDULE_TABLES,
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -190,3 +192,31 @@ pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Resu
         params![now_ms as i64],
     )
 }
+
+/// The tables of scheduled sweeps (migration 5).
+const SCHEDULE_TABLES: &str = r#"
+CREATE TABLE schedule_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id INTEGER,
+    schedule TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    outcome TEXT,
+    against INTEGER,
+    opened INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    detail TEXT,
+    notices TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX schedule_runs_by_name ON schedule_runs(schedule, started_ms);
+CREATE INDEX schedule_runs_by_sweep ON schedule_runs(sweep_id);
+CREATE TABLE schedule_changes (
+    run_id INTEGER NOT NULL,
+    change TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE INDEX schedule_changes_by_run ON schedule_changes(run_id);
+"#;
