@@ -113,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
         .route("/v1/sweeps/{id}/results", get(sweep_results))
         .merge(crate::monitor::api::routes())
+        .merge(crate::page::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

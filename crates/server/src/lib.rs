@@ -22,6 +22,7 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod page;
 mod retention;
 mod shared;
 mod store;
