@@ -479,7 +479,7 @@ fn sweep_pages_page_and_filter_ten_thousand_open_ports() {
     let greet = Farm::new(&[(greet_ip, Kind::Greet(b"<script>alert(1)</script> ok\r\n"))]);
     let greet_addr = greet.listeners()[0].0;
     let dir = TempDir::new("page-sweep");
-    let mut server = Serve::start(&dir.path().join("data"));
+    let server = Serve::start(&dir.path().join("data"));
     let addr = server.addr;
     let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
     let big = sweep(
@@ -567,7 +567,7 @@ fn pages_need_the_token_unless_public() {
         );
         let mut cmd = Serve::command(&dir.path().join("data"));
         cmd.arg("--config").arg(&config);
-        let mut server = Serve::spawn(cmd);
+        let server = Serve::spawn(cmd);
         let addr = server.addr;
         assert_eq!(http(addr, "GET", "/", None).0, home, "{public}");
         assert_eq!(http(addr, "GET", "/sweeps", None).0, 401);
