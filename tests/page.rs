@@ -501,8 +501,41 @@ fn sweep_pages_page_and_filter_ten_thousand_open_ports() {
     let first = sweep(addr, &small);
     let second = sweep(addr, &small);
 
+    // A running sweep's page shows its progress and refreshes itself; once it has ended it
+    // stops refreshing. The listener here accepts and never answers, so the probe waits
+    // for its 3 s reply timeout.
+    let mute = Farm::new(&[(util::test_hosts("page-mute", 1)[0], Kind::Accept)]);
+    let mute_addr = mute.listeners()[0].0;
+    let (status, v) = util::http_json(
+        addr,
+        "POST",
+        "/v1/sweeps",
+        Some(&format!(
+            r#"{{"targets":["{}"],"ports":"{}","probe":{{"expect":"x","timeout_ms":3000,"tries":1}}}}"#,
+            mute_addr.ip(),
+            mute_addr.port()
+        )),
+    );
+    assert_eq!(status, 202, "{v}");
+    let slow = v["id"].as_u64().unwrap();
+    let running = get(addr, &format!("/sweeps/{slow}"));
+    if json(addr, &format!("/v1/sweeps/{slow}"))["state"] == "running" {
+        assert!(running.contains("data-state=\"running\""), "{running}");
+        assert!(running.contains("http-equiv=\"refresh\""), "{running}");
+        assert!(
+            running.contains("data-done=\"0\" data-total=\"1\""),
+            "{running}"
+        );
+    }
+    wait_for("the slow sweep", Duration::from_secs(30), || {
+        json(addr, &format!("/v1/sweeps/{slow}"))["state"] == "done"
+    });
+    let ended = get(addr, &format!("/sweeps/{slow}"));
+    assert!(ended.contains("data-state=\"done\""), "{ended}");
+    assert!(!ended.contains("http-equiv=\"refresh\""), "{ended}");
+
     let list = get(addr, "/sweeps");
-    for id in [big, first, second] {
+    for id in [big, first, second, slow] {
         assert!(list.contains(&format!("data-sweep=\"{id}\"")), "{list}");
     }
     let page = get(addr, &format!("/sweeps/{big}"));

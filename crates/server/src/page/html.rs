@@ -84,7 +84,8 @@ th{background:#f0f0f0;font-weight:600}td.num{text-align:right;font-variant-numer
 .up,.open{background:#2e7d32}.down,.closed{background:#c62828}.pending,.filtered{background:#ef6c00}
 .flapping,.mixed{background:#6a1b9a}.silenced,.unreachable,.error{background:#607d8b}
 .summary span{margin-right:1.2em}form{margin:.8em 0}input,select,button{font:inherit;padding:.2em .4em}
-.muted{color:#777}.pager a{margin-right:1em}
+.muted{color:#777}.pager a,.pager span{margin-right:1em}
+code{word-break:break-all}form.inline{display:inline;margin:0}
 .beats{display:inline-flex;gap:2px;align-items:flex-end;vertical-align:middle}
 .beat{display:inline-block;width:6px;height:20px;border-radius:2px}
 .beats.big .beat{width:8px;height:30px}

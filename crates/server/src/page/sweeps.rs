@@ -137,6 +137,14 @@ fn counts_text(c: &Counts) -> String {
     )
 }
 
+/// `text` cut to about `max` characters, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 fn time(secs: f64) -> String {
     rfc3339(secs as i64)
 }
@@ -361,7 +369,7 @@ impl SweepPage<'_> {
              <code>{}</code> · stores {}</p><p id=\"sweep-progress\">{}{}</p><p>{}</p>",
             s.id,
             state_badge(s.state),
-            esc(&s.request.targets.join(", ")),
+            esc(&shorten(&s.request.targets.join(", "), 300)),
             if s.request.exclude.is_empty() {
                 String::new()
             } else {
@@ -370,7 +378,7 @@ impl SweepPage<'_> {
                     esc(&s.request.exclude.join(", "))
                 )
             },
-            esc(&s.request.ports),
+            esc(&shorten(&s.request.ports, 200)),
             if s.request.store.is_all() {
                 "every result"
             } else {
@@ -406,7 +414,7 @@ impl SweepPage<'_> {
     /// The link to the diff against the previous run, and a form for any other sweep.
     fn diff_links(&self, h: &mut String) {
         let id = self.status.id;
-        h.push_str("<p id=\"diff\">");
+        h.push_str("<div id=\"diff\">");
         match self.previous {
             Some(p) => {
                 let _ = write!(
@@ -419,9 +427,9 @@ impl SweepPage<'_> {
         }
         let _ = write!(
             h,
-            "<form method=\"get\" action=\"/v1/sweeps/{id}/diff\" style=\"display:inline\">\
+            "<form class=\"inline\" method=\"get\" action=\"/v1/sweeps/{id}/diff\">\
              diff against sweep <input name=\"against\" size=\"6\" inputmode=\"numeric\"> \
-             <button type=\"submit\">diff</button></form></p>"
+             <button type=\"submit\">diff</button></form></div>"
         );
     }
 
@@ -539,5 +547,18 @@ impl SweepPage<'_> {
             );
         }
         h.push_str("</div>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_requests_are_cut_on_a_character_boundary() {
+        assert_eq!(shorten("22,80", 10), "22,80");
+        assert_eq!(shorten("é€é€é€", 3), "é€é…");
+        assert!(progress_bar(5, 10).contains("width:50.0%"));
+        assert!(progress_bar(0, 0).contains("width:100.0%"));
     }
 }
