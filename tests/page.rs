@@ -382,6 +382,14 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
     let after = api("web");
     let row = |name: &str| format!("class=\"monitor\" data-monitor=\"{name}\"");
     assert_eq!(api("steady")["h24"].as_f64(), Some(1.0));
+    // A monitor's uptime is that of all its targets, whatever page of them is asked for.
+    let none_down = json(addr, "/v1/monitors/steady?state=down");
+    assert_eq!(none_down["matching"], 0);
+    assert_eq!(
+        none_down["uptime"]["h24"].as_f64(),
+        Some(1.0),
+        "{none_down}"
+    );
     assert_eq!(attr(&home, &row("steady"), "data-uptime-h24"), "1.000000");
     let steady_row = between(&home, &row("steady"), "</tr>");
     assert!(

@@ -82,7 +82,7 @@ th,td{padding:.3em .6em;border-bottom:1px solid #e4e4e4;text-align:left;vertical
 th{background:#f0f0f0;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:.05em .55em;border-radius:.8em;color:#fff;font-weight:600;font-size:.9em}
 .up,.open{background:#2e7d32}.down,.closed{background:#c62828}.pending,.filtered{background:#ef6c00}
-.flapping,.mixed{background:#6a1b9a}.silenced,.unreachable,.error{background:#607d8b}
+.flapping,.mixed,.partial{background:#6a1b9a}.silenced,.unreachable,.error{background:#607d8b}
 .summary span{margin-right:1.2em}form{margin:.8em 0}input,select,button{font:inherit;padding:.2em .4em}
 .muted{color:#777}.pager a,.pager span{margin-right:1em}
 code{word-break:break-all}form.inline{display:inline;margin:0}
