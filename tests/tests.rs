@@ -18,7 +18,8 @@
 //! `daemons` (dialogs, identification and TLS against real daemons from Debian's packages, with
 //! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
 //! are the CLI's, line for line), `packaging` (completions, man page, `contrib/` files, and
-//! `serve`'s start-up errors).
+//! `serve`'s start-up errors), `page` (the status page and the sweep pages, in headless
+//! Chromium).
 
 mod api_results;
 mod bench;
@@ -32,6 +33,7 @@ mod monitor;
 mod names;
 mod netns;
 mod packaging;
+mod page;
 mod retention;
 mod scan;
 mod serve;

@@ -129,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::monitor::api::routes())
         .merge(crate::schedule_api::routes())
         .merge(crate::probe_route::routes())
+        .merge(crate::page::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

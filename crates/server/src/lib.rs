@@ -23,6 +23,7 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod page;
 mod probe_route;
 mod retention;
 mod schedule;

@@ -154,6 +154,8 @@ pub(crate) fn request_of(s: &SweepSchedule) -> SweepRequest {
         } else {
             StoreMode::Open
         },
+        ip_family: None,
+        prefer_family: None,
     }
 }
 
@@ -732,6 +734,8 @@ mod tests {
                 probe: None,
                 rate: None,
                 store: StoreMode::Open,
+                ip_family: None,
+                prefer_family: None,
             };
             let limits = crate::config::Limits {
                 max_sweep_probes: u64::MAX,
@@ -760,7 +764,6 @@ mod tests {
             "p.toml",
             "[[sweep]]\nname = \"s\"\ntargets = [\"127.0.0.1\"]\nports = \"22\"\nevery = \"1h\"\n\
              probe = { preset = \"ssh\", timeout = \"2s\" }\nstore = \"all\"\n",
-            &|_| Err("no names".into()),
         )
         .unwrap();
         let r = request_of(&config.sweeps[0]);

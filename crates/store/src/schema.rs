@@ -43,6 +43,7 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     RESULT_LINE_COLUMNS,
     // Scheduled sweeps' runs and the changes they found.
     SCHEDULE_TABLES,
+    MONITOR_SAMPLES,
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -182,6 +183,24 @@ ALTER TABLE results ADD COLUMN tls_version TEXT;
 ALTER TABLE results ADD COLUMN cert_subject TEXT;
 ALTER TABLE results ADD COLUMN cert_issuer TEXT;
 ALTER TABLE results ADD COLUMN cert_not_after INTEGER;
+"#;
+
+/// The schema migration that adds the monitors' samples: each batch of checks summed (how
+/// many, how many failed, the passing checks' round trips, the first failure, the earliest
+/// certificate end), which the status page draws its heartbeat bars and response-time charts
+/// from. One row per batch keeps a monitor of 10,000 target-ports at a few rows per interval.
+const MONITOR_SAMPLES: &str = r#"
+CREATE TABLE monitor_samples (
+    monitor TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    checks INTEGER NOT NULL,
+    fails INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL,
+    rtt_max_us INTEGER NOT NULL,
+    reason TEXT,
+    cert_not_after INTEGER
+);
+CREATE INDEX monitor_samples_by_time ON monitor_samples(monitor, at_ms);
 "#;
 
 /// Marks every sweep left queued or running as interrupted; how many there were.

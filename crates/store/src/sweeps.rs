@@ -337,7 +337,8 @@ impl Store {
 }
 
 /// The columns [`result_row`] reads, in its order.
-const RESULT_COLUMNS: &str = "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
+pub(crate) const RESULT_COLUMNS: &str =
+    "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
                               service, product, version, banner, reason, tls_version, \
                               cert_subject, cert_issuer, cert_not_after";
 
@@ -345,7 +346,7 @@ fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
 }
 
-fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     let ip: String = r.get(1)?;
     let state: String = r.get(3)?;
     let cert_not_after: Option<i64> = r.get(17)?;

@@ -451,6 +451,10 @@ pub enum Save {
         /// The check.
         check: LastCheck,
     },
+    /// A batch of checks of one monitor, passing or not, summed: what the status page's
+    /// heartbeat bar and response-time chart are drawn from. One per batch of results, so
+    /// its rows grow with the monitor's chunks, not with its target-ports.
+    Sample(Sample),
     /// A silence set or lifted.
     Silence {
         /// Monitor.
@@ -458,6 +462,75 @@ pub enum Save {
         /// Until when; `None` lifts it.
         until_ms: Option<u64>,
     },
+}
+
+/// A batch of checks of one monitor, summed (see [`Save::Sample`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Monitor.
+    pub monitor: String,
+    /// When the batch came in.
+    pub at_ms: u64,
+    /// Checks with a verdict (checks skipped for a local shortage are not counted).
+    pub checks: u32,
+    /// Checks that failed.
+    pub fails: u32,
+    /// The sum of the connect round trips of the passing checks, in microseconds.
+    pub rtt_sum_us: u64,
+    /// The longest round trip of a passing check, in microseconds.
+    pub rtt_max_us: u32,
+    /// The first failure: `ip:port: reason`.
+    pub reason: Option<String>,
+    /// The earliest end of validity of a certificate seen, in seconds since the Unix epoch.
+    pub cert_not_after: Option<i64>,
+}
+
+impl Sample {
+    /// The sum of `records` of a monitor whose targets are `known`, or `None` when no record
+    /// is a check with a verdict.
+    fn of(
+        monitor: &str,
+        records: &[ProbeRecord],
+        known: impl Fn(IpAddr, u16) -> bool,
+        now_ms: u64,
+    ) -> Option<Sample> {
+        let mut s = Sample {
+            monitor: monitor.to_string(),
+            at_ms: now_ms,
+            checks: 0,
+            fails: 0,
+            rtt_sum_us: 0,
+            rtt_max_us: 0,
+            reason: None,
+            cert_not_after: None,
+        };
+        for r in records {
+            if !known(r.ip, r.port) || local_shortage(r).is_some() {
+                continue;
+            }
+            s.checks += 1;
+            match verdict(r) {
+                (true, _) => {
+                    s.rtt_sum_us += u64::from(r.rtt_us);
+                    s.rtt_max_us = s.rtt_max_us.max(r.rtt_us);
+                }
+                (false, reason) => {
+                    s.fails += 1;
+                    if s.reason.is_none() {
+                        let at = std::net::SocketAddr::new(r.ip, r.port);
+                        s.reason = Some(format!("{at}: {}", reason.unwrap_or_default()));
+                    }
+                }
+            }
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+                s.cert_not_after = Some(
+                    s.cert_not_after
+                        .map_or(cert.not_after, |n| n.min(cert.not_after)),
+                );
+            }
+        }
+        (s.checks > 0).then_some(s)
+    }
 }
 
 /// What the runtime must carry out.
@@ -1174,6 +1247,16 @@ impl Watch {
         {
             let m = &mut self.monitors[i];
             let mut round = self.rounds.get_mut(&job);
+            let sample = Sample::of(
+                &name,
+                records,
+                |ip, port| {
+                    m.targets.contains_key(&(TargetHost::Addr(ip), port))
+                        || round.as_ref().is_some_and(|r| r.by_ip.contains_key(&ip))
+                },
+                now_ms,
+            );
+            effects.extend(sample.map(|s| Effect::Save(Save::Sample(s))));
             for r in records {
                 let shortage = local_shortage(r);
                 let check = shortage.is_none().then(|| {
@@ -2314,5 +2397,53 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert_eq!(m.local_skips.run, 0);
         assert_eq!(m.local_skips.total, 8);
         assert!(m.targets.values().all(|t| t.skipped.is_none()));
+    }
+
+    fn samples(effects: &[Effect]) -> Vec<&Sample> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Save(Save::Sample(s)) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_batch_of_checks_is_summed_in_a_sample_for_the_status_page() {
+        let mut rig = Rig::new(CONFIG);
+        // Two of three up: one sample per batch, passing round trips summed, the first
+        // failure named; a record for an address the monitor does not watch is ignored, and
+        // so is a check skipped for a local shortage.
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            all.extend(rig.step_records(&|ip, port| match ip.to_string().as_str() {
+                "127.0.0.1" => ProbeRecord::new(ip, port, PortState::Open, 100, 1),
+                "127.0.0.2" => ProbeRecord::new(ip, port, PortState::Open, 300, 1),
+                _ => emfile(ip, port),
+            }));
+        }
+        let s = samples(&all);
+        assert!(!s.is_empty());
+        // The first round is due within one interval: one or two rounds have run.
+        for s in &s {
+            assert_eq!((s.checks, s.rtt_sum_us), (2, 400), "{s:?}");
+        }
+        assert!(s.iter().all(|s| s.fails == 0 && s.reason.is_none()));
+        assert_eq!(s.iter().map(|s| s.rtt_max_us).max(), Some(300));
+        let down = rig.step(&|ip| ip.to_string() != "127.0.0.3");
+        let s = samples(&down);
+        assert_eq!(s.iter().map(|s| s.fails).sum::<u32>(), 1, "{s:?}");
+        let reason = s.iter().find_map(|s| s.reason.clone()).unwrap();
+        assert_eq!(reason, "127.0.0.3:80: closed (connection refused)");
+        // Nothing but shortages: no sample at all.
+        assert!(samples(&rig.step_records(&emfile)).is_empty());
+        let stray = Sample::of(
+            "web",
+            &[open("10.9.9.9".parse().unwrap(), 80)],
+            |_, _| false,
+            1,
+        );
+        assert_eq!(stray, None);
     }
 }
