@@ -15,7 +15,7 @@ use porthawk_core::{
 };
 use porthawk_engine::{result_channel, Engine, EngineConfig, Job};
 
-use crate::args::CheckArgs;
+use crate::args::{CheckArgs, StateArg};
 use crate::output::unix_now;
 
 /// Nagios plugin states, in order of severity (UNKNOWN is reported apart).
@@ -27,6 +27,16 @@ pub enum Status {
     Warning,
     /// Exit 2.
     Critical,
+}
+
+impl From<StateArg> for Status {
+    fn from(state: StateArg) -> Status {
+        match state {
+            StateArg::Ok => Status::Ok,
+            StateArg::Warning => Status::Warning,
+            StateArg::Critical => Status::Critical,
+        }
+    }
 }
 
 impl Status {
@@ -114,7 +124,8 @@ fn addresses(host: &str) -> Result<Resolved> {
 /// Runs the check; usage errors come back as `Err` and exit UNKNOWN.
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (host, port) = split_target(&args.target)?;
-    let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    let mut spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    spec.jail = args.jail;
     if let (Some(w), Some(c)) = (args.warn, args.crit) {
         if w > c {
             bail!("--warn must not be above --crit");
@@ -195,7 +206,13 @@ fn verdict(
             slowest = slowest.max(secs);
         }
         if r.state != PortState::Open {
-            status = Status::Critical;
+            // A refusal is what `--refused` says (ok for a port that must stay closed); no
+            // answer or an error is always CRITICAL.
+            status = if r.state == PortState::Closed {
+                args.refused.into()
+            } else {
+                Status::Critical
+            };
             why = Some(match (r.state, r.errno) {
                 (PortState::Closed, _) => "connection refused".to_string(),
                 (PortState::Filtered, _) => format!("no answer in {:?}", args.timeout),
@@ -203,7 +220,13 @@ fn verdict(
                 _ => r.state.to_string(),
             });
         } else if let Some(reason) = &r.reason {
-            status = Status::Critical;
+            // A reply that did not match is what `--mismatch` says; silence, a reset or a
+            // failed TLS handshake is CRITICAL.
+            status = if r.mismatch {
+                args.mismatch.into()
+            } else {
+                Status::Critical
+            };
             why = Some(reason.clone());
         } else {
             if args.crit.is_some_and(|c| secs >= c.as_secs_f64()) {
@@ -236,7 +259,7 @@ fn verdict(
                     status = status.max(cert_status);
                 }
             }
-            if info.is_empty() {
+            if info.is_empty() && !args.jail {
                 if let Some(b) = &r.banner {
                     info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
                 }
@@ -283,7 +306,7 @@ mod tests {
     fn args(extra: &[&str]) -> CheckArgs {
         let mut argv = vec!["porthawk", "check", "127.0.0.1:25"];
         argv.extend_from_slice(extra);
-        match crate::args::Cli::parse_from(argv).command {
+        match crate::args::parse_from(argv).unwrap().command {
             crate::args::Command::Check(a) => a,
             other => panic!("{other:?}"),
         }
@@ -347,6 +370,82 @@ mod tests {
         let (_, line) = verdict(&[piped], "mx", 25, &a, 0);
         assert_eq!(line.matches('|').count(), 1, "{line}");
         assert!(line.contains("[220 a\\x7cb ESMTP]"), "{line}");
+    }
+
+    #[test]
+    fn mismatches_and_refusals_map_to_the_states_asked_for() {
+        let mismatch = ProbeRecord {
+            reason: Some("step 1: got '554 no', wanted ^220 ".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..open(100)
+        };
+        let silent = ProbeRecord {
+            reason: Some("step 1: expect ^220  timed out after 2s".into()),
+            matched: Some(false),
+            ..open(100)
+        };
+        let refused = ProbeRecord::new("127.0.0.1".parse().unwrap(), 25, PortState::Closed, 9, 1);
+        let status =
+            |flags: &[&str], r: &ProbeRecord| verdict(&[r.clone()], "mx", 25, &args(flags), 0);
+        assert_eq!(status(&[], &mismatch).0, Status::Critical);
+        assert_eq!(
+            status(&["--mismatch", "warn"], &mismatch).0,
+            Status::Warning
+        );
+        let (s, line) = status(&["--mismatch", "ok"], &mismatch);
+        assert_eq!(s, Status::Ok);
+        assert!(
+            line.starts_with("PORTHAWK OK - mx port 25: 127.0.0.1: step 1: got '554 no'"),
+            "{line}"
+        );
+        // Silence is not a mismatch: still CRITICAL.
+        assert_eq!(status(&["--mismatch", "ok"], &silent).0, Status::Critical);
+        assert_eq!(status(&[], &refused).0, Status::Critical);
+        let (s, line) = status(&["--refused", "ok"], &refused);
+        assert_eq!(s, Status::Ok);
+        assert!(line.contains("connection refused"), "{line}");
+        assert_eq!(
+            status(&["--refused", "warning"], &refused).0,
+            Status::Warning
+        );
+        // Zero thresholds are accepted, and always reached.
+        assert_eq!(status(&["--warn", "0"], &open(1)).0, Status::Warning);
+        assert_eq!(
+            status(&["--warn", "0", "--crit", "0s"], &open(1)).0,
+            Status::Critical
+        );
+        // The jail keeps the banner out of the status line.
+        let talker = ProbeRecord {
+            banner: Some(b"220 secret-host ESMTP\r\n".to_vec()),
+            ..open(100)
+        };
+        assert!(status(&[], &talker).1.contains("secret-host"));
+        assert!(!status(&["--jail"], &talker).1.contains("secret-host"));
+    }
+
+    #[test]
+    fn sends_and_expects_keep_their_command_line_order() {
+        use porthawk_core::ProbeStep;
+        let a = args(&[
+            "--expect",
+            "^220",
+            "--send",
+            "EHLO x\\r\\n",
+            "--expect",
+            "^250",
+            "--send",
+            "QUIT\\r\\n",
+        ]);
+        assert_eq!(
+            a.probe.steps,
+            [
+                ProbeStep::Expect("^220".into()),
+                ProbeStep::Send("EHLO x\\r\\n".into()),
+                ProbeStep::Expect("^250".into()),
+                ProbeStep::Send("QUIT\\r\\n".into()),
+            ]
+        );
     }
 
     #[test]

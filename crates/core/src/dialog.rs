@@ -686,7 +686,11 @@ impl Conversation {
                 if patterns.len() == 1 || missing.is_empty() {
                     missing.join(", ")
                 } else {
-                    format!("all of {} patterns, missing {}", patterns.len(), missing.join(", "))
+                    format!(
+                        "all of {} patterns, missing {}",
+                        patterns.len(),
+                        missing.join(", ")
+                    )
                 }
             }
             _ => String::new(),
@@ -1282,13 +1286,18 @@ mod tests {
                 steps: steps(&[("expect", pattern)]),
                 ..Default::default()
             };
-            talk(options, &[Peer::Says(reply), Peer::Closes]).0.matched()
+            talk(options, &[Peer::Says(reply), Peer::Closes])
+                .0
+                .matched()
         };
         assert_eq!(case("^250 OK$", b"250-mx\r\n250 OK\r\n"), Some(true));
         assert_eq!(case("^250 OK$", b"250-mx\n250 OK\n"), Some(true));
         assert_eq!(case("^mx$", b"250-mx\r\n"), Some(false));
         assert_eq!(case("^OK$", b"NOK\r\nOKAY\r\n"), Some(false));
-        assert_eq!(case(r"^\+OK ready\.$", b"* hi\r\n+OK ready.\r\n"), Some(true));
+        assert_eq!(
+            case(r"^\+OK ready\.$", b"* hi\r\n+OK ready.\r\n"),
+            Some(true)
+        );
     }
 
     #[test]
@@ -1313,7 +1322,11 @@ mod tests {
         // Without --expect-all the three are three reads, in order.
         let (c, _) = talk(
             options(false),
-            &[Peer::Says(b"A\r\n"), Peer::Says(b"B\r\n"), Peer::Says(b"C\r\n")],
+            &[
+                Peer::Says(b"A\r\n"),
+                Peer::Says(b"B\r\n"),
+                Peer::Says(b"C\r\n"),
+            ],
         );
         assert_eq!((c.matched(), c.reason()), (Some(true), None));
     }

@@ -477,7 +477,10 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
         assert!(reason.starts_with("step "), "{reason}");
         assert!(reason.len() < 1024, "unbounded reason: {reason}");
         if jail {
-            assert!(!reason.contains("got '"), "jailed reason quotes the peer: {reason}");
+            assert!(
+                !reason.contains("got '"),
+                "jailed reason quotes the peer: {reason}"
+            );
         }
     }
     assert!(c.captures().len() <= crate::MAX_CAPTURES);
@@ -566,7 +569,10 @@ pub fn user_dialog_seeds() -> Vec<(String, Vec<u8>)> {
     read(&mut captures, b"250 OK\r\n");
     captures.push(PROCEED);
     let mut jail = vec![USER_DIALOG_PICK + 2, PROCEED];
-    read(&mut jail, b"214-This is a long help text, longer than the reply limit of this dialog.\r\n");
+    read(
+        &mut jail,
+        b"214-This is a long help text, longer than the reply limit of this dialog.\r\n",
+    );
     vec![
         ("steps-captures".to_string(), captures),
         ("jail-small-reply".to_string(), jail),
@@ -1191,7 +1197,10 @@ mod tests {
     fn user_dialog_seeds_play_their_dialogs() {
         let seeds = user_dialog_seeds();
         let (played, matched, reason) = run_dialog(&seeds[0].1).unwrap();
-        assert_eq!((played, matched, reason), ("steps-captures", Some(true), None));
+        assert_eq!(
+            (played, matched, reason),
+            ("steps-captures", Some(true), None)
+        );
         let (played, matched, reason) = run_dialog(&seeds[1].1).unwrap();
         assert_eq!((played, matched), ("jail-small-reply", Some(false)));
         assert_eq!(

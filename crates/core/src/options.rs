@@ -160,6 +160,8 @@ impl ProbeOptions {
             }
             None => Dialog::default(),
         };
+        // Errors in `steps` name it; in the one-step form, `send` or `expect`.
+        let field = |kind| if self.steps.is_empty() { kind } else { "steps" };
         let mut groups = 0usize;
         let mut pending: Vec<Pattern> = Vec::new();
         let flush = |pending: &mut Vec<Pattern>, steps: &mut Vec<DialogStep>| {
@@ -174,7 +176,7 @@ impl ProbeOptions {
             match step {
                 ProbeStep::Expect(source) => {
                     let pattern = Pattern::regex(source)
-                        .map_err(|e| err("expect", format!("in step {n}: {e}")))?;
+                        .map_err(|e| err(field("expect"), format!("in step {n}: {e}")))?;
                     groups += pattern.groups();
                     if !self.expect_all {
                         flush(&mut pending, &mut dialog.steps);
@@ -184,7 +186,7 @@ impl ProbeOptions {
                 ProbeStep::Send(text) => {
                     flush(&mut pending, &mut dialog.steps);
                     let send = send_step(text, groups)
-                        .map_err(|m| err("send", format!("in step {n}: {m}")))?;
+                        .map_err(|m| err(field("send"), format!("in step {n}: {m}")))?;
                     dialog.steps.push(send);
                 }
             }
@@ -382,18 +384,30 @@ mod tests {
         let cases: Vec<(ProbeOptions, &str, &str)> = vec![
             (
                 steps(&[expect("^220 (x)"), send("a ${2}")]),
-                "send",
+                "steps",
                 "in step 2: '${2}' in 'a ${2}' refers to capture 2, but the expects before it \
                  have 1 capture group(s) (at most 16 are kept)",
             ),
             (
                 steps(&[send("${1}"), expect("(x)")]),
-                "send",
+                "steps",
                 "in step 1: '${1}' in '${1}' refers to capture 1",
             ),
-            (steps(&[send("${x}")]), "send", "in step 1: invalid send '${x}'"),
-            (steps(&[send("${1")]), "send", "in step 1: invalid send '${1'"),
-            (steps(&[expect("(")]), "expect", "in step 1: invalid pattern '('"),
+            (
+                steps(&[send("${x}")]),
+                "steps",
+                "in step 1: invalid send '${x}'",
+            ),
+            (
+                steps(&[send("${1")]),
+                "steps",
+                "in step 1: invalid send '${1'",
+            ),
+            (
+                steps(&[expect("(")]),
+                "steps",
+                "in step 1: invalid pattern '('",
+            ),
             (
                 ProbeOptions {
                     preset: Some("smtp".into()),
