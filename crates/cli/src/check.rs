@@ -300,7 +300,6 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use porthawk_core::{CertInfo, TlsInfo};
 
     fn args(extra: &[&str]) -> CheckArgs {
