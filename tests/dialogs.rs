@@ -56,7 +56,7 @@ impl Script {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let n = {
-                            let mut all = log.lock().unwrap();
+                            let mut all = log.lock().expect("script log");
                             all.push(Vec::new());
                             all.len() - 1
                         };
@@ -81,7 +81,7 @@ impl Script {
 
     /// The lines of every connection so far.
     fn sessions(&self) -> Vec<Vec<String>> {
-        self.lines.lock().unwrap().clone()
+        self.lines.lock().expect("script log").clone()
     }
 
     /// Waits (at most 5 s) until the last connection sent a line equal to `last`, and returns
@@ -135,7 +135,7 @@ fn serve_one(
         }
         let command = line.trim_end().to_string();
         line.clear();
-        log.lock().unwrap()[n].push(command.clone());
+        log.lock().expect("script log")[n].push(command.clone());
         let reply = if let Some(name) = command.strip_prefix("EHLO ") {
             format!("250-mx.dialogs.test greets {name}\r\n250-SIZE 10240000\r\n250 HELP\r\n")
         } else if let Some(from) = command.strip_prefix("MAIL FROM:") {
@@ -318,10 +318,10 @@ fn scan_reports_captures_on_both_backends_in_jsonl_and_csv() {
         let text = scan(server.addr, backend, "csv", &CAPTURING);
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let header = reader.headers().expect("csv header").clone();
-        assert_eq!(header.iter().last(), Some("captures"), "{text}");
+        assert_eq!(header.iter().next_back(), Some("captures"), "{text}");
         let row = reader.records().next().expect("one row").expect("csv row");
         assert_eq!(
-            row.iter().last(),
+            row.iter().next_back(),
             Some(r#"["mx.dialogs.test","10240000"]"#),
             "{backend}: {text}"
         );

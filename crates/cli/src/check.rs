@@ -385,8 +385,9 @@ mod tests {
             ..open(100)
         };
         let refused = ProbeRecord::new("127.0.0.1".parse().unwrap(), 25, PortState::Closed, 9, 1);
-        let status =
-            |flags: &[&str], r: &ProbeRecord| verdict(&[r.clone()], "mx", 25, &args(flags), 0);
+        let status = |flags: &[&str], r: &ProbeRecord| {
+            verdict(std::slice::from_ref(r), "mx", 25, &args(flags), 0)
+        };
         assert_eq!(status(&[], &mismatch).0, Status::Critical);
         assert_eq!(
             status(&["--mismatch", "warn"], &mismatch).0,

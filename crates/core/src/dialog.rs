@@ -710,7 +710,7 @@ impl Conversation {
             .map(trim_line_end)
             .filter(|l| !l.is_empty());
         let first = lines.next().unwrap_or(&[]);
-        match lines.last() {
+        match lines.next_back() {
             Some(last) => format!(
                 "got '{}' ... '{}'",
                 printable(first, QUOTE_LIMIT),
