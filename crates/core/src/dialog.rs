@@ -3,7 +3,14 @@
 //! A [`Dialog`] is a list of steps. A [`Conversation`] runs one dialog for one probe as a
 //! sans-IO state machine: the engine reports completions (connected, bytes sent, bytes read,
 //! timed out) and does what the returned [`Step`] says. It reads no clock: callers pass the
-//! time elapsed since the handshake, and it allocates nothing after construction.
+//! time elapsed since the handshake. Its buffers are reused from probe to probe; it allocates
+//! only for what a dialog asks for: a TLS session, the capture groups of its expects, and
+//! the bytes of a send that puts them in.
+//!
+//! A user's dialog (`--send`/`--expect` repeated, `steps` in monitors and the API) is a list of
+//! [`DialogStep::Send`], [`DialogStep::SendCaptures`] and [`DialogStep::ExpectAll`] steps that
+//! [`crate::ProbeOptions`] builds; captures are numbered across the whole dialog, in the order
+//! the expects take them (`${1}` is the first group of the first expect that has one).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -170,7 +177,8 @@ pub enum DialogStep {
     /// Send these bytes.
     Send(Vec<u8>),
     /// Read until the reply matches `expect` (the step passes), matches `reject` (the dialog
-    /// fails at once), the peer closes, the reply outgrows [`READ_LIMIT`], or the step times out.
+    /// fails at once), the peer closes, the reply outgrows the reply limit
+    /// ([`ProbeSpec::max_reply`]), or the step times out.
     Expect {
         /// What a good reply contains.
         expect: Pattern,
