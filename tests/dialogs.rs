@@ -269,7 +269,8 @@ fn check_runs_the_steps_in_order_with_captures_and_quit() {
     let c = check(&args);
     assert_status(&c, 0, "OK");
     assert!(
-        c.line.contains("[220 mx.dialogs.test ESMTP ready]"),
+        c.line
+            .contains("[220 mx.dialogs.test ESMTP ready] captures: mx.dialogs.test, 10240000 |"),
         "{}",
         c.line
     );

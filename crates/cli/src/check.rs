@@ -263,6 +263,15 @@ fn verdict(
                 if let Some(b) = &r.banner {
                     info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
                 }
+                // What the dialog's expects captured, as `${1}`, `${2}` ... name them.
+                if !r.captures.is_empty() {
+                    let captures: Vec<String> = r
+                        .captures
+                        .iter()
+                        .map(|c| porthawk_core::printable(c, 80))
+                        .collect();
+                    info.push_str(&format!(" captures: {}", captures.join(", ")));
+                }
             }
         }
         if let Some(why) = why {
