@@ -15,7 +15,7 @@ use porthawk_core::{
 };
 use porthawk_engine::{result_channel, Engine, EngineConfig, Job};
 
-use crate::args::CheckArgs;
+use crate::args::{CheckArgs, StateArg};
 use crate::output::unix_now;
 
 /// Nagios plugin states, in order of severity (UNKNOWN is reported apart).
@@ -27,6 +27,16 @@ pub enum Status {
     Warning,
     /// Exit 2.
     Critical,
+}
+
+impl From<StateArg> for Status {
+    fn from(state: StateArg) -> Status {
+        match state {
+            StateArg::Ok => Status::Ok,
+            StateArg::Warning => Status::Warning,
+            StateArg::Critical => Status::Critical,
+        }
+    }
 }
 
 impl Status {
@@ -115,7 +125,8 @@ fn addresses(host: &str, family: FamilyChoice) -> Result<Resolved> {
 /// Runs the check; usage errors come back as `Err` and exit UNKNOWN.
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (host, port) = split_target(&args.target)?;
-    let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    let mut spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    spec.jail = args.jail;
     if let (Some(w), Some(c)) = (args.warn, args.crit) {
         if w > c {
             bail!("--warn must not be above --crit");
@@ -185,8 +196,9 @@ struct Outcome {
     secs: Option<f64>,
     /// Certificate days left.
     days: Option<i64>,
-    /// The banner, bounded, for the status line.
-    banner: Option<String>,
+    /// What the status line adds after the address: ` [banner]` and the captures of the
+    /// dialog's expects (nothing with `--jail`).
+    info: String,
 }
 
 /// Judges one address's record against the thresholds.
@@ -198,10 +210,16 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
         why: None,
         secs: (r.state == PortState::Open).then_some(secs),
         days: None,
-        banner: None,
+        info: String::new(),
     };
     if r.state != PortState::Open {
-        out.status = Status::Critical;
+        // A refusal is what `--refused` says (ok for a port that must stay closed); no answer
+        // or an error is always CRITICAL.
+        out.status = if r.state == PortState::Closed {
+            args.refused.into()
+        } else {
+            Status::Critical
+        };
         out.why = Some(match (r.state, r.errno) {
             (PortState::Closed, _) => "connection refused".to_string(),
             (PortState::Filtered, _) => format!("no answer in {:?}", args.timeout),
@@ -211,7 +229,13 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
         return out;
     }
     if let Some(reason) = &r.reason {
-        out.status = Status::Critical;
+        // A reply that did not match is what `--mismatch` says; silence, a reset or a failed
+        // TLS handshake is CRITICAL.
+        out.status = if r.mismatch {
+            args.mismatch.into()
+        } else {
+            Status::Critical
+        };
         out.why = Some(reason.clone());
         return out;
     }
@@ -245,10 +269,21 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
             out.status = out.status.max(cert_status);
         }
     }
-    out.banner = r
-        .banner
-        .as_ref()
-        .map(|b| banner_text(b).chars().take(80).collect::<String>());
+    if !args.jail {
+        if let Some(b) = &r.banner {
+            out.info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
+        }
+        // What the dialog's expects captured, as `${1}`, `${2}` ... name them.
+        if !r.captures.is_empty() {
+            let captures: Vec<String> = r
+                .captures
+                .iter()
+                .map(|c| porthawk_core::printable(c, 80))
+                .collect();
+            out.info
+                .push_str(&format!(" captures: {}", captures.join(", ")));
+        }
+    }
     out
 }
 
@@ -290,8 +325,9 @@ fn verdict(
     let fewest_days = chosen.iter().filter_map(|o| o.days).min();
     let info = chosen
         .iter()
-        .find_map(|o| o.banner.as_ref())
-        .map_or(String::new(), |b| format!(" [{b}]"));
+        .map(|o| o.info.clone())
+        .find(|i| !i.is_empty())
+        .unwrap_or_default();
     let problems: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.why.as_ref().map(|why| format!("{}: {why}", o.ip)))
@@ -345,13 +381,12 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use porthawk_core::{CertInfo, TlsInfo};
 
     fn args(extra: &[&str]) -> CheckArgs {
         let mut argv = vec!["porthawk", "check", "127.0.0.1:25"];
         argv.extend_from_slice(extra);
-        match crate::args::Cli::parse_from(argv).command {
+        match crate::args::parse_from(argv).unwrap().command {
             crate::args::Command::Check(a) => a,
             other => panic!("{other:?}"),
         }
@@ -456,6 +491,83 @@ mod tests {
     }
 
     #[test]
+    fn mismatches_and_refusals_map_to_the_states_asked_for() {
+        let mismatch = ProbeRecord {
+            reason: Some("step 1: got '554 no', wanted ^220 ".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..open(100)
+        };
+        let silent = ProbeRecord {
+            reason: Some("step 1: expect ^220  timed out after 2s".into()),
+            matched: Some(false),
+            ..open(100)
+        };
+        let refused = ProbeRecord::new("127.0.0.1".parse().unwrap(), 25, PortState::Closed, 9, 1);
+        let status = |flags: &[&str], r: &ProbeRecord| {
+            verdict(std::slice::from_ref(r), "mx", 25, &args(flags), 0)
+        };
+        assert_eq!(status(&[], &mismatch).0, Status::Critical);
+        assert_eq!(
+            status(&["--mismatch", "warn"], &mismatch).0,
+            Status::Warning
+        );
+        let (s, line) = status(&["--mismatch", "ok"], &mismatch);
+        assert_eq!(s, Status::Ok);
+        assert!(
+            line.starts_with("PORTHAWK OK - mx port 25: 127.0.0.1: step 1: got '554 no'"),
+            "{line}"
+        );
+        // Silence is not a mismatch: still CRITICAL.
+        assert_eq!(status(&["--mismatch", "ok"], &silent).0, Status::Critical);
+        assert_eq!(status(&[], &refused).0, Status::Critical);
+        let (s, line) = status(&["--refused", "ok"], &refused);
+        assert_eq!(s, Status::Ok);
+        assert!(line.contains("connection refused"), "{line}");
+        assert_eq!(
+            status(&["--refused", "warning"], &refused).0,
+            Status::Warning
+        );
+        // Zero thresholds are accepted, and always reached.
+        assert_eq!(status(&["--warn", "0"], &open(1)).0, Status::Warning);
+        assert_eq!(
+            status(&["--warn", "0", "--crit", "0s"], &open(1)).0,
+            Status::Critical
+        );
+        // The jail keeps the banner out of the status line.
+        let talker = ProbeRecord {
+            banner: Some(b"220 secret-host ESMTP\r\n".to_vec()),
+            ..open(100)
+        };
+        assert!(status(&[], &talker).1.contains("secret-host"));
+        assert!(!status(&["--jail"], &talker).1.contains("secret-host"));
+    }
+
+    #[test]
+    fn sends_and_expects_keep_their_command_line_order() {
+        use porthawk_core::ProbeStep;
+        let a = args(&[
+            "--expect",
+            "^220",
+            "--send",
+            "EHLO x\\r\\n",
+            "--expect",
+            "^250",
+            "--send",
+            "QUIT\\r\\n",
+        ]);
+        assert_eq!(
+            a.probe.steps,
+            [
+                ProbeStep::Expect("^220".into()),
+                ProbeStep::Send("EHLO x\\r\\n".into()),
+                ProbeStep::Expect("^250".into()),
+                ProbeStep::Send("QUIT\\r\\n".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn family_flags_make_a_choice() {
         use porthawk_core::IpFamily;
         assert_eq!(args(&[]).family.choice(), FamilyChoice::Both);
@@ -467,7 +579,7 @@ mod tests {
             args(&["--prefer-family", "ipv4"]).family.choice(),
             FamilyChoice::Prefer(IpFamily::Ipv4)
         );
-        let conflict = crate::args::Cli::try_parse_from(["porthawk", "check", "mx:25", "-4", "-6"]);
+        let conflict = crate::args::parse_from(["porthawk", "check", "mx:25", "-4", "-6"]);
         assert!(conflict.is_err());
     }
 

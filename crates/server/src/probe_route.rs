@@ -268,6 +268,8 @@ fn spec_of(m: &ProbeModule) -> Result<ProbeSpec, String> {
         read_timeout: m.timeout,
         dialog_timeout: m.timeout,
         tls_config,
+        max_reply: porthawk_core::READ_LIMIT,
+        jail: false,
     })
 }
 

@@ -142,6 +142,7 @@ pub(crate) fn request_of(s: &SweepSchedule) -> SweepRequest {
         tls: p.tls.then_some(true),
         timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
         tries: p.tries,
+        ..ProbeRequest::default()
     };
     SweepRequest {
         targets: s.targets.clone(),

@@ -61,6 +61,22 @@ pub struct ProbeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 10)]
     pub tries: Option<u8>,
+    /// Dialog steps in order, `[{"send": "..."}, {"expect": "..."}]`; `${N}` in a send is the
+    /// Nth capture group of the expects before it. Instead of `send`/`expect`, or after a
+    /// STARTTLS preset (inside its TLS session).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<porthawk_core::ProbeStep>,
+    /// Data sent after the last step (`QUIT\r\n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quit: Option<String>,
+    /// Expects with no send between them must all match the same reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_all: Option<bool>,
+    /// Bytes a reply may run to while the dialog waits for its pattern (1 to 1048576;
+    /// default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub max_reply: Option<usize>,
 }
 
 /// The body of `POST /v1/sweeps`.
@@ -373,6 +389,10 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
         send: p.send.clone(),
         expect: p.expect.clone(),
         tls: p.tls.unwrap_or(false),
+        steps: p.steps.clone(),
+        quit: p.quit.clone(),
+        expect_all: p.expect_all.unwrap_or(false),
+        max_reply: p.max_reply,
         ..ProbeOptions::default()
     };
     options

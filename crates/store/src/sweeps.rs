@@ -369,6 +369,8 @@ pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         cert_issuer: r.get(16)?,
         cert_not_after: cert_not_after.map(rfc3339),
         cert_days_left: None,
+        // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
+        captures: None,
     };
     match r.get_ref(12)? {
         ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),

@@ -455,6 +455,15 @@ struct RawMonitor {
     ip_family: Option<Spanned<String>>,
     #[serde(default)]
     prefer_family: Option<Spanned<String>>,
+    /// Dialog steps in order: `steps = [{ send = "..." }, { expect = "..." }]`.
+    #[serde(default)]
+    steps: Option<Spanned<Vec<porthawk_core::ProbeStep>>>,
+    #[serde(default)]
+    quit: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_all: Option<bool>,
+    #[serde(default)]
+    max_reply: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1120,6 +1129,14 @@ impl Cx<'_> {
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
+            steps: m.steps.as_ref().map_or(Vec::new(), |s| s.get_ref().clone()),
+            quit: m.quit.as_ref().map(|q| q.get_ref().clone()),
+            expect_all: m.expect_all.unwrap_or(false),
+            // Out of usize's range is out of max_reply's: core names the limit.
+            max_reply: m
+                .max_reply
+                .as_ref()
+                .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
             ..Default::default()
         };
         let spec = options
@@ -1135,6 +1152,9 @@ impl Cx<'_> {
                     "send" => m.send.as_ref().map(Spanned::span),
                     "expect" => m.expect.as_ref().map(Spanned::span),
                     "preset" => m.preset.as_ref().map(Spanned::span),
+                    "steps" => m.steps.as_ref().map(Spanned::span),
+                    "quit" => m.quit.as_ref().map(Spanned::span),
+                    "max_reply" => m.max_reply.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
@@ -1210,6 +1230,8 @@ fn probe_description(m: &RawMonitor) -> String {
         format!("preset {}", p.get_ref())
     } else if m.send.is_some() || m.expect.is_some() {
         "send/expect".to_string()
+    } else if m.steps.is_some() {
+        "steps".to_string()
     } else {
         "connect".to_string()
     };
@@ -1245,6 +1267,9 @@ fn fingerprint(
         options.send,
         options.expect,
         options.tls,
+    ) + &format!(
+        "|{:?}|{:?}|{:?}|{:?}",
+        options.steps, options.quit, options.expect_all, options.max_reply
     )
 }
 
@@ -1741,6 +1766,11 @@ slack = { url = "https://hooks.example.com/services/x" }
             (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
             (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),
             (&format!("{monitor}send = \"\\\\xZZ\"\n"), 11, "monitor[0].send", "send"),
+            (&format!("{monitor}steps = [{{ send = \"a\" }}, {{ expect = \"(\" }}]\n"), 11, "monitor[0].steps", "in step 2: invalid pattern"),
+            (&format!("{monitor}steps = [{{ expect = \"x\" }}, {{ send = \"${{1}}\" }}]\n"), 11, "monitor[0].steps", "capture 1"),
+            (&format!("{monitor}preset = \"smtp\"\nsteps = [{{ send = \"x\" }}]\n"), 11, "monitor[0].preset", "STARTTLS"),
+            (&format!("{monitor}max_reply = 0\n"), 11, "monitor[0].max_reply", "out of range"),
+            (&format!("{monitor}max_reply = 2000000\n"), 11, "monitor[0].max_reply", "1048576"),
             (&format!("{monitor}timeout = \"5s\"\ninterval = \"1s\"\n"), 11, "monitor[0].timeout", "longer"),
             ("[[monitor]]\nname = \"m\"\ntargets = [\"999.1.1.1\"]\nports = \"80\"\n", 9, "monitor[0].targets[0]", "999"),
             ("[[monitor]]\nname = \"m\"\ntargets = []\nports = \"80\"\n", 9, "monitor[0].targets", "at least one"),

@@ -98,9 +98,7 @@ fn snapshot(
             let all = m
                 .targets
                 .iter()
-                .map(|((host, port), t)| {
-                    (host.clone(), *port, t.tracker.hard, t.tracker.since_ms)
-                })
+                .map(|((host, port), t)| (host.clone(), *port, t.tracker.hard, t.tracker.since_ms))
                 .collect();
             let views = m.targets.iter().map(|((host, port), t)| TargetView {
                 target: host.clone(),
@@ -192,7 +190,10 @@ fn add_uptimes(
     };
     let mut sums = [(0.0f64, 0u32); 3];
     for (host, port, hard, since_ms) in &snap.all {
-        for (k, v) in uptimes(host, *port, *hard, *since_ms).into_iter().enumerate() {
+        for (k, v) in uptimes(host, *port, *hard, *since_ms)
+            .into_iter()
+            .enumerate()
+        {
             if let Some(v) = v {
                 sums[k].0 += v;
                 sums[k].1 += 1;
