@@ -256,6 +256,36 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         "a run started before it was due"
     );
     assert_eq!(hooks_of(&hooks, "sweep_changed").len(), 1);
+
+    // A reload applies: a new schedule runs at once, and one whose sweep cannot start is a
+    // failed run, notified as a failure (never as "everything closed").
+    let mut text = schedule_config(ip(1), &ports, "1h", hook);
+    text.push_str(&format!(
+        "\n[[sweep]]\nname = \"broken\"\ntargets = [\"{}\"]\nports = \"22\"\n\
+         exclude = [\":22\"]\nevery = \"1h\"\non_change = [\"hook\"]\n",
+        ip(1)
+    ));
+    dir.write("porthawk.toml", &text);
+    let (status, body) = server.request("POST", "/v1/config/reload", None, true);
+    assert_eq!(status, 200, "{body}");
+    wait_for("the broken schedule's failed run", limit, &server, || {
+        runs(&server, "broken")
+            .first()
+            .is_some_and(|r| r["outcome"] == "failed")
+    });
+    let failed = &runs(&server, "broken")[0];
+    assert!(
+        failed["detail"].as_str().unwrap().contains("no port left"),
+        "{failed}"
+    );
+    assert_eq!(failed["opened"], 0);
+    assert_eq!(failed["closed"], 0);
+    let notices = hooks_of(&hooks, "sweep_failed");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["schedule"], "broken");
+    let listed = server.json("/v1/schedules");
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(hooks_of(&hooks, "sweep_changed").len(), 1);
 }
 
 /// A scripted line server: to each connection's first line `PING` it answers `+PONG`, then
