@@ -171,6 +171,10 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         .filter(|s| s["schedule"] == "farm")
         .count();
     assert!(named >= 3, "{listing}");
+    assert_eq!(
+        server.json(&format!("/v1/sweeps/{new}"))["schedule"],
+        "farm"
+    );
 
     // The diff route prints what `porthawk diff` prints for the two sweeps' jsonl.
     let (status, api_diff) = server.request(
@@ -515,4 +519,42 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn an_unreadable_blackbox_config_stops_serve_naming_the_file() {
+    let dir = TempDir::new("surface-blackbox-missing");
+    let missing = dir.path().join("nope").join("blackbox.yml");
+    let data = dir.path().join("data");
+    let out = util::run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--blackbox-config",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    let err = util::stderr(&out);
+    assert!(
+        err.contains(&format!("{}: cannot read it", missing.display())),
+        "{err}"
+    );
+    let bad = dir.write("blackbox.yml", "modules: [1, 2\n");
+    let out = util::run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--blackbox-config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("blackbox.yml"),
+        "{}",
+        util::stderr(&out)
+    );
 }
