@@ -12,8 +12,9 @@
 //!   created is a failure: notified as a failure, never compared (its missing ports are not
 //!   "closed"); the next run is compared with the last finished one.
 //! - The next run is due `every` after the start of the last one, as the store remembers it,
-//!   so a restart of `serve` keeps the schedule. Runs a stop interrupted are recorded as
-//!   failed at the next start (without a notice: the stop was ours).
+//!   so a restart of `serve` keeps the schedule. Runs a stop interrupted (their sweep, or
+//!   their judging: a stop does not wait for notifications) are recorded as failed at the
+//!   next start, without a notice (the stop was ours).
 //! - The schedules are read from the watch's config at every tick, so a reload (SIGHUP, a
 //!   changed file, `POST /v1/config/reload`) applies to the next run.
 
@@ -66,6 +67,8 @@ impl Scheduler {
                     }
                 };
                 runtime.block_on(run(shared, flag));
+                // A plan still resolving names on the blocking pool is not waited for.
+                runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
         Ok(Scheduler {
             stop,
@@ -105,7 +108,13 @@ async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     };
     schedules.restore().await;
     while !stop.load(Ordering::SeqCst) {
-        schedules.tick().await;
+        // A stop does not wait for a tick (a notification may be retrying for a minute):
+        // the run it interrupts stays unjudged in the store and is recorded as failed at
+        // the next start.
+        tokio::select! {
+            () = schedules.tick() => {}
+            () = stopped(&stop) => break,
+        }
         // Short sleeps, so that a stop is seen at once.
         for _ in 0..10 {
             if stop.load(Ordering::SeqCst) {
@@ -113,6 +122,13 @@ async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             }
             tokio::time::sleep(TICK / 10).await;
         }
+    }
+}
+
+/// Resolves once `stop` is set.
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(TICK / 20).await;
     }
 }
 
