@@ -171,6 +171,10 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         .filter(|s| s["schedule"] == "farm")
         .count();
     assert!(named >= 3, "{listing}");
+    assert_eq!(
+        server.json(&format!("/v1/sweeps/{new}"))["schedule"],
+        "farm"
+    );
 
     // The diff route prints what `porthawk diff` prints for the two sweeps' jsonl.
     let (status, api_diff) = server.request(
@@ -255,6 +259,36 @@ fn scheduled_sweep_notifies_one_grouped_change_and_the_diff_route_is_the_cli_dif
         before,
         "a run started before it was due"
     );
+    assert_eq!(hooks_of(&hooks, "sweep_changed").len(), 1);
+
+    // A reload applies: a new schedule runs at once, and one whose sweep cannot start is a
+    // failed run, notified as a failure (never as "everything closed").
+    let mut text = schedule_config(ip(1), &ports, "1h", hook);
+    text.push_str(&format!(
+        "\n[[sweep]]\nname = \"broken\"\ntargets = [\"{}\"]\nports = \"22\"\n\
+         exclude = [\":22\"]\nevery = \"1h\"\non_change = [\"hook\"]\n",
+        ip(1)
+    ));
+    dir.write("porthawk.toml", &text);
+    let (status, body) = server.request("POST", "/v1/config/reload", None, true);
+    assert_eq!(status, 200, "{body}");
+    wait_for("the broken schedule's failed run", limit, &server, || {
+        runs(&server, "broken")
+            .first()
+            .is_some_and(|r| r["outcome"] == "failed")
+    });
+    let failed = &runs(&server, "broken")[0];
+    assert!(
+        failed["detail"].as_str().unwrap().contains("no port left"),
+        "{failed}"
+    );
+    assert_eq!(failed["opened"], 0);
+    assert_eq!(failed["closed"], 0);
+    let notices = hooks_of(&hooks, "sweep_failed");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["schedule"], "broken");
+    let listed = server.json("/v1/schedules");
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 2, "{listed}");
     assert_eq!(hooks_of(&hooks, "sweep_changed").len(), 1);
 }
 
@@ -485,4 +519,42 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn an_unreadable_blackbox_config_stops_serve_naming_the_file() {
+    let dir = TempDir::new("surface-blackbox-missing");
+    let missing = dir.path().join("nope").join("blackbox.yml");
+    let data = dir.path().join("data");
+    let out = util::run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--blackbox-config",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    let err = util::stderr(&out);
+    assert!(
+        err.contains(&format!("{}: cannot read it", missing.display())),
+        "{err}"
+    );
+    let bad = dir.write("blackbox.yml", "modules: [1, 2\n");
+    let out = util::run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--blackbox-config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("blackbox.yml"),
+        "{}",
+        util::stderr(&out)
+    );
 }

@@ -458,11 +458,17 @@ async fn get_sweep(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SweepStatus>, ApiError> {
     let id = sweep_id(path)?;
-    if let Some(live) = state.0.in_memory(id) {
-        return Ok(Json(live.status()));
-    }
     let shared = Arc::clone(&state.0);
-    blocking(move || status(&shared, id).map(Json)).await
+    blocking(move || {
+        let mut s = status(&shared, id)?;
+        s.schedule = shared
+            .store
+            .schedule_names(&[id])
+            .map_err(|e| ApiError::internal("cannot read the sweep", e))?
+            .remove(&id);
+        Ok(Json(s))
+    })
+    .await
 }
 
 /// Cancel a running sweep. Probes in flight finish; the sweep then ends as `cancelled`.

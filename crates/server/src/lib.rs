@@ -28,6 +28,7 @@ mod probe_route;
 mod retention;
 mod schedule;
 mod schedule_api;
+mod schedule_notice;
 mod shared;
 mod store;
 mod sweep;

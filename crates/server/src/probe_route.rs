@@ -99,7 +99,7 @@ pub(crate) async fn probe(
     let Some((host, port)) = split_target(&target) else {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("target '{target}' is not HOST:PORT\n"),
+            format!("target '{target}' is not HOST:PORT (a port from 1 to 65535)\n"),
         );
     };
     let mut log = Vec::new();
@@ -198,17 +198,18 @@ async fn find_module(shared: &Shared, name: &str) -> Result<Arc<ProbeModule>, St
     Err(format!("Unknown module \"{name}\""))
 }
 
-/// `HOST:PORT` or `[V6]:PORT`.
+/// `HOST:PORT` or `[V6]:PORT`, with a port from 1 to 65535.
 fn split_target(target: &str) -> Option<(String, u16)> {
     if let Ok(addr) = target.parse::<SocketAddr>() {
-        return Some((addr.ip().to_string(), addr.port()));
+        return (addr.port() != 0).then(|| (addr.ip().to_string(), addr.port()));
     }
     let (host, port) = target.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains(':') && host.parse::<IpAddr>().is_err() {
         return None;
     }
-    Some((host.to_string(), port.parse().ok()?))
+    let port: u16 = port.parse().ok()?;
+    (port != 0).then(|| (host.to_string(), port))
 }
 
 /// The address to probe for `host` as the module prefers its family (blackbox's rules:
@@ -432,6 +433,8 @@ mod tests {
         assert_eq!(split_target("::1"), None);
         assert_eq!(split_target(":25"), None);
         assert_eq!(split_target("host:http"), None);
+        assert_eq!(split_target("127.0.0.1:0"), None);
+        assert_eq!(split_target("mx.example:0"), None);
     }
 
     #[test]

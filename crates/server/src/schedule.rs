@@ -12,8 +12,9 @@
 //!   created is a failure: notified as a failure, never compared (its missing ports are not
 //!   "closed"); the next run is compared with the last finished one.
 //! - The next run is due `every` after the start of the last one, as the store remembers it,
-//!   so a restart of `serve` keeps the schedule. Runs a stop interrupted are recorded as
-//!   failed at the next start (without a notice: the stop was ours).
+//!   so a restart of `serve` keeps the schedule. Runs a stop interrupted (their sweep, or
+//!   their judging: a stop does not wait for notifications) are recorded as failed at the
+//!   next start, without a notice (the stop was ours).
 //! - The schedules are read from the watch's config at every tick, so a reload (SIGHUP, a
 //!   changed file, `POST /v1/config/reload`) applies to the next run.
 
@@ -25,19 +26,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use porthawk_core::{diff_results, AddrRange, ChangeKind, LineChange};
+use porthawk_core::{diff_results, AddrRange, LineChange};
 use porthawk_store::{ChangeRow, RunEnd, RunNotice, RunOutcome};
 use porthawk_watch::config::{SweepSchedule, WatchConfig};
 
-use crate::monitor::notify::{deliver_message, rfc3339, Outgoing};
+use crate::monitor::notify::{deliver_message, Outgoing};
+use crate::schedule_notice::{change_message, change_row, failure_message};
 use crate::shared::Shared;
 use crate::store::now_ms;
 use crate::sweep::{self, ProbeRequest, StoreMode, SweepRequest, SweepState};
 
 /// How often the scheduler looks at its schedules and running runs.
 const TICK: Duration = Duration::from_secs(1);
-/// The most changes one notification lists; the rest are counted.
-pub const MAX_LISTED: usize = 100;
 /// The most changes kept in the history of one run; the rest are counted in its detail.
 const MAX_STORED: usize = 100_000;
 
@@ -66,6 +66,8 @@ impl Scheduler {
                     }
                 };
                 runtime.block_on(run(shared, flag));
+                // A plan still resolving names on the blocking pool is not waited for.
+                runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
         Ok(Scheduler {
             stop,
@@ -105,7 +107,13 @@ async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     };
     schedules.restore().await;
     while !stop.load(Ordering::SeqCst) {
-        schedules.tick().await;
+        // A stop does not wait for a tick (a notification may be retrying for a minute):
+        // the run it interrupts stays unjudged in the store and is recorded as failed at
+        // the next start.
+        tokio::select! {
+            () = schedules.tick() => {}
+            () = stopped(&stop) => break,
+        }
         // Short sleeps, so that a stop is seen at once.
         for _ in 0..10 {
             if stop.load(Ordering::SeqCst) {
@@ -113,6 +121,13 @@ async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             }
             tokio::time::sleep(TICK / 10).await;
         }
+    }
+}
+
+/// Resolves once `stop` is set.
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(TICK / 20).await;
     }
 }
 
@@ -541,129 +556,6 @@ fn compare(
     })
 }
 
-fn kind_str(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Opened => "opened",
-        ChangeKind::Closed => "closed",
-        ChangeKind::Changed => "changed",
-    }
-}
-
-fn change_row(c: &LineChange) -> ChangeRow {
-    ChangeRow {
-        change: kind_str(c.change).to_string(),
-        ip: c.ip,
-        port: c.port,
-        fields: serde_json::to_string(&c.fields).unwrap_or_else(|_| "{}".into()),
-    }
-}
-
-/// `ip:port`, with brackets for IPv6.
-fn endpoint(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-    }
-}
-
-/// One change as a line of text: `opened 10.0.0.5:443 (state: closed -> open)`.
-fn change_line(c: &LineChange) -> String {
-    let mut line = format!("{} {}", kind_str(c.change), endpoint(c.ip, c.port));
-    let fields: Vec<String> = c
-        .fields
-        .iter()
-        .map(|(name, f)| {
-            format!(
-                "{name}: {} -> {}",
-                f.before.as_deref().unwrap_or("-"),
-                f.after.as_deref().unwrap_or("-")
-            )
-        })
-        .collect();
-    if !fields.is_empty() {
-        let _ = write!(line, " ({})", fields.join(", "));
-    }
-    line
-}
-
-/// The one message about a run's changes: counts, then at most [`MAX_LISTED`] changes,
-/// then how many more there are.
-pub(crate) fn change_message(
-    schedule: &str,
-    sweep_id: u64,
-    against: Option<u64>,
-    changes: &[LineChange],
-    at_ms: u64,
-) -> Outgoing {
-    let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count();
-    let (opened, closed, changed) = (
-        count(ChangeKind::Opened),
-        count(ChangeKind::Closed),
-        count(ChangeKind::Changed),
-    );
-    let subject =
-        format!("[porthawk] sweep {schedule}: {opened} opened, {closed} closed, {changed} changed");
-    let mut text = format!(
-        "Scheduled sweep {schedule} (sweep {sweep_id}{}) at {}: {opened} port(s) opened, \
-         {closed} closed, {changed} changed.\n",
-        against.map_or(String::new(), |a| format!(", compared with sweep {a}")),
-        rfc3339(at_ms)
-    );
-    for c in changes.iter().take(MAX_LISTED) {
-        let _ = writeln!(text, "  {}", change_line(c));
-    }
-    let more = changes.len().saturating_sub(MAX_LISTED);
-    if more > 0 {
-        let _ = writeln!(
-            text,
-            "  ... and {more} more (GET /v1/schedules/{schedule}/changes)"
-        );
-    }
-    let json = serde_json::json!({
-        "schedule": schedule,
-        "kind": "sweep_changed",
-        "sweep": sweep_id,
-        "against": against,
-        "opened": opened,
-        "closed": closed,
-        "changed": changed,
-        "time": rfc3339(at_ms),
-        "time_ms": at_ms,
-        "changes": changes.iter().take(MAX_LISTED).collect::<Vec<_>>(),
-        "more": more,
-    });
-    Outgoing {
-        subject,
-        text,
-        json,
-    }
-}
-
-/// The message about a run that failed.
-pub(crate) fn failure_message(
-    schedule: &str,
-    sweep_id: Option<u64>,
-    detail: &str,
-    at_ms: u64,
-) -> Outgoing {
-    Outgoing {
-        subject: format!("[porthawk] sweep {schedule}: run FAILED"),
-        text: format!(
-            "Scheduled sweep {schedule} failed at {}: {detail}. Its results are not compared; \
-             the next run is compared with the last finished one.\n",
-            rfc3339(at_ms)
-        ),
-        json: serde_json::json!({
-            "schedule": schedule,
-            "kind": "sweep_failed",
-            "sweep": sweep_id,
-            "reason": detail,
-            "time": rfc3339(at_ms),
-            "time_ms": at_ms,
-        }),
-    }
-}
-
 /// A seed that differs from run to run: the standard library's hasher keys are random.
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -674,54 +566,7 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use porthawk_core::FieldChange;
-
     use super::*;
-
-    fn opened(i: u32) -> LineChange {
-        LineChange {
-            change: ChangeKind::Opened,
-            ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
-            port: 443,
-            fields: BTreeMap::from([(
-                "state",
-                FieldChange {
-                    before: None,
-                    after: Some("open".into()),
-                },
-            )]),
-        }
-    }
-
-    #[test]
-    fn five_hundred_changes_make_one_message_listing_a_bounded_number() {
-        let changes: Vec<_> = (0..500).map(opened).collect();
-        let m = change_message("edge", 7, Some(6), &changes, 0);
-        assert_eq!(
-            m.subject,
-            "[porthawk] sweep edge: 500 opened, 0 closed, 0 changed"
-        );
-        assert_eq!(
-            m.text
-                .lines()
-                .filter(|l| l.starts_with("  opened "))
-                .count(),
-            MAX_LISTED
-        );
-        assert!(m.text.contains("... and 400 more"), "{}", m.text);
-        assert!(
-            m.text.contains("opened 10.0.0.0:443 (state: - -> open)"),
-            "{}",
-            m.text
-        );
-        assert_eq!(m.json["changes"].as_array().unwrap().len(), MAX_LISTED);
-        assert_eq!(m.json["more"], 400);
-        assert_eq!(m.json["opened"], 500);
-        assert_eq!(m.json["against"], 6);
-        assert_eq!(m.json["changes"][0]["change"], "opened");
-    }
 
     /// The allow-list of schedules plans any target, IPv6 ones too, without overflowing
     /// the host set's count.
@@ -749,14 +594,6 @@ mod tests {
                 _ => assert!(planned.is_ok(), "{target}: {:?}", planned.err()),
             }
         }
-    }
-
-    #[test]
-    fn a_failure_says_it_is_one() {
-        let m = failure_message("edge", Some(3), "sweep 3 ended interrupted", 0);
-        assert!(m.subject.contains("FAILED"));
-        assert_eq!(m.json["kind"], "sweep_failed");
-        assert!(m.text.contains("not compared"));
     }
 
     #[test]

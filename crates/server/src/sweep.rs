@@ -140,6 +140,9 @@ pub struct SweepStatus {
     pub reason: Option<String>,
     /// The request as accepted.
     pub request: SweepRequest,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl SweepStatus {
@@ -165,6 +168,7 @@ impl SweepStatus {
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
             request: row.request,
+            schedule: None,
         }
     }
 }
