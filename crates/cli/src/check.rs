@@ -351,7 +351,8 @@ fn verdict(
             }
         }
     }
-    let summary = if worst == Status::Ok {
+    // OK with a reason (a mismatch or refusal mapped to OK) reads as the problem it is.
+    let summary = if worst == Status::Ok && chosen.iter().all(|o| o.why.is_none()) {
         // Which address answered, wherever the target was not that address itself.
         let named = chosen.iter().any(|o| o.ip.to_string() != host);
         let via = if several || named {
