@@ -213,7 +213,8 @@ fn verdict(
                 status = Status::Warning;
                 why = Some(format!("{secs:.3}s response time"));
             }
-            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+            // The chain's first certificate to expire (the leaf's own when it is first).
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.expiring()) {
                 let days = cert.days_left(now);
                 fewest_days = Some(fewest_days.map_or(days, |d| d.min(days)));
                 let cert_status = if days <= args.cert_crit_days {
@@ -224,10 +225,16 @@ fn verdict(
                     Status::Ok
                 };
                 if cert_status > Status::Ok {
-                    let what = if days < 0 {
-                        format!("certificate expired {} days ago", -days)
+                    let leaf = r.tls.as_ref().and_then(|t| t.cert.as_ref());
+                    let which = if leaf.is_some_and(|l| l.subject != cert.subject) {
+                        format!("certificate '{}' of the chain", cert.subject)
                     } else {
-                        format!("certificate expires in {days} days")
+                        "certificate".to_string()
+                    };
+                    let what = if days < 0 {
+                        format!("{which} expired {} days ago", -days)
+                    } else {
+                        format!("{which} expires in {days} days")
                     };
                     why = Some(match why {
                         Some(w) => format!("{w}, {what}"),
@@ -362,6 +369,7 @@ mod tests {
                     not_before: 0,
                     not_after: days * 86_400,
                 }),
+                expires_first: None,
             }),
             ..open(100)
         };

@@ -19,6 +19,12 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         expect: args.expect.clone(),
         banner: args.banner,
         tls: args.tls,
+        tls_verify: args.verify,
+        tls_ca_file: args.ca_file.as_ref().map(|p| p.display().to_string()),
+        sni: args.sni.clone(),
+        tls_cert: args.cert.as_ref().map(|p| p.display().to_string()),
+        tls_key: args.key.as_ref().map(|p| p.display().to_string()),
+        expect_alert: args.expect_alert.clone(),
     };
     options
         .spec(
@@ -28,5 +34,17 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
             args.dialog_timeout,
             Arc::new(DefaultTimeProvider),
         )
-        .map_err(|e| anyhow!("in --{}: {e}", e.field))
+        .map_err(|e| anyhow!("in --{}: {e}", flag(e.field)))
+}
+
+/// The flag of a `ProbeOptions` field, as the user typed it.
+fn flag(field: &str) -> &str {
+    match field {
+        "tls_verify" => "verify",
+        "tls_ca_file" => "ca-file",
+        "tls_cert" => "cert",
+        "tls_key" => "key",
+        "expect_alert" => "expect-alert",
+        other => other,
+    }
 }

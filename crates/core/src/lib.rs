@@ -58,6 +58,8 @@ pub use target::{
     MAX_TARGETS,
 };
 pub use tls::{
-    client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,
+    alert_by_name, alert_name, client_auth_from_pem, client_config as tls_client_config,
+    client_config_with as tls_client_config_with, parse_certificate, roots_from_pem, system_roots,
+    CertError, CertInfo, ClientAuth, TlsCheck, TlsInfo, TlsVerifier,
 };
 pub use xml::{escape as xml_escape, nmap_xml, port_ranges, XmlRun, NMAP_XML_OUTPUT_VERSION};

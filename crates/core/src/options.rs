@@ -23,6 +23,22 @@ pub struct ProbeOptions {
     pub banner: bool,
     /// Handshake TLS before the dialog.
     pub tls: bool,
+    // TLS checks (issue 11 items 5, 6, 13, 14); each needs a TLS dialog (`tls` or a TLS
+    // preset), except `expect_alert`, which is one.
+    /// Verify the certificate chain, dates and name (`--verify`, `tls_verify`).
+    pub tls_verify: bool,
+    /// A PEM file of the CAs to trust instead of the system's (`--ca-file`, `tls_ca_file`);
+    /// needs `tls_verify`.
+    pub tls_ca_file: Option<String>,
+    /// The server name to present and verify instead of the target's (`--sni`, `sni`).
+    pub sni: Option<String>,
+    /// A PEM client certificate chain to present (`--cert`, `tls_cert`); with `tls_key`.
+    pub tls_cert: Option<String>,
+    /// The PEM private key of `tls_cert` (`--key`, `tls_key`).
+    pub tls_key: Option<String>,
+    /// The TLS alert the server must answer the handshake with, by its RFC 8446 name
+    /// (`--expect-alert certificate_required`, `expect_alert`).
+    pub expect_alert: Option<String>,
 }
 
 /// Which option is wrong and why; `field` names it as the user wrote it (`send`, `expect`,
@@ -45,6 +61,7 @@ impl ProbeOptions {
             || self.expect.is_some()
             || self.banner
             || self.tls
+            || self.expect_alert.is_some()
     }
 
     /// The dialog the options describe, if any.
@@ -79,7 +96,7 @@ impl ProbeOptions {
         } else {
             None
         };
-        if self.tls {
+        if self.tls || self.expect_alert.is_some() {
             dialog = Some(dialog.unwrap_or_default().over_tls());
         }
         Ok(dialog)
@@ -100,11 +117,19 @@ impl ProbeOptions {
         let needs_tls = dialog
             .as_ref()
             .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
+        let tls_check = self.tls_check(needs_tls, &time)?;
+        let client_auth = self.client_auth()?;
         let tls_config = if needs_tls {
             Some(
-                crate::tls_client_config(time).map_err(|e| ProbeOptionsError {
-                    field: "tls",
-                    message: format!("cannot set up TLS: {e}"),
+                crate::tls_client_config_with(time, client_auth).map_err(|e| {
+                    ProbeOptionsError {
+                        field: if self.tls_cert.is_some() {
+                            "tls_cert"
+                        } else {
+                            "tls"
+                        },
+                        message: format!("cannot set up TLS: {e}"),
+                    }
                 })?,
             )
         } else {
@@ -117,7 +142,103 @@ impl ProbeOptions {
             read_timeout,
             dialog_timeout,
             tls_config,
+            tls_check: tls_check.map(Arc::new),
         })
+    }
+
+    /// The TLS checks of the options (`None` when they ask for none); reads the CA file or
+    /// the system's CA bundle when verifying. `tls` says whether the dialog makes a handshake.
+    fn tls_check(
+        &self,
+        tls: bool,
+        time: &Arc<dyn TimeProvider>,
+    ) -> Result<Option<crate::TlsCheck>, ProbeOptionsError> {
+        let err = |field, message: String| ProbeOptionsError { field, message };
+        let asked = [
+            ("tls_verify", self.tls_verify),
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("sni", self.sni.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+        ];
+        if let Some((field, _)) = asked.iter().find(|(_, given)| *given).filter(|_| !tls) {
+            return Err(err(
+                field,
+                "needs a TLS dialog: tls, or a TLS preset (https, smtps, ...)".into(),
+            ));
+        }
+        if self.tls_ca_file.is_some() && !self.tls_verify {
+            return Err(err("tls_ca_file", "a CA file needs verification on".into()));
+        }
+        if let Some(sni) = &self.sni {
+            if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+                return Err(err("sni", format!("invalid server name '{sni}'")));
+            }
+        }
+        let expect_alert = match &self.expect_alert {
+            Some(name) => Some(crate::alert_by_name(name).ok_or_else(|| {
+                err(
+                    "expect_alert",
+                    format!(
+                        "unknown TLS alert '{name}': expected an RFC 8446 name such as \
+                         certificate_required or handshake_failure"
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let verify = if self.tls_verify {
+            let roots = match &self.tls_ca_file {
+                Some(file) => {
+                    let pem = std::fs::read(file)
+                        .map_err(|e| err("tls_ca_file", format!("cannot read {file}: {e}")))?;
+                    crate::roots_from_pem(file, &pem).map_err(|m| err("tls_ca_file", m))?
+                }
+                None => crate::system_roots().map_err(|m| err("tls_verify", m))?,
+            };
+            let verifier = crate::TlsVerifier::new(roots, Arc::clone(time))
+                .map_err(|m| err("tls_verify", m))?;
+            Some(verifier)
+        } else {
+            None
+        };
+        if verify.is_none() && expect_alert.is_none() && self.sni.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::TlsCheck {
+            sni: self.sni.clone(),
+            verify,
+            expect_alert,
+        }))
+    }
+
+    /// The client certificate and key, read from their files.
+    fn client_auth(&self) -> Result<Option<crate::ClientAuth>, ProbeOptionsError> {
+        let err = |field, message: String| ProbeOptionsError { field, message };
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) => {
+                return Err(err("tls_key", "a client certificate needs its key".into()))
+            }
+            (None, Some(_)) => {
+                return Err(err("tls_cert", "a client key needs its certificate".into()))
+            }
+        };
+        let cert_pem =
+            std::fs::read(cert).map_err(|e| err("tls_cert", format!("cannot read {cert}: {e}")))?;
+        let key_pem =
+            std::fs::read(key).map_err(|e| err("tls_key", format!("cannot read {key}: {e}")))?;
+        crate::client_auth_from_pem(cert, &cert_pem, key, &key_pem)
+            .map(Some)
+            .map_err(|m| {
+                let field = if m.starts_with(key.as_str()) {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                };
+                err(field, m)
+            })
     }
 }
 

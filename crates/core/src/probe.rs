@@ -28,6 +28,8 @@ pub struct ProbeSpec {
     /// The TLS client configuration for dialogs with a `StartTls` step
     /// (see [`crate::tls_client_config`]).
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// What a TLS dialog checks beyond the handshake: SNI, verification, an expected alert.
+    pub tls_check: Option<Arc<crate::TlsCheck>>,
 }
 
 impl Default for ProbeSpec {
@@ -39,6 +41,7 @@ impl Default for ProbeSpec {
             read_timeout: Duration::from_secs(2),
             dialog_timeout: Duration::from_secs(5),
             tls_config: None,
+            tls_check: None,
         }
     }
 }

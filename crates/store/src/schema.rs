@@ -41,6 +41,8 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     // Why a sweep failed (a store write that failed).
     "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
     RESULT_LINE_COLUMNS,
+    // Which certificate of the chain expires first (`cert_not_after` is its end from then on).
+    "ALTER TABLE results ADD COLUMN cert_expires_first TEXT;",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -411,6 +411,19 @@ struct RawMonitor {
     expect: Option<Spanned<String>>,
     #[serde(default)]
     tls: Option<bool>,
+    // TLS checks (issue 11 items 5, 6, 13, 14).
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_alert: Option<Spanned<String>>,
     #[serde(default)]
     read_timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -1070,6 +1083,12 @@ impl Cx<'_> {
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
+            tls_verify: m.tls_verify.unwrap_or(false),
+            tls_ca_file: m.tls_ca_file.as_ref().map(|p| p.get_ref().clone()),
+            sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
+            tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
+            tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
+            expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
         let spec = options
@@ -1085,6 +1104,11 @@ impl Cx<'_> {
                     "send" => m.send.as_ref().map(Spanned::span),
                     "expect" => m.expect.as_ref().map(Spanned::span),
                     "preset" => m.preset.as_ref().map(Spanned::span),
+                    "tls_ca_file" => m.tls_ca_file.as_ref().map(Spanned::span),
+                    "sni" => m.sni.as_ref().map(Spanned::span),
+                    "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
+                    "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    "expect_alert" => m.expect_alert.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
@@ -1179,7 +1203,7 @@ fn fingerprint(
     options: &porthawk_core::ProbeOptions,
 ) -> String {
     format!(
-        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         m.targets
             .get_ref()
             .iter()
@@ -1195,6 +1219,16 @@ fn fingerprint(
         options.send,
         options.expect,
         options.tls,
+        // The TLS checks, file contents excepted: a renewed client certificate takes a
+        // reload that changes the config, or a restart.
+        (
+            options.tls_verify,
+            &options.tls_ca_file,
+            &options.sni,
+            &options.tls_cert,
+            &options.tls_key,
+            &options.expect_alert,
+        ),
     )
 }
 
