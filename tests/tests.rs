@@ -35,6 +35,7 @@ mod retention;
 mod scan;
 mod serve;
 mod store_faults;
+mod tls_checks;
 mod usage;
 mod util;
 mod xml;

@@ -233,6 +233,17 @@ fn explain(err: &rustls::Error, chain: &[CertInfo], name: &ServerName<'_>, now: 
     let rustls::Error::InvalidCertificate(cause) = err else {
         return format!("certificate rejected: {err}");
     };
+    // webpki's word for a self-signed certificate that says it is a CA (OpenSSL's default).
+    let ca_as_leaf = matches!(cause, E::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity"));
+    if let [only] = chain {
+        if only.self_signed() && (ca_as_leaf || matches!(cause, E::UnknownIssuer)) {
+            return format!("self-signed certificate '{}'", only.subject);
+        }
+    }
+    if ca_as_leaf {
+        let subject = chain.first().map_or("", |c| c.subject.as_str());
+        return format!("a CA certificate '{subject}' is the server's own");
+    }
     match cause {
         E::Expired | E::ExpiredContext { .. } => match chain.iter().find(|c| c.not_after < now) {
             Some(c) => format!(
@@ -253,9 +264,6 @@ fn explain(err: &rustls::Error, chain: &[CertInfo], name: &ServerName<'_>, now: 
             }
         }
         E::UnknownIssuer => match chain.last() {
-            Some(c) if chain.len() == 1 && c.self_signed() => {
-                format!("self-signed certificate '{}'", c.subject)
-            }
             Some(c) => format!("unknown issuer '{}' (of '{}')", c.issuer, c.subject),
             None => "unknown issuer".into(),
         },
