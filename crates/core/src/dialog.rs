@@ -44,6 +44,8 @@ pub enum Pattern {
     Regex(regex::bytes::Regex),
     /// The reply must contain these bytes.
     Literal(Vec<u8>),
+    /// A reply a regular expression cannot judge, read by a small parser (LDAP's BER, XMPP).
+    Wire(crate::Wire),
 }
 
 impl Pattern {
@@ -79,6 +81,7 @@ impl Pattern {
             Pattern::Literal(needle) => {
                 needle.is_empty() || reply.windows(needle.len()).any(|w| w == needle.as_slice())
             }
+            Pattern::Wire(wire) => wire.is_match(reply),
         }
     }
 }
@@ -88,6 +91,7 @@ impl fmt::Display for Pattern {
         match self {
             Pattern::Regex(re) => f.write_str(re.as_str()),
             Pattern::Literal(b) => write!(f, "'{}'", printable(b, QUOTE_LIMIT)),
+            Pattern::Wire(wire) => wire.fmt(f),
         }
     }
 }
@@ -103,6 +107,7 @@ impl PartialEq for Pattern {
         match (self, other) {
             (Pattern::Regex(a), Pattern::Regex(b)) => a.as_str() == b.as_str(),
             (Pattern::Literal(a), Pattern::Literal(b)) => a == b,
+            (Pattern::Wire(a), Pattern::Wire(b)) => a == b,
             _ => false,
         }
     }

@@ -46,7 +46,10 @@ pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS, MAX_PORT_ELEMENTS};
-pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};
+pub use presets::{
+    ldap_reply, preset, presets, xml_tags, xmpp_stream_header, LdapReply, Preset, PresetStep,
+    TlsMode, UnknownPreset, Wire, WireVerdict, XmlTag, IDENTIFY_PROBE, LDAP_STARTTLS_REQUEST,
+};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
     decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,

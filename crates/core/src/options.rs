@@ -85,7 +85,9 @@ impl ProbeOptions {
             .transpose()?;
         let mut dialog = if let Some(name) = &self.preset {
             let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
-            let d = p.dialog().map_err(|e| err("preset", e.to_string()))?;
+            let d = p
+                .dialog_for(self.sni.as_deref())
+                .map_err(|e| err("preset", e.to_string()))?;
             Some(d.with_tls(p.tls))
         } else if self.identify {
             Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()))
