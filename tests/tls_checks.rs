@@ -431,7 +431,7 @@ fn the_earliest_expiry_of_the_chain_counts() {
         return;
     };
     let now = now_unix();
-    let leaf = pki.leaf("leaf", "leaf.test", now - DAY, now + 200 * DAY);
+    let leaf = pki.leaf("leaf", "leaf.test", now - DAY, now + 200 * DAY + DAY / 2);
     let server = TlsServer::start(ip, &leaf, Some(&pki.intermediate.cert), &["-tls1_3"]);
     let target = server.target();
     let (code, line) = check(&[&target, "--tls"]);
@@ -468,7 +468,7 @@ fn the_earliest_expiry_of_the_chain_counts() {
         r.str("cert_expires_first"),
         Some("O=porthawk tests, CN=leaf.test")
     );
-    assert_eq!(r.fields["cert_days_left"], json!(199));
+    assert_eq!(r.fields["cert_days_left"], json!(200));
 }
 
 /// `--sni` names the virtual host: a server with a default certificate and another for
@@ -743,4 +743,310 @@ fn the_api_and_monitors_verify_and_expect_alerts() {
         thread::sleep(Duration::from_millis(200));
     }
     serve.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presets against real daemons (slapd, prosody, ngircd) and a scripted NNTP server
+
+/// `check` and `scan` of one preset: (exit code, status line) and the jsonl record.
+fn preset_check(addr: SocketAddr, args: &[&str]) -> (i32, String, crate::util::Record) {
+    let target = addr.to_string();
+    let mut argv = vec![target.as_str()];
+    argv.extend_from_slice(args);
+    let (code, line) = check(&argv);
+    let ip = addr.ip().to_string();
+    let port = addr.port().to_string();
+    let mut scan = vec!["scan", &ip, "-p", &port, "--all", "--format", "jsonl"];
+    // The certificate thresholds are check's own.
+    let mut rest = args.iter();
+    while let Some(&a) = rest.next() {
+        if a.starts_with("--cert-") && a.ends_with("-days") {
+            rest.next();
+        } else {
+            scan.push(a);
+        }
+    }
+    let out = run(&scan);
+    assert!(
+        out.status.success(),
+        "{scan:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = parse_jsonl(&stdout(&out))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no result from {scan:?}"));
+    (code, line, record)
+}
+
+/// The ldap preset against OpenLDAP's slapd: StartTLS answered success, then the handshake
+/// (the certificate is reported); a slapd without TLS refuses StartTLS, and the check fails
+/// naming the LDAP error.
+#[test]
+fn ldap_preset_starts_tls_with_slapd() {
+    let Some([slapd]) = crate::daemon_util::programs("slapd", ["slapd"]) else {
+        return;
+    };
+    let ip = test_hosts("tls-slapd", 1)[0];
+    let dir = TempDir::new("tls-slapd");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    let now = now_unix();
+    let leaf = pki.leaf("ldap", "ldap.test", now - DAY, now + 200 * DAY);
+    let mut daemons = Vec::new();
+    let mut addrs = Vec::new();
+    for (name, tls) in [("with-tls", true), ("without-tls", false)] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).expect("slapd dir");
+        let mut conf = format!(
+            "include /etc/ldap/schema/core.schema\npidfile {0}/slapd.pid\nargsfile {0}/slapd.args\n",
+            d.display()
+        );
+        if tls {
+            conf.push_str(&format!(
+                "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                leaf.cert.display(),
+                leaf.key.display()
+            ));
+        }
+        std::fs::write(d.join("slapd.conf"), conf).expect("slapd.conf");
+        let addr = SocketAddr::new(ip, free_port(ip));
+        let mut cmd = Command::new(&slapd);
+        cmd.args(["-d", "0", "-f"])
+            .arg(d.join("slapd.conf"))
+            .arg("-h")
+            .arg(format!("ldap://{addr}/"));
+        let mut daemon =
+            crate::daemon_util::Daemon::start("slapd", cmd, &d.join("slapd.log"), "TERM");
+        daemon.wait_listening(&[addr]);
+        daemons.push(daemon);
+        addrs.push(addr);
+    }
+    let (code, line, r) = preset_check(addrs[0], &["--preset", "ldap", "--cert-warn-days", "3"]);
+    assert_eq!(code, 0, "{line}");
+    assert_eq!(r.fields["matched"], json!(true), "{:?}", r.fields);
+    assert_eq!(
+        r.str("cert_subject"),
+        Some("O=porthawk tests, CN=ldap.test")
+    );
+    assert!(r
+        .str("tls_version")
+        .is_some_and(|v| v.starts_with("TLSv1.")));
+    let (code, line, r) = preset_check(addrs[1], &["--preset", "ldap"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("step 2: got '0"), "{line}");
+    assert!(
+        line.contains("which matches reject an LDAP error"),
+        "{line}"
+    );
+    assert_eq!(r.fields["matched"], json!(false), "{:?}", r.fields);
+    assert!(r.str("tls_version").is_none(), "{:?}", r.fields);
+    drop(daemons);
+}
+
+/// The xmpp preset against Prosody: the stream addressed to the domain (`--sni`), features
+/// that offer STARTTLS, `<proceed/>`, then the handshake; a stream to no domain is refused
+/// with a stream error, and the check says so.
+#[test]
+fn xmpp_preset_starts_tls_with_prosody() {
+    let Some([prosody]) = crate::daemon_util::programs("prosody", ["prosody"]) else {
+        return;
+    };
+    let ip = test_hosts("tls-prosody", 1)[0];
+    let dir = TempDir::new("tls-prosody");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    let now = now_unix();
+    let leaf = pki.leaf("xmpp", "chat.test", now - DAY, now + 200 * DAY);
+    // Prosody sends the certificate file's chain.
+    let chain = dir.path().join("xmpp-chain.pem");
+    let pem = |p: &Path| std::fs::read_to_string(p).expect("read pem");
+    std::fs::write(&chain, pem(&leaf.cert) + &pem(&pki.intermediate.cert)).expect("chain");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).expect("prosody data");
+    let conf = d.join("prosody.cfg.lua");
+    std::fs::write(
+        &conf,
+        format!(
+            "run_as_root = true\ndaemonize = false\npidfile = \"{0}/prosody.pid\"\n\
+             data_path = \"{0}/data\"\nmodules_enabled = {{ \"tls\", \"saslauth\", \"disco\" }}\n\
+             modules_disabled = {{ \"s2s\" }}\nc2s_ports = {{ {port} }}\n\
+             c2s_interfaces = {{ \"{ip}\" }}\ns2s_ports = {{ }}\nhttp_ports = {{ }}\n\
+             https_ports = {{ }}\nc2s_direct_tls_ports = {{ }}\nc2s_require_encryption = true\n\
+             log = {{ {{ levels = {{ min = \"info\" }}, to = \"console\" }} }}\n\
+             VirtualHost \"chat.test\"\n  ssl = {{ certificate = \"{cert}\", key = \"{key}\" }}\n",
+            d.display(),
+            port = addr.port(),
+            cert = chain.display(),
+            key = leaf.key.display(),
+        ),
+    )
+    .expect("prosody config");
+    let mut cmd = Command::new(&prosody);
+    cmd.arg("--config").arg(&conf);
+    let mut daemon =
+        crate::daemon_util::Daemon::start("prosody", cmd, &d.join("prosody.log"), "TERM");
+    daemon.wait_listening(&[addr]);
+    let (code, line, r) = preset_check(
+        addr,
+        &[
+            "--preset",
+            "xmpp",
+            "--sni",
+            "chat.test",
+            "--cert-warn-days",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{line}");
+    assert_eq!(r.fields["matched"], json!(true), "{:?}", r.fields);
+    assert_eq!(
+        r.str("cert_subject"),
+        Some("O=porthawk tests, CN=chat.test")
+    );
+    // Verified against the test's root, for the domain.
+    let root = pki.root.cert.display().to_string();
+    let (code, line, _) = preset_check(
+        addr,
+        &[
+            "--preset",
+            "xmpp",
+            "--sni",
+            "chat.test",
+            "--verify",
+            "--ca-file",
+            &root,
+            "--cert-warn-days",
+            "3",
+        ],
+    );
+    assert!(!line.contains("verification failed"), "{line}");
+    assert!(
+        code == 0 || code == 2 && line.contains("unknown issuer"),
+        "{line}"
+    );
+    let (code, line, r) = preset_check(addr, &["--preset", "xmpp"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("step 2: "), "{line}");
+    assert!(
+        line.contains("an XMPP stream error or features without <starttls/>"),
+        "{line}"
+    );
+    assert_eq!(r.fields["matched"], json!(false));
+    drop(daemon);
+}
+
+/// The irc and ircs presets against ngIRCd: registration answered (001, or 433 while an
+/// earlier check's nick lingers) on the plain and the TLS port.
+#[test]
+fn irc_presets_register_with_ngircd() {
+    let Some([ngircd]) = crate::daemon_util::programs("ngircd", ["ngircd"]) else {
+        return;
+    };
+    let ip = test_hosts("tls-ngircd", 1)[0];
+    let dir = TempDir::new("tls-ngircd");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    let now = now_unix();
+    let leaf = pki.leaf("irc", "irc.test", now - DAY, now + 200 * DAY);
+    let chain = dir.path().join("irc-chain.pem");
+    let pem = |p: &Path| std::fs::read_to_string(p).expect("read pem");
+    std::fs::write(&chain, pem(&leaf.cert) + &pem(&pki.intermediate.cert)).expect("chain");
+    let (plain, tls) = (free_port(ip), free_port(ip));
+    let conf = dir.path().join("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\nName = irc.porthawk.test\nInfo = porthawk test\nListen = {ip}\n\
+             Ports = {plain}\nPidFile = {}/ngircd.pid\nMotdPhrase = hello\n\
+             [Options]\nPAM = no\nIdent = no\nDNS = no\n\
+             [SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {tls}\n",
+            dir.path().display(),
+            chain.display(),
+            leaf.key.display()
+        ),
+    )
+    .expect("ngircd.conf");
+    let mut cmd = Command::new(&ngircd);
+    cmd.args(["-n", "-f"]).arg(&conf);
+    let mut daemon =
+        crate::daemon_util::Daemon::start("ngircd", cmd, &dir.path().join("ngircd.log"), "TERM");
+    let (plain, tls) = (SocketAddr::new(ip, plain), SocketAddr::new(ip, tls));
+    daemon.wait_listening(&[plain, tls]);
+    let (code, line, r) = preset_check(plain, &["--preset", "irc"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(
+        r.str("banner")
+            .is_some_and(|b| b.starts_with(":irc.porthawk.test ")),
+        "{:?}",
+        r.fields
+    );
+    let (code, line, r) = preset_check(tls, &["--preset", "ircs", "--cert-warn-days", "3"]);
+    assert_eq!(code, 0, "{line}");
+    assert_eq!(
+        r.str("cert_expires_first"),
+        Some(pki.intermediate_subject.as_str())
+    );
+    // The plain port is no TLS port.
+    let (code, line, _) = preset_check(plain, &["--preset", "ircs"]);
+    assert_eq!(code, 2, "{line}");
+    drop(daemon);
+}
+
+/// The nntp preset against a scripted server speaking INN's bytes (Debian's inn2 needs a
+/// system-wide set-up to start): 200 passes, 502 fails naming the reply, and the client
+/// says QUIT.
+#[test]
+fn nntp_preset_reads_the_greeting() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let ip = test_hosts("tls-nntp", 1)[0];
+    for (greeting, want_code) in [
+        (
+            &b"200 news.porthawk.test InterNetNews NNRP server INN 2.7.1 ready (posting ok)\r\n"[..],
+            0,
+        ),
+        (b"502 You have no permission to talk.  Goodbye.\r\n", 2),
+    ] {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let mut heard = Vec::new();
+            // check, then scan: two connections.
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().expect("accept");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                s.write_all(greeting).expect("greet");
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    heard.extend_from_slice(&buf[..n]);
+                    if heard.ends_with(b"QUIT\r\n") {
+                        break;
+                    }
+                }
+            }
+            heard
+        });
+        let (code, line, r) = preset_check(addr, &["--preset", "nntp"]);
+        assert_eq!(code, want_code, "{line}");
+        let heard = server.join().expect("server thread");
+        if want_code == 0 {
+            assert_eq!(heard, b"QUIT\r\nQUIT\r\n");
+            assert_eq!(r.fields["matched"], json!(true));
+        } else {
+            assert!(
+                line.contains("step 1: got '502 You have no permission"),
+                "{line}"
+            );
+            assert!(heard.is_empty(), "{heard:?}");
+        }
+    }
 }

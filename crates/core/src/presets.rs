@@ -299,12 +299,14 @@ const NNTP: &[PresetStep] = &[
     Send(b"QUIT\r\n"),
 ];
 
-// IRC: register, and count the welcome (001) or any NOTICE (most servers greet with one
-// before registration is done) as an IRC server; ERROR is one turning the client away.
+// IRC: register, and count the welcome (001), any other numeric reply (433: the nick is in
+// use, as it is while another check's connection lingers) or a NOTICE (most servers greet
+// with one before registration is done) as an IRC server; ERROR is one turning the client
+// away.
 const IRC: &[PresetStep] = &[
     Send(b"NICK porthawk\r\nUSER porthawk 0 * :porthawk\r\n"),
     Expect {
-        expect: r"(?m)^(:\S+ )?(001|NOTICE) ",
+        expect: r"(?m)^(:\S+ )?(\d{3}|NOTICE) ",
         reject: Some(r"(?m)^ERROR "),
     },
     Send(b"QUIT\r\n"),
@@ -865,7 +867,7 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "irc",
-        description: "IRC: NICK/USER answered with the welcome (001) or a NOTICE, QUIT",
+        description: "IRC: NICK/USER answered with a numeric reply (001) or a NOTICE, QUIT",
         default_ports: &[6667],
         tls: TlsMode::None,
         steps: IRC,
