@@ -384,5 +384,22 @@ mod tests {
         let (s, line) = verdict(&[with_cert(-2)], "mx", 25, &a, 0);
         assert_eq!(s, Status::Critical);
         assert!(line.contains("certificate expired 2 days ago"), "{line}");
+        // An intermediate that ends first decides, and is named.
+        let mut chain = with_cert(60);
+        if let Some(tls) = chain.tls.as_mut() {
+            tls.expires_first = Some(CertInfo {
+                subject: "CN=Intermediate".into(),
+                issuer: "CN=Root".into(),
+                not_before: 0,
+                not_after: 10 * 86_400,
+            });
+        }
+        let (s, line) = verdict(&[chain], "mx", 25, &a, 0);
+        assert_eq!(s, Status::Warning);
+        assert!(
+            line.contains("certificate 'CN=Intermediate' of the chain expires in 10 days"),
+            "{line}"
+        );
+        assert!(line.ends_with("cert_days=10;21;7;;"), "{line}");
     }
 }

@@ -317,4 +317,125 @@ mod tests {
             assert_eq!(spec(o).unwrap_err().field, field);
         }
     }
+
+    #[test]
+    fn tls_checks_need_tls_and_name_their_option() {
+        let tls = || ProbeOptions {
+            tls: true,
+            ..Default::default()
+        };
+        let cases = [
+            (
+                ProbeOptions {
+                    sni: Some("mx.example".into()),
+                    ..Default::default()
+                },
+                "sni",
+                "needs a TLS dialog",
+            ),
+            (
+                ProbeOptions {
+                    tls_verify: true,
+                    preset: Some("smtp".into()),
+                    ..Default::default()
+                },
+                "tls_verify",
+                "needs a TLS dialog",
+            ),
+            (
+                ProbeOptions {
+                    tls_ca_file: Some("/x".into()),
+                    ..tls()
+                },
+                "tls_ca_file",
+                "needs verification on",
+            ),
+            (
+                ProbeOptions {
+                    tls_cert: Some("/x".into()),
+                    ..tls()
+                },
+                "tls_key",
+                "needs its key",
+            ),
+            (
+                ProbeOptions {
+                    expect_alert: Some("certificate-required".into()),
+                    ..Default::default()
+                },
+                "expect_alert",
+                "unknown TLS alert 'certificate-required'",
+            ),
+            (
+                ProbeOptions {
+                    sni: Some("not a name!".into()),
+                    ..tls()
+                },
+                "sni",
+                "invalid server name",
+            ),
+            (
+                ProbeOptions {
+                    tls_verify: true,
+                    tls_ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..tls()
+                },
+                "tls_ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                ProbeOptions {
+                    tls_cert: Some("/nonexistent/c.pem".into()),
+                    tls_key: Some("/nonexistent/k.pem".into()),
+                    ..tls()
+                },
+                "tls_cert",
+                "cannot read /nonexistent/c.pem",
+            ),
+        ];
+        for (o, field, message) in cases {
+            let e = spec(o).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_checks_reach_the_spec() {
+        // An expected alert is a TLS dialog of its own.
+        let s = spec(ProbeOptions {
+            expect_alert: Some("certificate_required".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.dialog.as_ref().map(|d| d.steps.clone()),
+            Some(vec![DialogStep::StartTls])
+        );
+        assert!(s.tls_config.is_some());
+        let check = s.tls_check.as_ref().unwrap();
+        assert_eq!(
+            check.expect_alert,
+            Some(rustls::AlertDescription::CertificateRequired)
+        );
+        assert!(check.verify.is_none());
+        // Verification against the system's roots, with a name.
+        let s = spec(ProbeOptions {
+            preset: Some("https".into()),
+            tls_verify: true,
+            sni: Some("www.example".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let check = s.tls_check.as_ref().unwrap();
+        assert!(check.verify.is_some());
+        assert_eq!(check.sni.as_deref(), Some("www.example"));
+        // Plain TLS asks for no checks.
+        let s = spec(ProbeOptions {
+            tls: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.tls_check.is_none());
+    }
 }

@@ -598,6 +598,132 @@ mod tests {
         assert!(parse_certificate(b"not der at all").is_err());
     }
 
+    /// `sample()` with another subject (13 bytes, as `porthawk.test`) and end of validity
+    /// (`YYMMDDHHMMSSZ`), both rewritten in place.
+    fn cert_with(subject: &[u8], not_after: &[u8; 13]) -> Vec<u8> {
+        let mut der = sample();
+        let end = der
+            .windows(15)
+            .position(|w| w == b"20261223000000Z")
+            .unwrap_or_else(|| unreachable!());
+        der[end + 2..end + 15].copy_from_slice(not_after);
+        // The subject is the second name (the first is the issuer).
+        let cn = der
+            .windows(13)
+            .rposition(|w| w == b"porthawk.test")
+            .unwrap_or_else(|| unreachable!());
+        der[cn..cn + 13].copy_from_slice(subject);
+        der
+    }
+
+    #[test]
+    fn the_chain_expiry_is_its_earliest_end() {
+        let leaf = CertificateDer::from(cert_with(b"leaf.example1", b"261223000000Z"));
+        let inter = CertificateDer::from(cert_with(b"inter.exampl2", b"261201000000Z"));
+        let info = TlsInfo::new("TLSv1.3".into(), String::new(), &[leaf.clone(), inter]);
+        assert_eq!(
+            info.cert.as_ref().map(|c| c.subject.as_str()),
+            Some("CN=leaf.example1, O=Porthawk")
+        );
+        let first = info.expiring().unwrap_or_else(|| unreachable!());
+        assert_eq!(first.subject, "CN=inter.exampl2, O=Porthawk");
+        // 2026-12-01T00:00:00Z.
+        assert_eq!(first.not_after, 1_796_083_200);
+        // A chain of one: the leaf; an unreadable intermediate is left out.
+        let info = TlsInfo::new(
+            String::new(),
+            String::new(),
+            &[leaf, CertificateDer::from(vec![0x30, 0x01])],
+        );
+        assert_eq!(
+            info.expiring().map(|c| c.subject.as_str()),
+            Some("CN=leaf.example1, O=Porthawk")
+        );
+        assert_eq!(
+            TlsInfo::new(String::new(), String::new(), &[]).expiring(),
+            None
+        );
+    }
+
+    #[test]
+    fn alerts_go_by_their_rfc_names() {
+        for (name, alert) in [
+            (
+                "certificate_required",
+                AlertDescription::CertificateRequired,
+            ),
+            ("handshake_failure", AlertDescription::HandshakeFailure),
+            ("unknown_psk_identity", AlertDescription::UnknownPSKIdentity),
+            ("bad_certificate", AlertDescription::BadCertificate),
+            ("unknown_ca", AlertDescription::UnknownCA),
+            ("close_notify", AlertDescription::CloseNotify),
+        ] {
+            assert_eq!(alert_name(alert), name);
+            assert_eq!(alert_by_name(name), Some(alert), "{name}");
+        }
+        assert_eq!(alert_by_name("CertificateRequired"), None);
+        assert_eq!(alert_by_name("nope"), None);
+        assert_eq!(alert_name(AlertDescription::Unknown(201)), "alert_201");
+    }
+
+    #[test]
+    fn verification_failures_are_told_in_words() {
+        use rustls::CertificateError as E;
+        let cert = |subject: &str, issuer: &str, not_before, not_after| CertInfo {
+            subject: subject.into(),
+            issuer: issuer.into(),
+            not_before,
+            not_after,
+        };
+        let leaf = cert("CN=www", "CN=ca", 0, 2_000_000_000);
+        let old_ca = cert("CN=ca", "CN=root", 0, 1_000_000_000);
+        let name = ServerName::try_from("www.example").unwrap_or_else(|_| unreachable!());
+        let why = |e: E, chain: &[CertInfo]| {
+            explain(
+                &rustls::Error::InvalidCertificate(e),
+                chain,
+                &name,
+                1_500_000_000,
+            )
+        };
+        assert_eq!(
+            why(E::Expired, &[leaf.clone(), old_ca.clone()]),
+            "certificate expired: 'CN=ca' ended 2001-09-09T01:46:40Z"
+        );
+        assert_eq!(
+            why(
+                E::NotValidYet,
+                &[cert("CN=www", "CN=ca", 1_600_000_000, 1_700_000_000)]
+            ),
+            "certificate not yet valid: 'CN=www' starts 2020-09-13T12:26:40Z"
+        );
+        assert_eq!(
+            why(
+                E::UnknownIssuer,
+                &[cert("CN=me", "CN=me", 0, 2_000_000_000)]
+            ),
+            "self-signed certificate 'CN=me'"
+        );
+        assert_eq!(
+            why(E::UnknownIssuer, &[leaf.clone(), old_ca]),
+            "unknown issuer 'CN=root' (of 'CN=ca')"
+        );
+        assert_eq!(
+            why(E::NotValidForName, &[leaf]),
+            "name mismatch: 'CN=www' is not valid for www.example"
+        );
+        assert!(why(E::BadSignature, &[]).starts_with("certificate rejected: "));
+    }
+
+    #[test]
+    fn pem_files_name_themselves_in_errors() {
+        let err = roots_from_pem("/etc/x.pem", b"nothing here").unwrap_err();
+        assert_eq!(err, "/etc/x.pem: no certificate in it");
+        let err = client_auth_from_pem("c.pem", b"", "k.pem", b"").unwrap_err();
+        assert_eq!(err, "c.pem: no certificate in it");
+        assert!(system_roots().is_ok_and(|r| !r.is_empty()));
+    }
+
     #[test]
     fn config_builds() {
         assert!(client_config(Arc::new(rustls::time_provider::DefaultTimeProvider)).is_ok());
