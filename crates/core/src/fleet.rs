@@ -1212,6 +1212,16 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_are_valid_messages() {
+        let seeds = crate::fuzzing::fleet_wire_seeds();
+        let get = |name: &str| &seeds.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(SweepSpec::decode(get("spec")).unwrap().space().is_ok());
+        assert!(WorkItem::decode(get("sweep-item")).is_ok());
+        assert!(WorkItem::decode(get("monitor-item")).is_ok());
+        assert!(AgentStatus::decode(get("status")).is_ok());
+    }
+
+    #[test]
     fn slices_tile_the_space() {
         assert_eq!(slice_len(100, 1), MIN_SLICE_LEN);
         assert_eq!(slice_len(16_777_216 * 100, 50), MAX_SLICE_LEN);
