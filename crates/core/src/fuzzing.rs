@@ -1079,46 +1079,6 @@ pub fn duration_target(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dialog_seeds_play_a_good_server() {
-        let seeds = dialog_seeds();
-        assert_eq!(seeds.len(), presets().len());
-        for (name, data) in seeds {
-            let (played, matched, reason) = run_dialog(&data).unwrap();
-            assert_eq!(played, name);
-            if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
-                // The scripted server does not speak TLS: the handshake fails, and says so.
-                assert_ne!(matched, Some(true), "{name}");
-                assert!(
-                    reason.as_deref().unwrap_or("").contains("TLS"),
-                    "{name}: {reason:?}"
-                );
-                continue;
-            }
-            assert!(matched != Some(false), "{name}: {reason:?}");
-            assert_eq!(reason, None, "{name}");
-        }
-    }
-
-    #[test]
-    fn sample_frames_and_escape_seeds_pass_their_targets() {
-        for frame in sample_frames() {
-            frame_target(&frame);
-            assert!(decode_frame(&frame).is_ok());
-        }
-        for seed in ESCAPE_SEEDS {
-            escapes_target(seed);
-        }
-        for s in SAMPLES {
-            identify_target(s.reply);
-        }
-    }
-}
-
 /// Fuzz target `fleet_wire`: the fleet messages and header values a peer sends
 /// (`crate::fleet`). Every decoder sees the whole input; whatever decodes must survive
 /// encode → decode unchanged, a spec that decodes either rebuilds a space of exactly `total`
@@ -1253,4 +1213,44 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
             b"m3\nexpired\ncancelled\nerror:no such preset\nporthawk.v1.work.eu.m3\n".to_vec(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_seeds_play_a_good_server() {
+        let seeds = dialog_seeds();
+        assert_eq!(seeds.len(), presets().len());
+        for (name, data) in seeds {
+            let (played, matched, reason) = run_dialog(&data).unwrap();
+            assert_eq!(played, name);
+            if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
+                // The scripted server does not speak TLS: the handshake fails, and says so.
+                assert_ne!(matched, Some(true), "{name}");
+                assert!(
+                    reason.as_deref().unwrap_or("").contains("TLS"),
+                    "{name}: {reason:?}"
+                );
+                continue;
+            }
+            assert!(matched != Some(false), "{name}: {reason:?}");
+            assert_eq!(reason, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn sample_frames_and_escape_seeds_pass_their_targets() {
+        for frame in sample_frames() {
+            frame_target(&frame);
+            assert!(decode_frame(&frame).is_ok());
+        }
+        for seed in ESCAPE_SEEDS {
+            escapes_target(seed);
+        }
+        for s in SAMPLES {
+            identify_target(s.reply);
+        }
+    }
 }
