@@ -35,7 +35,9 @@ pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>
     for pool in pools {
         let consumer = pool_consumer(pool);
         publish.push(format!("$JS.API.CONSUMER.INFO.{WORK_STREAM}.{consumer}"));
-        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}"));
+        publish.push(format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}"
+        ));
         publish.push(format!("$JS.ACK.{WORK_STREAM}.{consumer}.>"));
     }
     publish.push(results_agent_filter(agent));
@@ -43,7 +45,7 @@ pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>
     publish.push(format!("$JS.API.STREAM.INFO.KV_{AGENTS_BUCKET}"));
     publish.push(format!("$JS.API.STREAM.INFO.KV_{SPECS_BUCKET}"));
     publish.push(format!("$JS.API.DIRECT.GET.KV_{SPECS_BUCKET}.>"));
-    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{SPECS_BUCKET}.>"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{SPECS_BUCKET}"));
     publish.push(format!("$JS.FC.KV_{SPECS_BUCKET}.>"));
     let subscribe = vec![format!("{}.>", porthawk_core::inbox_prefix(agent))];
     (publish, subscribe)
