@@ -2,6 +2,8 @@
 //! `porthawk fleet add-agent` prints. The test plays the coordinator with async-nats directly:
 //! it creates the streams, consumers and buckets of the fleet design, publishes work items and
 //! reads the result frames.
+// The helpers here are test code too: a failed set-up step should stop the test loudly.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -273,7 +275,8 @@ impl Coord {
             .unwrap();
     }
 
-    /// Reads result frames until one with `Porthawk-Last` has come, for up to `limit`.
+    /// Reads result frames until the attempt's frames are all in (the one with
+    /// `Porthawk-Last` says how many), for up to `limit`.
     async fn frames_until_last(&self, limit: Duration) -> Result<Vec<Frame>, String> {
         let deadline = Instant::now() + limit;
         let mut frames = Vec::new();
@@ -308,11 +311,19 @@ impl Coord {
                 });
                 msg.ack().await.unwrap();
             }
-            if frames.iter().any(|f| f.last.is_some()) {
+            // Frames may arrive in any order (they are published concurrently): done when
+            // the last one has come and as many frames as it announces.
+            let announced = frames
+                .iter()
+                .find_map(|f| f.last)
+                .map(|l| l.frames as usize);
+            if announced.is_some_and(|n| frames.len() >= n) {
                 return Ok(frames);
             }
         }
-        Err(format!("no last frame within {limit:?}; frames so far: {frames:?}"))
+        Err(format!(
+            "no last frame within {limit:?}; frames so far: {frames:?}"
+        ))
     }
 
     async fn work_messages(&self) -> u64 {
@@ -397,7 +408,13 @@ fn agent_runs_a_slice_under_exactly_the_printed_permissions() {
     let mut agent = AgentProc::start(&server, "eu-1", "eu-1", &["eu"], &["--shards", "2"]);
     let frames = rt
         .block_on(coord.frames_until_last(Duration::from_secs(60)))
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}\nserver log:\n{}", agent.log(), server.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nagent log:\n{}\nserver log:\n{}",
+                agent.log(),
+                server.log()
+            )
+        });
 
     let space = farm.spec.space().unwrap();
     let want: BTreeSet<(IpAddr, u16)> = (10..70)
