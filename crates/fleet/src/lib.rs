@@ -10,3 +10,4 @@
 pub mod addagent;
 pub mod agent;
 pub mod conn;
+mod slice;
