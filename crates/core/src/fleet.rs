@@ -906,7 +906,7 @@ pub struct AgentStatus {
     pub backend: String,
     /// Engine shards.
     pub shards: u32,
-    /// In-flight probe limit per shard.
+    /// Probes in flight right now, across shards.
     pub inflight: u32,
     /// Probes per second over the last interval.
     pub probes_per_s: u64,

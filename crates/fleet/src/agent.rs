@@ -170,8 +170,7 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
         version: env!("CARGO_PKG_VERSION").to_string(),
         pools: config.pools.clone(),
         backend: ctx.engine.backend().to_string(),
-        shards: config.engine.shards as u32,
-        inflight: config.engine.inflight as u32,
+        shards: ctx.engine.shards() as u32,
         addresses: host_addresses(),
         names: host_names(),
     };
@@ -273,7 +272,6 @@ struct StatusSource {
     pools: Vec<FleetName>,
     backend: String,
     shards: u32,
-    inflight: u32,
     addresses: Vec<IpAddr>,
     names: Vec<String>,
 }
@@ -298,7 +296,7 @@ impl StatusSource {
             pools: self.pools.clone(),
             backend: self.backend.clone(),
             shards: self.shards,
-            inflight: self.inflight,
+            inflight: ctx.engine.inflight_per_shard().iter().sum::<usize>() as u32,
             probes_per_s,
             running,
             addresses: self.addresses.clone(),

@@ -355,11 +355,22 @@ impl SliceRun {
         let subject = self.subject.clone();
         let records = batch.records.len() as u64;
         ctx.pending.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending(Arc::clone(&ctx));
         self.pubs.push(tokio::spawn(async move {
+            // Dropped at the end or when the task is aborted (a slice given back).
+            let _pending = pending;
             publish_until_acked(&ctx, subject, Bytes::from(payload), headers, id).await;
-            ctx.pending.fetch_sub(1, Ordering::Relaxed);
             ctx.records.fetch_add(records, Ordering::Relaxed);
         }));
+    }
+}
+
+/// One frame counted in `Ctx::pending` until it is dropped.
+struct Pending(Arc<Ctx>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
