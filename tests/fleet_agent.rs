@@ -708,7 +708,13 @@ fn expired_and_cancelled_slices_end_with_their_reason() {
     };
 
     let monitor = FleetJob::Monitor(4);
-    let mut expired = item(monitor, 0, 0, 80, SpecRef::Inline(farm.spec.clone()));
+    let mut expired = item(
+        monitor,
+        0,
+        0,
+        80,
+        SpecRef::Inline(Box::new(farm.spec.clone())),
+    );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

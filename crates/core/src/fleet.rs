@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AddrRange, HostSetBuilder, PortSet, ProbeOptions, ProbeOptionsError, ProbeSpec, SpaceError,
-    TargetSpace, MAX_PROBES,
+    AddrRange, HostSetBuilder, PortSet, ProbeOptions, ProbeOptionsError, ProbeSpec, ProbeStep,
+    SpaceError, TargetSpace, MAX_PROBES,
 };
 
 /// The wire version token in every subject (`porthawk.v1.…`): an agent of another wire
@@ -602,6 +602,16 @@ pub struct SweepProbe {
     pub banner: bool,
     /// Handshake TLS before the dialog.
     pub tls: bool,
+    /// Dialog steps in order.
+    pub steps: Vec<ProbeStep>,
+    /// Bytes sent after the last step.
+    pub quit: Option<String>,
+    /// Consecutive expects are one read that must match them all.
+    pub expect_all: bool,
+    /// Bytes one read may keep while it waits for its pattern.
+    pub max_reply: Option<u64>,
+    /// Keep the peer's bytes out of failure reasons.
+    pub jail: bool,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
     /// Connect attempts for an unanswered probe.
@@ -622,6 +632,14 @@ impl SweepProbe {
             expect: self.expect.clone(),
             banner: self.banner,
             tls: self.tls,
+            steps: self.steps.clone(),
+            quit: self.quit.clone(),
+            expect_all: self.expect_all,
+            // A value past usize (on a 32-bit agent) is past every limit: spec() refuses it.
+            max_reply: self
+                .max_reply
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            jail: self.jail,
         }
     }
 
@@ -641,6 +659,11 @@ impl SweepProbe {
             expect: options.expect.clone(),
             banner: options.banner,
             tls: options.tls,
+            steps: options.steps.clone(),
+            quit: options.quit.clone(),
+            expect_all: options.expect_all,
+            max_reply: options.max_reply.map(|n| n as u64),
+            jail: options.jail,
             connect_timeout_ms: ms(connect_timeout),
             tries,
             read_timeout_ms: ms(read_timeout),
@@ -798,7 +821,7 @@ pub enum SpecRef {
     /// In [`SPECS_BUCKET`] under [`spec_key`] of the item's job, at this revision (sweeps).
     Ref(u64),
     /// In the item itself (monitor rounds, at most a few hundred probes).
-    Inline(SweepSpec),
+    Inline(Box<SweepSpec>),
 }
 
 /// One slice of a job: the positions `start..end` of its target space.
@@ -957,7 +980,12 @@ mod tests {
     fn probe() -> SweepProbe {
         SweepProbe::new(
             &ProbeOptions {
-                preset: Some("smtp".into()),
+                steps: vec![
+                    ProbeStep::Send("PING\\r\\n".into()),
+                    ProbeStep::Expect("^\\+PONG".into()),
+                ],
+                quit: Some("QUIT\\r\\n".into()),
+                max_reply: Some(8192),
                 ..ProbeOptions::default()
             },
             Duration::from_millis(1500),
@@ -1006,7 +1034,7 @@ mod tests {
             slice: 3,
             start: 10,
             end: 20,
-            spec: SpecRef::Inline(s),
+            spec: SpecRef::Inline(Box::new(s)),
             deadline_ms: Some(1_700_000_000_000),
             rate: Some(500),
             epoch: 1,
@@ -1116,7 +1144,7 @@ mod tests {
         assert!(WorkItem::decode(&upside_down.encode()).is_err());
         let mut past_total = upside_down.clone();
         past_total.end = spec().total + 1;
-        past_total.spec = SpecRef::Inline(spec());
+        past_total.spec = SpecRef::Inline(Box::new(spec()));
         assert!(WorkItem::decode(&past_total.encode()).is_err());
     }
 

@@ -387,8 +387,16 @@ pub fn dialog_target(data: &[u8]) {
 /// [`dialog_target`], returning the preset's name and the verdict (matched, reason).
 fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>)> {
     let (&pick, mut rest) = data.split_first()?;
-    let all = compiled_presets();
-    let (preset, dialog) = &all[usize::from(pick) % all.len()];
+    let (name, dialog, max_reply, jail) = if pick >= USER_DIALOG_PICK {
+        let users = compiled_user_dialogs();
+        let (name, spec) = &users[usize::from(pick - USER_DIALOG_PICK) % users.len()];
+        let dialog = spec.dialog.as_ref()?;
+        (*name, dialog, spec.max_reply, spec.jail)
+    } else {
+        let all = compiled_presets();
+        let (preset, dialog) = &all[usize::from(pick) % all.len()];
+        (preset.name, dialog, crate::READ_LIMIT, false)
+    };
     // A TLS handshake counts as an expectation: the `tls` preset passes or fails on it.
     let expects = dialog.expects() || dialog.steps.contains(&DialogStep::StartTls);
     let steps = dialog.steps.len();
@@ -397,6 +405,8 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
         tls_config: Some(tls_config()),
         read_timeout: Duration::from_secs(2),
         dialog_timeout: Duration::from_secs(5),
+        max_reply,
+        jail,
         ..ProbeSpec::default()
     };
     let connected = ConnectEvent::Connected {
@@ -465,8 +475,108 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
     }
     if let Some(reason) = c.reason() {
         assert!(reason.starts_with("step "), "{reason}");
+        assert!(reason.len() < 1024, "unbounded reason: {reason}");
+        if jail {
+            assert!(
+                !reason.contains("got '"),
+                "jailed reason quotes the peer: {reason}"
+            );
+        }
     }
-    Some((preset.name, c.matched(), c.reason().map(str::to_string)))
+    assert!(c.captures().len() <= crate::MAX_CAPTURES);
+    assert!(c.captures().iter().all(|k| k.len() <= crate::CAPTURE_LIMIT));
+    assert!(!c.mismatched() || c.reason().is_some());
+    Some((name, c.matched(), c.reason().map(str::to_string)))
+}
+
+/// A first byte at or above this picks one of [`compiled_user_dialogs`] instead of a preset.
+const USER_DIALOG_PICK: u8 = 0xc0;
+
+/// Dialogs as users write them (steps with captures, `--expect-all`, `--quit`, steps after a
+/// STARTTLS preset, a small `--max-reply`, `--jail`), built through [`crate::ProbeOptions`]
+/// once, with the spec fields they set.
+fn compiled_user_dialogs() -> &'static [(&'static str, ProbeSpec)] {
+    use crate::{ProbeOptions, ProbeStep};
+    static COMPILED: OnceLock<Vec<(&'static str, ProbeSpec)>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let send = |s: &str| ProbeStep::Send(s.into());
+        let expect = |s: &str| ProbeStep::Expect(s.into());
+        let dialogs = [
+            (
+                "steps-captures",
+                ProbeOptions {
+                    steps: vec![
+                        expect(r"^220 (\S+) (E?SMTP)"),
+                        send(r"EHLO ${1}\r\n"),
+                        expect(r"^250[ -]SIZE (\d+)$"),
+                        expect(r"^250 (.*)$"),
+                        send(r"MAIL FROM:<${2}@${1}> SIZE=${3}\r\n"),
+                        expect("^250 "),
+                    ],
+                    expect_all: true,
+                    quit: Some(r"QUIT\r\n".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "starttls-steps",
+                ProbeOptions {
+                    preset: Some("smtp-starttls".into()),
+                    steps: vec![send(r"EHLO porthawk\r\n"), expect(r"^250 (\S+)")],
+                    quit: Some(r"QUIT\r\n".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "jail-small-reply",
+                ProbeOptions {
+                    steps: vec![send(r"HELP\r\n"), expect(r"^214 (.*)$")],
+                    max_reply: Some(64),
+                    jail: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        dialogs
+            .into_iter()
+            .map(|(name, options)| {
+                let second = Duration::from_secs(1);
+                match options.spec(second, 1, second, second, Arc::new(FixedTime)) {
+                    Ok(spec) => (name, spec),
+                    Err(e) => panic!("user dialog {name} does not build: {e}"),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Inputs for [`dialog_target`] that play the user dialogs with a good server.
+pub fn user_dialog_seeds() -> Vec<(String, Vec<u8>)> {
+    const PROCEED: u8 = 0x31;
+    let read = |data: &mut Vec<u8>, reply: &[u8]| {
+        for chunk in reply.chunks(255) {
+            data.push(PROCEED);
+            data.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+            data.extend_from_slice(chunk);
+        }
+    };
+    let ehlo: &[u8] = b"250-mx.example.org\r\n250-SIZE 10240000\r\n250 CHUNKING\r\n";
+    let mut captures = vec![USER_DIALOG_PICK];
+    read(&mut captures, sample_reply("exim-4.96"));
+    captures.push(PROCEED);
+    read(&mut captures, ehlo);
+    captures.push(PROCEED);
+    read(&mut captures, b"250 OK\r\n");
+    captures.push(PROCEED);
+    let mut jail = vec![USER_DIALOG_PICK + 2, PROCEED];
+    read(
+        &mut jail,
+        b"214-This is a long help text, longer than the reply limit of this dialog.\r\n",
+    );
+    vec![
+        ("steps-captures".to_string(), captures),
+        ("jail-small-reply".to_string(), jail),
+    ]
 }
 
 /// A clock stopped at a fixed instant (2023-11-14), for TLS handshakes in the fuzz targets:
@@ -1174,7 +1284,7 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
         rate: Some(1000),
         epoch: 0,
     };
-    let mut monitor = item(SpecRef::Inline(spec.clone()));
+    let mut monitor = item(SpecRef::Inline(Box::new(spec.clone())));
     monitor.job = FleetJob::Monitor(3);
     monitor.deadline_ms = Some(1_790_000_000_000);
     let pools = ["eu", "dc-2"]
@@ -1218,6 +1328,25 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_dialog_seeds_play_their_dialogs() {
+        let seeds = user_dialog_seeds();
+        let (played, matched, reason) = run_dialog(&seeds[0].1).unwrap();
+        assert_eq!(
+            (played, matched, reason),
+            ("steps-captures", Some(true), None)
+        );
+        let (played, matched, reason) = run_dialog(&seeds[1].1).unwrap();
+        assert_eq!((played, matched), ("jail-small-reply", Some(false)));
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                "step 2: got 64 bytes, wanted ^214 (.*)$ \
+                 (stopped at the reply limit of 64 bytes)"
+            )
+        );
+    }
 
     #[test]
     fn dialog_seeds_play_a_good_server() {

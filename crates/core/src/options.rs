@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use rustls::time_provider::TimeProvider;
 
-use crate::{parse_escapes, preset, Dialog, DialogStep, Pattern, ProbeSpec, IDENTIFY_PROBE};
+use crate::{
+    parse_escapes, preset, Dialog, DialogStep, Pattern, ProbeSpec, SendPiece, TlsMode,
+    IDENTIFY_PROBE, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
+};
 
 /// What to do once connected, before it is compiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +26,33 @@ pub struct ProbeOptions {
     pub banner: bool,
     /// Handshake TLS before the dialog.
     pub tls: bool,
+    /// Dialog steps in order (`--send`/`--expect` repeated, `steps = [...]` in monitors,
+    /// `probe.steps` in the API); `send` and `expect` are the one-step form of the same.
+    /// After a STARTTLS preset they run inside the TLS session.
+    pub steps: Vec<ProbeStep>,
+    /// Bytes sent after the last step (`--quit`), with escapes and captures as in a send.
+    pub quit: Option<String>,
+    /// Expects with no send between them are one read whose reply must match every one of
+    /// them (check_tcp's `-A`), instead of one read each.
+    pub expect_all: bool,
+    /// Bytes one read may keep while it waits for its pattern (default [`READ_LIMIT`], at
+    /// most [`MAX_REPLY_LIMIT`]).
+    pub max_reply: Option<usize>,
+    /// Keep the peer's bytes out of failure reasons (`check --jail`).
+    pub jail: bool,
+}
+
+/// One step of a user's dialog: `{ send = "..." }` or `{ expect = "..." }` in a monitor,
+/// `{"send": "..."}` or `{"expect": "..."}` in the API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProbeStep {
+    /// Bytes to send, with escapes (`\r \n \t \0 \\ \xHH`) and earlier captures (`${1}`).
+    Send(String),
+    /// A regular expression the reply must match (line-aware: `^` and `$` match at every
+    /// line); its capture groups are kept for later sends and the result.
+    Expect(String),
 }
 
 /// Which option is wrong and why; `field` names it as the user wrote it (`send`, `expect`,
@@ -45,11 +75,16 @@ impl ProbeOptions {
             || self.expect.is_some()
             || self.banner
             || self.tls
+            || !self.steps.is_empty()
+            || self.quit.is_some()
     }
 
     /// The dialog the options describe, if any.
     pub fn dialog(&self) -> Result<Option<Dialog>, ProbeOptionsError> {
         let err = |field, message: String| ProbeOptionsError { field, message };
+        if !self.steps.is_empty() || self.quit.is_some() {
+            return self.dialog_of_steps().map(Some);
+        }
         if self.preset.is_some() && (self.send.is_some() || self.expect.is_some()) {
             return Err(err(
                 "preset",
@@ -85,6 +120,106 @@ impl ProbeOptions {
         Ok(dialog)
     }
 
+    /// The dialog of `steps` and `quit` (with the one-step `send`/`expect`, a preset before
+    /// them, and TLS).
+    fn dialog_of_steps(&self) -> Result<Dialog, ProbeOptionsError> {
+        let err = |field, message: String| ProbeOptionsError { field, message };
+        if !self.steps.is_empty() && (self.send.is_some() || self.expect.is_some()) {
+            return Err(err(
+                "steps",
+                "give the dialog as steps or as send and expect, not both".into(),
+            ));
+        }
+        if self.identify {
+            return Err(err(
+                "identify",
+                "identify cannot be combined with dialog steps".into(),
+            ));
+        }
+        let mut user: Vec<ProbeStep> = self.steps.clone();
+        if user.is_empty() {
+            user.extend(self.send.clone().map(ProbeStep::Send));
+            user.extend(self.expect.clone().map(ProbeStep::Expect));
+        }
+        let mut dialog = match &self.preset {
+            Some(name) => {
+                let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
+                if p.tls != TlsMode::StartTls {
+                    return Err(err(
+                        "preset",
+                        format!(
+                            "steps can only follow a STARTTLS preset (they run inside its TLS \
+                             session); '{}' ends its own dialog: use steps alone, or with tls",
+                            p.name
+                        ),
+                    ));
+                }
+                p.dialog()
+                    .map_err(|e| err("preset", e.to_string()))?
+                    .with_tls(p.tls)
+            }
+            None => Dialog::default(),
+        };
+        // Errors in `steps` name it; in the one-step form, `send` or `expect`.
+        let field = |kind| if self.steps.is_empty() { kind } else { "steps" };
+        let mut groups = 0usize;
+        let mut pending: Vec<Pattern> = Vec::new();
+        let flush = |pending: &mut Vec<Pattern>, steps: &mut Vec<DialogStep>| {
+            if !pending.is_empty() {
+                steps.push(DialogStep::ExpectAll {
+                    patterns: std::mem::take(pending),
+                });
+            }
+        };
+        for (i, step) in user.iter().enumerate() {
+            let n = i + 1;
+            match step {
+                ProbeStep::Expect(source) => {
+                    let pattern = Pattern::regex(source)
+                        .map_err(|e| err(field("expect"), format!("in step {n}: {e}")))?;
+                    groups += pattern.groups();
+                    if !self.expect_all {
+                        flush(&mut pending, &mut dialog.steps);
+                    }
+                    pending.push(pattern);
+                }
+                ProbeStep::Send(text) => {
+                    flush(&mut pending, &mut dialog.steps);
+                    let send = send_step(text, groups)
+                        .map_err(|m| err(field("send"), format!("in step {n}: {m}")))?;
+                    dialog.steps.push(send);
+                }
+            }
+        }
+        flush(&mut pending, &mut dialog.steps);
+        if !user.iter().any(|s| matches!(s, ProbeStep::Expect(_))) && self.preset.is_none() {
+            // Sends alone: the reply is read as the banner, as `--send` alone always did.
+            dialog.steps.push(DialogStep::Banner);
+        }
+        if let Some(quit) = &self.quit {
+            let send = send_step(quit, groups).map_err(|m| err("quit", m))?;
+            dialog.steps.push(send);
+        }
+        if self.tls {
+            dialog = dialog.over_tls();
+        }
+        Ok(dialog)
+    }
+
+    /// The reply limit, checked.
+    fn max_reply(&self) -> Result<usize, ProbeOptionsError> {
+        match self.max_reply {
+            None => Ok(READ_LIMIT),
+            Some(n) if (1..=MAX_REPLY_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(ProbeOptionsError {
+                field: "max_reply",
+                message: format!(
+                    "max reply of {n} bytes is out of range: give 1 to {MAX_REPLY_LIMIT} bytes"
+                ),
+            }),
+        }
+    }
+
     /// The probe spec: these options with the given timeouts. `time` is the clock TLS uses
     /// (the core reads none): `Arc::new(rustls::time_provider::DefaultTimeProvider)` in a
     /// program.
@@ -97,6 +232,7 @@ impl ProbeOptions {
         time: Arc<dyn TimeProvider>,
     ) -> Result<ProbeSpec, ProbeOptionsError> {
         let dialog = self.dialog()?;
+        let max_reply = self.max_reply()?;
         let needs_tls = dialog
             .as_ref()
             .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
@@ -117,8 +253,50 @@ impl ProbeOptions {
             read_timeout,
             dialog_timeout,
             tls_config,
+            max_reply,
+            jail: self.jail,
         })
     }
+}
+
+/// The step that sends `text`: its escapes decoded, and `${N}` references to the `groups`
+/// captures taken before it kept apart, to be filled in when it is sent. Write `\x24{` for
+/// a literal `${`.
+fn send_step(text: &str, groups: usize) -> Result<DialogStep, String> {
+    let decode = |t: &str| parse_escapes(t).map_err(|e| format!("invalid send '{text}': {e}"));
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at + 2..];
+        let Some(close) = after.find('}') else {
+            return Err(format!(
+                "invalid send '{text}': '${{' without a closing '}}' (write \\x24{{ for a literal ${{)"
+            ));
+        };
+        let n: usize = after[..close].parse().map_err(|_| {
+            format!(
+                "invalid send '{text}': '${{{}}}' is not a capture number (write \\x24{{ for a literal ${{)",
+                &after[..close]
+            )
+        })?;
+        if n == 0 || n > groups.min(MAX_CAPTURES) {
+            return Err(format!(
+                "'${{{n}}}' in '{text}' refers to capture {n}, but the expects before it have {} \
+                 capture group(s) (at most {MAX_CAPTURES} are kept)",
+                groups.min(MAX_CAPTURES)
+            ));
+        }
+        pieces.push(SendPiece::Bytes(decode(&rest[..at])?));
+        pieces.push(SendPiece::Capture(n));
+        rest = &after[close + 1..];
+    }
+    let tail = decode(rest)?;
+    if pieces.is_empty() {
+        return Ok(DialogStep::Send(tail));
+    }
+    pieces.push(SendPiece::Bytes(tail));
+    pieces.retain(|p| !matches!(p, SendPiece::Bytes(b) if b.is_empty()));
+    Ok(DialogStep::SendCaptures(pieces))
 }
 
 #[cfg(test)]
@@ -193,5 +371,123 @@ mod tests {
         for (o, field) in cases {
             assert_eq!(spec(o).unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn dialog_step_errors_name_the_option_and_the_step() {
+        let steps = |list: &[ProbeStep]| ProbeOptions {
+            steps: list.to_vec(),
+            ..Default::default()
+        };
+        let send = |s: &str| ProbeStep::Send(s.into());
+        let expect = |s: &str| ProbeStep::Expect(s.into());
+        let cases: Vec<(ProbeOptions, &str, &str)> = vec![
+            (
+                steps(&[expect("^220 (x)"), send("a ${2}")]),
+                "steps",
+                "in step 2: '${2}' in 'a ${2}' refers to capture 2, but the expects before it \
+                 have 1 capture group(s) (at most 16 are kept)",
+            ),
+            (
+                steps(&[send("${1}"), expect("(x)")]),
+                "steps",
+                "in step 1: '${1}' in '${1}' refers to capture 1",
+            ),
+            (
+                steps(&[send("${x}")]),
+                "steps",
+                "in step 1: invalid send '${x}'",
+            ),
+            (
+                steps(&[send("${1")]),
+                "steps",
+                "in step 1: invalid send '${1'",
+            ),
+            (
+                steps(&[expect("(")]),
+                "steps",
+                "in step 1: invalid pattern '('",
+            ),
+            (
+                ProbeOptions {
+                    preset: Some("smtp".into()),
+                    ..steps(&[send("x")])
+                },
+                "preset",
+                "steps can only follow a STARTTLS preset",
+            ),
+            (
+                ProbeOptions {
+                    send: Some("x".into()),
+                    ..steps(&[send("x")])
+                },
+                "steps",
+                "give the dialog as steps",
+            ),
+            (
+                ProbeOptions {
+                    max_reply: Some(MAX_REPLY_LIMIT + 1),
+                    ..steps(&[expect("x")])
+                },
+                "max_reply",
+                "max reply of 1048577 bytes is out of range",
+            ),
+            (
+                ProbeOptions {
+                    max_reply: Some(0),
+                    ..Default::default()
+                },
+                "max_reply",
+                "max reply of 0 bytes",
+            ),
+        ];
+        for (o, field, message) in cases {
+            let e = spec(o).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.starts_with(message), "{e}");
+        }
+        // A literal `${` is written with an escape; a reference fills in a capture.
+        let d = steps(&[expect("^(a)"), send(r"\x24{1}=${1}")])
+            .dialog()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.steps[1],
+            DialogStep::SendCaptures(vec![
+                SendPiece::Bytes(b"${1}=".to_vec()),
+                SendPiece::Capture(1)
+            ])
+        );
+        // The one-step form and steps give the same dialog; sends alone read a banner.
+        let one = ProbeOptions {
+            send: Some("PING".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            one.dialog().unwrap().unwrap().steps,
+            [DialogStep::Send(b"PING".to_vec()), DialogStep::Banner]
+        );
+        let max = spec(ProbeOptions {
+            max_reply: Some(MAX_REPLY_LIMIT),
+            jail: true,
+            ..steps(&[expect("x")])
+        })
+        .unwrap();
+        assert_eq!((max.max_reply, max.jail), (MAX_REPLY_LIMIT, true));
+    }
+
+    #[test]
+    fn steps_read_from_config_and_json() {
+        #[derive(serde::Deserialize)]
+        struct Wrap {
+            steps: Vec<ProbeStep>,
+        }
+        let w: Wrap = serde_json::from_str(r#"{"steps":[{"send":"a"},{"expect":"^b"}]}"#).unwrap();
+        assert_eq!(
+            w.steps,
+            [ProbeStep::Send("a".into()), ProbeStep::Expect("^b".into())]
+        );
+        assert!(serde_json::from_str::<Wrap>(r#"{"steps":[{"sned":"a"}]}"#).is_err());
+        assert!(serde_json::from_str::<Wrap>(r#"{"steps":[{"send":"a","expect":"b"}]}"#).is_err());
     }
 }

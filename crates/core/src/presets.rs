@@ -664,7 +664,7 @@ mod tests {
                 "ssh",
                 &[Says(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")],
                 &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
-                "step 1: got 'HTTP/1.1 400 Bad Request\\r\\n', wanted",
+                "step 1: got 'HTTP/1.1 400 Bad Request', wanted",
             ),
             (
                 "http",

@@ -114,6 +114,11 @@ pub struct ProbeRecord {
     pub tls: Option<crate::TlsInfo>,
     /// How long the dialog took after the handshake, in microseconds (dialog probes only).
     pub dialog_us: Option<u32>,
+    /// The capture groups of the dialog's expects, in order (`${1}` first); empty when none.
+    pub captures: Vec<Vec<u8>>,
+    /// Whether the dialog failed on a reply that did not match (rather than on silence, a
+    /// reset or TLS): what `check --mismatch` maps.
+    pub mismatch: bool,
 }
 
 impl ProbeRecord {
@@ -131,6 +136,8 @@ impl ProbeRecord {
             reason: None,
             tls: None,
             dialog_us: None,
+            captures: Vec::new(),
+            mismatch: false,
         }
     }
 }
@@ -260,6 +267,8 @@ mod tests {
                     reason: None,
                     tls: None,
                     dialog_us: Some(2100),
+                    captures: vec![b"mx".to_vec()],
+                    mismatch: false,
                 },
                 ProbeRecord {
                     ip: "::1".parse().unwrap(),
@@ -282,6 +291,8 @@ mod tests {
                         }),
                     }),
                     dialog_us: None,
+                    captures: Vec::new(),
+                    mismatch: true,
                 },
             ],
             shard_done: true,
@@ -320,7 +331,9 @@ mod tests {
         buf.clear();
         encode_frame(&plain, &mut buf);
         assert!(
-            buf.len() - FRAME_HEADER_LEN < 24,
+            // 23 bytes before dialogs kept captures and the mismatch flag (one byte each
+            // when absent).
+            buf.len() - FRAME_HEADER_LEN < 26,
             "frame is {} bytes",
             buf.len()
         );

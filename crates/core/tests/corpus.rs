@@ -76,6 +76,7 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         "dialog",
         fuzzing::dialog_seeds()
             .into_iter()
+            .chain(fuzzing::user_dialog_seeds())
             .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );

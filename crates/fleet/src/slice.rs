@@ -48,7 +48,7 @@ enum SpecOutcome {
 
 async fn resolve_spec(ctx: &Ctx, item: &WorkItem) -> SpecOutcome {
     let revision = match &item.spec {
-        SpecRef::Inline(spec) => return SpecOutcome::Spec(Arc::new(spec.clone())),
+        SpecRef::Inline(spec) => return SpecOutcome::Spec(Arc::new(spec.as_ref().clone())),
         SpecRef::Ref(revision) => *revision,
     };
     let key = spec_key(item.job);

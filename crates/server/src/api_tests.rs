@@ -138,7 +138,7 @@ async fn sweep_runs_and_reports_status_results_and_list() {
         lines.next(),
         Some(
             "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
-             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left"
+             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures"
         )
     );
     assert!(lines
@@ -917,6 +917,12 @@ fn sample(path: &str) -> Value {
         "probe.tls" => json!(true),
         "probe.timeout_ms" => json!(200),
         "probe.tries" => json!(1),
+        "ip_family" => json!("ipv4"),
+        "prefer_family" => json!("ipv6"),
+        "probe.steps" => json!([{"expect": "^\\+OK"}, {"send": "PING\\r\\n"}]),
+        "probe.quit" => json!("QUIT\\r\\n"),
+        "probe.expect_all" => json!(true),
+        "probe.max_reply" => json!(8192),
         "for" => json!("1m"),
         "monitor" => json!("web"),
         other => panic!("no sample for request field '{other}': add one"),

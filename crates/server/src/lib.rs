@@ -15,6 +15,7 @@
 mod aggregator;
 mod api;
 mod auth;
+mod blackbox;
 mod config;
 mod error;
 mod extract;
@@ -22,7 +23,12 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod page;
+mod probe_route;
 mod retention;
+mod schedule;
+mod schedule_api;
+mod schedule_notice;
 mod shared;
 mod store;
 mod sweep;
@@ -37,6 +43,7 @@ use std::time::{Duration, Instant};
 use porthawk_engine::{result_channel, Backend, Engine};
 
 pub use api::{app, ApiDoc};
+pub use blackbox::{load as load_blackbox, BlackboxError, BlackboxModules};
 pub use config::{
     default_allow, HttpGuard, Limits, ServerConfig, DEFAULT_LISTEN, DEFAULT_PUBLIC, PUBLIC_CHOICES,
     TOKEN_ENV,
@@ -65,6 +72,8 @@ pub struct Server {
     aggregator: Option<JoinHandle<()>>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
+    /// Runs the scheduled sweeps; stopped before the monitors.
+    scheduler: Option<schedule::Scheduler>,
     interrupted_at_start: usize,
 }
 
@@ -126,11 +135,17 @@ impl Server {
                 context: "cannot start the sweep retention thread".into(),
                 source,
             })?;
+        let scheduler =
+            schedule::Scheduler::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
+                context: "cannot start the scheduled sweeps' thread".into(),
+                source,
+            })?;
         Ok(Server {
             shared,
             _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
+            scheduler: Some(scheduler),
             interrupted_at_start,
         })
     }
@@ -166,6 +181,9 @@ impl Server {
             return;
         };
         self.pruner = None;
+        // Before the sweeps are stopped: a run the stop interrupts is recorded as failed at
+        // the next start, not notified as a failure now.
+        self.scheduler = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

@@ -61,6 +61,22 @@ pub struct ProbeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 10)]
     pub tries: Option<u8>,
+    /// Dialog steps in order, `[{"send": "..."}, {"expect": "..."}]`; `${N}` in a send is the
+    /// Nth capture group of the expects before it. Instead of `send`/`expect`, or after a
+    /// STARTTLS preset (inside its TLS session).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<porthawk_core::ProbeStep>,
+    /// Data sent after the last step (`QUIT\r\n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quit: Option<String>,
+    /// Expects with no send between them must all match the same reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_all: Option<bool>,
+    /// Bytes a reply may run to while the dialog waits for its pattern (1 to 1048576;
+    /// default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub max_reply: Option<usize>,
 }
 
 /// The body of `POST /v1/sweeps`.
@@ -85,6 +101,15 @@ pub struct SweepRequest {
     /// Which results to store: `open` (default) or `all`.
     #[serde(default)]
     pub store: StoreMode,
+    /// Of host names, probe only the addresses of this family: `ipv4` or `ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv4")]
+    pub ip_family: Option<porthawk_core::IpFamily>,
+    /// Of host names, probe the addresses of this family when the name has any, else the
+    /// other's: `ipv4` or `ipv6` (not with `ip_family`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv6")]
+    pub prefer_family: Option<porthawk_core::IpFamily>,
 }
 
 /// A sweep as `GET /v1/sweeps/{id}` reports it.
@@ -115,6 +140,9 @@ pub struct SweepStatus {
     pub reason: Option<String>,
     /// The request as accepted.
     pub request: SweepRequest,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl SweepStatus {
@@ -140,6 +168,7 @@ impl SweepStatus {
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
             request: row.request,
+            schedule: None,
         }
     }
 }
@@ -239,6 +268,54 @@ impl LiveSweep {
     }
 }
 
+/// One changed port, as `porthawk diff` prints it (the schema of `porthawk_core::LineChange`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChangeRecord {
+    /// `opened` (open now, not before), `closed` (open before, not now) or `changed`.
+    #[schema(pattern = "^(opened|closed|changed)$")]
+    pub change: String,
+    /// The address.
+    pub ip: String,
+    /// The port.
+    pub port: u16,
+    /// The fields that differ, by name: `state`, `service`, `product`, `version`,
+    /// `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`.
+    pub fields: std::collections::BTreeMap<String, FieldChangeRecord>,
+}
+
+/// One field's value before and after (absent where it had none).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FieldChangeRecord {
+    /// The old value.
+    pub before: Option<String>,
+    /// The new value.
+    pub after: Option<String>,
+}
+
+/// Rows read from the store per page when a sweep's results are read whole.
+const LINES_PAGE: u32 = 4096;
+
+/// Every stored result line of sweep `id`, in the order they were stored, with the
+/// certificate's days left counted at `now` (seconds since the epoch), as the API streams
+/// them. Blocking: it reads the store on the caller's thread.
+pub fn stored_lines(
+    store: &porthawk_store::Store,
+    id: u64,
+    now: i64,
+) -> Result<Vec<porthawk_core::ResultLine>, porthawk_store::StoreError> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = store.results_page(id, after, None, LINES_PAGE)?;
+        let Some(last) = rows.last() else { break };
+        after = last.rowid;
+        lines.extend(rows.into_iter().map(|r| r.line_at(now)));
+    }
+    Ok(lines)
+}
+
 /// What a validated request becomes.
 pub struct SweepPlan {
     /// The request, normalised.
@@ -316,6 +393,10 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
         send: p.send.clone(),
         expect: p.expect.clone(),
         tls: p.tls.unwrap_or(false),
+        steps: p.steps.clone(),
+        quit: p.quit.clone(),
+        expect_all: p.expect_all.unwrap_or(false),
+        max_reply: p.max_reply,
         ..ProbeOptions::default()
     };
     options
@@ -340,6 +421,13 @@ pub fn plan(
 ) -> Result<SweepPlan, ApiError> {
     validate(&request)?;
     let spec = probe_spec(request.probe.as_ref())?;
+    if request.ip_family.is_some() && request.prefer_family.is_some() {
+        return Err(ApiError::bad_request(
+            "prefer_family",
+            "give ip_family (only that family) or prefer_family (with fallback), not both",
+        ));
+    }
+    let family = porthawk_core::FamilyChoice::new(request.ip_family, request.prefer_family);
     let mut includes: Vec<(usize, Vec<AddrRange>, Option<String>)> = Vec::new();
     for (i, t) in request.targets.iter().enumerate() {
         let field = format!("targets[{i}]");
@@ -347,9 +435,19 @@ pub fn plan(
             TargetToken::Range(r) => includes.push((i, vec![r], None)),
             TargetToken::Host(name) => {
                 let ips = resolve(&name).map_err(|m| ApiError::bad_request(&field, m))?;
+                if let Some(why) = family.nothing_left(&ips) {
+                    return Err(ApiError::bad_request(
+                        &field,
+                        format!("cannot resolve host '{name}': {why}"),
+                    ));
+                }
                 includes.push((
                     i,
-                    ips.into_iter().map(AddrRange::single).collect(),
+                    family
+                        .select(&ips)
+                        .into_iter()
+                        .map(AddrRange::single)
+                        .collect(),
                     Some(name),
                 ));
             }
@@ -566,6 +664,25 @@ mod tests {
             .unwrap();
         let p = plan(r, &default_allow(), &limits, 1).unwrap();
         assert_eq!(p.space.len(), 4);
+    }
+
+    #[test]
+    fn address_families_are_read_and_checked() {
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        assert_eq!(r.ip_family, Some(porthawk_core::IpFamily::Ipv6));
+        assert!(req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv5"}"#).is_err());
+        let r = req(
+            r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv4","prefer_family":"ipv6"}"#,
+        )
+        .unwrap();
+        let e = plan(r, &default_allow(), &Limits::default(), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.field.as_deref(), Some("prefer_family"));
+        // Addresses are not names: a family does not filter them.
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        let p = plan(r, &default_allow(), &Limits::default(), 1).unwrap();
+        assert_eq!(p.space.len(), 1);
     }
 
     #[test]

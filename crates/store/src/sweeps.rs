@@ -337,7 +337,8 @@ impl Store {
 }
 
 /// The columns [`result_row`] reads, in its order.
-const RESULT_COLUMNS: &str = "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
+pub(crate) const RESULT_COLUMNS: &str =
+    "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
                               service, product, version, banner, reason, tls_version, \
                               cert_subject, cert_issuer, cert_not_after";
 
@@ -345,7 +346,7 @@ fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
 }
 
-fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     let ip: String = r.get(1)?;
     let state: String = r.get(3)?;
     let cert_not_after: Option<i64> = r.get(17)?;
@@ -368,6 +369,8 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         cert_issuer: r.get(16)?,
         cert_not_after: cert_not_after.map(rfc3339),
         cert_days_left: None,
+        // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
+        captures: None,
     };
     match r.get_ref(12)? {
         ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),

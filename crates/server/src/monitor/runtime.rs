@@ -20,7 +20,7 @@ use super::config;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::state::Health;
-use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
+use super::watch::{Answers, Check, Effect, Refusal, Restored, Save, TargetPort, Verdict, Watch};
 use super::{actions, notify};
 use crate::shared::Shared;
 use crate::store::now_ms;
@@ -83,15 +83,15 @@ struct Runtime {
     path: Option<PathBuf>,
     file_stamp: Option<(SystemTime, u64)>,
     saves: Vec<Save>,
+    /// Checks of host names whose names were resolved on the blocking pool, with the
+    /// answers (the sender is cloned into each resolution).
+    resolved_tx: mpsc::UnboundedSender<(Check, Answers)>,
+    resolved: mpsc::UnboundedReceiver<(Check, Answers)>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-fn ip_text(ip: std::net::IpAddr) -> String {
-    ip.to_string()
 }
 
 impl Runtime {
@@ -105,7 +105,10 @@ impl Runtime {
     ) -> Runtime {
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
+        let (resolved_tx, resolved) = mpsc::unbounded_channel();
         let rt = Runtime {
+            resolved_tx,
+            resolved,
             sink,
             results,
             file_stamp: stamp,
@@ -123,12 +126,12 @@ impl Runtime {
     fn publish_all(&self) {
         for m in self.watch.monitors() {
             for (k, t) in &m.targets {
-                self.publish(&m.spec.name, *k, t.tracker.hard);
+                self.publish(&m.spec.name, k, t.tracker.hard);
             }
         }
     }
 
-    fn publish(&self, monitor: &str, (ip, port): (std::net::IpAddr, u16), hard: Health) {
+    fn publish(&self, monitor: &str, (host, port): &TargetPort, hard: Health) {
         let value = match hard {
             Health::Up => 1,
             Health::Down => 0,
@@ -140,7 +143,7 @@ impl Runtime {
             .up
             .get_or_create(&TargetLabels {
                 monitor: monitor.to_string(),
-                target: ip_text(ip),
+                target: host.to_string(),
                 port: port.to_string(),
             })
             .set(value);
@@ -172,6 +175,7 @@ impl Runtime {
                     Some(c) => self.command(c).await,
                 },
                 Some(batch) = self.results.recv() => self.on_batch(batch),
+                Some((check, answers)) = self.resolved.recv() => self.on_resolved(check, answers),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
@@ -228,14 +232,49 @@ impl Runtime {
         m.skipped.inc_by(skipped);
         for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
-            self.shared.engine.submit(Job {
-                id: check.id,
-                positions: 0..check.space.len(),
-                space: check.space,
-                spec: check.spec,
-                rate: None,
-                sink: self.sink.clone(),
+            if check.names.is_empty() {
+                if let Some(space) = check.space.clone() {
+                    self.submit(check, space);
+                }
+                continue;
+            }
+            // Host names are resolved at every check, on the blocking pool (the resolver
+            // blocks); the answers come back to the loop, which submits the addresses.
+            let tx = self.resolved_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let answers = check
+                    .names
+                    .iter()
+                    .map(|n| (Arc::clone(n), crate::config::resolve(n)))
+                    .collect();
+                let _ = tx.send((check, answers));
             });
+        }
+    }
+
+    fn submit(&self, check: Check, space: Arc<porthawk_core::TargetSpace>) {
+        self.shared.engine.submit(Job {
+            id: check.id,
+            positions: 0..space.len(),
+            space,
+            spec: check.spec,
+            rate: None,
+            sink: self.sink.clone(),
+        });
+    }
+
+    /// The answers for a check's host names: names that did not resolve are judged now,
+    /// the addresses of the others probed (or the job ends when there are none).
+    fn on_resolved(&mut self, check: Check, answers: Answers) {
+        let now = now_ms();
+        let (space, effects) = self.watch.on_resolved(check.id, answers, now);
+        self.apply(effects);
+        match space {
+            Some(space) => self.submit(check, space),
+            None => {
+                let (effects, _) = self.watch.on_job_done(check.id, now);
+                self.apply(effects);
+            }
         }
     }
 
@@ -328,10 +367,10 @@ impl Runtime {
             Ok(c) => {
                 let n = c.monitors.len();
                 let removed = self.watch.reload(Arc::new(c), now_ms());
-                for (m, (ip, port)) in &removed {
+                for (m, (host, port)) in &removed {
                     metrics.up.remove(&TargetLabels {
                         monitor: m.clone(),
-                        target: ip_text(*ip),
+                        target: host.to_string(),
                         port: port.to_string(),
                     });
                 }
@@ -362,7 +401,7 @@ impl Runtime {
                             target,
                             tracker,
                             ..
-                        } => self.publish(monitor, *target, tracker.hard),
+                        } => self.publish(monitor, target, tracker.hard),
                         // A target's first verdict being UP is not news.
                         Save::Event {
                             from: Health::Pending,
