@@ -351,9 +351,13 @@ impl FromStr for FleetJob {
     }
 }
 
-/// A decimal `u64` without sign, spaces or more than 20 digits.
+/// A decimal `u64` in its one spelling: digits only (no sign, spaces or leading zeros), at
+/// most 20 of them. One spelling per number keeps header values and message ids canonical.
 fn parse_uint(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if s.len() > 1 && s.starts_with('0') {
         return None;
     }
     s.parse().ok()
@@ -1236,6 +1240,8 @@ mod tests {
         assert!("finished".parse::<EndReason>().is_err());
         assert_eq!(parse_u32_header("slice", "12"), Ok(12));
         assert!(parse_u32_header("slice", "-1").is_err());
+        assert!(parse_u32_header("slice", "01").is_err());
+        assert_eq!(parse_u32_header("slice", "0"), Ok(0));
         assert!(parse_u32_header("slice", "4294967296").is_err());
     }
 
