@@ -43,6 +43,7 @@ mod scan;
 mod serve;
 mod store_faults;
 mod surface;
+mod tls_checks;
 mod usage;
 mod util;
 mod xml;

@@ -304,6 +304,34 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub tls: bool,
 
+    // TLS checks (issue 11 items 5, 6, 13, 14).
+    /// Verify the server's certificate: chain to the system's CAs (or --ca-file), dates, and
+    /// the name (--sni, else the target's name or address); a failure names the cause.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Trust the CAs in this PEM file instead of the system's (with --verify).
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub ca_file: Option<PathBuf>,
+
+    /// The server name to present in TLS (SNI) and to verify, when the target is an address
+    /// or another name.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+
+    /// A client certificate (PEM, chain leaf first) for servers that ask for one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// The server must answer the TLS handshake with this alert (e.g. certificate_required
+    /// for one that requires a client certificate): OK when it does.
+    #[arg(long, value_name = "ALERT")]
+    pub expect_alert: Option<String>,
+
     /// How long one read or send of the dialog may take.
     #[arg(long, default_value = "2s", value_parser = duration, value_name = "DURATION")]
     pub read_timeout: Duration,

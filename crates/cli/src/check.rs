@@ -247,7 +247,8 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
         out.status = Status::Warning;
         out.why = Some(format!("{secs:.3}s response time"));
     }
-    if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+    // The chain's first certificate to expire (the leaf's own when it is first).
+    if let Some(cert) = r.tls.as_ref().and_then(|t| t.expiring()) {
         let days = cert.days_left(now);
         out.days = Some(days);
         let cert_status = if days <= args.cert_crit_days {
@@ -258,10 +259,16 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
             Status::Ok
         };
         if cert_status > Status::Ok {
-            let what = if days < 0 {
-                format!("certificate expired {} days ago", -days)
+            let leaf = r.tls.as_ref().and_then(|t| t.cert.as_ref());
+            let which = if leaf.is_some_and(|l| l.subject != cert.subject) {
+                format!("certificate '{}' of the chain", cert.subject)
             } else {
-                format!("certificate expires in {days} days")
+                "certificate".to_string()
+            };
+            let what = if days < 0 {
+                format!("{which} expired {} days ago", -days)
+            } else {
+                format!("{which} expires in {days} days")
             };
             out.why = Some(match out.why.take() {
                 Some(w) => format!("{w}, {what}"),
@@ -352,7 +359,8 @@ fn verdict(
             }
         }
     }
-    let summary = if worst == Status::Ok {
+    // OK with a reason (a mismatch or refusal mapped to OK) reads as the problem it is.
+    let summary = if worst == Status::Ok && chosen.iter().all(|o| o.why.is_none()) {
         // Which address answered, wherever the target was not that address itself.
         let named = chosen.iter().any(|o| o.ip.to_string() != host);
         let via = if several || named {
@@ -597,6 +605,7 @@ mod tests {
                     not_before: 0,
                     not_after: days * 86_400,
                 }),
+                expires_first: None,
             }),
             ..open(100)
         };
@@ -611,5 +620,22 @@ mod tests {
         let (s, line) = verdict(&[with_cert(-2)], "mx", 25, &a, 0);
         assert_eq!(s, Status::Critical);
         assert!(line.contains("certificate expired 2 days ago"), "{line}");
+        // An intermediate that ends first decides, and is named.
+        let mut chain = with_cert(60);
+        if let Some(tls) = chain.tls.as_mut() {
+            tls.expires_first = Some(CertInfo {
+                subject: "CN=Intermediate".into(),
+                issuer: "CN=Root".into(),
+                not_before: 0,
+                not_after: 10 * 86_400,
+            });
+        }
+        let (s, line) = verdict(&[chain], "mx", 25, &a, 0);
+        assert_eq!(s, Status::Warning);
+        assert!(
+            line.contains("certificate 'CN=Intermediate' of the chain expires in 10 days"),
+            "{line}"
+        );
+        assert!(line.ends_with("cert_days=10;21;7;;"), "{line}");
     }
 }

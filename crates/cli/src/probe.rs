@@ -22,6 +22,12 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         quit: args.quit.clone(),
         expect_all: args.expect_all,
         max_reply: usize::try_from(args.max_reply).ok(),
+        tls_verify: args.verify,
+        tls_ca_file: args.ca_file.as_ref().map(|p| p.display().to_string()),
+        sni: args.sni.clone(),
+        tls_cert: args.cert.as_ref().map(|p| p.display().to_string()),
+        tls_key: args.key.as_ref().map(|p| p.display().to_string()),
+        expect_alert: args.expect_alert.clone(),
         ..ProbeOptions::default()
     };
     options
@@ -37,7 +43,7 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
             if e.field == "steps" {
                 return anyhow!("in the --send/--expect steps: {e}");
             }
-            anyhow!("in --{}: {e}", e.field.replace('_', "-"))
+            anyhow!("in --{}: {e}", flag(e.field))
         })
 }
 
@@ -55,4 +61,16 @@ fn steps(args: &ProbeArgs) -> Result<Vec<ProbeStep>> {
     Ok(sends
         .chain(args.expect.iter().cloned().map(ProbeStep::Expect))
         .collect())
+}
+
+/// The flag of a `ProbeOptions` field, as the user typed it.
+fn flag(field: &str) -> String {
+    match field {
+        "tls_verify" => "verify".into(),
+        "tls_ca_file" => "ca-file".into(),
+        "tls_cert" => "cert".into(),
+        "tls_key" => "key".into(),
+        "expect_alert" => "expect-alert".into(),
+        other => other.replace('_', "-"),
+    }
 }

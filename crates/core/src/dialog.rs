@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 
 use crate::escape::printable;
 use crate::line::trim_line_end;
-use crate::tls::{parse_certificate, TlsInfo};
+use crate::tls::TlsInfo;
 use crate::{ConnectEvent, Errno, PortState, Probe, ProbeSpec, Step};
 
 /// Bytes kept of one read step by default; a reply that has not matched by then fails.
@@ -59,6 +59,8 @@ pub enum Pattern {
     Regex(regex::bytes::Regex),
     /// The reply must contain these bytes.
     Literal(Vec<u8>),
+    /// A reply a regular expression cannot judge, read by a small parser (LDAP's BER, XMPP).
+    Wire(crate::Wire),
 }
 
 impl Pattern {
@@ -107,6 +109,8 @@ impl Pattern {
             Pattern::Literal(needle) => reply
                 .windows(needle.len())
                 .position(|w| w == needle.as_slice()),
+            // A protocol reply is judged whole: it matches from its start.
+            Pattern::Wire(wire) => wire.is_match(reply).then_some(0),
         }
     }
 
@@ -114,7 +118,7 @@ impl Pattern {
     pub fn groups(&self) -> usize {
         match self {
             Pattern::Regex(re) => re.captures_len().saturating_sub(1),
-            Pattern::Literal(_) => 0,
+            Pattern::Literal(_) | Pattern::Wire(_) => 0,
         }
     }
 
@@ -149,6 +153,7 @@ impl fmt::Display for Pattern {
         match self {
             Pattern::Regex(re) => f.write_str(re.as_str()),
             Pattern::Literal(b) => write!(f, "'{}'", printable(b, QUOTE_LIMIT)),
+            Pattern::Wire(wire) => wire.fmt(f),
         }
     }
 }
@@ -164,6 +169,7 @@ impl PartialEq for Pattern {
         match (self, other) {
             (Pattern::Regex(a), Pattern::Regex(b)) => a.as_str() == b.as_str(),
             (Pattern::Literal(a), Pattern::Literal(b)) => a == b,
+            (Pattern::Wire(a), Pattern::Wire(b)) => a == b,
             _ => false,
         }
     }
@@ -322,6 +328,8 @@ pub struct Conversation {
     max_reply: usize,
     /// Keep the peer's bytes out of reasons.
     jail: bool,
+    /// The TLS alert the server sent, if it sent one.
+    alert: Option<rustls::AlertDescription>,
 }
 
 impl Conversation {
@@ -347,6 +355,7 @@ impl Conversation {
         if self.rx.capacity() > READ_LIMIT {
             self.rx.shrink_to(READ_LIMIT);
         }
+        self.alert = None;
     }
 
     /// The host name to present in TLS (SNI) instead of the address.
@@ -416,10 +425,16 @@ impl Conversation {
             // Plaintext decrypted here, even in the read that ends the handshake, stays in `rx`
             // for the next read step.
             if let Err(why) = self.tls_input(data) {
+                if let Some(step) = self.on_alert(spec) {
+                    return step;
+                }
                 return self.fail(why);
             }
             if handshaking {
                 if self.peer_closed {
+                    if let Some(want) = wanted_alert(spec) {
+                        return self.fail(format!("connection closed, wanted TLS alert {want}"));
+                    }
                     return self.fail("connection closed during the TLS handshake".into());
                 }
                 return self.handshake(spec, elapsed);
@@ -453,9 +468,12 @@ impl Conversation {
                     self.fail(format!("{got}, wanted {wanted} (timed out after {after})"))
                 }
             }
-            Some(DialogStep::StartTls) => {
-                self.fail(format!("TLS handshake timed out after {after}"))
-            }
+            Some(DialogStep::StartTls) => match wanted_alert(spec) {
+                Some(want) if self.tls_info.is_some() => self.fail(format!(
+                    "the server accepted the TLS handshake, wanted alert {want} (none after {after})"
+                )),
+                _ => self.fail(format!("TLS handshake timed out after {after}")),
+            },
             Some(
                 DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
             ) => self.fail(format!("send timed out after {after}")),
@@ -750,11 +768,7 @@ impl Conversation {
         let Some(config) = spec.tls_config.as_ref() else {
             return self.fail("TLS is not configured for this probe".into());
         };
-        let name = match (&self.server_name, self.peer) {
-            (Some(n), _) => ServerName::try_from(n.clone()).ok(),
-            (None, Some(ip)) => Some(ServerName::IpAddress(ip.into())),
-            (None, None) => None,
-        };
+        let name = conn_server_name(&self.server_name, spec.tls_check.as_deref(), self.peer);
         let Some(name) = name else {
             return self.fail("no server name for the TLS handshake".into());
         };
@@ -795,15 +809,23 @@ impl Conversation {
             .negotiated_cipher_suite()
             .map(|c| format!("{:?}", c.suite()))
             .unwrap_or_default();
-        let cert = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|c| parse_certificate(c.as_ref()).ok());
-        self.tls_info = Some(TlsInfo {
-            version,
-            cipher,
-            cert,
-        });
+        let chain = conn.peer_certificates().unwrap_or_default().to_vec();
+        self.tls_info = Some(TlsInfo::new(version, cipher, &chain));
+        let check = spec.tls_check.as_deref();
+        if let Some(verifier) = check.and_then(|c| c.verify.as_ref()) {
+            let verdict = match conn_server_name(&self.server_name, check, self.peer) {
+                Some(name) => verifier.verify(&chain, &name),
+                None => Err("no server name to verify the certificate against".into()),
+            };
+            if let Err(why) = verdict {
+                return self.fail(format!("certificate verification failed: {why}"));
+            }
+        }
+        if check.is_some_and(|c| c.expect_alert.is_some()) {
+            // With TLS 1.3 the server judges the client's certificate after the client has
+            // finished: its alert comes in a later read. Wait for it on this step.
+            return self.next_io(spec, elapsed, false);
+        }
         self.step += 1;
         self.advance(spec, elapsed)
     }
@@ -841,8 +863,13 @@ impl Conversation {
                 Ok(_) => {}
                 Err(e) => return Err(format!("TLS read failed: {e}")),
             }
-            conn.process_new_packets()
-                .map_err(|e| format!("TLS error: {e}"))?;
+            if let Err(e) = conn.process_new_packets() {
+                if let rustls::Error::AlertReceived(alert) = e {
+                    self.alert = Some(alert);
+                    return Err(format!("got TLS alert {}", crate::tls::alert_name(alert)));
+                }
+                return Err(format!("TLS error: {e}"));
+            }
         }
         if data.is_empty() && self.peer_closed {
             // Let the session see the end of the stream (a close without close_notify).
@@ -878,6 +905,19 @@ impl Conversation {
         }
     }
 
+    /// After a TLS error: the verdict when the server sent the alert the check expects
+    /// (pass, and the dialog ends) or another one (fail, naming both); `None` otherwise.
+    fn on_alert(&mut self, spec: &ProbeSpec) -> Option<Step> {
+        let want = spec.tls_check.as_ref()?.expect_alert?;
+        let got = self.alert?;
+        if got == want {
+            self.step = self.dialog.as_ref().map_or(0, |d| d.steps.len());
+            return Some(self.finish());
+        }
+        let (got, want) = (crate::tls::alert_name(got), crate::tls::alert_name(want));
+        Some(self.fail(format!("got TLS alert {got}, wanted {want}")))
+    }
+
     fn fail(&mut self, why: String) -> Step {
         // What the peer did say still tells what it is.
         self.keep_banner();
@@ -890,6 +930,29 @@ impl Conversation {
             state: PortState::Open,
             errno: None,
         }
+    }
+}
+
+/// The name of the TLS alert the spec expects, if it expects one.
+fn wanted_alert(spec: &ProbeSpec) -> Option<String> {
+    let alert = spec.tls_check.as_ref()?.expect_alert?;
+    Some(crate::tls::alert_name(alert))
+}
+
+/// The name a certificate must be valid for: `--sni`, else the target's name, else its
+/// address.
+fn conn_server_name(
+    target_name: &Option<String>,
+    check: Option<&crate::TlsCheck>,
+    peer: Option<IpAddr>,
+) -> Option<ServerName<'static>> {
+    match (
+        check.and_then(|c| c.sni.as_ref()).or(target_name.as_ref()),
+        peer,
+    ) {
+        (Some(n), _) => ServerName::try_from(n.clone()).ok(),
+        (None, Some(ip)) => Some(ServerName::IpAddress(ip.into())),
+        (None, None) => None,
     }
 }
 

@@ -616,6 +616,18 @@ pub struct SweepProbe {
     pub max_reply: Option<u64>,
     /// Keep the peer's bytes out of failure reasons.
     pub jail: bool,
+    /// Verify the server's certificate.
+    pub tls_verify: bool,
+    /// CA file to verify with: a path, read on the agent's host.
+    pub tls_ca_file: Option<String>,
+    /// Server name to send (SNI).
+    pub sni: Option<String>,
+    /// Client certificate file: a path, read on the agent's host.
+    pub tls_cert: Option<String>,
+    /// Client key file: a path, read on the agent's host.
+    pub tls_key: Option<String>,
+    /// A TLS alert the handshake is expected to end with.
+    pub expect_alert: Option<String>,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
     /// Connect attempts for an unanswered probe.
@@ -644,6 +656,12 @@ impl SweepProbe {
                 .max_reply
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             jail: self.jail,
+            tls_verify: self.tls_verify,
+            tls_ca_file: self.tls_ca_file.clone(),
+            sni: self.sni.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            expect_alert: self.expect_alert.clone(),
         }
     }
 
@@ -668,6 +686,12 @@ impl SweepProbe {
             expect_all: options.expect_all,
             max_reply: options.max_reply.map(|n| n as u64),
             jail: options.jail,
+            tls_verify: options.tls_verify,
+            tls_ca_file: options.tls_ca_file.clone(),
+            sni: options.sni.clone(),
+            tls_cert: options.tls_cert.clone(),
+            tls_key: options.tls_key.clone(),
+            expect_alert: options.expect_alert.clone(),
             connect_timeout_ms: ms(connect_timeout),
             tries,
             read_timeout_ms: ms(read_timeout),

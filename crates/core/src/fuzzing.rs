@@ -18,6 +18,7 @@ use crate::{
     PresetStep, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
     IDENTITY_FIELD_LIMIT,
 };
+use crate::{ldap_reply, Wire, WireVerdict};
 use crate::{parse_duration, parse_target_list, AddrRange, HostSetBuilder, PortSet, TargetToken};
 
 /// A real first reply of a service, and what [`identify`] must make of it.
@@ -630,6 +631,53 @@ pub fn cert_target(data: &[u8]) {
     }
 }
 
+/// Reads arbitrary bytes with the parsers of [`Wire`] replies (LDAP's BER, XMPP's tags), as
+/// the ldap and xmpp presets read what a server says: no panic; a pair (good, bad) never
+/// both match; and a verdict, once reached, stays when more bytes come.
+pub fn wire_target(data: &[u8]) {
+    let pairs = [
+        (Wire::LdapSuccess, Wire::LdapFailure),
+        (Wire::XmppStartTlsOffered, Wire::XmppNoStartTls),
+        (Wire::XmppProceed, Wire::XmppRefused),
+    ];
+    for (good, bad) in pairs {
+        assert!(
+            !(good.is_match(data) && bad.is_match(data)),
+            "{good:?} and {bad:?} both match"
+        );
+        let whole = good.judge(data);
+        assert_eq!(bad.judge(data), whole);
+        for cut in [data.len() / 2, data.len().saturating_sub(1)] {
+            let part = good.judge(&data[..cut]);
+            if part != WireVerdict::More {
+                assert_eq!(part, whole, "{good:?}: the verdict on {cut} bytes changed");
+            }
+        }
+    }
+    let _ = ldap_reply(data);
+}
+
+/// Seeds of the `wire` target: real replies, and broken ones.
+pub const WIRE_SEEDS: &[&[u8]] = &[
+    LDAP_STARTTLS_SUCCESS,
+    // protocolError (2), as a server without StartTLS support answers.
+    b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
+    // A notice of disconnection (message 0, unavailable).
+    b"\x30\x84\x00\x00\x00\x2c\x02\x01\x00\x78\x84\x00\x00\x00\x23\x0a\x01\x34\x04\x00\
+      \x04\x00\x8a\x161.3.6.1.4.1.1466.20036",
+    b"\x30\x80\x02\x01\x01",
+    b"\x30\x85\x01\x02\x03\x04\x05",
+    XMPP_FEATURES,
+    XMPP_PROCEED,
+    b"<?xml version='1.0'?><stream:stream from='x' version='1.0'><stream:features>\
+      <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>\
+      </mechanisms></stream:features>",
+    b"<stream:stream><stream:error><host-unknown \
+      xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+    b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+    b"<!-- x --><a b='>'><c/></a><stream:features/>",
+];
+
 /// Decodes arbitrary text as `--send` escapes, and renders arbitrary bytes with
 /// [`printable`]: the rendering is ASCII, respects its cap, and decodes back to the bytes.
 pub fn escapes_target(data: &[u8]) {
@@ -829,9 +877,29 @@ fn good_replies(preset: &str) -> Vec<&'static [u8]> {
         "amqp" => vec![b"\x01\x00\x00\x00\x00\x01\xf6\x00\x0a\x00\x0a\x00\x09"],
         "vnc" => vec![sample_reply("vnc-3.8")],
         "identify" => vec![sample_reply("nginx-1.22.1")],
+        "nntp" | "nntps" => vec![NNTP_GREETING],
+        "irc" | "ircs" => vec![IRC_NOTICE],
+        "ldap" => vec![LDAP_STARTTLS_SUCCESS],
+        "xmpp" => vec![XMPP_FEATURES, XMPP_PROCEED],
         _ => Vec::new(),
     }
 }
+
+/// INN's greeting.
+const NNTP_GREETING: &[u8] =
+    b"200 news.example.com InterNetNews NNRP server INN 2.7.1 ready (posting ok)\r\n";
+/// What ircd-hybrid, InspIRCd and ngIRCd say before registration is done.
+const IRC_NOTICE: &[u8] = b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n";
+/// OpenLDAP's answer to StartTLS: success, with the responseName.
+pub const LDAP_STARTTLS_SUCCESS: &[u8] = b"\x30\x24\x02\x01\x01\x78\x1f\x0a\x01\x00\x04\x00\
+    \x04\x00\x8a\x161.3.6.1.4.1.1466.20037";
+/// Prosody's stream header and features, STARTTLS required.
+pub const XMPP_FEATURES: &[u8] = b"<?xml version='1.0'?><stream:stream \
+    xmlns:stream='http://etherx.jabber.org/streams' from='example.com' version='1.0' \
+    xmlns='jabber:client'><stream:features><starttls \
+    xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>";
+/// The go-ahead for TLS.
+pub const XMPP_PROCEED: &[u8] = b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
 
 /// Inputs for [`dialog_target`] that play each preset's dialog with a good server (replies
 /// cut into reads of at most 255 bytes), named after the preset.
@@ -849,7 +917,7 @@ pub fn dialog_seeds() -> Vec<(String, Vec<u8>)> {
             let mut silent = false;
             for step in p.steps {
                 match step {
-                    PresetStep::Send(_) => data.push(PROCEED),
+                    PresetStep::Send(_) | PresetStep::SendXmppHeader => data.push(PROCEED),
                     PresetStep::SendIfSilent(_) if silent => data.push(PROCEED),
                     PresetStep::SendIfSilent(_) => {}
                     PresetStep::Banner if p.name == "identify" && !silent => {
@@ -857,7 +925,9 @@ pub fn dialog_seeds() -> Vec<(String, Vec<u8>)> {
                         silent = true;
                         data.push(TIMEOUT);
                     }
-                    PresetStep::Banner | PresetStep::Expect { .. } => {
+                    PresetStep::Banner
+                    | PresetStep::Expect { .. }
+                    | PresetStep::ExpectWire { .. } => {
                         let reply = replies.next().unwrap_or_default();
                         for chunk in reply.chunks(255) {
                             data.push(PROCEED);

@@ -61,7 +61,10 @@ pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError, ProbeStep};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS, MAX_PORT_ELEMENTS};
-pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};
+pub use presets::{
+    ldap_reply, preset, presets, xml_tags, xmpp_stream_header, LdapReply, Preset, PresetStep,
+    TlsMode, UnknownPreset, Wire, WireVerdict, XmlTag, IDENTIFY_PROBE, LDAP_STARTTLS_REQUEST,
+};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
     decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,
@@ -73,6 +76,8 @@ pub use target::{
     MAX_TARGETS,
 };
 pub use tls::{
-    client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,
+    alert_by_name, alert_name, client_auth_from_pem, client_config as tls_client_config,
+    client_config_with as tls_client_config_with, parse_certificate, roots_from_pem, system_roots,
+    CertError, CertInfo, ClientAuth, TlsCheck, TlsInfo, TlsVerifier,
 };
 pub use xml::{escape as xml_escape, nmap_xml, port_ranges, XmlRun, NMAP_XML_OUTPUT_VERSION};

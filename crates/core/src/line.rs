@@ -9,7 +9,7 @@
 //! **Field order is part of the contract.** The fields are, in this order: `ip`, `port`,
 //! `state`, `rtt_us`, `tries`, `host`, `errno`, `matched`, `service`, `product`, `version`,
 //! `banner`, `reason`, `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`,
-//! `cert_days_left`, `captures`. JSON objects list them in that order and leave out the optional ones
+//! `cert_days_left`, `captures`, `cert_expires_first`. JSON objects list them in that order and leave out the optional ones
 //! that are absent; CSV has one column per field in that order, empty where absent. New
 //! fields are only ever added at the end. The CSV header and row writer walk the serde
 //! derive of the struct, so the order is stated once, by the declaration below.
@@ -80,16 +80,21 @@ pub struct ResultLine {
     /// The certificate's issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_issuer: Option<String>,
-    /// The end of the certificate's validity, RFC 3339 in UTC.
+    /// The end of the presented chain's validity (the earliest end of its certificates),
+    /// RFC 3339 in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<String>,
-    /// Whole days from the probe to the end of validity; negative once expired.
+    /// Whole days from the probe to `cert_not_after`; negative once expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_days_left: Option<i64>,
     /// The capture groups of the dialog's expects, in order (`${1}` first), non-printable
     /// bytes escaped as in `banner`; absent when no expect had groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captures: Option<Vec<String>>,
+    /// The subject of the chain's certificate that `cert_not_after` is about: the one that
+    /// expires first (`cert_subject` when it is the server's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires_first: Option<String>,
 }
 
 impl ResultLine {
@@ -104,6 +109,7 @@ impl ResultLine {
         let identity = record.banner.as_deref().and_then(identify);
         let tls = record.tls.as_ref();
         let cert = tls.and_then(|t| t.cert.as_ref());
+        let expiring = tls.and_then(|t| t.expiring());
         ResultLine {
             ip: record.ip,
             port: record.port,
@@ -121,8 +127,8 @@ impl ResultLine {
             tls_version: tls.map(|t| t.version.clone()),
             cert_subject: cert.map(|c| c.subject.clone()),
             cert_issuer: cert.map(|c| c.issuer.clone()),
-            cert_not_after: cert.map(|c| rfc3339(c.not_after)),
-            cert_days_left: cert.map(|c| c.days_left(now_unix)),
+            cert_not_after: expiring.map(|c| rfc3339(c.not_after)),
+            cert_days_left: expiring.map(|c| c.days_left(now_unix)),
             captures: (!record.captures.is_empty()).then(|| {
                 record
                     .captures
@@ -130,6 +136,7 @@ impl ResultLine {
                     .map(|c| printable(c, 4 * crate::CAPTURE_LIMIT))
                     .collect()
             }),
+            cert_expires_first: expiring.map(|c| c.subject.clone()),
         }
     }
 
@@ -542,7 +549,7 @@ mod tests {
 
     /// The contract order, written out once more on purpose: changing the struct's field
     /// order must fail this test.
-    const CONTRACT: [&str; 19] = [
+    const CONTRACT: [&str; 20] = [
         "ip",
         "port",
         "state",
@@ -562,6 +569,7 @@ mod tests {
         "cert_not_after",
         "cert_days_left",
         "captures",
+        "cert_expires_first",
     ];
 
     fn full() -> ProbeRecord {
@@ -578,6 +586,13 @@ mod tests {
                     issuer: "CN=ca".into(),
                     not_before: 0,
                     not_after: 1_800_000_000,
+                }),
+                // An intermediate that ends a day before the leaf.
+                expires_first: Some(CertInfo {
+                    subject: "CN=ca".into(),
+                    issuer: "CN=root".into(),
+                    not_before: 0,
+                    not_after: 1_800_000_000 - 86_400,
                 }),
             }),
             captures: vec![b"mx".to_vec(), b"a\"b,\r".to_vec()],
@@ -613,18 +628,24 @@ mod tests {
             line.banner.as_deref(),
             Some("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3")
         );
-        assert_eq!(line.cert_not_after.as_deref(), Some("2027-01-15T08:00:00Z"));
-        assert_eq!(line.cert_days_left, Some(3));
+        // The chain's validity ends with the intermediate's, a day before the leaf's.
+        assert_eq!(line.cert_subject.as_deref(), Some("CN=mx, O=Example"));
+        assert_eq!(line.cert_not_after.as_deref(), Some("2027-01-14T08:00:00Z"));
+        assert_eq!(line.cert_days_left, Some(2));
+        assert_eq!(line.cert_expires_first.as_deref(), Some("CN=ca"));
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<ResultLine>(&json).unwrap(), line);
         // The captures' CSV cell is the JSON array that JSON output has.
-        assert!(json.ends_with(r#""captures":["mx","a\"b,\\r"]}"#), "{json}");
+        assert!(
+            json.ends_with(r#""captures":["mx","a\"b,\\r"],"cert_expires_first":"CN=ca"}"#),
+            "{json}"
+        );
         assert_eq!(
             line.csv_row(),
             "10.0.0.7,25,error,412,2,mx,EHOSTUNREACH,false,ssh,OpenSSH,9.2p1,\
              SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3,\"step 2: got '554 no', wanted ^250\",\
-             TLSv1.3,\"CN=mx, O=Example\",CN=ca,2027-01-15T08:00:00Z,3,\
-             \"[\"\"mx\"\",\"\"a\\\"\"b,\\\\r\"\"]\"\n"
+             TLSv1.3,\"CN=mx, O=Example\",CN=ca,2027-01-14T08:00:00Z,2,\
+             \"[\"\"mx\"\",\"\"a\\\"\"b,\\\\r\"\"]\",CN=ca\n"
         );
     }
 

@@ -40,6 +40,22 @@ pub struct ProbeOptions {
     pub max_reply: Option<usize>,
     /// Keep the peer's bytes out of failure reasons (`check --jail`).
     pub jail: bool,
+    // TLS checks (issue 11 items 5, 6, 13, 14); each needs a TLS dialog (`tls` or a TLS
+    // preset), except `expect_alert`, which is one.
+    /// Verify the certificate chain, dates and name (`--verify`, `tls_verify`).
+    pub tls_verify: bool,
+    /// A PEM file of the CAs to trust instead of the system's (`--ca-file`, `tls_ca_file`);
+    /// needs `tls_verify`.
+    pub tls_ca_file: Option<String>,
+    /// The server name to present and verify instead of the target's (`--sni`, `sni`).
+    pub sni: Option<String>,
+    /// A PEM client certificate chain to present (`--cert`, `tls_cert`); with `tls_key`.
+    pub tls_cert: Option<String>,
+    /// The PEM private key of `tls_cert` (`--key`, `tls_key`).
+    pub tls_key: Option<String>,
+    /// The TLS alert the server must answer the handshake with, by its RFC 8446 name
+    /// (`--expect-alert certificate_required`, `expect_alert`).
+    pub expect_alert: Option<String>,
 }
 
 /// One step of a user's dialog: `{ send = "..." }` or `{ expect = "..." }` in a monitor,
@@ -77,6 +93,7 @@ impl ProbeOptions {
             || self.tls
             || !self.steps.is_empty()
             || self.quit.is_some()
+            || self.expect_alert.is_some()
     }
 
     /// The dialog the options describe, if any.
@@ -103,7 +120,9 @@ impl ProbeOptions {
             .transpose()?;
         let mut dialog = if let Some(name) = &self.preset {
             let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
-            let d = p.dialog().map_err(|e| err("preset", e.to_string()))?;
+            let d = p
+                .dialog_for(self.sni.as_deref())
+                .map_err(|e| err("preset", e.to_string()))?;
             Some(d.with_tls(p.tls))
         } else if self.identify {
             Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()))
@@ -114,7 +133,7 @@ impl ProbeOptions {
         } else {
             None
         };
-        if self.tls {
+        if self.tls || self.expect_alert.is_some() {
             dialog = Some(dialog.unwrap_or_default().over_tls());
         }
         Ok(dialog)
@@ -236,11 +255,19 @@ impl ProbeOptions {
         let needs_tls = dialog
             .as_ref()
             .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
+        let tls_check = self.tls_check(needs_tls, &time)?;
+        let client_auth = self.client_auth()?;
         let tls_config = if needs_tls {
             Some(
-                crate::tls_client_config(time).map_err(|e| ProbeOptionsError {
-                    field: "tls",
-                    message: format!("cannot set up TLS: {e}"),
+                crate::tls_client_config_with(time, client_auth).map_err(|e| {
+                    ProbeOptionsError {
+                        field: if self.tls_cert.is_some() {
+                            "tls_cert"
+                        } else {
+                            "tls"
+                        },
+                        message: format!("cannot set up TLS: {e}"),
+                    }
                 })?,
             )
         } else {
@@ -255,7 +282,103 @@ impl ProbeOptions {
             tls_config,
             max_reply,
             jail: self.jail,
+            tls_check: tls_check.map(Arc::new),
         })
+    }
+
+    /// The TLS checks of the options (`None` when they ask for none); reads the CA file or
+    /// the system's CA bundle when verifying. `tls` says whether the dialog makes a handshake.
+    fn tls_check(
+        &self,
+        tls: bool,
+        time: &Arc<dyn TimeProvider>,
+    ) -> Result<Option<crate::TlsCheck>, ProbeOptionsError> {
+        let err = |field, message: String| ProbeOptionsError { field, message };
+        let asked = [
+            ("tls_verify", self.tls_verify),
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("sni", self.sni.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+        ];
+        if let Some((field, _)) = asked.iter().find(|(_, given)| *given).filter(|_| !tls) {
+            return Err(err(
+                field,
+                "needs a TLS dialog: tls, or a TLS preset (https, smtps, ...)".into(),
+            ));
+        }
+        if self.tls_ca_file.is_some() && !self.tls_verify {
+            return Err(err("tls_ca_file", "a CA file needs verification on".into()));
+        }
+        if let Some(sni) = &self.sni {
+            if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+                return Err(err("sni", format!("invalid server name '{sni}'")));
+            }
+        }
+        let expect_alert = match &self.expect_alert {
+            Some(name) => Some(crate::alert_by_name(name).ok_or_else(|| {
+                err(
+                    "expect_alert",
+                    format!(
+                        "unknown TLS alert '{name}': expected an RFC 8446 name such as \
+                         certificate_required or handshake_failure"
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let verify = if self.tls_verify {
+            let roots = match &self.tls_ca_file {
+                Some(file) => {
+                    let pem = std::fs::read(file)
+                        .map_err(|e| err("tls_ca_file", format!("cannot read {file}: {e}")))?;
+                    crate::roots_from_pem(file, &pem).map_err(|m| err("tls_ca_file", m))?
+                }
+                None => crate::system_roots().map_err(|m| err("tls_verify", m))?,
+            };
+            let verifier = crate::TlsVerifier::new(roots, Arc::clone(time))
+                .map_err(|m| err("tls_verify", m))?;
+            Some(verifier)
+        } else {
+            None
+        };
+        if verify.is_none() && expect_alert.is_none() && self.sni.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::TlsCheck {
+            sni: self.sni.clone(),
+            verify,
+            expect_alert,
+        }))
+    }
+
+    /// The client certificate and key, read from their files.
+    fn client_auth(&self) -> Result<Option<crate::ClientAuth>, ProbeOptionsError> {
+        let err = |field, message: String| ProbeOptionsError { field, message };
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) => {
+                return Err(err("tls_key", "a client certificate needs its key".into()))
+            }
+            (None, Some(_)) => {
+                return Err(err("tls_cert", "a client key needs its certificate".into()))
+            }
+        };
+        let cert_pem =
+            std::fs::read(cert).map_err(|e| err("tls_cert", format!("cannot read {cert}: {e}")))?;
+        let key_pem =
+            std::fs::read(key).map_err(|e| err("tls_key", format!("cannot read {key}: {e}")))?;
+        crate::client_auth_from_pem(cert, &cert_pem, key, &key_pem)
+            .map(Some)
+            .map_err(|m| {
+                let field = if m.starts_with(key.as_str()) {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                };
+                err(field, m)
+            })
     }
 }
 
@@ -489,5 +612,126 @@ mod tests {
         );
         assert!(serde_json::from_str::<Wrap>(r#"{"steps":[{"sned":"a"}]}"#).is_err());
         assert!(serde_json::from_str::<Wrap>(r#"{"steps":[{"send":"a","expect":"b"}]}"#).is_err());
+    }
+
+    #[test]
+    fn tls_checks_need_tls_and_name_their_option() {
+        let tls = || ProbeOptions {
+            tls: true,
+            ..Default::default()
+        };
+        let cases = [
+            (
+                ProbeOptions {
+                    sni: Some("mx.example".into()),
+                    ..Default::default()
+                },
+                "sni",
+                "needs a TLS dialog",
+            ),
+            (
+                ProbeOptions {
+                    tls_verify: true,
+                    preset: Some("smtp".into()),
+                    ..Default::default()
+                },
+                "tls_verify",
+                "needs a TLS dialog",
+            ),
+            (
+                ProbeOptions {
+                    tls_ca_file: Some("/x".into()),
+                    ..tls()
+                },
+                "tls_ca_file",
+                "needs verification on",
+            ),
+            (
+                ProbeOptions {
+                    tls_cert: Some("/x".into()),
+                    ..tls()
+                },
+                "tls_key",
+                "needs its key",
+            ),
+            (
+                ProbeOptions {
+                    expect_alert: Some("certificate-required".into()),
+                    ..Default::default()
+                },
+                "expect_alert",
+                "unknown TLS alert 'certificate-required'",
+            ),
+            (
+                ProbeOptions {
+                    sni: Some("not a name!".into()),
+                    ..tls()
+                },
+                "sni",
+                "invalid server name",
+            ),
+            (
+                ProbeOptions {
+                    tls_verify: true,
+                    tls_ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..tls()
+                },
+                "tls_ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                ProbeOptions {
+                    tls_cert: Some("/nonexistent/c.pem".into()),
+                    tls_key: Some("/nonexistent/k.pem".into()),
+                    ..tls()
+                },
+                "tls_cert",
+                "cannot read /nonexistent/c.pem",
+            ),
+        ];
+        for (o, field, message) in cases {
+            let e = spec(o).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_checks_reach_the_spec() {
+        // An expected alert is a TLS dialog of its own.
+        let s = spec(ProbeOptions {
+            expect_alert: Some("certificate_required".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.dialog.as_ref().map(|d| d.steps.clone()),
+            Some(vec![DialogStep::StartTls])
+        );
+        assert!(s.tls_config.is_some());
+        let check = s.tls_check.as_ref().unwrap();
+        assert_eq!(
+            check.expect_alert,
+            Some(rustls::AlertDescription::CertificateRequired)
+        );
+        assert!(check.verify.is_none());
+        // Verification against the system's roots, with a name.
+        let s = spec(ProbeOptions {
+            preset: Some("https".into()),
+            tls_verify: true,
+            sni: Some("www.example".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let check = s.tls_check.as_ref().unwrap();
+        assert!(check.verify.is_some());
+        assert_eq!(check.sni.as_deref(), Some("www.example"));
+        // Plain TLS asks for no checks.
+        let s = spec(ProbeOptions {
+            tls: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.tls_check.is_none());
     }
 }

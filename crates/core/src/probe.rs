@@ -35,6 +35,8 @@ pub struct ProbeSpec {
     /// Keep the peer's bytes out of failure reasons (`check --jail`): they say how many
     /// bytes came instead of quoting them.
     pub jail: bool,
+    /// What a TLS dialog checks beyond the handshake: SNI, verification, an expected alert.
+    pub tls_check: Option<Arc<crate::TlsCheck>>,
 }
 
 impl Default for ProbeSpec {
@@ -48,6 +50,7 @@ impl Default for ProbeSpec {
             tls_config: None,
             max_reply: crate::READ_LIMIT,
             jail: false,
+            tls_check: None,
         }
     }
 }

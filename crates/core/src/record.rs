@@ -162,7 +162,7 @@ pub struct ResultBatch {
 /// The four bytes every frame starts with.
 pub const FRAME_MAGIC: [u8; 4] = *b"PHRB";
 /// The frame format version this build writes and reads.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Magic, version and length.
 pub const FRAME_HEADER_LEN: usize = 9;
 /// The largest payload a frame may announce (16 MiB).
@@ -289,6 +289,7 @@ mod tests {
                             not_before: 0,
                             not_after: 1_800_000_000,
                         }),
+                        expires_first: None,
                     }),
                     dialog_us: None,
                     captures: Vec::new(),

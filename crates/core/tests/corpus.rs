@@ -25,6 +25,7 @@ const TARGETS: &[Target] = &[
     ("ports", fuzzing::ports_target),
     ("targets", fuzzing::targets_target),
     ("duration", fuzzing::duration_target),
+    ("wire", fuzzing::wire_target),
     ("fleet_wire", fuzzing::fleet_wire_target),
 ];
 
@@ -94,6 +95,14 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             .into_iter()
             .enumerate()
             .map(|(i, f)| (format!("seed-frame-{i}"), f))
+            .collect(),
+    );
+    all.insert(
+        "wire",
+        fuzzing::WIRE_SEEDS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("seed-{i:02}"), s.to_vec()))
             .collect(),
     );
     all.insert(

@@ -271,6 +271,7 @@ fn spec_of(m: &ProbeModule) -> Result<ProbeSpec, String> {
         tls_config,
         max_reply: porthawk_core::READ_LIMIT,
         jail: false,
+        tls_check: None,
     })
 }
 

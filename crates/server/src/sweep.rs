@@ -53,6 +53,25 @@ pub struct ProbeRequest {
     /// Make a TLS handshake first and report the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
+    // TLS checks (issue 11 items 5, 6, 13, 14); all but expect_alert need a TLS dialog.
+    /// Verify the certificate (chain to the system's CAs or `tls_ca_file`, dates, name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// A PEM file on the server of the CAs to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// The server name to present in TLS and verify, instead of the target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// A PEM client certificate file on the server, for servers that ask for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// The PEM private key file of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// The TLS alert the server must answer the handshake with (`certificate_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_alert: Option<String>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 60000)]
@@ -397,6 +416,12 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
         quit: p.quit.clone(),
         expect_all: p.expect_all.unwrap_or(false),
         max_reply: p.max_reply,
+        tls_verify: p.tls_verify.unwrap_or(false),
+        tls_ca_file: p.tls_ca_file.clone(),
+        sni: p.sni.clone(),
+        tls_cert: p.tls_cert.clone(),
+        tls_key: p.tls_key.clone(),
+        expect_alert: p.expect_alert.clone(),
         ..ProbeOptions::default()
     };
     options

@@ -44,6 +44,8 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     // Scheduled sweeps' runs and the changes they found.
     SCHEDULE_TABLES,
     MONITOR_SAMPLES,
+    // Which certificate of the chain expires first (`cert_not_after` is its end from then on).
+    "ALTER TABLE results ADD COLUMN cert_expires_first TEXT;",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

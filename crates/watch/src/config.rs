@@ -428,6 +428,19 @@ struct RawMonitor {
     expect: Option<Spanned<String>>,
     #[serde(default)]
     tls: Option<bool>,
+    // TLS checks (issue 11 items 5, 6, 13, 14).
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_alert: Option<Spanned<String>>,
     #[serde(default)]
     read_timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -1137,6 +1150,12 @@ impl Cx<'_> {
                 .max_reply
                 .as_ref()
                 .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
+            tls_verify: m.tls_verify.unwrap_or(false),
+            tls_ca_file: m.tls_ca_file.as_ref().map(|p| p.get_ref().clone()),
+            sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
+            tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
+            tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
+            expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
         let spec = options
@@ -1155,6 +1174,11 @@ impl Cx<'_> {
                     "steps" => m.steps.as_ref().map(Spanned::span),
                     "quit" => m.quit.as_ref().map(Spanned::span),
                     "max_reply" => m.max_reply.as_ref().map(Spanned::span),
+                    "tls_ca_file" => m.tls_ca_file.as_ref().map(Spanned::span),
+                    "sni" => m.sni.as_ref().map(Spanned::span),
+                    "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
+                    "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    "expect_alert" => m.expect_alert.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
@@ -1268,8 +1292,21 @@ fn fingerprint(
         options.expect,
         options.tls,
     ) + &format!(
-        "|{:?}|{:?}|{:?}|{:?}",
-        options.steps, options.quit, options.expect_all, options.max_reply
+        "|{:?}|{:?}|{:?}|{:?}|{:?}",
+        options.steps,
+        options.quit,
+        options.expect_all,
+        options.max_reply,
+        // The TLS checks, file contents excepted: a renewed client certificate takes a
+        // reload that changes the config, or a restart.
+        (
+            options.tls_verify,
+            &options.tls_ca_file,
+            &options.sni,
+            &options.tls_cert,
+            &options.tls_key,
+            &options.expect_alert,
+        ),
     )
 }
 
@@ -1763,6 +1800,10 @@ slack = { url = "https://hooks.example.com/services/x" }
             (&format!("{monitor}fail_after = 0\n"), 11, "monitor[0].fail_after", "out of range"),
             (&format!("{monitor}fail_after = \"3\"\n"), 11, "monitor[0].fail_after", "invalid type"),
             (&format!("{monitor}preset = \"gopher\"\n"), 11, "monitor[0].preset", "gopher"),
+            (&format!("{monitor}expect_alert = \"nope\"\n"), 11, "monitor[0].expect_alert", "unknown TLS alert 'nope'"),
+            (&format!("{monitor}tls = true\nsni = \"bad name!\"\n"), 12, "monitor[0].sni", "invalid server name"),
+            (&format!("{monitor}tls = true\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n"), 12, "monitor[0].tls_cert", "/nonexistent/c.pem"),
+            (&format!("{monitor}sni = \"mx.example\"\n"), 11, "monitor[0].sni", "needs a TLS dialog"),
             (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
             (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),
             (&format!("{monitor}send = \"\\\\xZZ\"\n"), 11, "monitor[0].send", "send"),
