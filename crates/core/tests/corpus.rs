@@ -26,6 +26,7 @@ const TARGETS: &[Target] = &[
     ("targets", fuzzing::targets_target),
     ("duration", fuzzing::duration_target),
     ("wire", fuzzing::wire_target),
+    ("fleet_wire", fuzzing::fleet_wire_target),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -102,6 +103,13 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             .iter()
             .enumerate()
             .map(|(i, s)| (format!("seed-{i:02}"), s.to_vec()))
+            .collect(),
+    );
+    all.insert(
+        "fleet_wire",
+        fuzzing::fleet_wire_seeds()
+            .into_iter()
+            .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );
     for (target, texts) in [

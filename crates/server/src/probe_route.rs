@@ -295,6 +295,7 @@ async fn run_probe(
     let id = shared.engine.next_job_id();
     let handle = shared.engine.submit(Job {
         id,
+        positions: 0..space.len(),
         space: Arc::new(space),
         spec,
         rate: None,

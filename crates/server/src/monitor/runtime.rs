@@ -255,6 +255,7 @@ impl Runtime {
     fn submit(&self, check: Check, space: Arc<porthawk_core::TargetSpace>) {
         self.shared.engine.submit(Job {
             id: check.id,
+            positions: 0..space.len(),
             space,
             spec: check.spec,
             rate: None,
