@@ -247,32 +247,24 @@ fn choose_address(host: &str, m: &ProbeModule) -> (Result<IpAddr, String>, f64) 
     (chosen, secs)
 }
 
-/// The probe spec of a module: its timeout for the connect and for the dialog after it,
-/// one try (blackbox does not retry).
+/// The probe spec of a module: its options through `ProbeOptions::spec` (TLS set-up,
+/// verification, SNI, client certificate), its timeout for the connect and for the dialog
+/// after it, one try (blackbox does not retry), and its dialog.
 fn spec_of(m: &ProbeModule) -> Result<ProbeSpec, String> {
-    let needs_tls = m
-        .dialog
-        .as_ref()
-        .is_some_and(|d| d.steps.contains(&porthawk_core::DialogStep::StartTls));
-    let tls_config = if needs_tls {
-        Some(
-            porthawk_core::tls_client_config(Arc::new(rustls::time_provider::DefaultTimeProvider))
-                .map_err(|e| format!("cannot set up TLS: {e}"))?,
+    let mut spec = m
+        .options
+        .spec(
+            m.timeout,
+            1,
+            m.timeout,
+            m.timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
         )
-    } else {
-        None
-    };
-    Ok(ProbeSpec {
-        connect_timeout: m.timeout,
-        tries: 1,
-        dialog: m.dialog.clone().map(Arc::new),
-        read_timeout: m.timeout,
-        dialog_timeout: m.timeout,
-        tls_config,
-        max_reply: porthawk_core::READ_LIMIT,
-        jail: false,
-        tls_check: None,
-    })
+        .map_err(|e| format!("module '{}': {}: {e}", m.name, e.field))?;
+    // A blackbox.yml dialog (STARTTLS in its middle, blackbox's line matching) is not one
+    // that options describe; for a porthawk.toml module this is the options' own dialog.
+    spec.dialog = m.dialog.clone().map(Arc::new);
+    Ok(spec)
 }
 
 /// Probes `ip:port` as an engine job with a result sink of its own; its one record.
@@ -370,7 +362,8 @@ impl Outcome {
             &plain(f64::from(self.ip_protocol)),
         );
         if let Some(tls) = connected.and_then(|r| r.tls.as_ref()) {
-            if let Some(cert) = &tls.cert {
+            // blackbox reports the earliest expiry of the presented chain.
+            if let Some(cert) = tls.expiring() {
                 gauge(
                     "probe_ssl_earliest_cert_expiry",
                     "Returns last SSL chain expiry in unixtime",
