@@ -810,6 +810,12 @@ timeout = "3s"
     let (ok, body) = success("tls_default", plain);
     assert_eq!(ok, Some(0.0), "{body}");
     assert!(body.contains("probe_ssl_earliest_cert_expiry"), "{body}");
+    // As in blackbox, a failed verification is no regex failure.
+    assert_eq!(
+        sample(&body, "probe_failed_due_to_regex"),
+        Some(0.0),
+        "{body}"
+    );
     let debug = probe(&format!("module=tls_default&target={plain}&debug=true"));
     assert!(debug.contains("certificate verification failed"), "{debug}");
 

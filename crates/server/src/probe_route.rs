@@ -125,6 +125,7 @@ pub(crate) async fn probe(
         dns_s,
         ip_protocol: address.map_or(0, |ip| if ip.is_ipv4() { 4 } else { 6 }),
         record: None,
+        failed_at_handshake: false,
     };
     if let Some(ip) = address {
         log.push(format!("resolved '{host}' to {ip}"));
@@ -152,6 +153,7 @@ pub(crate) async fn probe(
                 if let Some(r) = &record.reason {
                     log.push(format!("dialog: {r}"));
                 }
+                out.failed_at_handshake = failed_at_handshake(&record, &module);
                 out.record = Some(record);
             }
             Err(why) => {
@@ -324,6 +326,27 @@ struct Outcome {
     dns_s: f64,
     ip_protocol: u8,
     record: Option<ProbeRecord>,
+    /// The dialog failed at a TLS handshake (or its verification), not at an expect.
+    failed_at_handshake: bool,
+}
+
+/// Whether the record's dialog failed at one of the module's TLS handshake steps: a failed
+/// handshake or verification is no regex failure for blackbox (`probe_failed_due_to_regex`
+/// stays 0). The dialog names the failing step first in its reason (`step 2: ...`).
+fn failed_at_handshake(record: &ProbeRecord, m: &ProbeModule) -> bool {
+    let step = record
+        .reason
+        .as_deref()
+        .and_then(|r| r.strip_prefix("step "))
+        .and_then(|r| r.split_once(':'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    match (step, &m.dialog) {
+        (Some(n), Some(d)) => n
+            .checked_sub(1)
+            .and_then(|i| d.steps.get(i))
+            .is_some_and(|s| *s == porthawk_core::DialogStep::StartTls),
+        _ => false,
+    }
 }
 
 impl Outcome {
@@ -353,7 +376,11 @@ impl Outcome {
             gauge(
                 "probe_failed_due_to_regex",
                 "Indicates if probe failed due to regex",
-                &plain(if r.matched == Some(false) { 1.0 } else { 0.0 }),
+                &plain(if r.matched == Some(false) && !self.failed_at_handshake {
+                    1.0
+                } else {
+                    0.0
+                }),
             );
         }
         gauge(
@@ -440,6 +467,7 @@ mod tests {
             dns_s: 0.0,
             ip_protocol: 4,
             record: Some(record),
+            failed_at_handshake: false,
         }
         .encode(0.25, Duration::from_secs(5));
         assert!(
@@ -460,11 +488,44 @@ mod tests {
                 1,
                 1,
             )),
+            failed_at_handshake: false,
         }
         .encode(0.01, Duration::from_secs(1));
         assert!(closed.contains("probe_success 0\n"));
         // Like blackbox, no regex verdict without a connection.
         assert!(!closed.contains("probe_failed_due_to_regex"));
         assert_eq!(blackbox_tls_version("TLSv1.3"), "TLS 1.3");
+    }
+
+    #[test]
+    fn a_failed_handshake_is_no_regex_failure() {
+        let mut m = ProbeModule::tcp_connect();
+        m.dialog = Some(porthawk_core::Dialog {
+            steps: vec![
+                porthawk_core::DialogStep::StartTls,
+                porthawk_core::DialogStep::Expect {
+                    expect: porthawk_core::Pattern::regex("^220").unwrap(),
+                    reject: None,
+                },
+            ],
+        });
+        let mut record =
+            ProbeRecord::new("127.0.0.1".parse().unwrap(), 465, PortState::Open, 10, 1);
+        record.matched = Some(false);
+        record.reason = Some("step 1: certificate verification failed: unknown issuer".into());
+        assert!(failed_at_handshake(&record, &m));
+        let text = Outcome {
+            dns_s: 0.0,
+            ip_protocol: 4,
+            record: Some(record.clone()),
+            failed_at_handshake: true,
+        }
+        .encode(0.1, Duration::from_secs(5));
+        assert!(text.contains("probe_failed_due_to_regex 0\n"), "{text}");
+        assert!(text.contains("probe_success 0\n"), "{text}");
+        record.reason = Some("step 2: got '554 no', wanted ^220".into());
+        assert!(!failed_at_handshake(&record, &m));
+        record.reason = None;
+        assert!(!failed_at_handshake(&record, &m));
     }
 }
