@@ -1390,6 +1390,11 @@ pub struct ProbeModule {
     pub ip_protocol: IpProtocol,
     /// Whether the other family may be used when the name has none of the preferred one.
     pub ip_protocol_fallback: bool,
+    /// The options its probe spec is built from, through [`porthawk_core::ProbeOptions::spec`]
+    /// (with `dialog` as the spec's dialog): all of them for `[module.NAME]`; for a
+    /// blackbox.yml module, `tls` when its dialog makes a handshake and its `tls_config`
+    /// (`tls_verify`, `tls_ca_file`, `sni`, `tls_cert`, `tls_key`).
+    pub options: porthawk_core::ProbeOptions,
 }
 
 /// The timeout of a module that gives none (blackbox_exporter's example modules use 5s).
@@ -1404,6 +1409,7 @@ impl ProbeModule {
             timeout: DEFAULT_MODULE_TIMEOUT,
             ip_protocol: IpProtocol::Ip6,
             ip_protocol_fallback: true,
+            options: porthawk_core::ProbeOptions::default(),
         }
     }
 }
@@ -1463,6 +1469,16 @@ struct RawModule {
     preferred_ip_protocol: Option<Spanned<String>>,
     #[serde(default)]
     ip_protocol_fallback: Option<bool>,
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
 }
 
 /// The shortest `every` of a scheduled sweep.
@@ -1642,21 +1658,41 @@ impl Cx<'_> {
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
+            tls_verify: m.tls_verify.unwrap_or(false),
+            tls_ca_file: m.tls_ca_file.as_ref().map(|p| p.get_ref().clone()),
+            sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
+            tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
+            tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
-        let dialog = options.dialog().map_err(|e| {
-            let span = match e.field {
-                "send" => m.send.as_ref().map(Spanned::span),
-                "expect" => m.expect.as_ref().map(Spanned::span),
-                "preset" => m.preset.as_ref().map(Spanned::span),
-                _ => None,
-            };
-            self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
-        })?;
         let timeout = match &m.timeout {
             Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(1))?,
             None => DEFAULT_MODULE_TIMEOUT,
         };
+        // Built once here to check it (the CA and client certificate files are read), and
+        // again by each probe, so that renewed files are used.
+        let spec = options
+            .spec(
+                timeout,
+                1,
+                timeout,
+                timeout,
+                Arc::new(rustls::time_provider::DefaultTimeProvider),
+            )
+            .map_err(|e| {
+                let span = match e.field {
+                    "send" => m.send.as_ref().map(Spanned::span),
+                    "expect" => m.expect.as_ref().map(Spanned::span),
+                    "preset" => m.preset.as_ref().map(Spanned::span),
+                    "tls_ca_file" => m.tls_ca_file.as_ref().map(Spanned::span),
+                    "sni" => m.sni.as_ref().map(Spanned::span),
+                    "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
+                    "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    _ => None,
+                };
+                self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
+            })?;
+        let dialog = spec.dialog.as_deref().cloned();
         let ip_protocol = match &m.preferred_ip_protocol {
             Some(p) => IpProtocol::parse(p.get_ref()).ok_or_else(|| {
                 self.err(
@@ -1673,6 +1709,7 @@ impl Cx<'_> {
             timeout,
             ip_protocol,
             ip_protocol_fallback: m.ip_protocol_fallback.unwrap_or(true),
+            options,
         })
     }
 }
@@ -2057,5 +2094,47 @@ preset = "smtps"
         assert_eq!(e.field, "module.m.expect", "{e}");
         let e = with("[module.m]\nquery = 1\n").unwrap_err();
         assert_eq!(e.field, "module.m.query", "{e}");
+    }
+
+    #[test]
+    fn module_tls_keys_reach_the_options_and_are_checked() {
+        let c = with(
+            "[module.v]\ntls = true\ntls_verify = true\nsni = \"mx.example\"\n\n[module.p]\npreset = \"smtps\"\n",
+        )
+        .unwrap();
+        let v = &c.modules["v"];
+        assert!(v.options.tls_verify);
+        assert_eq!(v.options.sni.as_deref(), Some("mx.example"));
+        assert_eq!(
+            v.dialog.as_ref().map(|d| d.steps.clone()),
+            Some(vec![porthawk_core::DialogStep::StartTls])
+        );
+        assert!(!c.modules["p"].options.tls_verify);
+        for (body, field, message) in [
+            (
+                "sni = \"mx.example\"\n",
+                "module.m.sni",
+                "needs a TLS dialog",
+            ),
+            (
+                "tls = true\ntls_ca_file = \"/ca.pem\"\n",
+                "module.m.tls_ca_file",
+                "needs verification on",
+            ),
+            (
+                "tls = true\ntls_verify = true\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+                "module.m.tls_ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                "tls = true\ntls_cert = \"/c.pem\"\n",
+                "module.m.tls_key",
+                "needs its key",
+            ),
+        ] {
+            let e = with(&format!("[module.m]\n{body}")).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(e.message.contains(message), "{body}: {e}");
+        }
     }
 }
