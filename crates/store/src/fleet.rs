@@ -22,23 +22,10 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
+pub use porthawk_core::Attempt;
+
 use crate::db::{Reply, Store, StoreError};
 use crate::sweeps::{Counts, NewResult, SweepState};
-
-/// One attempt at a slice: the work message's stream sequence and its delivery count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Attempt {
-    /// The work message's sequence in the work stream.
-    pub work_seq: u64,
-    /// How many times it had been delivered when this attempt took it (1 for the first).
-    pub delivered: u64,
-}
-
-impl std::fmt::Display for Attempt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.work_seq, self.delivered)
-    }
-}
 
 /// A fleet sweep to store beside its `sweeps` row.
 #[derive(Debug, Clone)]
@@ -82,13 +69,13 @@ impl FleetSweep {
 }
 
 /// The positions `[i·L, min((i+1)·L, total))` of slice `i`.
-pub fn slice_range(total: u64, slice_len: u64, slice: u32) -> std::ops::Range<u64> {
+pub(crate) fn slice_range(total: u64, slice_len: u64, slice: u32) -> std::ops::Range<u64> {
     let start = (slice as u64).saturating_mul(slice_len).min(total);
     start..start.saturating_add(slice_len).min(total)
 }
 
 /// How many slices of `slice_len` tile `[0, total)`.
-pub fn slice_count(total: u64, slice_len: u64) -> u32 {
+pub(crate) fn slice_count(total: u64, slice_len: u64) -> u32 {
     total
         .div_ceil(slice_len.max(1))
         .min(u32::MAX as u64)

@@ -28,8 +28,8 @@ mod sweeps;
 
 pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
 pub use fleet::{
-    slice_count, slice_range, Attempt, Completed, FleetFrame, FleetSweep, IngestReport,
-    NewFleetSweep, OpenSlice, Rejected, Republish, SliceProgress,
+    Attempt, Completed, FleetFrame, FleetSweep, IngestReport, NewFleetSweep, OpenSlice, Rejected,
+    Republish, SliceProgress,
 };
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
 pub use sweeps::{
