@@ -230,6 +230,7 @@ impl Runtime {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
             self.shared.engine.submit(Job {
                 id: check.id,
+                positions: 0..check.space.len(),
                 space: check.space,
                 spec: check.spec,
                 rate: None,
