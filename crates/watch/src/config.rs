@@ -1631,8 +1631,8 @@ slack = { url = "https://hooks.example.com/services/x" }
                 "porthawk.toml:1: monitor[0]: missing field `targets`",
             ),
             (
-                "[fleet]\nnats = \"x\"\n",
-                "porthawk.toml:1: fleet: unknown field `fleet`",
+                "[fleet]\nnats_url = \"x\"\n",
+                "porthawk.toml:2: fleet.nats_url: unknown field `nats_url`",
             ),
             ("[api\n", "porthawk.toml:1: (toml): "),
         ] {
