@@ -28,6 +28,7 @@ mod check;
 mod daemon_util;
 mod daemons;
 mod dialogs;
+mod fleet;
 mod fleet_agent;
 mod hardening;
 mod layout;

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub sweep_retention: porthawk_store::SweepRetention,
     /// The modules of `serve --blackbox-config` for `/probe`.
     pub blackbox: std::sync::Arc<crate::blackbox::BlackboxModules>,
+    /// Fleet mode (`[fleet]`): the NATS server, its credentials, the known agents and pools.
+    pub fleet: Option<porthawk_watch::config::FleetConfig>,
 }
 
 /// The routes that stay open without the token when one is set, unless `[api] public` says
@@ -140,6 +142,7 @@ impl Default for ServerConfig {
             http: HttpGuard::default(),
             sweep_retention: porthawk_store::SweepRetention::default(),
             blackbox: Default::default(),
+            fleet: None,
         }
     }
 }
@@ -183,6 +186,9 @@ impl ServerConfig {
         let watch = WatchConfig::from_file(file, text, &parsed)?;
         if let Some(api) = &parsed.api {
             ApiChecks { file, text }.apply(self, api)?;
+        }
+        if let Some(fleet) = &parsed.fleet {
+            self.fleet = Some(fleet.get_ref().check(file, text, fleet.span())?);
         }
         self.watch = std::sync::Arc::new(watch);
         Ok(())

@@ -19,6 +19,7 @@ mod blackbox;
 mod config;
 mod error;
 mod extract;
+mod fleet;
 mod guard;
 mod http;
 mod metrics;
@@ -49,7 +50,11 @@ pub use config::{
     TOKEN_ENV,
 };
 pub use error::{ApiError, ErrorBody, ErrorDetail, ListenError, ServerError};
-pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
+pub use fleet::{AgentList, AgentView, FleetState, MonitorRound, RunningView};
+pub use sweep::{
+    AgentRate, Counts, ProbeRequest, SliceCounts, StoreMode, SweepMode, SweepRequest, SweepState,
+    SweepStatus,
+};
 
 use aggregator::Aggregator;
 use metrics::Metrics;
@@ -74,6 +79,8 @@ pub struct Server {
     pruner: Option<retention::Pruner>,
     /// Runs the scheduled sweeps; stopped before the monitors.
     scheduler: Option<schedule::Scheduler>,
+    /// The fleet task's runtime (with `[fleet]`); stopped before the rest.
+    fleet: Option<fleet::FleetRuntime>,
     interrupted_at_start: usize,
 }
 
@@ -130,6 +137,18 @@ impl Server {
             context: "cannot start the monitor thread".into(),
             source,
         })?;
+        let fleet = match shared.config.fleet.clone() {
+            Some(config) => {
+                let (state, runtime) =
+                    fleet::start(&shared, config).map_err(|source| ServerError::Io {
+                        context: "cannot start the fleet task".into(),
+                        source,
+                    })?;
+                let _ = shared.fleet.set(state);
+                Some(runtime)
+            }
+            None => None,
+        };
         let pruner =
             retention::Pruner::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
                 context: "cannot start the sweep retention thread".into(),
@@ -146,6 +165,7 @@ impl Server {
             aggregator: Some(thread),
             pruner: Some(pruner),
             scheduler: Some(scheduler),
+            fleet,
             interrupted_at_start,
         })
     }
@@ -184,6 +204,8 @@ impl Server {
         // Before the sweeps are stopped: a run the stop interrupts is recorded as failed at
         // the next start, not notified as a failure now.
         self.scheduler = None;
+        // Fleet sweeps go on running on their agents; the next start resumes them.
+        self.fleet = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

@@ -172,6 +172,7 @@ pub(crate) fn request_of(s: &SweepSchedule) -> SweepRequest {
         },
         ip_family: None,
         prefer_family: None,
+        from: None,
     }
 }
 
@@ -582,6 +583,7 @@ mod tests {
                 store: StoreMode::Open,
                 ip_family: None,
                 prefer_family: None,
+                from: None,
             };
             let limits = crate::config::Limits {
                 max_sweep_probes: u64::MAX,

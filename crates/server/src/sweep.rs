@@ -129,6 +129,42 @@ pub struct SweepRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "ipv6")]
     pub prefer_family: Option<porthawk_core::IpFamily>,
+    /// Run the sweep on the agents of this pool (fleet mode, `[fleet] pools`) instead of this
+    /// server's own engine. `rate` is then a cap per agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// Where a sweep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepMode {
+    /// On this server's engine.
+    #[default]
+    Local,
+    /// On the agents of a pool.
+    Fleet,
+}
+
+/// A fleet sweep's slices by state.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SliceCounts {
+    /// Slices done (counted once, by their first complete attempt).
+    pub done: u32,
+    /// Slices in the sweep.
+    pub total: u32,
+    /// Slices that failed: every agent that took them crashed or stalled; their positions
+    /// are not in the results.
+    pub failed: u32,
+}
+
+/// An agent's share of a running fleet sweep.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentRate {
+    /// The agent.
+    pub name: String,
+    /// Its probes per second, as its last heartbeat said.
+    pub probes_per_s: u64,
 }
 
 /// A sweep as `GET /v1/sweeps/{id}` reports it.
@@ -162,6 +198,17 @@ pub struct SweepStatus {
     /// The `[[sweep]]` schedule it is a run of, if it is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Where it runs.
+    pub mode: SweepMode,
+    /// Fleet sweeps: slices by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<SliceCounts>,
+    /// Fleet sweeps: which slices failed (at most 100, lowest first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_slices: Option<Vec<u32>>,
+    /// Fleet sweeps while they run: the live agents of the pool and their probes per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<AgentRate>>,
 }
 
 impl SweepStatus {
@@ -188,6 +235,10 @@ impl SweepStatus {
             reason: row.reason,
             request: row.request,
             schedule: None,
+            mode: SweepMode::Local,
+            slices: None,
+            failed_slices: None,
+            agents: None,
         }
     }
 }
@@ -407,7 +458,21 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
         return Ok(ProbeSpec::default());
     };
     let default = ProbeSpec::default();
-    let options = ProbeOptions {
+    probe_options(p)
+        .spec(
+            p.timeout_ms
+                .map_or(default.connect_timeout, Duration::from_millis),
+            p.tries.unwrap_or(default.tries),
+            default.read_timeout,
+            default.dialog_timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+        )
+        .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
+}
+
+/// The probe options of a request's `probe` object: the one mapping of its fields.
+fn probe_options(p: &ProbeRequest) -> ProbeOptions {
+    ProbeOptions {
         preset: p.preset.clone(),
         send: p.send.clone(),
         expect: p.expect.clone(),
@@ -423,17 +488,38 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
         tls_key: p.tls_key.clone(),
         expect_alert: p.expect_alert.clone(),
         ..ProbeOptions::default()
-    };
-    options
-        .spec(
-            p.timeout_ms
-                .map_or(default.connect_timeout, Duration::from_millis),
-            p.tries.unwrap_or(default.tries),
-            default.read_timeout,
-            default.dialog_timeout,
-            Arc::new(rustls::time_provider::DefaultTimeProvider),
-        )
-        .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
+    }
+}
+
+/// The probe of a fleet sweep's spec: what [`probe_spec`] builds, as agents rebuild it.
+/// Options that name files are refused: an agent would read its own host's files, not the
+/// ones the request meant.
+pub fn sweep_probe(probe: Option<&ProbeRequest>) -> Result<porthawk_core::SweepProbe, ApiError> {
+    let default = ProbeSpec::default();
+    let options = probe.map_or_else(ProbeOptions::default, probe_options);
+    for (field, given) in [
+        ("probe.tls_ca_file", options.tls_ca_file.is_some()),
+        ("probe.tls_cert", options.tls_cert.is_some()),
+        ("probe.tls_key", options.tls_key.is_some()),
+    ] {
+        if given {
+            return Err(ApiError::bad_request(
+                field,
+                format!(
+                    "{field} names a file of this server, which a fleet sweep's agents cannot                      read: run this sweep locally (without \"from\")"
+                ),
+            ));
+        }
+    }
+    Ok(porthawk_core::SweepProbe::new(
+        &options,
+        probe
+            .and_then(|p| p.timeout_ms)
+            .map_or(default.connect_timeout, Duration::from_millis),
+        probe.and_then(|p| p.tries).unwrap_or(default.tries),
+        default.read_timeout,
+        default.dialog_timeout,
+    ))
 }
 
 /// Turns a request into a plan: parses and resolves targets, applies exclusions, checks the

@@ -16,6 +16,8 @@
 //! - `schedules`: scheduled sweeps' runs and the changes they found.
 //! - `browse`: a sweep's results filtered (state, port, service, text) and paged, for the
 //!   sweep page.
+//! - `fleet`: fleet sweeps: slices, the per-frame ledger, staging, and the "first complete
+//!   attempt wins" rule that counts each slice once.
 //! - `history`: monitor history: target states, checks, state changes, actions,
 //!   notifications, silences, and the samples the status page draws from.
 //!
@@ -23,6 +25,7 @@
 
 mod browse;
 mod db;
+mod fleet;
 mod history;
 mod schedules;
 mod schema;
@@ -30,6 +33,10 @@ mod sweeps;
 
 pub use browse::{ResultFilter, MAX_RESULTS_PAGE};
 pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
+pub use fleet::{
+    Attempt, Completed, FleetFrame, FleetSweep, IngestReport, NewFleetSweep, OpenSlice, Rejected,
+    Republish, SliceProgress,
+};
 pub use history::{
     uptime, ActionRecord, Beat, Change, EventRow, NoticeRecord, RttBucket, MAX_BUCKETS,
 };
