@@ -33,6 +33,8 @@ pub struct Sample {
     pub product: Option<&'static str>,
     /// The expected version.
     pub version: Option<&'static str>,
+    /// The expected protocol version.
+    pub protocol_version: Option<&'static str>,
 }
 
 const fn sample(
@@ -48,6 +50,15 @@ const fn sample(
         service: Some(service),
         product,
         version,
+        protocol_version: None,
+    }
+}
+
+/// A sample whose reply also names the protocol's version.
+const fn with_protocol(s: Sample, protocol_version: &'static str) -> Sample {
+    Sample {
+        protocol_version: Some(protocol_version),
+        ..s
     }
 }
 
@@ -243,14 +254,14 @@ pub const SAMPLES: &[Sample] = &[
         "postgres-15-bad-protocol",
         b"E\0\0\0\x89SFATAL\0VFATAL\0C0A000\0Munsupported frontend protocol 1234.5679: \
           server supports 3.0 to 3.0\0Fpostmaster.c\0L2139\0RProcessStartupPacket\0\0",
-        "postgres",
+        "postgresql",
         Some("PostgreSQL"),
         None,
     ),
     sample(
         "postgres-no-ssl",
         b"N",
-        "postgres",
+        "postgresql",
         Some("PostgreSQL"),
         None,
     ),
@@ -296,13 +307,19 @@ pub const SAMPLES: &[Sample] = &[
         Some("6.0.13"),
     ),
     sample("mosquitto-connack", b"\x20\x02\x00\x00", "mqtt", None, None),
-    sample("vnc-3.8", b"RFB 003.008\n", "vnc", None, Some("3.8")),
-    sample(
-        "rabbitmq-bad-header",
-        b"AMQP\x00\x00\x09\x01",
-        "amqp",
-        None,
-        Some("0-9-1"),
+    with_protocol(
+        sample("vnc-3.8", b"RFB 003.008\n", "vnc", None, None),
+        "3.8",
+    ),
+    with_protocol(
+        sample(
+            "rabbitmq-bad-header",
+            b"AMQP\x00\x00\x09\x01",
+            "amqp",
+            None,
+            None,
+        ),
+        "0-9-1",
     ),
     sample(
         "inetutils-telnetd",
@@ -314,7 +331,7 @@ pub const SAMPLES: &[Sample] = &[
     sample(
         "rdp-connection-confirm",
         b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00",
-        "rdp",
+        "ms-wbt-server",
         None,
         None,
     ),
@@ -355,6 +372,7 @@ pub const SAMPLES: &[Sample] = &[
         service: None,
         product: None,
         version: None,
+        protocol_version: None,
     },
 ];
 
