@@ -204,7 +204,20 @@ pub enum DialogStep {
         /// What a good reply contains, all of it.
         patterns: Vec<Pattern>,
     },
+    /// Identify the service (`--identify`): read the banner (the null probe); if the server
+    /// says nothing or nothing [`crate::identify`] recognises, send the protocol probes of
+    /// [`crate::probe_order`] for the port, one by one, until a reply is recognised, at most
+    /// `max_probes` of them, within the dialog timeout. A probe after the first goes on a new
+    /// connection (the engine reconnects when the conversation says [`Step::Reconnect`]). The
+    /// banner kept is the reply that was recognised, or else the first reply.
+    Identify {
+        /// The most protocol probes to send.
+        max_probes: u8,
+    },
 }
+
+/// The protocol probes `--identify` sends to a silent port by default.
+pub const DEFAULT_MAX_PROBES: u8 = 4;
 
 /// A piece of a [`DialogStep::SendCaptures`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +259,14 @@ impl Dialog {
             None => DialogStep::Banner,
         });
         Dialog { steps }
+    }
+
+    /// Identify the service: the null probe, then up to `max_probes` protocol probes chosen
+    /// for the port (see [`DialogStep::Identify`]).
+    pub fn identify(max_probes: u8) -> Dialog {
+        Dialog {
+            steps: vec![DialogStep::Identify { max_probes }],
+        }
     }
 
     /// Read the banner; if the server says nothing, send `probe` and read the reply instead.
@@ -322,6 +343,25 @@ pub struct Conversation {
     max_reply: usize,
     /// Keep the peer's bytes out of reasons.
     jail: bool,
+    /// Where a [`DialogStep::Identify`] is.
+    plan: PlanState,
+}
+
+/// The progress of a [`DialogStep::Identify`] through its probe plan.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PlanState {
+    /// The probed port, which orders the probes.
+    port: u16,
+    /// Protocol probes sent so far (the next one is this index in the port's order).
+    sent: u8,
+    /// A probe is on the wire or its answer awaited (not the null probe's wait).
+    probing: bool,
+    /// The conversation asked for a new connection for the next probe.
+    reconnecting: bool,
+    /// Time spent on earlier connections of the plan.
+    spent: Duration,
+    /// The latest elapsed time a completion reported on this connection.
+    last_elapsed: Duration,
 }
 
 impl Conversation {
@@ -343,6 +383,7 @@ impl Conversation {
         self.tls_info = None;
         self.captures.clear();
         self.mismatch = false;
+        self.plan = PlanState::default();
         // A long reply (`--max-reply`) grew `rx`; a slot keeps no more than the default.
         if self.rx.capacity() > READ_LIMIT {
             self.rx.shrink_to(READ_LIMIT);
@@ -361,6 +402,9 @@ impl Conversation {
 
     /// Call with the outcome of each connect attempt.
     pub fn on_connect(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
+        if self.plan.reconnecting {
+            return self.plan_reconnected(spec, event);
+        }
         let step = self.probe.on_connect(spec, event);
         match (step, &spec.dialog) {
             (
@@ -372,6 +416,7 @@ impl Conversation {
             ) => {
                 if let ConnectEvent::Connected { peer, .. } = event {
                     self.peer = Some(peer.ip());
+                    self.plan.port = peer.port();
                 }
                 self.max_reply = spec.max_reply.clamp(1, MAX_REPLY_LIMIT);
                 self.jail = spec.jail;
@@ -397,6 +442,11 @@ impl Conversation {
         }
         if matches!(self.current(), Some(DialogStep::StartTls)) {
             return self.handshake(spec, elapsed);
+        }
+        if matches!(self.current(), Some(DialogStep::Identify { .. })) {
+            // The probe is out: read its answer.
+            self.plan.last_elapsed = elapsed;
+            return self.next_io(spec, elapsed, false);
         }
         self.step += 1;
         self.advance(spec, elapsed)
@@ -456,6 +506,13 @@ impl Conversation {
             Some(DialogStep::StartTls) => {
                 self.fail(format!("TLS handshake timed out after {after}"))
             }
+            Some(DialogStep::Identify { .. }) => {
+                // Silence is no failure here: the next probe, on this connection after the
+                // null probe's wait, on a new one after a probe's.
+                self.keep_banner();
+                let reconnect = self.plan.probing;
+                self.next_probe(spec, elapsed, reconnect)
+            }
             Some(
                 DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
             ) => self.fail(format!("send timed out after {after}")),
@@ -465,6 +522,12 @@ impl Conversation {
 
     /// Call when a send or read failed with `errno` (e.g. ECONNRESET).
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
+        if matches!(self.current(), Some(DialogStep::Identify { .. })) && self.tls.is_none() {
+            // A service that resets the connection on a probe it does not speak: try the
+            // next one on a new connection.
+            self.keep_banner();
+            return self.plan_reconnect(self.plan.last_elapsed);
+        }
         let what = match self.current() {
             Some(
                 DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
@@ -597,9 +660,10 @@ impl Conversation {
                 self.next_io(spec, elapsed, true)
             }
             DialogStep::StartTls => self.start_tls(spec, elapsed),
-            DialogStep::Banner | DialogStep::Expect { .. } | DialogStep::ExpectAll { .. } => {
-                self.read_step(spec, elapsed)
-            }
+            DialogStep::Banner
+            | DialogStep::Expect { .. }
+            | DialogStep::ExpectAll { .. }
+            | DialogStep::Identify { .. } => self.read_step(spec, elapsed),
         }
     }
 
@@ -670,6 +734,25 @@ impl Conversation {
                 }
                 self.next_io(spec, elapsed, false)
             }
+            Some(DialogStep::Identify { .. }) => {
+                self.plan.last_elapsed = elapsed;
+                if self.rx.is_empty() && !self.peer_closed {
+                    return self.next_io(spec, elapsed, false);
+                }
+                if !self.rx.is_empty() && crate::identify(&self.rx).is_some() {
+                    // This reply names the service: it is the banner, whatever came before.
+                    let n = self.rx.len().min(BANNER_LIMIT);
+                    self.banner.clear();
+                    self.banner.extend_from_slice(&self.rx[..n]);
+                    self.have_banner = true;
+                    self.rx.clear();
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                // A reply nothing recognises, or a close: the next probe, on a new connection.
+                self.keep_banner();
+                self.next_probe(spec, elapsed, true)
+            }
             Some(
                 DialogStep::Send(_)
                 | DialogStep::SendIfSilent(_)
@@ -678,6 +761,78 @@ impl Conversation {
             )
             | None => self.finish(),
         }
+    }
+
+    /// Moves a [`DialogStep::Identify`] to its next protocol probe: sent on this connection,
+    /// or on a new one (`reconnect`), or none when the plan is spent (its probes, its
+    /// budget, or the dialog's time), which ends the step.
+    fn next_probe(&mut self, spec: &ProbeSpec, elapsed: Duration, reconnect: bool) -> Step {
+        let Some(&DialogStep::Identify { max_probes }) = self.current() else {
+            return self.finish();
+        };
+        let spent = self.plan.spent + elapsed;
+        let probe = crate::nth_probe(self.plan.port, usize::from(self.plan.sent));
+        if self.plan.sent >= max_probes || probe.is_none() || spent >= spec.dialog_timeout {
+            self.rx.clear();
+            self.step += 1;
+            return self.advance(spec, elapsed);
+        }
+        if reconnect || self.peer_closed {
+            if self.tls.is_some() {
+                // A TLS session is not made again for a probe: the plan ends here.
+                self.rx.clear();
+                self.step += 1;
+                return self.advance(spec, elapsed);
+            }
+            return self.plan_reconnect(elapsed);
+        }
+        self.send_probe(spec, elapsed)
+    }
+
+    /// Asks the engine for a new connection for the plan's next probe.
+    fn plan_reconnect(&mut self, elapsed: Duration) -> Step {
+        self.plan.spent += elapsed;
+        self.plan.reconnecting = true;
+        self.plan.probing = false;
+        self.rx.clear();
+        self.peer_closed = false;
+        Step::Reconnect
+    }
+
+    /// The new connection of a plan is up (or not): send the next probe, or end the plan
+    /// with what the earlier connections showed. The port is open whatever this connect
+    /// does; the tries of the first connect stay the result's.
+    fn plan_reconnected(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
+        self.plan.reconnecting = false;
+        match event {
+            ConnectEvent::Connected { local, peer } if local != peer => {
+                self.send_probe(spec, Duration::ZERO)
+            }
+            _ => {
+                self.step += 1;
+                self.advance(spec, Duration::ZERO)
+            }
+        }
+    }
+
+    /// Sends the plan's next probe on this connection.
+    fn send_probe(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let Some(probe) = crate::nth_probe(self.plan.port, usize::from(self.plan.sent)) else {
+            self.step += 1;
+            return self.advance(spec, elapsed);
+        };
+        self.plan.sent += 1;
+        self.plan.probing = true;
+        self.plan.last_elapsed = elapsed;
+        if let Err(why) = self.tls_output(Some(probe.bytes)) {
+            return self.fail(why);
+        }
+        self.next_io(spec, elapsed, true)
+    }
+
+    /// Protocol probes sent by this probe's [`DialogStep::Identify`].
+    pub fn probes_sent(&self) -> u8 {
+        self.plan.sent
     }
 
     /// What a read step wanted, for a reason: its pattern, or for several (`--expect-all`)

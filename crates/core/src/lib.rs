@@ -37,14 +37,17 @@ mod xml;
 pub use civil::rfc3339;
 pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, SendPiece, BANNER_LIMIT, CAPTURE_LIMIT,
-    MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
+    DEFAULT_MAX_PROBES, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
 };
 pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
 pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
 pub use family::{AddressMode, FamilyChoice, IpFamily};
-pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
+pub use identify::{
+    identify, nth_probe, probe_order, Identity, ServiceProbe, IDENTIFY_SCAN_LIMIT,
+    IDENTITY_FIELD_LIMIT, SERVICE_PROBES,
+};
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError, ProbeStep};
 pub use permute::Permutation;

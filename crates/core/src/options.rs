@@ -8,7 +8,7 @@ use rustls::time_provider::TimeProvider;
 
 use crate::{
     parse_escapes, preset, Dialog, DialogStep, Pattern, ProbeSpec, SendPiece, TlsMode,
-    IDENTIFY_PROBE, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
+    DEFAULT_MAX_PROBES, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
 };
 
 /// What to do once connected, before it is compiled.
@@ -40,6 +40,9 @@ pub struct ProbeOptions {
     pub max_reply: Option<usize>,
     /// Keep the peer's bytes out of failure reasons (`check --jail`).
     pub jail: bool,
+    /// The most protocol probes `identify` sends to a silent port (default
+    /// [`DEFAULT_MAX_PROBES`]; 0: only the banner).
+    pub max_probes: Option<u8>,
 }
 
 /// One step of a user's dialog: `{ send = "..." }` or `{ expect = "..." }` in a monitor,
@@ -106,7 +109,9 @@ impl ProbeOptions {
             let d = p.dialog().map_err(|e| err("preset", e.to_string()))?;
             Some(d.with_tls(p.tls))
         } else if self.identify {
-            Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()))
+            Some(Dialog::identify(
+                self.max_probes.unwrap_or(DEFAULT_MAX_PROBES),
+            ))
         } else if send.is_some() || expect.is_some() {
             Some(Dialog::send_expect(send, expect))
         } else if self.banner {

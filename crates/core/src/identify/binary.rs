@@ -247,3 +247,13 @@ pub(super) fn openvpn(r: &[u8]) -> Option<Identity> {
     let op = *r.get(2)?;
     (op == 8 << 3 && (14..=1500).contains(&len) && r.len() >= 14).then(|| Identity::new("openvpn"))
 }
+
+/// Kafka's answer to the ApiVersions request of the probe plan, which repeats its correlation
+/// id (`phk1`): a length, the id, an error code and the API version ranges.
+pub(super) fn kafka(r: &[u8]) -> Option<Identity> {
+    let len = usize::try_from(u32_be(r, 0)?).ok()?;
+    if r.get(4..8)? != b"phk1" || !(6..=1 << 16).contains(&len) {
+        return None;
+    }
+    Some(Identity::new("kafka").product(Some("Apache Kafka".into())))
+}

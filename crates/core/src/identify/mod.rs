@@ -10,7 +10,10 @@ use std::fmt;
 
 mod binary;
 mod cpe;
+mod plan;
 mod text;
+
+pub use plan::{nth_probe, probe_order, ServiceProbe, SERVICE_PROBES};
 
 /// The most bytes of a product or version name that an [`Identity`] keeps.
 pub const IDENTITY_FIELD_LIMIT: usize = 64;
@@ -134,7 +137,8 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
     .or_else(|| mongodb(r))
     .or_else(|| binary::oracle_tns(r))
     .or_else(|| binary::dns(r))
-    .or_else(|| binary::openvpn(r))?;
+    .or_else(|| binary::openvpn(r))
+    .or_else(|| binary::kafka(r))?;
     Some(cpe::with_cpe(id))
 }
 
