@@ -1065,6 +1065,108 @@ fn fmt_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    fn connected_to(port: u16) -> ConnectEvent {
+        ConnectEvent::Connected {
+            local: "127.0.0.1:40000".parse().unwrap(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn sends(step: Step) -> bool {
+        matches!(step, Step::Send { .. })
+    }
+
+    fn open() -> Step {
+        Step::Done {
+            state: PortState::Open,
+            errno: None,
+        }
+    }
+
+    #[test]
+    fn the_identify_plan_probes_a_silent_port_and_reconnects_after_a_close() {
+        let spec = spec(Dialog::identify(4));
+        let ms = Duration::from_millis;
+        let mut c = Conversation::default();
+        // The null probe: wait for a banner.
+        assert!(matches!(
+            c.on_connect(&spec, connected_to(11211)),
+            Step::Recv { .. }
+        ));
+        // Silence: the port's hinted probe goes out on the same connection.
+        assert!(sends(c.on_timeout(&spec, ms(2000))));
+        assert_eq!(c.pending_send(), b"version\r\n");
+        let n = c.pending_send().len();
+        assert!(matches!(c.on_sent(&spec, n, ms(2001)), Step::Recv { .. }));
+        // The service hangs up: the next probe needs a new connection.
+        assert_eq!(c.on_recv(&spec, b"", ms(2002)), Step::Reconnect);
+        assert!(sends(c.on_connect(&spec, connected_to(11211))));
+        assert_eq!(c.pending_send(), b"GET / HTTP/1.0\r\n\r\n");
+        let n = c.pending_send().len();
+        assert!(matches!(c.on_sent(&spec, n, ms(1)), Step::Recv { .. }));
+        // An answer that names the service ends the plan; it is the banner.
+        assert_eq!(c.on_recv(&spec, b"ERROR\r\n", ms(2)), open());
+        assert_eq!(c.banner(), Some(&b"ERROR\r\n"[..]));
+        assert_eq!(
+            (c.probes_sent(), c.tries(), c.matched(), c.reason()),
+            (2, 1, None, None)
+        );
+    }
+
+    #[test]
+    fn the_identify_plan_keeps_to_its_budget_and_to_the_port_it_found_open() {
+        let ms = Duration::from_millis;
+        // A talkative service that names itself needs no probe.
+        let spec4 = spec(Dialog::identify(4));
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(22));
+        assert_eq!(
+            c.on_recv(&spec4, b"SSH-2.0-OpenSSH_9.2p1\r\n", ms(1)),
+            open()
+        );
+        assert_eq!(c.probes_sent(), 0);
+        // One probe allowed: after its close, the plan ends with the port open.
+        let spec1 = spec(Dialog::identify(1));
+        let mut c = Conversation::default();
+        c.on_connect(&spec1, connected_to(4000));
+        c.on_timeout(&spec1, ms(2000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec1, n, ms(2001));
+        assert_eq!(c.on_recv(&spec1, b"", ms(2002)), open());
+        assert_eq!((c.probes_sent(), c.banner()), (1, None));
+        // No probe at all: the banner only.
+        let spec0 = spec(Dialog::identify(0));
+        let mut c = Conversation::default();
+        c.on_connect(&spec0, connected_to(4000));
+        assert_eq!(c.on_timeout(&spec0, ms(2000)), open());
+        assert_eq!(c.probes_sent(), 0);
+        // A reset, then a refused reconnect: still open, with what was seen before.
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(4000));
+        assert_eq!(c.on_recv(&spec4, b"hello\r\n", ms(5)), Step::Reconnect);
+        assert!(sends(c.on_connect(&spec4, connected_to(4000))));
+        assert_eq!(
+            c.on_io_error(crate::errno::consts::ECONNRESET),
+            Step::Reconnect
+        );
+        let refused = ConnectEvent::Failed(crate::errno::consts::ECONNREFUSED);
+        assert_eq!(c.on_connect(&spec4, refused), open());
+        assert_eq!(c.banner(), Some(&b"hello\r\n"[..]));
+        assert_eq!((c.tries(), c.reason()), (1, None));
+        // The dialog's time bounds the whole plan, across connections.
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(4000));
+        c.on_timeout(&spec4, ms(2000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec4, n, ms(2001));
+        assert_eq!(c.on_recv(&spec4, b"", ms(4000)), Step::Reconnect);
+        c.on_connect(&spec4, connected_to(4000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec4, n, ms(1));
+        assert_eq!(c.on_timeout(&spec4, ms(1000)), open());
+        assert_eq!(c.probes_sent(), 2);
+    }
+
     fn spec(dialog: Dialog) -> ProbeSpec {
         ProbeSpec {
             dialog: Some(Arc::new(dialog)),

@@ -138,7 +138,8 @@ async fn sweep_runs_and_reports_status_results_and_list() {
         lines.next(),
         Some(
             "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
-             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures"
+             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures,\
+             protocol_version,info,cpe"
         )
     );
     assert!(lines

@@ -371,6 +371,10 @@ pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         cert_days_left: None,
         // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
         captures: None,
+        // Nor are the identification's extra fields (yet).
+        protocol_version: None,
+        info: None,
+        cpe: None,
     };
     match r.get_ref(12)? {
         ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),
