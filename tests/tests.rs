@@ -29,6 +29,7 @@ mod daemon_util;
 mod daemons;
 mod dialogs;
 mod hardening;
+mod identify;
 mod layout;
 mod limits;
 mod monitor;
