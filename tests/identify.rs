@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::daemon_util::{
-    as_user, chown_to, free_port, package_version, programs, root_for, upstream_version, Daemon,
+    chown_to, free_port, package_version, programs, root_for, upstream_version, Daemon,
 };
 use crate::util::{
     assert_success, parse_jsonl, run, stdout, test_net, uring_unavailable, Record, TempDir,
@@ -88,6 +88,13 @@ fn start(name: &str, cmd: Command, dir: &Path, addr: SocketAddr) -> Daemon {
     let mut d = Daemon::start(name, cmd, &dir.join(format!("{name}.log")), "TERM");
     d.wait_listening(&[addr]);
     d
+}
+
+/// Lets a daemon that runs as its own user read its configuration.
+fn open_to_all(dir: &Path, conf: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    std::fs::set_permissions(conf, std::fs::Permissions::from_mode(0o644)).expect("chmod conf");
 }
 
 #[test]
@@ -239,7 +246,9 @@ fn bind_names_its_version_over_tcp() {
     if !root_for("named") {
         return;
     }
-    let ip = daemon_ip("identify::named");
+    // named listens only on the addresses of the machine's interfaces: 127.0.0.1, not the
+    // rest of 127.0.0.0/8.
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let dir = TempDir::new("identify-named");
     let addr = SocketAddr::new(ip, free_port(ip));
     let work = dir.path().join("bind");
@@ -256,11 +265,7 @@ fn bind_names_its_version_over_tcp() {
         ),
     )
     .expect("write named.conf");
-    use std::os::unix::fs::PermissionsExt;
-    for p in [dir.path(), conf.as_path()] {
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
+    open_to_all(dir.path(), &conf);
     let mut cmd = Command::new(&named);
     cmd.args(["-g", "-u", "bind", "-c"]).arg(&conf);
     let _d = start("named", cmd, dir.path(), addr);
@@ -292,11 +297,9 @@ fn proxies_are_http_proxy() {
         ),
     )
     .expect("write tinyproxy.conf");
-    let mut cmd = if crate::daemon_util::is_root() {
-        as_user("nobody", &tinyproxy)
-    } else {
-        Command::new(&tinyproxy)
-    };
+    open_to_all(dir.path(), &conf);
+    // As root, tinyproxy drops to its own user after binding.
+    let mut cmd = Command::new(&tinyproxy);
     cmd.arg("-d").arg("-c").arg(&conf);
     let _d = start("tinyproxy", cmd, dir.path(), addr);
     let truth = upstream_version(&package_version(&tinyproxy));
