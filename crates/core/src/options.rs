@@ -104,14 +104,16 @@ impl ProbeOptions {
             .as_deref()
             .map(|e| Pattern::regex(e).map_err(|e| err("expect", e.to_string())))
             .transpose()?;
-        let mut dialog = if let Some(name) = &self.preset {
-            let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
-            let d = p.dialog().map_err(|e| err("preset", e.to_string()))?;
-            Some(d.with_tls(p.tls))
-        } else if self.identify {
+        let identify = self.identify || self.preset.as_deref() == Some("identify");
+        let mut dialog = if identify {
+            // `--identify` and the `identify` preset (the API's way to ask) are one plan.
             Some(Dialog::identify(
                 self.max_probes.unwrap_or(DEFAULT_MAX_PROBES),
             ))
+        } else if let Some(name) = &self.preset {
+            let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
+            let d = p.dialog().map_err(|e| err("preset", e.to_string()))?;
+            Some(d.with_tls(p.tls))
         } else if send.is_some() || expect.is_some() {
             Some(Dialog::send_expect(send, expect))
         } else if self.banner {
