@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::handle::{Command, WatchOptions};
 
 use super::config;
+use super::config::LOCAL_VANTAGE;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::state::Health;
@@ -226,8 +227,16 @@ impl Runtime {
         let (due, skipped) = self.watch.poll_due(now, || engine.next_job_id());
         let m = &self.shared.metrics.monitor;
         m.skipped.inc_by(skipped);
+        let mut unrouted = Vec::new();
         for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
+            if &*check.vantage != LOCAL_VANTAGE {
+                // A pool's round goes to the fleet; this build has none, and the config
+                // refuses pools without [fleet], so nothing is probed from here for it:
+                // the round ends with no results (unknown, never DOWN).
+                unrouted.push(check);
+                continue;
+            }
             self.shared.engine.submit(Job {
                 id: check.id,
                 space: check.space,
@@ -235,6 +244,15 @@ impl Runtime {
                 rate: None,
                 sink: self.sink.clone(),
             });
+        }
+        for check in unrouted {
+            tracing::warn!(
+                monitor = %check.monitor,
+                pool = %check.vantage,
+                "no fleet to probe from: the round is skipped"
+            );
+            let (effects, _) = self.watch.on_job_done(check.id, now);
+            self.apply(effects);
         }
     }
 
