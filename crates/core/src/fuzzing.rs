@@ -1079,6 +1079,142 @@ pub fn duration_target(data: &[u8]) {
     }
 }
 
+/// Fuzz target `fleet_wire`: the fleet messages and header values a peer sends
+/// (`crate::fleet`). Every decoder sees the whole input; whatever decodes must survive
+/// encode → decode unchanged, a spec that decodes either rebuilds a space of exactly `total`
+/// positions or says why not, and a header value that parses prints back to itself.
+pub fn fleet_wire_target(data: &[u8]) {
+    use crate::{
+        parse_results_subject, parse_u32_header, parse_work_subject, AgentStatus, Attempt,
+        EndReason, FleetJob, LastFrame, SpecRef, SweepSpec, WireMessage, WorkItem,
+    };
+    fn again<T: WireMessage + PartialEq + std::fmt::Debug>(value: &T) {
+        assert_eq!(T::decode(&value.encode()).as_ref(), Ok(value));
+    }
+    if let Ok(spec) = SweepSpec::decode(data) {
+        again(&spec);
+        if let Ok(space) = spec.space() {
+            assert_eq!(space.len(), spec.total);
+        }
+    }
+    if let Ok(item) = WorkItem::decode(data) {
+        again(&item);
+        assert!(item.start < item.end);
+        if let SpecRef::Inline(spec) = &item.spec {
+            assert!(item.positions(spec.total).is_ok());
+        }
+    }
+    if let Ok(status) = AgentStatus::decode(data) {
+        again(&status);
+    }
+    let text = String::from_utf8_lossy(data);
+    for line in text.lines().take(64) {
+        if let Ok(a) = line.parse::<Attempt>() {
+            assert_eq!(a.to_string(), line);
+        }
+        if let Ok(l) = line.parse::<LastFrame>() {
+            assert_eq!(l.to_string(), line);
+        }
+        if let Ok(e) = line.parse::<EndReason>() {
+            assert_eq!(e.to_string(), line);
+        }
+        if let Ok(j) = line.parse::<FleetJob>() {
+            assert_eq!(j.to_string(), line);
+        }
+        if let Ok(n) = parse_u32_header("frame", line) {
+            assert_eq!(n.to_string(), line);
+        }
+        if let Ok((agent, job)) = parse_results_subject(line) {
+            assert_eq!(crate::results_subject(&agent, job), line);
+        }
+        if let Ok((pool, job)) = parse_work_subject(line) {
+            assert_eq!(crate::work_subject(&pool, job), line);
+        }
+    }
+}
+
+/// Seeds of the `fleet_wire` corpus: one message of each type and the header values of
+/// a finished and of an ended attempt.
+pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
+    use crate::{
+        AgentStatus, Attempt, FleetJob, FleetName, ProbeOptions, RunningSlice, SpecRef, SweepProbe,
+        SweepSpec, WireMessage, WorkItem,
+    };
+    let ip = |s: &str| {
+        s.parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    };
+    let probe = SweepProbe::new(
+        &ProbeOptions {
+            preset: Some("smtp".into()),
+            ..ProbeOptions::default()
+        },
+        Duration::from_secs(1),
+        2,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
+    let spec = SweepSpec {
+        total: 258 * 3,
+        seed: 7,
+        hosts: vec![
+            (ip("10.0.0.0"), ip("10.0.0.255")),
+            (ip("fd00::1"), ip("fd00::2")),
+        ],
+        ports: vec![(22, 22), (80, 81)],
+        probe,
+    };
+    let item = |spec| WorkItem {
+        job: FleetJob::Sweep(42),
+        slice: 1,
+        start: 256,
+        end: 512,
+        spec,
+        deadline_ms: None,
+        rate: Some(1000),
+        epoch: 0,
+    };
+    let mut monitor = item(SpecRef::Inline(spec.clone()));
+    monitor.job = FleetJob::Monitor(3);
+    monitor.deadline_ms = Some(1_790_000_000_000);
+    let pools = ["eu", "dc-2"]
+        .iter()
+        .filter_map(|p| FleetName::new("pool", p).ok())
+        .collect();
+    let status = AgentStatus {
+        version: "0.1.0".into(),
+        pools,
+        backend: "io_uring".into(),
+        shards: 2,
+        inflight: 4096,
+        probes_per_s: 20_000,
+        running: vec![RunningSlice {
+            job: FleetJob::Sweep(42),
+            slice: 1,
+            attempt: Attempt {
+                work_seq: 9,
+                delivered: 2,
+            },
+        }],
+        addresses: vec![ip("192.0.2.10"), ip("2001:db8::10")],
+        names: vec!["probe-eu-1".into()],
+    };
+    vec![
+        ("spec".into(), spec.encode()),
+        ("sweep-item".into(), item(SpecRef::Ref(5)).encode()),
+        ("monitor-item".into(), monitor.encode()),
+        ("status".into(), status.encode()),
+        (
+            "headers".into(),
+            b"s42\n1\n9.2\n0\n3/10240\nporthawk.v1.results.eu-1.s42\n".to_vec(),
+        ),
+        (
+            "end-headers".into(),
+            b"m3\nexpired\ncancelled\nerror:no such preset\nporthawk.v1.work.eu.m3\n".to_vec(),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ mod diff;
 mod duration;
 mod errno;
 mod escape;
+mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 mod identify;
@@ -41,6 +42,17 @@ pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
 pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
+pub use fleet::{
+    frame_msg_id, inbox_prefix, parse_results_subject, parse_u32_header, parse_work_subject,
+    pool_consumer, results_agent_filter, results_subject, slice_count, slice_len, slice_range,
+    spec_key, work_filter, work_job_filter, work_msg_id, work_subject, AgentStatus, Attempt,
+    EndReason, FleetJob, FleetName, LastFrame, RunningSlice, SpecRef, SweepProbe, SweepSpec,
+    WireError, WireMessage, WorkItem, AGENTS_BUCKET, COORDINATOR_CONSUMER, FLEET_HEADER_LEN,
+    FLEET_VERSION, HEADER_ATTEMPT, HEADER_END, HEADER_FRAME, HEADER_LAST, HEADER_SLICE,
+    HEADER_SWEEP, MAX_DELIVERIES_ADVISORY, MAX_END_REASON_LEN, MAX_NAME_LEN, MAX_SLICE_LEN,
+    MAX_SPEC_LEN, MAX_STATUS_LEN, MAX_WORK_LEN, MIN_SLICE_LEN, RESULTS_STREAM, RESULTS_SUBJECTS,
+    SPECS_BUCKET, WIRE_TOKEN, WORK_STREAM, WORK_SUBJECTS,
+};
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError};

@@ -25,6 +25,7 @@ const TARGETS: &[Target] = &[
     ("ports", fuzzing::ports_target),
     ("targets", fuzzing::targets_target),
     ("duration", fuzzing::duration_target),
+    ("fleet_wire", fuzzing::fleet_wire_target),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -92,6 +93,13 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             .into_iter()
             .enumerate()
             .map(|(i, f)| (format!("seed-frame-{i}"), f))
+            .collect(),
+    );
+    all.insert(
+        "fleet_wire",
+        fuzzing::fleet_wire_seeds()
+            .into_iter()
+            .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );
     for (target, texts) in [

@@ -13,17 +13,24 @@
 //!   or a database file deleted under the store, which refuses writes then.
 //! - `schema`: the migrations (sweeps and results, then the monitor tables).
 //! - `sweeps`: sweeps, their results and progress.
+//! - `fleet`: fleet sweeps: slices, the per-frame ledger, staging, and the "first complete
+//!   attempt wins" rule that counts each slice once.
 //! - `history`: monitor history: target states, checks, state changes, actions,
 //!   notifications, silences.
 //!
 //! Architecture invariant: this is the only crate that speaks SQL or depends on rusqlite.
 
 mod db;
+mod fleet;
 mod history;
 mod schema;
 mod sweeps;
 
 pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
+pub use fleet::{
+    Attempt, Completed, FleetFrame, FleetSweep, IngestReport, NewFleetSweep, OpenSlice, Rejected,
+    Republish, SliceProgress,
+};
 pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
 pub use sweeps::{
     Counts, NewResult, Progress, ResultRow, SweepRetention, SweepRow, SweepState, SweepSummary,

@@ -41,6 +41,7 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     // Why a sweep failed (a store write that failed).
     "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
     RESULT_LINE_COLUMNS,
+    FLEET_TABLES,
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -182,11 +183,94 @@ ALTER TABLE results ADD COLUMN cert_issuer TEXT;
 ALTER TABLE results ADD COLUMN cert_not_after INTEGER;
 "#;
 
-/// Marks every sweep left queued or running as interrupted; how many there were.
+/// The schema migration of fleet mode: a sweep's `mode`, one row per (sweep, ip, port) in
+/// `results` (positions are unique in a target space, so local sweeps never had two; a fleet
+/// slice run twice must not store two either), and the fleet tables: the sweep's spec and
+/// slice size, the slice table, the per-frame ledger and the rows of attempts not yet
+/// complete (see `fleet.rs`).
+const FLEET_TABLES: &str = r#"
+ALTER TABLE sweeps ADD COLUMN mode TEXT NOT NULL DEFAULT 'local';
+DELETE FROM results WHERE rowid NOT IN (
+    SELECT MIN(rowid) FROM results GROUP BY sweep_id, ip, port);
+CREATE UNIQUE INDEX results_unique ON results(sweep_id, ip, port);
+CREATE TABLE fleet_sweeps (
+    sweep_id INTEGER PRIMARY KEY REFERENCES sweeps(id) ON DELETE CASCADE,
+    pool TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    slice_len INTEGER NOT NULL,
+    slices INTEGER NOT NULL,
+    next_slice INTEGER NOT NULL
+);
+CREATE TABLE fleet_slices (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    slice INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    work_seq INTEGER,
+    published_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER,
+    winner_seq INTEGER,
+    winner_delivered INTEGER,
+    agent TEXT,
+    open INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,
+    filtered INTEGER NOT NULL DEFAULT 0,
+    unreachable INTEGER NOT NULL DEFAULT 0,
+    error INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sweep_id, slice)
+);
+CREATE INDEX fleet_slices_by_work_seq ON fleet_slices(work_seq);
+CREATE TABLE fleet_frames (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    slice INTEGER NOT NULL,
+    work_seq INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    last_frames INTEGER,
+    last_records INTEGER,
+    outside INTEGER NOT NULL,
+    c_open INTEGER NOT NULL,
+    c_closed INTEGER NOT NULL,
+    c_filtered INTEGER NOT NULL,
+    c_unreachable INTEGER NOT NULL,
+    c_error INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sweep_id, slice, work_seq, delivered, n)
+) WITHOUT ROWID;
+CREATE TABLE fleet_staging (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    slice INTEGER NOT NULL,
+    work_seq INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    rtt_us INTEGER NOT NULL,
+    tries INTEGER NOT NULL,
+    host TEXT,
+    errno TEXT,
+    matched INTEGER,
+    service TEXT,
+    product TEXT,
+    version TEXT,
+    banner BLOB,
+    reason TEXT,
+    tls_version TEXT,
+    cert_subject TEXT,
+    cert_issuer TEXT,
+    cert_not_after INTEGER
+);
+CREATE INDEX fleet_staging_by_attempt ON fleet_staging(sweep_id, slice, work_seq, delivered);
+"#;
+
+/// Marks every local sweep left queued or running as interrupted; how many there were.
+/// Fleet sweeps go on running on their agents: the coordinator resumes them.
 pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE sweeps SET state = 'interrupted', finished_ms = ?1
-         WHERE state IN ('queued', 'running')",
+         WHERE state IN ('queued', 'running') AND mode = 'local'",
         params![now_ms as i64],
     )
 }

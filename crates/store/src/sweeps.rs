@@ -775,8 +775,10 @@ mod tests {
             .wait()
             .unwrap();
         let mut rows = Vec::new();
-        for _ in 0..4000 {
+        for i in 0..4000 {
             let mut r = open_row(id);
+            // One row per (ip, port), as `results` requires.
+            r.line.port = 1000 + i;
             r.line.banner = Some("x".repeat(200));
             rows.push(r);
         }

@@ -406,7 +406,9 @@ pub struct ConfigFile {
     allow_reboot: Option<bool>,
     #[serde(default)]
     retention: Option<Spanned<String>>,
-    // `[fleet]` joins here, as one more section type, when fleet mode lands.
+    /// `[fleet]`: the NATS server of fleet mode and the agents it knows.
+    #[serde(default)]
+    pub fleet: Option<Spanned<FleetSection>>,
 }
 
 impl ConfigFile {
@@ -1435,6 +1437,225 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `[fleet]` as written; [`FleetSection::check`] turns it into a [`FleetConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// The NATS URL (`nats://host:port`, `tls://host:port`).
+    pub nats: Option<Spanned<String>>,
+    /// The coordinator's nkey seed file.
+    pub nkey: Option<Spanned<String>>,
+    /// CA certificates (PEM) that sign the NATS server's certificate.
+    pub tls_ca: Option<Spanned<String>>,
+    /// The coordinator's client certificate (PEM).
+    pub tls_cert: Option<Spanned<String>>,
+    /// The key of the client certificate (PEM).
+    pub tls_key: Option<Spanned<String>>,
+    /// Talk to a NATS server that is not on loopback without credentials.
+    pub allow_insecure: Option<bool>,
+    /// The agents whose results are accepted.
+    pub agents: Option<Vec<Spanned<String>>>,
+    /// Positions per slice, instead of the size worked out from the pool's agents.
+    pub slice_len: Option<Spanned<i64>>,
+    /// How long an agent may hold a slice without a sign of life.
+    pub ack_wait: Option<Spanned<String>>,
+    /// Deliveries of a slice before the server gives up on it.
+    pub max_deliver: Option<Spanned<i64>>,
+    /// Times a slice is published (the first and again after `max_deliver` ran out).
+    pub max_epochs: Option<Spanned<i64>>,
+    /// The results stream's size; a full stream makes agents wait.
+    pub results_max_bytes: Option<Spanned<i64>>,
+    /// How long an agent stays listed after its last heartbeat.
+    pub agent_ttl: Option<Spanned<String>>,
+}
+
+/// The checked `[fleet]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The NATS URL.
+    pub nats: String,
+    /// The coordinator's nkey seed file.
+    pub nkey: Option<std::path::PathBuf>,
+    /// CA certificates of the NATS server.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The client certificate and its key.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The agents whose results are accepted (sorted, unique).
+    pub agents: Vec<String>,
+    /// Positions per slice; `None`: worked out from the pool's agents.
+    pub slice_len: Option<u64>,
+    /// How long an agent may hold a slice without a sign of life (30 s).
+    pub ack_wait: Duration,
+    /// Deliveries of a slice before the server gives up on it (5).
+    pub max_deliver: i64,
+    /// Times a slice is published at most (3: the first, then 2 more).
+    pub max_epochs: u32,
+    /// The results stream's size in bytes (4 GiB).
+    pub results_max_bytes: i64,
+    /// How long an agent stays listed after its last heartbeat (30 s).
+    pub agent_ttl: Duration,
+}
+
+impl FleetSection {
+    /// Checks the section; `file` and `text` give errors their line, `span` (the
+    /// section's) the line of a missing key.
+    pub fn check(
+        &self,
+        file: &str,
+        text: &str,
+        span: Range<usize>,
+    ) -> Result<FleetConfig, ConfigError> {
+        let lines = Lines { file, text };
+        let err = |s: Range<usize>, field: &str, m: String| lines.err(s, field, m);
+        let Some(nats) = &self.nats else {
+            return Err(err(
+                span,
+                "fleet.nats",
+                "missing: the NATS URL, such as nats://127.0.0.1:4222".into(),
+            ));
+        };
+        let host = nats_host(nats.get_ref()).map_err(|m| err(nats.span(), "fleet.nats", m))?;
+        let path = |v: &Option<Spanned<String>>, field: &str| match v {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                Err(err(p.span(), field, "must not be empty".into()))
+            }
+            Some(p) => Ok(Some(std::path::PathBuf::from(p.get_ref()))),
+            None => Ok(None),
+        };
+        let nkey = path(&self.nkey, "fleet.nkey")?;
+        let tls_ca = path(&self.tls_ca, "fleet.tls_ca")?;
+        let cert = path(&self.tls_cert, "fleet.tls_cert")?;
+        let key = path(&self.tls_key, "fleet.tls_key")?;
+        let tls_client = match (cert, key, &self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k), _, _) => Some((c, k)),
+            (None, None, _, _) => None,
+            (Some(_), None, Some(v), _) => {
+                return Err(err(
+                    v.span(),
+                    "fleet.tls_key",
+                    "missing: tls_cert needs its key".into(),
+                ))
+            }
+            (_, _, _, v) => {
+                let s = v.as_ref().map_or(span.clone(), |v| v.span());
+                return Err(err(
+                    s,
+                    "fleet.tls_cert",
+                    "missing: tls_key needs its certificate".into(),
+                ));
+            }
+        };
+        if !host_is_loopback(&host)
+            && nkey.is_none()
+            && tls_client.is_none()
+            && self.allow_insecure != Some(true)
+        {
+            return Err(err(
+                nats.span(),
+                "fleet.nats",
+                format!(
+                    "'{host}' is not a loopback address and no credentials are set: set nkey \
+                     (and tls_ca, tls_cert, tls_key), or allow_insecure = true"
+                ),
+            ));
+        }
+        let mut agents = Vec::new();
+        for (i, a) in self.agents.iter().flatten().enumerate() {
+            let name = a.get_ref();
+            let ok = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(err(
+                    a.span(),
+                    &format!("fleet.agents[{i}]"),
+                    format!("invalid agent name '{name}': use 1 to 64 of A-Z a-z 0-9 _ -"),
+                ));
+            }
+            agents.push(name.clone());
+        }
+        agents.sort();
+        agents.dedup();
+        let int = |v: &Option<Spanned<i64>>,
+                   field: &str,
+                   range: std::ops::RangeInclusive<i64>,
+                   default: i64| match v {
+            None => Ok(default),
+            Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => Err(err(
+                v.span(),
+                field,
+                format!(
+                    "{} is out of range: {} to {}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        };
+        let duration = |v: &Option<Spanned<String>>, field: &str, default: Duration| {
+            let Some(v) = v else { return Ok(default) };
+            let d = parse_duration(v.get_ref()).map_err(|m| err(v.span(), field, m))?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                return Err(err(
+                    v.span(),
+                    field,
+                    format!("'{}' is out of range: 1s to 1h", v.get_ref()),
+                ));
+            }
+            Ok(d)
+        };
+        let slice_len = match &self.slice_len {
+            None => None,
+            Some(_) => Some(int(&self.slice_len, "fleet.slice_len", 1..=1 << 20, 0)? as u64),
+        };
+        Ok(FleetConfig {
+            nats: nats.get_ref().clone(),
+            nkey,
+            tls_ca,
+            tls_client,
+            agents,
+            slice_len,
+            ack_wait: duration(&self.ack_wait, "fleet.ack_wait", Duration::from_secs(30))?,
+            max_deliver: int(&self.max_deliver, "fleet.max_deliver", 1..=100, 5)?,
+            max_epochs: int(&self.max_epochs, "fleet.max_epochs", 1..=10, 3)? as u32,
+            results_max_bytes: int(
+                &self.results_max_bytes,
+                "fleet.results_max_bytes",
+                1 << 20..=1 << 50,
+                4 << 30,
+            )?,
+            agent_ttl: duration(&self.agent_ttl, "fleet.agent_ttl", Duration::from_secs(30))?,
+        })
+    }
+}
+
+/// The host of a NATS URL (`nats://`, `tls://`, or a bare `host:port`).
+fn nats_host(url: &str) -> Result<String, String> {
+    let rest = match url.split_once("://") {
+        Some(("nats" | "tls", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!("unknown scheme '{scheme}': use nats:// or tls://"))
+        }
+        None => url,
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(format!("'{url}' has no host: use nats://HOST:PORT"));
+    }
+    Ok(host.to_string())
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1687,5 +1908,57 @@ slack = { url = "https://hooks.example.com/services/x" }
         assert!(HttpUrl::parse("http://:80/").is_err());
         assert!(HttpUrl::parse("ftp://x/").is_err());
         assert!(HttpUrl::parse("hooks.example/x").is_err());
+    }
+
+    #[test]
+    fn fleet_section_is_checked() {
+        let fleet = |body: &str| {
+            let text = format!("[fleet]\n{body}");
+            let parsed = parse_file("p.toml", &text)?;
+            let section = parsed.fleet.expect("a fleet section");
+            section.get_ref().check("p.toml", &text, section.span())
+        };
+        let c = fleet(
+            "nats = \"nats://127.0.0.1:4222\"\nagents = [\"b\", \"a\"]\nack_wait = \"3s\"\nslice_len = 256\n",
+        )
+        .unwrap();
+        assert_eq!(c.agents, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            (c.ack_wait, c.slice_len, c.max_deliver),
+            (Duration::from_secs(3), Some(256), 5)
+        );
+        let e = fleet("nats = \"nats://10.1.2.3:4222\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:2: fleet.nats: '10.1.2.3' is not a loopback address"),
+            "{e}"
+        );
+        fleet("nats = \"nats://10.1.2.3:4222\"\nallow_insecure = true\n").unwrap();
+        fleet("nats = \"tls://nats.example:4222\"\nnkey = \"/etc/c.nk\"\n").unwrap();
+        let e = fleet("nats = \"nats://[::1]:4222\"\ntls_cert = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:3: fleet.tls_key: missing"), "{e}");
+        let e = fleet("nats = \"nats://127.0.0.1:1\"\nagents = [\"a b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:3: fleet.agents[0]: invalid agent name"),
+            "{e}"
+        );
+        let e = fleet("nats = \"nats://127.0.0.1:1\"\nnats_url = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:3: fleet.nats_url: unknown field"),
+            "{e}"
+        );
+        let e = fleet("agents = []\n").unwrap_err().to_string();
+        assert!(e.contains("fleet.nats: missing"), "{e}");
+        let e = fleet("nats = \"http://127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown scheme 'http'"), "{e}");
     }
 }

@@ -1,0 +1,6 @@
+//! Fuzz target `fleet_wire`: see `porthawk_core::fuzzing::fleet_wire_target` for what it checks.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| porthawk_core::fuzzing::fleet_wire_target(data));
