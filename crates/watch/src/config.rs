@@ -413,9 +413,9 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// Whether the file turns fleet mode on (`[fleet]`), so that monitors may probe from
-    /// pools of agents. This build has no `[fleet]` section yet, so only `local` is allowed.
+    /// pools of agents; without it only `local` is allowed in `from`.
     pub fn fleet_mode(&self) -> bool {
-        false
+        self.fleet.is_some()
     }
 }
 
@@ -1845,8 +1845,8 @@ slack = { url = "https://hooks.example.com/services/x" }
                 "porthawk.toml:1: monitor[0]: missing field `targets`",
             ),
             (
-                "[fleet]\nnats = \"x\"\n",
-                "porthawk.toml:1: fleet: unknown field `fleet`",
+                "[fleet]\nnats = \"x\"\nnatz = 1\n",
+                "porthawk.toml:3: fleet.natz: unknown field `natz`",
             ),
             ("[api\n", "porthawk.toml:1: (toml): "),
         ] {
@@ -1878,6 +1878,23 @@ slack = { url = "https://hooks.example.com/services/x" }
         let text = GOOD.replace("remind = \"1h\"", "remind = \"1h\"\nquorum = 1");
         let c = parse("porthawk.toml", &text).unwrap();
         assert_eq!(c.monitors[0].quorum, Quorum::AtLeast(1));
+        // With [fleet], pools are vantages too.
+        let fleet = "\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\n";
+        let pools = GOOD.replace(
+            "remind = \"1h\"",
+            "remind = \"1h\"\nfrom = [\"local\", \"eu\", \"us-2\"]\nquorum = 2",
+        ) + fleet;
+        let c = parse("porthawk.toml", &pools).unwrap();
+        let mail = &c.monitors[0];
+        assert_eq!(
+            mail.from,
+            [Arc::from("local"), Arc::from("eu"), Arc::from("us-2")]
+        );
+        assert_eq!(mail.quorum, Quorum::AtLeast(2));
+        assert!(mail.multi_vantage());
+        let err = parse("porthawk.toml", &pools.replace("quorum = 2", "quorum = 4")).unwrap_err();
+        assert_eq!(err.field, "monitor[0].quorum");
+        assert!(err.message.contains("more than the 3"), "{err}");
         assert_eq!(
             (
                 Quorum::All.needed(3),
