@@ -29,6 +29,7 @@ mod hardening;
 mod layout;
 mod limits;
 mod monitor;
+mod nats_util;
 mod netns;
 mod packaging;
 mod retention;

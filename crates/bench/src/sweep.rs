@@ -151,6 +151,7 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
             let space = Arc::new(farm.space(job_hosts as usize, &spec.ports, seed)?);
             let handle = engine.submit(Job {
                 id: engine.next_job_id(),
+                positions: 0..space.len(),
                 space: Arc::clone(&space),
                 spec: spec.probe.clone(),
                 rate: None,

@@ -148,6 +148,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (sink, results) = result_channel(16);
     engine.submit(Job {
         id: engine.next_job_id(),
+        positions: 0..space.len(),
         space: Arc::new(space),
         spec,
         rate: None,

@@ -55,6 +55,7 @@ pub fn run(args: ScanArgs) -> Result<ExitCode> {
     let (result_sink, results) = result_channel(RESULT_BATCHES);
     let job = engine.submit(Job {
         id: engine.next_job_id(),
+        positions: 0..space.len(),
         space: Arc::clone(&space),
         spec,
         rate: args.rate,

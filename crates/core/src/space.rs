@@ -1,6 +1,7 @@
 //! The target space of a sweep: every (address, port) pair, permuted and split into shards.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
 use crate::{HostSet, Permutation, PortSet};
 
@@ -96,9 +97,18 @@ impl TargetSpace {
     /// The part of the sweep order that shard `shard` of `shards` probes. The slices of all
     /// shards are contiguous, disjoint and together cover the whole space.
     pub fn shard(&self, shard: usize, shards: usize) -> ShardSlice {
+        self.shard_range(0..self.len(), shard, shards)
+    }
+
+    /// The part of `positions` (a slice of the sweep order, such as a fleet work item's) that
+    /// shard `shard` of `shards` probes. The parts of all shards are contiguous, disjoint and
+    /// together cover exactly `positions`; positions past [`TargetSpace::len`] are dropped.
+    pub fn shard_range(&self, positions: Range<u64>, shard: usize, shards: usize) -> ShardSlice {
+        let end = positions.end.min(self.len());
+        let start = positions.start.min(end);
         let shards = shards.max(1) as u128;
-        let len = u128::from(self.len());
-        let at = |k: u128| (len * k / shards) as u64;
+        let len = u128::from(end - start);
+        let at = |k: u128| start + (len * k.min(shards) / shards) as u64;
         ShardSlice {
             next: at(shard as u128),
             end: at(shard as u128 + 1),
@@ -153,6 +163,42 @@ mod tests {
             };
         }
         TargetSpace::new(b.build(), PortSet::parse(ports).unwrap(), seed).unwrap()
+    }
+
+    #[test]
+    fn shards_cover_any_slice_exactly_once() {
+        let s = space(&["10.0.0.0/24", "fd00::/126"], "22,80,443", 5);
+        let len = s.len();
+        let slices = [
+            0..len,
+            0..1,
+            5..6,
+            0..100,
+            100..len,
+            257..311,
+            len - 1..len,
+            7..7,
+        ];
+        for positions in slices {
+            for shards in [1, 2, 3] {
+                let mut seen = Vec::new();
+                for k in 0..shards {
+                    let mut part = s.shard_range(positions.clone(), k, shards);
+                    while let Some(pos) = part.next_position() {
+                        seen.push(pos);
+                    }
+                }
+                // In order, each position once, exactly the slice's.
+                let want: Vec<u64> = positions.clone().collect();
+                assert_eq!(seen, want, "{positions:?} over {shards} shards");
+            }
+        }
+        // Positions past the end of the space are not probed.
+        let mut tail = s.shard_range(len - 2..len + 10, 0, 1);
+        assert_eq!(tail.remaining(), 2);
+        assert_eq!(tail.next_position(), Some(len - 2));
+        assert_eq!(s.shard_range(len + 1..len + 5, 0, 2).remaining(), 0);
+        assert_eq!(s.shard(1, 3), s.shard_range(0..len, 1, 3));
     }
 
     #[test]

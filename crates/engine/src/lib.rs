@@ -17,6 +17,7 @@ mod rate;
 mod shard;
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,9 @@ pub struct Job {
     pub spec: ProbeSpec,
     /// Probe starts per second across all shards, if capped.
     pub rate: Option<u64>,
+    /// Which positions of `space` to probe: `0..space.len()` for a whole sweep, a fleet work
+    /// item's `start..end` for a slice. The shards split it among themselves.
+    pub positions: Range<u64>,
     /// Where its results go.
     pub sink: ResultSink,
 }
@@ -174,6 +178,7 @@ pub(crate) struct JobShared {
     space: Arc<TargetSpace>,
     spec: ProbeSpec,
     rate: Option<u64>,
+    positions: Range<u64>,
     sink: ResultSink,
     cancel: AtomicBool,
     shards_left: AtomicUsize,
@@ -399,6 +404,7 @@ impl Engine {
             space: job.space,
             spec: job.spec,
             rate: job.rate,
+            positions: job.positions,
             sink: job.sink,
             cancel: AtomicBool::new(false),
             shards_left: AtomicUsize::new(self.shards.len()),
@@ -482,6 +488,7 @@ mod tests {
                 space: space(ports.clone()),
                 spec: spec.clone(),
                 rate: None,
+                positions: 0..ports.len() as u64,
                 sink,
             });
             // Each sink has its own reader: a shard blocked on one full sink waits for all
@@ -519,6 +526,55 @@ mod tests {
         }
     }
 
+    /// A job over positions `a..b` (a fleet slice) yields exactly `b - a` records, one per
+    /// target of those positions, whatever the number of shards.
+    #[test]
+    fn a_job_over_a_slice_probes_exactly_its_positions() {
+        let space = space((21_000..21_300).collect());
+        for shards in [1, 2, 3] {
+            let engine = Engine::start(&EngineConfig {
+                shards,
+                inflight: 32,
+                backend: BackendChoice::Epoll,
+                batch_records: 16,
+                flush_interval: Duration::from_millis(5),
+            })
+            .unwrap();
+            for positions in [37..151, 0..1, 299..300] {
+                let (sink, results) = result_channel(64);
+                engine.submit(Job {
+                    id: engine.next_job_id(),
+                    space: Arc::clone(&space),
+                    spec: ProbeSpec {
+                        connect_timeout: Duration::from_millis(500),
+                        ..ProbeSpec::default()
+                    },
+                    rate: None,
+                    positions: positions.clone(),
+                    sink,
+                });
+                let mut seen = Vec::new();
+                loop {
+                    let batch = results
+                        .recv_timeout(Duration::from_secs(30))
+                        .expect("the job ends within 30 s");
+                    seen.extend(batch.records.iter().map(|r| (r.ip, r.port)));
+                    if batch.job_done {
+                        break;
+                    }
+                }
+                seen.sort_unstable();
+                let mut want: Vec<(IpAddr, u16)> = positions
+                    .clone()
+                    .map(|p| space.get(p).map(|a| (a.ip(), a.port())).unwrap())
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(seen.len() as u64, positions.end - positions.start);
+                assert_eq!(seen, want, "{positions:?} with {shards} shards");
+            }
+        }
+    }
+
     /// Dropping the engine while a job's sink is full and unread does not hang.
     #[test]
     fn dropping_the_engine_with_a_full_unread_sink_returns() {
@@ -532,6 +588,7 @@ mod tests {
                 ..ProbeSpec::default()
             },
             rate: None,
+            positions: 0..100,
             sink,
         });
         drop(engine);

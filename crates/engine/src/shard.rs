@@ -152,9 +152,11 @@ impl<D: Driver> Shard<D> {
 
     fn add_job(&mut self, shared: Arc<JobShared>) {
         let now = Instant::now();
-        let slice = shared
-            .space
-            .shard(self.config.index.into(), self.config.shards);
+        let slice = shared.space.shard_range(
+            shared.positions.clone(),
+            self.config.index.into(),
+            self.config.shards,
+        );
         let bucket = shared
             .rate
             .map(|r| TokenBucket::new(r as f64 / self.config.shards as f64, now));

@@ -28,6 +28,7 @@ fn sweep(engine: &Engine, space: Arc<TargetSpace>) -> usize {
     let (sink, results) = result_channel(64);
     let job = engine.submit(Job {
         id: engine.next_job_id(),
+        positions: 0..space.len(),
         space,
         spec: ProbeSpec::default(),
         rate: None,

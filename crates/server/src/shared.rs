@@ -172,6 +172,7 @@ impl Shared {
         live.by_job.insert(job, Arc::clone(&sweep));
         let handle = self.engine.submit(Job {
             id: job,
+            positions: 0..plan.space.len(),
             space: plan.space,
             spec: plan.spec,
             rate,

@@ -239,6 +239,7 @@ impl Runtime {
             }
             self.shared.engine.submit(Job {
                 id: check.id,
+                positions: 0..check.space.len(),
                 space: check.space,
                 spec: check.spec,
                 rate: None,
