@@ -35,7 +35,9 @@ pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>
     for pool in pools {
         let consumer = pool_consumer(pool);
         publish.push(format!("$JS.API.CONSUMER.INFO.{WORK_STREAM}.{consumer}"));
-        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}"));
+        publish.push(format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}"
+        ));
         publish.push(format!("$JS.ACK.{WORK_STREAM}.{consumer}.>"));
     }
     publish.push(results_agent_filter(agent));

@@ -143,16 +143,17 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
         .get_key_value(SPECS_BUCKET)
         .await
         .map_err(|e| bind(format!("cannot bind the spec bucket {SPECS_BUCKET}"), &e))?;
-    let agents = js
-        .get_key_value(AGENTS_BUCKET)
-        .await
-        .map_err(|e| bind(format!("cannot bind the registry bucket {AGENTS_BUCKET}"), &e))?;
+    let agents = js.get_key_value(AGENTS_BUCKET).await.map_err(|e| {
+        bind(
+            format!("cannot bind the registry bucket {AGENTS_BUCKET}"),
+            &e,
+        )
+    })?;
     let mut spec_watch = specs
         .watch_all()
         .await
         .map_err(|e| bind(format!("cannot watch the spec bucket {SPECS_BUCKET}"), &e))?;
-    let engine =
-        Engine::start(&config.engine).map_err(|e| AgentError::Engine(format!("{e:#}")))?;
+    let engine = Engine::start(&config.engine).map_err(|e| AgentError::Engine(format!("{e:#}")))?;
     let (give_back_tx, give_back) = watch::channel(false);
     let max_frame = client
         .server_info()
@@ -190,7 +191,10 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
         .await
         .map_err(|e| {
             bind(
-                format!("cannot write this agent's key {} in {AGENTS_BUCKET}", ctx.name),
+                format!(
+                    "cannot write this agent's key {} in {AGENTS_BUCKET}",
+                    ctx.name
+                ),
                 &e,
             )
         })?;
@@ -538,7 +542,10 @@ impl SliceRun {
             }
         };
         let prepared = spec.space().map_err(|e| e.to_string()).and_then(|space| {
-            let positions = self.item.positions(space.len()).map_err(|e| e.to_string())?;
+            let positions = self
+                .item
+                .positions(space.len())
+                .map_err(|e| e.to_string())?;
             let probe = spec
                 .probe
                 .spec(Arc::new(DefaultTimeProvider))
@@ -633,7 +640,9 @@ impl SliceRun {
             }
             match self.msg.ack_with(AckKind::Nak(None)).await {
                 Ok(()) => tracing::info!(%job, slice, %attempt, "slice given back (NAK)"),
-                Err(e) => tracing::warn!(%job, slice, error = %e, "NAK failed; the slice comes back after ack_wait"),
+                Err(e) => {
+                    tracing::warn!(%job, slice, error = %e, "NAK failed; the slice comes back after ack_wait")
+                }
             }
             return;
         }
@@ -646,8 +655,12 @@ impl SliceRun {
     async fn ack(&self) {
         let (job, slice) = (self.item.job, self.item.slice);
         match self.msg.double_ack().await {
-            Ok(()) => tracing::info!(%job, slice, attempt = %self.attempt, frames = self.frames, records = self.records, "slice done"),
-            Err(e) => tracing::warn!(%job, slice, error = %e, "ack failed; the coordinator decides from the frames"),
+            Ok(()) => {
+                tracing::info!(%job, slice, attempt = %self.attempt, frames = self.frames, records = self.records, "slice done")
+            }
+            Err(e) => {
+                tracing::warn!(%job, slice, error = %e, "ack failed; the coordinator decides from the frames")
+            }
         }
     }
 
@@ -835,13 +848,8 @@ mod tests {
     fn oversized_batches_split_into_frames_that_fit() {
         let mut records = Vec::new();
         for i in 0..100u16 {
-            let mut r = ProbeRecord::new(
-                "10.0.0.1".parse().unwrap(),
-                i + 1,
-                PortState::Open,
-                10,
-                1,
-            );
+            let mut r =
+                ProbeRecord::new("10.0.0.1".parse().unwrap(), i + 1, PortState::Open, 10, 1);
             r.banner = Some(vec![b'x'; 1000]);
             records.push(r);
         }
@@ -871,9 +879,6 @@ mod tests {
     #[test]
     fn host_addresses_include_loopback() {
         let addrs = host_addresses();
-        assert!(
-            addrs.contains(&"127.0.0.1".parse().unwrap()),
-            "{addrs:?}"
-        );
+        assert!(addrs.contains(&"127.0.0.1".parse().unwrap()), "{addrs:?}");
     }
 }

@@ -154,6 +154,8 @@ pub struct MonitorSpec {
     pub interval: Duration,
     /// How each target-port is probed.
     pub spec: ProbeSpec,
+    /// The same probe in the fleet's wire form, for rounds run by a pool's agents.
+    pub wire_probe: porthawk_core::SweepProbe,
     /// A short description of the probe (`connect`, `preset smtp`, `send/expect`).
     pub probe: String,
     /// UP/DOWN/flapping thresholds.
@@ -974,7 +976,15 @@ impl Cx<'_> {
         };
         let (from, quorum) = self.monitor_vantages(raw, &f)?;
         let on_partial = self.monitor_partial(&m.on_partial, config, &f)?;
+        let wire_probe = porthawk_core::SweepProbe::new(
+            &options,
+            timing.timeout,
+            timing.tries,
+            timing.read_timeout,
+            timing.dialog_timeout,
+        );
         Ok(MonitorSpec {
+            wire_probe,
             group: m.group.clone().unwrap_or_else(|| name.clone()),
             name,
             targets: m

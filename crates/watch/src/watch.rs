@@ -51,6 +51,9 @@ pub struct Check {
     /// When its results stop being useful: the next round of the chunk is due then (for a
     /// pool, the work item's deadline).
     pub deadline_ms: u64,
+    /// For a pool: the chunk and probe in the fleet's wire form, to send inline in the
+    /// round's work item. `None` for `local`.
+    pub wire: Option<porthawk_core::SweepSpec>,
 }
 
 /// Target-ports per job: a monitor larger than this is split into chunks whose start times
@@ -889,6 +892,11 @@ impl Watch {
         self.jobs.contains_key(&job)
     }
 
+    /// The vantage a running job probes from.
+    pub fn job_vantage(&self, job: JobId) -> Option<&str> {
+        self.jobs.get(&job).map(|j| &*j.vantage)
+    }
+
     /// Replaces the configuration. Monitors keep their targets' states, incidents and
     /// silences by name; a monitor that probes as before keeps its schedule. Returns the
     /// target-ports that are no longer monitored.
@@ -1041,6 +1049,13 @@ impl Watch {
                             monitor: m.spec.name.clone(),
                             vantage: Arc::clone(vantage),
                             deadline_ms: c.due_ms,
+                            wire: (&**vantage != LOCAL_VANTAGE).then(|| {
+                                porthawk_core::SweepSpec::from_space(
+                                    &c.space,
+                                    phase_seed(&m.spec.name),
+                                    m.spec.wire_probe.clone(),
+                                )
+                            }),
                         },
                         lateness,
                     ));

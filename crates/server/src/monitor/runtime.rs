@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use porthawk_core::{PortState, ResultBatch};
+use std::collections::HashMap;
+
+use porthawk_core::{JobId, PortState, ProbeRecord, ResultBatch};
 use porthawk_engine::{result_channel, Job, ResultSink};
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +22,7 @@ use super::config;
 use super::config::LOCAL_VANTAGE;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
+use super::rounds::{MonitorLink, RoundEvent, RoundRequest};
 use super::state::Health;
 use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
 use super::{actions, notify};
@@ -35,6 +38,8 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 const RESULT_BATCHES: usize = 16;
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long after its deadline a pool's round may still report (frames in flight).
+const ROUND_GRACE_MS: u64 = 2_000;
 
 /// Starts the watch thread over the server's engine and store; `shared.watch` becomes its
 /// handle.
@@ -84,6 +89,10 @@ struct Runtime {
     path: Option<PathBuf>,
     file_stamp: Option<(SystemTime, u64)>,
     saves: Vec<Save>,
+    /// The link to the fleet task, once fleet mode attached it.
+    fleet: Option<MonitorLink>,
+    /// Pool rounds in flight, with when the runtime gives up on them.
+    remote: HashMap<JobId, u64>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -115,6 +124,8 @@ impl Runtime {
             rx,
             watch,
             saves: Vec::new(),
+            fleet: None,
+            remote: HashMap::new(),
         };
         rt.publish_all();
         rt
@@ -167,12 +178,26 @@ impl Runtime {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let fleet_events = self.fleet.as_mut().map(|l| &mut l.events);
+            let fleet_recv = async {
+                match fleet_events {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
                     Some(c) => self.command(c).await,
                 },
                 Some(batch) = self.results.recv() => self.on_batch(batch),
+                event = fleet_recv => match event {
+                    Some(e) => self.on_fleet_event(e),
+                    None => {
+                        tracing::warn!("the fleet task is gone: pool rounds are not probed");
+                        self.fleet = None;
+                    }
+                },
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
@@ -183,6 +208,10 @@ impl Runtime {
             while let Ok(batch) = self.results.try_recv() {
                 self.on_batch(batch);
             }
+            while let Some(e) = self.fleet.as_mut().and_then(|l| l.events.try_recv().ok()) {
+                self.on_fleet_event(e);
+            }
+            self.expire_rounds();
             while let Ok(c) = self.rx.try_recv() {
                 if matches!(c, Command::Stop) {
                     self.flush();
@@ -231,10 +260,26 @@ impl Runtime {
         for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
             if &*check.vantage != LOCAL_VANTAGE {
-                // A pool's round goes to the fleet; this build has none, and the config
-                // refuses pools without [fleet], so nothing is probed from here for it:
-                // the round ends with no results (unknown, never DOWN).
-                unrouted.push(check);
+                // A pool's round goes to the fleet task; never probed from here.
+                let sent = match (&self.fleet, check.wire) {
+                    (Some(link), Some(spec)) => link
+                        .rounds
+                        .send(RoundRequest {
+                            id: check.id.0,
+                            monitor: check.monitor.clone(),
+                            pool: check.vantage.to_string(),
+                            spec,
+                            deadline_ms: check.deadline_ms,
+                        })
+                        .is_ok(),
+                    _ => false,
+                };
+                if sent {
+                    self.remote
+                        .insert(check.id, check.deadline_ms.max(now) + ROUND_GRACE_MS);
+                } else {
+                    unrouted.push((check.id, check.monitor, check.vantage));
+                }
                 continue;
             }
             self.shared.engine.submit(Job {
@@ -246,38 +291,107 @@ impl Runtime {
                 sink: self.sink.clone(),
             });
         }
-        for check in unrouted {
-            tracing::warn!(
-                monitor = %check.monitor,
-                pool = %check.vantage,
-                "no fleet to probe from: the round is skipped"
-            );
-            let (effects, _) = self.watch.on_job_done(check.id, now);
-            self.apply(effects);
+        // Without a fleet the round ends with no results: unknown, never DOWN.
+        for (id, monitor, pool) in unrouted {
+            tracing::warn!(%monitor, %pool, "no fleet to probe from: the round is skipped");
+            self.finish(id, now);
         }
+    }
+
+    /// Ends the pool rounds whose deadline (and grace) passed without an end from the fleet
+    /// task: nobody took them, or their results were lost. What did arrive counts.
+    fn expire_rounds(&mut self) {
+        let now = now_ms();
+        let expired: Vec<JobId> = self
+            .remote
+            .iter()
+            .filter(|(_, &until)| until <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.remote.remove(&id);
+            tracing::debug!(round = id.0, "a pool round ended at its deadline");
+            self.finish(id, now);
+        }
+    }
+
+    /// What the fleet task reports: records and ends of pool rounds, live agents per pool.
+    fn on_fleet_event(&mut self, event: RoundEvent) {
+        let now = now_ms();
+        match event {
+            RoundEvent::Records {
+                id,
+                pool,
+                agent,
+                records,
+            } => {
+                let job = JobId(id);
+                if !self.remote.contains_key(&job) || self.watch.job_vantage(job) != Some(&pool) {
+                    tracing::debug!(round = id, %pool, %agent, "records of a round not running");
+                    return;
+                }
+                self.count(&records);
+                let effects = self.watch.on_records(job, &records, now);
+                self.apply(effects);
+            }
+            RoundEvent::Done { id, incomplete } => {
+                if self.remote.remove(&JobId(id)).is_some() {
+                    if let Some(why) = incomplete {
+                        tracing::debug!(round = id, why, "a pool round ended incomplete");
+                    }
+                    self.finish(JobId(id), now);
+                }
+            }
+            RoundEvent::Agents(live) => {
+                for pool in self.watch.pools() {
+                    let n = live.get(&*pool).copied().unwrap_or(0);
+                    if self.watch.set_agents(&pool, n) {
+                        if n == 0 {
+                            tracing::warn!(
+                                %pool,
+                                "no live agent in the pool: monitors from it show no-agents \
+                                 (a fleet problem, not a verdict on the targets)"
+                            );
+                        } else {
+                            tracing::info!(%pool, agents = n, "the pool has live agents again");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts records like any probe in the metrics.
+    fn count(&self, records: &[ProbeRecord]) {
+        let mut per_state = [0u64; PortState::ALL.len()];
+        for r in records {
+            per_state[r.state.index()] += 1;
+        }
+        self.shared.metrics.count_probes(&per_state);
+    }
+
+    /// A monitor job is over: escalation, and its duration in the metrics.
+    fn finish(&mut self, job: JobId, now: u64) {
+        let (effects, finished) = self.watch.on_job_done(job, now);
+        if let Some(f) = finished {
+            self.shared
+                .metrics
+                .monitor
+                .check_duration
+                .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
+                .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
+        }
+        self.apply(effects);
     }
 
     /// Judges a batch of a monitor job (counted like any probe in the metrics).
     fn on_batch(&mut self, batch: ResultBatch) {
         let now = now_ms();
-        let mut per_state = [0u64; PortState::ALL.len()];
-        for r in &batch.records {
-            per_state[r.state.index()] += 1;
-        }
-        self.shared.metrics.count_probes(&per_state);
+        self.count(&batch.records);
         let effects = self.watch.on_records(batch.job, &batch.records, now);
         self.apply(effects);
         if batch.job_done {
-            let (effects, finished) = self.watch.on_job_done(batch.job, now);
-            if let Some(f) = finished {
-                self.shared
-                    .metrics
-                    .monitor
-                    .check_duration
-                    .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
-                    .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
-            }
-            self.apply(effects);
+            self.finish(batch.job, now);
         }
     }
 
@@ -312,6 +426,10 @@ impl Runtime {
             Command::Reload(reply) => {
                 let r = self.reload_file("API request").await;
                 let _ = reply.send(r);
+            }
+            Command::AttachFleet(link) => {
+                tracing::info!("monitors probe from fleet pools through the fleet task");
+                self.fleet = Some(link);
             }
             Command::Stop => {}
         }
