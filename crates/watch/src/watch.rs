@@ -2436,6 +2436,46 @@ webhook = { url = "http://127.0.0.1:2/" }
         assert_eq!(rig.watch.pools(), [Arc::from("a"), Arc::from("b")]);
     }
 
+    /// A pool's check carries its chunk in the fleet's wire form, which rebuilds the same
+    /// target-ports in the same order (the agent checks the count before probing); the
+    /// local check has none.
+    #[test]
+    fn a_pool_check_carries_its_chunk_in_wire_form() {
+        let text = VANTAGE.replace("127.0.0.1\"]", "127.0.0.1\", \"127.0.3.0/30\"]");
+        let mut rig = Rig::with(vantage_config(&text, &["local", "a"], Quorum::Any));
+        rig.watch.set_agents("a", 1);
+        let mut id = 0;
+        let mut checks = Vec::new();
+        for _ in 0..10 {
+            let now = rig.clock.advance(100);
+            checks.extend(
+                rig.watch
+                    .poll_due(now, || {
+                        id += 1;
+                        JobId(id)
+                    })
+                    .0,
+            );
+        }
+        assert_eq!(checks.len(), 2);
+        for (c, _) in &checks {
+            assert!(c.deadline_ms > rig.clock.0 - 1000, "{}", c.deadline_ms);
+            match &*c.vantage {
+                "local" => assert!(c.wire.is_none()),
+                _ => {
+                    let wire = c.wire.as_ref().unwrap();
+                    let space = wire.space().unwrap();
+                    assert_eq!(space.len(), 5);
+                    let rebuilt: Vec<_> = (0..5).map(|i| space.get(i)).collect();
+                    let ours: Vec<_> = (0..5).map(|i| c.space.get(i)).collect();
+                    assert_eq!(rebuilt, ours);
+                    // The default timeout: 2 s, at most the interval (1 s).
+                    assert_eq!(wire.probe.connect_timeout_ms, 1000);
+                }
+            }
+        }
+    }
+
     /// Quorum "all": one pool of two sees the port DOWN. That is a path problem: the target
     /// is `partial` (not DOWN), `on_partial` is told which vantage sees what, and no action
     /// runs. When the path heals, `on_partial` hears that too.
