@@ -109,7 +109,7 @@ th,td{padding:.3em .6em;border-bottom:1px solid #e4e4e4;text-align:left;vertical
 th{background:#f0f0f0;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:.05em .55em;border-radius:.8em;color:#fff;font-weight:600;font-size:.9em}
 .up{background:#2e7d32}.down{background:#c62828}.pending{background:#ef6c00}.flapping{background:#6a1b9a}
-.silenced{background:#607d8b}
+.silenced{background:#607d8b}.partial{background:#f9a825}
 .summary span{margin-right:1.2em}form{margin:.8em 0}input,select,button{font:inherit;padding:.2em .4em}
 .muted{color:#777}.pager a{margin-right:1em}
 ";
@@ -170,7 +170,9 @@ fn filter_form(h: &mut String, q: &TargetQuery, state: &str) {
          placeholder=\"address, port or host\" value=\"{}\"> <select name=\"state\">",
         esc(q.q.as_deref().unwrap_or(""))
     );
-    for s in ["problems", "all", "down", "flapping", "pending", "up"] {
+    for s in [
+        "problems", "all", "down", "partial", "flapping", "pending", "up",
+    ] {
         let sel = if s == state { " selected" } else { "" };
         let _ = write!(h, "<option value=\"{s}\"{sel}>{s}</option>");
     }
@@ -277,7 +279,10 @@ fn target_row(h: &mut String, t: &TargetView, now: u64) {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", t.port),
         std::net::IpAddr::V4(v4) => format!("{v4}:{}", t.port),
     };
-    let cls = if t.flapping && t.state != Health::Down {
+    let cls = if t.partial && t.state != Health::Down {
+        // Seen DOWN from some vantage points, fewer than the quorum.
+        "partial"
+    } else if t.flapping && t.state != Health::Down {
         "flapping"
     } else {
         t.state.as_str()
