@@ -4,9 +4,11 @@
 //! The design and the facts about nats-server 2.9 it rests on are in `docs/fleet.md`.
 //!
 //! This crate holds the agent ([`agent::run`]), the connection set-up both sides share
-//! ([`conn::ConnConfig`]) and the nkey users of `porthawk fleet add-agent` ([`addagent`]).
+//! ([`conn::ConnConfig`]) the nkey users of `porthawk fleet add-agent` ([`addagent`]), and
+//! the coordinator's NATS interface ([`coord::Coord`]).
 //! The wire types and names are in `porthawk_core` (`fleet.rs`), sans-IO.
 
 pub mod addagent;
 pub mod agent;
 pub mod conn;
+pub mod coord;

@@ -1465,6 +1465,8 @@ pub struct FleetSection {
     pub allow_insecure: Option<bool>,
     /// The agents whose results are accepted.
     pub agents: Option<Vec<Spanned<String>>>,
+    /// The pools sweeps may run from (their consumers are created at start).
+    pub pools: Option<Vec<Spanned<String>>>,
     /// Positions per slice, instead of the size worked out from the pool's agents.
     pub slice_len: Option<Spanned<i64>>,
     /// How long an agent may hold a slice without a sign of life.
@@ -1492,6 +1494,8 @@ pub struct FleetConfig {
     pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The agents whose results are accepted (sorted, unique).
     pub agents: Vec<String>,
+    /// The pools sweeps may run from (sorted, unique).
+    pub pools: Vec<String>,
     /// Positions per slice; `None`: worked out from the pool's agents.
     pub slice_len: Option<u64>,
     /// How long an agent may hold a slice without a sign of life (30 s).
@@ -1569,24 +1573,29 @@ impl FleetSection {
                 ),
             ));
         }
-        let mut agents = Vec::new();
-        for (i, a) in self.agents.iter().flatten().enumerate() {
-            let name = a.get_ref();
-            let ok = (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !ok {
-                return Err(err(
-                    a.span(),
-                    &format!("fleet.agents[{i}]"),
-                    format!("invalid agent name '{name}': use 1 to 64 of A-Z a-z 0-9 _ -"),
-                ));
+        let names = |list: &Option<Vec<Spanned<String>>>, key: &str, kind: &str| {
+            let mut out = Vec::new();
+            for (i, a) in list.iter().flatten().enumerate() {
+                let name = a.get_ref();
+                let ok = (1..=64).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(err(
+                        a.span(),
+                        &format!("fleet.{key}[{i}]"),
+                        format!("invalid {kind} name '{name}': use 1 to 64 of A-Z a-z 0-9 _ -"),
+                    ));
+                }
+                out.push(name.clone());
             }
-            agents.push(name.clone());
-        }
-        agents.sort();
-        agents.dedup();
+            out.sort();
+            out.dedup();
+            Ok(out)
+        };
+        let agents = names(&self.agents, "agents", "agent")?;
+        let pools = names(&self.pools, "pools", "pool")?;
         let int = |v: &Option<Spanned<i64>>,
                    field: &str,
                    range: std::ops::RangeInclusive<i64>,
@@ -1626,6 +1635,7 @@ impl FleetSection {
             tls_ca,
             tls_client,
             agents,
+            pools,
             slice_len,
             ack_wait: duration(&self.ack_wait, "fleet.ack_wait", Duration::from_secs(30))?,
             max_deliver: int(&self.max_deliver, "fleet.max_deliver", 1..=100, 5)?,
@@ -1946,10 +1956,11 @@ slack = { url = "https://hooks.example.com/services/x" }
             section.get_ref().check("p.toml", &text, section.span())
         };
         let c = fleet(
-            "nats = \"nats://127.0.0.1:4222\"\nagents = [\"b\", \"a\"]\nack_wait = \"3s\"\nslice_len = 256\n",
+            "nats = \"nats://127.0.0.1:4222\"\nagents = [\"b\", \"a\"]\npools = [\"lab\"]\nack_wait = \"3s\"\nslice_len = 256\n",
         )
         .unwrap();
         assert_eq!(c.agents, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.pools, vec!["lab".to_string()]);
         assert_eq!(
             (c.ack_wait, c.slice_len, c.max_deliver),
             (Duration::from_secs(3), Some(256), 5)

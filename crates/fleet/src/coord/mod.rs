@@ -1,0 +1,472 @@
+//! The coordinator's side of NATS: the small interface `porthawk serve` calls to run fleet
+//! sweeps (and, for the monitors, rounds from other vantage points). It only speaks NATS;
+//! what a frame means for the store (the ledger, "first complete attempt wins") is the
+//! store's SQL, driven by the server's fleet task.
+//!
+//! - [`Coord::connect`]: connects (nkey, mTLS), creates or binds the streams, the
+//!   coordinator's consumer and both KV buckets (as plain streams: `create_key_value` fails on
+//!   nats-server 2.9), reads their configs back and refuses to start if they differ.
+//! - Work: [`Coord::ensure_pool`], [`Coord::put_spec`], [`Coord::publish_work`],
+//!   [`Coord::work_exists`], [`Coord::delete_work`], [`Coord::cancel_job`].
+//! - Results: [`Coord::fetch_results`] (every pull bounded in bytes and time; a 409 ends the
+//!   batch), each [`Incoming`] acked by the caller once its store transaction committed.
+//! - [`Coord::max_deliveries`]: the advisories of work that ran out of deliveries.
+//! - [`Coord::agents`]: the live agents of the registry bucket.
+
+mod setup;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream::Stream};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use porthawk_core::{
+    decode_frame, parse_results_subject, parse_u32_header, spec_key, work_job_filter, work_msg_id,
+    work_subject, AgentStatus, Attempt, EndReason, FleetJob, FleetName, LastFrame, ResultBatch,
+    SweepSpec, WireMessage, WorkItem, HEADER_ATTEMPT, HEADER_END, HEADER_FRAME, HEADER_LAST,
+    HEADER_SLICE, HEADER_SWEEP, MAX_DELIVERIES_ADVISORY,
+};
+
+/// What the coordinator needs to reach NATS and how it sets up the streams.
+#[derive(Debug, Clone)]
+pub struct CoordConfig {
+    /// The NATS URL.
+    pub nats: String,
+    /// The coordinator's nkey seed file.
+    pub nkey: Option<PathBuf>,
+    /// CA certificates of the NATS server (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// The client certificate and key (PEM).
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// The pool consumers' `ack_wait`.
+    pub ack_wait: Duration,
+    /// The pool consumers' `max_deliver`.
+    pub max_deliver: i64,
+    /// The results stream's `max_bytes` (`discard=new`: a full stream makes agents wait).
+    pub results_max_bytes: i64,
+    /// The registry bucket's `max_age`: how long an agent stays listed after its last put.
+    pub agent_ttl: Duration,
+}
+
+/// Why talking to NATS failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// A NATS call failed.
+    #[error("NATS: {context}")]
+    Nats {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stream, consumer or bucket exists with another config than this coordinator's.
+    #[error(
+        "{what} exists with {field} = {found}, this coordinator wants {wanted}: remove it \
+         (it holds no state the store lacks once the sweeps on it have ended) or change [fleet]"
+    )]
+    ConfigDiffers {
+        /// The stream, consumer or bucket.
+        what: String,
+        /// The setting.
+        field: &'static str,
+        /// What the server has.
+        found: String,
+        /// What this coordinator sets.
+        wanted: String,
+    },
+    /// A credential file could not be read.
+    #[error("cannot read {what} '{}'", path.display())]
+    Read {
+        /// Which file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn nats_err(
+    context: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> CoordError {
+    let context = context.into();
+    move |source| CoordError::Nats { context, source }
+}
+
+/// Boxes any error for [`CoordError::Nats`].
+pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(
+    e: E,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+/// The coordinator's connection and the JetStream objects it uses.
+pub struct Coord {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    work: Stream,
+    results: PullConsumer,
+    specs: kv::Store,
+    agents: kv::Store,
+    config: CoordConfig,
+}
+
+/// A message of the results stream, as the coordinator reads it.
+pub struct Incoming {
+    /// What it holds: a frame, or why it is not one.
+    pub frame: Result<ResultFrame, String>,
+    message: jetstream::Message,
+}
+
+impl Incoming {
+    /// Acks it: call once the store has committed what it carried (or has refused it for good).
+    pub async fn ack(&self) -> Result<(), CoordError> {
+        self.message
+            .ack()
+            .await
+            .map_err(|e| nats_err("ack a result frame")(e))
+    }
+
+    /// Bytes of the message (payload and headers), for metrics.
+    pub fn size(&self) -> usize {
+        self.message.payload.len()
+    }
+}
+
+/// A result frame and its envelope, parsed and bounded.
+#[derive(Debug, Clone)]
+pub struct ResultFrame {
+    /// The agent that published it (the subject's token, which the server authenticates).
+    pub agent: FleetName,
+    /// The job (`s<sweep>` or `m<monitor>`).
+    pub job: FleetJob,
+    /// The slice (for a monitor round: the round).
+    pub slice: u32,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// Its number in the attempt.
+    pub frame: u32,
+    /// Set on the attempt's last frame.
+    pub last: Option<LastFrame>,
+    /// Why the attempt ended early, if it did.
+    pub end: Option<EndReason>,
+    /// The records.
+    pub batch: ResultBatch,
+}
+
+/// An agent in the registry bucket.
+#[derive(Debug, Clone)]
+pub struct RegistryEntry {
+    /// Its name.
+    pub name: String,
+    /// The bucket revision of its last heartbeat.
+    pub revision: u64,
+    /// What it said, or why it could not be read.
+    pub status: Result<AgentStatus, String>,
+}
+
+impl Coord {
+    /// Connects, creates or binds the streams, the results consumer and both buckets, and
+    /// checks their configs.
+    pub async fn connect(config: CoordConfig) -> Result<Coord, CoordError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("porthawk-coordinator")
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect();
+        if let Some(path) = &config.nkey {
+            let seed = std::fs::read_to_string(path).map_err(|source| CoordError::Read {
+                what: "nkey seed file",
+                path: path.clone(),
+                source,
+            })?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        let client = tokio::time::timeout(Duration::from_secs(10), options.connect(&config.nats))
+            .await
+            .map_err(|e| nats_err(format!("connect to {}", config.nats))(boxed(e)))?
+            .map_err(|e| nats_err(format!("connect to {}", config.nats))(boxed(e)))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(client.clone());
+        let objects = setup::create(&js, &config).await?;
+        Ok(Coord {
+            client,
+            js,
+            work: objects.work,
+            results: objects.results,
+            specs: objects.specs,
+            agents: objects.agents,
+            config,
+        })
+    }
+
+    /// Creates the pool's consumer if it does not exist, and checks its config.
+    pub async fn ensure_pool(&self, pool: &FleetName) -> Result<(), CoordError> {
+        setup::pool_consumer(&self.work, pool, &self.config).await
+    }
+
+    /// Stores a sweep's spec under its job's key; the revision agents fetch. A spec already
+    /// stored under the key (a coordinator restarted) is kept and its revision returned.
+    pub async fn put_spec(&self, job: FleetJob, spec: &SweepSpec) -> Result<u64, CoordError> {
+        let key = spec_key(job);
+        if let Some(entry) = self
+            .specs
+            .entry(key.clone())
+            .await
+            .map_err(|e| nats_err("read a sweep spec")(boxed(e)))?
+        {
+            if entry.operation == kv::Operation::Put {
+                return Ok(entry.revision);
+            }
+        }
+        self.specs
+            .put(key, spec.encode().into())
+            .await
+            .map_err(|e| nats_err("store a sweep spec")(boxed(e)))
+    }
+
+    /// Publishes a work item to its pool; the work stream's sequence of it. The message id
+    /// `w.<job>.<slice>.<epoch>` makes a repeat within the dedup window a no-op, in which
+    /// case the sequence is that of the first publish.
+    pub async fn publish_work(&self, pool: &FleetName, item: &WorkItem) -> Result<u64, CoordError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            work_msg_id(item.job, item.slice, item.epoch).as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(work_subject(pool, item.job), headers, item.encode().into())
+            .await
+            .map_err(|e| nats_err("publish a work item")(boxed(e)))?
+            .await
+            .map_err(|e| nats_err("publish a work item")(boxed(e)))?;
+        Ok(ack.sequence)
+    }
+
+    /// Whether the work message `seq` is still in the work stream (taken or queued).
+    pub async fn work_exists(&self, seq: u64) -> Result<bool, CoordError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        match self.work.get_raw_message(seq).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(nats_err("look up a work message")(boxed(e))),
+        }
+    }
+
+    /// Deletes the work message `seq` (one that ran out of deliveries); false if it was gone.
+    pub async fn delete_work(&self, seq: u64) -> Result<bool, CoordError> {
+        match self.work.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => {
+                // Already gone is what the caller wanted.
+                let text = e.to_string();
+                if text.contains("no message found") || text.contains("not found") {
+                    Ok(false)
+                } else {
+                    Err(nats_err("delete a work message")(boxed(e)))
+                }
+            }
+        }
+    }
+
+    /// Cancels a job: purges its queued work from every pool and deletes its spec key, which
+    /// tells the agents running its slices to stop.
+    pub async fn cancel_job(&self, job: FleetJob) -> Result<(), CoordError> {
+        self.work
+            .purge()
+            .filter(work_job_filter(job))
+            .await
+            .map_err(|e| nats_err("purge a job's work")(boxed(e)))?;
+        self.specs
+            .delete(spec_key(job))
+            .await
+            .map_err(|e| nats_err("delete a sweep spec")(boxed(e)))
+    }
+
+    /// Deletes a finished sweep's spec key (agents drop their cached copy).
+    pub async fn drop_spec(&self, job: FleetJob) -> Result<(), CoordError> {
+        self.specs
+            .delete(spec_key(job))
+            .await
+            .map_err(|e| nats_err("delete a sweep spec")(boxed(e)))
+    }
+
+    /// Fetches up to `max` result messages, at most `max_bytes` of them, waiting at most
+    /// `expires` for the first. A byte-limited batch ends with a 409 status, which is the end
+    /// of the batch, not an error.
+    pub async fn fetch_results(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        expires: Duration,
+    ) -> Result<Vec<Incoming>, CoordError> {
+        let mut batch = self
+            .results
+            .fetch()
+            .max_messages(max)
+            .max_bytes(max_bytes)
+            .expires(expires)
+            .messages()
+            .await
+            .map_err(|e| nats_err("fetch result frames")(boxed(e)))?;
+        let mut out = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => out.push(Incoming {
+                    frame: parse_frame(&message),
+                    message,
+                }),
+                // 409 (message size exceeds max_bytes), 408 and friends: the batch is over.
+                Err(e) => {
+                    if out.is_empty() {
+                        tracing::debug!(error = %e, "result fetch ended");
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Result messages waiting for the coordinator: not yet delivered plus delivered and not
+    /// acked (the results stream's lag).
+    pub async fn results_lag(&self) -> Result<u64, CoordError> {
+        let mut consumer = self.results.clone();
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| nats_err("read the results consumer")(boxed(e)))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// The work stream's sequences of the messages that ran out of deliveries, as the
+    /// server's advisories report them.
+    pub async fn max_deliveries(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = u64> + Send + 'static, CoordError> {
+        let sub = self
+            .client
+            .subscribe(MAX_DELIVERIES_ADVISORY)
+            .await
+            .map_err(|e| nats_err("subscribe to max-deliveries advisories")(boxed(e)))?;
+        Ok(sub.filter_map(|m| async move {
+            #[derive(serde::Deserialize)]
+            struct Advisory {
+                stream_seq: u64,
+            }
+            match serde_json::from_slice::<Advisory>(&m.payload) {
+                Ok(a) => Some(a.stream_seq),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable max-deliveries advisory");
+                    None
+                }
+            }
+        }))
+    }
+
+    /// Every agent listed in the registry bucket (a key expires `agent_ttl` after its last put).
+    pub async fn agents(&self) -> Result<Vec<RegistryEntry>, CoordError> {
+        let mut keys = self
+            .agents
+            .keys()
+            .await
+            .map_err(|e| nats_err("list the agents")(boxed(e)))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            match key {
+                Ok(k) => names.push(k),
+                Err(e) => return Err(nats_err("list the agents")(boxed(e))),
+            }
+            if names.len() >= 10_000 {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let entry = self
+                .agents
+                .entry(name.clone())
+                .await
+                .map_err(|e| nats_err("read an agent's status")(boxed(e)))?;
+            let Some(entry) = entry else { continue };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            out.push(RegistryEntry {
+                name,
+                revision: entry.revision,
+                status: AgentStatus::decode(&entry.value).map_err(|e| e.to_string()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The underlying client, for the monitors' rounds and tests.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// Parses a results message: subject, headers (bounded integers), payload (one frame).
+fn parse_frame(message: &jetstream::Message) -> Result<ResultFrame, String> {
+    let (agent, job) = parse_results_subject(&message.subject).map_err(|e| e.to_string())?;
+    let headers = message
+        .headers
+        .as_ref()
+        .ok_or_else(|| "a result frame without headers".to_string())?;
+    let header = |name: &'static str| -> Result<Option<&str>, String> {
+        Ok(headers.get(name).map(|v| v.as_str()))
+    };
+    let need = |name: &'static str| -> Result<&str, String> {
+        header(name)?.ok_or_else(|| format!("a result frame without {name}"))
+    };
+    let sweep = need(HEADER_SWEEP)?;
+    let slice = parse_u32_header(HEADER_SLICE, need(HEADER_SLICE)?).map_err(|e| e.to_string())?;
+    let attempt: Attempt = need(HEADER_ATTEMPT)?
+        .parse()
+        .map_err(|e: porthawk_core::WireError| e.to_string())?;
+    let frame = parse_u32_header(HEADER_FRAME, need(HEADER_FRAME)?).map_err(|e| e.to_string())?;
+    let last = header(HEADER_LAST)?
+        .map(|v| v.parse::<LastFrame>())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let end = header(HEADER_END)?
+        .map(|v| v.parse::<EndReason>())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let id = match job {
+        FleetJob::Sweep(id) | FleetJob::Monitor(id) => id,
+    };
+    if sweep != id.to_string() {
+        return Err(format!(
+            "{HEADER_SWEEP} {sweep:?} does not match the subject's job {job}"
+        ));
+    }
+    let (batch, used) = decode_frame(&message.payload).map_err(|e| e.to_string())?;
+    if used != message.payload.len() {
+        return Err(format!(
+            "{} bytes after the frame",
+            message.payload.len() - used
+        ));
+    }
+    Ok(ResultFrame {
+        agent,
+        job,
+        slice,
+        attempt,
+        frame,
+        last,
+        end,
+        batch,
+    })
+}

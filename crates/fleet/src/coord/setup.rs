@@ -1,0 +1,225 @@
+//! Streams, consumers and buckets of fleet mode (`docs/fleet.md`, "Names"), created with
+//! `get_or_create_*` and then read back: nats-server 2.9 silently treats a create as an
+//! update or ignores fields it does not know, so an existing object with another config is
+//! refused here rather than discovered in production.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType, Stream};
+use async_nats::jetstream::{self, kv};
+use porthawk_core::{
+    pool_consumer as pool_consumer_name, work_filter, FleetName, AGENTS_BUCKET,
+    COORDINATOR_CONSUMER, RESULTS_STREAM, RESULTS_SUBJECTS, SPECS_BUCKET, WORK_STREAM,
+    WORK_SUBJECTS,
+};
+
+use super::{boxed, nats_err, CoordConfig, CoordError};
+
+/// The work stream's bound on queued slices (publication is lazy, so this is never near).
+const WORK_MAX_MSGS: i64 = 1_000_000;
+/// How long a repeated work publish is recognised (a coordinator restarted mid-publish).
+const WORK_DUP_WINDOW: Duration = Duration::from_secs(120);
+/// How long a repeated frame publish is recognised (an agent retrying after a lost PubAck).
+const RESULTS_DUP_WINDOW: Duration = Duration::from_secs(600);
+/// Frames delivered to the coordinator and not yet acked, at most.
+const RESULTS_MAX_ACK_PENDING: i64 = 4096;
+/// How long the coordinator may hold a frame before it is delivered again.
+const RESULTS_ACK_WAIT: Duration = Duration::from_secs(60);
+/// Slices of a pool handed out and not acked, at most.
+const POOL_MAX_ACK_PENDING: i64 = 1000;
+/// The spec bucket's safety net: specs of sweeps that never ended go after a week.
+const SPEC_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+pub(super) struct Objects {
+    pub(super) work: Stream,
+    pub(super) results: PullConsumer,
+    pub(super) specs: kv::Store,
+    pub(super) agents: kv::Store,
+}
+
+fn work_config() -> Config {
+    Config {
+        name: WORK_STREAM.into(),
+        subjects: vec![WORK_SUBJECTS.into()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: WORK_DUP_WINDOW,
+        max_messages: WORK_MAX_MSGS,
+        discard: DiscardPolicy::New,
+        ..Config::default()
+    }
+}
+
+fn results_config(c: &CoordConfig) -> Config {
+    Config {
+        name: RESULTS_STREAM.into(),
+        subjects: vec![RESULTS_SUBJECTS.into()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: RESULTS_DUP_WINDOW,
+        max_bytes: c.results_max_bytes,
+        discard: DiscardPolicy::New,
+        ..Config::default()
+    }
+}
+
+/// A KV bucket's stream, as `create_key_value` would make it (history 1).
+fn bucket_config(bucket: &str, max_age: Duration) -> Config {
+    Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        ..Config::default()
+    }
+}
+
+pub(super) async fn create(
+    js: &jetstream::Context,
+    c: &CoordConfig,
+) -> Result<Objects, CoordError> {
+    let work = stream(js, work_config()).await?;
+    let results_stream = stream(js, results_config(c)).await?;
+    stream(js, bucket_config(SPECS_BUCKET, SPEC_MAX_AGE)).await?;
+    stream(js, bucket_config(AGENTS_BUCKET, c.agent_ttl)).await?;
+    let wanted = pull::Config {
+        durable_name: Some(COORDINATOR_CONSUMER.into()),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: RESULTS_ACK_WAIT,
+        max_ack_pending: RESULTS_MAX_ACK_PENDING,
+        ..pull::Config::default()
+    };
+    let results = consumer(&results_stream, COORDINATOR_CONSUMER, wanted).await?;
+    let specs = js
+        .get_key_value(SPECS_BUCKET)
+        .await
+        .map_err(|e| nats_err("bind the sweep spec bucket")(boxed(e)))?;
+    let agents = js
+        .get_key_value(AGENTS_BUCKET)
+        .await
+        .map_err(|e| nats_err("bind the agent registry bucket")(boxed(e)))?;
+    Ok(Objects {
+        work,
+        results,
+        specs,
+        agents,
+    })
+}
+
+/// The pool's consumer, shared by its agents.
+pub(super) async fn pool_consumer(
+    work: &Stream,
+    pool: &FleetName,
+    c: &CoordConfig,
+) -> Result<(), CoordError> {
+    let name = pool_consumer_name(pool);
+    let wanted = pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: work_filter(pool),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: c.ack_wait,
+        max_deliver: c.max_deliver,
+        max_ack_pending: POOL_MAX_ACK_PENDING,
+        ..pull::Config::default()
+    };
+    consumer(work, &name, wanted).await.map(drop)
+}
+
+async fn stream(js: &jetstream::Context, wanted: Config) -> Result<Stream, CoordError> {
+    let name = wanted.name.clone();
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| nats_err(format!("create or bind stream {name}"))(boxed(e)))?;
+    let found = stream
+        .info()
+        .await
+        .map_err(|e| nats_err(format!("read stream {name}"))(boxed(e)))?
+        .config
+        .clone();
+    let what = format!("stream {name}");
+    same(&what, "subjects", &found.subjects, &wanted.subjects)?;
+    same(&what, "retention", &found.retention, &wanted.retention)?;
+    same(&what, "storage", &found.storage, &wanted.storage)?;
+    same(&what, "discard", &found.discard, &wanted.discard)?;
+    same(
+        &what,
+        "duplicate_window",
+        &found.duplicate_window,
+        &wanted.duplicate_window,
+    )?;
+    same(&what, "max_bytes", &found.max_bytes, &wanted.max_bytes)?;
+    same(&what, "max_msgs", &found.max_messages, &wanted.max_messages)?;
+    same(&what, "max_age", &found.max_age, &wanted.max_age)?;
+    same(
+        &what,
+        "max_msgs_per_subject",
+        &found.max_messages_per_subject,
+        &wanted.max_messages_per_subject,
+    )?;
+    Ok(stream)
+}
+
+async fn consumer(
+    stream: &Stream,
+    name: &str,
+    wanted: pull::Config,
+) -> Result<PullConsumer, CoordError> {
+    let mut consumer: PullConsumer = stream
+        .get_or_create_consumer(name, wanted.clone())
+        .await
+        .map_err(|e| nats_err(format!("create or bind consumer {name}"))(boxed(e)))?;
+    let found = consumer
+        .info()
+        .await
+        .map_err(|e| nats_err(format!("read consumer {name}"))(boxed(e)))?
+        .config
+        .clone();
+    let what = format!("consumer {name}");
+    same(
+        &what,
+        "filter_subject",
+        &found.filter_subject,
+        &wanted.filter_subject,
+    )?;
+    same(&what, "ack_policy", &found.ack_policy, &wanted.ack_policy)?;
+    same(&what, "ack_wait", &found.ack_wait, &wanted.ack_wait)?;
+    same(
+        &what,
+        "max_deliver",
+        &found.max_deliver,
+        &wanted.max_deliver,
+    )?;
+    same(
+        &what,
+        "max_ack_pending",
+        &found.max_ack_pending,
+        &wanted.max_ack_pending,
+    )?;
+    Ok(consumer)
+}
+
+fn same<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    field: &'static str,
+    found: &T,
+    wanted: &T,
+) -> Result<(), CoordError> {
+    if found == wanted {
+        return Ok(());
+    }
+    Err(CoordError::ConfigDiffers {
+        what: what.to_string(),
+        field,
+        found: format!("{found:?}"),
+        wanted: format!("{wanted:?}"),
+    })
+}
