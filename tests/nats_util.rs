@@ -6,7 +6,7 @@
 //! reads the port it picked from its ports file, and stops it by pid on drop. Under `CI=true`
 //! a missing `nats-server` fails the test; elsewhere the test is skipped with a reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,19 +103,9 @@ impl NatsServer {
         self.dir.path()
     }
 
-    /// Writes a file into [`NatsServer::dir`].
-    pub fn write(&self, file: &str, text: &str) -> PathBuf {
-        self.dir.write(file, text)
-    }
-
     /// The server's log so far (for assertion messages and permission violations).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -42,11 +42,115 @@ pub enum Command {
     /// Compare two sweeps' results (jsonl or nmap XML files): one JSON line per opened, closed
     /// or changed port; exit 0 when nothing changed, 1 when something did, 2 on an error.
     Diff(DiffArgs),
+    /// Run a fleet agent: take slices of sweeps from NATS JetStream, probe them here, publish
+    /// the results (exit 0 after a clean stop on SIGTERM, 1 on a runtime failure).
+    Agent(AgentArgs),
+    /// Fleet administration: nkey users for agents and the coordinator.
+    Fleet(FleetArgs),
     /// Print a shell completion script on standard output (e.g. `porthawk completions bash
     /// > /etc/bash_completion.d/porthawk`).
     Completions(CompletionsArgs),
     /// Print porthawk's manual page (roff) on standard output (e.g. `porthawk man | man -l -`).
     Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The NATS server (`nats://HOST:4222`); off this host it needs --nkey and TLS.
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+
+    /// A pool to take work from (repeatable).
+    #[arg(long = "pool", value_name = "NAME", required = true)]
+    pub pools: Vec<String>,
+
+    /// This agent's name, as in its NATS user's permissions [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+
+    /// The file holding this agent's nkey seed (from `porthawk fleet add-agent`).
+    #[arg(long, value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+
+    /// CA certificate(s) that signed the NATS server's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This agent's client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Shard threads [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
+
+    /// Probes in flight across shards [default: from the file descriptor limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inflight: Option<u64>,
+
+    /// The most probes started per second by this agent's slices (each slice's own cap too).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+
+    /// Slices run at once.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub slices: u16,
+
+    /// After SIGTERM, how long running slices may take to finish before they are given back.
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    /// Talk to a NATS server off this host without nkey and TLS.
+    #[arg(long)]
+    pub allow_insecure: bool,
+
+    /// The I/O backend: io_uring where available, or epoll.
+    #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
+    pub backend: BackendChoice,
+
+    /// Registry heartbeat interval (tests shorten it).
+    #[arg(long, default_value = "10s", value_parser = duration, hide = true)]
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Make an nkey user for an agent: write its seed file (NAME.nk, mode 0600) and print the
+    /// `users` entry, with its permissions, to paste into nats-server.conf.
+    AddAgent(AddAgentArgs),
+    /// Make the coordinator's nkey user: write its seed file and print its `users` entry.
+    CoordinatorUser(CoordinatorUserArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddAgentArgs {
+    /// The agent's name (its `--name`): 1 to 64 of A-Z a-z 0-9 _ -.
+    pub name: String,
+
+    /// A pool the agent takes work from (repeatable).
+    #[arg(long = "pool", value_name = "NAME", required = true)]
+    pub pools: Vec<String>,
+
+    /// Where to write the seed file.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CoordinatorUserArgs {
+    /// Where to write the seed file (coordinator.nk).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,11 +1,13 @@
 //! The `porthawk` binary: flags, output and glue. The logic lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod args;
 mod bench;
 mod check;
 mod completions;
 mod diff;
+mod fleet;
 mod logging;
 mod man;
 mod output;
@@ -60,6 +62,8 @@ fn main() -> ExitCode {
         Command::Completions(args) => completions::run(args),
         Command::Man => man::run(),
         Command::Diff(args) => diff::run(&args),
+        Command::Agent(args) => agent::run(args),
+        Command::Fleet(args) => fleet::run(args),
         Command::Check(args) => match check::run(args) {
             // A check that cannot run is UNKNOWN to the monitoring system, not CRITICAL.
             Err(err) => {

@@ -45,7 +45,7 @@ pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>
     publish.push(format!("$JS.API.STREAM.INFO.KV_{AGENTS_BUCKET}"));
     publish.push(format!("$JS.API.STREAM.INFO.KV_{SPECS_BUCKET}"));
     publish.push(format!("$JS.API.DIRECT.GET.KV_{SPECS_BUCKET}.>"));
-    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{SPECS_BUCKET}.>"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{SPECS_BUCKET}"));
     publish.push(format!("$JS.FC.KV_{SPECS_BUCKET}.>"));
     let subscribe = vec![format!("{}.>", porthawk_core::inbox_prefix(agent))];
     (publish, subscribe)
