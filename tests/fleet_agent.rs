@@ -312,7 +312,9 @@ impl Coord {
                 return Ok(frames);
             }
         }
-        Err(format!("no last frame within {limit:?}; frames so far: {frames:?}"))
+        Err(format!(
+            "no last frame within {limit:?}; frames so far: {frames:?}"
+        ))
     }
 
     async fn work_messages(&self) -> u64 {
@@ -397,7 +399,13 @@ fn agent_runs_a_slice_under_exactly_the_printed_permissions() {
     let mut agent = AgentProc::start(&server, "eu-1", "eu-1", &["eu"], &["--shards", "2"]);
     let frames = rt
         .block_on(coord.frames_until_last(Duration::from_secs(60)))
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}\nserver log:\n{}", agent.log(), server.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nagent log:\n{}\nserver log:\n{}",
+                agent.log(),
+                server.log()
+            )
+        });
 
     let space = farm.spec.space().unwrap();
     let want: BTreeSet<(IpAddr, u16)> = (10..70)

@@ -419,6 +419,16 @@ impl ConfigFile {
     pub fn fleet_mode(&self) -> bool {
         self.fleet.is_some()
     }
+
+    /// The pools `[fleet] pools` lists (their consumers exist, so their agents can bind):
+    /// the only pools a monitor may probe from.
+    pub fn fleet_pools(&self) -> BTreeSet<String> {
+        self.fleet
+            .iter()
+            .flat_map(|f| f.get_ref().pools.iter().flatten())
+            .map(|p| p.get_ref().clone())
+            .collect()
+    }
 }
 
 /// `[api]` as written. The server checks the values; the spans give its errors their line.
@@ -663,6 +673,7 @@ impl WatchConfig {
             lines: Lines { file, text },
             resolve,
             fleet: raw.fleet_mode(),
+            pools: raw.fleet_pools(),
         };
         let mut config = WatchConfig {
             allow_reboot: raw.allow_reboot.unwrap_or(false),
@@ -722,6 +733,8 @@ struct Cx<'a> {
     resolve: Resolve<'a>,
     /// Whether the file has `[fleet]`: monitors may then name pools in `from`.
     fleet: bool,
+    /// The pools of `[fleet] pools`.
+    pools: BTreeSet<String>,
 }
 
 impl Cx<'_> {
@@ -1270,6 +1283,16 @@ impl Cx<'_> {
                             format!(
                                 "pool '{name}' needs fleet mode: add a [fleet] section \
                                  (nats = \"nats://...\"), or use \"local\""
+                            ),
+                        ));
+                    }
+                    if name != LOCAL_VANTAGE && !self.pools.contains(name) {
+                        return Err(self.err(
+                            v.span(),
+                            &field,
+                            format!(
+                                "pool '{name}' is not in [fleet] pools: list every pool in \
+                                 use there, so that its agents have work to bind to"
                             ),
                         ));
                     }
@@ -1899,7 +1922,7 @@ slack = { url = "https://hooks.example.com/services/x" }
         let c = parse("porthawk.toml", &text).unwrap();
         assert_eq!(c.monitors[0].quorum, Quorum::AtLeast(1));
         // With [fleet], pools are vantages too.
-        let fleet = "\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\n";
+        let fleet = "\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\npools = [\"eu\", \"us-2\"]\n";
         let pools = GOOD.replace(
             "remind = \"1h\"",
             "remind = \"1h\"\nfrom = [\"local\", \"eu\", \"us-2\"]\nquorum = 2",
@@ -1915,6 +1938,13 @@ slack = { url = "https://hooks.example.com/services/x" }
         let err = parse("porthawk.toml", &pools.replace("quorum = 2", "quorum = 4")).unwrap_err();
         assert_eq!(err.field, "monitor[0].quorum");
         assert!(err.message.contains("more than the 3"), "{err}");
+        let err = parse(
+            "porthawk.toml",
+            &pools.replace("\"us-2\"]\nquorum", "\"ap\"]\nquorum"),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "monitor[0].from[2]");
+        assert!(err.message.contains("not in [fleet] pools"), "{err}");
         assert_eq!(
             (
                 Quorum::All.needed(3),

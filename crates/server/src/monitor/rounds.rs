@@ -135,6 +135,7 @@ max_per_hour = 100
 
 [fleet]
 nats = "nats://127.0.0.1:4222"
+pools = ["a", "b"]
 "#,
             mark.display()
         )
