@@ -2,6 +2,8 @@
 //! `porthawk fleet add-agent` prints. The test plays the coordinator with async-nats directly:
 //! it creates the streams, consumers and buckets of the fleet design, publishes work items and
 //! reads the result frames.
+// The helpers here are test code too: a failed set-up step should stop the test loudly.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -168,12 +170,23 @@ async fn kv_stream(js: &Context, bucket: &str, max_age: Duration) -> Store {
 }
 
 async fn coordinator(server: &NatsServer, ack_wait: Duration) -> Coord {
+    coordinator_with(server, ack_wait, None).await
+}
+
+async fn coordinator_tls(server: &NatsServer, certs: &Path) -> Coord {
+    coordinator_with(server, Duration::from_secs(30), Some(certs)).await
+}
+
+async fn coordinator_with(server: &NatsServer, ack_wait: Duration, certs: Option<&Path>) -> Coord {
     let seed = std::fs::read_to_string(server.dir().join("coordinator.nk")).unwrap();
-    let client = async_nats::ConnectOptions::new()
-        .nkey(seed.trim().to_string())
-        .connect(server.url())
-        .await
-        .unwrap();
+    let mut options = async_nats::ConnectOptions::new().nkey(seed.trim().to_string());
+    if let Some(certs) = certs {
+        options = options
+            .add_root_certificates(certs.join("ca.pem"))
+            .add_client_certificate(certs.join("client.pem"), certs.join("client.key"))
+            .require_tls(true);
+    }
+    let client = options.connect(server.url()).await.unwrap();
     let js = jetstream::new(client);
     let work = js
         .get_or_create_stream(stream::Config {
@@ -273,7 +286,8 @@ impl Coord {
             .unwrap();
     }
 
-    /// Reads result frames until one with `Porthawk-Last` has come, for up to `limit`.
+    /// Reads result frames until the attempt's frames are all in (the one with
+    /// `Porthawk-Last` says how many), for up to `limit`.
     async fn frames_until_last(&self, limit: Duration) -> Result<Vec<Frame>, String> {
         let deadline = Instant::now() + limit;
         let mut frames = Vec::new();
@@ -308,7 +322,13 @@ impl Coord {
                 });
                 msg.ack().await.unwrap();
             }
-            if frames.iter().any(|f| f.last.is_some()) {
+            // Frames may arrive in any order (they are published concurrently): done when
+            // the last one has come and as many frames as it announces.
+            let announced = frames
+                .iter()
+                .find_map(|f| f.last)
+                .map(|l| l.frames as usize);
+            if announced.is_some_and(|n| frames.len() >= n) {
                 return Ok(frames);
             }
         }
@@ -634,4 +654,279 @@ fn add_agent_writes_a_private_seed_once() {
         Duration::from_secs(30),
     );
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A monitor item past its deadline is not probed: one empty frame, `Porthawk-End:
+/// expired`, and the item is acked. A sweep whose spec key is deleted mid-slice is cancelled:
+/// its last frame says `cancelled`, it holds fewer records than the slice, and it is acked.
+#[test]
+fn expired_and_cancelled_slices_end_with_their_reason() {
+    let Some(server) = server_with_users() else {
+        return;
+    };
+    let farm = farm("fleet_agent_cancel");
+    let rt = runtime();
+    let coord = rt.block_on(coordinator(&server, Duration::from_secs(30)));
+    let mut agent = AgentProc::start(&server, "eu-1", "eu-1", &["eu"], &[]);
+    let fail = |e: String| -> Vec<Frame> {
+        panic!(
+            "{e}\nagent log:\n{}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        )
+    };
+
+    let monitor = FleetJob::Monitor(4);
+    let mut expired = item(monitor, 0, 0, 80, SpecRef::Inline(farm.spec.clone()));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    expired.deadline_ms = Some(now_ms - 1000);
+    rt.block_on(coord.publish_work("eu", &expired));
+    let frames = rt
+        .block_on(coord.frames_until_last(Duration::from_secs(60)))
+        .unwrap_or_else(fail);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].job, "m4");
+    assert_eq!(frames[0].end.as_deref(), Some("expired"));
+    assert_eq!(
+        frames[0].last,
+        Some(LastFrame {
+            frames: 1,
+            records: 0
+        })
+    );
+
+    let sweep = FleetJob::Sweep(3);
+    let revision = rt.block_on(coord.publish_spec(sweep, &farm.spec));
+    let mut slow = item(sweep, 0, 0, 80, SpecRef::Ref(revision));
+    slow.rate = Some(4);
+    rt.block_on(coord.publish_work("eu", &slow));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = rt
+            .block_on(coord.agents.get("eu-1"))
+            .unwrap()
+            .map(|v| AgentStatus::decode(&v).unwrap().running)
+            .unwrap_or_default();
+        if running.iter().any(|r| r.job == sweep) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never running:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rt.block_on(coord.specs.delete("s3")).unwrap();
+    let frames = rt
+        .block_on(coord.frames_until_last(Duration::from_secs(60)))
+        .unwrap_or_else(fail);
+    let last = frames.iter().find(|f| f.last.is_some()).unwrap();
+    assert_eq!(last.end.as_deref(), Some("cancelled"), "{frames:?}");
+    let records: usize = frames.iter().map(|f| f.records.len()).sum();
+    assert!(records < 80, "{records} records: not cancelled");
+    assert_eq!(last.last.map(|l| l.records), Some(records as u64));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.block_on(coord.work_messages()) != 0 {
+        assert!(Instant::now() < deadline, "the items were not acked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.sigterm();
+    assert_eq!(
+        agent.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+    assert_no_violation(&server);
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=porthawk test CA",
+    ];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "subjectAltName=DNS:eu-1\nextendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let mut req = vec!["req", "-subj", "/CN=porthawk test"];
+        req.extend_from_slice(&ec);
+        req.extend_from_slice(&["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        let ext = format!("{name}.ext");
+        let pem = format!("{name}.pem");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+/// With mutual TLS on the server (`verify: true`), the agent connects with --tls-ca,
+/// --tls-cert and --tls-key (rustls, ring) plus its nkey, and runs a slice.
+#[test]
+fn agent_runs_a_slice_over_mutual_tls() {
+    if crate::util::require(
+        "openssl",
+        crate::util::which("openssl")
+            .is_none()
+            .then(|| "not installed".to_string()),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let certs = crate::util::TempDir::new("fleet-tls");
+    make_certs(certs.path());
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let keys = crate::util::TempDir::new("fleet-tls-keys");
+    let eu = add_user(keys.path(), &["add-agent", "eu-1", "--pool", "eu"]);
+    let coord_user = add_user(keys.path(), &["coordinator-user"]);
+    let conf = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n\
+         authorization {{ users = [\n{eu}\n{coord_user}\n] }}\n",
+        c("server.pem"),
+        c("server.key"),
+        c("ca.pem")
+    );
+    let Ok(server) = NatsServer::start(&conf) else {
+        return;
+    };
+    for name in ["eu-1", "coordinator"] {
+        let file = format!("{name}.nk");
+        std::fs::copy(keys.path().join(&file), server.dir().join(&file)).unwrap();
+    }
+    let farm = farm("fleet_agent_tls");
+    let rt = runtime();
+    let coord = rt.block_on(async {
+        // The test's coordinator connects over the same mutual TLS.
+        coordinator_tls(&server, certs.path()).await
+    });
+    let job = FleetJob::Sweep(5);
+    let revision = rt.block_on(coord.publish_spec(job, &farm.spec));
+    rt.block_on(coord.publish_work("eu", &item(job, 0, 0, 80, SpecRef::Ref(revision))));
+    let (ca, cert, key) = (c("ca.pem"), c("client.pem"), c("client.key"));
+    let mut agent = AgentProc::start(
+        &server,
+        "eu-1",
+        "eu-1",
+        &["eu"],
+        &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let frames = rt
+        .block_on(coord.frames_until_last(Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent.log()));
+    let records: usize = frames.iter().map(|f| f.records.len()).sum();
+    assert_eq!(records, 80);
+    agent.sigterm();
+    assert_eq!(
+        agent.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+    assert_no_violation(&server);
+}
+
+/// Each way of failing at start says what failed and exits 1: no server listening, a key
+/// the server does not know, and a server whose coordinator never created the consumers.
+#[test]
+fn agent_start_errors_name_what_failed() {
+    let Some(server) = server_with_users() else {
+        return;
+    };
+    let run_agent = |url: &str, key: &Path| {
+        let out = run_for(
+            &[
+                "agent",
+                "--nats",
+                url,
+                "--pool",
+                "eu",
+                "--name",
+                "eu-1",
+                "--nkey",
+                key.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        (out.status.code(), stderr(&out))
+    };
+    let key = server.dir().join("eu-1.nk");
+    // Nothing listens on a port just released.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, text) = run_agent(&format!("nats://{closed}"), &key);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot connect to NATS at"), "{text}");
+    assert!(text.contains("is nats-server running"), "{text}");
+    // A key that is not in the server's users.
+    let ghost = crate::util::TempDir::new("fleet-ghost");
+    add_user(ghost.path(), &["add-agent", "ghost", "--pool", "eu"]);
+    let (code, text) = run_agent(server.url(), &ghost.path().join("ghost.nk"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused the credentials"), "{text}");
+    // The right key, but no coordinator has run: no stream, no consumer.
+    let (code, text) = run_agent(server.url(), &key);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot bind the work consumer pool-eu"),
+        "{text}"
+    );
+    assert!(text.contains("the coordinator creates it"), "{text}");
 }

@@ -91,7 +91,7 @@ fn floor_loop(
     while done < max {
         // Reading the clock every probe would be part of the measured cost; every 64 is
         // cheap and still stops within a fraction of a millisecond.
-        if done % 64 == 0 && (Instant::now() >= deadline || stop.load(Ordering::Relaxed)) {
+        if done.is_multiple_of(64) && (Instant::now() >= deadline || stop.load(Ordering::Relaxed)) {
             break;
         }
         i = (i + 1) % targets.len();

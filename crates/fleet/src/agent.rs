@@ -598,7 +598,7 @@ impl SliceRun {
         let mut cancelled = false;
         let mut done = false;
         let mut gave_back = *give_back.borrow();
-        while !gave_back && !(done && self.pubs.is_empty()) {
+        while !(gave_back || (done && self.pubs.is_empty())) {
             let read_more = !done && self.pubs.len() < SLICE_PUBLISH_WINDOW;
             tokio::select! {
                 batch = batches.recv(), if read_more => match batch {

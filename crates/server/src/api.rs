@@ -49,6 +49,7 @@ const MAX_PAGE: u64 = 1000;
         get_sweep,
         cancel_sweep,
         sweep_results,
+        fleet_agents,
         healthz,
         metrics,
         crate::monitor::api::list,
@@ -66,6 +67,12 @@ const MAX_PAGE: u64 = 1000;
         StoreMode,
         SweepState,
         SweepStatus,
+        crate::sweep::SweepMode,
+        crate::sweep::SliceCounts,
+        crate::sweep::AgentRate,
+        crate::fleet::AgentList,
+        crate::fleet::AgentView,
+        crate::fleet::RunningView,
         Counts,
         SweepCreated,
         SweepList,
@@ -112,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps", get(list_sweeps).post(create_sweep))
         .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
         .route("/v1/sweeps/{id}/results", get(sweep_results))
+        .route("/v1/fleet/agents", get(fleet_agents))
         .merge(crate::monitor::api::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -313,7 +321,9 @@ fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
         .sweep(id)
         .map_err(|e| ApiError::internal("cannot read the sweep", e))?
         .ok_or_else(|| ApiError::not_found(format!("no sweep with id {id}")))?;
-    Ok(status_of_row(row))
+    let mut status = status_of_row(row);
+    crate::fleet::decorate(shared, &mut status);
+    Ok(status)
 }
 
 /// Submit a sweep.
@@ -323,7 +333,7 @@ fn status(shared: &Shared, id: u64) -> Result<SweepStatus, ApiError> {
     request_body = SweepRequest,
     responses(
         (status = 202, description = "Accepted; follow it at /v1/sweeps/{id}", body = SweepCreated),
-        (status = 400, description = "Bad JSON or a bad field (named)", body = ErrorBody),
+        (status = 400, description = "Bad JSON or a bad field (named); `from` on a server without [fleet], or naming a pool it does not have", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "A target outside the allow-list (named)", body = ErrorBody),
         (status = 413, description = "Body or sweep over its limit", body = ErrorBody),
@@ -341,6 +351,22 @@ async fn create_sweep(
     // field checks and caps, then the concurrency limit (checked again, under the lock, when
     // the sweep is created).
     sweep::validate(&request)?;
+    if request.from.is_some() {
+        let Some(fleet) = state.0.fleet.get().cloned() else {
+            return Err(ApiError::bad_request(
+                "from",
+                "this server runs no fleet: add a [fleet] section to its config to run sweeps from a pool",
+            ));
+        };
+        let shared = Arc::clone(&state.0);
+        let id =
+            blocking(move || crate::fleet::create(&shared, &fleet, request, random_seed())).await?;
+        let mut response = (StatusCode::ACCEPTED, Json(SweepCreated { id })).into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/sweeps/{id}")) {
+            response.headers_mut().insert(LOCATION, v);
+        }
+        return Ok(response);
+    }
     let max = state.0.config.limits.max_concurrent_sweeps;
     let running = state.0.live_count();
     if running >= max {
@@ -454,6 +480,11 @@ async fn cancel_sweep(
     let id = sweep_id(path)?;
     if let Some(live) = state.0.cancel(id) {
         return Ok((StatusCode::ACCEPTED, Json(live.status())).into_response());
+    }
+    if crate::fleet::cancel(&state.0, id).await?.is_some() {
+        let shared = Arc::clone(&state.0);
+        let s = blocking(move || status(&shared, id)).await?;
+        return Ok((StatusCode::ACCEPTED, Json(s)).into_response());
     }
     let shared = Arc::clone(&state.0);
     let s = blocking(move || status(&shared, id)).await?;
@@ -586,6 +617,10 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
             return Some((Ok(Bytes::from(chunk)), c));
         }
         match news.as_mut() {
+            // A fleet sweep that runs: its rows arrive with its slices; look again soon.
+            None if c.follow && fleet_running(&c.shared, c.id).await => {
+                tokio::time::sleep(STREAM_POLL).await;
+            }
             // The sweep has ended (or the client did not ask to follow it) and every row
             // was read.
             None => return None,
@@ -594,6 +629,38 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
             }
         }
     }
+}
+
+/// Whether `id` is a fleet sweep still running.
+async fn fleet_running(shared: &Arc<Shared>, id: u64) -> bool {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || shared.store.fleet_sweep(id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .is_some_and(|s| s.state == SweepState::Running)
+}
+
+/// The live agents of the fleet: name, pools, version, backend, shards, in flight, probes
+/// per second, running slices and last heartbeat.
+#[utoipa::path(
+    get,
+    path = "/v1/fleet/agents",
+    responses(
+        (status = 200, description = "The live agents (those whose registry key is present)", body = crate::fleet::AgentList),
+        (status = 404, description = "This server runs no fleet (no [fleet] section)", body = ErrorBody),
+    )
+)]
+async fn fleet_agents(
+    State(state): State<AppState>,
+) -> Result<Json<crate::fleet::AgentList>, ApiError> {
+    let fleet = state
+        .0
+        .fleet
+        .get()
+        .ok_or_else(|| ApiError::not_found("this server runs no fleet: no [fleet] section"))?;
+    Ok(Json(fleet.agent_list()))
 }
 
 /// Encodes stored rows as `porthawk scan` prints the same results: NDJSON lines of

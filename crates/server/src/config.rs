@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// Which ended sweeps are kept (`[api] keep_sweeps`, `keep_sweeps_for`); the rest are
     /// deleted with their results by the periodic pruning.
     pub sweep_retention: porthawk_store::SweepRetention,
+    /// Fleet mode (`[fleet]`): the NATS server, its credentials, the known agents and pools.
+    pub fleet: Option<porthawk_watch::config::FleetConfig>,
 }
 
 /// The routes that stay open without the token when one is set, unless `[api] public` says
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
             dry_run: false,
             http: HttpGuard::default(),
             sweep_retention: porthawk_store::SweepRetention::default(),
+            fleet: None,
         }
     }
 }
@@ -180,6 +183,9 @@ impl ServerConfig {
         let watch = WatchConfig::from_file(file, text, &parsed, &resolve)?;
         if let Some(api) = &parsed.api {
             ApiChecks { file, text }.apply(self, api)?;
+        }
+        if let Some(fleet) = &parsed.fleet {
+            self.fleet = Some(fleet.get_ref().check(file, text, fleet.span())?);
         }
         self.watch = std::sync::Arc::new(watch);
         Ok(())

@@ -18,6 +18,7 @@ mod auth;
 mod config;
 mod error;
 mod extract;
+mod fleet;
 mod guard;
 mod http;
 mod metrics;
@@ -42,7 +43,11 @@ pub use config::{
     TOKEN_ENV,
 };
 pub use error::{ApiError, ErrorBody, ErrorDetail, ListenError, ServerError};
-pub use sweep::{Counts, ProbeRequest, StoreMode, SweepRequest, SweepState, SweepStatus};
+pub use fleet::{AgentList, AgentView, FleetState, MonitorRound, RunningView};
+pub use sweep::{
+    AgentRate, Counts, ProbeRequest, SliceCounts, StoreMode, SweepMode, SweepRequest, SweepState,
+    SweepStatus,
+};
 
 use aggregator::Aggregator;
 use metrics::Metrics;
@@ -65,6 +70,8 @@ pub struct Server {
     aggregator: Option<JoinHandle<()>>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
+    /// The fleet task's runtime (with `[fleet]`); stopped before the rest.
+    fleet: Option<fleet::FleetRuntime>,
     interrupted_at_start: usize,
 }
 
@@ -121,6 +128,18 @@ impl Server {
             context: "cannot start the monitor thread".into(),
             source,
         })?;
+        let fleet = match shared.config.fleet.clone() {
+            Some(config) => {
+                let (state, runtime) =
+                    fleet::start(&shared, config).map_err(|source| ServerError::Io {
+                        context: "cannot start the fleet task".into(),
+                        source,
+                    })?;
+                let _ = shared.fleet.set(state);
+                Some(runtime)
+            }
+            None => None,
+        };
         let pruner =
             retention::Pruner::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
                 context: "cannot start the sweep retention thread".into(),
@@ -131,6 +150,7 @@ impl Server {
             _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
+            fleet,
             interrupted_at_start,
         })
     }
@@ -166,6 +186,8 @@ impl Server {
             return;
         };
         self.pruner = None;
+        // Fleet sweeps go on running on their agents; the next start resumes them.
+        self.fleet = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

@@ -82,6 +82,108 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// The monitors' metrics.
     pub monitor: crate::monitor::metrics::MonitorMetrics,
+    /// Fleet mode's metrics.
+    pub fleet: FleetMetrics,
+}
+
+/// A `pool` label: a pool of `[fleet] pools` (a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// The pool.
+    pub pool: String,
+}
+
+/// An `agent` label: an agent of `[fleet] agents` (a closed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabel {
+    /// The agent.
+    pub agent: String,
+}
+
+/// Fleet mode's metrics (issue 9).
+#[derive(Clone, Default)]
+pub struct FleetMetrics {
+    /// Live agents (registry keys present) per pool.
+    pub agents_live: Family<PoolLabel, Gauge>,
+    /// Slices of running fleet sweeps by state.
+    pub slices: Family<StateLabel, Gauge>,
+    /// Slices published again (after max_deliver ran out, or by the janitor).
+    pub redeliveries: Counter,
+    /// Slices won by an attempt that was not the first delivery.
+    pub redelivered_wins: Counter,
+    /// Frames that arrived for a slice already done (or a sweep ended).
+    pub superseded_frames: Counter,
+    /// Frames that were already in the ledger.
+    pub duplicate_frames: Counter,
+    /// Attempts rejected (short, long, or with records outside the sweep).
+    pub rejected_attempts: Counter,
+    /// Result messages that were not a valid frame, or came from an unknown agent.
+    pub malformed_frames: Counter,
+    /// Result messages waiting for the coordinator.
+    pub results_lag: Gauge,
+    /// Probes per second of each agent, from its heartbeat.
+    pub agent_probes_per_second: Family<AgentLabel, Gauge>,
+    /// Whether the coordinator is connected to NATS (1) or not (0).
+    pub connected: Gauge,
+}
+
+impl FleetMetrics {
+    fn register(registry: &mut Registry) -> FleetMetrics {
+        let m = FleetMetrics::default();
+        let r = registry.sub_registry_with_prefix("fleet");
+        r.register("agents_live", "Live agents per pool", m.agents_live.clone());
+        r.register(
+            "slices",
+            "Slices of running fleet sweeps, by state",
+            m.slices.clone(),
+        );
+        r.register(
+            "redeliveries",
+            "Slices published again after their work was lost or ran out of deliveries",
+            m.redeliveries.clone(),
+        );
+        r.register(
+            "redelivered_wins",
+            "Slices completed by an attempt other than the first delivery",
+            m.redelivered_wins.clone(),
+        );
+        r.register(
+            "superseded_frames",
+            "Result frames for a slice already done",
+            m.superseded_frames.clone(),
+        );
+        r.register(
+            "duplicate_frames",
+            "Result frames already applied (the ledger had them)",
+            m.duplicate_frames.clone(),
+        );
+        r.register(
+            "rejected_attempts",
+            "Slice attempts rejected: records short, long or outside the sweep",
+            m.rejected_attempts.clone(),
+        );
+        r.register(
+            "malformed_frames",
+            "Result messages that were not a valid frame or came from an unknown agent",
+            m.malformed_frames.clone(),
+        );
+        r.register(
+            "results_lag_messages",
+            "Result messages waiting for the coordinator",
+            m.results_lag.clone(),
+        );
+        r.register(
+            "agent_probes_per_second",
+            "Probes per second of each agent, from its heartbeat",
+            m.agent_probes_per_second.clone(),
+        );
+        r.register(
+            "connected",
+            "Whether the coordinator is connected to NATS",
+            m.connected.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -148,8 +250,10 @@ impl Default for Metrics {
             requests.clone(),
         );
         let monitor = crate::monitor::metrics::MonitorMetrics::register(&mut registry);
+        let fleet = FleetMetrics::register(&mut registry);
         Metrics {
             monitor,
+            fleet,
             registry,
             probes,
             probes_per_second,

@@ -19,6 +19,13 @@ use crate::sweep::{LiveSweep, SweepPlan, SweepState};
 #[derive(Clone)]
 pub struct AppState(pub(crate) Arc<Shared>);
 
+impl AppState {
+    /// Fleet mode, when the config has `[fleet]`: agents, monitor rounds from pools.
+    pub fn fleet(&self) -> Option<Arc<crate::fleet::FleetState>> {
+        self.0.fleet.get().cloned()
+    }
+}
+
 /// Sweeps this process runs, by sweep id and by engine job id; and those that failed and
 /// whose end the store could not take.
 #[derive(Default)]
@@ -45,6 +52,8 @@ pub(crate) struct Shared {
     live: Mutex<LiveSweeps>,
     stopping: AtomicBool,
     pub(crate) stop_aggregator: AtomicBool,
+    /// Fleet mode's state, when the config has `[fleet]`.
+    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetState>>,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.
@@ -95,6 +104,7 @@ impl Shared {
             live: Mutex::new(LiveSweeps::default()),
             stopping: AtomicBool::new(false),
             stop_aggregator: AtomicBool::new(false),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 

@@ -85,6 +85,42 @@ pub struct SweepRequest {
     /// Which results to store: `open` (default) or `all`.
     #[serde(default)]
     pub store: StoreMode,
+    /// Run the sweep on the agents of this pool (fleet mode, `[fleet] pools`) instead of this
+    /// server's own engine. `rate` is then a cap per agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// Where a sweep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepMode {
+    /// On this server's engine.
+    #[default]
+    Local,
+    /// On the agents of a pool.
+    Fleet,
+}
+
+/// A fleet sweep's slices by state.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SliceCounts {
+    /// Slices done (counted once, by their first complete attempt).
+    pub done: u32,
+    /// Slices in the sweep.
+    pub total: u32,
+    /// Slices that failed: every agent that took them crashed or stalled; their positions
+    /// are not in the results.
+    pub failed: u32,
+}
+
+/// An agent's share of a running fleet sweep.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentRate {
+    /// The agent.
+    pub name: String,
+    /// Its probes per second, as its last heartbeat said.
+    pub probes_per_s: u64,
 }
 
 /// A sweep as `GET /v1/sweeps/{id}` reports it.
@@ -115,6 +151,17 @@ pub struct SweepStatus {
     pub reason: Option<String>,
     /// The request as accepted.
     pub request: SweepRequest,
+    /// Where it runs.
+    pub mode: SweepMode,
+    /// Fleet sweeps: slices by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<SliceCounts>,
+    /// Fleet sweeps: which slices failed (at most 100, lowest first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_slices: Option<Vec<u32>>,
+    /// Fleet sweeps while they run: the live agents of the pool and their probes per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<AgentRate>>,
 }
 
 impl SweepStatus {
@@ -140,6 +187,10 @@ impl SweepStatus {
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
             request: row.request,
+            mode: SweepMode::Local,
+            slices: None,
+            failed_slices: None,
+            agents: None,
         }
     }
 }
@@ -328,6 +379,30 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
             Arc::new(rustls::time_provider::DefaultTimeProvider),
         )
         .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
+}
+
+/// The probe of a fleet sweep's spec: what [`probe_spec`] builds, as agents rebuild it.
+pub fn sweep_probe(probe: Option<&ProbeRequest>) -> porthawk_core::SweepProbe {
+    let default = ProbeSpec::default();
+    let options = match probe {
+        None => ProbeOptions::default(),
+        Some(p) => ProbeOptions {
+            preset: p.preset.clone(),
+            send: p.send.clone(),
+            expect: p.expect.clone(),
+            tls: p.tls.unwrap_or(false),
+            ..ProbeOptions::default()
+        },
+    };
+    porthawk_core::SweepProbe::new(
+        &options,
+        probe
+            .and_then(|p| p.timeout_ms)
+            .map_or(default.connect_timeout, Duration::from_millis),
+        probe.and_then(|p| p.tries).unwrap_or(default.tries),
+        default.read_timeout,
+        default.dialog_timeout,
+    )
 }
 
 /// Turns a request into a plan: parses and resolves targets, applies exclusions, checks the

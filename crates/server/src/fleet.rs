@@ -1,0 +1,974 @@
+//! The coordinator's fleet task: fleet sweeps (`"from": "<pool>"`) run on the pool's agents.
+//!
+//! It runs on a small tokio runtime of its own (`porthawk-fleet` threads), started by
+//! [`start`] when the config has `[fleet]`, and talks to NATS only through
+//! `porthawk_fleet::coord::Coord`; the exactly-once accounting is the store's SQL
+//! (`porthawk_store` `fleet.rs`). Its loops:
+//!
+//! - **publisher**: for each running fleet sweep, keeps up to a window of slices published
+//!   (`2 × 2 ×` live agents of the pool, at least 4): a slice's row is written before its work
+//!   message is published (`Store::claim_slices`), so a crash in between is repaired by
+//!   publishing it again under the same message id;
+//! - **ingest**: fetches result frames in bounded batches, checks each (known agent, every
+//!   record inside the sweep's hosts × ports), applies the batch in one store transaction
+//!   and acks the messages only after it committed;
+//! - **advisories**: a slice whose work ran out of deliveries is deleted from the work stream
+//!   and published with `epoch + 1`, up to `[fleet] max_epochs`, then it fails;
+//! - **janitor** (every `ack_wait`): a published slice that is not done, whose work message is
+//!   gone and that has sent nothing for `2 × ack_wait` is published again (a work item acked
+//!   with an error end, frames lost with the NATS host);
+//! - **registry** (every second): the live agents of the `porthawk_agents` bucket.
+//!
+//! Running fleet sweeps survive a restart of the coordinator: the store does not mark them
+//! interrupted, and [`start`] resumes them (spec, open slices, lazy publication).
+//!
+//! For the monitors (vantage points), [`FleetState::publish_round`] publishes a monitor round
+//! to a pool and [`FleetState::take_rounds`] hands out the receiver of every round's records
+//! as [`MonitorRound`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use porthawk_core::{
+    slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, ProbeRecord, SpecRef,
+    SweepSpec, TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
+};
+use porthawk_fleet::coord::{Coord, CoordConfig, Incoming};
+use porthawk_store::{FleetFrame, FleetSweep, NewFleetSweep, Republish, SweepState};
+use porthawk_watch::config::FleetConfig;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::shared::Shared;
+use crate::store::{now_ms, NewResult};
+use crate::sweep::{self, AgentRate, SliceCounts, SweepMode, SweepRequest, SweepStatus};
+use porthawk_store::Counts;
+
+/// Result messages fetched per batch (one store transaction).
+const FETCH_MAX: usize = 256;
+/// Bytes fetched per batch at most: a pull without a byte bound can exceed the server's
+/// per-connection pending limit and get the consumer dropped.
+const FETCH_MAX_BYTES: usize = 32 << 20;
+/// How long one fetch waits for messages.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+/// How often the publisher looks at its sweeps.
+const PUBLISH_TICK: Duration = Duration::from_millis(250);
+/// Slices each agent is assumed to run at once (the agent's `--slices` default).
+const SLOTS_PER_AGENT: u32 = 2;
+
+/// An agent as `GET /v1/fleet/agents` lists it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentView {
+    /// Its name (the registry key, and the token of its results subject).
+    pub name: String,
+    /// The pools it takes work from.
+    pub pools: Vec<String>,
+    /// Its porthawk version.
+    pub version: String,
+    /// Its engine's backend.
+    pub backend: String,
+    /// Its engine's shards.
+    pub shards: u32,
+    /// Its engine's in-flight limit.
+    pub inflight: u32,
+    /// Probes per second, as its last heartbeat said.
+    pub probes_per_s: u64,
+    /// The slices it runs: `job`, `slice`, `attempt` (`<work seq>.<delivered>`).
+    pub running: Vec<RunningView>,
+    /// When the coordinator last saw a new heartbeat of it, in seconds since the Unix epoch.
+    pub last_heartbeat: f64,
+    /// Whether it is one of `[fleet] agents` (results of others are refused).
+    pub known: bool,
+}
+
+/// A slice an agent runs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunningView {
+    /// The job: `s<sweep>` or `m<monitor>`.
+    pub job: String,
+    /// The slice.
+    pub slice: u32,
+    /// The attempt: `<work seq>.<delivered>`.
+    pub attempt: String,
+}
+
+/// `GET /v1/fleet/agents`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentList {
+    /// Whether the coordinator is connected to NATS now.
+    pub connected: bool,
+    /// The live agents (a registry key present), by name.
+    pub agents: Vec<AgentView>,
+}
+
+/// The records of one monitor round, run by one agent of one pool.
+#[derive(Debug, Clone)]
+pub struct MonitorRound {
+    /// The monitor's job id (`m<id>`).
+    pub monitor: u64,
+    /// The round (the work item's slice number).
+    pub round: u32,
+    /// The pool it was published to.
+    pub pool: String,
+    /// The agent that ran it.
+    pub agent: String,
+    /// Its records (those of one frame; a round may come in several).
+    pub records: Vec<ProbeRecord>,
+    /// Set on the attempt's last frame.
+    pub last: bool,
+}
+
+/// A fleet sweep the task runs.
+struct Run {
+    sweep: FleetSweep,
+    pool: FleetName,
+    space: TargetSpace,
+    revision: u64,
+    rate: Option<u64>,
+    /// Every slice has been claimed.
+    exhausted: AtomicBool,
+}
+
+/// What the fleet task, the API and the monitors share ([`crate::AppState::fleet`]).
+pub struct FleetState {
+    /// The `[fleet]` section.
+    pub config: FleetConfig,
+    coord: Mutex<Option<Arc<Coord>>>,
+    runs: Mutex<HashMap<u64, Arc<Run>>>,
+    agents: Mutex<BTreeMap<String, (AgentView, u64)>>,
+    /// Sweeps created by the API, for the task to start.
+    created: tokio::sync::mpsc::UnboundedSender<u64>,
+    /// Wakes the publisher (a slice completed, a sweep was created).
+    wake: tokio::sync::Notify,
+    /// The pool of each monitor round published, to label its records.
+    round_pools: Mutex<HashMap<(u64, u32), String>>,
+    rounds_tx: tokio::sync::mpsc::Sender<MonitorRound>,
+    rounds_rx: Mutex<Option<tokio::sync::mpsc::Receiver<MonitorRound>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fleet task's runtime: dropping it stops every loop.
+pub(crate) struct FleetRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for FleetRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Starts the fleet task on its own runtime. It connects in the background (retrying), so
+/// the API is up even while NATS is not; fleet sweeps wait for it.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    config: FleetConfig,
+) -> std::io::Result<(Arc<FleetState>, FleetRuntime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("porthawk-fleet")
+        .enable_all()
+        .build()?;
+    let (created, created_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (rounds_tx, rounds_rx) = tokio::sync::mpsc::channel(1024);
+    let state = Arc::new(FleetState {
+        config,
+        coord: Mutex::new(None),
+        runs: Mutex::new(HashMap::new()),
+        agents: Mutex::new(BTreeMap::new()),
+        created,
+        wake: tokio::sync::Notify::new(),
+        round_pools: Mutex::new(HashMap::new()),
+        rounds_tx,
+        rounds_rx: Mutex::new(Some(rounds_rx)),
+    });
+    let task = Task {
+        shared: Arc::clone(shared),
+        fleet: Arc::clone(&state),
+    };
+    runtime.spawn(task.run(created_rx));
+    Ok((
+        state,
+        FleetRuntime {
+            runtime: Some(runtime),
+        },
+    ))
+}
+
+impl FleetState {
+    fn coord(&self) -> Option<Arc<Coord>> {
+        lock(&self.coord).clone()
+    }
+
+    /// The live agents.
+    pub fn agent_list(&self) -> AgentList {
+        AgentList {
+            connected: self.coord().is_some(),
+            agents: lock(&self.agents)
+                .values()
+                .map(|(v, _)| v.clone())
+                .collect(),
+        }
+    }
+
+    fn live_in_pool(&self, pool: &str) -> Vec<AgentView> {
+        lock(&self.agents)
+            .values()
+            .filter(|(v, _)| v.pools.iter().any(|p| p == pool))
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
+    /// Publishes one monitor round to a pool: an inline spec, a deadline (an agent acks an
+    /// expired round without probing). Its records come back on [`FleetState::take_rounds`].
+    pub async fn publish_round(
+        &self,
+        pool: &str,
+        monitor: u64,
+        round: u32,
+        spec: SweepSpec,
+        deadline_ms: u64,
+    ) -> Result<(), String> {
+        let coord = self.coord().ok_or("not connected to NATS")?;
+        let pool_name = FleetName::new("pool", pool).map_err(|e| e.to_string())?;
+        let item = WorkItem {
+            job: FleetJob::Monitor(monitor),
+            slice: round,
+            start: 0,
+            end: spec.total,
+            spec: SpecRef::Inline(spec),
+            deadline_ms: Some(deadline_ms),
+            rate: None,
+            epoch: 1,
+        };
+        lock(&self.round_pools).insert((monitor, round), pool.to_string());
+        coord
+            .publish_work(&pool_name, &item)
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The receiver of monitor rounds' records (once: the monitors' runtime takes it).
+    pub fn take_rounds(&self) -> Option<tokio::sync::mpsc::Receiver<MonitorRound>> {
+        lock(&self.rounds_rx).take()
+    }
+}
+
+/// Plans a fleet sweep, stores it with its spec and hands it to the fleet task. Blocking
+/// (names are resolved, the store is waited for).
+pub(crate) fn create(
+    shared: &Shared,
+    fleet: &FleetState,
+    request: SweepRequest,
+    seed: u64,
+) -> Result<u64, ApiError> {
+    let pool = request.from.clone().unwrap_or_default();
+    if !fleet.config.pools.contains(&pool) {
+        return Err(ApiError::bad_request(
+            "from",
+            format!(
+                "unknown pool '{pool}': this server's [fleet] pools are {:?}",
+                fleet.config.pools
+            ),
+        ));
+    }
+    let probe = sweep::sweep_probe(request.probe.as_ref());
+    let plan = sweep::plan(request, &shared.config.allow, &shared.config.limits, seed)?;
+    let spec = SweepSpec::from_space(&plan.space, seed, probe);
+    let encoded = spec.encode();
+    if encoded.len() > MAX_SPEC_LEN {
+        return Err(ApiError::too_large(
+            Some("targets"),
+            format!(
+                "the sweep's spec is {} bytes, more than the {MAX_SPEC_LEN} a fleet sweep may \
+                 hold: use fewer, larger address ranges",
+                encoded.len()
+            ),
+        ));
+    }
+    let total = plan.space.len();
+    let slice_len = fleet
+        .config
+        .slice_len
+        .unwrap_or_else(|| auto_slice_len(total, fleet.live_in_pool(&pool).len().max(1)));
+    let id = shared
+        .store
+        .insert_fleet_sweep(
+            &plan.request,
+            plan.request.store.is_all(),
+            total,
+            now_ms(),
+            NewFleetSweep {
+                pool,
+                spec: encoded,
+                slice_len,
+            },
+        )
+        .wait()
+        .map_err(|e| ApiError::unavailable(format!("cannot store the sweep: {e}")))?;
+    shared.metrics.sweep_moved(None, SweepState::Running);
+    let _ = fleet.created.send(id);
+    fleet.wake.notify_one();
+    Ok(id)
+}
+
+/// Adds a fleet sweep's slices, failed slices and agents to its status.
+pub(crate) fn decorate(shared: &Shared, status: &mut SweepStatus) {
+    let Ok(Some(sweep)) = shared.store.fleet_sweep(status.id) else {
+        return;
+    };
+    status.mode = SweepMode::Fleet;
+    if let Ok(p) = shared.store.slice_progress(status.id) {
+        status.slices = Some(SliceCounts {
+            done: p.done,
+            total: p.total,
+            failed: p.failed,
+        });
+        status.failed_slices = Some(p.failed_slices);
+    }
+    if status.state.is_final() {
+        return;
+    }
+    let live = shared
+        .fleet
+        .get()
+        .map(|f| f.live_in_pool(&sweep.pool))
+        .unwrap_or_default();
+    let job = FleetJob::Sweep(status.id).to_string();
+    let agents: Vec<AgentRate> = live
+        .iter()
+        .filter(|a| a.running.iter().any(|r| r.job == job))
+        .map(|a| AgentRate {
+            name: a.name.clone(),
+            probes_per_s: a.probes_per_s,
+        })
+        .collect();
+    if live.is_empty() {
+        // Nobody runs it: no time can be promised.
+        status.eta_s = None;
+    }
+    status.agents = Some(agents);
+}
+
+/// Cancels a running fleet sweep: its queued work is purged, its spec key deleted (agents
+/// stop its slices), and it ends `cancelled` with its done slices counted. `None` if it is
+/// not a running fleet sweep.
+pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, ApiError> {
+    let s = Arc::clone(shared);
+    let sweep = tokio::task::spawn_blocking(move || s.store.fleet_sweep(id))
+        .await
+        .map_err(|e| ApiError::internal("a blocking task failed", e))?
+        .map_err(|e| ApiError::internal("cannot read the sweep", e))?;
+    let Some(sweep) = sweep.filter(|s| s.state == SweepState::Running) else {
+        return Ok(None);
+    };
+    let fleet = shared
+        .fleet
+        .get()
+        .ok_or_else(|| ApiError::unavailable("this server has no [fleet] section"))?;
+    let coord = fleet
+        .coord()
+        .ok_or_else(|| ApiError::unavailable("not connected to NATS: cannot cancel yet"))?;
+    coord
+        .cancel_job(FleetJob::Sweep(sweep.id))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot cancel on NATS: {e}")))?;
+    let ended = shared
+        .store
+        .end_fleet_sweep(id, SweepState::Cancelled, None, now_ms())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot store the cancellation: {e}")))?;
+    lock(&fleet.runs).remove(&id);
+    if ended {
+        shared
+            .metrics
+            .sweep_moved(Some(SweepState::Running), SweepState::Cancelled);
+    }
+    Ok(Some(()))
+}
+
+/// The loops of the fleet task.
+#[derive(Clone)]
+struct Task {
+    shared: Arc<Shared>,
+    fleet: Arc<FleetState>,
+}
+
+impl Task {
+    async fn run(self, mut created: tokio::sync::mpsc::UnboundedReceiver<u64>) {
+        let coord = self.connect().await;
+        for pool in &self.fleet.config.pools {
+            match FleetName::new("pool", pool) {
+                Ok(name) => {
+                    if let Err(e) = coord.ensure_pool(&name).await {
+                        tracing::error!(%pool, error = %error_chain(&e), "cannot set up the pool's consumer");
+                    }
+                }
+                Err(e) => tracing::error!(%pool, error = %e, "bad pool name"),
+            }
+        }
+        *lock(&self.fleet.coord) = Some(Arc::clone(&coord));
+        self.shared.metrics.fleet.connected.set(1);
+        // Resume the sweeps a previous process left running, then take new ones.
+        let s = Arc::clone(&self.shared);
+        match tokio::task::spawn_blocking(move || s.store.running_fleet_sweeps()).await {
+            Ok(Ok(sweeps)) => {
+                for sweep in sweeps {
+                    tracing::info!(sweep = sweep.id, "resuming fleet sweep");
+                    self.activate(&coord, sweep, true).await;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot read the running fleet sweeps"),
+            Err(e) => tracing::error!(error = %e, "cannot read the running fleet sweeps"),
+        }
+        tokio::spawn(self.clone().ingest(Arc::clone(&coord)));
+        tokio::spawn(self.clone().advisories(Arc::clone(&coord)));
+        tokio::spawn(self.clone().janitor(Arc::clone(&coord)));
+        tokio::spawn(self.clone().registry(Arc::clone(&coord)));
+        tokio::spawn(self.clone().publisher(Arc::clone(&coord)));
+        while let Some(id) = created.recv().await {
+            let s = Arc::clone(&self.shared);
+            match tokio::task::spawn_blocking(move || s.store.fleet_sweep(id)).await {
+                Ok(Ok(Some(sweep))) => self.activate(&coord, sweep, false).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(sweep = id, error = %e, "cannot read a new fleet sweep")
+                }
+                Err(e) => tracing::error!(sweep = id, error = %e, "cannot read a new fleet sweep"),
+            }
+            self.fleet.wake.notify_one();
+        }
+    }
+
+    /// Connects, retrying every few seconds (logged), until NATS answers.
+    async fn connect(&self) -> Arc<Coord> {
+        let c = &self.fleet.config;
+        let config = CoordConfig {
+            nats: c.nats.clone(),
+            nkey: c.nkey.clone(),
+            tls_ca: c.tls_ca.clone(),
+            tls_client: c.tls_client.clone(),
+            ack_wait: c.ack_wait,
+            max_deliver: c.max_deliver,
+            results_max_bytes: c.results_max_bytes,
+            agent_ttl: c.agent_ttl,
+        };
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match Coord::connect(config.clone()).await {
+                Ok(coord) => {
+                    tracing::info!(nats = %config.nats, "fleet coordinator connected");
+                    return Arc::new(coord);
+                }
+                Err(e) => {
+                    tracing::error!(nats = %config.nats, error = %error_chain(&e), "fleet coordinator cannot start; retrying");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts running a stored fleet sweep: its spec in the bucket, its open slices that were
+    /// never acknowledged published again (same message id: a no-op if they were).
+    async fn activate(&self, coord: &Coord, sweep: FleetSweep, resumed: bool) {
+        let id = sweep.id;
+        let fail = |what: String| {
+            tracing::error!(sweep = id, "{what}");
+        };
+        let spec = match SweepSpec::decode(&sweep.spec) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("stored spec unreadable: {e}")),
+        };
+        let space = match spec.space() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("stored spec makes no space: {e}")),
+        };
+        let pool = match FleetName::new("pool", &sweep.pool) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("bad pool: {e}")),
+        };
+        let s = Arc::clone(&self.shared);
+        let rate = tokio::task::spawn_blocking(move || s.store.sweep::<SweepRequest>(id))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .and_then(|row| row.request.rate);
+        if let Err(e) = coord.ensure_pool(&pool).await {
+            return fail(format!(
+                "cannot set up the pool's consumer: {}",
+                error_chain(&e)
+            ));
+        }
+        let revision = match coord.put_spec(FleetJob::Sweep(id), &spec).await {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot store the spec: {}", error_chain(&e))),
+        };
+        let run = Arc::new(Run {
+            exhausted: AtomicBool::new(sweep.next_slice >= sweep.slices),
+            sweep,
+            pool,
+            space,
+            revision,
+            rate,
+        });
+        lock(&self.fleet.runs).insert(id, Arc::clone(&run));
+        if resumed {
+            let s = Arc::clone(&self.shared);
+            let open = tokio::task::spawn_blocking(move || s.store.open_slices(id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            for slice in open.into_iter().filter(|s| s.work_seq.is_none()) {
+                self.publish(coord, &run, slice.slice, slice.epoch).await;
+            }
+        }
+    }
+
+    /// Publishes one slice's work item and records its sequence.
+    async fn publish(&self, coord: &Coord, run: &Run, slice: u32, epoch: u32) {
+        let range = run.sweep.range(slice);
+        let item = WorkItem {
+            job: FleetJob::Sweep(run.sweep.id),
+            slice,
+            start: range.start,
+            end: range.end,
+            spec: SpecRef::Ref(run.revision),
+            deadline_ms: None,
+            rate: run.rate,
+            epoch,
+        };
+        match coord.publish_work(&run.pool, &item).await {
+            Ok(seq) => {
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .set_work_seq(run.sweep.id, slice, epoch, seq)
+                    .await
+                {
+                    tracing::error!(sweep = run.sweep.id, slice, error = %e, "cannot record a slice's work sequence");
+                }
+            }
+            // The janitor publishes it again later.
+            Err(e) => {
+                tracing::warn!(sweep = run.sweep.id, slice, error = %error_chain(&e), "cannot publish a slice")
+            }
+        }
+    }
+
+    /// Lazy publication: keeps each running sweep's window of published slices full.
+    async fn publisher(self, coord: Arc<Coord>) {
+        loop {
+            let runs: Vec<Arc<Run>> = lock(&self.fleet.runs).values().cloned().collect();
+            for run in runs {
+                if run.exhausted.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let live = self.fleet.live_in_pool(run.pool.as_str()).len() as u32;
+                let window = (2 * SLOTS_PER_AGENT * live).max(4);
+                let id = run.sweep.id;
+                let s = Arc::clone(&self.shared);
+                let open = match tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
+                {
+                    Ok(Ok(open)) => open.len() as u32,
+                    _ => continue,
+                };
+                if open >= window {
+                    continue;
+                }
+                let claimed = match self
+                    .shared
+                    .store
+                    .claim_slices(id, window - open, now_ms())
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(sweep = id, error = %e, "cannot claim slices");
+                        continue;
+                    }
+                };
+                if claimed.is_empty() {
+                    run.exhausted.store(true, Ordering::Relaxed);
+                }
+                for slice in claimed {
+                    self.publish(&coord, &run, slice, 1).await;
+                }
+            }
+            let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+        }
+    }
+
+    /// Fetches result frames, applies each batch in one transaction, acks after the commit.
+    async fn ingest(self, coord: Arc<Coord>) {
+        loop {
+            let batch = match coord
+                .fetch_results(FETCH_MAX, FETCH_MAX_BYTES, FETCH_EXPIRES)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot fetch result frames");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let frames = self.frames(&batch);
+            let m = &self.shared.metrics.fleet;
+            match self.shared.store.ingest_frames(frames, now_ms()).await {
+                Ok(report) => {
+                    m.superseded_frames.inc_by(report.superseded);
+                    m.duplicate_frames.inc_by(report.duplicates);
+                    for r in &report.rejected {
+                        m.rejected_attempts.inc();
+                        tracing::warn!(sweep = r.sweep_id, slice = r.slice, attempt = %r.attempt, reason = %r.reason, "slice attempt rejected");
+                    }
+                    for c in &report.completed {
+                        if c.attempt.delivered > 1 {
+                            m.redelivered_wins.inc();
+                        }
+                        self.shared.metrics.count_probes(&[
+                            c.counts.open,
+                            c.counts.closed,
+                            c.counts.filtered,
+                            c.counts.unreachable,
+                            c.counts.error,
+                        ]);
+                    }
+                    for (id, state) in &report.ended {
+                        self.ended(&coord, *id, *state).await;
+                    }
+                    if !report.completed.is_empty() {
+                        self.fleet.wake.notify_one();
+                    }
+                    for message in &batch {
+                        if let Err(e) = message.ack().await {
+                            tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
+                        }
+                    }
+                }
+                // Not acked: the frames come again after the consumer's ack_wait.
+                Err(e) => {
+                    self.shared.metrics.store_errors.inc();
+                    tracing::error!(error = %e, frames = batch.len(), "cannot store result frames; they will be delivered again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The store's view of a batch: frames of sweeps, checked; monitor rounds go to their
+    /// channel; malformed messages and unknown agents are counted and dropped.
+    fn frames(&self, batch: &[Incoming]) -> Vec<FleetFrame> {
+        let m = &self.shared.metrics.fleet;
+        let known = &self.fleet.config.agents;
+        let runs = lock(&self.fleet.runs).clone();
+        let mut frames = Vec::new();
+        for message in batch {
+            let frame = match &message.frame {
+                Ok(f) => f,
+                Err(reason) => {
+                    m.malformed_frames.inc();
+                    tracing::warn!(%reason, "malformed result message dropped");
+                    continue;
+                }
+            };
+            if !known.is_empty() && !known.iter().any(|a| a == frame.agent.as_str()) {
+                m.malformed_frames.inc();
+                tracing::warn!(agent = %frame.agent, "result frame from an agent not in [fleet] agents dropped");
+                continue;
+            }
+            let id = match frame.job {
+                FleetJob::Sweep(id) => id,
+                FleetJob::Monitor(monitor) => {
+                    let pool = lock(&self.fleet.round_pools)
+                        .get(&(monitor, frame.slice))
+                        .cloned()
+                        .unwrap_or_default();
+                    let round = MonitorRound {
+                        monitor,
+                        round: frame.slice,
+                        pool,
+                        agent: frame.agent.to_string(),
+                        records: frame.batch.records.clone(),
+                        last: frame.last.is_some(),
+                    };
+                    if self.fleet.rounds_tx.try_send(round).is_err() {
+                        tracing::warn!(monitor, "monitor round records dropped: nobody reads them");
+                    }
+                    continue;
+                }
+            };
+            if let Some(end) = &frame.end {
+                tracing::info!(sweep = id, slice = frame.slice, attempt = %frame.attempt, agent = %frame.agent, %end, "slice attempt ended early");
+            }
+            let run = runs.get(&id);
+            let mut counts = Counts::default();
+            let mut outside = 0;
+            let mut rows = Vec::new();
+            for r in &frame.batch.records {
+                match r.state {
+                    PortState::Open => counts.open += 1,
+                    PortState::Closed => counts.closed += 1,
+                    PortState::Filtered => counts.filtered += 1,
+                    PortState::Unreachable => counts.unreachable += 1,
+                    PortState::Error => counts.error += 1,
+                }
+                if let Some(run) = run {
+                    let space = &run.space;
+                    if !space.hosts().contains(r.ip) || !space.ports().contains(r.port) {
+                        outside += 1;
+                        continue;
+                    }
+                    if run.sweep.store_all || r.state == PortState::Open {
+                        rows.push(NewResult::new(id, r, space.name_of(r.ip)));
+                    }
+                }
+            }
+            frames.push(FleetFrame {
+                sweep_id: id,
+                slice: frame.slice,
+                attempt: frame.attempt,
+                n: frame.frame,
+                last: frame.last.map(|l| (l.frames, l.records)),
+                agent: frame.agent.to_string(),
+                records: frame.batch.records.len() as u64,
+                counts,
+                outside,
+                rows,
+            });
+        }
+        frames
+    }
+
+    /// A sweep ended: forget it, drop its spec (agents drop their copy).
+    async fn ended(&self, coord: &Coord, id: u64, state: SweepState) {
+        lock(&self.fleet.runs).remove(&id);
+        self.shared
+            .metrics
+            .sweep_moved(Some(SweepState::Running), state);
+        tracing::info!(sweep = id, state = state.as_str(), "fleet sweep ended");
+        if let Err(e) = coord.drop_spec(FleetJob::Sweep(id)).await {
+            tracing::warn!(sweep = id, error = %error_chain(&e), "cannot delete an ended sweep's spec");
+        }
+    }
+
+    /// Work that ran out of deliveries: delete it, publish it again with epoch + 1, or fail
+    /// the slice past `max_epochs`.
+    async fn advisories(self, coord: Arc<Coord>) {
+        let mut advisories = match coord.max_deliveries().await {
+            Ok(s) => Box::pin(s),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot watch max-deliveries advisories");
+                return;
+            }
+        };
+        use futures_util::StreamExt;
+        while let Some(seq) = advisories.next().await {
+            let s = Arc::clone(&self.shared);
+            let Ok(Ok(Some((id, slice, _)))) =
+                tokio::task::spawn_blocking(move || s.store.slice_by_work_seq(seq)).await
+            else {
+                continue;
+            };
+            tracing::warn!(
+                sweep = id,
+                slice,
+                work_seq = seq,
+                "a slice ran out of deliveries (its agents crashed or stalled each time)"
+            );
+            if let Err(e) = coord.delete_work(seq).await {
+                tracing::warn!(error = %error_chain(&e), "cannot delete exhausted work");
+            }
+            self.again(&coord, id, slice, self.fleet.config.max_epochs)
+                .await;
+        }
+    }
+
+    /// Publishes an open slice again with the next epoch, or fails it.
+    async fn again(&self, coord: &Coord, id: u64, slice: u32, max_epochs: u32) {
+        match self
+            .shared
+            .store
+            .republish_slice(id, slice, max_epochs, now_ms())
+            .await
+        {
+            Ok(Republish::Epoch(epoch)) => {
+                self.shared.metrics.fleet.redeliveries.inc();
+                let run = lock(&self.fleet.runs).get(&id).cloned();
+                if let Some(run) = run {
+                    self.publish(coord, &run, slice, epoch).await;
+                }
+            }
+            Ok(Republish::Failed(ended)) => {
+                tracing::error!(
+                    sweep = id,
+                    slice,
+                    "slice failed: published {max_epochs} times, never completed"
+                );
+                if let Some(state) = ended {
+                    self.ended(coord, id, state).await;
+                }
+            }
+            Ok(Republish::NotOpen) => {}
+            Err(e) => tracing::error!(sweep = id, slice, error = %e, "cannot republish a slice"),
+        }
+    }
+
+    /// Publishes again the open slices whose work is gone and that sent nothing for
+    /// `2 × ack_wait` (only while no frame waits: unread frames may complete them).
+    async fn janitor(self, coord: Arc<Coord>) {
+        let ack_wait = self.fleet.config.ack_wait;
+        let quiet = 2 * ack_wait.as_millis() as u64;
+        loop {
+            tokio::time::sleep(ack_wait).await;
+            match coord.results_lag().await {
+                Ok(0) => {}
+                Ok(lag) => {
+                    self.shared.metrics.fleet.results_lag.set(lag as i64);
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            self.shared.metrics.fleet.results_lag.set(0);
+            let ids: Vec<u64> = lock(&self.fleet.runs).keys().copied().collect();
+            for id in ids {
+                let s = Arc::clone(&self.shared);
+                let Ok(Ok(open)) =
+                    tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
+                else {
+                    continue;
+                };
+                let now = now_ms();
+                for slice in open {
+                    let last = slice.last_seen_ms.unwrap_or(0).max(slice.published_ms);
+                    if now.saturating_sub(last) < quiet {
+                        continue;
+                    }
+                    let gone = match slice.work_seq {
+                        Some(seq) => matches!(coord.work_exists(seq).await, Ok(false)),
+                        None => true,
+                    };
+                    if gone {
+                        tracing::warn!(
+                            sweep = id,
+                            slice = slice.slice,
+                            "slice not done and its work is gone: publishing it again"
+                        );
+                        self.again(&coord, id, slice.slice, u32::MAX).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the list of live agents and their metrics.
+    async fn registry(self, coord: Arc<Coord>) {
+        let known = &self.fleet.config.agents;
+        loop {
+            match coord.agents().await {
+                Ok(entries) => {
+                    let now = now_ms() as f64 / 1000.0;
+                    let mut agents = lock(&self.fleet.agents);
+                    let mut next = BTreeMap::new();
+                    for e in entries {
+                        let Ok(status) = e.status else { continue };
+                        let heartbeat = match agents.get(&e.name) {
+                            Some((old, rev)) if *rev == e.revision => old.last_heartbeat,
+                            _ => now,
+                        };
+                        let view = AgentView {
+                            known: known.is_empty() || known.contains(&e.name),
+                            name: e.name.clone(),
+                            pools: status.pools.iter().map(|p| p.to_string()).collect(),
+                            version: status.version,
+                            backend: status.backend,
+                            shards: status.shards,
+                            inflight: status.inflight,
+                            probes_per_s: status.probes_per_s,
+                            running: status
+                                .running
+                                .iter()
+                                .map(|r| RunningView {
+                                    job: r.job.to_string(),
+                                    slice: r.slice,
+                                    attempt: attempt_text(r.attempt),
+                                })
+                                .collect(),
+                            last_heartbeat: heartbeat,
+                        };
+                        next.insert(e.name, (view, e.revision));
+                    }
+                    *agents = next;
+                    let m = &self.shared.metrics.fleet;
+                    for pool in &self.fleet.config.pools {
+                        let n = agents
+                            .values()
+                            .filter(|(v, _)| v.pools.contains(pool))
+                            .count();
+                        m.agents_live
+                            .get_or_create(&crate::metrics::PoolLabel { pool: pool.clone() })
+                            .set(n as i64);
+                    }
+                    for name in known {
+                        let rate = agents.get(name).map_or(0, |(v, _)| v.probes_per_s);
+                        m.agent_probes_per_second
+                            .get_or_create(&crate::metrics::AgentLabel {
+                                agent: name.clone(),
+                            })
+                            .set(rate as i64);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot read the agent registry")
+                }
+            }
+            let s = Arc::clone(&self.shared);
+            if let Ok(Ok(states)) =
+                tokio::task::spawn_blocking(move || s.store.slices_by_state()).await
+            {
+                let m = &self.shared.metrics.fleet;
+                for state in ["published", "done", "failed"] {
+                    let n = states
+                        .iter()
+                        .find(|(s, _)| s == state)
+                        .map_or(0, |(_, n)| *n);
+                    m.slices
+                        .get_or_create(&crate::metrics::StateLabel { state })
+                        .set(n as i64);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn attempt_text(a: Attempt) -> String {
+    a.to_string()
+}
+
+/// An error and its causes, in one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
