@@ -107,6 +107,39 @@ impl NatsServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port, config and store
+    /// (file storage restores streams, consumers and buckets); waits until it listens.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.url.rsplit(':').next().unwrap_or_default().to_string();
+        let conf = self.dir.path().join("nats-server.conf");
+        let text = std::fs::read_to_string(&conf)
+            .unwrap_or_else(|e| panic!("cannot read the nats-server config: {e}"));
+        let text = text.replace("127.0.0.1:-1", &format!("127.0.0.1:{port}"));
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("cannot rewrite the config: {e}"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("nats-server.log"))
+            .unwrap_or_else(|e| panic!("cannot open the nats-server log: {e}"));
+        let log2 = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone the log file handle: {e}"));
+        let program = which("nats-server").unwrap_or_else(|| panic!("nats-server is gone"));
+        self.child = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .arg("--ports_file_dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot restart nats-server: {e}"));
+        let url = self.wait_for_port();
+        assert_eq!(url, self.url, "nats-server came back on another port");
+    }
 }
 
 impl Drop for NatsServer {

@@ -25,6 +25,7 @@ mod bench;
 mod check;
 mod daemon_util;
 mod daemons;
+mod fleet;
 mod fleet_agent;
 mod hardening;
 mod layout;

@@ -447,7 +447,8 @@ fn parse_frame(message: &jetstream::Message) -> Result<ResultFrame, String> {
     let id = match job {
         FleetJob::Sweep(id) | FleetJob::Monitor(id) => id,
     };
-    if sweep != id.to_string() {
+    // The job as the subject names it (`s7`), or its bare id.
+    if sweep != job.to_string() && sweep != id.to_string() {
         return Err(format!(
             "{HEADER_SWEEP} {sweep:?} does not match the subject's job {job}"
         ));

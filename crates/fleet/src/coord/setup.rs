@@ -47,7 +47,7 @@ fn work_config() -> Config {
         duplicate_window: WORK_DUP_WINDOW,
         max_messages: WORK_MAX_MSGS,
         discard: DiscardPolicy::New,
-        ..Config::default()
+        ..unlimited()
     }
 }
 
@@ -60,7 +60,7 @@ fn results_config(c: &CoordConfig) -> Config {
         duplicate_window: RESULTS_DUP_WINDOW,
         max_bytes: c.results_max_bytes,
         discard: DiscardPolicy::New,
-        ..Config::default()
+        ..unlimited()
     }
 }
 
@@ -76,6 +76,17 @@ fn bucket_config(bucket: &str, max_age: Duration) -> Config {
         deny_delete: true,
         allow_direct: true,
         discard: DiscardPolicy::New,
+        ..unlimited()
+    }
+}
+
+/// A stream config with every limit off, written as the server writes it back (`-1`), so
+/// that the comparison of what was asked and what exists is exact.
+fn unlimited() -> Config {
+    Config {
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
         ..Config::default()
     }
 }
@@ -93,6 +104,7 @@ pub(super) async fn create(
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         ack_wait: RESULTS_ACK_WAIT,
+        max_deliver: -1,
         max_ack_pending: RESULTS_MAX_ACK_PENDING,
         ..pull::Config::default()
     };
@@ -150,12 +162,15 @@ async fn stream(js: &jetstream::Context, wanted: Config) -> Result<Stream, Coord
     same(&what, "retention", &found.retention, &wanted.retention)?;
     same(&what, "storage", &found.storage, &wanted.storage)?;
     same(&what, "discard", &found.discard, &wanted.discard)?;
-    same(
-        &what,
-        "duplicate_window",
-        &found.duplicate_window,
-        &wanted.duplicate_window,
-    )?;
+    // Zero asks for the server's default (2 min, or max_age if shorter).
+    if !wanted.duplicate_window.is_zero() {
+        same(
+            &what,
+            "duplicate_window",
+            &found.duplicate_window,
+            &wanted.duplicate_window,
+        )?;
+    }
     same(&what, "max_bytes", &found.max_bytes, &wanted.max_bytes)?;
     same(&what, "max_msgs", &found.max_messages, &wanted.max_messages)?;
     same(&what, "max_age", &found.max_age, &wanted.max_age)?;

@@ -1,0 +1,617 @@
+//! Fleet mode end to end (issue 9): a real nats-server (the `NatsServer` fixture, with the
+//! nkey users `porthawk fleet add-agent` prints), a real `porthawk serve` as the coordinator
+//! and real `porthawk agent` processes sweep a listener farm on a private `127.a.b.0/24`
+//! with a known truth, while agents, the coordinator or nats-server are killed. Every run
+//! must end with the stored results equal to the truth, one row per (ip, port), the sweep
+//! `done` and both streams empty.
+// The helpers here are test code too: a failed set-up step should stop the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::nats_util::NatsServer;
+use crate::util::{
+    check_open_set, http, run_for, stderr, stdout, test_net, Farm, Kind, ListenSnapshot, Serve,
+    TempDir, BIN,
+};
+
+/// Ports per host of the farm sweep, and the hosts: a /24 × 40 ports = 10,240 probes.
+const PORTS: usize = 40;
+const HOSTS: u8 = 254;
+
+/// An agent process, killed by pid when dropped.
+struct Agent {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Agent {
+    fn start(nats: &NatsServer, name: &str, key: &str, shards: u16, rate: u64) -> Agent {
+        let log = std::fs::File::create(nats.dir().join(format!("agent-{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "agent",
+                "--nats",
+                nats.url(),
+                "--name",
+                name,
+                "--pool",
+                "lab",
+            ])
+            .args(["--heartbeat", "500ms", "--backend", "epoll"])
+            .args(["--shards", &shards.to_string(), "--rate", &rate.to_string()])
+            .arg("--nkey")
+            .arg(nats.dir().join(format!("{key}.nk")))
+            .env("RUST_LOG", "porthawk=info,porthawk_fleet=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            name: name.to_string(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig} {}", self.name);
+    }
+
+    /// `kill -9`, and reaped.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process exited, waiting up to `limit`; its exit code.
+    fn exited(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The nkey users of agents `a1`, `a2`, `a3` (pool `lab`), `b1` (pool `other`) and the
+/// coordinator, made by `porthawk fleet`, in a server's config; the seed files in its dir.
+fn users(extra: &str) -> Option<NatsServer> {
+    let keys = TempDir::new("fleet-keys");
+    let mut entries = String::new();
+    let mut add = |args: &[&str]| {
+        let mut all = vec!["fleet"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--out", keys.path().to_str().unwrap()]);
+        let out = run_for(&all, Duration::from_secs(30));
+        assert!(out.status.success(), "{all:?}: {}", stderr(&out));
+        entries.push_str(&stdout(&out));
+        entries.push('\n');
+    };
+    for a in ["a1", "a2", "a3"] {
+        add(&["add-agent", a, "--pool", "lab"]);
+    }
+    add(&["add-agent", "b1", "--pool", "other"]);
+    add(&["coordinator-user"]);
+    let conf = format!("authorization {{ users = [\n{entries}] }}\n{extra}");
+    let server = NatsServer::start(&conf).ok()?;
+    for name in ["a1", "a2", "a3", "b1", "coordinator"] {
+        let file = format!("{name}.nk");
+        std::fs::copy(keys.path().join(&file), server.dir().join(&file)).unwrap();
+    }
+    Some(server)
+}
+
+/// The farm: `Accept` listeners on ten hosts of a private /24, and the sweep's ports: theirs
+/// plus closed ones up to [`PORTS`].
+struct Truth {
+    _farm: Farm,
+    hosts: Vec<IpAddr>,
+    ports: BTreeSet<u16>,
+    own: BTreeSet<(IpAddr, u16)>,
+    target: String,
+}
+
+fn truth(name: &str) -> Truth {
+    let [a, b] = test_net(name);
+    let hosts: Vec<IpAddr> = (1..=HOSTS)
+        .map(|d| IpAddr::V4(Ipv4Addr::new(127, a, b, d)))
+        .collect();
+    let spec: Vec<(IpAddr, Kind)> = hosts
+        .iter()
+        .step_by(25)
+        .map(|&ip| (ip, Kind::Accept))
+        .collect();
+    let farm = Farm::new(&spec);
+    let own = farm.open_set();
+    let mut ports = farm.ports();
+    // Closed ports next to them (whatever listens there is in the snapshots).
+    let mut p = 20_000u16;
+    while ports.len() < PORTS {
+        ports.insert(p);
+        p += 1;
+    }
+    Truth {
+        _farm: farm,
+        hosts,
+        ports,
+        own,
+        target: format!("127.{a}.{b}.1-127.{a}.{b}.{HOSTS}"),
+    }
+}
+
+impl Truth {
+    fn ports_arg(&self) -> String {
+        self.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn total(&self) -> u64 {
+        self.hosts.len() as u64 * self.ports.len() as u64
+    }
+}
+
+/// The coordinator's config: test settings (slice 512, ack_wait 3 s).
+fn config(dir: &Path, nats: &NatsServer, extra: &str) -> PathBuf {
+    let path = dir.join("porthawk.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[fleet]\nnats = \"{}\"\nnkey = \"{}\"\nagents = [\"a1\", \"a2\", \"a3\", \"b1\"]\n\
+             pools = [\"lab\", \"other\"]\nslice_len = 512\nack_wait = \"3s\"\nagent_ttl = \"3s\"\n{extra}",
+            nats.url(),
+            nats.dir().join("coordinator.nk").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `porthawk serve` with the config, once its fleet task is connected (and so has made the
+/// pools' consumers the agents bind to).
+fn serve(data: &Path, conf: &Path) -> Serve {
+    let mut cmd = Serve::command(data);
+    cmd.arg("--config")
+        .arg(conf)
+        .env("RUST_LOG", "warn,porthawk=info,porthawk_server=info");
+    let serve = Serve::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, v) = serve.http_json("GET", "/v1/fleet/agents", None);
+        assert_eq!(code, 200, "{v}");
+        if v["connected"] == true {
+            return serve;
+        }
+        assert!(Instant::now() < deadline, "the coordinator never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn submit(serve: &Serve, truth: &Truth) -> u64 {
+    let body = json!({
+        "targets": [truth.target],
+        "ports": truth.ports_arg(),
+        "store": "all",
+        "from": "lab",
+    })
+    .to_string();
+    let (code, v) = serve.http_json("POST", "/v1/sweeps", Some(&body));
+    assert_eq!(code, 202, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+fn status(serve: &Serve, id: u64) -> Value {
+    let (code, v) = serve.http_json("GET", &format!("/v1/sweeps/{id}"), None);
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// Waits (bounded) for the sweep to end; its status.
+fn wait_ended(serve: &Serve, id: u64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(serve, id);
+        if s["state"] != "running" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "sweep {id} still running: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (bounded) until `f` holds for the agents list.
+fn wait_agents(serve: &Serve, within: Duration, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, v) = serve.http_json("GET", "/v1/fleet/agents", None);
+        assert_eq!(code, 200, "{v}");
+        let agents = v["agents"].as_array().cloned().unwrap_or_default();
+        if f(&agents) {
+            return agents;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents never as wanted: {v}\n{}",
+            agent_logs(serve)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every agent log of the test's nats-server directories (for failure messages).
+fn agent_logs(_serve: &Serve) -> String {
+    let mut out = String::new();
+    for dir in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(inner) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for f in inner.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.starts_with("agent-") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                out.push_str(&format!("{}: {:?}\n", f.path().display(), tail));
+            }
+        }
+    }
+    out
+}
+
+fn running_slices(agent: &Value, job: &str) -> usize {
+    agent["running"]
+        .as_array()
+        .map_or(0, |r| r.iter().filter(|s| s["job"] == job).count())
+}
+
+/// The stored results: every line, and the set of (ip, port) → state.
+fn results(serve: &Serve, id: u64) -> (usize, BTreeMap<(IpAddr, u16), String>) {
+    let (code, body) = http(
+        serve.addr,
+        "GET",
+        &format!("/v1/sweeps/{id}/results?follow=false"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let mut lines = 0;
+    let mut set = BTreeMap::new();
+    for l in body.lines().filter(|l| !l.trim().is_empty()) {
+        lines += 1;
+        let v: Value = serde_json::from_str(l).unwrap();
+        let ip: IpAddr = v["ip"].as_str().unwrap().parse().unwrap();
+        let port = v["port"].as_u64().unwrap() as u16;
+        set.insert((ip, port), v["state"].as_str().unwrap().to_string());
+    }
+    (lines, set)
+}
+
+/// The exactly-once checks: done, counts == rows == truth, one row per (ip, port).
+fn check_exactly_once(serve: &Serve, id: u64, truth: &Truth, before: &ListenSnapshot) {
+    let after = ListenSnapshot::take();
+    let s = status(serve, id);
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["mode"], "fleet", "{s}");
+    assert_eq!(s["done"].as_u64(), Some(truth.total()), "{s}");
+    assert_eq!(s["slices"]["done"], s["slices"]["total"], "{s}");
+    assert_eq!(s["slices"]["failed"], 0, "{s}");
+    let (lines, set) = results(serve, id);
+    assert_eq!(
+        lines,
+        set.len(),
+        "COUNT(*) != COUNT(DISTINCT ip, port): a position stored twice"
+    );
+    assert_eq!(lines as u64, truth.total(), "rows != probes");
+    let open: BTreeSet<(IpAddr, u16)> = set
+        .iter()
+        .filter(|(_, st)| *st == "open")
+        .map(|(k, _)| *k)
+        .collect();
+    check_open_set(
+        &open,
+        &truth.own,
+        &truth.hosts,
+        &truth.ports,
+        before,
+        &after,
+    );
+    for ((ip, port), state) in &set {
+        assert!(
+            state == "open" || state == "closed",
+            "{ip}:{port} is {state} on loopback"
+        );
+        assert!(truth.hosts.contains(ip) && truth.ports.contains(port));
+    }
+    let counts = &s["counts"];
+    assert_eq!(counts["open"].as_u64(), Some(open.len() as u64), "{s}");
+    assert_eq!(
+        counts["closed"].as_u64(),
+        Some(truth.total() - open.len() as u64),
+        "{s}"
+    );
+}
+
+/// Both streams hold nothing once the sweep is done (bounded wait: acks are asynchronous).
+fn check_streams_empty(nats: &NatsServer) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let seed = std::fs::read_to_string(nats.dir().join("coordinator.nk")).unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .nkey(seed.trim().to_string())
+            .connect(nats.url())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut work = js.get_stream(porthawk_core::WORK_STREAM).await.unwrap();
+            let w = work.info().await.unwrap().state.messages;
+            let mut results = js.get_stream(porthawk_core::RESULTS_STREAM).await.unwrap();
+            let r = results.info().await.unwrap().state.messages;
+            if w == 0 && r == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streams not empty: work {w}, results {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+fn metric(serve: &Serve, name: &str) -> f64 {
+    let (code, text) = http(serve.addr, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The issue's acceptance: three agents with 1, 2 and 3 shards; one is killed with kill -9
+/// while it runs a slice that has sent frames; the agents list shows the three while they
+/// run; an agent that takes another's name is refused and changes nothing. The sweep ends
+/// `done` with exactly the truth, once.
+#[test]
+fn three_agents_one_killed_mid_slice_store_exactly_the_truth_once() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-accept");
+    let conf = config(dir.path(), &nats, "");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let mut agents = [
+        Agent::start(&nats, "a1", "a1", 1, 400),
+        Agent::start(&nats, "a2", "a2", 2, 400),
+        Agent::start(&nats, "a3", "a3", 3, 400),
+    ];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 3);
+    // An agent under another's name (a1 with b1's key, of another pool) is refused by the
+    // server, and the sweep below is not touched by it.
+    let mut impostor = Agent::start(&nats, "a1", "b1", 1, 400);
+    let code = impostor.exited(Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "an agent with another's name was not refused"
+    );
+    let truth = truth("fleet-accept");
+    let before = ListenSnapshot::take();
+    let id = submit(&serve, &truth);
+    let job = format!("s{id}");
+    // All three listed while they run; then a2 dies once it runs a slice with frames in.
+    let listed = wait_agents(&serve, Duration::from_secs(20), |a| {
+        a.len() == 3
+            && a.iter()
+                .any(|x| x["name"] == "a2" && running_slices(x, &job) > 0)
+    });
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect::<BTreeSet<_>>(),
+        ["a1", "a2", "a3"].into_iter().collect()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mid = status(&serve, id);
+    agents[1].kill();
+    eprintln!("killed a2 at {mid}");
+    let s = wait_ended(&serve, id, Duration::from_secs(90));
+    eprintln!("ended: {s}");
+    check_exactly_once(&serve, id, &truth, &before);
+    assert!(
+        metric(&serve, "porthawk_fleet_redelivered_wins_total") >= 1.0,
+        "no slice was won by a redelivery although a2 died running one"
+    );
+    check_streams_empty(&nats);
+}
+
+/// The coordinator killed with kill -9 mid-sweep and started again on the same data: the
+/// sweep is still `running` (not interrupted), resumes, and ends exactly once.
+#[test]
+fn coordinator_killed_and_restarted_mid_sweep_resumes_exactly_once() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-coord-kill");
+    let conf = config(dir.path(), &nats, "");
+    let data = dir.path().join("data");
+    let first = serve(&data, &conf);
+    let _agents = [
+        Agent::start(&nats, "a1", "a1", 1, 700),
+        Agent::start(&nats, "a2", "a2", 2, 700),
+    ];
+    wait_agents(&first, Duration::from_secs(20), |a| a.len() == 2);
+    let truth = truth("fleet-coord-kill");
+    let before = ListenSnapshot::take();
+    let id = submit(&first, &truth);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&first, id);
+        let done = s["done"].as_u64().unwrap();
+        if done > 0 {
+            assert!(done < truth.total(), "the sweep ended before the kill: {s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill();
+    let second = serve(&data, &conf);
+    let s = status(&second, id);
+    assert_eq!(s["state"], "running", "{s}");
+    wait_ended(&second, id, Duration::from_secs(90));
+    check_exactly_once(&second, id, &truth, &before);
+    check_streams_empty(&nats);
+}
+
+/// nats-server restarted mid-sweep (file storage keeps streams, consumers and buckets): the
+/// agents and the coordinator reconnect and the sweep ends exactly once.
+#[test]
+fn nats_server_restarted_mid_sweep_loses_nothing() {
+    let Some(mut nats) = users("") else { return };
+    let dir = TempDir::new("fleet-nats-restart");
+    let conf = config(dir.path(), &nats, "");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let _agents = [
+        Agent::start(&nats, "a1", "a1", 1, 700),
+        Agent::start(&nats, "a3", "a3", 3, 700),
+    ];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 2);
+    let truth = truth("fleet-nats-restart");
+    let before = ListenSnapshot::take();
+    let id = submit(&serve, &truth);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&serve, id)["done"].as_u64().unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nats.restart();
+    wait_ended(&serve, id, Duration::from_secs(90));
+    check_exactly_once(&serve, id, &truth, &before);
+    check_streams_empty(&nats);
+}
+
+/// An agent stopped (SIGSTOP) past ack_wait while it holds slices, then continued: its
+/// slices were taken over, its stale acks are accepted by the server, and the result is
+/// still exactly once.
+#[test]
+fn stalled_agent_past_ack_wait_still_counts_once() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-stall");
+    let conf = config(dir.path(), &nats, "");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let agents = [
+        Agent::start(&nats, "a1", "a1", 1, 700),
+        Agent::start(&nats, "a2", "a2", 2, 700),
+    ];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 2);
+    let truth = truth("fleet-stall");
+    let before = ListenSnapshot::take();
+    let id = submit(&serve, &truth);
+    let job = format!("s{id}");
+    wait_agents(&serve, Duration::from_secs(20), |a| {
+        a.iter()
+            .any(|x| x["name"] == "a2" && running_slices(x, &job) > 0)
+    });
+    agents[1].signal("-STOP");
+    std::thread::sleep(Duration::from_secs(7));
+    agents[1].signal("-CONT");
+    wait_ended(&serve, id, Duration::from_secs(90));
+    check_exactly_once(&serve, id, &truth, &before);
+    check_streams_empty(&nats);
+}
+
+/// Back-pressure: a small results stream (1 MiB) and the coordinator stopped (SIGSTOP) for
+/// 5 s mid-sweep. Agents wait instead of dropping; afterwards the results are exactly the
+/// truth (no open port lost to a blocked shard, none invented).
+#[test]
+fn paused_coordinator_with_a_small_results_stream_loses_nothing() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-pause");
+    let conf = config(dir.path(), &nats, "results_max_bytes = 1048576\n");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let _agents = [
+        Agent::start(&nats, "a1", "a1", 2, 3000),
+        Agent::start(&nats, "a2", "a2", 2, 3000),
+    ];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 2);
+    let truth = truth("fleet-pause");
+    let before = ListenSnapshot::take();
+    let id = submit(&serve, &truth);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&serve, id)["done"].as_u64().unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_ended(&serve, id, Duration::from_secs(90));
+    check_exactly_once(&serve, id, &truth, &before);
+    check_streams_empty(&nats);
+}
+
+/// `from` on a server without `[fleet]` is a 400 naming the field; a pool the config does
+/// not have is too; `GET /v1/fleet/agents` says there is no fleet.
+#[test]
+fn from_without_fleet_or_with_an_unknown_pool_is_refused() {
+    let dir = TempDir::new("fleet-none");
+    let plain = Serve::start(&dir.path().join("data"));
+    let body = json!({"targets": ["127.0.0.1"], "ports": "1", "from": "lab"}).to_string();
+    let (code, v) = plain.http_json("POST", "/v1/sweeps", Some(&body));
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["field"], "from", "{v}");
+    let (code, _) = plain.http_json("GET", "/v1/fleet/agents", None);
+    assert_eq!(code, 404);
+    drop(plain);
+    let Some(nats) = users("") else { return };
+    let conf = config(dir.path(), &nats, "");
+    let serve = serve(&dir.path().join("data2"), &conf);
+    let body = json!({"targets": ["127.0.0.1"], "ports": "1", "from": "mars"}).to_string();
+    let (code, v) = serve.http_json("POST", "/v1/sweeps", Some(&body));
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["field"], "from", "{v}");
+}
