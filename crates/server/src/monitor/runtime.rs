@@ -219,6 +219,15 @@ impl Runtime {
                 }
                 self.command(c).await;
             }
+            if self.fleet.is_none() {
+                // Fleet mode starts after the monitors: link up once its state is there.
+                if let Some(state) = self.shared.fleet.get() {
+                    self.fleet = super::rounds::connect(Arc::clone(state));
+                    if self.fleet.is_some() {
+                        tracing::info!("monitors probe from fleet pools through the fleet task");
+                    }
+                }
+            }
             self.submit_due();
             if last_tick.elapsed() >= TICK {
                 last_tick = std::time::Instant::now();
