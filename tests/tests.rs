@@ -40,4 +40,5 @@ mod serve;
 mod store_faults;
 mod usage;
 mod util;
+mod vantage;
 mod xml;
