@@ -297,6 +297,24 @@ pools = ["a", "b"]
         }
     }
 
+    /// The API document describes what the monitor routes now say about vantage points.
+    #[test]
+    fn openapi_documents_the_vantages() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(crate::ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for s in ["VantageView", "TargetVantageView"] {
+            assert!(
+                schemas[s]["properties"]["state"].is_object(),
+                "{s}: {schemas}"
+            );
+        }
+        let summary = &schemas["MonitorSummary"]["properties"];
+        assert!(summary["vantages"].is_object() && summary["quorum"].is_object());
+        assert!(schemas["TargetView"]["properties"]["partial"].is_object());
+        assert!(schemas["MonitorCounts"]["properties"]["partial"].is_object());
+    }
+
     fn agents(list: &[(&str, u32)]) -> BTreeMap<String, u32> {
         list.iter().map(|(p, n)| (p.to_string(), *n)).collect()
     }
