@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use crate::nats_util::NatsServer;
 use crate::util::{
-    check_open_set, http, run_for, stderr, stdout, test_net, Farm, Kind, ListenSnapshot, Serve,
-    TempDir, BIN,
+    check_open_set, http, run_for, stderr, stdout, test_net, which, Farm, Kind, ListenSnapshot,
+    Serve, TempDir, BIN,
 };
 
 /// Ports per host of the farm sweep, and the hosts: a /24 × 40 ports = 10,240 probes.
@@ -141,13 +141,18 @@ struct Truth {
 }
 
 fn truth(name: &str) -> Truth {
+    truth_of(name, HOSTS)
+}
+
+/// [`truth`] over the first `n` hosts of the block.
+fn truth_of(name: &str, n: u8) -> Truth {
     let [a, b] = test_net(name);
-    let hosts: Vec<IpAddr> = (1..=HOSTS)
+    let hosts: Vec<IpAddr> = (1..=n)
         .map(|d| IpAddr::V4(Ipv4Addr::new(127, a, b, d)))
         .collect();
     let spec: Vec<(IpAddr, Kind)> = hosts
         .iter()
-        .step_by(25)
+        .step_by(25.min(n as usize))
         .map(|&ip| (ip, Kind::Accept))
         .collect();
     let farm = Farm::new(&spec);
@@ -164,7 +169,7 @@ fn truth(name: &str) -> Truth {
         hosts,
         ports,
         own,
-        target: format!("127.{a}.{b}.1-127.{a}.{b}.{HOSTS}"),
+        target: format!("127.{a}.{b}.1-127.{a}.{b}.{n}"),
     }
 }
 
@@ -614,4 +619,233 @@ fn from_without_fleet_or_with_an_unknown_pool_is_refused() {
     let (code, v) = serve.http_json("POST", "/v1/sweeps", Some(&body));
     assert_eq!(code, 400, "{v}");
     assert_eq!(v["error"]["field"], "from", "{v}");
+}
+
+/// A poison slice: whichever agent takes slice 0 is killed, twice. With `max_deliver 2` and
+/// `max_epochs 1` the server's max-deliveries advisory makes the coordinator fail the slice:
+/// the sweep ends `interrupted` with `failed_slices: [0]`, its counts and rows those of the
+/// other slices (never `done` with positions silently missing).
+#[test]
+fn poison_slice_ends_as_failed_slices_never_silently_missing() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-poison");
+    let conf = config(dir.path(), &nats, "max_deliver = 2\nmax_epochs = 1\n");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let mut agents = [
+        Agent::start(&nats, "a1", "a1", 1, 100),
+        Agent::start(&nats, "a2", "a2", 1, 100),
+    ];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 2);
+    // 26 hosts × 40 ports: slices of 512, 512 and 16 positions.
+    let truth = truth_of("fleet-poison", 26);
+    let id = submit(&serve, &truth);
+    let job = format!("s{id}");
+    // The attempts killed so far: a heartbeat of a dead agent may still be listed.
+    let mut killed: Vec<String> = Vec::new();
+    for kill in 0..2 {
+        let slice0 = |x: &Value| -> Option<String> {
+            x["running"].as_array()?.iter().find_map(|s| {
+                let attempt = s["attempt"].as_str()?.to_string();
+                (s["job"] == job && s["slice"] == 0 && !killed.contains(&attempt))
+                    .then_some(attempt)
+            })
+        };
+        let listed = wait_agents(&serve, Duration::from_secs(30), |a| {
+            a.iter().any(|x| slice0(x).is_some())
+        });
+        let (name, attempt) = listed
+            .iter()
+            .find_map(|x| Some((x["name"].as_str()?.to_string(), slice0(x)?)))
+            .unwrap();
+        let i = agents.iter().position(|a| a.name == name).unwrap();
+        agents[i].kill();
+        eprintln!("kill {kill}: {name} ran slice 0 as attempt {attempt}");
+        killed.push(attempt);
+        // Back under the same name: a fresh process, a fresh attempt.
+        agents[i] = Agent::start(&nats, &name, &name, 1, 100);
+    }
+    let s = wait_ended(&serve, id, Duration::from_secs(90));
+    assert_eq!(s["state"], "interrupted", "{s}");
+    assert_eq!(s["failed_slices"], json!([0]), "{s}");
+    assert_eq!(s["slices"]["failed"], 1, "{s}");
+    assert_eq!(s["slices"]["done"], 2, "{s}");
+    let done = s["done"].as_u64().unwrap();
+    assert_eq!(done, truth.total() - 512, "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 3 slices failed"),
+        "{s}"
+    );
+    let (lines, set) = results(&serve, id);
+    assert_eq!((lines as u64, set.len() as u64), (done, done));
+    assert!(metric(&serve, "porthawk_fleet_slices") >= 0.0);
+}
+
+/// mTLS: nats-server requires client certificates (made here with openssl), the coordinator
+/// and the agent present theirs, and a sweep runs to the truth.
+#[test]
+fn sweep_over_mutual_tls_with_client_certificates() {
+    if which("openssl").is_none()
+        && crate::util::require("openssl", Some("not installed".into())).is_err()
+    {
+        return;
+    }
+    let certs = TempDir::new("fleet-certs");
+    make_certs(certs.path());
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let tls = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem")
+    );
+    let Some(nats) = users(&tls) else { return };
+    let dir = TempDir::new("fleet-tls");
+    let conf = config(
+        dir.path(),
+        &nats,
+        &format!(
+            "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            p("ca.pem"),
+            p("client.pem"),
+            p("client.key")
+        ),
+    );
+    let serve = serve(&dir.path().join("data"), &conf);
+    let log = std::fs::File::create(nats.dir().join("agent-tls.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "agent",
+            "--nats",
+            nats.url(),
+            "--name",
+            "a1",
+            "--pool",
+            "lab",
+        ])
+        .args([
+            "--heartbeat",
+            "500ms",
+            "--backend",
+            "epoll",
+            "--shards",
+            "1",
+        ])
+        .arg("--nkey")
+        .arg(nats.dir().join("a1.nk"))
+        .args(["--tls-ca", &p("ca.pem"), "--tls-cert", &p("client.pem")])
+        .args(["--tls-key", &p("client.key")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let truth = truth_of("fleet-tls", 26);
+    let before = ListenSnapshot::take();
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 1);
+    let id = submit(&serve, &truth);
+    wait_ended(&serve, id, Duration::from_secs(60));
+    let after = ListenSnapshot::take();
+    let s = status(&serve, id);
+    assert_eq!(s["state"], "done", "{s}");
+    let (lines, set) = results(&serve, id);
+    assert_eq!(
+        (lines as u64, set.len() as u64),
+        (truth.total(), truth.total())
+    );
+    let open: BTreeSet<(IpAddr, u16)> = set
+        .iter()
+        .filter(|(_, st)| *st == "open")
+        .map(|(k, _)| *k)
+        .collect();
+    check_open_set(
+        &open,
+        &truth.own,
+        &truth.hosts,
+        &truth.ports,
+        &before,
+        &after,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, signed by the CA.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=porthawk test CA",
+        ],
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
 }

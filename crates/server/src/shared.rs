@@ -21,7 +21,7 @@ pub struct AppState(pub(crate) Arc<Shared>);
 
 impl AppState {
     /// Fleet mode, when the config has `[fleet]`: agents, monitor rounds from pools.
-    pub fn fleet(&self) -> Option<Arc<crate::fleet::FleetState>> {
+    pub fn fleet(&self) -> Option<Arc<crate::fleet::state::FleetState>> {
         self.0.fleet.get().cloned()
     }
 }
@@ -53,7 +53,7 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     pub(crate) stop_aggregator: AtomicBool,
     /// Fleet mode's state, when the config has `[fleet]`.
-    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetState>>,
+    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::state::FleetState>>,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.

@@ -28,18 +28,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use porthawk_core::{
-    slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, ProbeRecord, SpecRef,
-    SweepSpec, TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
+    slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, SpecRef, SweepSpec,
+    TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
 };
 use porthawk_fleet::coord::{Coord, CoordConfig, Incoming};
 use porthawk_store::{FleetFrame, FleetSweep, NewFleetSweep, Republish, SweepState};
 use porthawk_watch::config::FleetConfig;
-use serde::Serialize;
-use utoipa::ToSchema;
+
+pub(crate) mod state;
+
+use state::lock;
+pub use state::{AgentList, AgentView, FleetState, MonitorRound, RunningView};
 
 use crate::error::ApiError;
 use crate::shared::Shared;
@@ -59,70 +62,8 @@ const PUBLISH_TICK: Duration = Duration::from_millis(250);
 /// Slices each agent is assumed to run at once (the agent's `--slices` default).
 const SLOTS_PER_AGENT: u32 = 2;
 
-/// An agent as `GET /v1/fleet/agents` lists it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AgentView {
-    /// Its name (the registry key, and the token of its results subject).
-    pub name: String,
-    /// The pools it takes work from.
-    pub pools: Vec<String>,
-    /// Its porthawk version.
-    pub version: String,
-    /// Its engine's backend.
-    pub backend: String,
-    /// Its engine's shards.
-    pub shards: u32,
-    /// Its engine's in-flight limit.
-    pub inflight: u32,
-    /// Probes per second, as its last heartbeat said.
-    pub probes_per_s: u64,
-    /// The slices it runs: `job`, `slice`, `attempt` (`<work seq>.<delivered>`).
-    pub running: Vec<RunningView>,
-    /// When the coordinator last saw a new heartbeat of it, in seconds since the Unix epoch.
-    pub last_heartbeat: f64,
-    /// Whether it is one of `[fleet] agents` (results of others are refused).
-    pub known: bool,
-}
-
-/// A slice an agent runs.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RunningView {
-    /// The job: `s<sweep>` or `m<monitor>`.
-    pub job: String,
-    /// The slice.
-    pub slice: u32,
-    /// The attempt: `<work seq>.<delivered>`.
-    pub attempt: String,
-}
-
-/// `GET /v1/fleet/agents`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AgentList {
-    /// Whether the coordinator is connected to NATS now.
-    pub connected: bool,
-    /// The live agents (a registry key present), by name.
-    pub agents: Vec<AgentView>,
-}
-
-/// The records of one monitor round, run by one agent of one pool.
-#[derive(Debug, Clone)]
-pub struct MonitorRound {
-    /// The monitor's job id (`m<id>`).
-    pub monitor: u64,
-    /// The round (the work item's slice number).
-    pub round: u32,
-    /// The pool it was published to.
-    pub pool: String,
-    /// The agent that ran it.
-    pub agent: String,
-    /// Its records (those of one frame; a round may come in several).
-    pub records: Vec<ProbeRecord>,
-    /// Set on the attempt's last frame.
-    pub last: bool,
-}
-
 /// A fleet sweep the task runs.
-struct Run {
+pub(crate) struct Run {
     sweep: FleetSweep,
     pool: FleetName,
     space: TargetSpace,
@@ -130,27 +71,6 @@ struct Run {
     rate: Option<u64>,
     /// Every slice has been claimed.
     exhausted: AtomicBool,
-}
-
-/// What the fleet task, the API and the monitors share ([`crate::AppState::fleet`]).
-pub struct FleetState {
-    /// The `[fleet]` section.
-    pub config: FleetConfig,
-    coord: Mutex<Option<Arc<Coord>>>,
-    runs: Mutex<HashMap<u64, Arc<Run>>>,
-    agents: Mutex<BTreeMap<String, (AgentView, u64)>>,
-    /// Sweeps created by the API, for the task to start.
-    created: tokio::sync::mpsc::UnboundedSender<u64>,
-    /// Wakes the publisher (a slice completed, a sweep was created).
-    wake: tokio::sync::Notify,
-    /// The pool of each monitor round published, to label its records.
-    round_pools: Mutex<HashMap<(u64, u32), String>>,
-    rounds_tx: tokio::sync::mpsc::Sender<MonitorRound>,
-    rounds_rx: Mutex<Option<tokio::sync::mpsc::Receiver<MonitorRound>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The fleet task's runtime: dropping it stops every loop.
@@ -201,66 +121,6 @@ pub(crate) fn start(
             runtime: Some(runtime),
         },
     ))
-}
-
-impl FleetState {
-    fn coord(&self) -> Option<Arc<Coord>> {
-        lock(&self.coord).clone()
-    }
-
-    /// The live agents.
-    pub fn agent_list(&self) -> AgentList {
-        AgentList {
-            connected: self.coord().is_some(),
-            agents: lock(&self.agents)
-                .values()
-                .map(|(v, _)| v.clone())
-                .collect(),
-        }
-    }
-
-    fn live_in_pool(&self, pool: &str) -> Vec<AgentView> {
-        lock(&self.agents)
-            .values()
-            .filter(|(v, _)| v.pools.iter().any(|p| p == pool))
-            .map(|(v, _)| v.clone())
-            .collect()
-    }
-
-    /// Publishes one monitor round to a pool: an inline spec, a deadline (an agent acks an
-    /// expired round without probing). Its records come back on [`FleetState::take_rounds`].
-    pub async fn publish_round(
-        &self,
-        pool: &str,
-        monitor: u64,
-        round: u32,
-        spec: SweepSpec,
-        deadline_ms: u64,
-    ) -> Result<(), String> {
-        let coord = self.coord().ok_or("not connected to NATS")?;
-        let pool_name = FleetName::new("pool", pool).map_err(|e| e.to_string())?;
-        let item = WorkItem {
-            job: FleetJob::Monitor(monitor),
-            slice: round,
-            start: 0,
-            end: spec.total,
-            spec: SpecRef::Inline(spec),
-            deadline_ms: Some(deadline_ms),
-            rate: None,
-            epoch: 1,
-        };
-        lock(&self.round_pools).insert((monitor, round), pool.to_string());
-        coord
-            .publish_work(&pool_name, &item)
-            .await
-            .map(drop)
-            .map_err(|e| format!("{e:#}"))
-    }
-
-    /// The receiver of monitor rounds' records (once: the monitors' runtime takes it).
-    pub fn take_rounds(&self) -> Option<tokio::sync::mpsc::Receiver<MonitorRound>> {
-        lock(&self.rounds_rx).take()
-    }
 }
 
 /// Plans a fleet sweep, stores it with its spec and hands it to the fleet task. Blocking
