@@ -222,7 +222,7 @@ impl Runtime {
             if self.fleet.is_none() {
                 // Fleet mode starts after the monitors: link up once its state is there.
                 if let Some(state) = self.shared.fleet.get() {
-                    self.fleet = super::rounds::connect(Arc::clone(state));
+                    self.fleet = super::fleet_rounds::connect(Arc::clone(state));
                     if self.fleet.is_some() {
                         tracing::info!("monitors probe from fleet pools through the fleet task");
                     }
