@@ -849,3 +849,37 @@ fn make_certs(dir: &Path) {
         );
     }
 }
+
+/// `DELETE` of a running fleet sweep: queued slices are purged, agents stop its slices, it
+/// ends `cancelled` with the counts of the slices done (counts == rows), and no work is left.
+#[test]
+fn cancelling_a_fleet_sweep_purges_its_work_and_keeps_counts_true() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-cancel");
+    let conf = config(dir.path(), &nats, "");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let _agents = [Agent::start(&nats, "a1", "a1", 1, 300)];
+    wait_agents(&serve, Duration::from_secs(20), |a| a.len() == 1);
+    let truth = truth("fleet-cancel");
+    let id = submit(&serve, &truth);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&serve, id)["done"].as_u64().unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, v) = serve.http_json("DELETE", &format!("/v1/sweeps/{id}"), None);
+    assert_eq!(code, 202, "{v}");
+    let s = status(&serve, id);
+    assert_eq!(s["state"], "cancelled", "{s}");
+    let done = s["done"].as_u64().unwrap();
+    assert!(done > 0 && done < truth.total(), "{s}");
+    assert_eq!(done % 512, 0, "only whole slices count: {s}");
+    let (lines, set) = results(&serve, id);
+    assert_eq!((lines as u64, set.len() as u64), (done, done));
+    let (code, v) = serve.http_json("DELETE", &format!("/v1/sweeps/{id}"), None);
+    assert_eq!(code, 409, "{v}");
+    check_streams_empty(&nats);
+    // Nothing more is counted after the cancellation.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&serve, id)["done"].as_u64(), Some(done));
+}

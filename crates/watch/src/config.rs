@@ -1888,8 +1888,8 @@ slack = { url = "https://hooks.example.com/services/x" }
                 "porthawk.toml:1: monitor[0]: missing field `targets`",
             ),
             (
-                "[fleet]\nnats = \"x\"\nnatz = 1\n",
-                "porthawk.toml:3: fleet.natz: unknown field `natz`",
+                "[fleet]\nnats_url = \"x\"\n",
+                "porthawk.toml:2: fleet.nats_url: unknown field `nats_url`",
             ),
             ("[api\n", "porthawk.toml:1: (toml): "),
         ] {

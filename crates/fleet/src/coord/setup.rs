@@ -24,8 +24,11 @@ const WORK_DUP_WINDOW: Duration = Duration::from_secs(120);
 const RESULTS_DUP_WINDOW: Duration = Duration::from_secs(600);
 /// Frames delivered to the coordinator and not yet acked, at most.
 const RESULTS_MAX_ACK_PENDING: i64 = 4096;
-/// How long the coordinator may hold a frame before it is delivered again.
-const RESULTS_ACK_WAIT: Duration = Duration::from_secs(60);
+/// How long the coordinator may hold a frame before it is delivered again. An ack lost (a
+/// nats-server restarted between the commit and the ack) delays the slice by this much; a
+/// batch whose transaction takes longer is only delivered again (the ledger makes it a
+/// duplicate).
+const RESULTS_ACK_WAIT: Duration = Duration::from_secs(15);
 /// Slices of a pool handed out and not acked, at most.
 const POOL_MAX_ACK_PENDING: i64 = 1000;
 /// The spec bucket's safety net: specs of sweeps that never ended go after a week.

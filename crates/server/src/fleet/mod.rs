@@ -577,6 +577,12 @@ impl Task {
                 tracing::info!(sweep = id, slice = frame.slice, attempt = %frame.attempt, agent = %frame.agent, %end, "slice attempt ended early");
             }
             let run = runs.get(&id);
+            if run.is_none() {
+                // A sweep this task does not run (ended, or its spec could not be read):
+                // nothing of it may count. The store calls such frames superseded, or
+                // rejects their attempt as outside the sweep.
+                tracing::debug!(sweep = id, "result frame of a sweep not running here");
+            }
             let mut counts = Counts::default();
             let mut outside = 0;
             let mut rows = Vec::new();
@@ -588,7 +594,11 @@ impl Task {
                     PortState::Unreachable => counts.unreachable += 1,
                     PortState::Error => counts.error += 1,
                 }
-                if let Some(run) = run {
+                let Some(run) = run else {
+                    outside += 1;
+                    continue;
+                };
+                {
                     let space = &run.space;
                     if !space.hosts().contains(r.ip) || !space.ports().contains(r.port) {
                         outside += 1;

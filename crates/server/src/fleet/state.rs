@@ -152,3 +152,97 @@ impl FleetState {
         lock(&self.rounds_rx).take()
     }
 }
+
+impl AgentList {
+    /// The status page's "Fleet agents" table (HTML, everything from agents escaped), for the
+    /// page to place where it wants; empty without agents.
+    pub fn html_table(&self) -> String {
+        if self.agents.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "<table class=\"fleet-agents\"><caption>Fleet agents</caption><thead><tr>\
+             <th>agent</th><th>pools</th><th>version</th><th>backend</th><th>shards</th>\
+             <th>in flight</th><th>probes/s</th><th>running slices</th></tr></thead><tbody>",
+        );
+        for a in &self.agents {
+            let running: Vec<String> = a
+                .running
+                .iter()
+                .map(|r| format!("{}/{}", r.job, r.slice))
+                .collect();
+            out.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                escape(&a.name),
+                escape(&a.pools.join(", ")),
+                escape(&a.version),
+                escape(&a.backend),
+                a.shards,
+                a.inflight,
+                a.probes_per_s,
+                escape(&running.join(" ")),
+            ));
+        }
+        out.push_str("</tbody></table>");
+        out
+    }
+}
+
+/// HTML text escaping.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_table_escapes_what_agents_say() {
+        let list = AgentList {
+            connected: true,
+            agents: vec![AgentView {
+                name: "eu-1".into(),
+                pools: vec!["eu".into()],
+                version: "<script>".into(),
+                backend: "epoll".into(),
+                shards: 2,
+                inflight: 10,
+                probes_per_s: 5,
+                running: vec![RunningView {
+                    job: "s7".into(),
+                    slice: 3,
+                    attempt: "9.1".into(),
+                }],
+                last_heartbeat: 0.0,
+                known: true,
+            }],
+        };
+        let html = list.html_table();
+        assert!(
+            html.contains("<td>eu-1</td>") && html.contains("s7/3"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
+        let empty = AgentList {
+            connected: false,
+            agents: Vec::new(),
+        };
+        assert_eq!(empty.html_table(), "");
+    }
+}
