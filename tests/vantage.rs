@@ -442,8 +442,9 @@ ack_wait = "3s"
 #[test]
 fn quorum_all_with_one_pool_cut_off_is_partial_and_runs_no_action() {
     vantage_case("all", |serve, mark| {
-        let v = serve.wait_monitor("partial", Duration::from_secs(30), |v| {
-            v["state"] == "partial"
+        // Pool b may see it DOWN before pool a has reported at all: wait for both.
+        let v = serve.wait_monitor("partial, seen up from a", Duration::from_secs(30), |v| {
+            v["state"] == "partial" && v["vantages"][0]["state"] == "up"
         });
         let vantages = v["vantages"].as_array().unwrap();
         assert_eq!(
