@@ -19,16 +19,16 @@ use serde_json::Value;
 
 use crate::util::{self, TempDir, BIN};
 
-const TOKEN: &str = "monitor-test-token";
+pub(crate) const TOKEN: &str = "monitor-test-token";
 
 /// A listener that accepts and closes connections until stopped; stopping closes the port.
-struct Service {
+pub(crate) struct Service {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Service {
-    fn start(addr: SocketAddr) -> Service {
+    pub(crate) fn start(addr: SocketAddr) -> Service {
         let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -47,7 +47,7 @@ impl Service {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -62,7 +62,7 @@ impl Drop for Service {
 }
 
 /// What a sink received.
-type Inbox = Arc<Mutex<Vec<String>>>;
+pub(crate) type Inbox = Arc<Mutex<Vec<String>>>;
 
 /// A tiny SMTP server: greeting, EHLO/MAIL/RCPT/DATA/QUIT; keeps each message.
 fn smtp_sink(ip: IpAddr) -> (u16, Inbox) {
@@ -114,7 +114,7 @@ fn smtp_sink(ip: IpAddr) -> (u16, Inbox) {
 }
 
 /// A tiny HTTP server that answers 200 and keeps each request body.
-fn http_sink(ip: IpAddr) -> (u16, Inbox) {
+pub(crate) fn http_sink(ip: IpAddr) -> (u16, Inbox) {
     let l = TcpListener::bind((ip, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let inbox: Inbox = Arc::default();
@@ -148,18 +148,24 @@ fn http_sink(ip: IpAddr) -> (u16, Inbox) {
 }
 
 /// A running `porthawk serve`, killed on drop, its stderr collected.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
 
-fn spawn_server(config: &Path, data: &Path) -> Server {
+pub(crate) fn spawn_server(config: &Path, data: &Path) -> Server {
+    spawn_server_with(config, data, &[])
+}
+
+/// [`spawn_server`] with more arguments for `serve`.
+pub(crate) fn spawn_server_with(config: &Path, data: &Path, more: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--data")
         .arg(data)
+        .args(more)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -201,7 +207,13 @@ impl Drop for Server {
 
 impl Server {
     /// One HTTP request; (status, body).
-    fn request(&self, method: &str, path: &str, body: Option<&str>, token: bool) -> (u16, String) {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: bool,
+    ) -> (u16, String) {
         let mut c = TcpStream::connect(self.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let auth = if token {
@@ -229,19 +241,24 @@ impl Server {
         (status, body)
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(crate) fn json(&self, path: &str) -> Value {
         let (status, body) = self.request("GET", path, None, true);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }
 
 /// Waits until `f` holds, at most `limit`.
-fn wait_for(what: &str, limit: Duration, server: &Server, mut f: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_for(
+    what: &str,
+    limit: Duration,
+    server: &Server,
+    mut f: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while start.elapsed() < limit {
         if f() {

@@ -320,6 +320,13 @@ timeout = "5s"
 [notify.hook]
 webhook = {{ url = "http://{ip}:{closed_port}/hook" }}
 retries = 0
+
+# A scheduled sweep, whose first run (a baseline) makes porthawk_schedule_runs_total.
+[[sweep]]
+name = "surface"
+targets = ["{ip}"]
+ports = "{open_port}"
+every = "1h"
 "#
         ),
     );

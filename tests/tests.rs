@@ -16,28 +16,35 @@
 //! actions, email and webhooks to sinks the test runs, and the status page), `netns`
 //! (filtered and unreachable ports behind nftables rules in a private network namespace),
 //! `daemons` (dialogs, identification and TLS against real daemons from Debian's packages, with
-//! their helpers in `daemon_util`), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
+//! their helpers in `daemon_util`), `dialogs` (whole dialogs: steps, captures, `--expect-all`,
+//! `--max-reply`, check's state mapping, in check, scan, a monitor and the API), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
 //! are the CLI's, line for line), `packaging` (completions, man page, `contrib/` files, and
-//! `serve`'s start-up errors).
+//! `serve`'s start-up errors), `page` (the status page and the sweep pages, in headless
+//! Chromium).
 
 mod api_results;
 mod bench;
 mod check;
 mod daemon_util;
 mod daemons;
+mod dialogs;
 mod fleet;
 mod fleet_agent;
 mod hardening;
 mod layout;
 mod limits;
 mod monitor;
+mod names;
 mod nats_util;
 mod netns;
 mod packaging;
+mod page;
 mod retention;
 mod scan;
 mod serve;
 mod store_faults;
+mod surface;
+mod tls_checks;
 mod usage;
 mod util;
 mod vantage;

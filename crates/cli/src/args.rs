@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use porthawk_core::AddressMode;
 use porthawk_engine::BackendChoice;
 
 /// porthawk: check TCP ports at scale and keep watch over them.
@@ -238,6 +239,9 @@ pub struct ScanArgs {
     pub backend: BackendChoice,
 
     #[command(flatten)]
+    pub family: FamilyArgs,
+
+    #[command(flatten)]
     pub probe: ProbeArgs,
 
     /// Output format.
@@ -270,7 +274,7 @@ fn backend(s: &str) -> Result<BackendChoice, String> {
 pub struct ProbeArgs {
     /// A named dialog for a service: smtp, pop3, imap, ftp, ssh, http, https, redis, mysql,
     /// postgres, tls, ... (an unknown name lists them all).
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["send", "expect", "identify"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["identify"])]
     pub preset: Option<String>,
 
     /// Identify services: read the banner, and send a small probe to services that wait for
@@ -278,13 +282,17 @@ pub struct ProbeArgs {
     #[arg(long, conflicts_with_all = ["send", "expect"])]
     pub identify: bool,
 
-    /// Bytes to send once connected (escapes: \r \n \t \0 \\ \xHH).
+    /// Bytes to send once connected (escapes: \r \n \t \0 \\ \xHH). Repeat --send and
+    /// --expect for a dialog of several steps, run in the order given; ${N} sends the Nth
+    /// capture group of the expects before it. After a STARTTLS preset the steps run inside TLS.
     #[arg(long, value_name = "DATA")]
-    pub send: Option<String>,
+    pub send: Vec<String>,
 
-    /// A regular expression the reply must match (on bytes).
+    /// A regular expression the reply must match (on bytes; ^ and $ match at the start and
+    /// end of every line). Repeatable: each one reads a reply of its own, in order (see
+    /// --expect-all).
     #[arg(long, value_name = "REGEX")]
-    pub expect: Option<String>,
+    pub expect: Vec<String>,
 
     /// Read what the server says first and report it.
     #[arg(long)]
@@ -295,6 +303,34 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub tls: bool,
 
+    // TLS checks (issue 11 items 5, 6, 13, 14).
+    /// Verify the server's certificate: chain to the system's CAs (or --ca-file), dates, and
+    /// the name (--sni, else the target's name or address); a failure names the cause.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Trust the CAs in this PEM file instead of the system's (with --verify).
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub ca_file: Option<PathBuf>,
+
+    /// The server name to present in TLS (SNI) and to verify, when the target is an address
+    /// or another name.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+
+    /// A client certificate (PEM, chain leaf first) for servers that ask for one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// The server must answer the TLS handshake with this alert (e.g. certificate_required
+    /// for one that requires a client certificate): OK when it does.
+    #[arg(long, value_name = "ALERT")]
+    pub expect_alert: Option<String>,
+
     /// How long one read or send of the dialog may take.
     #[arg(long, default_value = "2s", value_parser = duration, value_name = "DURATION")]
     pub read_timeout: Duration,
@@ -302,6 +338,69 @@ pub struct ProbeArgs {
     /// How long the whole dialog may take after the handshake.
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
     pub dialog_timeout: Duration,
+
+    /// Every --expect with no --send between them must match the same reply (check_tcp -A),
+    /// instead of reading a reply each.
+    #[arg(long)]
+    pub expect_all: bool,
+
+    /// Bytes to send after the last step, e.g. 'QUIT\r\n' (escapes and ${N} as in --send).
+    #[arg(long, value_name = "DATA")]
+    pub quit: Option<String>,
+
+    /// The most bytes a reply may run to while the dialog waits for its pattern (up to
+    /// 1048576); a reply that reaches it without matching fails, and the reason says so.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_reply: u64,
+
+    /// The --send and --expect steps in the order they were given (filled by [`parse_from`]
+    /// from clap's indices).
+    #[arg(skip)]
+    pub steps: Vec<porthawk_core::ProbeStep>,
+}
+
+impl ProbeArgs {
+    /// Puts `--send` and `--expect` in the order they were given on the command line.
+    fn order_steps(&mut self, matches: &clap::ArgMatches) {
+        use porthawk_core::ProbeStep;
+        let mut steps: Vec<(usize, ProbeStep)> = Vec::new();
+        if let Some(at) = matches.indices_of("send") {
+            steps.extend(
+                at.zip(&self.send)
+                    .map(|(i, s)| (i, ProbeStep::Send(s.clone()))),
+            );
+        }
+        if let Some(at) = matches.indices_of("expect") {
+            steps.extend(
+                at.zip(&self.expect)
+                    .map(|(i, e)| (i, ProbeStep::Expect(e.clone()))),
+            );
+        }
+        steps.sort_by_key(|&(i, _)| i);
+        self.steps = steps.into_iter().map(|(_, s)| s).collect();
+    }
+}
+
+/// Parses a command line (program name first) as `Cli::try_parse_from` does, and puts the
+/// dialog steps of `scan` and `check` in their command-line order.
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let probe = match &mut cli.command {
+        Command::Scan(a) => Some(&mut a.probe),
+        Command::Check(a) => Some(&mut a.probe),
+        _ => None,
+    };
+    if let (Some(probe), Some((_, sub))) = (probe, matches.subcommand()) {
+        probe.order_steps(sub);
+    }
+    Ok(cli)
 }
 
 #[derive(Debug, clap::Args)]
@@ -342,7 +441,8 @@ fn scenario(s: &str) -> Result<porthawk_bench::Scenario, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The service: HOST:PORT, [IPv6]:PORT (every address of a host name is checked).
+    /// The service: HOST:PORT, [IPv6]:PORT (every address of a host name is checked; see
+    /// --addresses).
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
 
@@ -357,12 +457,12 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
 
-    /// Response time at or above which the check is WARNING.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    /// Response time at or above which the check is WARNING (0: always).
+    #[arg(long, value_parser = threshold, value_name = "DURATION")]
     pub warn: Option<Duration>,
 
-    /// Response time at or above which the check is CRITICAL.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    /// Response time at or above which the check is CRITICAL (0: always).
+    #[arg(long, value_parser = threshold, value_name = "DURATION")]
     pub crit: Option<Duration>,
 
     /// Certificate days left at or below which the check is WARNING (with TLS).
@@ -376,6 +476,83 @@ pub struct CheckArgs {
     /// The I/O backend.
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
+
+    /// For a host name with several addresses: `any` passes when one address passes (as
+    /// check_tcp), `all` only when every one does (any failing address is CRITICAL).
+    #[arg(long, default_value = "any", value_parser = address_mode, value_name = "any|all")]
+    pub addresses: AddressMode,
+
+    #[command(flatten)]
+    pub family: FamilyArgs,
+
+    /// The status when the reply does not match what the dialog expects (check_tcp -M).
+    #[arg(long, value_enum, default_value_t = StateArg::Critical, value_name = "STATE")]
+    pub mismatch: StateArg,
+
+    /// The status when the connection is refused, e.g. `ok` for a port that must stay
+    /// closed (check_tcp -r).
+    #[arg(long, value_enum, default_value_t = StateArg::Critical, value_name = "STATE")]
+    pub refused: StateArg,
+
+    /// Keep the peer's bytes out of the status line: no banner, and reasons that say how many
+    /// bytes came instead of quoting them (check_tcp -j).
+    #[arg(long)]
+    pub jail: bool,
+}
+
+/// Which addresses of a host name to probe: shared by `scan` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FamilyArgs {
+    /// Probe only the IPv4 addresses of host names.
+    #[arg(short = '4', long = "ipv4", conflicts_with_all = ["ipv6", "prefer_family"])]
+    pub ipv4: bool,
+
+    /// Probe only the IPv6 addresses of host names.
+    #[arg(short = '6', long = "ipv6", conflicts_with = "prefer_family")]
+    pub ipv6: bool,
+
+    /// Probe the addresses of this family when a host name has any, else those of the other
+    /// (blackbox_exporter's preferred_ip_protocol with fallback).
+    #[arg(long, value_parser = ip_family, value_name = "ipv4|ipv6")]
+    pub prefer_family: Option<porthawk_core::IpFamily>,
+}
+
+impl FamilyArgs {
+    /// The choice these flags make.
+    pub fn choice(&self) -> porthawk_core::FamilyChoice {
+        let only = match (self.ipv4, self.ipv6) {
+            (true, _) => Some(porthawk_core::IpFamily::Ipv4),
+            (_, true) => Some(porthawk_core::IpFamily::Ipv6),
+            _ => None,
+        };
+        porthawk_core::FamilyChoice::new(only, self.prefer_family)
+    }
+}
+
+fn ip_family(s: &str) -> Result<porthawk_core::IpFamily, String> {
+    s.parse()
+}
+
+fn address_mode(s: &str) -> Result<AddressMode, String> {
+    s.parse()
+}
+
+/// A status that `check` maps an outcome to (`--mismatch`, `--refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// OK (exit 0).
+    Ok,
+    /// WARNING (exit 1).
+    #[value(alias = "warn")]
+    Warning,
+    /// CRITICAL (exit 2).
+    #[value(alias = "crit")]
+    Critical,
+}
+
+/// A response-time threshold: a duration, zero included (the check then always reaches it).
+fn threshold(s: &str) -> Result<Duration, String> {
+    porthawk_core::parse_duration(s)
 }
 
 #[derive(Debug, clap::Args)]
@@ -395,6 +572,10 @@ pub struct ServeArgs {
     /// Log what monitor actions would run instead of running them
     #[arg(long)]
     pub dry_run: bool,
+    /// A blackbox_exporter blackbox.yml whose tcp modules `/probe` serves, next to
+    /// porthawk.toml's [module.NAME]; modules of other probers are refused when used.
+    #[arg(long, value_name = "FILE")]
+    pub blackbox_config: Option<PathBuf>,
 }
 
 /// Whether a command line (program name first) runs `porthawk check`: its first word that is

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use porthawk_core::{
-    banner_text, errno_name, parse_target, HostSetBuilder, PortSet, PortState, ProbeRecord,
-    TargetSpace, TargetToken,
+    banner_text, errno_name, parse_target, AddressMode, FamilyChoice, HostSetBuilder, PortSet,
+    PortState, ProbeRecord, TargetSpace, TargetToken,
 };
 use porthawk_engine::{result_channel, Engine, EngineConfig, Job};
 
-use crate::args::CheckArgs;
+use crate::args::{CheckArgs, StateArg};
 use crate::output::unix_now;
 
 /// Nagios plugin states, in order of severity (UNKNOWN is reported apart).
@@ -27,6 +27,16 @@ pub enum Status {
     Warning,
     /// Exit 2.
     Critical,
+}
+
+impl From<StateArg> for Status {
+    fn from(state: StateArg) -> Status {
+        match state {
+            StateArg::Ok => Status::Ok,
+            StateArg::Warning => Status::Warning,
+            StateArg::Critical => Status::Critical,
+        }
+    }
 }
 
 impl Status {
@@ -84,8 +94,9 @@ enum Resolved {
     Unresolved(String),
 }
 
-/// The addresses to check; `Err` for a target that is not one host (a usage error).
-fn addresses(host: &str) -> Result<Resolved> {
+/// The addresses to check (of a name, those `family` chooses); `Err` for a target that is
+/// not one host (a usage error).
+fn addresses(host: &str, family: FamilyChoice) -> Result<Resolved> {
     match parse_target(host)? {
         TargetToken::Range(r) if r.len() == 1 => Ok(Resolved::Found(vec![r.first()], None)),
         TargetToken::Range(_) => bail!("'{host}' is a range: check takes a single host"),
@@ -101,12 +112,12 @@ fn addresses(host: &str) -> Result<Resolved> {
             };
             ips.sort();
             ips.dedup();
-            if ips.is_empty() {
+            if let Some(why) = family.nothing_left(&ips) {
                 return Ok(Resolved::Unresolved(format!(
-                    "cannot resolve '{name}': it has no address"
+                    "cannot resolve '{name}': {why}"
                 )));
             }
-            Ok(Resolved::Found(ips, Some(name)))
+            Ok(Resolved::Found(family.select(&ips), Some(name)))
         }
     }
 }
@@ -114,14 +125,15 @@ fn addresses(host: &str) -> Result<Resolved> {
 /// Runs the check; usage errors come back as `Err` and exit UNKNOWN.
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (host, port) = split_target(&args.target)?;
-    let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    let mut spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
+    spec.jail = args.jail;
     if let (Some(w), Some(c)) = (args.warn, args.crit) {
         if w > c {
             bail!("--warn must not be above --crit");
         }
     }
     // Arguments first: a bad flag is UNKNOWN even when the name does not resolve either.
-    let (ips, name) = match addresses(&host)? {
+    let (ips, name) = match addresses(&host, args.family.choice())? {
         Resolved::Found(ips, name) => (ips, name),
         Resolved::Unresolved(why) => {
             let line = unresolved_line(&host, port, &why);
@@ -175,7 +187,119 @@ fn unresolved_line(host: &str, port: u16, why: &str) -> String {
     format!("PORTHAWK {} - {text}", Status::Critical.label())
 }
 
-/// The status and the status line of a check's records (one per address).
+/// What one address of the check came to.
+struct Outcome {
+    ip: IpAddr,
+    status: Status,
+    /// Why it is not OK.
+    why: Option<String>,
+    /// The response time, for an address that answered.
+    secs: Option<f64>,
+    /// Certificate days left.
+    days: Option<i64>,
+    /// What the status line adds after the address: ` [banner]` and the captures of the
+    /// dialog's expects (nothing with `--jail`).
+    info: String,
+}
+
+/// Judges one address's record against the thresholds.
+fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
+    let secs = (f64::from(r.rtt_us) + f64::from(r.dialog_us.unwrap_or(0))) / 1e6;
+    let mut out = Outcome {
+        ip: r.ip,
+        status: Status::Ok,
+        why: None,
+        secs: (r.state == PortState::Open).then_some(secs),
+        days: None,
+        info: String::new(),
+    };
+    if r.state != PortState::Open {
+        // A refusal is what `--refused` says (ok for a port that must stay closed); no answer
+        // or an error is always CRITICAL.
+        out.status = if r.state == PortState::Closed {
+            args.refused.into()
+        } else {
+            Status::Critical
+        };
+        out.why = Some(match (r.state, r.errno) {
+            (PortState::Closed, _) => "connection refused".to_string(),
+            (PortState::Filtered, _) => format!("no answer in {:?}", args.timeout),
+            (_, Some(e)) => format!("{} ({})", r.state, errno_name(e)),
+            _ => r.state.to_string(),
+        });
+        return out;
+    }
+    if let Some(reason) = &r.reason {
+        // A reply that did not match is what `--mismatch` says; silence, a reset or a failed
+        // TLS handshake is CRITICAL.
+        out.status = if r.mismatch {
+            args.mismatch.into()
+        } else {
+            Status::Critical
+        };
+        out.why = Some(reason.clone());
+        return out;
+    }
+    if args.crit.is_some_and(|c| secs >= c.as_secs_f64()) {
+        out.status = Status::Critical;
+        out.why = Some(format!("{secs:.3}s response time"));
+    } else if args.warn.is_some_and(|w| secs >= w.as_secs_f64()) {
+        out.status = Status::Warning;
+        out.why = Some(format!("{secs:.3}s response time"));
+    }
+    // The chain's first certificate to expire (the leaf's own when it is first).
+    if let Some(cert) = r.tls.as_ref().and_then(|t| t.expiring()) {
+        let days = cert.days_left(now);
+        out.days = Some(days);
+        let cert_status = if days <= args.cert_crit_days {
+            Status::Critical
+        } else if days <= args.cert_warn_days {
+            Status::Warning
+        } else {
+            Status::Ok
+        };
+        if cert_status > Status::Ok {
+            let leaf = r.tls.as_ref().and_then(|t| t.cert.as_ref());
+            let which = if leaf.is_some_and(|l| l.subject != cert.subject) {
+                format!("certificate '{}' of the chain", cert.subject)
+            } else {
+                "certificate".to_string()
+            };
+            let what = if days < 0 {
+                format!("{which} expired {} days ago", -days)
+            } else {
+                format!("{which} expires in {days} days")
+            };
+            out.why = Some(match out.why.take() {
+                Some(w) => format!("{w}, {what}"),
+                None => what,
+            });
+            out.status = out.status.max(cert_status);
+        }
+    }
+    if !args.jail {
+        if let Some(b) = &r.banner {
+            out.info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
+        }
+        // What the dialog's expects captured, as `${1}`, `${2}` ... name them.
+        if !r.captures.is_empty() {
+            let captures: Vec<String> = r
+                .captures
+                .iter()
+                .map(|c| porthawk_core::printable(c, 80))
+                .collect();
+            out.info
+                .push_str(&format!(" captures: {}", captures.join(", ")));
+        }
+    }
+    out
+}
+
+/// The status and the status line of a check's records (one per address). With
+/// `--addresses any` the best address decides (the name answers if one of its addresses
+/// does) and the line says which one it was; with `all` the worst one does. Either way every
+/// failing address is named, and with several addresses the perfdata has a time per address
+/// (`U` for one that did not answer).
 fn verdict(
     records: &[ProbeRecord],
     host: &str,
@@ -183,86 +307,74 @@ fn verdict(
     args: &CheckArgs,
     now: i64,
 ) -> (Status, String) {
-    let mut worst = Status::Ok;
-    let mut problems = Vec::new();
-    let mut slowest = 0.0f64;
-    let mut fewest_days: Option<i64> = None;
-    let mut info = String::new();
-    for r in records {
-        let secs = (f64::from(r.rtt_us) + f64::from(r.dialog_us.unwrap_or(0))) / 1e6;
-        let mut status = Status::Ok;
-        let mut why = None;
-        if r.state == PortState::Open {
-            slowest = slowest.max(secs);
-        }
-        if r.state != PortState::Open {
-            status = Status::Critical;
-            why = Some(match (r.state, r.errno) {
-                (PortState::Closed, _) => "connection refused".to_string(),
-                (PortState::Filtered, _) => format!("no answer in {:?}", args.timeout),
-                (_, Some(e)) => format!("{} ({})", r.state, errno_name(e)),
-                _ => r.state.to_string(),
+    let outcomes: Vec<Outcome> = records.iter().map(|r| outcome(r, args, now)).collect();
+    let several = outcomes.len() > 1;
+    // The addresses the verdict rests on: the best one for `any` (the fastest of the best
+    // status), every one for `all`.
+    let chosen: Vec<&Outcome> = match args.addresses {
+        AddressMode::All => outcomes.iter().collect(),
+        AddressMode::Any => {
+            let best = outcomes.iter().min_by(|a, b| {
+                a.status.cmp(&b.status).then(
+                    a.secs
+                        .unwrap_or(f64::MAX)
+                        .total_cmp(&b.secs.unwrap_or(f64::MAX)),
+                )
             });
-        } else if let Some(reason) = &r.reason {
-            status = Status::Critical;
-            why = Some(reason.clone());
-        } else {
-            if args.crit.is_some_and(|c| secs >= c.as_secs_f64()) {
-                status = Status::Critical;
-                why = Some(format!("{secs:.3}s response time"));
-            } else if args.warn.is_some_and(|w| secs >= w.as_secs_f64()) {
-                status = Status::Warning;
-                why = Some(format!("{secs:.3}s response time"));
-            }
-            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
-                let days = cert.days_left(now);
-                fewest_days = Some(fewest_days.map_or(days, |d| d.min(days)));
-                let cert_status = if days <= args.cert_crit_days {
-                    Status::Critical
-                } else if days <= args.cert_warn_days {
-                    Status::Warning
-                } else {
-                    Status::Ok
-                };
-                if cert_status > Status::Ok {
-                    let what = if days < 0 {
-                        format!("certificate expired {} days ago", -days)
-                    } else {
-                        format!("certificate expires in {days} days")
-                    };
-                    why = Some(match why {
-                        Some(w) => format!("{w}, {what}"),
-                        None => what,
-                    });
-                    status = status.max(cert_status);
-                }
-            }
-            if info.is_empty() {
-                if let Some(b) = &r.banner {
-                    info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
-                }
-            }
+            best.into_iter().collect()
         }
-        if let Some(why) = why {
-            problems.push(format!("{}: {why}", r.ip));
-        }
-        worst = worst.max(status);
-    }
+    };
+    let worst = chosen
+        .iter()
+        .map(|o| o.status)
+        .max()
+        .unwrap_or(Status::Critical);
+    let slowest = chosen.iter().filter_map(|o| o.secs).fold(0.0f64, f64::max);
+    let fewest_days = chosen.iter().filter_map(|o| o.days).min();
+    let info = chosen
+        .iter()
+        .map(|o| o.info.clone())
+        .find(|i| !i.is_empty())
+        .unwrap_or_default();
+    let problems: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.why.as_ref().map(|why| format!("{}: {why}", o.ip)))
+        .collect();
     let fmt_opt =
         |d: Option<Duration>| d.map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64()));
-    let mut perf = format!(
-        "time={slowest:.6}s;{};{};0;",
-        fmt_opt(args.warn),
-        fmt_opt(args.crit)
-    );
+    let (warn, crit) = (fmt_opt(args.warn), fmt_opt(args.crit));
+    let mut perf = format!("time={slowest:.6}s;{warn};{crit};0;");
     if let Some(days) = fewest_days {
         perf.push_str(&format!(
             " cert_days={days};{};{};;",
             args.cert_warn_days, args.cert_crit_days
         ));
     }
-    let summary = if problems.is_empty() {
-        format!("{slowest:.3} second response time on {host} port {port}{info}")
+    if several {
+        for o in &outcomes {
+            // A label with `:` or spaces is quoted, as the plugin guidelines allow.
+            match o.secs {
+                Some(t) => perf.push_str(&format!(" 'time {}'={t:.6}s;{warn};{crit};0;", o.ip)),
+                None => perf.push_str(&format!(" 'time {}'=U", o.ip)),
+            }
+        }
+    }
+    // OK with a reason (a mismatch or refusal mapped to OK) reads as the problem it is.
+    let summary = if worst == Status::Ok && chosen.iter().all(|o| o.why.is_none()) {
+        // Which address answered, wherever the target was not that address itself.
+        let named = chosen.iter().any(|o| o.ip.to_string() != host);
+        let via = if several || named {
+            let ips: Vec<String> = chosen.iter().map(|o| o.ip.to_string()).collect();
+            format!(" via {}", ips.join(", "))
+        } else {
+            String::new()
+        };
+        let others = if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join("; "))
+        };
+        format!("{slowest:.3} second response time on {host} port {port}{via}{info}{others}")
     } else {
         format!("{host} port {port}: {}", problems.join("; "))
     };
@@ -278,13 +390,12 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use porthawk_core::{CertInfo, TlsInfo};
 
     fn args(extra: &[&str]) -> CheckArgs {
         let mut argv = vec!["porthawk", "check", "127.0.0.1:25"];
         argv.extend_from_slice(extra);
-        match crate::args::Cli::parse_from(argv).command {
+        match crate::args::parse_from(argv).unwrap().command {
             crate::args::Command::Check(a) => a,
             other => panic!("{other:?}"),
         }
@@ -316,12 +427,14 @@ mod tests {
     #[test]
     fn statuses_follow_the_thresholds() {
         let a = args(&["--warn", "200ms", "--crit", "1s"]);
-        let (s, line) = verdict(&[open(12_000)], "mx", 25, &a, 0);
+        let (s, line) = verdict(&[open(12_000)], "127.0.0.1", 25, &a, 0);
         assert_eq!(s, Status::Ok);
         assert_eq!(
             line,
-            "PORTHAWK OK - 0.012 second response time on mx port 25 | time=0.012000s;0.200;1.000;0;"
+            "PORTHAWK OK - 0.012 second response time on 127.0.0.1 port 25 | time=0.012000s;0.200;1.000;0;"
         );
+        let (_, line) = verdict(&[open(12_000)], "mx", 25, &a, 0);
+        assert!(line.contains("on mx port 25 via 127.0.0.1 |"), "{line}");
         let (s, _) = verdict(&[open(300_000)], "mx", 25, &a, 0);
         assert_eq!(s, Status::Warning);
         let (s, line) = verdict(&[open(1_500_000)], "mx", 25, &a, 0);
@@ -351,6 +464,135 @@ mod tests {
     }
 
     #[test]
+    fn a_name_passes_on_one_address_unless_all_are_asked_for() {
+        let v4 = open(1_000);
+        let v6 = ProbeRecord::new("::1".parse().unwrap(), 25, PortState::Closed, 90, 1);
+        let records = [v4, v6];
+        let (s, line) = verdict(&records, "mx", 25, &args(&[]), 0);
+        assert_eq!(s, Status::Ok);
+        assert_eq!(
+            line,
+            "PORTHAWK OK - 0.001 second response time on mx port 25 via 127.0.0.1 \
+             (::1: connection refused) | time=0.001000s;;;0; 'time 127.0.0.1'=0.001000s;;;0; \
+             'time ::1'=U"
+        );
+        let (s, line) = verdict(&records, "mx", 25, &args(&["--addresses", "all"]), 0);
+        assert_eq!(s, Status::Critical);
+        assert!(
+            line.starts_with("PORTHAWK CRITICAL - mx port 25: ::1: connection refused |"),
+            "{line}"
+        );
+        // Any: the best address decides, a slow one is WARNING when the other is refused.
+        let a = args(&["--warn", "200ms"]);
+        let slow = [open(300_000), records[1].clone()];
+        let (s, line) = verdict(&slow, "mx", 25, &a, 0);
+        assert_eq!(s, Status::Warning);
+        assert!(line.contains("127.0.0.1: 0.300s response time"), "{line}");
+        assert!(line.contains("::1: connection refused"), "{line}");
+        // Every address down: CRITICAL either way, each named.
+        let down = ProbeRecord::new("127.0.0.1".parse().unwrap(), 25, PortState::Closed, 9, 1);
+        let (s, line) = verdict(&[down, records[1].clone()], "mx", 25, &args(&[]), 0);
+        assert_eq!(s, Status::Critical);
+        assert!(
+            line.contains("127.0.0.1: connection refused; ::1: connection refused"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn mismatches_and_refusals_map_to_the_states_asked_for() {
+        let mismatch = ProbeRecord {
+            reason: Some("step 1: got '554 no', wanted ^220 ".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..open(100)
+        };
+        let silent = ProbeRecord {
+            reason: Some("step 1: expect ^220  timed out after 2s".into()),
+            matched: Some(false),
+            ..open(100)
+        };
+        let refused = ProbeRecord::new("127.0.0.1".parse().unwrap(), 25, PortState::Closed, 9, 1);
+        let status = |flags: &[&str], r: &ProbeRecord| {
+            verdict(std::slice::from_ref(r), "mx", 25, &args(flags), 0)
+        };
+        assert_eq!(status(&[], &mismatch).0, Status::Critical);
+        assert_eq!(
+            status(&["--mismatch", "warn"], &mismatch).0,
+            Status::Warning
+        );
+        let (s, line) = status(&["--mismatch", "ok"], &mismatch);
+        assert_eq!(s, Status::Ok);
+        assert!(
+            line.starts_with("PORTHAWK OK - mx port 25: 127.0.0.1: step 1: got '554 no'"),
+            "{line}"
+        );
+        // Silence is not a mismatch: still CRITICAL.
+        assert_eq!(status(&["--mismatch", "ok"], &silent).0, Status::Critical);
+        assert_eq!(status(&[], &refused).0, Status::Critical);
+        let (s, line) = status(&["--refused", "ok"], &refused);
+        assert_eq!(s, Status::Ok);
+        assert!(line.contains("connection refused"), "{line}");
+        assert_eq!(
+            status(&["--refused", "warning"], &refused).0,
+            Status::Warning
+        );
+        // Zero thresholds are accepted, and always reached.
+        assert_eq!(status(&["--warn", "0"], &open(1)).0, Status::Warning);
+        assert_eq!(
+            status(&["--warn", "0", "--crit", "0s"], &open(1)).0,
+            Status::Critical
+        );
+        // The jail keeps the banner out of the status line.
+        let talker = ProbeRecord {
+            banner: Some(b"220 secret-host ESMTP\r\n".to_vec()),
+            ..open(100)
+        };
+        assert!(status(&[], &talker).1.contains("secret-host"));
+        assert!(!status(&["--jail"], &talker).1.contains("secret-host"));
+    }
+
+    #[test]
+    fn sends_and_expects_keep_their_command_line_order() {
+        use porthawk_core::ProbeStep;
+        let a = args(&[
+            "--expect",
+            "^220",
+            "--send",
+            "EHLO x\\r\\n",
+            "--expect",
+            "^250",
+            "--send",
+            "QUIT\\r\\n",
+        ]);
+        assert_eq!(
+            a.probe.steps,
+            [
+                ProbeStep::Expect("^220".into()),
+                ProbeStep::Send("EHLO x\\r\\n".into()),
+                ProbeStep::Expect("^250".into()),
+                ProbeStep::Send("QUIT\\r\\n".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn family_flags_make_a_choice() {
+        use porthawk_core::IpFamily;
+        assert_eq!(args(&[]).family.choice(), FamilyChoice::Both);
+        assert_eq!(
+            args(&["-6"]).family.choice(),
+            FamilyChoice::Only(IpFamily::Ipv6)
+        );
+        assert_eq!(
+            args(&["--prefer-family", "ipv4"]).family.choice(),
+            FamilyChoice::Prefer(IpFamily::Ipv4)
+        );
+        let conflict = crate::args::parse_from(["porthawk", "check", "mx:25", "-4", "-6"]);
+        assert!(conflict.is_err());
+    }
+
+    #[test]
     fn certificate_days_count() {
         let a = args(&[]);
         let with_cert = |days: i64| ProbeRecord {
@@ -363,6 +605,7 @@ mod tests {
                     not_before: 0,
                     not_after: days * 86_400,
                 }),
+                expires_first: None,
             }),
             ..open(100)
         };
@@ -377,5 +620,22 @@ mod tests {
         let (s, line) = verdict(&[with_cert(-2)], "mx", 25, &a, 0);
         assert_eq!(s, Status::Critical);
         assert!(line.contains("certificate expired 2 days ago"), "{line}");
+        // An intermediate that ends first decides, and is named.
+        let mut chain = with_cert(60);
+        if let Some(tls) = chain.tls.as_mut() {
+            tls.expires_first = Some(CertInfo {
+                subject: "CN=Intermediate".into(),
+                issuer: "CN=Root".into(),
+                not_before: 0,
+                not_after: 10 * 86_400,
+            });
+        }
+        let (s, line) = verdict(&[chain], "mx", 25, &a, 0);
+        assert_eq!(s, Status::Warning);
+        assert!(
+            line.contains("certificate 'CN=Intermediate' of the chain expires in 10 days"),
+            "{line}"
+        );
+        assert!(line.ends_with("cert_days=10;21;7;;"), "{line}");
     }
 }

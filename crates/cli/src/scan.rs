@@ -136,7 +136,12 @@ fn target_space(args: &ScanArgs) -> Result<TargetSpace> {
         .iter()
         .map(|p| targets::read_exclude_file(p))
         .collect::<Result<Vec<_>>>()?;
-    let hosts = targets::hosts(&args.targets, &exclude_targets, &exclude_files)?;
+    let hosts = targets::hosts(
+        &args.targets,
+        &exclude_targets,
+        &exclude_files,
+        args.family.choice(),
+    )?;
     let mut excluded_ports: Vec<&str> = exclude_port_tokens.iter().map(|t| &t[1..]).collect();
     excluded_ports.extend(args.exclude_ports.as_deref());
     excluded_ports.extend(

@@ -18,6 +18,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         config.data_dir = data;
     }
     config.dry_run = args.dry_run;
+    let mut refused = Vec::new();
+    if let Some(path) = &args.blackbox_config {
+        let modules = porthawk_server::load_blackbox(path)?;
+        refused = modules
+            .values()
+            .filter_map(|m| m.as_ref().err().cloned())
+            .collect();
+        config.blackbox = std::sync::Arc::new(modules);
+    }
     let monitors = config.watch.monitors.len();
     porthawk_server::run(config, |ready| {
         // One plain line a script can wait for, with the address actually bound
@@ -28,6 +37,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 Note::Warn(text) => tracing::warn!("{text}"),
                 Note::Info(text) => tracing::info!("{text}"),
             }
+        }
+        for why in &refused {
+            tracing::warn!("blackbox module refused, /probe answers 400 for it: {why}");
         }
     })?;
     tracing::info!("stopped");

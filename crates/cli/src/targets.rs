@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use porthawk_core::{
-    parse_target, parse_target_list, AddrRange, HostSet, HostSetBuilder, PortSet, TargetToken,
+    parse_target, parse_target_list, AddrRange, FamilyChoice, HostSet, HostSetBuilder, PortSet,
+    TargetToken,
 };
 
 /// Targets as given on the command line (`@file` entries expanded), each with where it came
@@ -30,7 +31,7 @@ fn read_list(path: &Path) -> Result<Vec<TargetToken>> {
 }
 
 /// Resolves a host name to every A and AAAA address it has.
-fn resolve(name: &str) -> Result<Vec<IpAddr>> {
+pub fn resolve(name: &str) -> Result<Vec<IpAddr>> {
     let addrs = (name, 0)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve host '{name}'"))?;
@@ -80,11 +81,13 @@ pub fn read_exclude_file(path: &Path) -> Result<ExcludeFile> {
     })
 }
 
-/// The hosts to sweep: every target, minus every excluded target.
+/// The hosts to sweep: every target (of a host name, the addresses `family` chooses),
+/// minus every excluded target (every address of an excluded name).
 pub fn hosts(
     targets: &[String],
     exclude: &[String],
     exclude_files: &[ExcludeFile],
+    family: FamilyChoice,
 ) -> Result<HostSet> {
     let mut builder = HostSetBuilder::default();
     for token in tokens(targets)? {
@@ -93,7 +96,11 @@ pub fn hosts(
                 builder.include(r);
             }
             TargetToken::Host(name) => {
-                for ip in resolve(&name)? {
+                let ips = resolve(&name)?;
+                if let Some(why) = family.nothing_left(&ips) {
+                    bail!("cannot resolve host '{name}': {why}");
+                }
+                for ip in family.select(&ips) {
                     builder.include_named(ip, &name);
                 }
             }

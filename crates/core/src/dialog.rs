@@ -3,7 +3,14 @@
 //! A [`Dialog`] is a list of steps. A [`Conversation`] runs one dialog for one probe as a
 //! sans-IO state machine: the engine reports completions (connected, bytes sent, bytes read,
 //! timed out) and does what the returned [`Step`] says. It reads no clock: callers pass the
-//! time elapsed since the handshake, and it allocates nothing after construction.
+//! time elapsed since the handshake. Its buffers are reused from probe to probe; it allocates
+//! only for what a dialog asks for: a TLS session, the capture groups of its expects, and
+//! the bytes of a send that puts them in.
+//!
+//! A user's dialog (`--send`/`--expect` repeated, `steps` in monitors and the API) is a list of
+//! [`DialogStep::Send`], [`DialogStep::SendCaptures`] and [`DialogStep::ExpectAll`] steps that
+//! [`crate::ProbeOptions`] builds; captures are numbered across the whole dialog, in the order
+//! the expects take them (`${1}` is the first group of the first expect that has one).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -14,15 +21,23 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use crate::escape::printable;
-use crate::tls::{parse_certificate, TlsInfo};
+use crate::line::trim_line_end;
+use crate::tls::TlsInfo;
 use crate::{ConnectEvent, Errno, PortState, Probe, ProbeSpec, Step};
 
-/// Bytes kept of one read step; a reply that has not matched by then fails.
+/// Bytes kept of one read step by default; a reply that has not matched by then fails.
+/// [`ProbeSpec::max_reply`] changes it per job (`--max-reply`).
 pub const READ_LIMIT: usize = 4096;
+/// The largest [`ProbeSpec::max_reply`] a job may ask for (1 MiB).
+pub const MAX_REPLY_LIMIT: usize = 1 << 20;
 /// Bytes of the first reply kept as the banner.
 pub const BANNER_LIMIT: usize = 1024;
-/// Characters of a reply quoted in a failure reason.
-const QUOTE_LIMIT: usize = 80;
+/// Capture groups a dialog keeps (`${1}` to `${16}`); later groups are not kept.
+pub const MAX_CAPTURES: usize = 16;
+/// Bytes kept of one capture; a longer one is cut.
+pub const CAPTURE_LIMIT: usize = 256;
+/// Characters of one line of a reply quoted in a failure reason.
+const QUOTE_LIMIT: usize = 100;
 
 /// Why a dialog could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,13 +59,22 @@ pub enum Pattern {
     Regex(regex::bytes::Regex),
     /// The reply must contain these bytes.
     Literal(Vec<u8>),
+    /// A reply a regular expression cannot judge, read by a small parser (LDAP's BER, XMPP).
+    Wire(crate::Wire),
 }
 
 impl Pattern {
     /// A regular expression; its compiled size is bounded so that a hostile pattern cannot
     /// take the process's memory.
+    ///
+    /// Matching is line-aware, as blackbox_exporter's query_response (which matches line by
+    /// line) and check_tcp users expect: `^` and `$` match at the start and end of every line
+    /// of the reply as well as of the whole reply (multi-line mode), and a line may end in
+    /// `\r\n` or `\n` (CRLF mode: `$` matches before the `\r`, and `.` matches neither).
     pub fn regex(source: &str) -> Result<Pattern, DialogError> {
         regex::bytes::RegexBuilder::new(source)
+            .multi_line(true)
+            .crlf(true)
             .size_limit(1 << 20)
             .dfa_size_limit(1 << 20)
             .build()
@@ -74,11 +98,52 @@ impl Pattern {
 
     /// Whether `reply` matches.
     pub fn is_match(&self, reply: &[u8]) -> bool {
+        self.find(reply).is_some()
+    }
+
+    /// Where the first match in `reply` starts.
+    pub fn find(&self, reply: &[u8]) -> Option<usize> {
         match self {
-            Pattern::Regex(re) => re.is_match(reply),
-            Pattern::Literal(needle) => {
-                needle.is_empty() || reply.windows(needle.len()).any(|w| w == needle.as_slice())
+            Pattern::Regex(re) => re.find(reply).map(|m| m.start()),
+            Pattern::Literal(needle) if needle.is_empty() => Some(0),
+            Pattern::Literal(needle) => reply
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice()),
+            // A protocol reply is judged whole: it matches from its start.
+            Pattern::Wire(wire) => wire.is_match(reply).then_some(0),
+        }
+    }
+
+    /// How many capture groups the pattern has (group 0, the whole match, not counted).
+    pub fn groups(&self) -> usize {
+        match self {
+            Pattern::Regex(re) => re.captures_len().saturating_sub(1),
+            Pattern::Literal(_) | Pattern::Wire(_) => 0,
+        }
+    }
+
+    /// Appends the capture groups of the first match in `reply` to `out` (an unmatched
+    /// optional group as empty bytes), each cut to [`CAPTURE_LIMIT`] bytes, until `out`
+    /// holds [`MAX_CAPTURES`].
+    fn capture_into(&self, reply: &[u8], out: &mut Vec<Vec<u8>>) {
+        let Pattern::Regex(re) = self else {
+            return;
+        };
+        if self.groups() == 0 {
+            return;
+        }
+        let mut locations = re.capture_locations();
+        if re.captures_read(&mut locations, reply).is_none() {
+            return;
+        }
+        for group in 1..locations.len() {
+            if out.len() >= MAX_CAPTURES {
+                return;
             }
+            let bytes = locations
+                .get(group)
+                .map_or(&[][..], |(start, end)| &reply[start..end]);
+            out.push(bytes[..bytes.len().min(CAPTURE_LIMIT)].to_vec());
         }
     }
 }
@@ -88,6 +153,7 @@ impl fmt::Display for Pattern {
         match self {
             Pattern::Regex(re) => f.write_str(re.as_str()),
             Pattern::Literal(b) => write!(f, "'{}'", printable(b, QUOTE_LIMIT)),
+            Pattern::Wire(wire) => wire.fmt(f),
         }
     }
 }
@@ -103,6 +169,7 @@ impl PartialEq for Pattern {
         match (self, other) {
             (Pattern::Regex(a), Pattern::Regex(b)) => a.as_str() == b.as_str(),
             (Pattern::Literal(a), Pattern::Literal(b)) => a == b,
+            (Pattern::Wire(a), Pattern::Wire(b)) => a == b,
             _ => false,
         }
     }
@@ -116,7 +183,8 @@ pub enum DialogStep {
     /// Send these bytes.
     Send(Vec<u8>),
     /// Read until the reply matches `expect` (the step passes), matches `reject` (the dialog
-    /// fails at once), the peer closes, the reply outgrows [`READ_LIMIT`], or the step times out.
+    /// fails at once), the peer closes, the reply outgrows the reply limit
+    /// ([`ProbeSpec::max_reply`]), or the step times out.
     Expect {
         /// What a good reply contains.
         expect: Pattern,
@@ -133,6 +201,24 @@ pub enum DialogStep {
     /// that makes a waiting service identify itself. When the server did speak, this step and
     /// a [`DialogStep::Banner`] right after it (the read of the probe's answer) are skipped.
     SendIfSilent(Vec<u8>),
+    /// Send these pieces, with earlier captures put in (`--send 'AUTH ${1}\r\n'`).
+    SendCaptures(Vec<SendPiece>),
+    /// A user's expect (`--expect`, `steps`): read until the reply matches every one of
+    /// `patterns` (one, or several with `--expect-all`), then keep their capture groups for
+    /// later sends and the result. Fails as [`DialogStep::Expect`] does.
+    ExpectAll {
+        /// What a good reply contains, all of it.
+        patterns: Vec<Pattern>,
+    },
+}
+
+/// A piece of a [`DialogStep::SendCaptures`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendPiece {
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// The capture with this number (1 is the dialog's first capture group), as it was read.
+    Capture(usize),
 }
 
 /// A list of steps run after the handshake.
@@ -204,16 +290,18 @@ impl Dialog {
     pub fn expects(&self) -> bool {
         self.steps
             .iter()
-            .any(|s| matches!(s, DialogStep::Expect { .. }))
+            .any(|s| matches!(s, DialogStep::Expect { .. } | DialogStep::ExpectAll { .. }))
     }
 }
 
 /// One probe's connect attempts and dialog.
 ///
 /// Kept once per slot of the engine's slab and reused with [`Conversation::reset`]. Its
-/// buffers start empty and grow (to at most [`READ_LIMIT`] and [`BANNER_LIMIT`]) only when a
-/// dialog reads, so connect-only sweeps pay nothing for them. A TLS session is allocated per
-/// probe that starts one.
+/// buffers start empty and grow (to at most [`ProbeSpec::max_reply`] and [`BANNER_LIMIT`])
+/// only when a dialog reads, so connect-only sweeps pay nothing for them; a reset gives back
+/// what a long reply took beyond [`READ_LIMIT`], so a slot keeps no more than that between
+/// probes. A TLS session is allocated per probe that starts one, captures per probe that
+/// takes them.
 #[derive(Debug, Default)]
 pub struct Conversation {
     probe: Probe,
@@ -231,6 +319,17 @@ pub struct Conversation {
     peer: Option<IpAddr>,
     tls: Option<Box<rustls::ClientConnection>>,
     tls_info: Option<TlsInfo>,
+    /// Capture groups of the expects that matched, in order (`${1}` is the first).
+    captures: Vec<Vec<u8>>,
+    /// The dialog failed on what the peer said (a reply that did not match), not on silence,
+    /// a reset or TLS.
+    mismatch: bool,
+    /// Bytes one read step may keep (the spec's `max_reply`, bounded).
+    max_reply: usize,
+    /// Keep the peer's bytes out of reasons.
+    jail: bool,
+    /// The TLS alert the server sent, if it sent one.
+    alert: Option<rustls::AlertDescription>,
 }
 
 impl Conversation {
@@ -250,6 +349,13 @@ impl Conversation {
         self.peer = None;
         self.tls = None;
         self.tls_info = None;
+        self.captures.clear();
+        self.mismatch = false;
+        // A long reply (`--max-reply`) grew `rx`; a slot keeps no more than the default.
+        if self.rx.capacity() > READ_LIMIT {
+            self.rx.shrink_to(READ_LIMIT);
+        }
+        self.alert = None;
     }
 
     /// The host name to present in TLS (SNI) instead of the address.
@@ -276,6 +382,8 @@ impl Conversation {
                 if let ConnectEvent::Connected { peer, .. } = event {
                     self.peer = Some(peer.ip());
                 }
+                self.max_reply = spec.max_reply.clamp(1, MAX_REPLY_LIMIT);
+                self.jail = spec.jail;
                 self.dialog = Some(Arc::clone(dialog));
                 self.step = 0;
                 self.advance(spec, Duration::ZERO)
@@ -317,16 +425,22 @@ impl Conversation {
             // Plaintext decrypted here, even in the read that ends the handshake, stays in `rx`
             // for the next read step.
             if let Err(why) = self.tls_input(data) {
+                if let Some(step) = self.on_alert(spec) {
+                    return step;
+                }
                 return self.fail(why);
             }
             if handshaking {
                 if self.peer_closed {
+                    if let Some(want) = wanted_alert(spec) {
+                        return self.fail(format!("connection closed, wanted TLS alert {want}"));
+                    }
                     return self.fail("connection closed during the TLS handshake".into());
                 }
                 return self.handshake(spec, elapsed);
             }
         } else {
-            let room = READ_LIMIT - self.rx.len();
+            let room = self.max_reply.saturating_sub(self.rx.len());
             self.rx.extend_from_slice(&data[..data.len().min(room)]);
         }
         self.read_step(spec, elapsed)
@@ -344,22 +458,25 @@ impl Conversation {
                 self.step += 1;
                 self.advance(spec, elapsed)
             }
-            Some(DialogStep::Expect { expect, .. }) => {
+            Some(step @ (DialogStep::Expect { .. } | DialogStep::ExpectAll { .. })) => {
+                let wanted = self.wanted(step);
                 if self.rx.is_empty() {
-                    self.fail(format!("expect {expect} timed out after {after}"))
+                    self.fail(format!("expect {wanted} timed out after {after}"))
                 } else {
-                    let got = printable(&self.rx, QUOTE_LIMIT);
-                    self.fail(format!(
-                        "got '{got}', wanted {expect} (timed out after {after})"
-                    ))
+                    self.mismatch = true;
+                    let got = self.quote();
+                    self.fail(format!("{got}, wanted {wanted} (timed out after {after})"))
                 }
             }
-            Some(DialogStep::StartTls) => {
-                self.fail(format!("TLS handshake timed out after {after}"))
-            }
-            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => {
-                self.fail(format!("send timed out after {after}"))
-            }
+            Some(DialogStep::StartTls) => match wanted_alert(spec) {
+                Some(want) if self.tls_info.is_some() => self.fail(format!(
+                    "the server accepted the TLS handshake, wanted alert {want} (none after {after})"
+                )),
+                _ => self.fail(format!("TLS handshake timed out after {after}")),
+            },
+            Some(
+                DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
+            ) => self.fail(format!("send timed out after {after}")),
             None => self.finish(),
         }
     }
@@ -367,7 +484,9 @@ impl Conversation {
     /// Call when a send or read failed with `errno` (e.g. ECONNRESET).
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
         let what = match self.current() {
-            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_)) => "sending",
+            Some(
+                DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
+            ) => "sending",
             Some(DialogStep::StartTls) => "in the TLS handshake",
             _ => "reading",
         };
@@ -385,8 +504,8 @@ impl Conversation {
             self.fail(format!("{name} while {what}"))
         } else {
             // What the peer said before it reset the connection is the useful part.
-            let got = printable(&self.rx, QUOTE_LIMIT);
-            self.fail(format!("got '{got}', then {name} while {what}"))
+            let got = self.quote();
+            self.fail(format!("{got}, then {name} while {what}"))
         }
     }
 
@@ -407,6 +526,19 @@ impl Conversation {
     /// Why the dialog failed: which step and what happened.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+
+    /// The capture groups of the dialog's expects, in order (`${1}` first), each at most
+    /// [`CAPTURE_LIMIT`] bytes; empty when no expect had groups.
+    pub fn captures(&self) -> &[Vec<u8>] {
+        &self.captures
+    }
+
+    /// Whether the dialog failed on what the peer said: a reply that did not match its expect,
+    /// matched a reject, or outgrew the reply limit. A dialog that failed on silence, a reset,
+    /// a close before any reply or TLS is not a mismatch.
+    pub fn mismatched(&self) -> bool {
+        self.mismatch && self.reason.is_some()
     }
 
     /// What the TLS handshake showed, if the dialog made one.
@@ -459,8 +591,33 @@ impl Conversation {
                 }
                 self.next_io(spec, elapsed, true)
             }
+            DialogStep::SendCaptures(pieces) => {
+                let mut bytes = Vec::new();
+                for piece in pieces {
+                    match piece {
+                        SendPiece::Bytes(b) => bytes.extend_from_slice(b),
+                        // A capture the dialog did not take (a group past MAX_CAPTURES)
+                        // is sent as nothing; options refuse such references up front.
+                        SendPiece::Capture(n) => bytes.extend_from_slice(
+                            n.checked_sub(1)
+                                .and_then(|i| self.captures.get(i))
+                                .map_or(&[][..], Vec::as_slice),
+                        ),
+                    }
+                }
+                if bytes.is_empty() {
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                if let Err(why) = self.tls_output(Some(&bytes)) {
+                    return self.fail(why);
+                }
+                self.next_io(spec, elapsed, true)
+            }
             DialogStep::StartTls => self.start_tls(spec, elapsed),
-            DialogStep::Banner | DialogStep::Expect { .. } => self.read_step(spec, elapsed),
+            DialogStep::Banner | DialogStep::Expect { .. } | DialogStep::ExpectAll { .. } => {
+                self.read_step(spec, elapsed)
+            }
         }
     }
 
@@ -482,45 +639,136 @@ impl Conversation {
                 self.step += 1;
                 self.advance(spec, elapsed)
             }
-            Some(DialogStep::Expect { expect, reject }) => {
-                if reject.as_ref().is_some_and(|r| r.is_match(&self.rx)) {
-                    let r = reject.as_ref().map(|r| r.to_string()).unwrap_or_default();
-                    let got = printable(&self.rx, QUOTE_LIMIT);
-                    return self.fail(format!("got '{got}', which matches reject {r}"));
+            Some(step @ (DialogStep::Expect { .. } | DialogStep::ExpectAll { .. })) => {
+                if let DialogStep::Expect {
+                    reject: Some(reject),
+                    ..
+                } = step
+                {
+                    if let Some(at) = reject.find(&self.rx) {
+                        self.mismatch = true;
+                        let got = self.quote_at(at);
+                        return self.fail(format!("{got}, which matches reject {reject}"));
+                    }
                 }
-                if expect.is_match(&self.rx) {
+                let passed = match step {
+                    DialogStep::Expect { expect, .. } => expect.is_match(&self.rx),
+                    DialogStep::ExpectAll { patterns } => {
+                        patterns.iter().all(|p| p.is_match(&self.rx))
+                    }
+                    _ => false,
+                };
+                if passed {
+                    if let DialogStep::ExpectAll { patterns } = step {
+                        for p in patterns {
+                            p.capture_into(&self.rx, &mut self.captures);
+                        }
+                    }
                     self.keep_banner();
                     self.rx.clear();
                     self.step += 1;
                     return self.advance(spec, elapsed);
                 }
+                let wanted = self.wanted(step);
                 if self.peer_closed {
                     if self.rx.is_empty() {
-                        return self.fail(format!("connection closed, wanted {expect}"));
+                        return self.fail(format!("connection closed, wanted {wanted}"));
                     }
-                    let got = printable(&self.rx, QUOTE_LIMIT);
-                    return self.fail(format!("got '{got}', wanted {expect} (then closed)"));
+                    self.mismatch = true;
+                    let got = self.quote();
+                    return self.fail(format!("{got}, wanted {wanted} (then closed)"));
                 }
-                if self.rx.len() >= READ_LIMIT {
-                    let got = printable(&self.rx, QUOTE_LIMIT);
-                    return self.fail(format!("got '{got}', wanted {expect}"));
+                if self.rx.len() >= self.max_reply {
+                    self.mismatch = true;
+                    let got = self.quote();
+                    let limit = self.max_reply;
+                    return self.fail(format!(
+                        "{got}, wanted {wanted} (stopped at the reply limit of {limit} bytes)"
+                    ));
                 }
                 self.next_io(spec, elapsed, false)
             }
-            Some(DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::StartTls)
+            Some(
+                DialogStep::Send(_)
+                | DialogStep::SendIfSilent(_)
+                | DialogStep::SendCaptures(_)
+                | DialogStep::StartTls,
+            )
             | None => self.finish(),
         }
+    }
+
+    /// What a read step wanted, for a reason: its pattern, or for several (`--expect-all`)
+    /// the ones the reply lacks.
+    fn wanted(&self, step: &DialogStep) -> String {
+        match step {
+            DialogStep::Expect { expect, .. } => expect.to_string(),
+            DialogStep::ExpectAll { patterns } => {
+                let missing: Vec<String> = patterns
+                    .iter()
+                    .filter(|p| !p.is_match(&self.rx))
+                    .map(Pattern::to_string)
+                    .collect();
+                if patterns.len() == 1 || missing.is_empty() {
+                    missing.join(", ")
+                } else {
+                    format!(
+                        "all of {} patterns, missing {}",
+                        patterns.len(),
+                        missing.join(", ")
+                    )
+                }
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// `got '...'` for a reason: the lines of the reply that matter, escaped and bounded. The
+    /// first line, and when more came, the last one read (the one a multi-line reply ends
+    /// with, or where it stopped); with the jail on, only how many bytes came.
+    fn quote(&self) -> String {
+        if self.jail {
+            return format!("got {} bytes", self.rx.len());
+        }
+        let mut lines = self
+            .rx
+            .split(|&b| b == b'\n')
+            .map(trim_line_end)
+            .filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or(&[]);
+        match lines.next_back() {
+            Some(last) => format!(
+                "got '{}' ... '{}'",
+                printable(first, QUOTE_LIMIT),
+                printable(last, QUOTE_LIMIT)
+            ),
+            None => format!("got '{}'", printable(first, QUOTE_LIMIT)),
+        }
+    }
+
+    /// `got '...'` for a reason: the line of the reply that holds byte `at` (where a reject
+    /// pattern matched).
+    fn quote_at(&self, at: usize) -> String {
+        if self.jail {
+            return format!("got {} bytes", self.rx.len());
+        }
+        let start = self.rx[..at.min(self.rx.len())]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let end = self.rx[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.rx.len(), |i| start + i);
+        let line = trim_line_end(&self.rx[start..end]);
+        format!("got '{}'", printable(line, QUOTE_LIMIT))
     }
 
     fn start_tls(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
         let Some(config) = spec.tls_config.as_ref() else {
             return self.fail("TLS is not configured for this probe".into());
         };
-        let name = match (&self.server_name, self.peer) {
-            (Some(n), _) => ServerName::try_from(n.clone()).ok(),
-            (None, Some(ip)) => Some(ServerName::IpAddress(ip.into())),
-            (None, None) => None,
-        };
+        let name = conn_server_name(&self.server_name, spec.tls_check.as_deref(), self.peer);
         let Some(name) = name else {
             return self.fail("no server name for the TLS handshake".into());
         };
@@ -561,15 +809,23 @@ impl Conversation {
             .negotiated_cipher_suite()
             .map(|c| format!("{:?}", c.suite()))
             .unwrap_or_default();
-        let cert = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|c| parse_certificate(c.as_ref()).ok());
-        self.tls_info = Some(TlsInfo {
-            version,
-            cipher,
-            cert,
-        });
+        let chain = conn.peer_certificates().unwrap_or_default().to_vec();
+        self.tls_info = Some(TlsInfo::new(version, cipher, &chain));
+        let check = spec.tls_check.as_deref();
+        if let Some(verifier) = check.and_then(|c| c.verify.as_ref()) {
+            let verdict = match conn_server_name(&self.server_name, check, self.peer) {
+                Some(name) => verifier.verify(&chain, &name),
+                None => Err("no server name to verify the certificate against".into()),
+            };
+            if let Err(why) = verdict {
+                return self.fail(format!("certificate verification failed: {why}"));
+            }
+        }
+        if check.is_some_and(|c| c.expect_alert.is_some()) {
+            // With TLS 1.3 the server judges the client's certificate after the client has
+            // finished: its alert comes in a later read. Wait for it on this step.
+            return self.next_io(spec, elapsed, false);
+        }
         self.step += 1;
         self.advance(spec, elapsed)
     }
@@ -596,7 +852,7 @@ impl Conversation {
     }
 
     /// Feeds bytes from the wire into the TLS session and appends the plaintext they carried
-    /// to `rx` (bounded by [`READ_LIMIT`]).
+    /// to `rx` (bounded by the reply limit).
     fn tls_input(&mut self, mut data: &[u8]) -> Result<(), String> {
         let Some(conn) = self.tls.as_mut() else {
             return Ok(());
@@ -607,19 +863,24 @@ impl Conversation {
                 Ok(_) => {}
                 Err(e) => return Err(format!("TLS read failed: {e}")),
             }
-            conn.process_new_packets()
-                .map_err(|e| format!("TLS error: {e}"))?;
+            if let Err(e) = conn.process_new_packets() {
+                if let rustls::Error::AlertReceived(alert) = e {
+                    self.alert = Some(alert);
+                    return Err(format!("got TLS alert {}", crate::tls::alert_name(alert)));
+                }
+                return Err(format!("TLS error: {e}"));
+            }
         }
         if data.is_empty() && self.peer_closed {
             // Let the session see the end of the stream (a close without close_notify).
             let _ = conn.read_tls(&mut data);
         }
         let mut chunk = [0u8; 512];
-        while self.rx.len() < READ_LIMIT {
+        while self.rx.len() < self.max_reply {
             match conn.reader().read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let room = READ_LIMIT - self.rx.len();
+                    let room = self.max_reply - self.rx.len();
                     self.rx.extend_from_slice(&chunk[..n.min(room)]);
                 }
                 Err(_) => break, // no plaintext yet (WouldBlock), or the peer's unclean close
@@ -644,6 +905,19 @@ impl Conversation {
         }
     }
 
+    /// After a TLS error: the verdict when the server sent the alert the check expects
+    /// (pass, and the dialog ends) or another one (fail, naming both); `None` otherwise.
+    fn on_alert(&mut self, spec: &ProbeSpec) -> Option<Step> {
+        let want = spec.tls_check.as_ref()?.expect_alert?;
+        let got = self.alert?;
+        if got == want {
+            self.step = self.dialog.as_ref().map_or(0, |d| d.steps.len());
+            return Some(self.finish());
+        }
+        let (got, want) = (crate::tls::alert_name(got), crate::tls::alert_name(want));
+        Some(self.fail(format!("got TLS alert {got}, wanted {want}")))
+    }
+
     fn fail(&mut self, why: String) -> Step {
         // What the peer did say still tells what it is.
         self.keep_banner();
@@ -656,6 +930,29 @@ impl Conversation {
             state: PortState::Open,
             errno: None,
         }
+    }
+}
+
+/// The name of the TLS alert the spec expects, if it expects one.
+fn wanted_alert(spec: &ProbeSpec) -> Option<String> {
+    let alert = spec.tls_check.as_ref()?.expect_alert?;
+    Some(crate::tls::alert_name(alert))
+}
+
+/// The name a certificate must be valid for: `--sni`, else the target's name, else its
+/// address.
+fn conn_server_name(
+    target_name: &Option<String>,
+    check: Option<&crate::TlsCheck>,
+    peer: Option<IpAddr>,
+) -> Option<ServerName<'static>> {
+    match (
+        check.and_then(|c| c.sni.as_ref()).or(target_name.as_ref()),
+        peer,
+    ) {
+        (Some(n), _) => ServerName::try_from(n.clone()).ok(),
+        (None, Some(ip)) => Some(ServerName::IpAddress(ip.into())),
+        (None, None) => None,
     }
 }
 
@@ -822,7 +1119,7 @@ mod tests {
             (
                 smtp(),
                 vec![Peer::Says(b"554 go away\r\n"), Peer::Closes],
-                "step 1: got '554 go away\\r\\n', wanted ^220 (then closed)",
+                "step 1: got '554 go away', wanted ^220 (then closed)",
             ),
             (
                 smtp(),
@@ -831,7 +1128,7 @@ mod tests {
                     Peer::Accepts,
                     Peer::Says(b"550 no\r\n"),
                 ],
-                "step 3: got '550 no\\r\\n', which matches reject ^5",
+                "step 3: got '550 no', which matches reject ^5",
             ),
             (
                 smtp(),
@@ -971,6 +1268,261 @@ mod tests {
             }
         );
         assert_eq!((c.banner(), c.matched(), c.reason()), (None, None, None));
+    }
+
+    /// Runs the dialog that `options` describe against a script; returns the conversation
+    /// and every send it made, in order.
+    fn talk(options: crate::ProbeOptions, script: &[Peer]) -> (Conversation, Vec<Vec<u8>>) {
+        let dialog = options.dialog().unwrap().unwrap();
+        let spec = ProbeSpec {
+            max_reply: options.max_reply.unwrap_or(READ_LIMIT),
+            jail: options.jail,
+            ..spec(dialog)
+        };
+        let mut c = Conversation::default();
+        let mut step = c.on_connect(&spec, connected());
+        let mut sent = Vec::new();
+        let mut t = Duration::ZERO;
+        for (n, peer) in script.iter().enumerate() {
+            t += Duration::from_millis(10);
+            step = match (step, peer) {
+                // The verdict came before the script's end (e.g. a match before the close).
+                (Step::Done { .. }, _) => break,
+                (Step::Recv { .. }, Peer::Says(b)) => c.on_recv(&spec, b, t),
+                (Step::Recv { .. }, Peer::Closes) => c.on_recv(&spec, b"", t),
+                (Step::Recv { .. } | Step::Send { .. }, Peer::Silent) => c.on_timeout(&spec, t),
+                (Step::Recv { .. } | Step::Send { .. }, Peer::Resets) => c.on_io_error(104),
+                (Step::Send { .. }, Peer::Accepts) => {
+                    sent.push(c.pending_send().to_vec());
+                    let len = c.pending_send().len();
+                    c.on_sent(&spec, len, t)
+                }
+                (s, _) => panic!("script out of step at {n}: conversation wants {s:?}"),
+            };
+        }
+        assert!(matches!(step, Step::Done { .. }), "not done: {step:?}");
+        (c, sent)
+    }
+
+    fn steps(list: &[(&str, &str)]) -> Vec<crate::ProbeStep> {
+        list.iter()
+            .map(|&(kind, text)| match kind {
+                "send" => crate::ProbeStep::Send(text.into()),
+                _ => crate::ProbeStep::Expect(text.into()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steps_run_in_order_and_captures_fill_later_sends() {
+        let options = crate::ProbeOptions {
+            steps: steps(&[
+                ("expect", r"^220 (\S+) ESMTP"),
+                ("send", r"EHLO ${1}\r\n"),
+                ("expect", r"^250[ -]SIZE (\d+)$"),
+                ("send", r"MAIL FROM:<${1}@${2}>\r\n"),
+                ("expect", "^250 "),
+            ]),
+            quit: Some(r"QUIT\r\n".into()),
+            ..Default::default()
+        };
+        let (c, sent) = talk(
+            options,
+            &[
+                Peer::Says(b"220 mx.example ESMTP\r\n"),
+                Peer::Accepts,
+                Peer::Says(b"250-mx.example\r\n250-SIZE 1024\r\n250 HELP\r\n"),
+                Peer::Accepts,
+                Peer::Says(b"250 OK\r\n"),
+                Peer::Accepts,
+            ],
+        );
+        assert_eq!((c.matched(), c.reason()), (Some(true), None));
+        assert_eq!(
+            sent,
+            [
+                &b"EHLO mx.example\r\n"[..],
+                b"MAIL FROM:<mx.example@1024>\r\n",
+                b"QUIT\r\n"
+            ]
+        );
+        assert_eq!(c.captures(), [&b"mx.example"[..], b"1024"]);
+        assert!(!c.mismatched());
+    }
+
+    #[test]
+    fn anchors_match_at_every_line_with_crlf_or_lf() {
+        let case = |pattern: &str, reply: &'static [u8]| {
+            let options = crate::ProbeOptions {
+                steps: steps(&[("expect", pattern)]),
+                ..Default::default()
+            };
+            talk(options, &[Peer::Says(reply), Peer::Closes])
+                .0
+                .matched()
+        };
+        assert_eq!(case("^250 OK$", b"250-mx\r\n250 OK\r\n"), Some(true));
+        assert_eq!(case("^250 OK$", b"250-mx\n250 OK\n"), Some(true));
+        assert_eq!(case("^mx$", b"250-mx\r\n"), Some(false));
+        assert_eq!(case("^OK$", b"NOK\r\nOKAY\r\n"), Some(false));
+        assert_eq!(
+            case(r"^\+OK ready\.$", b"* hi\r\n+OK ready.\r\n"),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn expect_all_needs_every_pattern_and_names_the_missing_ones() {
+        let options = |expect_all| crate::ProbeOptions {
+            steps: steps(&[("expect", "^A"), ("expect", "^B"), ("expect", "^C")]),
+            expect_all,
+            ..Default::default()
+        };
+        // In one reply, in any order, over several reads.
+        let (c, _) = talk(
+            options(true),
+            &[Peer::Says(b"C\r\nA"), Peer::Says(b"x\r\nB\r\n")],
+        );
+        assert_eq!((c.matched(), c.reason()), (Some(true), None));
+        let (c, _) = talk(options(true), &[Peer::Says(b"B\r\nA\r\n"), Peer::Closes]);
+        assert_eq!(
+            c.reason(),
+            Some("step 1: got 'B' ... 'A', wanted all of 3 patterns, missing ^C (then closed)")
+        );
+        assert!(c.mismatched());
+        // Without --expect-all the three are three reads, in order.
+        let (c, _) = talk(
+            options(false),
+            &[
+                Peer::Says(b"A\r\n"),
+                Peer::Says(b"B\r\n"),
+                Peer::Says(b"C\r\n"),
+            ],
+        );
+        assert_eq!((c.matched(), c.reason()), (Some(true), None));
+    }
+
+    #[test]
+    fn long_replies_read_up_to_max_reply_and_say_when_it_is_hit() {
+        let reply: Vec<u8> = (0..300)
+            .flat_map(|i| format!("line {i:04} of a long reply\r\n").into_bytes())
+            .collect();
+        assert!(reply.len() > 8000);
+        let options = |max_reply| crate::ProbeOptions {
+            steps: steps(&[("expect", "^line 0299 ")]),
+            max_reply,
+            ..Default::default()
+        };
+        let chunks: Vec<Peer> = reply.chunks(2048).map(Peer::Says).collect();
+        let (c, _) = talk(options(Some(16 * 1024)), &chunks);
+        assert_eq!((c.matched(), c.reason()), (Some(true), None));
+        // The default limit stops the read at 4096 bytes, and the reason says so.
+        let (mut c, _) = talk(options(None), &chunks[..2]);
+        let reason = c.reason().unwrap_or_default().to_string();
+        assert!(
+            reason.starts_with("step 1: got 'line 0000 of a long reply' ... 'line 0"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("wanted ^line 0299  (stopped at the reply limit of 4096 bytes)"),
+            "{reason}"
+        );
+        assert!(c.mismatched());
+        // A slot gives back what a long reply took.
+        let (mut big, _) = talk(
+            options(Some(16 * 1024)),
+            &[Peer::Says(&reply[..6000]), Peer::Closes],
+        );
+        assert!(big.rx.capacity() >= 6000);
+        big.reset();
+        assert!(big.rx.capacity() <= READ_LIMIT);
+        c.reset();
+        assert!(c.captures().is_empty() && !c.mismatched());
+    }
+
+    #[test]
+    fn reasons_quote_the_lines_that_matter_and_the_jail_keeps_them_out() {
+        let options = |jail| crate::ProbeOptions {
+            steps: steps(&[("send", r"HELP\r\n"), ("expect", "^214 ")]),
+            jail,
+            ..Default::default()
+        };
+        let script = [
+            Peer::Accepts,
+            Peer::Says(b"214-commands:\r\n214-HELO EHLO\r\n\r\n"),
+            Peer::Says(b"502 not today\r\n"),
+            Peer::Silent,
+        ];
+        let (c, _) = talk(options(false), &script);
+        assert_eq!(
+            c.reason(),
+            Some(
+                "step 2: got '214-commands:' ... '502 not today', wanted ^214  \
+                 (timed out after 2s)"
+            )
+        );
+        let (c, _) = talk(options(true), &script);
+        assert_eq!(
+            c.reason(),
+            Some("step 2: got 47 bytes, wanted ^214  (timed out after 2s)")
+        );
+        // A reject quotes the line it matched, not the start of the reply.
+        let dialog = Dialog {
+            steps: vec![DialogStep::Expect {
+                expect: Pattern::regex("^250 ").unwrap(),
+                reject: Some(Pattern::regex(r"^5\d\d").unwrap()),
+            }],
+        };
+        let (_, _, reason, _) = run(dialog, &[Peer::Says(b"250-a\r\n250-b\r\n554 no\r\n250-c")]);
+        assert_eq!(
+            reason.as_deref(),
+            Some("step 1: got '554 no', which matches reject ^5\\d\\d")
+        );
+        // Silence and resets are not mismatches.
+        let (c, _) = talk(options(false), &[Peer::Accepts, Peer::Silent]);
+        assert_eq!(c.reason(), Some("step 2: expect ^214  timed out after 2s"));
+        assert!(!c.mismatched());
+    }
+
+    #[test]
+    fn steps_continue_inside_tls_after_a_starttls_preset() {
+        let options = crate::ProbeOptions {
+            preset: Some("smtp-starttls".into()),
+            steps: steps(&[("send", r"EHLO porthawk\r\n"), ("expect", "^250 ")]),
+            quit: Some(r"QUIT\r\n".into()),
+            ..Default::default()
+        };
+        let dialog = options.dialog().unwrap().unwrap();
+        let at = dialog
+            .steps
+            .iter()
+            .position(|s| *s == DialogStep::StartTls)
+            .unwrap();
+        assert_eq!(
+            dialog.steps[at + 1..],
+            [
+                DialogStep::Send(b"EHLO porthawk\r\n".to_vec()),
+                DialogStep::ExpectAll {
+                    patterns: vec![Pattern::regex("^250 ").unwrap()]
+                },
+                DialogStep::Send(b"QUIT\r\n".to_vec()),
+            ]
+        );
+        // Through a real TLS session: the EHLO goes encrypted and its answer is read.
+        let greeting = b"250 mail.example\r\n";
+        let (c, _) = tls_greeting(
+            &rustls::version::TLS13,
+            vec![
+                DialogStep::StartTls,
+                DialogStep::Send(b"EHLO porthawk\r\n".to_vec()),
+                DialogStep::ExpectAll {
+                    patterns: vec![Pattern::regex(r"^250 (\S+)").unwrap()],
+                },
+            ],
+            greeting,
+        );
+        assert_eq!((c.matched(), c.reason()), (Some(true), None));
+        assert_eq!(c.captures(), [&b"mail.example"[..]]);
     }
 
     /// A fixed, self-signed P-256 certificate for `localhost` (valid until 2126) and its key,

@@ -622,7 +622,30 @@ impl SweepProbe {
             expect: self.expect.clone(),
             banner: self.banner,
             tls: self.tls,
+            ..ProbeOptions::default()
         }
+    }
+
+    /// The first option of `options` the wire form cannot carry yet (dialog steps, `quit`,
+    /// `expect_all`, `max_reply`, `jail` and the TLS checks), by its config name: a probe
+    /// with one of them must not go to agents, which would probe without it.
+    pub fn unsupported(options: &ProbeOptions) -> Option<&'static str> {
+        let o = options;
+        [
+            (!o.steps.is_empty(), "steps"),
+            (o.quit.is_some(), "quit"),
+            (o.expect_all, "expect_all"),
+            (o.max_reply.is_some(), "max_reply"),
+            (o.jail, "jail"),
+            (o.tls_verify, "tls_verify"),
+            (o.tls_ca_file.is_some(), "tls_ca_file"),
+            (o.sni.is_some(), "sni"),
+            (o.tls_cert.is_some(), "tls_cert"),
+            (o.tls_key.is_some(), "tls_key"),
+            (o.expect_alert.is_some(), "expect_alert"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
     }
 
     /// The wire form of `options` with these timeouts.

@@ -18,6 +18,7 @@ use crate::{
     PresetStep, ProbeRecord, ProbeSpec, ResultBatch, Step, BANNER_LIMIT, FRAME_HEADER_LEN,
     IDENTITY_FIELD_LIMIT,
 };
+use crate::{ldap_reply, Wire, WireVerdict};
 use crate::{parse_duration, parse_target_list, AddrRange, HostSetBuilder, PortSet, TargetToken};
 
 /// A real first reply of a service, and what [`identify`] must make of it.
@@ -387,8 +388,16 @@ pub fn dialog_target(data: &[u8]) {
 /// [`dialog_target`], returning the preset's name and the verdict (matched, reason).
 fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>)> {
     let (&pick, mut rest) = data.split_first()?;
-    let all = compiled_presets();
-    let (preset, dialog) = &all[usize::from(pick) % all.len()];
+    let (name, dialog, max_reply, jail) = if pick >= USER_DIALOG_PICK {
+        let users = compiled_user_dialogs();
+        let (name, spec) = &users[usize::from(pick - USER_DIALOG_PICK) % users.len()];
+        let dialog = spec.dialog.as_ref()?;
+        (*name, dialog, spec.max_reply, spec.jail)
+    } else {
+        let all = compiled_presets();
+        let (preset, dialog) = &all[usize::from(pick) % all.len()];
+        (preset.name, dialog, crate::READ_LIMIT, false)
+    };
     // A TLS handshake counts as an expectation: the `tls` preset passes or fails on it.
     let expects = dialog.expects() || dialog.steps.contains(&DialogStep::StartTls);
     let steps = dialog.steps.len();
@@ -397,6 +406,8 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
         tls_config: Some(tls_config()),
         read_timeout: Duration::from_secs(2),
         dialog_timeout: Duration::from_secs(5),
+        max_reply,
+        jail,
         ..ProbeSpec::default()
     };
     let connected = ConnectEvent::Connected {
@@ -465,8 +476,108 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
     }
     if let Some(reason) = c.reason() {
         assert!(reason.starts_with("step "), "{reason}");
+        assert!(reason.len() < 1024, "unbounded reason: {reason}");
+        if jail {
+            assert!(
+                !reason.contains("got '"),
+                "jailed reason quotes the peer: {reason}"
+            );
+        }
     }
-    Some((preset.name, c.matched(), c.reason().map(str::to_string)))
+    assert!(c.captures().len() <= crate::MAX_CAPTURES);
+    assert!(c.captures().iter().all(|k| k.len() <= crate::CAPTURE_LIMIT));
+    assert!(!c.mismatched() || c.reason().is_some());
+    Some((name, c.matched(), c.reason().map(str::to_string)))
+}
+
+/// A first byte at or above this picks one of [`compiled_user_dialogs`] instead of a preset.
+const USER_DIALOG_PICK: u8 = 0xc0;
+
+/// Dialogs as users write them (steps with captures, `--expect-all`, `--quit`, steps after a
+/// STARTTLS preset, a small `--max-reply`, `--jail`), built through [`crate::ProbeOptions`]
+/// once, with the spec fields they set.
+fn compiled_user_dialogs() -> &'static [(&'static str, ProbeSpec)] {
+    use crate::{ProbeOptions, ProbeStep};
+    static COMPILED: OnceLock<Vec<(&'static str, ProbeSpec)>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let send = |s: &str| ProbeStep::Send(s.into());
+        let expect = |s: &str| ProbeStep::Expect(s.into());
+        let dialogs = [
+            (
+                "steps-captures",
+                ProbeOptions {
+                    steps: vec![
+                        expect(r"^220 (\S+) (E?SMTP)"),
+                        send(r"EHLO ${1}\r\n"),
+                        expect(r"^250[ -]SIZE (\d+)$"),
+                        expect(r"^250 (.*)$"),
+                        send(r"MAIL FROM:<${2}@${1}> SIZE=${3}\r\n"),
+                        expect("^250 "),
+                    ],
+                    expect_all: true,
+                    quit: Some(r"QUIT\r\n".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "starttls-steps",
+                ProbeOptions {
+                    preset: Some("smtp-starttls".into()),
+                    steps: vec![send(r"EHLO porthawk\r\n"), expect(r"^250 (\S+)")],
+                    quit: Some(r"QUIT\r\n".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "jail-small-reply",
+                ProbeOptions {
+                    steps: vec![send(r"HELP\r\n"), expect(r"^214 (.*)$")],
+                    max_reply: Some(64),
+                    jail: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        dialogs
+            .into_iter()
+            .map(|(name, options)| {
+                let second = Duration::from_secs(1);
+                match options.spec(second, 1, second, second, Arc::new(FixedTime)) {
+                    Ok(spec) => (name, spec),
+                    Err(e) => panic!("user dialog {name} does not build: {e}"),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Inputs for [`dialog_target`] that play the user dialogs with a good server.
+pub fn user_dialog_seeds() -> Vec<(String, Vec<u8>)> {
+    const PROCEED: u8 = 0x31;
+    let read = |data: &mut Vec<u8>, reply: &[u8]| {
+        for chunk in reply.chunks(255) {
+            data.push(PROCEED);
+            data.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+            data.extend_from_slice(chunk);
+        }
+    };
+    let ehlo: &[u8] = b"250-mx.example.org\r\n250-SIZE 10240000\r\n250 CHUNKING\r\n";
+    let mut captures = vec![USER_DIALOG_PICK];
+    read(&mut captures, sample_reply("exim-4.96"));
+    captures.push(PROCEED);
+    read(&mut captures, ehlo);
+    captures.push(PROCEED);
+    read(&mut captures, b"250 OK\r\n");
+    captures.push(PROCEED);
+    let mut jail = vec![USER_DIALOG_PICK + 2, PROCEED];
+    read(
+        &mut jail,
+        b"214-This is a long help text, longer than the reply limit of this dialog.\r\n",
+    );
+    vec![
+        ("steps-captures".to_string(), captures),
+        ("jail-small-reply".to_string(), jail),
+    ]
 }
 
 /// A clock stopped at a fixed instant (2023-11-14), for TLS handshakes in the fuzz targets:
@@ -519,6 +630,53 @@ pub fn cert_target(data: &[u8]) {
         let _ = info.self_signed();
     }
 }
+
+/// Reads arbitrary bytes with the parsers of [`Wire`] replies (LDAP's BER, XMPP's tags), as
+/// the ldap and xmpp presets read what a server says: no panic; a pair (good, bad) never
+/// both match; and a verdict, once reached, stays when more bytes come.
+pub fn wire_target(data: &[u8]) {
+    let pairs = [
+        (Wire::LdapSuccess, Wire::LdapFailure),
+        (Wire::XmppStartTlsOffered, Wire::XmppNoStartTls),
+        (Wire::XmppProceed, Wire::XmppRefused),
+    ];
+    for (good, bad) in pairs {
+        assert!(
+            !(good.is_match(data) && bad.is_match(data)),
+            "{good:?} and {bad:?} both match"
+        );
+        let whole = good.judge(data);
+        assert_eq!(bad.judge(data), whole);
+        for cut in [data.len() / 2, data.len().saturating_sub(1)] {
+            let part = good.judge(&data[..cut]);
+            if part != WireVerdict::More {
+                assert_eq!(part, whole, "{good:?}: the verdict on {cut} bytes changed");
+            }
+        }
+    }
+    let _ = ldap_reply(data);
+}
+
+/// Seeds of the `wire` target: real replies, and broken ones.
+pub const WIRE_SEEDS: &[&[u8]] = &[
+    LDAP_STARTTLS_SUCCESS,
+    // protocolError (2), as a server without StartTLS support answers.
+    b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
+    // A notice of disconnection (message 0, unavailable).
+    b"\x30\x84\x00\x00\x00\x2c\x02\x01\x00\x78\x84\x00\x00\x00\x23\x0a\x01\x34\x04\x00\
+      \x04\x00\x8a\x161.3.6.1.4.1.1466.20036",
+    b"\x30\x80\x02\x01\x01",
+    b"\x30\x85\x01\x02\x03\x04\x05",
+    XMPP_FEATURES,
+    XMPP_PROCEED,
+    b"<?xml version='1.0'?><stream:stream from='x' version='1.0'><stream:features>\
+      <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>\
+      </mechanisms></stream:features>",
+    b"<stream:stream><stream:error><host-unknown \
+      xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+    b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+    b"<!-- x --><a b='>'><c/></a><stream:features/>",
+];
 
 /// Decodes arbitrary text as `--send` escapes, and renders arbitrary bytes with
 /// [`printable`]: the rendering is ASCII, respects its cap, and decodes back to the bytes.
@@ -719,9 +877,29 @@ fn good_replies(preset: &str) -> Vec<&'static [u8]> {
         "amqp" => vec![b"\x01\x00\x00\x00\x00\x01\xf6\x00\x0a\x00\x0a\x00\x09"],
         "vnc" => vec![sample_reply("vnc-3.8")],
         "identify" => vec![sample_reply("nginx-1.22.1")],
+        "nntp" | "nntps" => vec![NNTP_GREETING],
+        "irc" | "ircs" => vec![IRC_NOTICE],
+        "ldap" => vec![LDAP_STARTTLS_SUCCESS],
+        "xmpp" => vec![XMPP_FEATURES, XMPP_PROCEED],
         _ => Vec::new(),
     }
 }
+
+/// INN's greeting.
+const NNTP_GREETING: &[u8] =
+    b"200 news.example.com InterNetNews NNRP server INN 2.7.1 ready (posting ok)\r\n";
+/// What ircd-hybrid, InspIRCd and ngIRCd say before registration is done.
+const IRC_NOTICE: &[u8] = b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n";
+/// OpenLDAP's answer to StartTLS: success, with the responseName.
+pub const LDAP_STARTTLS_SUCCESS: &[u8] = b"\x30\x24\x02\x01\x01\x78\x1f\x0a\x01\x00\x04\x00\
+    \x04\x00\x8a\x161.3.6.1.4.1.1466.20037";
+/// Prosody's stream header and features, STARTTLS required.
+pub const XMPP_FEATURES: &[u8] = b"<?xml version='1.0'?><stream:stream \
+    xmlns:stream='http://etherx.jabber.org/streams' from='example.com' version='1.0' \
+    xmlns='jabber:client'><stream:features><starttls \
+    xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>";
+/// The go-ahead for TLS.
+pub const XMPP_PROCEED: &[u8] = b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
 
 /// Inputs for [`dialog_target`] that play each preset's dialog with a good server (replies
 /// cut into reads of at most 255 bytes), named after the preset.
@@ -739,7 +917,7 @@ pub fn dialog_seeds() -> Vec<(String, Vec<u8>)> {
             let mut silent = false;
             for step in p.steps {
                 match step {
-                    PresetStep::Send(_) => data.push(PROCEED),
+                    PresetStep::Send(_) | PresetStep::SendXmppHeader => data.push(PROCEED),
                     PresetStep::SendIfSilent(_) if silent => data.push(PROCEED),
                     PresetStep::SendIfSilent(_) => {}
                     PresetStep::Banner if p.name == "identify" && !silent => {
@@ -747,7 +925,9 @@ pub fn dialog_seeds() -> Vec<(String, Vec<u8>)> {
                         silent = true;
                         data.push(TIMEOUT);
                     }
-                    PresetStep::Banner | PresetStep::Expect { .. } => {
+                    PresetStep::Banner
+                    | PresetStep::Expect { .. }
+                    | PresetStep::ExpectWire { .. } => {
                         let reply = replies.next().unwrap_or_default();
                         for chunk in reply.chunks(255) {
                             data.push(PROCEED);
@@ -1218,6 +1398,25 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_dialog_seeds_play_their_dialogs() {
+        let seeds = user_dialog_seeds();
+        let (played, matched, reason) = run_dialog(&seeds[0].1).unwrap();
+        assert_eq!(
+            (played, matched, reason),
+            ("steps-captures", Some(true), None)
+        );
+        let (played, matched, reason) = run_dialog(&seeds[1].1).unwrap();
+        assert_eq!((played, matched), ("jail-small-reply", Some(false)));
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                "step 2: got 64 bytes, wanted ^214 (.*)$ \
+                 (stopped at the reply limit of 64 bytes)"
+            )
+        );
+    }
 
     #[test]
     fn dialog_seeds_play_a_good_server() {

@@ -18,6 +18,7 @@ mod diff;
 mod duration;
 mod errno;
 mod escape;
+mod family;
 mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -36,12 +37,14 @@ mod xml;
 
 pub use civil::rfc3339;
 pub use dialog::{
-    Conversation, Dialog, DialogError, DialogStep, Pattern, BANNER_LIMIT, READ_LIMIT,
+    Conversation, Dialog, DialogError, DialogStep, Pattern, SendPiece, BANNER_LIMIT, CAPTURE_LIMIT,
+    MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
 };
 pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
 pub use errno::{errno_name, is_local_errno, Errno};
 pub use escape::{parse_escapes, printable, EscapeError};
+pub use family::{AddressMode, FamilyChoice, IpFamily};
 pub use fleet::{
     frame_msg_id, inbox_prefix, parse_results_subject, parse_u32_header, parse_work_subject,
     pool_consumer, results_agent_filter, results_subject, slice_count, slice_len, slice_range,
@@ -55,10 +58,13 @@ pub use fleet::{
 };
 pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
 pub use line::{banner_text, trim_line_end, ResultLine};
-pub use options::{ProbeOptions, ProbeOptionsError};
+pub use options::{ProbeOptions, ProbeOptionsError, ProbeStep};
 pub use permute::Permutation;
 pub use ports::{PortSet, PortsError, DEFAULT_PORTS, MAX_PORT_ELEMENTS};
-pub use presets::{preset, presets, Preset, PresetStep, TlsMode, UnknownPreset, IDENTIFY_PROBE};
+pub use presets::{
+    ldap_reply, preset, presets, xml_tags, xmpp_stream_header, LdapReply, Preset, PresetStep,
+    TlsMode, UnknownPreset, Wire, WireVerdict, XmlTag, IDENTIFY_PROBE, LDAP_STARTTLS_REQUEST,
+};
 pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
     decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,
@@ -70,6 +76,8 @@ pub use target::{
     MAX_TARGETS,
 };
 pub use tls::{
-    client_config as tls_client_config, parse_certificate, CertError, CertInfo, TlsInfo,
+    alert_by_name, alert_name, client_auth_from_pem, client_config as tls_client_config,
+    client_config_with as tls_client_config_with, parse_certificate, roots_from_pem, system_roots,
+    CertError, CertInfo, ClientAuth, TlsCheck, TlsInfo, TlsVerifier,
 };
 pub use xml::{escape as xml_escape, nmap_xml, port_ranges, XmlRun, NMAP_XML_OUTPUT_VERSION};

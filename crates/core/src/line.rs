@@ -9,7 +9,7 @@
 //! **Field order is part of the contract.** The fields are, in this order: `ip`, `port`,
 //! `state`, `rtt_us`, `tries`, `host`, `errno`, `matched`, `service`, `product`, `version`,
 //! `banner`, `reason`, `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`,
-//! `cert_days_left`. JSON objects list them in that order and leave out the optional ones
+//! `cert_days_left`, `captures`, `cert_expires_first`. JSON objects list them in that order and leave out the optional ones
 //! that are absent; CSV has one column per field in that order, empty where absent. New
 //! fields are only ever added at the end. The CSV header and row writer walk the serde
 //! derive of the struct, so the order is stated once, by the declaration below.
@@ -17,7 +17,8 @@
 //! CSV text cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return get a
 //! leading `'`, so that a spreadsheet shows a hostile banner instead of running it as a
 //! formula (OWASP's advice); a reader that wants the bytes back drops that one quote.
-//! Numbers are never prefixed.
+//! Numbers are never prefixed. `captures` is a list: a JSON array of strings, and in CSV one
+//! cell holding that same JSON array text (`["a","b"]`).
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -79,12 +80,21 @@ pub struct ResultLine {
     /// The certificate's issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_issuer: Option<String>,
-    /// The end of the certificate's validity, RFC 3339 in UTC.
+    /// The end of the presented chain's validity (the earliest end of its certificates),
+    /// RFC 3339 in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<String>,
-    /// Whole days from the probe to the end of validity; negative once expired.
+    /// Whole days from the probe to `cert_not_after`; negative once expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_days_left: Option<i64>,
+    /// The capture groups of the dialog's expects, in order (`${1}` first), non-printable
+    /// bytes escaped as in `banner`; absent when no expect had groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captures: Option<Vec<String>>,
+    /// The subject of the chain's certificate that `cert_not_after` is about: the one that
+    /// expires first (`cert_subject` when it is the server's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expires_first: Option<String>,
 }
 
 impl ResultLine {
@@ -99,6 +109,7 @@ impl ResultLine {
         let identity = record.banner.as_deref().and_then(identify);
         let tls = record.tls.as_ref();
         let cert = tls.and_then(|t| t.cert.as_ref());
+        let expiring = tls.and_then(|t| t.expiring());
         ResultLine {
             ip: record.ip,
             port: record.port,
@@ -116,8 +127,16 @@ impl ResultLine {
             tls_version: tls.map(|t| t.version.clone()),
             cert_subject: cert.map(|c| c.subject.clone()),
             cert_issuer: cert.map(|c| c.issuer.clone()),
-            cert_not_after: cert.map(|c| rfc3339(c.not_after)),
-            cert_days_left: cert.map(|c| c.days_left(now_unix)),
+            cert_not_after: expiring.map(|c| rfc3339(c.not_after)),
+            cert_days_left: expiring.map(|c| c.days_left(now_unix)),
+            captures: (!record.captures.is_empty()).then(|| {
+                record
+                    .captures
+                    .iter()
+                    .map(|c| printable(c, 4 * crate::CAPTURE_LIMIT))
+                    .collect()
+            }),
+            cert_expires_first: expiring.map(|c| c.subject.clone()),
         }
     }
 
@@ -137,7 +156,7 @@ impl ResultLine {
             },
         });
         if let Err(e) = walked {
-            unreachable!("a ResultLine has only scalar fields: {e}");
+            unreachable!("a ResultLine has only scalar fields and lists of strings: {e}");
         }
         names
     }
@@ -163,13 +182,16 @@ impl ResultLine {
                 }
                 first = false;
                 if let Some(value) = value {
-                    value.serialize(CsvCell { out: &mut *out })?;
+                    value.serialize(CsvCell {
+                        out: &mut *out,
+                        raw: false,
+                    })?;
                 }
                 Ok(())
             },
         });
         if let Err(e) = walked {
-            unreachable!("a ResultLine has only scalar fields: {e}");
+            unreachable!("a ResultLine has only scalar fields and lists of strings: {e}");
         }
         out.push('\n');
     }
@@ -339,6 +361,9 @@ impl<'v, 'a> Serializer for FieldWalker<'v, 'a> {
 /// Writes one scalar as a CSV cell.
 struct CsvCell<'o> {
     out: &'o mut String,
+    /// Text as it is, neither quoted nor guarded (an item of a list, which the list's cell
+    /// quotes and guards as a whole).
+    raw: bool,
 }
 
 impl CsvCell<'_> {
@@ -354,10 +379,56 @@ fn starts_formula(s: &str) -> bool {
     s.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
-impl Serializer for CsvCell<'_> {
+/// A list in one CSV cell: its items gathered as the JSON array they make (as JSON output
+/// has them), then written as one text cell.
+struct CsvList<'o> {
+    out: &'o mut String,
+    json: String,
+}
+
+impl ser::SerializeSeq for CsvList<'_> {
     type Ok = ();
     type Error = CellError;
-    type SerializeSeq = Impossible<(), CellError>;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CellError> {
+        let mut item = String::new();
+        value.serialize(CsvCell {
+            out: &mut item,
+            raw: true,
+        })?;
+        self.json.push(if self.json.is_empty() { '[' } else { ',' });
+        self.json.push('"');
+        for c in item.chars() {
+            match c {
+                '"' => self.json.push_str("\\\""),
+                '\\' => self.json.push_str("\\\\"),
+                c if c.is_control() => {
+                    let _ = write!(self.json, "\\u{:04x}", u32::from(c));
+                }
+                c => self.json.push(c),
+            }
+        }
+        self.json.push('"');
+        Ok(())
+    }
+
+    fn end(mut self) -> Result<(), CellError> {
+        if self.json.is_empty() {
+            self.json.push('[');
+        }
+        self.json.push(']');
+        CsvCell {
+            out: self.out,
+            raw: false,
+        }
+        .serialize_str(&self.json)
+    }
+}
+
+impl<'o> Serializer for CsvCell<'o> {
+    type Ok = ();
+    type Error = CellError;
+    type SerializeSeq = CsvList<'o>;
     type SerializeTuple = Impossible<(), CellError>;
     type SerializeTupleStruct = Impossible<(), CellError>;
     type SerializeTupleVariant = Impossible<(), CellError>;
@@ -403,6 +474,10 @@ impl Serializer for CsvCell<'_> {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_str(self, s: &str) -> Result<(), CellError> {
+        if self.raw {
+            self.out.push_str(s);
+            return Ok(());
+        }
         let guard = if starts_formula(s) { "'" } else { "" };
         if s.contains([',', '"', '\n', '\r']) {
             self.out.push('"');
@@ -437,11 +512,17 @@ impl Serializer for CsvCell<'_> {
         v.serialize(self)
     }
 
+    fn serialize_seq(self, _: Option<usize>) -> Result<CsvList<'o>, CellError> {
+        Ok(CsvList {
+            out: self.out,
+            json: String::new(),
+        })
+    }
+
     refuse! {
         serialize_bytes(&[u8]) -> ();
         serialize_unit() -> ();
         serialize_unit_struct(&'static str) -> ();
-        serialize_seq(Option<usize>) -> Self::SerializeSeq;
         serialize_tuple(usize) -> Self::SerializeTuple;
         serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
         serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
@@ -468,7 +549,7 @@ mod tests {
 
     /// The contract order, written out once more on purpose: changing the struct's field
     /// order must fail this test.
-    const CONTRACT: [&str; 18] = [
+    const CONTRACT: [&str; 20] = [
         "ip",
         "port",
         "state",
@@ -487,6 +568,8 @@ mod tests {
         "cert_issuer",
         "cert_not_after",
         "cert_days_left",
+        "captures",
+        "cert_expires_first",
     ];
 
     fn full() -> ProbeRecord {
@@ -504,7 +587,15 @@ mod tests {
                     not_before: 0,
                     not_after: 1_800_000_000,
                 }),
+                // An intermediate that ends a day before the leaf.
+                expires_first: Some(CertInfo {
+                    subject: "CN=ca".into(),
+                    issuer: "CN=root".into(),
+                    not_before: 0,
+                    not_after: 1_800_000_000 - 86_400,
+                }),
             }),
+            captures: vec![b"mx".to_vec(), b"a\"b,\r".to_vec()],
             ..ProbeRecord::new("10.0.0.7".parse().unwrap(), 25, PortState::Error, 412, 2)
         }
     }
@@ -537,15 +628,24 @@ mod tests {
             line.banner.as_deref(),
             Some("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3")
         );
-        assert_eq!(line.cert_not_after.as_deref(), Some("2027-01-15T08:00:00Z"));
-        assert_eq!(line.cert_days_left, Some(3));
+        // The chain's validity ends with the intermediate's, a day before the leaf's.
+        assert_eq!(line.cert_subject.as_deref(), Some("CN=mx, O=Example"));
+        assert_eq!(line.cert_not_after.as_deref(), Some("2027-01-14T08:00:00Z"));
+        assert_eq!(line.cert_days_left, Some(2));
+        assert_eq!(line.cert_expires_first.as_deref(), Some("CN=ca"));
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<ResultLine>(&json).unwrap(), line);
+        // The captures' CSV cell is the JSON array that JSON output has.
+        assert!(
+            json.ends_with(r#""captures":["mx","a\"b,\\r"],"cert_expires_first":"CN=ca"}"#),
+            "{json}"
+        );
         assert_eq!(
             line.csv_row(),
             "10.0.0.7,25,error,412,2,mx,EHOSTUNREACH,false,ssh,OpenSSH,9.2p1,\
              SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3,\"step 2: got '554 no', wanted ^250\",\
-             TLSv1.3,\"CN=mx, O=Example\",CN=ca,2027-01-15T08:00:00Z,3\n"
+             TLSv1.3,\"CN=mx, O=Example\",CN=ca,2027-01-14T08:00:00Z,2,\
+             \"[\"\"mx\"\",\"\"a\\\"\"b,\\\\r\"\"]\",CN=ca\n"
         );
     }
 
@@ -560,7 +660,7 @@ mod tests {
             serde_json::to_string(&line).unwrap(),
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1}"#
         );
-        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,\n");
+        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,,\n");
         assert!(serde_json::from_str::<ResultLine>(
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1,"x":1}"#
         )
@@ -579,7 +679,7 @@ mod tests {
         line.product = Some("+x,y".into());
         assert_eq!(
             line.csv_row(),
-            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4\n"
+            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4,\n"
         );
         // JSON is not a spreadsheet: values stay as they are.
         assert!(serde_json::to_string(&line)

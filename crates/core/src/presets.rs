@@ -41,6 +41,17 @@ pub enum PresetStep {
     Banner,
     /// Send these bytes only to a server that has said nothing ([`DialogStep::SendIfSilent`]).
     SendIfSilent(&'static [u8]),
+    /// Read until a parser judges the reply ([`DialogStep::Expect`] with [`Pattern::Wire`]):
+    /// for replies a regular expression cannot judge (BER, XML).
+    ExpectWire {
+        /// What a good reply is.
+        expect: Wire,
+        /// What a bad reply is.
+        reject: Wire,
+    },
+    /// Send an XMPP client stream header ([`xmpp_stream_header`]), addressed to the server
+    /// name the probe presents (`--sni`), if any.
+    SendXmppHeader,
 }
 
 /// A named dialog for a service.
@@ -62,6 +73,12 @@ impl Preset {
     /// Compiles the steps into a dialog. Fails only if a pattern does not compile, which the
     /// tests rule out for the built-in presets.
     pub fn dialog(&self) -> Result<Dialog, DialogError> {
+        self.dialog_for(None)
+    }
+
+    /// [`Preset::dialog`] for a probe that names the server `server_name` (`--sni`): XMPP
+    /// addresses its stream to it.
+    pub fn dialog_for(&self, server_name: Option<&str>) -> Result<Dialog, DialogError> {
         let steps = self
             .steps
             .iter()
@@ -74,6 +91,11 @@ impl Preset {
                     },
                     PresetStep::Banner => DialogStep::Banner,
                     PresetStep::SendIfSilent(bytes) => DialogStep::SendIfSilent(bytes.to_vec()),
+                    PresetStep::ExpectWire { expect, reject } => DialogStep::Expect {
+                        expect: Pattern::Wire(expect),
+                        reject: Some(Pattern::Wire(reject)),
+                    },
+                    PresetStep::SendXmppHeader => DialogStep::Send(xmpp_stream_header(server_name)),
                 })
             })
             .collect::<Result<_, DialogError>>()?;
@@ -119,7 +141,7 @@ pub fn preset(name: &str) -> Result<&'static Preset, UnknownPreset> {
         })
 }
 
-use PresetStep::{Banner, Expect, Send, SendIfSilent};
+use PresetStep::{Banner, Expect, ExpectWire, Send, SendIfSilent};
 
 // SMTP. The greeting and the EHLO reply can span lines (`220-...`, `250-...`): waiting for the
 // last line (code and a space) keeps the client from talking into the server's reply. A 4xx
@@ -267,6 +289,399 @@ const AMQP: &[PresetStep] = &[
         reject: None,
     },
 ];
+
+// NNTP (RFC 3977): 200 posting allowed, 201 not; 400 service unavailable, 502 refused.
+const NNTP: &[PresetStep] = &[
+    Expect {
+        expect: r"^20[01][ \r\n]",
+        reject: Some(r"^(400|502)"),
+    },
+    Send(b"QUIT\r\n"),
+];
+
+// IRC: register, and count the welcome (001), any other numeric reply (433: the nick is in
+// use, as it is while another check's connection lingers) or a NOTICE (most servers greet
+// with one before registration is done) as an IRC server; ERROR is one turning the client
+// away.
+const IRC: &[PresetStep] = &[
+    Send(b"NICK porthawk\r\nUSER porthawk 0 * :porthawk\r\n"),
+    Expect {
+        expect: r"(?m)^(:\S+ )?(\d{3}|NOTICE) ",
+        reject: Some(r"(?m)^ERROR "),
+    },
+    Send(b"QUIT\r\n"),
+];
+
+/// The LDAP StartTLS extended request (RFC 4511 4.14): message 1, requestName
+/// 1.3.6.1.4.1.1466.20037.
+pub const LDAP_STARTTLS_REQUEST: &[u8] = b"\x30\x1d\x02\x01\x01\x77\x18\x80\x16\
+    1.3.6.1.4.1.1466.20037";
+
+const LDAP_STARTTLS: &[PresetStep] = &[
+    Send(LDAP_STARTTLS_REQUEST),
+    ExpectWire {
+        expect: Wire::LdapSuccess,
+        reject: Wire::LdapFailure,
+    },
+];
+
+/// The XMPP STARTTLS request (RFC 6120 5.4.2.1).
+const XMPP_STARTTLS_REQUEST: &[u8] = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+
+const XMPP_STARTTLS: &[PresetStep] = &[
+    PresetStep::SendXmppHeader,
+    ExpectWire {
+        expect: Wire::XmppStartTlsOffered,
+        reject: Wire::XmppNoStartTls,
+    },
+    Send(XMPP_STARTTLS_REQUEST),
+    ExpectWire {
+        expect: Wire::XmppProceed,
+        reject: Wire::XmppRefused,
+    },
+];
+
+/// An XMPP client stream header, with `to` set to `domain` when given (servers hosting
+/// several domains need it; RFC 6120 4.7.2).
+pub fn xmpp_stream_header(domain: Option<&str>) -> Vec<u8> {
+    let mut header = String::from(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'",
+    );
+    if let Some(domain) = domain {
+        // A server name has no quote or markup in it (checked as a DNS name or an address);
+        // escape anyway.
+        header.push_str(" to='");
+        for c in domain.chars() {
+            match c {
+                '\'' => header.push_str("&apos;"),
+                '<' => header.push_str("&lt;"),
+                '&' => header.push_str("&amp;"),
+                c => header.push(c),
+            }
+        }
+        header.push('\'');
+    }
+    header.push('>');
+    header.into_bytes()
+}
+
+/// Replies that a regular expression cannot judge, read by small hand-written parsers
+/// (bounded by the dialog's read limit, never panicking, fuzzed by the `wire` target).
+/// Each pair (`LdapSuccess`/`LdapFailure`, ...) splits the replies it decides between them:
+/// a reply never matches both, and once one matches, more bytes do not change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// An LDAP ExtendedResponse to message 1 with resultCode success (0).
+    LdapSuccess,
+    /// A whole LDAP message that is not that (another resultCode, a notice of
+    /// disconnection), or bytes that are no LDAP message.
+    LdapFailure,
+    /// XMPP stream features that offer `<starttls/>`.
+    XmppStartTlsOffered,
+    /// An XMPP stream error, or stream features that end without `<starttls/>`.
+    XmppNoStartTls,
+    /// XMPP `<proceed/>`: go ahead with TLS.
+    XmppProceed,
+    /// XMPP `<failure/>`, a stream error, or the stream's end.
+    XmppRefused,
+}
+
+/// What a parser made of a reply so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireVerdict {
+    /// Not decided yet: read more.
+    More,
+    /// A good reply.
+    Pass,
+    /// A bad reply, and why.
+    Fail(String),
+}
+
+impl Wire {
+    /// Whether `reply` is what this variant describes.
+    pub fn is_match(&self, reply: &[u8]) -> bool {
+        let verdict = self.judge(reply);
+        match self {
+            Wire::LdapSuccess | Wire::XmppStartTlsOffered | Wire::XmppProceed => {
+                verdict == WireVerdict::Pass
+            }
+            Wire::LdapFailure | Wire::XmppNoStartTls | Wire::XmppRefused => {
+                matches!(verdict, WireVerdict::Fail(_))
+            }
+        }
+    }
+
+    /// The verdict of the parser behind this variant (the same for both of a pair).
+    pub fn judge(&self, reply: &[u8]) -> WireVerdict {
+        match self {
+            Wire::LdapSuccess | Wire::LdapFailure => ldap_starttls_verdict(reply),
+            Wire::XmppStartTlsOffered | Wire::XmppNoStartTls => xmpp_features_verdict(reply),
+            Wire::XmppProceed | Wire::XmppRefused => xmpp_proceed_verdict(reply),
+        }
+    }
+}
+
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Wire::LdapSuccess => "an LDAP extendedResponse with resultCode success",
+            Wire::LdapFailure => "an LDAP error or a reply that is no LDAP message",
+            Wire::XmppStartTlsOffered => "XMPP stream features offering <starttls/>",
+            Wire::XmppNoStartTls => "an XMPP stream error or features without <starttls/>",
+            Wire::XmppProceed => "XMPP <proceed/>",
+            Wire::XmppRefused => "XMPP <failure/> or a stream error",
+        })
+    }
+}
+
+/// One LDAP message as far as the StartTLS check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LdapReply {
+    /// The message is not all there yet.
+    Incomplete,
+    /// The bytes are no LDAP message.
+    Malformed(&'static str),
+    /// A whole message: its id, the tag of its protocolOp, and the resultCode when the
+    /// operation is a response (`None` for other operations).
+    Message {
+        /// messageID.
+        id: u32,
+        /// The protocolOp's tag (0x78: ExtendedResponse).
+        op: u8,
+        /// The LDAPResult's resultCode.
+        code: Option<u32>,
+    },
+}
+
+/// A BER element: its tag, its contents, and what follows it.
+type Ber<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// What [`ldap_reply`] reads of a message: messageID, protocolOp tag, resultCode.
+type LdapHeader = (u32, u8, Option<u32>);
+
+/// Reads the BER header at the start of `input`: its tag, its contents (all of them), and the
+/// rest. `None` if the element is not all there; `Err` for what BER (as LDAP uses it:
+/// definite lengths of at most 4 bytes) does not allow.
+fn ber(input: &[u8]) -> Result<Option<Ber<'_>>, &'static str> {
+    let Some((&tag, rest)) = input.split_first() else {
+        return Ok(None);
+    };
+    if tag & 0x1f == 0x1f {
+        return Err("multi-byte BER tag");
+    }
+    let Some((&first, mut rest)) = rest.split_first() else {
+        return Ok(None);
+    };
+    let len = match first {
+        0..=0x7f => usize::from(first),
+        0x80 => return Err("indefinite BER length"),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            let Some(bytes) = rest.get(..n) else {
+                return Ok(None);
+            };
+            rest = &rest[n..];
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        }
+        _ => return Err("BER length too long"),
+    };
+    if len > 1 << 20 {
+        return Err("BER element over 1 MiB");
+    }
+    match rest.get(..len) {
+        Some(body) => Ok(Some((tag, body, &rest[len..]))),
+        None => Ok(None),
+    }
+}
+
+/// A BER INTEGER or ENUMERATED body as a non-negative `u32`.
+fn ber_uint(body: &[u8]) -> Result<u32, &'static str> {
+    if body.is_empty() || body.len() > 4 || body[0] & 0x80 != 0 {
+        return Err("integer out of range");
+    }
+    Ok(body.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
+}
+
+/// Reads the first LDAP message of `reply` (RFC 4511 4.1.1: a SEQUENCE of messageID and
+/// protocolOp; for responses, the LDAPResult's resultCode first).
+pub fn ldap_reply(reply: &[u8]) -> LdapReply {
+    let read = || -> Result<Option<LdapHeader>, &'static str> {
+        // Judge the first byte at once: a server that is no LDAP server fails fast.
+        if reply.first().is_some_and(|&b| b != 0x30) {
+            return Err("not an LDAP message (a SEQUENCE)");
+        }
+        let Some((tag, message, _)) = ber(reply)? else {
+            return Ok(None);
+        };
+        if tag != 0x30 {
+            return Err("not an LDAP message (a SEQUENCE)");
+        }
+        // Within a whole message, a short element is malformed, not incomplete.
+        let (tag, id, rest) = ber(message)?.ok_or("truncated messageID")?;
+        if tag != 0x02 {
+            return Err("messageID is not an INTEGER");
+        }
+        let id = ber_uint(id)?;
+        let (op, body, _) = ber(rest)?.ok_or("truncated protocolOp")?;
+        // Responses are [APPLICATION n] constructed (0x61 bind, 0x65 search done, ...,
+        // 0x78 extended): their body starts with the resultCode.
+        let is_response = matches!(op, 0x61 | 0x65 | 0x67 | 0x69 | 0x6b | 0x6d | 0x6f | 0x78);
+        if !is_response {
+            return Ok(Some((id, op, None)));
+        }
+        let (tag, code, _) = ber(body)?.ok_or("truncated resultCode")?;
+        if tag != 0x0a {
+            return Err("resultCode is not an ENUMERATED");
+        }
+        Ok(Some((id, op, Some(ber_uint(code)?))))
+    };
+    match read() {
+        Ok(None) => LdapReply::Incomplete,
+        Ok(Some((id, op, code))) => LdapReply::Message { id, op, code },
+        Err(why) => LdapReply::Malformed(why),
+    }
+}
+
+/// The verdict on the reply to [`LDAP_STARTTLS_REQUEST`].
+fn ldap_starttls_verdict(reply: &[u8]) -> WireVerdict {
+    match ldap_reply(reply) {
+        LdapReply::Incomplete => WireVerdict::More,
+        LdapReply::Malformed(why) => WireVerdict::Fail(why.to_string()),
+        LdapReply::Message {
+            id: 1,
+            op: 0x78,
+            code: Some(0),
+        } => WireVerdict::Pass,
+        LdapReply::Message { id, op, code } => WireVerdict::Fail(match code {
+            Some(code) => format!("message {id}: resultCode {code}"),
+            None => format!("message {id}: operation {op:#04x}, not a response"),
+        }),
+    }
+}
+
+/// One XML tag as the XMPP checks see it: its qualified name, and whether it closes an
+/// element (`</x>`) or is one on its own (`<x/>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XmlTag<'a> {
+    /// `stream:features`, `starttls`.
+    pub name: &'a [u8],
+    /// `</name>`.
+    pub closing: bool,
+    /// `<name/>`.
+    pub empty: bool,
+}
+
+impl XmlTag<'_> {
+    /// The name without its prefix.
+    pub fn local(&self) -> &[u8] {
+        match self.name.iter().rposition(|&b| b == b':') {
+            Some(i) => &self.name[i + 1..],
+            None => self.name,
+        }
+    }
+
+    /// Whether this is a stream-level element (`stream:NAME`, the prefix XMPP servers use).
+    fn is_stream(&self, local: &[u8]) -> bool {
+        self.name.starts_with(b"stream:") && self.local() == local
+    }
+}
+
+/// The whole tags at the start of `xml`, in order, stopping at the first incomplete one:
+/// declarations (`<?...?>`), comments and text are skipped; quoted attribute values may hold
+/// `>`.
+pub fn xml_tags(xml: &[u8]) -> Vec<XmlTag<'_>> {
+    let mut tags = Vec::new();
+    let mut i = 0;
+    while let Some(open) = xml[i..].iter().position(|&b| b == b'<') {
+        let start = i + open + 1;
+        if xml[start..].starts_with(b"!--") {
+            match xml[start..].windows(3).position(|w| w == b"-->") {
+                Some(end) => {
+                    i = start + end + 3;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        // The end of the tag: the first `>` outside quotes.
+        let mut quote = None;
+        let mut end = None;
+        for (j, &b) in xml[start..].iter().enumerate() {
+            match (quote, b) {
+                (None, b'"' | b'\'') => quote = Some(b),
+                (Some(q), b) if b == q => quote = None,
+                (None, b'>') => {
+                    end = Some(start + j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { break };
+        let inner = &xml[start..end];
+        i = end + 1;
+        if inner.first().is_some_and(|&b| b == b'?' || b == b'!') {
+            continue;
+        }
+        let closing = inner.first() == Some(&b'/');
+        let body = if closing { &inner[1..] } else { inner };
+        let name_end = body
+            .iter()
+            .position(|&b| b.is_ascii_whitespace() || b == b'/')
+            .unwrap_or(body.len());
+        tags.push(XmlTag {
+            name: &body[..name_end],
+            closing,
+            empty: !closing && inner.last() == Some(&b'/'),
+        });
+    }
+    tags
+}
+
+/// The verdict on a server's stream header and features (RFC 6120 4.3.2, 5.3.1).
+fn xmpp_features_verdict(reply: &[u8]) -> WireVerdict {
+    let mut in_features = false;
+    for tag in xml_tags(reply) {
+        if tag.is_stream(b"error") {
+            return WireVerdict::Fail("stream error".into());
+        }
+        if tag.name == b"stream:stream" && tag.closing {
+            return WireVerdict::Fail("the stream ended".into());
+        }
+        match (tag.local(), tag.closing || tag.empty) {
+            (b"features", false) => in_features = true,
+            (b"features", true) => {
+                return WireVerdict::Fail("stream features without <starttls/>".into())
+            }
+            (b"starttls", _) if in_features && !tag.closing => return WireVerdict::Pass,
+            _ => {}
+        }
+    }
+    WireVerdict::More
+}
+
+/// The verdict on the answer to `<starttls/>` (RFC 6120 5.4.2.3, 5.4.2.2).
+fn xmpp_proceed_verdict(reply: &[u8]) -> WireVerdict {
+    for tag in xml_tags(reply) {
+        if tag.is_stream(b"error") {
+            return WireVerdict::Fail("stream error".into());
+        }
+        if tag.name == b"stream:stream" && tag.closing {
+            return WireVerdict::Fail("the stream ended".into());
+        }
+        if !tag.closing {
+            match tag.local() {
+                b"proceed" => return WireVerdict::Pass,
+                b"failure" => return WireVerdict::Fail("<failure/>".into()),
+                _ => {}
+            }
+        }
+    }
+    WireVerdict::More
+}
 
 /// The probe the `identify` preset sends to servers that wait for the client: many services
 /// answer it in a way that names them (HTTP, Redis, memcached, MongoDB, TLS alerts).
@@ -437,6 +852,49 @@ const PRESETS: &[Preset] = &[
         steps: VNC,
     },
     Preset {
+        name: "nntp",
+        description: "NNTP: greeting 200 or 201, QUIT",
+        default_ports: &[119],
+        tls: TlsMode::None,
+        steps: NNTP,
+    },
+    Preset {
+        name: "nntps",
+        description: "NNTP over implicit TLS",
+        default_ports: &[563],
+        tls: TlsMode::Implicit,
+        steps: NNTP,
+    },
+    Preset {
+        name: "irc",
+        description: "IRC: NICK/USER answered with a numeric reply (001) or a NOTICE, QUIT",
+        default_ports: &[6667],
+        tls: TlsMode::None,
+        steps: IRC,
+    },
+    Preset {
+        name: "ircs",
+        description: "IRC over implicit TLS",
+        default_ports: &[6697],
+        tls: TlsMode::Implicit,
+        steps: IRC,
+    },
+    Preset {
+        name: "ldap",
+        description: "LDAP: the StartTLS extended operation answered success, then TLS",
+        default_ports: &[389],
+        tls: TlsMode::StartTls,
+        steps: LDAP_STARTTLS,
+    },
+    Preset {
+        name: "xmpp",
+        description: "XMPP client: stream features offer STARTTLS, <starttls/> answered \
+                      <proceed/>, then TLS (the domain: --sni)",
+        default_ports: &[5222],
+        tls: TlsMode::StartTls,
+        steps: XMPP_STARTTLS,
+    },
+    Preset {
         name: "identify",
         description: "read the banner, or send a small probe to a silent server, to identify it",
         default_ports: &[],
@@ -482,14 +940,17 @@ mod tests {
             err.starts_with("unknown preset 'smpt': expected one of smtp, smtp-starttls, "),
             "{err}"
         );
-        assert!(err.ends_with(", vnc, identify"), "{err}");
+        assert!(err.ends_with(", ldap, xmpp, identify"), "{err}");
     }
 
     #[test]
     fn starttls_presets_end_with_the_go_ahead() {
         for p in presets().iter().filter(|p| p.tls == TlsMode::StartTls) {
             assert!(
-                matches!(p.steps.last(), Some(PresetStep::Expect { .. })),
+                matches!(
+                    p.steps.last(),
+                    Some(PresetStep::Expect { .. } | PresetStep::ExpectWire { .. })
+                ),
                 "{}",
                 p.name
             );
@@ -498,11 +959,139 @@ mod tests {
                 _ => None,
             });
             assert!(
-                sent.is_some_and(|b| b.ends_with(b"STARTTLS\r\n") || b == b"STLS\r\n"),
+                sent.is_some_and(|b| b.ends_with(b"STARTTLS\r\n")
+                    || b == b"STLS\r\n"
+                    || b == LDAP_STARTTLS_REQUEST
+                    || b == XMPP_STARTTLS_REQUEST),
                 "{}",
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn ldap_replies_are_read_as_ber() {
+        use crate::fuzzing::LDAP_STARTTLS_SUCCESS;
+        assert_eq!(
+            ldap_reply(LDAP_STARTTLS_SUCCESS),
+            LdapReply::Message {
+                id: 1,
+                op: 0x78,
+                code: Some(0)
+            }
+        );
+        // Active Directory writes lengths in four bytes.
+        let long = b"\x30\x84\x00\x00\x00\x10\x02\x01\x01\x78\x84\x00\x00\x00\x07\x0a\x01\x00\
+            \x04\x00\x04\x00";
+        assert_eq!(Wire::LdapSuccess.judge(long), WireVerdict::Pass);
+        // Every cut of a good reply is incomplete, never a verdict.
+        for cut in 0..LDAP_STARTTLS_SUCCESS.len() {
+            assert_eq!(
+                Wire::LdapSuccess.judge(&LDAP_STARTTLS_SUCCESS[..cut]),
+                WireVerdict::More,
+                "cut at {cut}"
+            );
+        }
+        let refused = b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00";
+        assert_eq!(
+            Wire::LdapFailure.judge(refused),
+            WireVerdict::Fail("message 1: resultCode 2".into())
+        );
+        assert!(Wire::LdapFailure.is_match(refused) && !Wire::LdapSuccess.is_match(refused));
+        for (bad, why) in [
+            (
+                &b"HTTP/1.1 400 Bad Request\r\n"[..],
+                "not an LDAP message (a SEQUENCE)",
+            ),
+            (b"\x30\x80\x02\x01\x01", "indefinite BER length"),
+            (b"\x30\x85\x00", "BER length too long"),
+            (b"\x30\x03\x04\x01\x01", "messageID is not an INTEGER"),
+            (b"\x30\x05\x02\x01\x01\x78\x05", "truncated protocolOp"),
+            (b"\x30\x84\x7f\xff\xff\xff", "BER element over 1 MiB"),
+            (b"\x30\x03\x02\x01\x80", "integer out of range"),
+        ] {
+            assert_eq!(ldap_reply(bad), LdapReply::Malformed(why), "{bad:?}");
+        }
+        // A request sent back (an echo server) is no response.
+        assert_eq!(
+            Wire::LdapFailure.judge(LDAP_STARTTLS_REQUEST),
+            WireVerdict::Fail("message 1: operation 0x77, not a response".into())
+        );
+    }
+
+    #[test]
+    fn xmpp_tags_are_read_in_order() {
+        let tags = xml_tags(
+            b"<?xml version='1.0'?><!-- c > --><stream:stream a='x>y' b=\"'\">text<a/></b><c",
+        );
+        let names: Vec<(&[u8], bool, bool)> =
+            tags.iter().map(|t| (t.name, t.closing, t.empty)).collect();
+        assert_eq!(
+            names,
+            vec![
+                (&b"stream:stream"[..], false, false),
+                (b"a", false, true),
+                (b"b", true, false)
+            ]
+        );
+        use crate::fuzzing::{XMPP_FEATURES, XMPP_PROCEED};
+        assert_eq!(
+            Wire::XmppStartTlsOffered.judge(XMPP_FEATURES),
+            WireVerdict::Pass
+        );
+        assert_eq!(Wire::XmppProceed.judge(XMPP_PROCEED), WireVerdict::Pass);
+        // Features that arrive in pieces: undecided until the starttls tag is whole.
+        let cut = XMPP_FEATURES
+            .windows(9)
+            .position(|w| w == b"<starttls")
+            .unwrap_or(0);
+        assert_eq!(
+            Wire::XmppStartTlsOffered.judge(&XMPP_FEATURES[..cut + 12]),
+            WireVerdict::More
+        );
+        let cases: [(&[u8], Wire, &str); 4] = [
+            (
+                b"<stream:stream><stream:features><mechanisms/></stream:features>",
+                Wire::XmppNoStartTls,
+                "stream features without <starttls/>",
+            ),
+            (
+                b"<stream:stream><stream:error><improper-addressing/></stream:error>",
+                Wire::XmppNoStartTls,
+                "stream error",
+            ),
+            (
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                Wire::XmppRefused,
+                "<failure/>",
+            ),
+            (b"</stream:stream>", Wire::XmppRefused, "the stream ended"),
+        ];
+        for (reply, wire, why) in cases {
+            assert_eq!(wire.judge(reply), WireVerdict::Fail(why.into()));
+            assert!(wire.is_match(reply));
+        }
+    }
+
+    #[test]
+    fn the_xmpp_header_names_the_domain_when_given() {
+        let header = String::from_utf8(xmpp_stream_header(Some("example.com"))).unwrap();
+        assert!(
+            header.starts_with("<?xml version='1.0'?><stream:stream "),
+            "{header}"
+        );
+        assert!(
+            header.ends_with(" version='1.0' to='example.com'>"),
+            "{header}"
+        );
+        let bare = String::from_utf8(xmpp_stream_header(None)).unwrap();
+        assert!(!bare.contains(" to="), "{bare}");
+        let dialog = preset("xmpp")
+            .unwrap()
+            .dialog_for(Some("chat.example"))
+            .unwrap();
+        assert!(matches!(&dialog.steps[0],
+            DialogStep::Send(b) if b.ends_with(b" to='chat.example'>")));
     }
 
     /// What a scripted server does when the conversation reads.
@@ -664,7 +1253,7 @@ mod tests {
                 "ssh",
                 &[Says(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")],
                 &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
-                "step 1: got 'HTTP/1.1 400 Bad Request\\r\\n', wanted",
+                "step 1: got 'HTTP/1.1 400 Bad Request', wanted",
             ),
             (
                 "http",
@@ -723,6 +1312,52 @@ mod tests {
                 )],
                 &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
                 "step 2: got 'HTTP",
+            ),
+            (
+                "nntp",
+                &[Says(b"200 news.example InterNetNews NNRP server INN 2.7.1 ready\r\n")],
+                &[Says(b"502 You have no permission to talk.  Goodbye.\r\n")],
+                "step 1: got '502 You",
+            ),
+            (
+                "nntps",
+                &[Says(b"201 news.example ready (no posting)\r\n")],
+                &[Says(b"400 news.example: service unavailable\r\n")],
+                "step 1: got '400",
+            ),
+            (
+                "irc",
+                &[Says(
+                    b":irc.example NOTICE * :*** Looking up your hostname...\r\n",
+                )],
+                &[Says(b"ERROR :Closing link: (porthawk@127.0.0.1) [K-lined]\r\n")],
+                "step 2: got 'ERROR",
+            ),
+            (
+                "ircs",
+                &[Says(b":irc.example 001 porthawk :Welcome to the network\r\n")],
+                &[Says(b"HTTP/1.1 400 Bad Request\r\n"), Closes],
+                "step 2: got 'HTTP/1.1 400",
+            ),
+            (
+                "ldap",
+                &[Says(crate::fuzzing::LDAP_STARTTLS_SUCCESS)],
+                &[Says(
+                    b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
+                )],
+                "step 2: got '0\\x0c\\x02\\x01\\x01x\\x07\\n\\x01\\x02\\x04\\x00\\x04\\x00', which matches reject an LDAP error",
+            ),
+            (
+                "xmpp",
+                &[
+                    Says(crate::fuzzing::XMPP_FEATURES),
+                    Says(crate::fuzzing::XMPP_PROCEED),
+                ],
+                &[
+                    Says(crate::fuzzing::XMPP_FEATURES),
+                    Says(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+                ],
+                "step 4: got '<failure",
             ),
             (
                 "vnc",

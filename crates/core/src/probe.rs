@@ -28,6 +28,15 @@ pub struct ProbeSpec {
     /// The TLS client configuration for dialogs with a `StartTls` step
     /// (see [`crate::tls_client_config`]).
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// The most bytes one read step of the dialog keeps while it waits for its pattern
+    /// (`--max-reply`, at most [`crate::MAX_REPLY_LIMIT`]); a reply that reaches it without
+    /// matching fails, and the reason says the limit was hit.
+    pub max_reply: usize,
+    /// Keep the peer's bytes out of failure reasons (`check --jail`): they say how many
+    /// bytes came instead of quoting them.
+    pub jail: bool,
+    /// What a TLS dialog checks beyond the handshake: SNI, verification, an expected alert.
+    pub tls_check: Option<Arc<crate::TlsCheck>>,
 }
 
 impl Default for ProbeSpec {
@@ -39,6 +48,9 @@ impl Default for ProbeSpec {
             read_timeout: Duration::from_secs(2),
             dialog_timeout: Duration::from_secs(5),
             tls_config: None,
+            max_reply: crate::READ_LIMIT,
+            jail: false,
+            tls_check: None,
         }
     }
 }

@@ -114,6 +114,11 @@ pub struct ProbeRecord {
     pub tls: Option<crate::TlsInfo>,
     /// How long the dialog took after the handshake, in microseconds (dialog probes only).
     pub dialog_us: Option<u32>,
+    /// The capture groups of the dialog's expects, in order (`${1}` first); empty when none.
+    pub captures: Vec<Vec<u8>>,
+    /// Whether the dialog failed on a reply that did not match (rather than on silence, a
+    /// reset or TLS): what `check --mismatch` maps.
+    pub mismatch: bool,
 }
 
 impl ProbeRecord {
@@ -131,6 +136,8 @@ impl ProbeRecord {
             reason: None,
             tls: None,
             dialog_us: None,
+            captures: Vec::new(),
+            mismatch: false,
         }
     }
 }
@@ -155,7 +162,7 @@ pub struct ResultBatch {
 /// The four bytes every frame starts with.
 pub const FRAME_MAGIC: [u8; 4] = *b"PHRB";
 /// The frame format version this build writes and reads.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Magic, version and length.
 pub const FRAME_HEADER_LEN: usize = 9;
 /// The largest payload a frame may announce (16 MiB).
@@ -260,6 +267,8 @@ mod tests {
                     reason: None,
                     tls: None,
                     dialog_us: Some(2100),
+                    captures: vec![b"mx".to_vec()],
+                    mismatch: false,
                 },
                 ProbeRecord {
                     ip: "::1".parse().unwrap(),
@@ -280,8 +289,11 @@ mod tests {
                             not_before: 0,
                             not_after: 1_800_000_000,
                         }),
+                        expires_first: None,
                     }),
                     dialog_us: None,
+                    captures: Vec::new(),
+                    mismatch: true,
                 },
             ],
             shard_done: true,
@@ -320,7 +332,9 @@ mod tests {
         buf.clear();
         encode_frame(&plain, &mut buf);
         assert!(
-            buf.len() - FRAME_HEADER_LEN < 24,
+            // 23 bytes before dialogs kept captures and the mismatch flag (one byte each
+            // when absent).
+            buf.len() - FRAME_HEADER_LEN < 26,
             "frame is {} bytes",
             buf.len()
         );

@@ -5,10 +5,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    AlertDescription, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a TLS handshake showed.
@@ -20,6 +24,34 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The server's certificate, if it sent one that could be read.
     pub cert: Option<CertInfo>,
+    /// The certificate of the presented chain whose validity ends first (the leaf itself when
+    /// it does): the one whose expiry an administrator must watch.
+    pub expires_first: Option<CertInfo>,
+}
+
+impl TlsInfo {
+    /// What a handshake showed: `chain` is the presented chain, leaf first (certificates that
+    /// cannot be read are left out of the expiry; an unreadable leaf leaves `cert` empty).
+    pub fn new(version: String, cipher: String, chain: &[CertificateDer<'_>]) -> TlsInfo {
+        let cert = chain
+            .first()
+            .and_then(|c| parse_certificate(c.as_ref()).ok());
+        let expires_first = chain
+            .iter()
+            .filter_map(|c| parse_certificate(c.as_ref()).ok())
+            .min_by_key(|c| c.not_after);
+        TlsInfo {
+            version,
+            cipher,
+            cert,
+            expires_first,
+        }
+    }
+
+    /// The certificate whose expiry counts: the first of the chain to expire, else the leaf.
+    pub fn expiring(&self) -> Option<&CertInfo> {
+        self.expires_first.as_ref().or(self.cert.as_ref())
+    }
 }
 
 /// The fields of a server certificate that an administrator watches.
@@ -106,13 +138,235 @@ impl ServerCertVerifier for ReportingVerifier {
 /// The TLS client configuration of probe dialogs. The caller supplies the clock (the core
 /// reads none): pass `Arc::new(rustls::time_provider::DefaultTimeProvider)` in a program.
 pub fn client_config(time: Arc<dyn TimeProvider>) -> Result<Arc<ClientConfig>, rustls::Error> {
+    client_config_with(time, None)
+}
+
+/// A client certificate chain (leaf first) and its private key.
+pub type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// [`client_config`] that presents `client_auth` to servers that ask for a certificate.
+pub fn client_config_with(
+    time: Arc<dyn TimeProvider>,
+    client_auth: Option<ClientAuth>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_details(Arc::clone(&provider), time)
+    let builder = ClientConfig::builder_with_details(Arc::clone(&provider), time)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ReportingVerifier { provider }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(ReportingVerifier { provider }));
+    let config = match client_auth {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
+}
+
+/// What a TLS probe asks for beyond the handshake (`--sni`, `--verify`, `--expect-alert`).
+/// Built once per probe spec by [`crate::ProbeOptions::spec`]; the dialog consults it.
+#[derive(Debug, Default)]
+pub struct TlsCheck {
+    /// The server name to present (and verify against) instead of the target's.
+    pub sni: Option<String>,
+    /// Judge the certificate: chain, dates and name.
+    pub verify: Option<TlsVerifier>,
+    /// The alert the server must answer the handshake with (the check passes when it does).
+    pub expect_alert: Option<AlertDescription>,
+}
+
+/// Verifies a presented chain against trusted roots and a name, as a browser would, and says
+/// in words why it fails. It runs after the handshake (which accepts any chain), so that a
+/// failed verification still reports the certificate.
+pub struct TlsVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    time: Arc<dyn TimeProvider>,
+}
+
+impl fmt::Debug for TlsVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsVerifier")
+    }
+}
+
+impl TlsVerifier {
+    /// A verifier trusting `roots`, with the caller's clock.
+    pub fn new(roots: RootCertStore, time: Arc<dyn TimeProvider>) -> Result<TlsVerifier, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
+        Ok(TlsVerifier { webpki, time })
+    }
+
+    /// Checks `chain` (leaf first) for `name`; the error names the cause: `expired`, `not yet
+    /// valid`, `self-signed`, `unknown issuer`, `name mismatch`, and the certificate at fault.
+    pub fn verify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+    ) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("no certificate presented".into());
+        };
+        let Some(now) = self.time.current_time() else {
+            return Err("no clock to verify the certificate with".into());
+        };
+        let err = match self
+            .webpki
+            .verify_server_cert(leaf, intermediates, name, &[], now)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let now = now.as_secs() as i64;
+        let certs: Vec<CertInfo> = chain
+            .iter()
+            .filter_map(|c| parse_certificate(c.as_ref()).ok())
+            .collect();
+        Err(explain(&err, &certs, name, now))
+    }
+}
+
+/// The words for a verification failure, naming the certificate at fault where the chain
+/// shows it.
+fn explain(err: &rustls::Error, chain: &[CertInfo], name: &ServerName<'_>, now: i64) -> String {
+    use rustls::CertificateError as E;
+    let rustls::Error::InvalidCertificate(cause) = err else {
+        return format!("certificate rejected: {err}");
+    };
+    // webpki's word for a self-signed certificate that says it is a CA (OpenSSL's default).
+    let ca_as_leaf = matches!(cause, E::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity"));
+    if let [only] = chain {
+        if only.self_signed() && (ca_as_leaf || matches!(cause, E::UnknownIssuer)) {
+            return format!("self-signed certificate '{}'", only.subject);
+        }
+    }
+    if ca_as_leaf {
+        let subject = chain.first().map_or("", |c| c.subject.as_str());
+        return format!("a CA certificate '{subject}' is the server's own");
+    }
+    match cause {
+        E::Expired | E::ExpiredContext { .. } => match chain.iter().find(|c| c.not_after < now) {
+            Some(c) => format!(
+                "certificate expired: '{}' ended {}",
+                c.subject,
+                crate::rfc3339(c.not_after)
+            ),
+            None => "certificate expired".into(),
+        },
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            match chain.iter().find(|c| c.not_before > now) {
+                Some(c) => format!(
+                    "certificate not yet valid: '{}' starts {}",
+                    c.subject,
+                    crate::rfc3339(c.not_before)
+                ),
+                None => "certificate not yet valid".into(),
+            }
+        }
+        E::UnknownIssuer => match chain.last() {
+            Some(c) => format!("unknown issuer '{}' (of '{}')", c.issuer, c.subject),
+            None => "unknown issuer".into(),
+        },
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            let wanted = match name {
+                ServerName::DnsName(d) => d.as_ref().to_string(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                other => format!("{other:?}"),
+            };
+            let subject = chain.first().map_or("", |c| c.subject.as_str());
+            format!("name mismatch: '{subject}' is not valid for {wanted}")
+        }
+        other => format!(
+            "certificate rejected: {}",
+            rustls::Error::InvalidCertificate(other.clone())
+        ),
+    }
+}
+
+/// The trust anchors in a PEM file's certificates; `file` names it in errors.
+pub fn roots_from_pem(file: &str, pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("{file}: not a PEM certificate file: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{file}: certificate {}: {e}", n + 1))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!("{file}: no certificate in it"));
+    }
+    Ok(roots)
+}
+
+/// The system's trust anchors: the first CA bundle found of Debian's, Red Hat's, Alpine's
+/// and SUSE's usual paths; without one, the Mozilla roots built in (webpki-roots).
+pub fn system_roots() -> Result<RootCertStore, String> {
+    const BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+        "/etc/ssl/ca-bundle.pem",
+    ];
+    for path in BUNDLES {
+        if let Ok(pem) = std::fs::read(path) {
+            return roots_from_pem(path, &pem);
+        }
+    }
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(roots)
+}
+
+/// A client certificate chain and key from PEM files; errors name the file.
+pub fn client_auth_from_pem(
+    cert_file: &str,
+    cert_pem: &[u8],
+    key_file: &str,
+    key_pem: &[u8],
+) -> Result<ClientAuth, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert_file}: not a PEM certificate file: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{cert_file}: no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("{key_file}: no private key in it: {e}"))?;
+    Ok((chain, key))
+}
+
+/// A TLS alert by its RFC 8446 name (`certificate_required`, `handshake_failure`).
+pub fn alert_by_name(name: &str) -> Option<AlertDescription> {
+    (0..=u8::MAX)
+        .map(AlertDescription::from)
+        .filter(|a| !matches!(a, AlertDescription::Unknown(_)))
+        .find(|a| alert_name(*a) == name)
+}
+
+/// The RFC 8446 name of an alert (`certificate_required`); `alert_42` for an unknown one.
+pub fn alert_name(alert: AlertDescription) -> String {
+    if let AlertDescription::Unknown(n) = alert {
+        return format!("alert_{n}");
+    }
+    // CamelCase to snake_case, acronyms kept whole: `UnknownPSKIdentity` is
+    // `unknown_psk_identity`.
+    let camel: Vec<char> = format!("{alert:?}").chars().collect();
+    let mut out = String::new();
+    for (i, &c) in camel.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|j| camel[j]);
+        let next = camel.get(i + 1);
+        let starts_word = c.is_ascii_uppercase()
+            && (prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+                || (prev.is_some_and(|p| p.is_ascii_uppercase())
+                    && next.is_some_and(|n| n.is_ascii_lowercase())));
+        if starts_word {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// Why a certificate could not be read.
@@ -342,6 +596,132 @@ mod tests {
         }
         assert!(parse_certificate(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(parse_certificate(b"not der at all").is_err());
+    }
+
+    /// `sample()` with another subject (13 bytes, as `porthawk.test`) and end of validity
+    /// (`YYMMDDHHMMSSZ`), both rewritten in place.
+    fn cert_with(subject: &[u8], not_after: &[u8; 13]) -> Vec<u8> {
+        let mut der = sample();
+        let end = der
+            .windows(15)
+            .position(|w| w == b"20261223000000Z")
+            .unwrap_or_else(|| unreachable!());
+        der[end + 2..end + 15].copy_from_slice(not_after);
+        // The subject is the second name (the first is the issuer).
+        let cn = der
+            .windows(13)
+            .rposition(|w| w == b"porthawk.test")
+            .unwrap_or_else(|| unreachable!());
+        der[cn..cn + 13].copy_from_slice(subject);
+        der
+    }
+
+    #[test]
+    fn the_chain_expiry_is_its_earliest_end() {
+        let leaf = CertificateDer::from(cert_with(b"leaf.example1", b"261223000000Z"));
+        let inter = CertificateDer::from(cert_with(b"inter.exampl2", b"261201000000Z"));
+        let info = TlsInfo::new("TLSv1.3".into(), String::new(), &[leaf.clone(), inter]);
+        assert_eq!(
+            info.cert.as_ref().map(|c| c.subject.as_str()),
+            Some("CN=leaf.example1, O=Porthawk")
+        );
+        let first = info.expiring().unwrap_or_else(|| unreachable!());
+        assert_eq!(first.subject, "CN=inter.exampl2, O=Porthawk");
+        // 2026-12-01T00:00:00Z.
+        assert_eq!(first.not_after, 1_796_083_200);
+        // A chain of one: the leaf; an unreadable intermediate is left out.
+        let info = TlsInfo::new(
+            String::new(),
+            String::new(),
+            &[leaf, CertificateDer::from(vec![0x30, 0x01])],
+        );
+        assert_eq!(
+            info.expiring().map(|c| c.subject.as_str()),
+            Some("CN=leaf.example1, O=Porthawk")
+        );
+        assert_eq!(
+            TlsInfo::new(String::new(), String::new(), &[]).expiring(),
+            None
+        );
+    }
+
+    #[test]
+    fn alerts_go_by_their_rfc_names() {
+        for (name, alert) in [
+            (
+                "certificate_required",
+                AlertDescription::CertificateRequired,
+            ),
+            ("handshake_failure", AlertDescription::HandshakeFailure),
+            ("unknown_psk_identity", AlertDescription::UnknownPSKIdentity),
+            ("bad_certificate", AlertDescription::BadCertificate),
+            ("unknown_ca", AlertDescription::UnknownCA),
+            ("close_notify", AlertDescription::CloseNotify),
+        ] {
+            assert_eq!(alert_name(alert), name);
+            assert_eq!(alert_by_name(name), Some(alert), "{name}");
+        }
+        assert_eq!(alert_by_name("CertificateRequired"), None);
+        assert_eq!(alert_by_name("nope"), None);
+        assert_eq!(alert_name(AlertDescription::Unknown(201)), "alert_201");
+    }
+
+    #[test]
+    fn verification_failures_are_told_in_words() {
+        use rustls::CertificateError as E;
+        let cert = |subject: &str, issuer: &str, not_before, not_after| CertInfo {
+            subject: subject.into(),
+            issuer: issuer.into(),
+            not_before,
+            not_after,
+        };
+        let leaf = cert("CN=www", "CN=ca", 0, 2_000_000_000);
+        let old_ca = cert("CN=ca", "CN=root", 0, 1_000_000_000);
+        let name = ServerName::try_from("www.example").unwrap_or_else(|_| unreachable!());
+        let why = |e: E, chain: &[CertInfo]| {
+            explain(
+                &rustls::Error::InvalidCertificate(e),
+                chain,
+                &name,
+                1_500_000_000,
+            )
+        };
+        assert_eq!(
+            why(E::Expired, &[leaf.clone(), old_ca.clone()]),
+            "certificate expired: 'CN=ca' ended 2001-09-09T01:46:40Z"
+        );
+        assert_eq!(
+            why(
+                E::NotValidYet,
+                &[cert("CN=www", "CN=ca", 1_600_000_000, 1_700_000_000)]
+            ),
+            "certificate not yet valid: 'CN=www' starts 2020-09-13T12:26:40Z"
+        );
+        assert_eq!(
+            why(
+                E::UnknownIssuer,
+                &[cert("CN=me", "CN=me", 0, 2_000_000_000)]
+            ),
+            "self-signed certificate 'CN=me'"
+        );
+        assert_eq!(
+            why(E::UnknownIssuer, &[leaf.clone(), old_ca]),
+            "unknown issuer 'CN=root' (of 'CN=ca')"
+        );
+        assert_eq!(
+            why(E::NotValidForName, &[leaf]),
+            "name mismatch: 'CN=www' is not valid for www.example"
+        );
+        assert!(why(E::BadSignature, &[]).starts_with("certificate rejected: "));
+    }
+
+    #[test]
+    fn pem_files_name_themselves_in_errors() {
+        let err = roots_from_pem("/etc/x.pem", b"nothing here").unwrap_err();
+        assert_eq!(err, "/etc/x.pem: no certificate in it");
+        let err = client_auth_from_pem("c.pem", b"", "k.pem", b"").unwrap_err();
+        assert_eq!(err, "c.pem: no certificate in it");
+        assert!(system_roots().is_ok_and(|r| !r.is_empty()));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! The encoding carries the facts of the line: the state with nmap's reason
 //! (`syn-ack`, `conn-refused`, `no-response`, `host-unreach`), the identified service,
 //! product and version (`method="probed"`), the banner as the output of a `banner` script (as
-//! nmap's banner.nse reports it) and the TLS version and certificate as an `ssl-cert` script.
+//! nmap's banner.nse reports it), the TLS version and certificate as an `ssl-cert` script, and
+//! a dialog's failure reason and captures as `porthawk-dialog` and `porthawk-captures` scripts.
 //! The DTD only allows `scanner="nmap"`; porthawk names itself in `version` and `args`.
 //!
 //! Everything that came from a peer is escaped: `<`, `>`, `&`, `"` and `'` as entities,
@@ -203,6 +204,19 @@ fn write_port(out: &mut String, line: &ResultLine) {
             escape(why)
         );
     }
+    if let Some(captures) = &line.captures {
+        // One line per capture, numbered as `${N}` in a send refers to it.
+        let text: Vec<String> = captures
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}: {c}", i + 1))
+            .collect();
+        let _ = write!(
+            out,
+            "<script id=\"porthawk-captures\" output=\"{}\"/>",
+            escape(&text.join("\n"))
+        );
+    }
     out.push_str("</port>");
 }
 
@@ -292,6 +306,7 @@ mod tests {
         open.service = Some("smtp".into());
         open.product = Some("Postfix".into());
         open.banner = Some("220 <mx> ]]> \\x00".into());
+        open.captures = Some(vec!["mx".into(), "a<b".into()]);
         let lines = [
             open,
             line("10.0.0.7", 22, PortState::Closed),
@@ -317,6 +332,12 @@ mod tests {
         let p25 = xml.find("portid=\"25\"").unwrap();
         assert!(p22 < p25);
         assert!(xml.contains("<state state=\"open\" reason=\"syn-ack\" reason_ttl=\"0\"/><service name=\"smtp\" product=\"Postfix\" method=\"probed\" conf=\"10\"/><script id=\"banner\" output=\"220 &lt;mx&gt; ]]&gt; \\x00\"/>"), "{xml}");
+        assert!(
+            xml.contains(
+                "<script id=\"porthawk-captures\" output=\"1: mx&#10;2: a&lt;b\"/></port>"
+            ),
+            "{xml}"
+        );
         assert!(xml.contains("<status state=\"down\" reason=\"no-response\" reason_ttl=\"0\"/>\n<address addr=\"10.0.0.9\""), "{xml}");
         assert!(
             xml.contains("<address addr=\"::1\" addrtype=\"ipv6\"/>"),

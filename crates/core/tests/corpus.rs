@@ -26,6 +26,7 @@ const TARGETS: &[Target] = &[
     ("targets", fuzzing::targets_target),
     ("duration", fuzzing::duration_target),
     ("fleet_wire", fuzzing::fleet_wire_target),
+    ("wire", fuzzing::wire_target),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -76,6 +77,7 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         "dialog",
         fuzzing::dialog_seeds()
             .into_iter()
+            .chain(fuzzing::user_dialog_seeds())
             .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );
@@ -100,6 +102,14 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         fuzzing::fleet_wire_seeds()
             .into_iter()
             .map(|(name, data)| (format!("seed-{name}"), data))
+            .collect(),
+    );
+    all.insert(
+        "wire",
+        fuzzing::WIRE_SEEDS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("seed-{i:02}"), s.to_vec()))
             .collect(),
     );
     for (target, texts) in [

@@ -507,6 +507,8 @@ impl<D: Driver> Shard<D> {
                     let d = now.saturating_duration_since(state.connected);
                     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
                 })),
+            captures: conv.captures().to_vec(),
+            mismatch: conv.mismatched(),
         });
         job.inflight -= 1;
         self.free.push(slot);

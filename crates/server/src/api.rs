@@ -50,6 +50,10 @@ const MAX_PAGE: u64 = 1000;
         cancel_sweep,
         sweep_results,
         fleet_agents,
+        sweep_diff,
+        crate::schedule_api::list,
+        crate::schedule_api::changes,
+        crate::probe_route::probe,
         healthz,
         metrics,
         crate::monitor::api::list,
@@ -64,6 +68,15 @@ const MAX_PAGE: u64 = 1000;
         SweepRequest,
         ProbeRequest,
         ResultLine,
+        sweep::ChangeRecord,
+        sweep::FieldChangeRecord,
+        crate::schedule_api::ScheduleList,
+        crate::schedule_api::ScheduleView,
+        crate::schedule_api::ScheduleHistory,
+        crate::schedule_api::RunView,
+        porthawk_store::ScheduleRun,
+        porthawk_store::RunOutcome,
+        porthawk_store::RunNotice,
         StoreMode,
         SweepState,
         SweepStatus,
@@ -120,7 +133,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
         .route("/v1/sweeps/{id}/results", get(sweep_results))
         .route("/v1/fleet/agents", get(fleet_agents))
+        .route("/v1/sweeps/{id}/diff", get(sweep_diff))
         .merge(crate::monitor::api::routes())
+        .merge(crate::schedule_api::routes())
+        .merge(crate::probe_route::routes())
+        .merge(crate::page::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -195,6 +212,9 @@ pub struct SweepSummary {
     /// Why it failed, for a `failed` sweep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl From<SweepStatus> for SweepSummary {
@@ -210,6 +230,7 @@ impl From<SweepStatus> for SweepSummary {
             created_at: s.created_at,
             finished_at: s.finished_at,
             reason: s.reason,
+            schedule: None,
         }
     }
 }
@@ -238,6 +259,7 @@ impl From<porthawk_store::SweepSummary> for SweepSummary {
             created_at: row.created_ms as f64 / 1000.0,
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
+            schedule: None,
         }
     }
 }
@@ -422,11 +444,21 @@ async fn list_sweeps(
             .sweep_summaries(limit, offset)
             .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
         let full = rows.len() as u64 == limit;
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        let mut names = shared
+            .store
+            .schedule_names(&ids)
+            .map_err(|e| ApiError::internal("cannot list sweeps", e))?;
         let sweeps = rows
             .into_iter()
-            .map(|row| match shared.in_memory(row.id) {
-                Some(live) => live.status().into(),
-                None => row.into(),
+            .map(|row| {
+                let schedule = names.remove(&row.id);
+                let mut summary: SweepSummary = match shared.in_memory(row.id) {
+                    Some(live) => live.status().into(),
+                    None => row.into(),
+                };
+                summary.schedule = schedule;
+                summary
             })
             .collect();
         Ok(Json(SweepList {
@@ -452,11 +484,17 @@ async fn get_sweep(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SweepStatus>, ApiError> {
     let id = sweep_id(path)?;
-    if let Some(live) = state.0.in_memory(id) {
-        return Ok(Json(live.status()));
-    }
     let shared = Arc::clone(&state.0);
-    blocking(move || status(&shared, id).map(Json)).await
+    blocking(move || {
+        let mut s = status(&shared, id)?;
+        s.schedule = shared
+            .store
+            .schedule_names(&[id])
+            .map_err(|e| ApiError::internal("cannot read the sweep", e))?
+            .remove(&id);
+        Ok(Json(s))
+    })
+    .await
 }
 
 /// Cancel a running sweep. Probes in flight finish; the sweep then ends as `cancelled`.
@@ -747,6 +785,85 @@ fn xml_run(s: &SweepStatus) -> XmlRun {
         answered: Default::default(),
         error: (s.state != SweepState::Done).then(|| format!("sweep {}", s.state.as_str())),
     }
+}
+
+/// The sweep `GET /v1/sweeps/{id}/diff` compares against.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// The id of the older sweep: changes are from it to `{id}`.
+    against: Option<String>,
+}
+
+/// Sweep `id`'s stored result lines, for a diff: 404 for an unknown sweep, 409 for one
+/// that has not ended `done` (a running, failed, cancelled or interrupted sweep has not
+/// probed every port, and a diff would call the ports it missed closed). Blocking.
+fn diff_side(shared: &Shared, id: u64) -> Result<Vec<ResultLine>, ApiError> {
+    let s = status(shared, id)?;
+    match s.state {
+        SweepState::Done => {}
+        SweepState::Running | SweepState::Queued => {
+            return Err(ApiError::conflict(format!(
+                "sweep {id} is still {}: diff it once it has ended",
+                s.state.as_str()
+            )))
+        }
+        other => {
+            return Err(ApiError::conflict(format!(
+                "sweep {id} ended {}: its results are incomplete, so a diff would report \
+                 the ports it did not probe as closed",
+                other.as_str()
+            )))
+        }
+    }
+    sweep::stored_lines(&shared.store, id, unix_now())
+        .map_err(|e| ApiError::internal("cannot read results", e))
+}
+
+/// What changed from sweep `against` to sweep `id`: NDJSON, one object per changed port in
+/// address and port order, exactly as `porthawk diff OLD NEW` prints it for the two sweeps'
+/// jsonl results.
+#[utoipa::path(
+    get,
+    path = "/v1/sweeps/{id}/diff",
+    params(("id" = u64, Path, description = "The newer sweep"), DiffQuery),
+    responses(
+        (status = 200, description = "One ChangeRecord per line (application/x-ndjson); empty when nothing changed",
+            content((sweep::ChangeRecord = "application/x-ndjson"))),
+        (status = 400, description = "`against` is missing", body = ErrorBody),
+        (status = 404, description = "No such sweep (the message names which id)", body = ErrorBody),
+        (status = 409, description = "One of the sweeps is still running, or ended without probing every port", body = ErrorBody),
+    )
+)]
+async fn sweep_diff(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = sweep_id(path)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    let raw = q.against.filter(|a| !a.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("against", "against must name the sweep to compare with")
+    })?;
+    let against: u64 = raw
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no sweep with id '{raw}' (against)")))?;
+    let shared = Arc::clone(&state.0);
+    let body = blocking(move || {
+        let old = diff_side(&shared, against)?;
+        let new = diff_side(&shared, id)?;
+        let mut out = String::new();
+        for change in porthawk_core::diff_results(&old, &new) {
+            // A change is strings and numbers: serialising it cannot fail.
+            if let Ok(json) = serde_json::to_string(&change) {
+                out.push_str(&json);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(([(CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// Seconds since the Unix epoch.

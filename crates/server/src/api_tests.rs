@@ -138,7 +138,8 @@ async fn sweep_runs_and_reports_status_results_and_list() {
         lines.next(),
         Some(
             "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
-             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left"
+             reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures,\
+             cert_expires_first"
         )
     );
     assert!(lines
@@ -917,11 +918,63 @@ fn sample(path: &str) -> Value {
         "probe.tls" => json!(true),
         "probe.timeout_ms" => json!(200),
         "probe.tries" => json!(1),
+        "ip_family" => json!("ipv4"),
+        "prefer_family" => json!("ipv6"),
+        "probe.steps" => json!([{"expect": "^\\+OK"}, {"send": "PING\\r\\n"}]),
+        "probe.quit" => json!("QUIT\\r\\n"),
+        "probe.expect_all" => json!(true),
+        "probe.max_reply" => json!(8192),
+        "probe.tls_verify" => json!(true),
+        "probe.tls_ca_file" | "probe.tls_cert" => json!(pem_file("cert.pem", TEST_CERT)),
+        "probe.tls_key" => json!(pem_file("key.pem", TEST_KEY)),
+        "probe.sni" => json!("localhost"),
+        "probe.expect_alert" => json!("certificate_required"),
         "for" => json!("1m"),
         "monitor" => json!("web"),
         "from" => json!("lab"),
         other => panic!("no sample for request field '{other}': add one"),
     }
+}
+
+/// The fields a field needs beside it to be valid (the TLS checks need a TLS dialog, a CA
+/// file needs verification, a client certificate its key).
+fn companions(path: &str) -> Vec<&'static str> {
+    match path {
+        "probe.tls_verify" | "probe.sni" => vec!["probe.tls"],
+        "probe.tls_ca_file" => vec!["probe.tls", "probe.tls_verify"],
+        "probe.tls_cert" => vec!["probe.tls", "probe.tls_key"],
+        "probe.tls_key" => vec!["probe.tls", "probe.tls_cert"],
+        _ => Vec::new(),
+    }
+}
+
+/// A self-signed P-256 certificate for `localhost` and its key (those of core's dialog
+/// tests), for the PEM file fields.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUN4JlOtnl2R/CDFl0S0a1Fs1gU6MwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEzMDE2NDMxNloYDzIxMjYxMTA2
+MTY0MzE2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATFxMVjXMdHhrttgvjsDvPI9pBApu4wZMGzVLireoxjJwTsxBF+yArB
+bdDpUt3GMEQGF/rShdWsRWGq3SKYGreOo28wbTAdBgNVHQ4EFgQUrs1p6/0FN17f
+pXkiuHA3vgVnhkQwHwYDVR0jBBgwFoAUrs1p6/0FN17fpXkiuHA3vgVnhkQwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSQAwRgIhAO+AIJwcPddT8Rg2VZLwfXy+NMsDETNcTUbLutsawbzwAiEA
+m1C2WyOrMQCSAb2QZa5fMF4SMikfpD+9pexqTnpUs5I=
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgekWwah0os9K7ZWhj
+78jF9Cn/MTKq1rDKz3AOVcpgluqhRANCAATFxMVjXMdHhrttgvjsDvPI9pBApu4w
+ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
+-----END PRIVATE KEY-----
+";
+
+/// `text` in a file of this test process's own under the temporary directory; its path.
+fn pem_file(name: &str, text: &str) -> String {
+    let path =
+        std::env::temp_dir().join(format!("porthawk-api-fields-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }
 
 /// The schema `schema` points at, through `$ref` and the `oneOf`/`anyOf` of an optional one.
@@ -1014,6 +1067,9 @@ async fn every_documented_request_field_is_accepted() {
             assert!(!fields.is_empty(), "{path}: no fields found in {schema}");
             for field in fields {
                 let mut body = required_body(&doc, schema);
+                for companion in companions(&field) {
+                    set_path(&mut body, companion, sample(companion));
+                }
                 set_path(&mut body, &field, sample(&field));
                 let body = Value::Object(body).to_string();
                 let r = call(

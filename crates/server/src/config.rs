@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub sweep_retention: porthawk_store::SweepRetention,
     /// Fleet mode (`[fleet]`): the NATS server, its credentials, the known agents and pools.
     pub fleet: Option<porthawk_watch::config::FleetConfig>,
+    /// The modules of `serve --blackbox-config` for `/probe`.
+    pub blackbox: std::sync::Arc<crate::blackbox::BlackboxModules>,
 }
 
 /// The routes that stay open without the token when one is set, unless `[api] public` says
@@ -73,7 +75,7 @@ pub struct ServerConfig {
 pub const DEFAULT_PUBLIC: [&str; 2] = ["/healthz", "/metrics"];
 
 /// The routes `[api] public` may open: none of them shows action output, argv or results.
-pub const PUBLIC_CHOICES: [&str; 4] = ["/healthz", "/metrics", "/v1/openapi.json", "/"];
+pub const PUBLIC_CHOICES: [&str; 5] = ["/healthz", "/metrics", "/v1/openapi.json", "/", "/probe"];
 
 /// The HTTP server's defences against slow, hostile or cross-site clients (`[api]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +142,7 @@ impl Default for ServerConfig {
             http: HttpGuard::default(),
             sweep_retention: porthawk_store::SweepRetention::default(),
             fleet: None,
+            blackbox: Default::default(),
         }
     }
 }
@@ -176,11 +179,11 @@ impl ServerConfig {
 
     /// Applies a `porthawk.toml` text (`file` names it in errors): parsed once as the one
     /// `porthawk_watch::config::ConfigFile` type, its `[api]` into these settings and its monitors, actions and
-    /// notifications into [`ServerConfig::watch`] (host names resolved: this blocks). An
+    /// notifications into [`ServerConfig::watch`] (host names are resolved by the monitors at each check). An
     /// error says `file:line: field: message`.
     pub fn apply_toml(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
         let parsed = parse_file(file, text)?;
-        let watch = WatchConfig::from_file(file, text, &parsed, &resolve)?;
+        let watch = WatchConfig::from_file(file, text, &parsed)?;
         if let Some(api) = &parsed.api {
             ApiChecks { file, text }.apply(self, api)?;
         }

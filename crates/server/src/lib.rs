@@ -15,6 +15,7 @@
 mod aggregator;
 mod api;
 mod auth;
+mod blackbox;
 mod config;
 mod error;
 mod extract;
@@ -23,7 +24,12 @@ mod guard;
 mod http;
 mod metrics;
 pub mod monitor;
+mod page;
+mod probe_route;
 mod retention;
+mod schedule;
+mod schedule_api;
+mod schedule_notice;
 mod shared;
 mod store;
 mod sweep;
@@ -38,6 +44,7 @@ use std::time::{Duration, Instant};
 use porthawk_engine::{result_channel, Backend, Engine};
 
 pub use api::{app, ApiDoc};
+pub use blackbox::{load as load_blackbox, BlackboxError, BlackboxModules};
 pub use config::{
     default_allow, HttpGuard, Limits, ServerConfig, DEFAULT_LISTEN, DEFAULT_PUBLIC, PUBLIC_CHOICES,
     TOKEN_ENV,
@@ -72,6 +79,8 @@ pub struct Server {
     pruner: Option<retention::Pruner>,
     /// The fleet task's runtime (with `[fleet]`); stopped before the rest.
     fleet: Option<fleet::FleetRuntime>,
+    /// Runs the scheduled sweeps; stopped before the monitors.
+    scheduler: Option<schedule::Scheduler>,
     interrupted_at_start: usize,
 }
 
@@ -145,12 +154,18 @@ impl Server {
                 context: "cannot start the sweep retention thread".into(),
                 source,
             })?;
+        let scheduler =
+            schedule::Scheduler::start(Arc::clone(&shared)).map_err(|source| ServerError::Io {
+                context: "cannot start the scheduled sweeps' thread".into(),
+                source,
+            })?;
         Ok(Server {
             shared,
             _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
             fleet,
+            scheduler: Some(scheduler),
             interrupted_at_start,
         })
     }
@@ -188,6 +203,9 @@ impl Server {
         self.pruner = None;
         // Fleet sweeps go on running on their agents; the next start resumes them.
         self.fleet = None;
+        // Before the sweeps are stopped: a run the stop interrupts is recorded as failed at
+        // the next start, not notified as a failure now.
+        self.scheduler = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

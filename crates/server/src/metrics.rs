@@ -55,6 +55,15 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// The labels of a scheduled sweep's run.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    /// The `[[sweep]]` name (from the config: a closed set).
+    pub schedule: String,
+    /// `baseline`, `unchanged`, `changed` or `failed`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +91,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// The monitors' metrics.
     pub monitor: crate::monitor::metrics::MonitorMetrics,
+    /// Scheduled sweeps' runs, by schedule and outcome.
+    pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// Fleet mode's metrics.
     pub fleet: FleetMetrics,
 }
@@ -249,11 +260,18 @@ impl Default for Metrics {
             "API requests by method, route and status",
             requests.clone(),
         );
+        let schedule_runs = Family::<ScheduleLabels, Counter>::default();
+        registry.register(
+            "schedule_runs",
+            "Runs of scheduled sweeps ([[sweep]]), by schedule and outcome (baseline, unchanged, changed, failed)",
+            schedule_runs.clone(),
+        );
         let monitor = crate::monitor::metrics::MonitorMetrics::register(&mut registry);
         let fleet = FleetMetrics::register(&mut registry);
         Metrics {
             monitor,
             fleet,
+            schedule_runs,
             registry,
             probes,
             probes_per_second,

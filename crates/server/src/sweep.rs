@@ -53,6 +53,25 @@ pub struct ProbeRequest {
     /// Make a TLS handshake first and report the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
+    // TLS checks (issue 11 items 5, 6, 13, 14); all but expect_alert need a TLS dialog.
+    /// Verify the certificate (chain to the system's CAs or `tls_ca_file`, dates, name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// A PEM file on the server of the CAs to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// The server name to present in TLS and verify, instead of the target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// A PEM client certificate file on the server, for servers that ask for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// The PEM private key file of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// The TLS alert the server must answer the handshake with (`certificate_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_alert: Option<String>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 60000)]
@@ -61,6 +80,22 @@ pub struct ProbeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 10)]
     pub tries: Option<u8>,
+    /// Dialog steps in order, `[{"send": "..."}, {"expect": "..."}]`; `${N}` in a send is the
+    /// Nth capture group of the expects before it. Instead of `send`/`expect`, or after a
+    /// STARTTLS preset (inside its TLS session).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<porthawk_core::ProbeStep>,
+    /// Data sent after the last step (`QUIT\r\n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quit: Option<String>,
+    /// Expects with no send between them must all match the same reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_all: Option<bool>,
+    /// Bytes a reply may run to while the dialog waits for its pattern (1 to 1048576;
+    /// default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub max_reply: Option<usize>,
 }
 
 /// The body of `POST /v1/sweeps`.
@@ -85,6 +120,15 @@ pub struct SweepRequest {
     /// Which results to store: `open` (default) or `all`.
     #[serde(default)]
     pub store: StoreMode,
+    /// Of host names, probe only the addresses of this family: `ipv4` or `ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv4")]
+    pub ip_family: Option<porthawk_core::IpFamily>,
+    /// Of host names, probe the addresses of this family when the name has any, else the
+    /// other's: `ipv4` or `ipv6` (not with `ip_family`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ipv6")]
+    pub prefer_family: Option<porthawk_core::IpFamily>,
     /// Run the sweep on the agents of this pool (fleet mode, `[fleet] pools`) instead of this
     /// server's own engine. `rate` is then a cap per agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +206,9 @@ pub struct SweepStatus {
     /// Fleet sweeps while they run: the live agents of the pool and their probes per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<AgentRate>>,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl SweepStatus {
@@ -191,6 +238,7 @@ impl SweepStatus {
             slices: None,
             failed_slices: None,
             agents: None,
+            schedule: None,
         }
     }
 }
@@ -290,6 +338,54 @@ impl LiveSweep {
     }
 }
 
+/// One changed port, as `porthawk diff` prints it (the schema of `porthawk_core::LineChange`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChangeRecord {
+    /// `opened` (open now, not before), `closed` (open before, not now) or `changed`.
+    #[schema(pattern = "^(opened|closed|changed)$")]
+    pub change: String,
+    /// The address.
+    pub ip: String,
+    /// The port.
+    pub port: u16,
+    /// The fields that differ, by name: `state`, `service`, `product`, `version`,
+    /// `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`.
+    pub fields: std::collections::BTreeMap<String, FieldChangeRecord>,
+}
+
+/// One field's value before and after (absent where it had none).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FieldChangeRecord {
+    /// The old value.
+    pub before: Option<String>,
+    /// The new value.
+    pub after: Option<String>,
+}
+
+/// Rows read from the store per page when a sweep's results are read whole.
+const LINES_PAGE: u32 = 4096;
+
+/// Every stored result line of sweep `id`, in the order they were stored, with the
+/// certificate's days left counted at `now` (seconds since the epoch), as the API streams
+/// them. Blocking: it reads the store on the caller's thread.
+pub fn stored_lines(
+    store: &porthawk_store::Store,
+    id: u64,
+    now: i64,
+) -> Result<Vec<porthawk_core::ResultLine>, porthawk_store::StoreError> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = store.results_page(id, after, None, LINES_PAGE)?;
+        let Some(last) = rows.last() else { break };
+        after = last.rowid;
+        lines.extend(rows.into_iter().map(|r| r.line_at(now)));
+    }
+    Ok(lines)
+}
+
 /// What a validated request becomes.
 pub struct SweepPlan {
     /// The request, normalised.
@@ -357,19 +453,33 @@ pub fn validate(request: &SweepRequest) -> Result<(), ApiError> {
 /// This is the one place where the probe fields of the API meet the engine's `ProbeSpec`.
 /// `send` and `expect` become a dialog as `porthawk scan --send --expect` makes it; presets
 /// are refused until they land in core, and will be mapped here.
+/// The probe options of a request's `probe`.
+fn probe_options(p: &ProbeRequest) -> ProbeOptions {
+    ProbeOptions {
+        preset: p.preset.clone(),
+        send: p.send.clone(),
+        expect: p.expect.clone(),
+        tls: p.tls.unwrap_or(false),
+        steps: p.steps.clone(),
+        quit: p.quit.clone(),
+        expect_all: p.expect_all.unwrap_or(false),
+        max_reply: p.max_reply,
+        tls_verify: p.tls_verify.unwrap_or(false),
+        tls_ca_file: p.tls_ca_file.clone(),
+        sni: p.sni.clone(),
+        tls_cert: p.tls_cert.clone(),
+        tls_key: p.tls_key.clone(),
+        expect_alert: p.expect_alert.clone(),
+        ..ProbeOptions::default()
+    }
+}
+
 pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
     let Some(p) = probe else {
         return Ok(ProbeSpec::default());
     };
     let default = ProbeSpec::default();
-    let options = ProbeOptions {
-        preset: p.preset.clone(),
-        send: p.send.clone(),
-        expect: p.expect.clone(),
-        tls: p.tls.unwrap_or(false),
-        ..ProbeOptions::default()
-    };
-    options
+    probe_options(p)
         .spec(
             p.timeout_ms
                 .map_or(default.connect_timeout, Duration::from_millis),
@@ -382,19 +492,17 @@ pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
 }
 
 /// The probe of a fleet sweep's spec: what [`probe_spec`] builds, as agents rebuild it.
-pub fn sweep_probe(probe: Option<&ProbeRequest>) -> porthawk_core::SweepProbe {
+/// A probe option the wire form cannot carry yet is refused (agents would probe without it).
+pub fn sweep_probe(probe: Option<&ProbeRequest>) -> Result<porthawk_core::SweepProbe, ApiError> {
     let default = ProbeSpec::default();
-    let options = match probe {
-        None => ProbeOptions::default(),
-        Some(p) => ProbeOptions {
-            preset: p.preset.clone(),
-            send: p.send.clone(),
-            expect: p.expect.clone(),
-            tls: p.tls.unwrap_or(false),
-            ..ProbeOptions::default()
-        },
-    };
-    porthawk_core::SweepProbe::new(
+    let options = probe.map(probe_options).unwrap_or_default();
+    if let Some(option) = porthawk_core::SweepProbe::unsupported(&options) {
+        return Err(ApiError::bad_request(
+            format!("probe.{option}"),
+            format!("'{option}' cannot be probed from a fleet pool yet: leave out 'from'"),
+        ));
+    }
+    Ok(porthawk_core::SweepProbe::new(
         &options,
         probe
             .and_then(|p| p.timeout_ms)
@@ -402,7 +510,7 @@ pub fn sweep_probe(probe: Option<&ProbeRequest>) -> porthawk_core::SweepProbe {
         probe.and_then(|p| p.tries).unwrap_or(default.tries),
         default.read_timeout,
         default.dialog_timeout,
-    )
+    ))
 }
 
 /// Turns a request into a plan: parses and resolves targets, applies exclusions, checks the
@@ -415,6 +523,13 @@ pub fn plan(
 ) -> Result<SweepPlan, ApiError> {
     validate(&request)?;
     let spec = probe_spec(request.probe.as_ref())?;
+    if request.ip_family.is_some() && request.prefer_family.is_some() {
+        return Err(ApiError::bad_request(
+            "prefer_family",
+            "give ip_family (only that family) or prefer_family (with fallback), not both",
+        ));
+    }
+    let family = porthawk_core::FamilyChoice::new(request.ip_family, request.prefer_family);
     let mut includes: Vec<(usize, Vec<AddrRange>, Option<String>)> = Vec::new();
     for (i, t) in request.targets.iter().enumerate() {
         let field = format!("targets[{i}]");
@@ -422,9 +537,19 @@ pub fn plan(
             TargetToken::Range(r) => includes.push((i, vec![r], None)),
             TargetToken::Host(name) => {
                 let ips = resolve(&name).map_err(|m| ApiError::bad_request(&field, m))?;
+                if let Some(why) = family.nothing_left(&ips) {
+                    return Err(ApiError::bad_request(
+                        &field,
+                        format!("cannot resolve host '{name}': {why}"),
+                    ));
+                }
                 includes.push((
                     i,
-                    ips.into_iter().map(AddrRange::single).collect(),
+                    family
+                        .select(&ips)
+                        .into_iter()
+                        .map(AddrRange::single)
+                        .collect(),
                     Some(name),
                 ));
             }
@@ -641,6 +766,25 @@ mod tests {
             .unwrap();
         let p = plan(r, &default_allow(), &limits, 1).unwrap();
         assert_eq!(p.space.len(), 4);
+    }
+
+    #[test]
+    fn address_families_are_read_and_checked() {
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        assert_eq!(r.ip_family, Some(porthawk_core::IpFamily::Ipv6));
+        assert!(req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv5"}"#).is_err());
+        let r = req(
+            r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv4","prefer_family":"ipv6"}"#,
+        )
+        .unwrap();
+        let e = plan(r, &default_allow(), &Limits::default(), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.field.as_deref(), Some("prefer_family"));
+        // Addresses are not names: a family does not filter them.
+        let r = req(r#"{"targets":["127.0.0.1"],"ports":"22","ip_family":"ipv6"}"#).unwrap();
+        let p = plan(r, &default_allow(), &Limits::default(), 1).unwrap();
+        assert_eq!(p.space.len(), 1);
     }
 
     #[test]

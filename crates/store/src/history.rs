@@ -2,10 +2,8 @@
 //! state changes, actions with exit codes and output, notifications with delivery status,
 //! and silences; pruned by the `retention` setting.
 
-use std::net::IpAddr;
-
 use porthawk_watch::state::{Health, Tracker};
-use porthawk_watch::watch::{LastCheck, Restored, Save, SavedTarget};
+use porthawk_watch::watch::{LastCheck, Restored, Save, SavedTarget, TargetHost, TargetPort};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -91,6 +89,40 @@ pub struct EventRow {
     pub detail: Option<String>,
 }
 
+/// One tick of a monitor's heartbeat bar: a batch of checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    /// When the batch came in, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Checks in it.
+    pub checks: u32,
+    /// Checks that failed.
+    pub fails: u32,
+    /// The mean round trip of its passing checks, in microseconds.
+    pub rtt_avg_us: Option<u32>,
+    /// The first failure: `ip:port: reason`.
+    pub reason: Option<String>,
+}
+
+/// The checks of a monitor in one bucket of time, for its response-time chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RttBucket {
+    /// Where the bucket starts, in milliseconds since the Unix epoch (a multiple of its
+    /// width).
+    pub start_ms: u64,
+    /// Checks in it.
+    pub checks: u64,
+    /// Checks that failed.
+    pub fails: u64,
+    /// The mean round trip of its passing checks, in microseconds; `None` if none passed.
+    pub rtt_avg_us: Option<f64>,
+    /// The longest round trip of a passing check, in microseconds.
+    pub rtt_max_us: u32,
+}
+
+/// The most buckets [`Store::rtt_buckets`] returns: a wider window gets wider buckets.
+pub const MAX_BUCKETS: u64 = 2000;
+
 impl Store {
     /// Writes the watch's history (target states, checks, state changes, silences) in one
     /// transaction.
@@ -115,7 +147,7 @@ impl Store {
     }
 
     /// Forgets the stored state of target-ports no longer monitored.
-    pub fn forget_targets(&self, gone: Vec<(String, (IpAddr, u16))>) -> Reply<()> {
+    pub fn forget_targets(&self, gone: Vec<(String, TargetPort)>) -> Reply<()> {
         self.write(move |c| Ok(forget_targets(c, &gone)?))
     }
 
@@ -145,20 +177,54 @@ impl Store {
         self.read(|c| Ok(notices(c, monitor, limit)?))
     }
 
-    /// State changes of a monitor since `since_ms`, oldest first: (ip, port, change).
+    /// The newest `limit` batches of checks of a monitor, oldest first: its heartbeat bar.
+    pub fn heartbeat(&self, monitor: &str, limit: u32) -> Result<Vec<Beat>, StoreError> {
+        self.read(|c| Ok(heartbeat(c, monitor, limit)?))
+    }
+
+    /// The checks of a monitor in `[from_ms, to_ms)`, summed per bucket of `width_ms`
+    /// (aligned to multiples of the width, so a bucket means the same on every read), oldest
+    /// first; only buckets with checks. The sums are SQL's, so a week costs as many rows as
+    /// it has buckets; a width that would make more than [`MAX_BUCKETS`] is widened.
+    pub fn rtt_buckets(
+        &self,
+        monitor: &str,
+        from_ms: u64,
+        to_ms: u64,
+        width_ms: u64,
+    ) -> Result<Vec<RttBucket>, StoreError> {
+        let span = to_ms.saturating_sub(from_ms);
+        let width = width_ms.max(1).max(span.div_ceil(MAX_BUCKETS));
+        self.read(|c| Ok(rtt_buckets(c, monitor, from_ms, to_ms, width)?))
+    }
+
+    /// The earliest end of a certificate a monitor's checks saw since `since_ms`, in seconds
+    /// since the Unix epoch.
+    pub fn cert_not_after(&self, monitor: &str, since_ms: u64) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT MIN(cert_not_after) FROM monitor_samples
+                 WHERE monitor = ?1 AND at_ms >= ?2 AND cert_not_after IS NOT NULL",
+            )?
+            .query_row(params![monitor, since_ms as i64], |r| r.get(0))?)
+        })
+    }
+
+    /// State changes of a monitor since `since_ms`, oldest first: (target, port, change).
     pub fn transitions(
         &self,
         monitor: &str,
         since_ms: u64,
-    ) -> Result<Vec<(IpAddr, u16, Change)>, StoreError> {
+    ) -> Result<Vec<(TargetHost, u16, Change)>, StoreError> {
         self.read(|c| Ok(transitions(c, monitor, since_ms)?))
     }
 }
 
-fn ip_port(ip: &IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
+/// A stored target: the `ip` column holds an address, or a host name for a name target.
+fn target_host(text: &str) -> TargetHost {
+    match text.parse::<TargetHost>() {
+        Ok(host) => host,
+        Err(never) => match never {},
     }
 }
 
@@ -182,6 +248,10 @@ pub(crate) fn save(conn: &mut Connection, saves: &[Save]) -> rusqlite::Result<()
         let mut check = tx.prepare_cached(
             "INSERT INTO monitor_checks (monitor, ip, port, at_ms, ok, state, rtt_us, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut sample = tx.prepare_cached(
+            "INSERT INTO monitor_samples (monitor, at_ms, checks, fails, rtt_sum_us, rtt_max_us,
+                 reason, cert_not_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for s in saves {
             match s {
@@ -245,6 +315,18 @@ pub(crate) fn save(conn: &mut Connection, saves: &[Save]) -> rusqlite::Result<()
                         c.reason,
                     ])?;
                 }
+                Save::Sample(x) => sample
+                    .execute(params![
+                        x.monitor,
+                        x.at_ms as i64,
+                        x.checks,
+                        x.fails,
+                        x.rtt_sum_us.min(i64::MAX as u64) as i64,
+                        x.rtt_max_us,
+                        x.reason,
+                        x.cert_not_after,
+                    ])
+                    .map(drop)?,
                 Save::Silence { monitor, until_ms } => match until_ms {
                     Some(u) => {
                         tx.execute(
@@ -346,9 +428,10 @@ pub(crate) fn restore(conn: &Connection, now_ms: u64) -> rusqlite::Result<Restor
     })?;
     for row in rows {
         let (monitor, ip, port, hard, mut tracker, last, rtt, reason) = row?;
-        let (Ok(ip), Ok(hard)) = (ip.parse::<IpAddr>(), hard.parse::<Health>()) else {
+        let Ok(hard) = hard.parse::<Health>() else {
             continue;
         };
+        let ip = target_host(&ip);
         tracker.hard = hard;
         let last = match last {
             Some((at_ms, Ok(Some(ok)), Some(state))) => state.parse().ok().map(|state| LastCheck {
@@ -419,10 +502,10 @@ pub(crate) fn events(
     let mut out: Vec<EventRow> = rows.collect::<rusqlite::Result<_>>()?;
     for e in &mut out {
         if e.what == "state" {
-            // Stored as "ip port" to stay one column; shown as ip:port.
+            // Stored as "ip port" to stay one column; shown as ip:port (or name:port).
             if let Some((ip, port)) = e.target.split_once(' ') {
-                if let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), port.parse::<u16>()) {
-                    e.target = ip_port(&ip, port);
+                if let Ok(port) = port.parse::<u16>() {
+                    e.target = target_host(ip).with_port(port);
                 }
             }
         } else if e.what == "notification" {
@@ -494,12 +577,74 @@ pub(crate) fn notices(
     rows.collect()
 }
 
+/// The newest `limit` samples of a monitor, oldest first.
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    monitor: &str,
+    limit: u32,
+) -> rusqlite::Result<Vec<Beat>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at_ms, checks, fails, rtt_sum_us, reason FROM monitor_samples
+         WHERE monitor = ?1 ORDER BY at_ms DESC, rowid DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![monitor, limit], |r| {
+        let checks: u32 = r.get(1)?;
+        let fails: u32 = r.get(2)?;
+        let sum: i64 = r.get(3)?;
+        let ok = checks.saturating_sub(fails);
+        Ok(Beat {
+            at_ms: r.get::<_, i64>(0)? as u64,
+            checks,
+            fails,
+            rtt_avg_us: (ok > 0)
+                .then(|| (sum.max(0) as u64 / u64::from(ok)).min(u64::from(u32::MAX)) as u32),
+            reason: r.get(4)?,
+        })
+    })?;
+    let mut out: Vec<Beat> = rows.collect::<rusqlite::Result<_>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// A monitor's samples in `[from_ms, to_ms)` summed per bucket of `width` ms.
+pub(crate) fn rtt_buckets(
+    conn: &Connection,
+    monitor: &str,
+    from_ms: u64,
+    to_ms: u64,
+    width: u64,
+) -> rusqlite::Result<Vec<RttBucket>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at_ms / ?4 AS b, SUM(checks), SUM(fails), SUM(rtt_sum_us), MAX(rtt_max_us)
+         FROM monitor_samples WHERE monitor = ?1 AND at_ms >= ?2 AND at_ms < ?3
+         GROUP BY b ORDER BY b",
+    )?;
+    let rows = stmt.query_map(
+        params![monitor, from_ms as i64, to_ms as i64, width as i64],
+        |r| {
+            let checks = r.get::<_, i64>(1)?.max(0) as u64;
+            let fails = r.get::<_, i64>(2)?.max(0) as u64;
+            let sum = r.get::<_, i64>(3)?.max(0) as f64;
+            let ok = checks.saturating_sub(fails);
+            Ok(RttBucket {
+                start_ms: r.get::<_, i64>(0)?.max(0) as u64 * width,
+                checks,
+                fails,
+                rtt_avg_us: (ok > 0).then(|| sum / ok as f64),
+                // Failed checks add 0 to the maximum of a batch.
+                rtt_max_us: r.get(4)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
 /// State changes of a monitor since `since_ms`, oldest first: (ip, port, at, from, to).
 pub(crate) fn transitions(
     conn: &Connection,
     monitor: &str,
     since_ms: u64,
-) -> rusqlite::Result<Vec<(IpAddr, u16, Change)>> {
+) -> rusqlite::Result<Vec<(TargetHost, u16, Change)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT ip, port, at_ms, from_state, to_state FROM monitor_events
          WHERE monitor = ?1 AND at_ms >= ?2 AND kind IN ('up', 'down')
@@ -517,8 +662,8 @@ pub(crate) fn transitions(
     let mut out = Vec::new();
     for row in rows {
         let (ip, port, at, from, to) = row?;
-        if let (Ok(ip), Ok(from), Ok(to)) = (ip.parse(), from.parse(), to.parse()) {
-            out.push((ip, port, (at, from, to)));
+        if let (Ok(from), Ok(to)) = (from.parse(), to.parse()) {
+            out.push((target_host(&ip), port, (at, from, to)));
         }
     }
     Ok(out)
@@ -529,6 +674,7 @@ pub(crate) fn prune(conn: &Connection, before_ms: u64) -> rusqlite::Result<usize
     let mut n = 0;
     for table in [
         "monitor_checks",
+        "monitor_samples",
         "monitor_events",
         "monitor_actions",
         "monitor_notifications",
@@ -544,7 +690,7 @@ pub(crate) fn prune(conn: &Connection, before_ms: u64) -> rusqlite::Result<usize
 /// Forgets the stored state of target-ports no longer monitored.
 pub(crate) fn forget_targets(
     conn: &mut Connection,
-    gone: &[(String, (IpAddr, u16))],
+    gone: &[(String, TargetPort)],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
@@ -607,7 +753,7 @@ mod tests {
     #[test]
     fn states_silences_and_action_runs_are_restored() {
         let mut c = db();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip: TargetHost = "127.0.0.1".parse().unwrap();
         let mut tracker = Tracker::restored(Health::Down, 0, 1, 500, false);
         tracker.hard = Health::Down;
         save(
@@ -660,6 +806,81 @@ mod tests {
         assert_eq!(ev.len(), 3);
         assert_eq!(ev[0].what, "action");
         assert_eq!(prune(&c, 1000).unwrap(), 1);
+    }
+
+    fn sample(at_ms: u64, checks: u32, fails: u32, rtt_sum_us: u64) -> Save {
+        Save::Sample(porthawk_watch::watch::Sample {
+            monitor: "m".into(),
+            at_ms,
+            checks,
+            fails,
+            rtt_sum_us,
+            rtt_max_us: 700,
+            reason: (fails > 0).then(|| "127.0.0.1:80: closed".to_string()),
+            cert_not_after: (at_ms < 3_000).then_some(1_900_000_000),
+        })
+    }
+
+    #[test]
+    fn samples_make_heartbeats_and_buckets_summed_in_sql() {
+        let mut c = db();
+        save(
+            &mut c,
+            &[
+                sample(1_000, 2, 0, 800),
+                sample(2_000, 2, 1, 500),
+                sample(61_000, 1, 1, 0),
+                sample(130_000, 4, 0, 4_000),
+            ],
+        )
+        .unwrap();
+        // The newest three, oldest first; a batch that all failed has no round trip.
+        let beats = heartbeat(&c, "m", 3).unwrap();
+        let at: Vec<u64> = beats.iter().map(|b| b.at_ms).collect();
+        assert_eq!(at, [2_000, 61_000, 130_000]);
+        assert_eq!(beats[0].rtt_avg_us, Some(500));
+        assert_eq!(beats[0].reason.as_deref(), Some("127.0.0.1:80: closed"));
+        assert_eq!(beats[1].rtt_avg_us, None);
+        assert!(heartbeat(&c, "other", 3).unwrap().is_empty());
+        // Minute buckets: the first two samples share one (3 passing checks, 1,300 µs).
+        let b = rtt_buckets(&c, "m", 0, 180_000, 60_000).unwrap();
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert_eq!((b[0].start_ms, b[0].checks, b[0].fails), (0, 4, 1));
+        assert!((b[0].rtt_avg_us.unwrap() - 1_300.0 / 3.0).abs() < 1e-9);
+        assert_eq!((b[1].start_ms, b[1].rtt_avg_us), (60_000, None));
+        assert_eq!((b[2].start_ms, b[2].rtt_avg_us), (120_000, Some(1_000.0)));
+        // The window is half-open and bounds the rows read.
+        assert_eq!(
+            rtt_buckets(&c, "m", 2_000, 61_000, 60_000).unwrap().len(),
+            1
+        );
+        assert_eq!(prune(&c, 61_000).unwrap(), 2);
+        assert_eq!(heartbeat(&c, "m", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_week_of_samples_is_read_as_at_most_max_buckets() {
+        let dir = crate::test_support::TempDir::new("buckets");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let week = 7 * 86_400_000u64;
+        let saves: Vec<Save> = (0..5_000u64)
+            .map(|i| sample(i * (week / 5_000), 1, 0, 100))
+            .collect();
+        store.save_history(saves).wait().unwrap();
+        // Asked for one-second buckets, it widens them to stay within MAX_BUCKETS.
+        let b = store.rtt_buckets("m", 0, week, 1_000).unwrap();
+        assert!(
+            b.len() as u64 <= MAX_BUCKETS && b.len() > 1_000,
+            "{}",
+            b.len()
+        );
+        assert_eq!(b.iter().map(|b| b.checks).sum::<u64>(), 5_000);
+        assert_eq!(
+            store.cert_not_after("m", 0).unwrap(),
+            Some(1_900_000_000),
+            "the certificate's end"
+        );
+        assert_eq!(store.cert_not_after("m", 3_000).unwrap(), None);
     }
 
     #[test]

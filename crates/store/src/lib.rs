@@ -15,23 +15,32 @@
 //! - `sweeps`: sweeps, their results and progress.
 //! - `fleet`: fleet sweeps: slices, the per-frame ledger, staging, and the "first complete
 //!   attempt wins" rule that counts each slice once.
+//! - `schedules`: scheduled sweeps' runs and the changes they found.
+//! - `browse`: a sweep's results filtered (state, port, service, text) and paged, for the
+//!   sweep page.
 //! - `history`: monitor history: target states, checks, state changes, actions,
-//!   notifications, silences.
+//!   notifications, silences, and the samples the status page draws from.
 //!
 //! Architecture invariant: this is the only crate that speaks SQL or depends on rusqlite.
 
+mod browse;
 mod db;
 mod fleet;
 mod history;
+mod schedules;
 mod schema;
 mod sweeps;
 
+pub use browse::{ResultFilter, MAX_RESULTS_PAGE};
 pub use db::{now_ms, Reply, Store, StoreError, StoreHealth};
 pub use fleet::{
     Attempt, Completed, FleetFrame, FleetSweep, IngestReport, NewFleetSweep, OpenSlice, Rejected,
     Republish, SliceProgress,
 };
-pub use history::{uptime, ActionRecord, Change, EventRow, NoticeRecord};
+pub use history::{
+    uptime, ActionRecord, Beat, Change, EventRow, NoticeRecord, RttBucket, MAX_BUCKETS,
+};
+pub use schedules::{ChangeRow, RunEnd, RunNotice, RunOutcome, ScheduleRun};
 pub use sweeps::{
     Counts, NewResult, Progress, ResultRow, SweepRetention, SweepRow, SweepState, SweepSummary,
 };

@@ -41,6 +41,11 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     // Why a sweep failed (a store write that failed).
     "ALTER TABLE sweeps ADD COLUMN reason TEXT;",
     RESULT_LINE_COLUMNS,
+    // Scheduled sweeps' runs and the changes they found.
+    SCHEDULE_TABLES,
+    MONITOR_SAMPLES,
+    // Which certificate of the chain expires first (`cert_not_after` is its end from then on).
+    "ALTER TABLE results ADD COLUMN cert_expires_first TEXT;",
     FLEET_TABLES,
 ];
 
@@ -183,6 +188,24 @@ ALTER TABLE results ADD COLUMN cert_issuer TEXT;
 ALTER TABLE results ADD COLUMN cert_not_after INTEGER;
 "#;
 
+/// The schema migration that adds the monitors' samples: each batch of checks summed (how
+/// many, how many failed, the passing checks' round trips, the first failure, the earliest
+/// certificate end), which the status page draws its heartbeat bars and response-time charts
+/// from. One row per batch keeps a monitor of 10,000 target-ports at a few rows per interval.
+const MONITOR_SAMPLES: &str = r#"
+CREATE TABLE monitor_samples (
+    monitor TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    checks INTEGER NOT NULL,
+    fails INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL,
+    rtt_max_us INTEGER NOT NULL,
+    reason TEXT,
+    cert_not_after INTEGER
+);
+CREATE INDEX monitor_samples_by_time ON monitor_samples(monitor, at_ms);
+"#;
+
 /// The schema migration of fleet mode: a sweep's `mode`, one row per (sweep, ip, port) in
 /// `results` (positions are unique in a target space, so local sweeps never had two; a fleet
 /// slice run twice must not store two either), and the fleet tables: the sweep's spec and
@@ -274,3 +297,31 @@ pub(crate) fn mark_interrupted(conn: &Connection, now_ms: u64) -> rusqlite::Resu
         params![now_ms as i64],
     )
 }
+
+/// The tables of scheduled sweeps (migration 5).
+const SCHEDULE_TABLES: &str = r#"
+CREATE TABLE schedule_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id INTEGER,
+    schedule TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    outcome TEXT,
+    against INTEGER,
+    opened INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    detail TEXT,
+    notices TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX schedule_runs_by_name ON schedule_runs(schedule, started_ms);
+CREATE INDEX schedule_runs_by_sweep ON schedule_runs(sweep_id);
+CREATE TABLE schedule_changes (
+    run_id INTEGER NOT NULL,
+    change TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE INDEX schedule_changes_by_run ON schedule_changes(run_id);
+"#;

@@ -205,7 +205,7 @@ impl NewResult {
             cert_not_after: record
                 .tls
                 .as_ref()
-                .and_then(|t| t.cert.as_ref())
+                .and_then(|t| t.expiring())
                 .map(|c| c.not_after),
         }
     }
@@ -337,15 +337,16 @@ impl Store {
 }
 
 /// The columns [`result_row`] reads, in its order.
-const RESULT_COLUMNS: &str = "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
+pub(crate) const RESULT_COLUMNS: &str =
+    "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
                               service, product, version, banner, reason, tls_version, \
-                              cert_subject, cert_issuer, cert_not_after";
+                              cert_subject, cert_issuer, cert_not_after, cert_expires_first";
 
 fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
 }
 
-fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     let ip: String = r.get(1)?;
     let state: String = r.get(3)?;
     let cert_not_after: Option<i64> = r.get(17)?;
@@ -368,6 +369,9 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         cert_issuer: r.get(16)?,
         cert_not_after: cert_not_after.map(rfc3339),
         cert_days_left: None,
+        // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
+        captures: None,
+        cert_expires_first: r.get(18)?,
     };
     match r.get_ref(12)? {
         ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),
@@ -400,9 +404,9 @@ fn write_batch(
         let mut insert = tx.prepare_cached(
             "INSERT INTO results (sweep_id, ip, port, state, rtt_us, tries, host, errno,
                  matched, service, product, version, banner, reason, tls_version,
-                 cert_subject, cert_issuer, cert_not_after)
+                 cert_subject, cert_issuer, cert_not_after, cert_expires_first)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18)",
+                 ?17, ?18, ?19)",
         )?;
         for r in results {
             let l = &r.line;
@@ -425,6 +429,7 @@ fn write_batch(
                 l.cert_subject,
                 l.cert_issuer,
                 r.cert_not_after,
+                l.cert_expires_first,
             ])?;
         }
         let mut update = tx.prepare_cached(
@@ -640,6 +645,7 @@ mod tests {
                 not_before: 0,
                 not_after: 1_800_000_000,
             }),
+            expires_first: None,
         });
         let mut refused = porthawk_core::ProbeRecord::new(
             "127.0.0.1".parse().unwrap(),

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use porthawk_core::{
-    parse_duration, parse_target, HostSet, HostSetBuilder, PortSet, ProbeSpec, TargetToken,
+    parse_duration, parse_target, AddressMode, FamilyChoice, HostSet, HostSetBuilder, IpFamily,
+    PortSet, ProbeSpec, TargetToken,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -49,6 +50,10 @@ pub struct WatchConfig {
     pub allow_reboot: bool,
     /// How long history (checks, events, actions, notifications) is kept.
     pub retention: Duration,
+    /// The scheduled sweeps (`[[sweep]]`), in file order.
+    pub sweeps: Vec<Arc<SweepSchedule>>,
+    /// The probe modules of `/probe` (`[module.NAME]`), by name.
+    pub modules: BTreeMap<String, Arc<ProbeModule>>,
 }
 
 impl Default for WatchConfig {
@@ -59,6 +64,8 @@ impl Default for WatchConfig {
             notifiers: BTreeMap::new(),
             allow_reboot: false,
             retention: DEFAULT_RETENTION,
+            sweeps: Vec::new(),
+            modules: BTreeMap::new(),
         }
     }
 }
@@ -146,8 +153,15 @@ pub struct MonitorSpec {
     pub group: String,
     /// The targets as written.
     pub targets: Vec<String>,
-    /// The addresses they resolved to.
+    /// The addresses and ranges among them.
     pub hosts: HostSet,
+    /// The host names among them, resolved at every check (each a target of its own,
+    /// judged over its addresses by `addresses`).
+    pub names: Vec<Arc<str>>,
+    /// How a name's addresses make its verdict (`addresses = "any"|"all"`).
+    pub addresses: AddressMode,
+    /// Which of a name's addresses are probed (`ip_family`, `prefer_family`).
+    pub family: FamilyChoice,
     /// The ports.
     pub ports: PortSet,
     /// How often every target-port is checked.
@@ -184,7 +198,7 @@ pub struct MonitorSpec {
 impl MonitorSpec {
     /// Target-ports checked per round.
     pub fn size(&self) -> u64 {
-        (self.hosts.len() as u64).saturating_mul(self.ports.len() as u64)
+        (self.hosts.len() as u64 + self.names.len() as u64).saturating_mul(self.ports.len() as u64)
     }
 
     /// The actions of `on_down`, in escalation order.
@@ -408,6 +422,10 @@ pub struct ConfigFile {
     allow_reboot: Option<bool>,
     #[serde(default)]
     retention: Option<Spanned<String>>,
+    #[serde(default)]
+    sweep: Vec<Spanned<RawSweep>>,
+    #[serde(default)]
+    module: BTreeMap<String, Spanned<RawModule>>,
     /// `[fleet]`: the NATS server of fleet mode and the agents it knows.
     #[serde(default)]
     pub fleet: Option<Spanned<FleetSection>>,
@@ -485,6 +503,19 @@ struct RawMonitor {
     expect: Option<Spanned<String>>,
     #[serde(default)]
     tls: Option<bool>,
+    // TLS checks (issue 11 items 5, 6, 13, 14).
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_alert: Option<Spanned<String>>,
     #[serde(default)]
     read_timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -511,6 +542,22 @@ struct RawMonitor {
     quorum: Option<Spanned<toml::Value>>,
     #[serde(default)]
     on_partial: Vec<Spanned<String>>,
+    // Names with several addresses.
+    #[serde(default)]
+    addresses: Option<Spanned<String>>,
+    #[serde(default)]
+    ip_family: Option<Spanned<String>>,
+    #[serde(default)]
+    prefer_family: Option<Spanned<String>>,
+    /// Dialog steps in order: `steps = [{ send = "..." }, { expect = "..." }]`.
+    #[serde(default)]
+    steps: Option<Spanned<Vec<porthawk_core::ProbeStep>>>,
+    #[serde(default)]
+    quit: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_all: Option<bool>,
+    #[serde(default)]
+    max_reply: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -570,14 +617,13 @@ struct RawUrl {
 // ------------------------------------------------------------------------------------------
 // Parsing and validation.
 
-/// Resolves a host name of a monitor's targets to its addresses, or says why it cannot.
-pub type Resolve<'a> = &'a dyn Fn(&str) -> Result<Vec<IpAddr>, String>;
-
 /// Parses and validates the monitoring part of a `porthawk.toml` text; `file` names it in
-/// errors, `resolve` turns host names among the targets into addresses.
-pub fn parse(file: &str, text: &str, resolve: Resolve<'_>) -> Result<WatchConfig, ConfigError> {
+/// errors. Host names among the targets are kept as names: the runtime resolves them at
+/// every check, so that a name that stops (or starts) resolving is a verdict, not a config
+/// error.
+pub fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
     let parsed = parse_file(file, text)?;
-    WatchConfig::from_file(file, text, &parsed, resolve)
+    WatchConfig::from_file(file, text, &parsed)
 }
 
 /// Reads a `porthawk.toml` text as the one [`ConfigFile`] type. An error names the file, the
@@ -661,17 +707,10 @@ impl Lines<'_> {
 
 impl WatchConfig {
     /// The monitors, actions and notifications of a parsed file, checked; `file` and `text`
-    /// name the file and give the lines of errors, `resolve` turns host names into
-    /// addresses.
-    pub fn from_file(
-        file: &str,
-        text: &str,
-        raw: &ConfigFile,
-        resolve: Resolve<'_>,
-    ) -> Result<WatchConfig, ConfigError> {
+    /// name the file and give the lines of errors.
+    pub fn from_file(file: &str, text: &str, raw: &ConfigFile) -> Result<WatchConfig, ConfigError> {
         let cx = Cx {
             lines: Lines { file, text },
-            resolve,
             fleet: raw.fleet_mode(),
             pools: raw.fleet_pools(),
         };
@@ -713,6 +752,7 @@ impl WatchConfig {
             }
             config.monitors.push(Arc::new(spec));
         }
+        cx.sweeps_and_modules(raw, &mut config)?;
         Ok(config)
     }
 }
@@ -730,7 +770,6 @@ pub fn span_error(
 
 struct Cx<'a> {
     lines: Lines<'a>,
-    resolve: Resolve<'a>,
     /// Whether the file has `[fleet]`: monitors may then name pools in `from`.
     fleet: bool,
     /// The pools of `[fleet] pools`.
@@ -963,9 +1002,10 @@ impl Cx<'_> {
         let f = |key: &str| format!("monitor[{i}].{key}");
         let name = m.name.get_ref().clone();
         check_name(&name).map_err(|msg| self.err(m.name.span(), &f("name"), msg))?;
-        let hosts = self.monitor_hosts(m, &f)?;
+        let (hosts, names) = self.monitor_hosts(m, &f)?;
         let (ports, ports_text) = self.monitor_ports(m, &f)?;
-        let size = (hosts.len()).saturating_mul(ports.len() as u128);
+        let (addresses, family) = self.monitor_addresses(m, &f)?;
+        let size = (hosts.len() + names.len() as u128).saturating_mul(ports.len() as u128);
         if size > MAX_MONITOR_SIZE as u128 {
             return Err(self.err(
                 m.targets.span(),
@@ -989,6 +1029,20 @@ impl Cx<'_> {
         };
         let (from, quorum) = self.monitor_vantages(raw, &f)?;
         let on_partial = self.monitor_partial(&m.on_partial, config, &f)?;
+        if let (Some(list), Some(option)) =
+            (&m.from, porthawk_core::SweepProbe::unsupported(&options))
+        {
+            if from.iter().any(|v| &**v != LOCAL_VANTAGE) {
+                return Err(self.err(
+                    list.span(),
+                    &f("from"),
+                    format!(
+                        "'{option}' cannot be probed from a fleet pool yet (agents would \
+                         probe without it): use \"local\" alone for this monitor"
+                    ),
+                ));
+            }
+        }
         let wire_probe = porthawk_core::SweepProbe::new(
             &options,
             timing.timeout,
@@ -1007,6 +1061,9 @@ impl Cx<'_> {
                 .map(|t| t.get_ref().clone())
                 .collect(),
             hosts,
+            names,
+            addresses,
+            family,
             ports,
             interval: timing.interval,
             spec,
@@ -1016,23 +1073,28 @@ impl Cx<'_> {
             on_up,
             remind,
             group_wait,
-            fingerprint: fingerprint(m, &ports_text, &timing, &options, &from),
+            fingerprint: format!(
+                "{}|{addresses}|{family:?}",
+                fingerprint(m, &ports_text, &timing, &options, &from)
+            ),
             from,
             quorum,
             on_partial,
         })
     }
 
-    /// `targets`: addresses, ranges and names (resolved by the caller's resolver).
+    /// `targets`: addresses and ranges, and host names (kept as names, in file order,
+    /// without repeats).
     fn monitor_hosts(
         &self,
         m: &RawMonitor,
         f: &dyn Fn(&str) -> String,
-    ) -> Result<HostSet, ConfigError> {
+    ) -> Result<(HostSet, Vec<Arc<str>>), ConfigError> {
         if m.targets.get_ref().is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "needs at least one target"));
         }
         let mut hosts = HostSetBuilder::default();
+        let mut names: Vec<Arc<str>> = Vec::new();
         for (j, t) in m.targets.get_ref().iter().enumerate() {
             let field = f(&format!("targets[{j}]"));
             match parse_target(t.get_ref())
@@ -1042,27 +1104,52 @@ impl Cx<'_> {
                     hosts.include(r);
                 }
                 TargetToken::Host(host) => {
-                    let addrs = (self.resolve)(host.as_str()).map_err(|e| {
-                        self.err(t.span(), &field, format!("cannot resolve '{host}': {e}"))
-                    })?;
-                    if addrs.is_empty() {
-                        return Err(self.err(
-                            t.span(),
-                            &field,
-                            format!("'{host}' resolved to no address"),
-                        ));
-                    }
-                    for a in addrs {
-                        hosts.include_named(a, &host);
+                    if !names.iter().any(|n| **n == *host) {
+                        names.push(Arc::from(host.as_str()));
                     }
                 }
             }
         }
         let hosts = hosts.build();
-        if hosts.is_empty() {
+        if hosts.is_empty() && names.is_empty() {
             return Err(self.err(m.targets.span(), &f("targets"), "names no address"));
         }
-        Ok(hosts)
+        Ok((hosts, names))
+    }
+
+    /// `addresses = "any"|"all"`, `ip_family = "ipv4"|"ipv6"` and `prefer_family`: how the
+    /// names among the targets are checked.
+    fn monitor_addresses(
+        &self,
+        m: &RawMonitor,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(AddressMode, FamilyChoice), ConfigError> {
+        let family = |v: &Option<Spanned<String>>, key: &str| {
+            v.as_ref()
+                .map(|v| {
+                    v.get_ref()
+                        .parse::<IpFamily>()
+                        .map_err(|e| self.err(v.span(), &f(key), e))
+                })
+                .transpose()
+        };
+        let only = family(&m.ip_family, "ip_family")?;
+        let prefer = family(&m.prefer_family, "prefer_family")?;
+        if let (Some(_), Some(p)) = (only, &m.prefer_family) {
+            return Err(self.err(
+                p.span(),
+                &f("prefer_family"),
+                "give ip_family (only that family) or prefer_family (with fallback), not both",
+            ));
+        }
+        let addresses = match &m.addresses {
+            Some(a) => a
+                .get_ref()
+                .parse::<AddressMode>()
+                .map_err(|e| self.err(a.span(), &f("addresses"), e))?,
+            None => AddressMode::Any,
+        };
+        Ok((addresses, FamilyChoice::new(only, prefer)))
     }
 
     /// `ports`: `"25,587"`, `25` or `[25, 587]`; the set and its text (for the fingerprint).
@@ -1169,6 +1256,20 @@ impl Cx<'_> {
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
+            steps: m.steps.as_ref().map_or(Vec::new(), |s| s.get_ref().clone()),
+            quit: m.quit.as_ref().map(|q| q.get_ref().clone()),
+            expect_all: m.expect_all.unwrap_or(false),
+            // Out of usize's range is out of max_reply's: core names the limit.
+            max_reply: m
+                .max_reply
+                .as_ref()
+                .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
+            tls_verify: m.tls_verify.unwrap_or(false),
+            tls_ca_file: m.tls_ca_file.as_ref().map(|p| p.get_ref().clone()),
+            sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
+            tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
+            tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
+            expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
         let spec = options
@@ -1184,6 +1285,14 @@ impl Cx<'_> {
                     "send" => m.send.as_ref().map(Spanned::span),
                     "expect" => m.expect.as_ref().map(Spanned::span),
                     "preset" => m.preset.as_ref().map(Spanned::span),
+                    "steps" => m.steps.as_ref().map(Spanned::span),
+                    "quit" => m.quit.as_ref().map(Spanned::span),
+                    "max_reply" => m.max_reply.as_ref().map(Spanned::span),
+                    "tls_ca_file" => m.tls_ca_file.as_ref().map(Spanned::span),
+                    "sni" => m.sni.as_ref().map(Spanned::span),
+                    "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
+                    "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    "expect_alert" => m.expect_alert.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
@@ -1391,6 +1500,8 @@ fn probe_description(m: &RawMonitor) -> String {
         format!("preset {}", p.get_ref())
     } else if m.send.is_some() || m.expect.is_some() {
         "send/expect".to_string()
+    } else if m.steps.is_some() {
+        "steps".to_string()
     } else {
         "connect".to_string()
     };
@@ -1428,7 +1539,390 @@ fn fingerprint(
         options.expect,
         options.tls,
         from,
+    ) + &format!(
+        "|{:?}|{:?}|{:?}|{:?}|{:?}",
+        options.steps,
+        options.quit,
+        options.expect_all,
+        options.max_reply,
+        // The TLS checks, file contents excepted: a renewed client certificate takes a
+        // reload that changes the config, or a restart.
+        (
+            options.tls_verify,
+            &options.tls_ca_file,
+            &options.sni,
+            &options.tls_cert,
+            &options.tls_key,
+            &options.expect_alert,
+        ),
     )
+}
+
+// ------------------------------------------------------------------------------------------
+// `[[sweep]]` and `[module.NAME]`: scheduled sweeps and the probe modules of `/probe`.
+
+/// How a scheduled sweep probes (`probe = { ... }`), as the API's `probe` object says it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepProbe {
+    /// A protocol preset.
+    pub preset: Option<String>,
+    /// Data to send once connected (escapes `\r \n \t \xHH`).
+    pub send: Option<String>,
+    /// A regular expression the reply must match.
+    pub expect: Option<String>,
+    /// Make a TLS handshake first.
+    pub tls: bool,
+    /// How long a connect may take.
+    pub timeout: Option<Duration>,
+    /// Connect attempts before an unanswered port is called filtered.
+    pub tries: Option<u8>,
+}
+
+/// One `[[sweep]]`: a sweep run every `every`, each run diffed against the previous finished
+/// run of the same name, its changes notified through `on_change`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepSchedule {
+    /// Its unique name.
+    pub name: String,
+    /// Targets as written (names are resolved at each run, as an API sweep's are).
+    pub targets: Vec<String>,
+    /// Ports: `22,80,8000-8100` or `all`.
+    pub ports: String,
+    /// Targets, or `:PORTS`, to leave out.
+    pub exclude: Vec<String>,
+    /// How often it runs.
+    pub every: Duration,
+    /// How it probes.
+    pub probe: SweepProbe,
+    /// Whether every result is stored (`store = "all"`) or only open ports (the default).
+    pub store_all: bool,
+    /// The most probes started per second.
+    pub rate: Option<u64>,
+    /// The `[notify.NAME]` channels its changes (and failed runs) go to.
+    pub on_change: Vec<String>,
+}
+
+/// The address family a module prefers when a target name has both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpProtocol {
+    /// IPv4 (`ip4`).
+    Ip4,
+    /// IPv6 (`ip6`, blackbox_exporter's default).
+    Ip6,
+}
+
+impl IpProtocol {
+    /// `ip4` or `ip6`, as blackbox_exporter writes it.
+    pub fn parse(text: &str) -> Option<IpProtocol> {
+        match text {
+            "ip4" => Some(IpProtocol::Ip4),
+            "ip6" => Some(IpProtocol::Ip6),
+            _ => None,
+        }
+    }
+}
+
+/// A probe module of the blackbox_exporter-compatible `/probe` route: from
+/// `[module.NAME]` in porthawk.toml, a `tcp` module of a blackbox.yml, or the built-in
+/// `tcp_connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeModule {
+    /// Its name, as `?module=` gives it.
+    pub name: String,
+    /// What to do once connected (`None`: connect only). A `StartTls` step makes the probe
+    /// report the TLS version and certificate.
+    pub dialog: Option<porthawk_core::Dialog>,
+    /// How long the whole probe may take.
+    pub timeout: Duration,
+    /// The family preferred for names with both.
+    pub ip_protocol: IpProtocol,
+    /// Whether the other family may be used when the name has none of the preferred one.
+    pub ip_protocol_fallback: bool,
+}
+
+/// The timeout of a module that gives none (blackbox_exporter's example modules use 5s).
+pub const DEFAULT_MODULE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ProbeModule {
+    /// The built-in `tcp_connect` module: a connect, nothing sent.
+    pub fn tcp_connect() -> ProbeModule {
+        ProbeModule {
+            name: "tcp_connect".into(),
+            dialog: None,
+            timeout: DEFAULT_MODULE_TIMEOUT,
+            ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Spanned<String>,
+    targets: Spanned<Vec<Spanned<String>>>,
+    ports: Spanned<String>,
+    every: Spanned<String>,
+    #[serde(default)]
+    probe: Option<Spanned<RawSweepProbe>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    store: Option<Spanned<String>>,
+    #[serde(default)]
+    rate: Option<Spanned<i64>>,
+    #[serde(default)]
+    on_change: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweepProbe {
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    send: Option<String>,
+    #[serde(default)]
+    expect: Option<String>,
+    #[serde(default)]
+    tls: Option<bool>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    tries: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    #[serde(default)]
+    prober: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    preset: Option<Spanned<String>>,
+    #[serde(default)]
+    send: Option<Spanned<String>>,
+    #[serde(default)]
+    expect: Option<Spanned<String>>,
+    #[serde(default)]
+    tls: Option<bool>,
+    #[serde(default)]
+    preferred_ip_protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    ip_protocol_fallback: Option<bool>,
+}
+
+/// The shortest `every` of a scheduled sweep.
+pub const MIN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Cx<'_> {
+    /// `[[sweep]]` and `[module.NAME]`, checked after the notifiers they name.
+    fn sweeps_and_modules(
+        &self,
+        raw: &ConfigFile,
+        config: &mut WatchConfig,
+    ) -> Result<(), ConfigError> {
+        let mut names = BTreeSet::new();
+        for (i, s) in raw.sweep.iter().enumerate() {
+            let spec = self.sweep(i, s, config)?;
+            if !names.insert(spec.name.clone()) {
+                return Err(self.err(
+                    s.get_ref().name.span(),
+                    &format!("sweep[{i}].name"),
+                    format!("a sweep named '{}' is defined twice", spec.name),
+                ));
+            }
+            config.sweeps.push(Arc::new(spec));
+        }
+        for (name, m) in &raw.module {
+            let module = self.module(name, m)?;
+            config.modules.insert(name.clone(), Arc::new(module));
+        }
+        Ok(())
+    }
+
+    fn sweep(
+        &self,
+        i: usize,
+        raw: &Spanned<RawSweep>,
+        config: &WatchConfig,
+    ) -> Result<SweepSchedule, ConfigError> {
+        let s = raw.get_ref();
+        let f = |key: &str| format!("sweep[{i}].{key}");
+        let name = s.name.get_ref().clone();
+        check_name(&name).map_err(|m| self.err(s.name.span(), &f("name"), m))?;
+        if s.targets.get_ref().is_empty() {
+            return Err(self.err(s.targets.span(), &f("targets"), "needs at least one target"));
+        }
+        for (j, t) in s.targets.get_ref().iter().enumerate() {
+            parse_target(t.get_ref())
+                .map_err(|e| self.err(t.span(), &f(&format!("targets[{j}]")), e.to_string()))?;
+        }
+        for (j, e) in s.exclude.iter().enumerate() {
+            let field = f(&format!("exclude[{j}]"));
+            match e.get_ref().trim().strip_prefix(':') {
+                Some(ports) => {
+                    PortSet::parse(ports).map_err(|x| self.err(e.span(), &field, x.to_string()))?;
+                }
+                None => {
+                    parse_target(e.get_ref())
+                        .map_err(|x| self.err(e.span(), &field, x.to_string()))?;
+                }
+            }
+        }
+        let ports = PortSet::parse(s.ports.get_ref())
+            .map_err(|e| self.err(s.ports.span(), &f("ports"), e.to_string()))?;
+        if ports.is_empty() {
+            return Err(self.err(s.ports.span(), &f("ports"), "names no port"));
+        }
+        let every = self.duration(&s.every, &f("every"), MIN_SWEEP_EVERY)?;
+        let probe = match &s.probe {
+            Some(p) => self.sweep_probe(p, &f)?,
+            None => SweepProbe::default(),
+        };
+        let store_all = match &s.store {
+            None => false,
+            Some(v) => match v.get_ref().as_str() {
+                "open" => false,
+                "all" => true,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        &f("store"),
+                        format!("'{other}' is not a store mode: \"open\" or \"all\""),
+                    ))
+                }
+            },
+        };
+        let rate = match &s.rate {
+            Some(r) => Some(u64::from(self.count(r, &f("rate"), 1..=u32::MAX as i64)?)),
+            None => None,
+        };
+        let mut on_change = Vec::new();
+        for (j, n) in s.on_change.iter().enumerate() {
+            if !config.notifiers.contains_key(n.get_ref()) {
+                return Err(self.err(
+                    n.span(),
+                    &f(&format!("on_change[{j}]")),
+                    format!("'{}' is not a [notify.NAME] entry", n.get_ref()),
+                ));
+            }
+            on_change.push(n.get_ref().clone());
+        }
+        Ok(SweepSchedule {
+            name,
+            targets: s
+                .targets
+                .get_ref()
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
+            ports: s.ports.get_ref().clone(),
+            exclude: s.exclude.iter().map(|e| e.get_ref().clone()).collect(),
+            every,
+            probe,
+            store_all,
+            rate,
+            on_change,
+        })
+    }
+
+    fn sweep_probe(
+        &self,
+        raw: &Spanned<RawSweepProbe>,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<SweepProbe, ConfigError> {
+        let p = raw.get_ref();
+        let options = porthawk_core::ProbeOptions {
+            preset: p.preset.clone(),
+            send: p.send.clone(),
+            expect: p.expect.clone(),
+            tls: p.tls.unwrap_or(false),
+            ..Default::default()
+        };
+        options
+            .dialog()
+            .map_err(|e| self.err(raw.span(), &f(&format!("probe.{}", e.field)), e.message))?;
+        let timeout = p
+            .timeout
+            .as_ref()
+            .map(|t| self.duration(t, &f("probe.timeout"), Duration::from_millis(1)))
+            .transpose()?;
+        if let (Some(t), Some(raw_t)) = (timeout, &p.timeout) {
+            if t > Duration::from_secs(60) {
+                return Err(self.err(raw_t.span(), &f("probe.timeout"), "at most 60s"));
+            }
+        }
+        let tries = p
+            .tries
+            .as_ref()
+            .map(|n| self.count(n, &f("probe.tries"), 1..=10).map(|n| n as u8))
+            .transpose()?;
+        Ok(SweepProbe {
+            preset: p.preset.clone(),
+            send: p.send.clone(),
+            expect: p.expect.clone(),
+            tls: p.tls.unwrap_or(false),
+            timeout,
+            tries,
+        })
+    }
+
+    fn module(&self, name: &str, raw: &Spanned<RawModule>) -> Result<ProbeModule, ConfigError> {
+        let f = |key: &str| format!("module.{name}.{key}");
+        check_name(name).map_err(|m| self.err(raw.span(), &format!("module.{name}"), m))?;
+        let m = raw.get_ref();
+        if let Some(p) = &m.prober {
+            if p.get_ref() != "tcp" {
+                return Err(self.err(
+                    p.span(),
+                    &f("prober"),
+                    format!(
+                        "module '{name}' uses the '{}' prober; porthawk probes TCP only (prober = \"tcp\")",
+                        p.get_ref()
+                    ),
+                ));
+            }
+        }
+        let options = porthawk_core::ProbeOptions {
+            preset: m.preset.as_ref().map(|p| p.get_ref().clone()),
+            send: m.send.as_ref().map(|p| p.get_ref().clone()),
+            expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
+            tls: m.tls.unwrap_or(false),
+            ..Default::default()
+        };
+        let dialog = options.dialog().map_err(|e| {
+            let span = match e.field {
+                "send" => m.send.as_ref().map(Spanned::span),
+                "expect" => m.expect.as_ref().map(Spanned::span),
+                "preset" => m.preset.as_ref().map(Spanned::span),
+                _ => None,
+            };
+            self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
+        })?;
+        let timeout = match &m.timeout {
+            Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(1))?,
+            None => DEFAULT_MODULE_TIMEOUT,
+        };
+        let ip_protocol = match &m.preferred_ip_protocol {
+            Some(p) => IpProtocol::parse(p.get_ref()).ok_or_else(|| {
+                self.err(
+                    p.span(),
+                    &f("preferred_ip_protocol"),
+                    format!("'{}' is neither \"ip4\" nor \"ip6\"", p.get_ref()),
+                )
+            })?,
+            None => IpProtocol::Ip6,
+        };
+        Ok(ProbeModule {
+            name: name.to_string(),
+            dialog,
+            timeout,
+            ip_protocol,
+            ip_protocol_fallback: m.ip_protocol_fallback.unwrap_or(true),
+        })
+    }
 }
 
 /// The most target-ports one monitor may check.
@@ -1703,11 +2197,9 @@ fn host_is_loopback(host: &str) -> bool {
 pub(crate) mod tests {
     use super::*;
 
-    /// Parses with a resolver that knows no names: the tests' targets are addresses.
+    /// Parses a test's config.
     pub(crate) fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
-        super::parse(file, text, &|host| {
-            Err(format!("no name service in tests ({host})"))
-        })
+        super::parse(file, text)
     }
 
     const GOOD: &str = r#"
@@ -1801,9 +2293,18 @@ slack = { url = "https://hooks.example.com/services/x" }
             (&format!("{monitor}fail_after = 0\n"), 11, "monitor[0].fail_after", "out of range"),
             (&format!("{monitor}fail_after = \"3\"\n"), 11, "monitor[0].fail_after", "invalid type"),
             (&format!("{monitor}preset = \"gopher\"\n"), 11, "monitor[0].preset", "gopher"),
+            (&format!("{monitor}expect_alert = \"nope\"\n"), 11, "monitor[0].expect_alert", "unknown TLS alert 'nope'"),
+            (&format!("{monitor}tls = true\nsni = \"bad name!\"\n"), 12, "monitor[0].sni", "invalid server name"),
+            (&format!("{monitor}tls = true\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n"), 12, "monitor[0].tls_cert", "/nonexistent/c.pem"),
+            (&format!("{monitor}sni = \"mx.example\"\n"), 11, "monitor[0].sni", "needs a TLS dialog"),
             (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
             (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),
             (&format!("{monitor}send = \"\\\\xZZ\"\n"), 11, "monitor[0].send", "send"),
+            (&format!("{monitor}steps = [{{ send = \"a\" }}, {{ expect = \"(\" }}]\n"), 11, "monitor[0].steps", "in step 2: invalid pattern"),
+            (&format!("{monitor}steps = [{{ expect = \"x\" }}, {{ send = \"${{1}}\" }}]\n"), 11, "monitor[0].steps", "capture 1"),
+            (&format!("{monitor}preset = \"smtp\"\nsteps = [{{ send = \"x\" }}]\n"), 11, "monitor[0].preset", "STARTTLS"),
+            (&format!("{monitor}max_reply = 0\n"), 11, "monitor[0].max_reply", "out of range"),
+            (&format!("{monitor}max_reply = 2000000\n"), 11, "monitor[0].max_reply", "1048576"),
             (&format!("{monitor}timeout = \"5s\"\ninterval = \"1s\"\n"), 11, "monitor[0].timeout", "longer"),
             ("[[monitor]]\nname = \"m\"\ntargets = [\"999.1.1.1\"]\nports = \"80\"\n", 9, "monitor[0].targets[0]", "999"),
             ("[[monitor]]\nname = \"m\"\ntargets = []\nports = \"80\"\n", 9, "monitor[0].targets", "at least one"),
@@ -2028,5 +2529,149 @@ slack = { url = "https://hooks.example.com/services/x" }
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown scheme 'http'"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod sweep_and_module_tests {
+    use super::tests::parse;
+    use super::*;
+
+    const NOTIFY: &str = "[notify.ops-hook]\nwebhook = { url = \"http://127.0.0.1:9/hook\" }\n";
+
+    fn with(extra: &str) -> Result<WatchConfig, ConfigError> {
+        parse("p.toml", &format!("{NOTIFY}{extra}"))
+    }
+
+    #[test]
+    fn a_scheduled_sweep_is_read_whole() {
+        let c = with(
+            r#"
+[[sweep]]
+name = "edge"
+targets = ["10.0.0.0/16"]
+ports = "22,80,443"
+every = "24h"
+exclude = ["10.0.9.0/24", ":443"]
+store = "all"
+rate = 5000
+probe = { preset = "ssh", timeout = "2s", tries = 3 }
+on_change = ["ops-hook"]
+"#,
+        )
+        .unwrap();
+        let s = &c.sweeps[0];
+        assert_eq!(s.name, "edge");
+        assert_eq!(s.every, Duration::from_secs(86_400));
+        assert_eq!(s.exclude, ["10.0.9.0/24", ":443"]);
+        assert!(s.store_all);
+        assert_eq!(s.rate, Some(5000));
+        assert_eq!(s.probe.preset.as_deref(), Some("ssh"));
+        assert_eq!(s.probe.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.probe.tries, Some(3));
+        assert_eq!(s.on_change, ["ops-hook"]);
+    }
+
+    #[test]
+    fn sweep_errors_name_file_line_and_field() {
+        let cases = [
+            ("every = \"1ms\"", "sweep[0].every", "too short"),
+            (
+                "every = \"1h\"\non_change = [\"nope\"]",
+                "sweep[0].on_change[0]",
+                "not a [notify.NAME]",
+            ),
+            (
+                "every = \"1h\"\nstore = \"some\"",
+                "sweep[0].store",
+                "not a store mode",
+            ),
+            (
+                "every = \"1h\"\nexclude = [\":99999\"]",
+                "sweep[0].exclude[0]",
+                "",
+            ),
+            (
+                "every = \"1h\"\nprobe = { preset = \"nope\" }",
+                "sweep[0].probe.preset",
+                "",
+            ),
+            (
+                "every = \"1h\"\nprobe = { tries = 0 }",
+                "sweep[0].probe.tries",
+                "out of range",
+            ),
+            (
+                "every = \"1h\"\nevery_other = 1",
+                "sweep[0].every_other",
+                "unknown field",
+            ),
+        ];
+        for (tail, field, message) in cases {
+            let text = format!(
+                "[[sweep]]\nname = \"s\"\ntargets = [\"127.0.0.1\"]\nports = \"22\"\n{tail}\n"
+            );
+            let e = with(&text).unwrap_err();
+            assert_eq!(e.file, "p.toml");
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.line >= 3, "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+        let twice =
+            "[[sweep]]\nname = \"s\"\ntargets = [\"127.0.0.1\"]\nports = \"22\"\nevery = \"1h\"\n";
+        let e = with(&format!("{twice}{twice}")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("sweep[1].name", 9), "{e}");
+        let e = with("[[sweep]]\nname = \"s\"\ntargets = [\"not a target!\"]\nports = \"22\"\nevery = \"1h\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sweep[0].targets[0]", 5),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn modules_become_probe_modules() {
+        let c = with(
+            r#"
+[module.redis]
+prober = "tcp"
+send = "PING\r\n"
+expect = "^\\+PONG"
+timeout = "3s"
+preferred_ip_protocol = "ip4"
+ip_protocol_fallback = false
+
+[module.smtps]
+preset = "smtps"
+"#,
+        )
+        .unwrap();
+        let r = &c.modules["redis"];
+        assert_eq!(r.timeout, Duration::from_secs(3));
+        assert_eq!(r.ip_protocol, IpProtocol::Ip4);
+        assert!(!r.ip_protocol_fallback);
+        assert!(r.dialog.as_ref().unwrap().expects());
+        let smtps = &c.modules["smtps"];
+        assert!(smtps
+            .dialog
+            .as_ref()
+            .unwrap()
+            .steps
+            .contains(&porthawk_core::DialogStep::StartTls));
+        assert_eq!(smtps.timeout, DEFAULT_MODULE_TIMEOUT);
+    }
+
+    #[test]
+    fn module_errors_name_the_key() {
+        let e = with("[module.web]\nprober = \"http\"\n").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("module.web.prober", 4), "{e}");
+        assert!(e.message.contains("'http' prober"), "{e}");
+        let e = with("[module.m]\npreferred_ip_protocol = \"ip5\"\n").unwrap_err();
+        assert_eq!(e.field, "module.m.preferred_ip_protocol", "{e}");
+        let e = with("[module.m]\nexpect = \"(\"\n").unwrap_err();
+        assert_eq!(e.field, "module.m.expect", "{e}");
+        let e = with("[module.m]\nquery = 1\n").unwrap_err();
+        assert_eq!(e.field, "module.m.query", "{e}");
     }
 }

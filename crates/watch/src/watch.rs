@@ -28,20 +28,26 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use porthawk_core::{
-    errno_name, is_local_errno, HostSetBuilder, JobId, PortSet, PortState, ProbeRecord, ProbeSpec,
-    TargetSpace,
+    errno_name, is_local_errno, AddressMode, HostSetBuilder, JobId, PortSet, PortState,
+    ProbeRecord, ProbeSpec, TargetSpace,
 };
 
 use crate::config::{ActionSpec, MonitorSpec, WatchConfig, LOCAL_VANTAGE};
 use crate::state::{agree, Change, Health, Sight, Tracker};
 
 /// One chunk's round of probes, for the runtime to submit as an engine job with this id.
+///
+/// A chunk holds addresses (its `space`, submitted as it is) or host names: the runtime
+/// resolves those (it blocks) and passes the answers to [`Watch::on_resolved`], which says
+/// what to submit (names that did not resolve are judged there and then).
 #[derive(Debug, Clone)]
 pub struct Check {
     /// The job id its results will carry.
     pub id: JobId,
-    /// The target-ports of the chunk.
-    pub space: Arc<TargetSpace>,
+    /// The target-ports of the chunk, for a chunk of addresses.
+    pub space: Option<Arc<TargetSpace>>,
+    /// The host names of the chunk, to resolve before it runs.
+    pub names: Vec<Arc<str>>,
     /// How to probe them.
     pub spec: ProbeSpec,
     /// The monitor it is a round of.
@@ -63,8 +69,70 @@ pub const CHUNK_PROBES: u64 = 256;
 
 const HOUR_MS: u64 = 3_600_000;
 
-/// An address and a port.
-pub type TargetPort = (IpAddr, u16);
+/// What a monitor target is: an address (of the config's addresses and ranges), or a host
+/// name, resolved at every check and judged over its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetHost {
+    /// An address.
+    Addr(IpAddr),
+    /// A host name.
+    Name(Arc<str>),
+}
+
+impl TargetHost {
+    /// `10.0.0.7:25`, `[::1]:25`, `mx.example:25`.
+    pub fn with_port(&self, port: u16) -> String {
+        match self {
+            TargetHost::Addr(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            TargetHost::Addr(ip) => format!("{ip}:{port}"),
+            TargetHost::Name(n) => format!("{n}:{port}"),
+        }
+    }
+
+    /// The address, for an address target.
+    pub fn addr(&self) -> Option<IpAddr> {
+        match self {
+            TargetHost::Addr(ip) => Some(*ip),
+            TargetHost::Name(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetHost::Addr(ip) => ip.fmt(f),
+            TargetHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl std::str::FromStr for TargetHost {
+    type Err = std::convert::Infallible;
+
+    /// An address where the text is one, else a name (as the store keeps them).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse::<IpAddr>() {
+            Ok(ip) => TargetHost::Addr(ip),
+            Err(_) => TargetHost::Name(Arc::from(s)),
+        })
+    }
+}
+
+impl From<IpAddr> for TargetHost {
+    fn from(ip: IpAddr) -> Self {
+        TargetHost::Addr(ip)
+    }
+}
+
+impl serde::Serialize for TargetHost {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A target (address or name) and a port.
+pub type TargetPort = (TargetHost, u16);
 
 /// The outcome of the last check of a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +245,8 @@ pub struct LocalSkips {
 pub const WARN_AFTER_SKIPS: u64 = 3;
 
 struct Chunk {
-    space: Arc<TargetSpace>,
+    space: Option<Arc<TargetSpace>>,
+    names: Vec<Arc<str>>,
     due_ms: u64,
     /// The job running per vantage (index into the monitor's `from`).
     running: Vec<Option<JobId>>,
@@ -191,6 +260,21 @@ struct JobInfo {
     vantage: Arc<str>,
     started_ms: u64,
 }
+
+/// The host names of a running job: which names each probed address stands for, and what
+/// each name's addresses came to so far (`None`: skipped for a local shortage). Names are
+/// judged when the job ends, once every address has answered.
+#[derive(Debug, Default)]
+struct NameRound {
+    by_ip: HashMap<IpAddr, Vec<Arc<str>>>,
+    seen: BTreeMap<(Arc<str>, u16), Vec<AddressCheck>>,
+}
+
+/// One address of a host name and its check (`None`: skipped for a local shortage).
+type AddressCheck = (IpAddr, Option<LastCheck>);
+
+/// What the resolver said of each host name of a check: its addresses, or why it has none.
+pub type Answers = Vec<(Arc<str>, Result<Vec<IpAddr>, String>)>;
 
 /// An open incident: some target of the monitor is DOWN.
 #[derive(Debug, Clone)]
@@ -295,8 +379,8 @@ impl Monitor {
                             if first_down.is_none() {
                                 let why = vt.last.as_ref().and_then(|l| l.reason.clone());
                                 first_down = Some(match why {
-                                    Some(r) => format!("{}: {r}", target_text(*k)),
-                                    None => target_text(*k),
+                                    Some(r) => format!("{}: {r}", target_text(k)),
+                                    None => target_text(k),
                                 });
                             }
                         }
@@ -377,7 +461,7 @@ impl Monitor {
         self.targets
             .iter()
             .filter(|(_, t)| t.tracker.hard == Health::Down && !t.tracker.flapping)
-            .map(|(k, t)| (*k, t.host.clone(), self.reason_of(t)))
+            .map(|(k, t)| (k.clone(), t.host.clone(), self.reason_of(t)))
             .collect()
     }
 }
@@ -417,12 +501,9 @@ fn describe(from: &[Arc<str>], agents: &[Option<u32>], t: &Target) -> String {
     parts.join(", ")
 }
 
-/// `ip:port`, with brackets for IPv6.
-fn target_text((ip, port): TargetPort) -> String {
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-    }
+/// `ip:port` (brackets for IPv6) or `name:port`.
+fn target_text((host, port): &TargetPort) -> String {
+    host.with_port(*port)
 }
 
 /// Targets of a monitor per state.
@@ -476,8 +557,8 @@ impl NoticeKind {
 /// One target in a notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoticeItem {
-    /// Address.
-    pub ip: IpAddr,
+    /// Address or host name.
+    pub target: TargetHost,
     /// Port.
     pub port: u16,
     /// The name it was given by.
@@ -597,6 +678,10 @@ pub enum Save {
         /// The check.
         check: LastCheck,
     },
+    /// A batch of checks of one monitor, passing or not, summed: what the status page's
+    /// heartbeat bar and response-time chart are drawn from. One per batch of results, so
+    /// its rows grow with the monitor's chunks, not with its target-ports.
+    Sample(Sample),
     /// A silence set or lifted.
     Silence {
         /// Monitor.
@@ -604,6 +689,75 @@ pub enum Save {
         /// Until when; `None` lifts it.
         until_ms: Option<u64>,
     },
+}
+
+/// A batch of checks of one monitor, summed (see [`Save::Sample`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Monitor.
+    pub monitor: String,
+    /// When the batch came in.
+    pub at_ms: u64,
+    /// Checks with a verdict (checks skipped for a local shortage are not counted).
+    pub checks: u32,
+    /// Checks that failed.
+    pub fails: u32,
+    /// The sum of the connect round trips of the passing checks, in microseconds.
+    pub rtt_sum_us: u64,
+    /// The longest round trip of a passing check, in microseconds.
+    pub rtt_max_us: u32,
+    /// The first failure: `ip:port: reason`.
+    pub reason: Option<String>,
+    /// The earliest end of validity of a certificate seen, in seconds since the Unix epoch.
+    pub cert_not_after: Option<i64>,
+}
+
+impl Sample {
+    /// The sum of `records` of a monitor whose targets are `known`, or `None` when no record
+    /// is a check with a verdict.
+    fn of(
+        monitor: &str,
+        records: &[ProbeRecord],
+        known: impl Fn(IpAddr, u16) -> bool,
+        now_ms: u64,
+    ) -> Option<Sample> {
+        let mut s = Sample {
+            monitor: monitor.to_string(),
+            at_ms: now_ms,
+            checks: 0,
+            fails: 0,
+            rtt_sum_us: 0,
+            rtt_max_us: 0,
+            reason: None,
+            cert_not_after: None,
+        };
+        for r in records {
+            if !known(r.ip, r.port) || local_shortage(r).is_some() {
+                continue;
+            }
+            s.checks += 1;
+            match verdict(r) {
+                (true, _) => {
+                    s.rtt_sum_us += u64::from(r.rtt_us);
+                    s.rtt_max_us = s.rtt_max_us.max(r.rtt_us);
+                }
+                (false, reason) => {
+                    s.fails += 1;
+                    if s.reason.is_none() {
+                        let at = std::net::SocketAddr::new(r.ip, r.port);
+                        s.reason = Some(format!("{at}: {}", reason.unwrap_or_default()));
+                    }
+                }
+            }
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+                s.cert_not_after = Some(
+                    s.cert_not_after
+                        .map_or(cert.not_after, |n| n.min(cert.not_after)),
+                );
+            }
+        }
+        (s.checks > 0).then_some(s)
+    }
 }
 
 /// What the runtime must carry out.
@@ -677,6 +831,7 @@ pub struct Watch {
     jobs: HashMap<JobId, JobInfo>,
     /// Live agents per fleet pool, as the runtime last said ([`Watch::set_agents`]).
     agents: HashMap<Arc<str>, u32>,
+    rounds: HashMap<JobId, NameRound>,
     action_runs: HashMap<String, Vec<u64>>,
     dry_run: bool,
 }
@@ -735,18 +890,31 @@ fn chunk_spaces(spec: &MonitorSpec) -> Vec<Arc<TargetSpace>> {
     out
 }
 
+/// Host names per chunk: each name counted as two addresses (one of each family), so a
+/// chunk of names holds about [`CHUNK_PROBES`] target-ports too.
+fn name_groups(spec: &MonitorSpec) -> Vec<Vec<Arc<str>>> {
+    let per = (CHUNK_PROBES / 2 / spec.ports.len().max(1) as u64).max(1) as usize;
+    spec.names.chunks(per).map(<[Arc<str>]>::to_vec).collect()
+}
+
 impl Monitor {
     fn new(spec: Arc<MonitorSpec>, agents: &HashMap<Arc<str>, u32>, now_ms: u64) -> Monitor {
-        let spaces = chunk_spaces(&spec);
+        // Chunks of addresses (a space), then chunks of host names (resolved at each check).
+        let parts: Vec<_> = chunk_spaces(&spec)
+            .into_iter()
+            .map(|space| (Some(space), Vec::new()))
+            .chain(name_groups(&spec).into_iter().map(|names| (None, names)))
+            .collect();
         let interval = spec.interval.as_millis().max(1) as u64;
-        let n = spaces.len().max(1) as u64;
+        let n = parts.len().max(1) as u64;
         let base = phase_seed(&spec.name) % interval;
         let vantages = spec.from.len();
-        let chunks = spaces
+        let chunks = parts
             .into_iter()
             .enumerate()
-            .map(|(i, space)| Chunk {
+            .map(|(i, (space, names))| Chunk {
                 space,
+                names,
                 due_ms: now_ms + (base + i as u64 * interval / n) % interval,
                 running: vec![None; vantages],
             })
@@ -756,7 +924,7 @@ impl Monitor {
             if let Some((ip, name)) = spec.hosts.get(i) {
                 for &port in spec.ports.as_slice() {
                     targets.insert(
-                        (ip, port),
+                        (TargetHost::Addr(ip), port),
                         Target {
                             host: name.cloned(),
                             vantages: vec![VantageTarget::default(); vantages],
@@ -771,6 +939,18 @@ impl Monitor {
             .iter()
             .map(|v| (&**v != LOCAL_VANTAGE).then(|| agents.get(v).copied().unwrap_or(0)))
             .collect();
+        for name in &spec.names {
+            for &port in spec.ports.as_slice() {
+                targets.insert(
+                    (TargetHost::Name(Arc::clone(name)), port),
+                    Target {
+                        host: Some(Arc::clone(name)),
+                        vantages: vec![VantageTarget::default(); vantages],
+                        ..Target::default()
+                    },
+                );
+            }
+        }
         Monitor {
             agents,
             spec,
@@ -784,6 +964,302 @@ impl Monitor {
             local_skips: LocalSkips::default(),
         }
     }
+}
+
+/// Whether targets of a monitor went DOWN or came UP while checks were observed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Moved {
+    went_down: bool,
+    came_up: bool,
+}
+
+impl Moved {
+    fn add(&mut self, other: Moved) {
+        self.went_down |= other.went_down;
+        self.came_up |= other.came_up;
+    }
+}
+
+impl Monitor {
+    /// A check of `key` from vantage `v` (an index into `from`) skipped for a local shortage
+    /// (`errno`, of this host or of an agent of the pool): no verdict.
+    fn skip(
+        &mut self,
+        monitor: &str,
+        key: TargetPort,
+        v: usize,
+        errno: &'static str,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let pool = self
+            .spec
+            .from
+            .get(v)
+            .filter(|f| &***f != LOCAL_VANTAGE)
+            .cloned();
+        let Some(t) = self.targets.get_mut(&key) else {
+            return;
+        };
+        let skip = SkippedCheck {
+            at_ms: now_ms,
+            target: key,
+            errno,
+            pool,
+        };
+        if let Some(vt) = t.vantages.get_mut(v) {
+            vt.skipped = Some(skip.clone());
+        }
+        t.skipped = Some(skip.clone());
+        let s = &mut self.local_skips;
+        s.total += 1;
+        s.run += 1;
+        s.last = Some(skip.clone());
+        if s.run >= WARN_AFTER_SKIPS && !s.warned {
+            s.warned = true;
+            effects.push(Effect::LocalShortage {
+                monitor: monitor.to_string(),
+                skipped: s.run,
+                last: skip,
+            });
+        }
+    }
+
+    /// A check of `key` with a verdict, from vantage `v` (an index into `from`): the
+    /// vantage's tracker moves, and with it the target's (with one vantage, the same; with
+    /// several, the quorum's verdict); what changed is saved and queued for notification.
+    fn observe(
+        &mut self,
+        monitor: &str,
+        key: &TargetPort,
+        v: usize,
+        check: LastCheck,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Moved {
+        let mut moved = Moved::default();
+        let spec = Arc::clone(&self.spec);
+        let thresholds = spec.thresholds;
+        let multi = spec.multi_vantage();
+        let Some(vantage) = spec.from.get(v) else {
+            return moved;
+        };
+        let Some(t) = self.targets.get_mut(key) else {
+            return moved;
+        };
+        let Some(vt) = t.vantages.get_mut(v) else {
+            return moved;
+        };
+        vt.skipped = None;
+        t.skipped = None;
+        self.local_skips.run = 0;
+        self.local_skips.warned = false;
+        let ok = check.ok;
+        let reason = check.reason.clone();
+        let was_failing = vt.last.as_ref().is_some_and(|l| !l.ok);
+        vt.remember(ok, thresholds.fail_after);
+        let seen = vt.tracker.observe(ok, now_ms, &thresholds);
+        vt.last = Some(check.clone());
+        let before = t.tracker.clone();
+        let before_partial = t.partial;
+        let (changes, reason) = if multi {
+            // History names the vantage; the verdict moves only when a vantage's hard state
+            // did.
+            let named = LastCheck {
+                reason: Some(match &reason {
+                    Some(r) => format!("from {vantage}: {r}"),
+                    None => format!("from {vantage}"),
+                }),
+                ..check
+            };
+            if !ok || was_failing {
+                effects.push(Effect::Save(Save::Check {
+                    monitor: monitor.to_string(),
+                    target: key.clone(),
+                    check: named.clone(),
+                }));
+            }
+            t.last = Some(named.clone());
+            let mut vantage_moved = false;
+            for c in &seen {
+                if let Change::Became { from, to } = *c {
+                    vantage_moved = true;
+                    effects.push(Effect::Save(Save::Event {
+                        monitor: monitor.to_string(),
+                        target: key.clone(),
+                        kind: if to == Health::Down {
+                            "vantage_down"
+                        } else {
+                            "vantage_up"
+                        },
+                        from,
+                        to,
+                        reason: named.reason.clone(),
+                        at_ms: now_ms,
+                    }));
+                }
+            }
+            let changes = if vantage_moved {
+                let a = agree(&sights(&self.agents, t), spec.quorum, t.tracker.hard);
+                t.partial = a.partial;
+                t.tracker.settle(a.hard, now_ms, &thresholds)
+            } else {
+                Vec::new()
+            };
+            (changes, Some(describe(&spec.from, &self.agents, t)))
+        } else {
+            if !ok || was_failing {
+                effects.push(Effect::Save(Save::Check {
+                    monitor: monitor.to_string(),
+                    target: key.clone(),
+                    check: check.clone(),
+                }));
+            }
+            t.tracker = vt.tracker.clone();
+            t.last = Some(check);
+            (seen, reason)
+        };
+        let flapping = t.tracker.flapping;
+        for change in changes {
+            let (kind, from, to) = match change {
+                Change::Became { from, to } => (to.as_str(), from, to),
+                Change::FlapStarted => ("flapping", t.tracker.hard, t.tracker.hard),
+                Change::FlapStopped { now } => ("stable", now, now),
+            };
+            effects.push(Effect::Save(Save::Event {
+                monitor: monitor.to_string(),
+                target: key.clone(),
+                kind,
+                from,
+                to,
+                reason: if to == Health::Down {
+                    reason.clone()
+                } else {
+                    None
+                },
+                at_ms: now_ms,
+            }));
+            let note = |kind| Note {
+                kind,
+                target: key.clone(),
+                host: t.host.clone(),
+                reason: reason.clone(),
+            };
+            match change {
+                Change::FlapStarted => self.outbox.push(note(NoticeKind::Flapping)),
+                Change::Became {
+                    to: Health::Down, ..
+                } if !flapping => {
+                    self.outbox.push(note(NoticeKind::Down));
+                    moved.went_down = true;
+                }
+                Change::FlapStopped { now: Health::Down } => {
+                    self.outbox.push(note(NoticeKind::Down));
+                    moved.went_down = true;
+                }
+                Change::Became {
+                    from: Health::Down,
+                    to: Health::Up,
+                } if !flapping => {
+                    self.outbox.push(note(NoticeKind::Up));
+                    moved.came_up = true;
+                }
+                Change::FlapStopped { now: Health::Up } => {
+                    self.outbox.push(note(NoticeKind::Up));
+                    moved.came_up = true;
+                }
+                _ => {}
+            }
+        }
+        if t.partial != before_partial {
+            let hard = t.tracker.hard;
+            effects.push(Effect::Save(Save::Event {
+                monitor: monitor.to_string(),
+                target: key.clone(),
+                kind: if t.partial { "partial" } else { "partial_end" },
+                from: hard,
+                to: hard,
+                reason: reason.clone(),
+                at_ms: now_ms,
+            }));
+            // A partial outage that became the quorum's DOWN is told as DOWN.
+            if t.partial || hard != Health::Down {
+                self.outbox.push(Note {
+                    kind: if t.partial {
+                        NoticeKind::Partial
+                    } else {
+                        NoticeKind::PartialEnd
+                    },
+                    target: key.clone(),
+                    host: t.host.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if before != t.tracker {
+            effects.push(Effect::Save(Save::Target {
+                monitor: monitor.to_string(),
+                target: key.clone(),
+                host: t.host.as_deref().map(str::to_string),
+                tracker: t.tracker.clone(),
+                last: t.last.clone(),
+            }));
+        }
+        if !self.outbox.is_empty() && self.outbox_since.is_none() {
+            self.outbox_since = Some(now_ms);
+        }
+        moved
+    }
+}
+
+/// A host name's check from its addresses' (`None`: skipped for a local shortage): with
+/// `any` it passes when one address passed (the fastest of them gives the state and round
+/// trip), with `all` when every one did. A failure names each failing address
+/// (`::1: closed (connection refused)`). `None` when the addresses that were skipped could
+/// have changed the verdict: no verdict, as for an address whose check was skipped.
+fn name_verdict(mode: AddressMode, seen: &[AddressCheck], now_ms: u64) -> Option<LastCheck> {
+    let known: Vec<(IpAddr, &LastCheck)> = seen
+        .iter()
+        .filter_map(|(ip, c)| c.as_ref().map(|c| (*ip, c)))
+        .collect();
+    let unknown = known.len() < seen.len();
+    // In address order, so that the same outcome always reads the same.
+    let mut failing: Vec<&(IpAddr, &LastCheck)> = known.iter().filter(|(_, c)| !c.ok).collect();
+    failing.sort_by_key(|(ip, _)| *ip);
+    let passing = known.iter().filter(|(_, c)| c.ok);
+    let pass = match mode {
+        AddressMode::Any => passing.clone().next().is_some(),
+        AddressMode::All => failing.is_empty(),
+    };
+    let decided = match mode {
+        AddressMode::Any => pass || !unknown,
+        AddressMode::All => !pass || !unknown,
+    };
+    if !decided || known.is_empty() {
+        return None;
+    }
+    if pass {
+        let best = passing.min_by_key(|(_, c)| c.rtt_us)?;
+        return Some(LastCheck {
+            at_ms: now_ms,
+            ok: true,
+            state: best.1.state,
+            rtt_us: best.1.rtt_us,
+            reason: None,
+        });
+    }
+    let first = failing.first()?;
+    let reasons: Vec<String> = failing
+        .iter()
+        .map(|(ip, c)| format!("{ip}: {}", c.reason.as_deref().unwrap_or("failed")))
+        .collect();
+    Some(LastCheck {
+        at_ms: now_ms,
+        ok: false,
+        state: first.1.state,
+        rtt_us: first.1.rtt_us,
+        reason: Some(reasons.join("; ")),
+    })
 }
 
 /// The errno name of a record that failed for a shortage on this host (a check whose
@@ -827,6 +1303,7 @@ impl Watch {
             index: HashMap::new(),
             jobs: HashMap::new(),
             agents: HashMap::new(),
+            rounds: HashMap::new(),
             action_runs: HashMap::new(),
             dry_run,
         };
@@ -1044,18 +1521,24 @@ impl Watch {
                     jobs.push((
                         Check {
                             id,
-                            space: Arc::clone(&c.space),
+                            space: c.space.clone(),
+                            names: c.names.clone(),
                             spec: m.spec.spec.clone(),
                             monitor: m.spec.name.clone(),
                             vantage: Arc::clone(vantage),
                             deadline_ms: c.due_ms,
-                            wire: (&**vantage != LOCAL_VANTAGE).then(|| {
-                                porthawk_core::SweepSpec::from_space(
-                                    &c.space,
-                                    phase_seed(&m.spec.name),
-                                    m.spec.wire_probe.clone(),
-                                )
-                            }),
+                            // A chunk of names gets its wire form once they are resolved
+                            // (on this server: agents get addresses only).
+                            wire: (&**vantage != LOCAL_VANTAGE)
+                                .then(|| c.space.as_ref())
+                                .flatten()
+                                .map(|space| {
+                                    porthawk_core::SweepSpec::from_space(
+                                        space,
+                                        phase_seed(&m.spec.name),
+                                        m.spec.wire_probe.clone(),
+                                    )
+                                }),
                         },
                         lateness,
                     ));
@@ -1204,7 +1687,8 @@ impl Watch {
     }
 
     /// Feeds the records of a monitor job (from the vantage it was submitted for); returns
-    /// what to do.
+    /// what to do. An address target is judged at once; the addresses of a host name are kept until the job ends
+    /// ([`Watch::on_job_done`]), where the name is judged over all of them.
     pub fn on_records(&mut self, job: JobId, records: &[ProbeRecord], now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         let Some(info) = self.jobs.get(&job) else {
@@ -1215,221 +1699,202 @@ impl Watch {
         };
         let name = info.monitor.clone();
         let vantage = Arc::clone(&info.vantage);
-        let mut went_down = false;
-        let mut came_up = false;
+        let mut moved = Moved::default();
         {
             let m = &mut self.monitors[i];
             // A vantage a reload removed: its last job's results have no tracker left.
             let Some(v) = m.spec.from.iter().position(|f| *f == vantage) else {
                 return effects;
             };
-            let spec = Arc::clone(&m.spec);
-            let multi = spec.multi_vantage();
-            let pool = (&*vantage != LOCAL_VANTAGE).then(|| Arc::clone(&vantage));
-            let thresholds = spec.thresholds;
+            let mut round = self.rounds.get_mut(&job);
+            let sample = Sample::of(
+                &name,
+                records,
+                |ip, port| {
+                    m.targets.contains_key(&(TargetHost::Addr(ip), port))
+                        || round.as_ref().is_some_and(|r| r.by_ip.contains_key(&ip))
+                },
+                now_ms,
+            );
+            effects.extend(sample.map(|s| Effect::Save(Save::Sample(s))));
             for r in records {
-                let key = (r.ip, r.port);
-                let Some(t) = m.targets.get_mut(&key) else {
-                    continue;
-                };
-                let Some(vt) = t.vantages.get_mut(v) else {
-                    continue;
-                };
-                if let Some(errno) = local_shortage(r) {
-                    let skip = SkippedCheck {
+                let shortage = local_shortage(r);
+                let check = shortage.is_none().then(|| {
+                    let (ok, reason) = verdict(r);
+                    LastCheck {
                         at_ms: now_ms,
-                        target: key,
-                        errno,
-                        pool: pool.clone(),
-                    };
-                    vt.skipped = Some(skip.clone());
-                    t.skipped = Some(skip.clone());
-                    let s = &mut m.local_skips;
-                    s.total += 1;
-                    s.run += 1;
-                    s.last = Some(skip.clone());
-                    if s.run >= WARN_AFTER_SKIPS && !s.warned {
-                        s.warned = true;
-                        effects.push(Effect::LocalShortage {
-                            monitor: name.clone(),
-                            skipped: s.run,
-                            last: skip,
-                        });
+                        ok,
+                        state: r.state,
+                        rtt_us: r.rtt_us,
+                        reason,
+                    }
+                });
+                // A job of host names: the names this address stands for (an address that
+                // is also a target of its own is judged by its own chunk's job, once).
+                if let Some(round) = round.as_deref_mut() {
+                    let names = round.by_ip.get(&r.ip).cloned().unwrap_or_default();
+                    for n in names {
+                        let key = (TargetHost::Name(Arc::clone(&n)), r.port);
+                        if let Some(errno) = shortage {
+                            m.skip(&name, key, v, errno, now_ms, &mut effects);
+                        }
+                        round
+                            .seen
+                            .entry((n, r.port))
+                            .or_default()
+                            .push((r.ip, check.clone()));
                     }
                     continue;
                 }
-                vt.skipped = None;
-                t.skipped = None;
-                m.local_skips.run = 0;
-                m.local_skips.warned = false;
-                let (ok, reason) = verdict(r);
-                let check = LastCheck {
-                    at_ms: now_ms,
-                    ok,
-                    state: r.state,
-                    rtt_us: r.rtt_us,
-                    reason: reason.clone(),
-                };
-                let was_failing = vt.last.as_ref().is_some_and(|l| !l.ok);
-                vt.remember(ok, thresholds.fail_after);
-                let seen = vt.tracker.observe(ok, now_ms, &thresholds);
-                vt.last = Some(check.clone());
-                let before = t.tracker.clone();
-                let before_partial = t.partial;
-                let (changes, reason) = if multi {
-                    // History names the vantage; the verdict moves only when a vantage's
-                    // hard state did.
-                    let named = LastCheck {
-                        reason: Some(match &reason {
-                            Some(r) => format!("from {vantage}: {r}"),
-                            None => format!("from {vantage}"),
-                        }),
-                        ..check
-                    };
-                    if !ok || was_failing {
-                        effects.push(Effect::Save(Save::Check {
-                            monitor: name.clone(),
-                            target: key,
-                            check: named.clone(),
-                        }));
+                let key = (TargetHost::Addr(r.ip), r.port);
+                if !m.targets.contains_key(&key) {
+                    continue;
+                }
+                match (shortage, check) {
+                    (Some(errno), _) => m.skip(&name, key, v, errno, now_ms, &mut effects),
+                    (None, Some(check)) => {
+                        moved.add(m.observe(&name, &key, v, check, now_ms, &mut effects));
                     }
-                    t.last = Some(named.clone());
-                    let mut moved = false;
-                    for c in &seen {
-                        if let Change::Became { from, to } = *c {
-                            moved = true;
-                            effects.push(Effect::Save(Save::Event {
-                                monitor: name.clone(),
-                                target: key,
-                                kind: if to == Health::Down {
-                                    "vantage_down"
-                                } else {
-                                    "vantage_up"
-                                },
-                                from,
-                                to,
-                                reason: named.reason.clone(),
+                    (None, None) => {}
+                }
+            }
+        }
+        self.after_observing(i, moved, now_ms, &mut effects);
+        effects
+    }
+
+    /// The answers of the resolver for the host names of job `job` (each name with its
+    /// addresses or why it has none). Names that did not resolve, or have no address of the
+    /// family asked for, are failed checks now (`cannot resolve 'mx1.example': ...`); the
+    /// addresses of the others are what the job probes: returns their space, or `None` when
+    /// nothing is left to probe (the runtime then ends the job with
+    /// [`Watch::on_job_done`]), and what to do.
+    pub fn on_resolved(
+        &mut self,
+        job: JobId,
+        answers: Answers,
+        now_ms: u64,
+    ) -> (Option<Arc<TargetSpace>>, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let Some(info) = self.jobs.get(&job) else {
+            return (None, effects);
+        };
+        let Some(&i) = self.index.get(&info.monitor) else {
+            return (None, effects);
+        };
+        let name = info.monitor.clone();
+        let vantage = Arc::clone(&info.vantage);
+        let mut moved = Moved::default();
+        let mut hosts = HostSetBuilder::default();
+        let mut round = NameRound::default();
+        {
+            let m = &mut self.monitors[i];
+            // A vantage a reload removed: nothing to probe from there.
+            let Some(v) = m.spec.from.iter().position(|f| *f == vantage) else {
+                return (None, effects);
+            };
+            let family = m.spec.family;
+            let ports = m.spec.ports.clone();
+            for (host, answer) in answers {
+                let ips = answer.and_then(|mut ips| {
+                    ips.sort();
+                    ips.dedup();
+                    match family.nothing_left(&ips) {
+                        Some(why) => Err(why),
+                        None => Ok(family.select(&ips)),
+                    }
+                });
+                match ips {
+                    Ok(ips) => {
+                        for ip in ips {
+                            hosts.include_named(ip, &host);
+                            round.by_ip.entry(ip).or_default().push(Arc::clone(&host));
+                        }
+                    }
+                    Err(why) => {
+                        for &port in ports.as_slice() {
+                            let key = (TargetHost::Name(Arc::clone(&host)), port);
+                            let check = LastCheck {
                                 at_ms: now_ms,
-                            }));
+                                ok: false,
+                                state: PortState::Error,
+                                rtt_us: 0,
+                                reason: Some(format!("cannot resolve '{host}': {why}")),
+                            };
+                            moved.add(m.observe(&name, &key, v, check, now_ms, &mut effects));
                         }
                     }
-                    let changes = if moved {
-                        let a = agree(&sights(&m.agents, t), spec.quorum, t.tracker.hard);
-                        t.partial = a.partial;
-                        t.tracker.settle(a.hard, now_ms, &thresholds)
-                    } else {
-                        Vec::new()
-                    };
-                    (changes, Some(describe(&spec.from, &m.agents, t)))
-                } else {
-                    if !ok || was_failing {
-                        effects.push(Effect::Save(Save::Check {
-                            monitor: name.clone(),
-                            target: key,
-                            check: check.clone(),
-                        }));
-                    }
-                    t.tracker = vt.tracker.clone();
-                    t.last = Some(check);
-                    (seen, reason)
-                };
-                let flapping = t.tracker.flapping;
-                for change in changes {
-                    let (kind, from, to) = match change {
-                        Change::Became { from, to } => (to.as_str(), from, to),
-                        Change::FlapStarted => ("flapping", t.tracker.hard, t.tracker.hard),
-                        Change::FlapStopped { now } => ("stable", now, now),
-                    };
-                    effects.push(Effect::Save(Save::Event {
-                        monitor: name.clone(),
-                        target: key,
-                        kind,
-                        from,
-                        to,
-                        reason: if to == Health::Down {
-                            reason.clone()
-                        } else {
-                            None
-                        },
-                        at_ms: now_ms,
-                    }));
-                    let note = |kind| Note {
-                        kind,
-                        target: key,
-                        host: t.host.clone(),
-                        reason: reason.clone(),
-                    };
-                    match change {
-                        Change::FlapStarted => m.outbox.push(note(NoticeKind::Flapping)),
-                        Change::Became {
-                            to: Health::Down, ..
-                        } if !flapping => {
-                            m.outbox.push(note(NoticeKind::Down));
-                            went_down = true;
-                        }
-                        Change::FlapStopped { now: Health::Down } => {
-                            m.outbox.push(note(NoticeKind::Down));
-                            went_down = true;
-                        }
-                        Change::Became {
-                            from: Health::Down,
-                            to: Health::Up,
-                        } if !flapping => {
-                            m.outbox.push(note(NoticeKind::Up));
-                            came_up = true;
-                        }
-                        Change::FlapStopped { now: Health::Up } => {
-                            m.outbox.push(note(NoticeKind::Up));
-                            came_up = true;
-                        }
-                        _ => {}
-                    }
-                }
-                if t.partial != before_partial {
-                    let hard = t.tracker.hard;
-                    effects.push(Effect::Save(Save::Event {
-                        monitor: name.clone(),
-                        target: key,
-                        kind: if t.partial { "partial" } else { "partial_end" },
-                        from: hard,
-                        to: hard,
-                        reason: reason.clone(),
-                        at_ms: now_ms,
-                    }));
-                    // A partial outage that became the quorum's DOWN is told as DOWN.
-                    if t.partial || hard != Health::Down {
-                        m.outbox.push(Note {
-                            kind: if t.partial {
-                                NoticeKind::Partial
-                            } else {
-                                NoticeKind::PartialEnd
-                            },
-                            target: key,
-                            host: t.host.clone(),
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-                if before != t.tracker {
-                    effects.push(Effect::Save(Save::Target {
-                        monitor: name.clone(),
-                        target: key,
-                        host: t.host.as_deref().map(str::to_string),
-                        tracker: t.tracker.clone(),
-                        last: t.last.clone(),
-                    }));
                 }
             }
-            if !m.outbox.is_empty() && m.outbox_since.is_none() {
-                m.outbox_since = Some(now_ms);
+        }
+        self.after_observing(i, moved, now_ms, &mut effects);
+        let seed = phase_seed(&name);
+        let space = TargetSpace::new(hosts.build(), self.monitors[i].spec.ports.clone(), seed)
+            .ok()
+            .map(Arc::new);
+        if space.is_some() {
+            self.rounds.insert(job, round);
+        }
+        (space, effects)
+    }
+
+    /// The wire form of a pool job's resolved addresses (the space [`Watch::on_resolved`]
+    /// returned), for the round's work item: agents get addresses only, never names. `None`
+    /// for a `local` job or a job the watch does not know.
+    pub fn pool_wire(&self, job: JobId, space: &TargetSpace) -> Option<porthawk_core::SweepSpec> {
+        let info = self.jobs.get(&job)?;
+        if &*info.vantage == LOCAL_VANTAGE {
+            return None;
+        }
+        let m = self.monitor(&info.monitor)?;
+        Some(porthawk_core::SweepSpec::from_space(
+            space,
+            phase_seed(&m.spec.name),
+            m.spec.wire_probe.clone(),
+        ))
+    }
+
+    /// Opens or closes the incident of monitor `i` after its targets moved.
+    fn after_observing(&mut self, i: usize, moved: Moved, now_ms: u64, effects: &mut Vec<Effect>) {
+        if moved.went_down {
+            self.open_incident(i, now_ms, effects);
+        }
+        if moved.came_up {
+            self.maybe_close_incident(i, now_ms, effects);
+        }
+    }
+
+    /// Judges the host names of a job that ended, over every address each one had.
+    fn judge_names(
+        &mut self,
+        job: JobId,
+        i: usize,
+        name: &str,
+        vantage: &str,
+        now_ms: u64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(round) = self.rounds.remove(&job) else {
+            return effects;
+        };
+        let mut moved = Moved::default();
+        {
+            let m = &mut self.monitors[i];
+            let Some(v) = m.spec.from.iter().position(|f| &**f == vantage) else {
+                return effects;
+            };
+            let mode = m.spec.addresses;
+            for ((host, port), seen) in round.seen {
+                let key = (TargetHost::Name(host), port);
+                if !m.targets.contains_key(&key) {
+                    continue;
+                }
+                if let Some(check) = name_verdict(mode, &seen, now_ms) {
+                    moved.add(m.observe(name, &key, v, check, now_ms, &mut effects));
+                }
             }
         }
-        if went_down {
-            self.open_incident(i, now_ms, &mut effects);
-        }
-        if came_up {
-            self.maybe_close_incident(i, now_ms, &mut effects);
-        }
+        self.after_observing(i, moved, now_ms, &mut effects);
         effects
     }
 
@@ -1492,8 +1957,8 @@ impl Watch {
         let mut effects = Vec::new();
         let Some(JobInfo {
             monitor: name,
+            vantage,
             started_ms,
-            ..
         }) = self.jobs.remove(&job)
         else {
             return (effects, None);
@@ -1503,8 +1968,10 @@ impl Watch {
             started_ms,
         };
         let Some(&i) = self.index.get(&name) else {
+            self.rounds.remove(&job);
             return (effects, Some(finished));
         };
+        effects.extend(self.judge_names(job, i, &name, &vantage, now_ms));
         let m = &mut self.monitors[i];
         m.last_check_ms = Some(now_ms);
         for c in &mut m.chunks {
@@ -1569,7 +2036,7 @@ impl Watch {
                 let mut by_kind: BTreeMap<NoticeKind, Vec<NoticeItem>> = BTreeMap::new();
                 for n in m.outbox.drain(..) {
                     by_kind.entry(n.kind).or_default().push(NoticeItem {
-                        ip: n.target.0,
+                        target: n.target.0,
                         port: n.target.1,
                         host: n.host.as_deref().map(str::to_string),
                         reason: if n.kind == NoticeKind::Up && !m.spec.multi_vantage() {
@@ -1608,7 +2075,7 @@ impl Watch {
                         .hard_down()
                         .into_iter()
                         .map(|(k, host, reason)| NoticeItem {
-                            ip: k.0,
+                            target: k.0,
                             port: k.1,
                             host: host.as_deref().map(str::to_string),
                             reason,
@@ -1683,10 +2150,14 @@ cooldown = "0s"
 webhook = { url = "http://127.0.0.1:1/" }
 "#;
 
+    /// The rig's name service: what a name resolves to, or why not.
+    type Resolver = Box<dyn Fn(&str) -> Result<Vec<IpAddr>, String>>;
+
     struct Rig {
         watch: Watch,
         clock: Clock,
         next: u64,
+        resolve: Resolver,
     }
 
     impl Rig {
@@ -1697,6 +2168,7 @@ webhook = { url = "http://127.0.0.1:1/" }
                 watch: Watch::new(config, Restored::default(), false, clock.0),
                 clock,
                 next: 1,
+                resolve: Box::new(|n| Err(format!("no name service in tests ({n})"))),
             }
         }
 
@@ -1722,8 +2194,23 @@ webhook = { url = "http://127.0.0.1:1/" }
             });
             let mut effects = Vec::new();
             for (job, _) in jobs {
-                let records: Vec<ProbeRecord> = (0..job.space.len())
-                    .filter_map(|i| job.space.get(i))
+                let mut space = job.space.clone();
+                if !job.names.is_empty() {
+                    let answers = job
+                        .names
+                        .iter()
+                        .map(|n| (Arc::clone(n), (self.resolve)(n)))
+                        .collect();
+                    let (s, e) = self.watch.on_resolved(job.id, answers, now);
+                    effects.extend(e);
+                    space = s;
+                }
+                let Some(space) = space else {
+                    effects.extend(self.watch.on_job_done(job.id, now).0);
+                    continue;
+                };
+                let records: Vec<ProbeRecord> = (0..space.len())
+                    .filter_map(|i| space.get(i))
                     .map(|a| record(a.ip(), a.port()))
                     .collect();
                 effects.extend(self.watch.on_records(job.id, &records, now));
@@ -1760,6 +2247,132 @@ webhook = { url = "http://127.0.0.1:1/" }
                 _ => None,
             })
             .collect()
+    }
+
+    const NAMED: &str = r#"
+[[monitor]]
+name = "mx"
+targets = ["mx.test", "127.0.0.9"]
+ports = "25"
+interval = "1s"
+timeout = "200ms"
+fail_after = 1
+recover_after = 1
+group_wait = "0s"
+on_down = ["ops"]
+on_up = ["ops"]
+ADDRESSES
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+"#;
+
+    fn named_rig(extra: &str) -> Rig {
+        let mut rig = Rig::new(&NAMED.replace("ADDRESSES", extra));
+        rig.resolve = Box::new(|n| match n {
+            "mx.test" => Ok(vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()]),
+            _ => Err("unknown".into()),
+        });
+        rig
+    }
+
+    impl Rig {
+        /// Makes every chunk of monitor `mx` due, then steps.
+        fn step_all(&mut self, up: &dyn Fn(IpAddr) -> bool) -> Vec<Effect> {
+            self.watch.check_now("mx", self.clock.0).unwrap();
+            self.step(up)
+        }
+    }
+
+    fn name_target(rig: &Rig) -> Target {
+        let m = rig.watch.monitor("mx").unwrap();
+        m.targets[&(TargetHost::Name(Arc::from("mx.test")), 25)].clone()
+    }
+
+    /// Only the IPv4 addresses answer.
+    fn v4_only(ip: IpAddr) -> bool {
+        ip.is_ipv4()
+    }
+
+    #[test]
+    fn a_name_is_up_when_one_address_answers_unless_all_are_asked_for() {
+        let mut any = named_rig("");
+        any.step_all(&v4_only);
+        let t = name_target(&any);
+        assert_eq!(t.tracker.hard, Health::Up, "{:?}", t.last);
+        assert_eq!(any.watch.monitor("mx").unwrap().overall(), "up");
+
+        let mut all = named_rig("addresses = \"all\"");
+        let e = all.step_all(&v4_only);
+        let t = name_target(&all);
+        assert_eq!(t.tracker.hard, Health::Down);
+        let reason = t.last.unwrap().reason.unwrap();
+        assert_eq!(reason, "::1: closed (connection refused)");
+        let n = notices(&e);
+        assert_eq!(n.len(), 1, "{e:?}");
+        assert_eq!(n[0].items[0].target.to_string(), "mx.test");
+        assert_eq!(n[0].items[0].reason.as_deref(), Some(reason.as_str()));
+
+        // Neither address answers: DOWN with both named, in either mode.
+        let e = any.step_all(&|_| false);
+        let t = name_target(&any);
+        assert_eq!(t.tracker.hard, Health::Down);
+        assert_eq!(
+            t.last.unwrap().reason.unwrap(),
+            "127.0.0.1: closed (connection refused); ::1: closed (connection refused)"
+        );
+        assert_eq!(notices(&e)[0].kind, NoticeKind::Down);
+    }
+
+    #[test]
+    fn ip_family_chooses_the_addresses_of_a_name() {
+        let mut v6 = named_rig("ip_family = \"ipv6\"");
+        v6.step_all(&v4_only);
+        assert_eq!(name_target(&v6).tracker.hard, Health::Down);
+        let mut v4 = named_rig("ip_family = \"ipv4\"\naddresses = \"all\"");
+        v4.step_all(&v4_only);
+        assert_eq!(name_target(&v4).tracker.hard, Health::Up);
+        let mut prefer = named_rig("prefer_family = \"ipv6\"");
+        prefer.resolve = Box::new(|_| Ok(vec!["127.0.0.1".parse().unwrap()]));
+        prefer.step_all(&v4_only);
+        assert_eq!(
+            name_target(&prefer).tracker.hard,
+            Health::Up,
+            "falls back to IPv4"
+        );
+    }
+
+    #[test]
+    fn a_name_that_stops_resolving_is_down_with_the_reason_and_recovers() {
+        let mut rig = named_rig("");
+        rig.step_all(&v4_only);
+        assert_eq!(name_target(&rig).tracker.hard, Health::Up);
+        rig.resolve = Box::new(|n| Err(format!("no such name {n}")));
+        let e = rig.step_all(&v4_only);
+        let t = name_target(&rig);
+        assert_eq!(t.tracker.hard, Health::Down);
+        let reason = "cannot resolve 'mx.test': no such name mx.test";
+        assert_eq!(t.last.unwrap().reason.as_deref(), Some(reason));
+        let down = notices(&e);
+        assert_eq!(down.len(), 1, "{e:?}");
+        assert_eq!(down[0].items[0].reason.as_deref(), Some(reason));
+        assert!(e.iter().any(|e| matches!(e,
+            Effect::Save(Save::Event { kind: "down", reason: Some(r), .. }) if r == reason)));
+        // The address target of the same monitor is judged as before.
+        let m = rig.watch.monitor("mx").unwrap();
+        let addr = &m.targets[&(IpAddr::from([127, 0, 0, 9]).into(), 25)];
+        assert_eq!(addr.tracker.hard, Health::Up);
+        // A family with no address is a resolution failure too.
+        rig.resolve = Box::new(|_| Ok(vec!["::1".parse().unwrap()]));
+        rig.step_all(&|_| true);
+        assert_eq!(name_target(&rig).tracker.hard, Health::Up);
+        let e = rig.step_all(&v4_only);
+        assert_eq!(name_target(&rig).tracker.hard, Health::Down);
+        assert_eq!(notices(&e)[0].kind, NoticeKind::Down);
+        rig.resolve = Box::new(|_| Ok(vec!["127.0.0.1".parse().unwrap()]));
+        let e = rig.step_all(&v4_only);
+        assert_eq!(name_target(&rig).tracker.hard, Health::Up);
+        assert_eq!(notices(&e)[0].kind, NoticeKind::Up);
     }
 
     fn notices(effects: &[Effect]) -> Vec<&Notice> {
@@ -2012,7 +2625,7 @@ interval = "10s"
         let removed = rig.watch.reload(config, rig.clock.0);
         assert_eq!(
             removed,
-            [("web".to_string(), (IpAddr::from([127, 0, 0, 3]), 80))]
+            [("web".to_string(), (IpAddr::from([127, 0, 0, 3]).into(), 80))]
         );
         let m = rig.watch.monitor("web").unwrap();
         assert_eq!(m.counts().down, 2);
@@ -2033,7 +2646,7 @@ interval = "10s"
         let restored = Restored {
             targets: vec![SavedTarget {
                 monitor: "web".into(),
-                target: (ip, 80),
+                target: (ip.into(), 80),
                 tracker: Tracker::restored(Health::Down, 0, 0, 5, false),
                 last: None,
             }],
@@ -2340,6 +2953,7 @@ webhook = { url = "http://127.0.0.1:2/" }
                 watch: Watch::new(config, Restored::default(), false, clock.0),
                 clock,
                 next: 1,
+                resolve: Box::new(|n| Err(format!("no name service in tests ({n})"))),
             }
         }
 
@@ -2356,8 +2970,36 @@ webhook = { url = "http://127.0.0.1:2/" }
             let mut vantages = Vec::new();
             for (job, _) in jobs {
                 vantages.push(job.vantage.to_string());
-                let records: Vec<ProbeRecord> = (0..job.space.len())
-                    .filter_map(|i| job.space.get(i))
+                let mut space = job.space.clone();
+                if !job.names.is_empty() {
+                    // Names are resolved here (the coordinator) for every vantage; a pool
+                    // gets the addresses inline in its round's spec.
+                    let answers = job
+                        .names
+                        .iter()
+                        .map(|n| (Arc::clone(n), (self.resolve)(n)))
+                        .collect();
+                    let (s, e) = self.watch.on_resolved(job.id, answers, now);
+                    effects.extend(e);
+                    space = s;
+                    if let Some(space) = &space {
+                        let wire = self.watch.pool_wire(job.id, space);
+                        assert_eq!(wire.is_some(), &*job.vantage != LOCAL_VANTAGE);
+                        if let Some(wire) = wire {
+                            let rebuilt = wire.space().unwrap();
+                            assert_eq!(rebuilt.len(), space.len());
+                            for i in 0..space.len() {
+                                assert_eq!(rebuilt.get(i), space.get(i));
+                            }
+                        }
+                    }
+                }
+                let Some(space) = space else {
+                    effects.extend(self.watch.on_job_done(job.id, now).0);
+                    continue;
+                };
+                let records: Vec<ProbeRecord> = (0..space.len())
+                    .filter_map(|i| space.get(i))
                     .map(|a| {
                         let state = if up(&job.vantage, a.ip()) {
                             PortState::Open
@@ -2467,7 +3109,7 @@ webhook = { url = "http://127.0.0.1:2/" }
                     let space = wire.space().unwrap();
                     assert_eq!(space.len(), 5);
                     let rebuilt: Vec<_> = (0..5).map(|i| space.get(i)).collect();
-                    let ours: Vec<_> = (0..5).map(|i| c.space.get(i)).collect();
+                    let ours: Vec<_> = (0..5).map(|i| c.space.as_ref().unwrap().get(i)).collect();
                     assert_eq!(rebuilt, ours);
                     // The default timeout: 2 s, at most the interval (1 s).
                     assert_eq!(wire.probe.connect_timeout_ms, 1000);
@@ -2727,5 +3369,53 @@ webhook = { url = "http://127.0.0.1:2/" }
             assert_eq!(tb.vantages.len(), 1);
             assert_eq!(tb.vantages[0].tracker, tb.tracker);
         }
+    }
+
+    fn samples(effects: &[Effect]) -> Vec<&Sample> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Save(Save::Sample(s)) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_batch_of_checks_is_summed_in_a_sample_for_the_status_page() {
+        let mut rig = Rig::new(CONFIG);
+        // Two of three up: one sample per batch, passing round trips summed, the first
+        // failure named; a record for an address the monitor does not watch is ignored, and
+        // so is a check skipped for a local shortage.
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            all.extend(rig.step_records(&|ip, port| match ip.to_string().as_str() {
+                "127.0.0.1" => ProbeRecord::new(ip, port, PortState::Open, 100, 1),
+                "127.0.0.2" => ProbeRecord::new(ip, port, PortState::Open, 300, 1),
+                _ => emfile(ip, port),
+            }));
+        }
+        let s = samples(&all);
+        assert!(!s.is_empty());
+        // The first round is due within one interval: one or two rounds have run.
+        for s in &s {
+            assert_eq!((s.checks, s.rtt_sum_us), (2, 400), "{s:?}");
+        }
+        assert!(s.iter().all(|s| s.fails == 0 && s.reason.is_none()));
+        assert_eq!(s.iter().map(|s| s.rtt_max_us).max(), Some(300));
+        let down = rig.step(&|ip| ip.to_string() != "127.0.0.3");
+        let s = samples(&down);
+        assert_eq!(s.iter().map(|s| s.fails).sum::<u32>(), 1, "{s:?}");
+        let reason = s.iter().find_map(|s| s.reason.clone()).unwrap();
+        assert_eq!(reason, "127.0.0.3:80: closed (connection refused)");
+        // Nothing but shortages: no sample at all.
+        assert!(samples(&rig.step_records(&emfile)).is_empty());
+        let stray = Sample::of(
+            "web",
+            &[open("10.9.9.9".parse().unwrap(), 80)],
+            |_, _| false,
+            1,
+        );
+        assert_eq!(stray, None);
     }
 }

@@ -49,7 +49,6 @@ fn the_readme_example_is_a_seed_and_parses() {
         readme.contains(&text),
         "seed-readme-0 is not the README's example any more"
     );
-    let c = porthawk_watch::config::parse("README.md", &text, &|h| Err(format!("no DNS ({h})")))
-        .unwrap();
+    let c = porthawk_watch::config::parse("README.md", &text).unwrap();
     assert!(!c.monitors.is_empty());
 }

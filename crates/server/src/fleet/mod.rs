@@ -141,7 +141,7 @@ pub(crate) fn create(
             ),
         ));
     }
-    let probe = sweep::sweep_probe(request.probe.as_ref());
+    let probe = sweep::sweep_probe(request.probe.as_ref())?;
     let plan = sweep::plan(request, &shared.config.allow, &shared.config.limits, seed)?;
     let spec = SweepSpec::from_space(&plan.space, seed, probe);
     let encoded = spec.encode();

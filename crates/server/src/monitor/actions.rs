@@ -128,10 +128,7 @@ pub async fn run(req: &ActionRequest) -> ActionRecord {
     let targets = req
         .targets
         .iter()
-        .map(|(ip, port)| match ip {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-            std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-        })
+        .map(|(host, port)| host.with_port(*port))
         .collect::<Vec<_>>()
         .join(" ");
     static RUNS: AtomicU64 = AtomicU64::new(0);

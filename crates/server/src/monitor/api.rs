@@ -3,7 +3,6 @@
 //! /v1/actions/{name}`, `POST /v1/config/reload`, and the status page at `GET /`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -22,7 +21,7 @@ pub use super::view::{
     CheckView, MonitorDetail, MonitorList, MonitorSummary, TargetQuery, TargetVantageView,
     TargetView, Uptime, VantageView,
 };
-use super::watch::{Refusal, Watch};
+use super::watch::{Refusal, TargetHost, Watch};
 use crate::auth::Authorized;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -56,6 +55,9 @@ struct MonitorSnap {
     silenced_until_ms: Option<u64>,
     targets: Vec<TargetView>,
     matching: usize,
+    /// Every target's hard state and since when: the monitor's uptime and down periods are
+    /// computed from all of them, whatever page of targets is shown.
+    all: Vec<page::TargetState>,
 }
 
 fn matches(t: &TargetView, q: &TargetQuery) -> bool {
@@ -96,8 +98,13 @@ fn snapshot(
         .map(|m| {
             let counts = m.counts();
             let multi = m.spec.multi_vantage();
-            let views = m.targets.iter().map(|((ip, port), t)| TargetView {
-                target: *ip,
+            let all = m
+                .targets
+                .iter()
+                .map(|((host, port), t)| (host.clone(), *port, t.tracker.hard, t.tracker.since_ms))
+                .collect();
+            let views = m.targets.iter().map(|((host, port), t)| TargetView {
+                target: host.clone(),
                 port: *port,
                 host: t.host.as_deref().map(str::to_string),
                 state: t.tracker.health(),
@@ -129,7 +136,7 @@ fn snapshot(
                         (Health::Pending, _, _) => 3,
                         (Health::Up, _, _) => 4,
                     };
-                    (rank, t.target, t.port)
+                    (rank, t.target.clone(), t.port)
                 });
                 let n = v.len();
                 (v.into_iter().skip(offset).take(limit).collect(), n)
@@ -163,6 +170,7 @@ fn snapshot(
                 silenced_until_ms: m.silenced_until.filter(|&u| u > now),
                 targets,
                 matching,
+                all,
             }
         })
         .collect()
@@ -188,7 +196,9 @@ fn target_vantages(m: &super::watch::Monitor, t: &super::watch::Target) -> Vec<T
         .collect()
 }
 
-/// Fills in uptimes from the stored state changes: per target, and the monitor's average.
+/// Fills in uptimes from the stored state changes: the monitor's (the average over all its
+/// targets, the same for the list, a monitor's detail and the status page) and, with
+/// `per_target`, those of the page of targets shown.
 fn add_uptimes(
     store: &Store,
     snap: &mut MonitorSnap,
@@ -198,26 +208,37 @@ fn add_uptimes(
     let windows = [DAY_MS, 7 * DAY_MS, 30 * DAY_MS];
     let since = now.saturating_sub(30 * DAY_MS);
     let changes = store.transitions(&snap.summary.name, since)?;
-    let mut by_target: HashMap<(IpAddr, u16), Vec<history::Change>> = HashMap::new();
+    let mut by_target: HashMap<(TargetHost, u16), Vec<history::Change>> = HashMap::new();
     for (ip, port, change) in changes {
         by_target.entry((ip, port)).or_default().push(change);
     }
-    let mut sums = [(0.0f64, 0u32); 3];
-    for t in &mut snap.targets {
+    let uptimes = |host: &TargetHost, port: u16, hard: Health, since_ms: u64| {
         let ch = by_target
-            .get(&(t.target, t.port))
+            .get(&(host.clone(), port))
             .map_or(&[][..], Vec::as_slice);
         let mut u = [None; 3];
         for (k, w) in windows.iter().enumerate() {
             let from = now.saturating_sub(*w);
             let first = ch.partition_point(|c| c.0 < from);
-            u[k] = history::uptime(&ch[first..], t.hard, t.since_ms, from, now);
-            if let Some(v) = u[k] {
+            u[k] = history::uptime(&ch[first..], hard, since_ms, from, now);
+        }
+        u
+    };
+    let mut sums = [(0.0f64, 0u32); 3];
+    for (host, port, hard, since_ms) in &snap.all {
+        for (k, v) in uptimes(host, *port, *hard, *since_ms)
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(v) = v {
                 sums[k].0 += v;
                 sums[k].1 += 1;
             }
         }
-        if per_target {
+    }
+    if per_target {
+        for t in &mut snap.targets {
+            let u = uptimes(&t.target, t.port, t.hard, t.since_ms);
             t.uptime = Uptime {
                 h24: u[0],
                 d7: u[1],
@@ -540,8 +561,10 @@ pub(crate) async fn reload(
 async fn status_page(
     State(state): State<AppState>,
     query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
+    page_query: Result<Query<page::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Html<String>, ApiError> {
     let Query(mut q) = query.unwrap_or_default();
+    let range = page::Range::parse(page_query.ok().and_then(|Query(p)| p.range).as_deref());
     q.limit = Some(q.limit.unwrap_or(50).clamp(1, 500));
     if q.state.is_none() && q.monitor.is_none() {
         q.state = Some("problems".into());
@@ -556,23 +579,46 @@ async fn status_page(
     let shared = state.0.clone();
     let html = blocking(move || {
         let mut snaps = snaps;
-        let events = (|| {
-            for s in &mut snaps {
-                add_uptimes(&shared.store, s, now, true)?;
+        let store = &shared.store;
+        let one = q.monitor.is_some();
+        let beats = if one {
+            page::BEATS_ON_PAGE
+        } else {
+            page::BEATS_IN_LIST
+        };
+        let (monitors, detail, events) = (|| {
+            let mut monitors = Vec::with_capacity(snaps.len());
+            let mut detail = None;
+            for mut s in snaps.drain(..) {
+                add_uptimes(store, &mut s, now, true)?;
+                let name = &s.summary.name;
+                let (beats, cert_days) =
+                    page::load_monitor(store, name, s.summary.interval_s, beats, now)?;
+                if one {
+                    detail = Some(page::load_detail(store, name, &s.all, range, now)?);
+                }
+                monitors.push(page::PageMonitor {
+                    summary: s.summary,
+                    silenced: s.silenced_until_ms.is_some(),
+                    targets: s.targets,
+                    matching: s.matching,
+                    beats,
+                    cert_days,
+                });
             }
-            shared.store.events(q.monitor.as_deref(), 30)
+            let events = store.events(q.monitor.as_deref(), if one { 100 } else { 30 })?;
+            Ok::<_, StoreError>((monitors, detail, events))
         })()
         .map_err(|e| ApiError::internal("cannot read monitor history", e))?;
-        let monitors: Vec<page::PageMonitor> = snaps
-            .into_iter()
-            .map(|s| page::PageMonitor {
-                summary: s.summary,
-                silenced: s.silenced_until_ms.is_some(),
-                targets: s.targets,
-                matching: s.matching,
-            })
-            .collect();
-        Ok(page::render(&monitors, &events, &q, now))
+        Ok(page::render(&page::Page {
+            monitors: &monitors,
+            detail: detail.as_ref(),
+            events: &events,
+            q: &q,
+            // Fleet mode's agents: the fleet coordinator fills this in (`page::fleet`).
+            agents: None,
+            now,
+        }))
     })
     .await?;
     Ok(Html(html))

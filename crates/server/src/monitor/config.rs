@@ -1,8 +1,8 @@
 //! The monitoring config as the server reads it: the one `porthawk.toml` type, parsed by
-//! `porthawk-watch` into its typed model, with host names resolved by the system's resolver.
+//! `porthawk-watch` into its typed model (host names among the targets are resolved by the
+//! runtime at every check).
 //!
-//! Both functions block (file, DNS): call them before the async runtime starts or on a
-//! blocking thread.
+//! `load` blocks (file): call it before the async runtime starts or on a blocking thread.
 
 use std::path::Path;
 
@@ -14,8 +14,8 @@ pub fn load(path: &Path) -> Result<WatchConfig, ConfigError> {
     crate::config::reload_watch(path)
 }
 
-/// Parses and validates the monitoring part of a `porthawk.toml` text, resolving host names
-/// with the system's resolver; `file` names it in errors.
+/// Parses and validates the monitoring part of a `porthawk.toml` text; `file` names it in
+/// errors.
 pub fn parse(file: &str, text: &str) -> Result<WatchConfig, ConfigError> {
-    porthawk_watch::config::parse(file, text, &crate::config::resolve)
+    porthawk_watch::config::parse(file, text)
 }

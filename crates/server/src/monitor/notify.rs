@@ -26,12 +26,9 @@ pub fn rfc3339(ms: u64) -> String {
     porthawk_core::rfc3339((ms / 1000) as i64)
 }
 
-/// `ip:port`, with brackets for IPv6.
+/// `ip:port` (with brackets for IPv6) or `name:port`.
 pub fn target_text(item: &NoticeItem) -> String {
-    match item.ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", item.port),
-        std::net::IpAddr::V4(v4) => format!("{v4}:{}", item.port),
-    }
+    item.target.with_port(item.port)
 }
 
 fn state_of(kind: NoticeKind) -> &'static str {
@@ -98,13 +95,13 @@ pub fn webhook_json(n: &Notice) -> serde_json::Value {
         "monitor": n.monitor,
         "kind": n.kind.as_str(),
         "state": state_of(n.kind),
-        "target": first.map(|i| i.ip.to_string()),
+        "target": first.map(|i| i.target.to_string()),
         "port": first.map(|i| i.port),
         "reason": first.and_then(|i| i.reason.clone()),
         "time": rfc3339(n.at_ms),
         "time_ms": n.at_ms,
         "targets": n.items.iter().map(|i| serde_json::json!({
-            "target": i.ip.to_string(),
+            "target": i.target.to_string(),
             "port": i.port,
             "host": i.host,
             "reason": i.reason,
@@ -112,10 +109,10 @@ pub fn webhook_json(n: &Notice) -> serde_json::Value {
     })
 }
 
-/// The JSON body of a Slack message: subject and body as one text, escaped by
+/// The JSON body of a Slack message: the subject and the text as one text, escaped by
 /// [`slack_escape`].
-pub fn slack_json(n: &Notice) -> serde_json::Value {
-    let text = format!("{}\n{}", subject(n), body(n));
+fn slack_message(subject: &str, text: &str) -> serde_json::Value {
+    let text = format!("{subject}\n{text}");
     serde_json::json!({ "text": slack_escape(&text) })
 }
 
@@ -138,11 +135,40 @@ pub fn slack_escape(text: &str) -> String {
 
 /// Delivers `notice` through `spec`, retrying with backoff; returns its record.
 pub async fn deliver(spec: &NotifySpec, notice: &Notice) -> NoticeRecord {
+    let message = Outgoing {
+        subject: subject(notice),
+        text: body(notice),
+        json: webhook_json(notice),
+    };
+    let (outcome, attempts, error) = deliver_message(spec, &message, &notice.monitor).await;
+    record(spec, notice, outcome, attempts, error)
+}
+
+/// A message as each channel sends it: the subject and text of an email (and, together, of
+/// a Slack message), the body of a JSON webhook.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The subject line.
+    pub subject: String,
+    /// The text, one line per item.
+    pub text: String,
+    /// The JSON body of a generic webhook.
+    pub json: serde_json::Value,
+}
+
+/// Delivers `message` through `spec`, retrying with backoff: `sent` or `failed`, the
+/// attempts made and the last error. `about` names what it is about in the log.
+pub async fn deliver_message(
+    spec: &NotifySpec,
+    message: &Outgoing,
+    about: &str,
+) -> (&'static str, u32, Option<String>) {
     let mut attempts = 0;
     let mut wait = spec.backoff;
     let (outcome, error) = loop {
         attempts += 1;
-        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, send_once(&spec.channel, notice)).await;
+        let attempt =
+            tokio::time::timeout(ATTEMPT_TIMEOUT, send_once(&spec.channel, message)).await;
         let e = match attempt {
             Ok(Ok(())) => break ("sent", None),
             Ok(Err(e)) => e,
@@ -157,13 +183,13 @@ pub async fn deliver(spec: &NotifySpec, notice: &Notice) -> NoticeRecord {
     if let Some(e) = &error {
         tracing::warn!(
             notification = %spec.name,
-            monitor = %notice.monitor,
+            about,
             attempts,
             error = %e,
             "notification failed"
         );
     }
-    record(spec, notice, outcome, attempts, error)
+    (outcome, attempts, error)
 }
 
 /// The record of a notice that was not delivered (`silenced`, `dry_run`).
@@ -187,27 +213,27 @@ pub fn record(
     }
 }
 
-async fn send_once(channel: &Channel, n: &Notice) -> Result<(), String> {
+async fn send_once(channel: &Channel, m: &Outgoing) -> Result<(), String> {
     match channel {
-        Channel::Email(e) => send_email(e, n).await,
-        Channel::Webhook(url) => post_json(url, webhook_json(n).to_string()).await,
-        Channel::Slack(url) => post_json(url, slack_json(n).to_string()).await,
+        Channel::Email(e) => send_email(e, m).await,
+        Channel::Webhook(url) => post_json(url, m.json.to_string()).await,
+        Channel::Slack(url) => post_json(url, slack_message(&m.subject, &m.text).to_string()).await,
     }
 }
 
-async fn send_email(e: &EmailSpec, n: &Notice) -> Result<(), String> {
+async fn send_email(e: &EmailSpec, m: &Outgoing) -> Result<(), String> {
     let mut message = Message::builder()
         .from(
             e.from
                 .parse()
                 .map_err(|x| format!("from '{}': {x}", e.from))?,
         )
-        .subject(subject(n))
+        .subject(m.subject.clone())
         .header(ContentType::TEXT_PLAIN);
     for to in &e.to {
         message = message.to(to.parse().map_err(|x| format!("to '{to}': {x}"))?);
     }
-    let message = message.body(body(n)).map_err(|x| x.to_string())?;
+    let message = message.body(m.text.clone()).map_err(|x| x.to_string())?;
     let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|x| x.to_string());
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.clone())
         .port(e.port)
@@ -306,7 +332,7 @@ mod tests {
             kind,
             items: (0..n)
                 .map(|i| NoticeItem {
-                    ip: format!("127.0.0.{}", i + 1).parse().unwrap(),
+                    target: format!("127.0.0.{}", i + 1).parse().unwrap(),
                     port: 25,
                     host: (i == 0).then(|| "mx1".to_string()),
                     reason: Some("closed (connection refused)".into()),
@@ -377,7 +403,10 @@ mod tests {
         n.items[0].reason = Some("open, but expect: no match in '<!channel> pwned'".into());
         n.items[1].reason = Some("<https://evil.example/|click for the fix> & <!here>".into());
         n.items[1].host = Some("<!everyone>".into());
-        let text = slack_json(&n)["text"].as_str().unwrap().to_string();
+        let text = slack_message(&subject(&n), &body(&n))["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(!text.contains(['<', '>']), "{text}");
         assert!(text.contains("&lt;!channel&gt; pwned"), "{text}");
         assert!(

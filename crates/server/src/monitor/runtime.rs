@@ -24,7 +24,7 @@ use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
 use super::rounds::{MonitorLink, RoundEvent, RoundRequest};
 use super::state::Health;
-use super::watch::{Effect, Refusal, Restored, Save, Verdict, Watch};
+use super::watch::{Answers, Check, Effect, Refusal, Restored, Save, TargetPort, Verdict, Watch};
 use super::{actions, notify};
 use crate::shared::Shared;
 use crate::store::now_ms;
@@ -93,15 +93,15 @@ struct Runtime {
     fleet: Option<MonitorLink>,
     /// Pool rounds in flight, with when the runtime gives up on them.
     remote: HashMap<JobId, u64>,
+    /// Checks of host names whose names were resolved on the blocking pool, with the
+    /// answers (the sender is cloned into each resolution).
+    resolved_tx: mpsc::UnboundedSender<(Check, Answers)>,
+    resolved: mpsc::UnboundedReceiver<(Check, Answers)>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-fn ip_text(ip: std::net::IpAddr) -> String {
-    ip.to_string()
 }
 
 impl Runtime {
@@ -115,7 +115,10 @@ impl Runtime {
     ) -> Runtime {
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
+        let (resolved_tx, resolved) = mpsc::unbounded_channel();
         let rt = Runtime {
+            resolved_tx,
+            resolved,
             sink,
             results,
             file_stamp: stamp,
@@ -135,12 +138,12 @@ impl Runtime {
     fn publish_all(&self) {
         for m in self.watch.monitors() {
             for (k, t) in &m.targets {
-                self.publish(&m.spec.name, *k, t.tracker.hard);
+                self.publish(&m.spec.name, k, t.tracker.hard);
             }
         }
     }
 
-    fn publish(&self, monitor: &str, (ip, port): (std::net::IpAddr, u16), hard: Health) {
+    fn publish(&self, monitor: &str, (host, port): &TargetPort, hard: Health) {
         let value = match hard {
             Health::Up => 1,
             Health::Down => 0,
@@ -152,7 +155,7 @@ impl Runtime {
             .up
             .get_or_create(&TargetLabels {
                 monitor: monitor.to_string(),
-                target: ip_text(ip),
+                target: host.to_string(),
                 port: port.to_string(),
             })
             .set(value);
@@ -198,6 +201,7 @@ impl Runtime {
                         self.fleet = None;
                     }
                 },
+                Some((check, answers)) = self.resolved.recv() => self.on_resolved(check, answers),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
@@ -263,42 +267,37 @@ impl Runtime {
         let now = now_ms();
         let engine = &self.shared.engine;
         let (due, skipped) = self.watch.poll_due(now, || engine.next_job_id());
-        let m = &self.shared.metrics.monitor;
+        let shared = Arc::clone(&self.shared);
+        let m = &shared.metrics.monitor;
         m.skipped.inc_by(skipped);
         let mut unrouted = Vec::new();
         for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
+            if !check.names.is_empty() {
+                // Host names are resolved at every check, here on the blocking pool (the
+                // resolver blocks), for every vantage: agents get addresses only. The
+                // answers come back to the loop, which submits or routes the addresses.
+                let tx = self.resolved_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answers = check
+                        .names
+                        .iter()
+                        .map(|n| (Arc::clone(n), crate::config::resolve(n)))
+                        .collect();
+                    let _ = tx.send((check, answers));
+                });
+                continue;
+            }
             if &*check.vantage != LOCAL_VANTAGE {
-                // A pool's round goes to the fleet task; never probed from here.
-                let sent = match (&self.fleet, check.wire) {
-                    (Some(link), Some(spec)) => link
-                        .rounds
-                        .send(RoundRequest {
-                            id: check.id.0,
-                            monitor: check.monitor.clone(),
-                            pool: check.vantage.to_string(),
-                            spec,
-                            deadline_ms: check.deadline_ms,
-                        })
-                        .is_ok(),
-                    _ => false,
-                };
-                if sent {
-                    self.remote
-                        .insert(check.id, check.deadline_ms.max(now) + ROUND_GRACE_MS);
-                } else {
+                let wire = check.wire.clone();
+                if !self.route(&check, wire, now) {
                     unrouted.push((check.id, check.monitor, check.vantage));
                 }
                 continue;
             }
-            self.shared.engine.submit(Job {
-                id: check.id,
-                positions: 0..check.space.len(),
-                space: check.space,
-                spec: check.spec,
-                rate: None,
-                sink: self.sink.clone(),
-            });
+            if let Some(space) = check.space.clone() {
+                self.submit(check, space);
+            }
         }
         // Without a fleet the round ends with no results: unknown, never DOWN.
         for (id, monitor, pool) in unrouted {
@@ -393,6 +392,67 @@ impl Runtime {
         self.apply(effects);
     }
 
+    /// Probes a `local` check's space on this server's engine.
+    fn submit(&self, check: Check, space: Arc<porthawk_core::TargetSpace>) {
+        self.shared.engine.submit(Job {
+            id: check.id,
+            positions: 0..space.len(),
+            space,
+            spec: check.spec,
+            rate: None,
+            sink: self.sink.clone(),
+        });
+    }
+
+    /// Sends a pool's round (its chunk in wire form) to the fleet task; never probed from
+    /// here. Whether it went.
+    fn route(&mut self, check: &Check, wire: Option<porthawk_core::SweepSpec>, now: u64) -> bool {
+        let sent = match (&self.fleet, wire) {
+            (Some(link), Some(spec)) => link
+                .rounds
+                .send(RoundRequest {
+                    id: check.id.0,
+                    monitor: check.monitor.clone(),
+                    pool: check.vantage.to_string(),
+                    spec,
+                    deadline_ms: check.deadline_ms,
+                })
+                .is_ok(),
+            _ => false,
+        };
+        if sent {
+            self.remote
+                .insert(check.id, check.deadline_ms.max(now) + ROUND_GRACE_MS);
+        }
+        sent
+    }
+
+    /// The answers for a check's host names: names that did not resolve are failed checks
+    /// now (from the check's vantage), the addresses of the others probed: here for `local`,
+    /// inline in the round's spec for a pool (or the job ends when there are none).
+    fn on_resolved(&mut self, check: Check, answers: Answers) {
+        let now = now_ms();
+        let (space, effects) = self.watch.on_resolved(check.id, answers, now);
+        self.apply(effects);
+        let Some(space) = space else {
+            self.finish(check.id, now);
+            return;
+        };
+        if &*check.vantage == LOCAL_VANTAGE {
+            self.submit(check, space);
+            return;
+        }
+        let wire = self.watch.pool_wire(check.id, &space);
+        if !self.route(&check, wire, now) {
+            tracing::warn!(
+                monitor = %check.monitor,
+                pool = %check.vantage,
+                "no fleet to probe from: the round is skipped"
+            );
+            self.finish(check.id, now);
+        }
+    }
+
     /// Judges a batch of a monitor job (counted like any probe in the metrics).
     fn on_batch(&mut self, batch: ResultBatch) {
         let now = now_ms();
@@ -473,10 +533,10 @@ impl Runtime {
             Ok(c) => {
                 let n = c.monitors.len();
                 let removed = self.watch.reload(Arc::new(c), now_ms());
-                for (m, (ip, port)) in &removed {
+                for (m, (host, port)) in &removed {
                     metrics.up.remove(&TargetLabels {
                         monitor: m.clone(),
-                        target: ip_text(*ip),
+                        target: host.to_string(),
                         port: port.to_string(),
                     });
                 }
@@ -507,7 +567,7 @@ impl Runtime {
                             target,
                             tracker,
                             ..
-                        } => self.publish(monitor, *target, tracker.hard),
+                        } => self.publish(monitor, target, tracker.hard),
                         // A target's first verdict being UP is not news.
                         Save::Event {
                             from: Health::Pending,

@@ -1,15 +1,13 @@
 //! What the monitor routes and the status page show: monitors, targets, checks and uptime as
 //! views, and the filter of targets. Shared by `api` (JSON) and `page` (HTML).
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::history::{ActionRecord, EventRow, NoticeRecord};
 use super::notify::rfc3339;
 use super::state::Health;
-use super::watch::{LastCheck, MonitorCounts, VantageSummary};
+use super::watch::{LastCheck, MonitorCounts, TargetHost, VantageSummary};
 
 /// A target's last check, as shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -103,9 +101,9 @@ pub struct Uptime {
 /// One target of a monitor.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TargetView {
-    /// Address.
+    /// Address, or the host name of a name target (checked through its addresses).
     #[schema(value_type = String)]
-    pub target: IpAddr,
+    pub target: TargetHost,
     /// Port.
     pub port: u16,
     /// The name it was given by.
