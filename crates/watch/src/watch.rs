@@ -3065,6 +3065,71 @@ webhook = { url = "http://127.0.0.1:2/" }
         rig
     }
 
+    /// A host name probed from `local` and a pool: the name is resolved here for both (the
+    /// pool's round carries the addresses inline, checked in `step_from`), each vantage
+    /// judges it over its own records with the same any/all rule, and a name that stops
+    /// resolving is a failed check from every vantage.
+    #[test]
+    fn a_name_is_resolved_here_and_judged_from_each_vantage() {
+        let text = VANTAGE.replace("targets = [\"127.0.0.1\"]", "targets = [\"mx.test\"]");
+        let mut rig = Rig::with(vantage_config(&text, &["local", "a"], Quorum::All));
+        rig.watch.set_agents("a", 1);
+        rig.resolve = Box::new(|n| match n {
+            "mx.test" => Ok(vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()]),
+            _ => Err("unknown".into()),
+        });
+        let key = (TargetHost::Name(Arc::from("mx.test")), 25);
+        let mut effects = Vec::new();
+        let mut vantages = Vec::new();
+        for _ in 0..3 {
+            let (e, v) = rig.step_from(&everywhere);
+            effects.extend(e);
+            vantages.extend(v);
+        }
+        assert!(vantages.iter().any(|v| v == "local"), "{vantages:?}");
+        assert!(vantages.iter().any(|v| v == "a"), "{vantages:?}");
+        // Samples count the checks of every vantage (local and pool alike).
+        assert!(!samples(&effects).is_empty());
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(t.tracker.health(), Health::Up);
+        assert!(t.vantages.iter().all(|v| v.tracker.hard == Health::Up));
+        // From pool a only IPv4 answers: with `any` the name is still UP from there.
+        rig.run_from(3, &|v, ip| v != "a" || ip.is_ipv4());
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(t.vantages[1].tracker.hard, Health::Up);
+        // Nothing answers from a: DOWN from a, UP from local: partial (quorum all).
+        let effects = rig.run_from(3, &|v, _| v != "a");
+        assert_eq!(actions(&effects), vec![]);
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(
+            (t.vantages[0].tracker.hard, t.vantages[1].tracker.hard),
+            (Health::Up, Health::Down)
+        );
+        assert_eq!((t.tracker.health(), t.partial), (Health::Up, true));
+        let reason = t.vantages[1].last.as_ref().unwrap().reason.clone().unwrap();
+        assert_eq!(
+            reason,
+            "127.0.0.1: filtered (no answer after 1 tries); ::1: filtered (no answer after 1 tries)"
+        );
+        // Everything answers again, then the name stops resolving: a failed check from
+        // every vantage, so DOWN by the quorum, and the action runs.
+        rig.run_from(2, &everywhere);
+        assert!(!rig.watch.monitor("mx").unwrap().targets[&key].partial);
+        rig.resolve = Box::new(|n| Err(format!("no such name {n}")));
+        let effects = rig.run_from(3, &everywhere);
+        assert_eq!(
+            actions(&effects),
+            [("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!((t.tracker.health(), t.partial), (Health::Down, false));
+        for v in &t.vantages {
+            assert_eq!(v.tracker.hard, Health::Down);
+            let why = v.last.as_ref().unwrap().reason.clone().unwrap();
+            assert_eq!(why, "cannot resolve 'mx.test': no such name mx.test");
+        }
+    }
+
     #[test]
     fn each_chunk_is_checked_from_every_vantage_with_agents() {
         let mut rig = Rig::with(vantage_config(VANTAGE, &["local", "a", "b"], Quorum::All));
