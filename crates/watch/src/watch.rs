@@ -1529,9 +1529,10 @@ impl Watch {
                             deadline_ms: c.due_ms,
                             // A chunk of names gets its wire form once they are resolved
                             // (on this server: agents get addresses only).
-                            wire: (&**vantage != LOCAL_VANTAGE)
-                                .then(|| c.space.as_ref())
-                                .flatten()
+                            wire: c
+                                .space
+                                .as_ref()
+                                .filter(|_| &**vantage != LOCAL_VANTAGE)
                                 .map(|space| {
                                     porthawk_core::SweepSpec::from_space(
                                         space,
