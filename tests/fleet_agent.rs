@@ -493,14 +493,15 @@ fn agent_runs_a_slice_under_exactly_the_printed_permissions() {
 }
 
 /// The server enforces the identity: `eu-1`'s key cannot act as `us-1` (its inbox and
-/// registry key are not allowed) nor pull pool `us`; the agent says so and exits 1.
+/// registry key are not allowed), publish results under `us-1`'s name, nor pull pool `us`;
+/// the agent says so and exits 1.
 #[test]
 fn agent_with_another_name_or_pool_is_refused_by_the_server() {
     let Some(server) = server_with_users() else {
         return;
     };
     let rt = runtime();
-    let _coord = rt.block_on(coordinator(&server, Duration::from_secs(30)));
+    let coord = rt.block_on(coordinator(&server, Duration::from_secs(30)));
     let mut other_name = AgentProc::start(&server, "us-1", "eu-1", &["eu"], &[]);
     assert_eq!(other_name.wait(Duration::from_secs(60)), Some(1));
     let log = other_name.log();
@@ -509,7 +510,38 @@ fn agent_with_another_name_or_pool_is_refused_by_the_server() {
     assert_eq!(other_pool.wait(Duration::from_secs(60)), Some(1));
     let log = other_pool.log();
     assert!(log.contains("pool-us"), "{log}");
+    // Publishing a frame under another agent's name, with eu-1's own key and inbox: the
+    // server refuses it and nothing reaches the results stream.
+    rt.block_on(async {
+        let seed = std::fs::read_to_string(server.dir().join("eu-1.nk")).unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .nkey(seed.trim().to_string())
+            .custom_inbox_prefix("_INBOX_eu-1")
+            .connect(server.url())
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        let forged = js
+            .send_publish(
+                "porthawk.v1.results.us-1.s1",
+                PublishMessage::build().payload("x".into()),
+            )
+            .await
+            .unwrap()
+            .await;
+        assert!(
+            forged.is_err(),
+            "a frame published as us-1 was stored: {forged:?}"
+        );
+        let mut results = coord.js.get_stream(RESULTS_STREAM).await.unwrap();
+        assert_eq!(results.info().await.unwrap().state.messages, 0);
+    });
     let server_log = server.log();
+    assert!(
+        server_log.contains("Publish Violation")
+            && server_log.contains("porthawk.v1.results.us-1.s1"),
+        "{server_log}"
+    );
     assert!(
         server_log.contains("Subscription Violation") && server_log.contains("_INBOX_us-1."),
         "{server_log}"
@@ -676,7 +708,13 @@ fn expired_and_cancelled_slices_end_with_their_reason() {
     };
 
     let monitor = FleetJob::Monitor(4);
-    let mut expired = item(monitor, 0, 0, 80, SpecRef::Inline(farm.spec.clone()));
+    let mut expired = item(
+        monitor,
+        0,
+        0,
+        80,
+        SpecRef::Inline(Box::new(farm.spec.clone())),
+    );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

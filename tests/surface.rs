@@ -346,12 +346,12 @@ modules:
       tls: true
       tls_config:
         insecure_skip_verify: true
-  tls_verified:
+  tls_min_version:
     prober: tcp
     tcp:
       tls: true
       tls_config:
-        ca_file: /etc/ssl/certs/ca-certificates.crt
+        min_version: TLS13
 "#;
 
 #[test]
@@ -448,9 +448,12 @@ timeout = "2s"
         body.contains("module 'http_2xx'") && body.contains("'http' prober"),
         "{body}"
     );
-    let (status, body) = probe(&format!("module=tls_verified&target={open}"));
+    let (status, body) = probe(&format!("module=tls_min_version&target={open}"));
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("tls_config"), "{body}");
+    assert!(
+        body.contains("module 'tls_min_version'") && body.contains("tcp.tls_config.min_version"),
+        "{body}"
+    );
     let (status, body) = probe(&format!("module=nope&target={open}"));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("Unknown module \"nope\""), "{body}");
@@ -509,6 +512,324 @@ timeout = "2s"
         "{version}"
     );
     assert!(version.ends_with(" 1"), "{version}");
+}
+
+/// A test PKI made with `openssl`: a root, an intermediate that expires before the server's
+/// leaf (so the chain's earliest expiry is not the leaf's), the leaf for `probe.test`, and a
+/// client certificate signed by the root.
+struct ProbePki {
+    root: std::path::PathBuf,
+    intermediate: std::path::PathBuf,
+    intermediate_not_after: i64,
+    leaf: std::path::PathBuf,
+    leaf_key: std::path::PathBuf,
+    client: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+}
+
+/// Runs `openssl` with `args`; panics with its stderr when it fails.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl ProbePki {
+    /// `None` (with the skip message; a failure under CI=true) without openssl.
+    fn new(dir: &std::path::Path) -> Option<ProbePki> {
+        let missing = util::which("openssl").is_none();
+        if util::require("openssl", missing.then(|| "not installed".into())).is_err() {
+            return None;
+        }
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = |name: &str| dir.join(name);
+        let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let key = |name: &str| {
+            let k = path(name);
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &s(&k),
+            ]);
+            k
+        };
+        let root_key = key("root.key");
+        let root = path("root.pem");
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &s(&root_key),
+            "-subj",
+            "/O=porthawk tests/CN=Probe Test Root",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &s(&root),
+        ]);
+        // Signs a new key's certificate for `cn` with `issuer`, for `days`, with `ext`.
+        let sign = |name: &str,
+                    cn: &str,
+                    issuer: (&std::path::Path, &std::path::Path),
+                    days: &str,
+                    ext: &str| {
+            let k = key(&format!("{name}.key"));
+            let csr = path(&format!("{name}.csr"));
+            openssl(&[
+                "req",
+                "-new",
+                "-key",
+                &s(&k),
+                "-subj",
+                &format!("/O=porthawk tests/CN={cn}"),
+                "-out",
+                &s(&csr),
+            ]);
+            let extfile = path(&format!("{name}.ext"));
+            std::fs::write(&extfile, ext).unwrap();
+            let cert = path(&format!("{name}.pem"));
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &s(&csr),
+                "-CA",
+                &s(issuer.0),
+                "-CAkey",
+                &s(issuer.1),
+                "-CAcreateserial",
+                "-days",
+                days,
+                "-extfile",
+                &s(&extfile),
+                "-out",
+                &s(&cert),
+            ]);
+            (cert, k)
+        };
+        let (intermediate, intermediate_key) = sign(
+            "intermediate",
+            "Probe Test Intermediate",
+            (&root, &root_key),
+            "10",
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        );
+        let (leaf, leaf_key) = sign(
+            "leaf",
+            "probe.test",
+            (&intermediate, &intermediate_key),
+            "300",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:probe.test\n",
+        );
+        let (client, client_key) = sign(
+            "client",
+            "porthawk client",
+            (&root, &root_key),
+            "300",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
+        let end = openssl(&["x509", "-noout", "-enddate", "-in", &s(&intermediate)]);
+        let end = end.trim().trim_start_matches("notAfter=");
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", end, "+%s"])
+            .output()
+            .expect("date");
+        let intermediate_not_after = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("date -d '{end}': {e}"));
+        Some(ProbePki {
+            root,
+            intermediate,
+            intermediate_not_after,
+            leaf,
+            leaf_key,
+            client,
+            client_key,
+        })
+    }
+
+    /// `openssl s_server` on `addr` with the leaf and the intermediate, and `extra` arguments.
+    fn serve(&self, addr: SocketAddr, extra: &[&str]) -> KillOnDrop {
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept"])
+            .arg(addr.to_string())
+            .arg("-cert")
+            .arg(&self.leaf)
+            .arg("-key")
+            .arg(&self.leaf_key)
+            .arg("-cert_chain")
+            .arg(&self.intermediate)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let server = KillOnDrop(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+/// blackbox.yml's `tls_config` as blackbox reads it, and the same TLS keys in
+/// porthawk.toml's `[module.NAME]`, against `openssl s_server` with a test CA: verification
+/// is on by default (an unknown issuer fails it), `ca_file` and `server_name` make it pass,
+/// `insecure_skip_verify: true` turns it off, and `cert_file`/`key_file` are presented to a
+/// server that requires a client certificate.
+#[test]
+fn probe_verifies_tls_as_blackbox_yml_and_module_keys_say() {
+    let net = util::test_net("surface-probe-tls");
+    let ip = |d| IpAddr::V4(Ipv4Addr::new(127, net[0], net[1], d));
+    let dir = TempDir::new("surface-probe-tls");
+    let Some(pki) = ProbePki::new(dir.path()) else {
+        return;
+    };
+    let (root, client, client_key) = (
+        pki.root.display(),
+        pki.client.display(),
+        pki.client_key.display(),
+    );
+    let blackbox = dir.write(
+        "blackbox.yml",
+        &format!(
+            r#"modules:
+  tls_ca:
+    prober: tcp
+    timeout: 3s
+    tcp:
+      tls: true
+      tls_config:
+        ca_file: {root}
+        server_name: probe.test
+  tls_default:
+    prober: tcp
+    timeout: 3s
+    tcp:
+      tls: true
+      tls_config:
+        server_name: probe.test
+  tls_skip:
+    prober: tcp
+    timeout: 3s
+    tcp:
+      tls: true
+      tls_config:
+        insecure_skip_verify: true
+  tls_client:
+    prober: tcp
+    timeout: 3s
+    tcp:
+      tls: true
+      tls_config:
+        ca_file: {root}
+        server_name: probe.test
+        cert_file: {client}
+        key_file: {client_key}
+"#
+        ),
+    );
+    let config = dir.write(
+        "porthawk.toml",
+        &format!(
+            r#"
+[api]
+token = "{TOKEN}"
+public = ["/healthz", "/metrics", "/probe"]
+
+[module.toml_ca]
+tls = true
+tls_verify = true
+tls_ca_file = "{root}"
+sni = "probe.test"
+timeout = "3s"
+
+[module.toml_client]
+tls = true
+tls_verify = true
+tls_ca_file = "{root}"
+sni = "probe.test"
+tls_cert = "{client}"
+tls_key = "{client_key}"
+timeout = "3s"
+"#
+        ),
+    );
+    let server = spawn_server_with(
+        &config,
+        &dir.path().join("data"),
+        &["--blackbox-config", blackbox.to_str().unwrap()],
+    );
+    let probe = |query: &str| {
+        let (status, body) = server.request("GET", &format!("/probe?{query}"), None, false);
+        assert_eq!(status, 200, "{query}: {body}");
+        body
+    };
+    let success = |module: &str, target: SocketAddr| {
+        let body = probe(&format!("module={module}&target={target}"));
+        (sample(&body, "probe_success"), body)
+    };
+
+    let plain = free_port(ip(1));
+    let _plain = pki.serve(plain, &[]);
+    for module in ["tls_ca", "toml_ca", "tls_skip"] {
+        let (ok, body) = success(module, plain);
+        assert_eq!(ok, Some(1.0), "{module}: {body}");
+        // The chain's earliest expiry: the intermediate's, before the leaf's.
+        assert_eq!(
+            sample(&body, "probe_ssl_earliest_cert_expiry"),
+            Some(pki.intermediate_not_after as f64),
+            "{module}: {body}"
+        );
+    }
+    // blackbox verifies by default: against the system's roots the test CA is unknown.
+    let (ok, body) = success("tls_default", plain);
+    assert_eq!(ok, Some(0.0), "{body}");
+    assert!(body.contains("probe_ssl_earliest_cert_expiry"), "{body}");
+    // As in blackbox, a failed verification is no regex failure.
+    assert_eq!(
+        sample(&body, "probe_failed_due_to_regex"),
+        Some(0.0),
+        "{body}"
+    );
+    let debug = probe(&format!("module=tls_default&target={plain}&debug=true"));
+    assert!(debug.contains("certificate verification failed"), "{debug}");
+
+    // A server that requires a client certificate (TLS 1.2: a missing one fails the
+    // handshake itself): the module with cert_file/key_file passes, one without fails.
+    let mutual = free_port(ip(2));
+    let root_arg = pki.root.to_str().unwrap().to_string();
+    let _mutual = pki.serve(mutual, &["-Verify", "1", "-CAfile", &root_arg, "-tls1_2"]);
+    for module in ["tls_client", "toml_client"] {
+        let (ok, body) = success(module, mutual);
+        assert_eq!(ok, Some(1.0), "{module}: {body}");
+    }
+    let (ok, body) = success("tls_ca", mutual);
+    assert_eq!(ok, Some(0.0), "{body}");
 }
 
 /// A child process (openssl s_server), killed by its handle on drop.

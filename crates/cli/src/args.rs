@@ -93,7 +93,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub inflight: Option<u64>,
 
-    /// The most probes started per second by this agent's slices (each slice's own cap too).
+    /// The most probes started per second in each running slice (a slice's own cap, if lower,
+    /// wins; with --slices N the agent may start up to N times this).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
 

@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AddrRange, HostSetBuilder, PortSet, ProbeOptions, ProbeOptionsError, ProbeSpec, SpaceError,
-    TargetSpace, MAX_PROBES,
+    AddrRange, HostSetBuilder, PortSet, ProbeOptions, ProbeOptionsError, ProbeSpec, ProbeStep,
+    SpaceError, TargetSpace, MAX_PROBES,
 };
 
 /// The wire version token in every subject (`porthawk.v1.…`): an agent of another wire
@@ -351,9 +351,13 @@ impl FromStr for FleetJob {
     }
 }
 
-/// A decimal `u64` without sign, spaces or more than 20 digits.
+/// A decimal `u64` in its one spelling: digits only (no sign, spaces or leading zeros), at
+/// most 20 of them. One spelling per number keeps header values and message ids canonical.
 fn parse_uint(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if s.len() > 1 && s.starts_with('0') {
         return None;
     }
     s.parse().ok()
@@ -602,6 +606,28 @@ pub struct SweepProbe {
     pub banner: bool,
     /// Handshake TLS before the dialog.
     pub tls: bool,
+    /// Dialog steps in order.
+    pub steps: Vec<ProbeStep>,
+    /// Bytes sent after the last step.
+    pub quit: Option<String>,
+    /// Consecutive expects are one read that must match them all.
+    pub expect_all: bool,
+    /// Bytes one read may keep while it waits for its pattern.
+    pub max_reply: Option<u64>,
+    /// Keep the peer's bytes out of failure reasons.
+    pub jail: bool,
+    /// Verify the server's certificate.
+    pub tls_verify: bool,
+    /// CA file to verify with: a path, read on the agent's host.
+    pub tls_ca_file: Option<String>,
+    /// Server name to send (SNI).
+    pub sni: Option<String>,
+    /// Client certificate file: a path, read on the agent's host.
+    pub tls_cert: Option<String>,
+    /// Client key file: a path, read on the agent's host.
+    pub tls_key: Option<String>,
+    /// A TLS alert the handshake is expected to end with.
+    pub expect_alert: Option<String>,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
     /// Connect attempts for an unanswered probe.
@@ -622,30 +648,21 @@ impl SweepProbe {
             expect: self.expect.clone(),
             banner: self.banner,
             tls: self.tls,
-            ..ProbeOptions::default()
+            steps: self.steps.clone(),
+            quit: self.quit.clone(),
+            expect_all: self.expect_all,
+            // A value past usize (on a 32-bit agent) is past every limit: spec() refuses it.
+            max_reply: self
+                .max_reply
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            jail: self.jail,
+            tls_verify: self.tls_verify,
+            tls_ca_file: self.tls_ca_file.clone(),
+            sni: self.sni.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            expect_alert: self.expect_alert.clone(),
         }
-    }
-
-    /// The first option of `options` the wire form cannot carry yet (dialog steps, `quit`,
-    /// `expect_all`, `max_reply`, `jail` and the TLS checks), by its config name: a probe
-    /// with one of them must not go to agents, which would probe without it.
-    pub fn unsupported(options: &ProbeOptions) -> Option<&'static str> {
-        let o = options;
-        [
-            (!o.steps.is_empty(), "steps"),
-            (o.quit.is_some(), "quit"),
-            (o.expect_all, "expect_all"),
-            (o.max_reply.is_some(), "max_reply"),
-            (o.jail, "jail"),
-            (o.tls_verify, "tls_verify"),
-            (o.tls_ca_file.is_some(), "tls_ca_file"),
-            (o.sni.is_some(), "sni"),
-            (o.tls_cert.is_some(), "tls_cert"),
-            (o.tls_key.is_some(), "tls_key"),
-            (o.expect_alert.is_some(), "expect_alert"),
-        ]
-        .into_iter()
-        .find_map(|(set, name)| set.then_some(name))
     }
 
     /// The wire form of `options` with these timeouts.
@@ -664,6 +681,17 @@ impl SweepProbe {
             expect: options.expect.clone(),
             banner: options.banner,
             tls: options.tls,
+            steps: options.steps.clone(),
+            quit: options.quit.clone(),
+            expect_all: options.expect_all,
+            max_reply: options.max_reply.map(|n| n as u64),
+            jail: options.jail,
+            tls_verify: options.tls_verify,
+            tls_ca_file: options.tls_ca_file.clone(),
+            sni: options.sni.clone(),
+            tls_cert: options.tls_cert.clone(),
+            tls_key: options.tls_key.clone(),
+            expect_alert: options.expect_alert.clone(),
             connect_timeout_ms: ms(connect_timeout),
             tries,
             read_timeout_ms: ms(read_timeout),
@@ -821,7 +849,7 @@ pub enum SpecRef {
     /// In [`SPECS_BUCKET`] under [`spec_key`] of the item's job, at this revision (sweeps).
     Ref(u64),
     /// In the item itself (monitor rounds, at most a few hundred probes).
-    Inline(SweepSpec),
+    Inline(Box<SweepSpec>),
 }
 
 /// One slice of a job: the positions `start..end` of its target space.
@@ -929,7 +957,7 @@ pub struct AgentStatus {
     pub backend: String,
     /// Engine shards.
     pub shards: u32,
-    /// In-flight probe limit per shard.
+    /// Probes in flight right now, across shards.
     pub inflight: u32,
     /// Probes per second over the last interval.
     pub probes_per_s: u64,
@@ -980,7 +1008,12 @@ mod tests {
     fn probe() -> SweepProbe {
         SweepProbe::new(
             &ProbeOptions {
-                preset: Some("smtp".into()),
+                steps: vec![
+                    ProbeStep::Send("PING\\r\\n".into()),
+                    ProbeStep::Expect("^\\+PONG".into()),
+                ],
+                quit: Some("QUIT\\r\\n".into()),
+                max_reply: Some(8192),
                 ..ProbeOptions::default()
             },
             Duration::from_millis(1500),
@@ -1029,7 +1062,7 @@ mod tests {
             slice: 3,
             start: 10,
             end: 20,
-            spec: SpecRef::Inline(s),
+            spec: SpecRef::Inline(Box::new(s)),
             deadline_ms: Some(1_700_000_000_000),
             rate: Some(500),
             epoch: 1,
@@ -1139,7 +1172,7 @@ mod tests {
         assert!(WorkItem::decode(&upside_down.encode()).is_err());
         let mut past_total = upside_down.clone();
         past_total.end = spec().total + 1;
-        past_total.spec = SpecRef::Inline(spec());
+        past_total.spec = SpecRef::Inline(Box::new(spec()));
         assert!(WorkItem::decode(&past_total.encode()).is_err());
     }
 
@@ -1231,6 +1264,8 @@ mod tests {
         assert!("finished".parse::<EndReason>().is_err());
         assert_eq!(parse_u32_header("slice", "12"), Ok(12));
         assert!(parse_u32_header("slice", "-1").is_err());
+        assert!(parse_u32_header("slice", "01").is_err());
+        assert_eq!(parse_u32_header("slice", "0"), Ok(0));
         assert!(parse_u32_header("slice", "4294967296").is_err());
     }
 

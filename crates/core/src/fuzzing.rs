@@ -1354,7 +1354,7 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
         rate: Some(1000),
         epoch: 0,
     };
-    let mut monitor = item(SpecRef::Inline(spec.clone()));
+    let mut monitor = item(SpecRef::Inline(Box::new(spec.clone())));
     monitor.job = FleetJob::Monitor(3);
     monitor.deadline_ms = Some(1_790_000_000_000);
     let pools = ["eu", "dc-2"]

@@ -660,7 +660,7 @@ mod tests {
             serde_json::to_string(&line).unwrap(),
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1}"#
         );
-        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,,\n");
+        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,,,\n");
         assert!(serde_json::from_str::<ResultLine>(
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1,"x":1}"#
         )
@@ -679,7 +679,7 @@ mod tests {
         line.product = Some("+x,y".into());
         assert_eq!(
             line.csv_row(),
-            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4,\n"
+            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4,,\n"
         );
         // JSON is not a spreadsheet: values stay as they are.
         assert!(serde_json::to_string(&line)

@@ -25,8 +25,8 @@ const TARGETS: &[Target] = &[
     ("ports", fuzzing::ports_target),
     ("targets", fuzzing::targets_target),
     ("duration", fuzzing::duration_target),
-    ("fleet_wire", fuzzing::fleet_wire_target),
     ("wire", fuzzing::wire_target),
+    ("fleet_wire", fuzzing::fleet_wire_target),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -98,18 +98,18 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
             .collect(),
     );
     all.insert(
-        "fleet_wire",
-        fuzzing::fleet_wire_seeds()
-            .into_iter()
-            .map(|(name, data)| (format!("seed-{name}"), data))
-            .collect(),
-    );
-    all.insert(
         "wire",
         fuzzing::WIRE_SEEDS
             .iter()
             .enumerate()
             .map(|(i, s)| (format!("seed-{i:02}"), s.to_vec()))
+            .collect(),
+    );
+    all.insert(
+        "fleet_wire",
+        fuzzing::fleet_wire_seeds()
+            .into_iter()
+            .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );
     for (target, texts) in [

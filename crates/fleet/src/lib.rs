@@ -12,3 +12,4 @@ pub mod addagent;
 pub mod agent;
 pub mod conn;
 pub mod coord;
+mod slice;

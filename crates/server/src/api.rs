@@ -49,11 +49,11 @@ const MAX_PAGE: u64 = 1000;
         get_sweep,
         cancel_sweep,
         sweep_results,
-        fleet_agents,
         sweep_diff,
         crate::schedule_api::list,
         crate::schedule_api::changes,
         crate::probe_route::probe,
+        fleet_agents,
         healthz,
         metrics,
         crate::monitor::api::list,
@@ -132,8 +132,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sweeps", get(list_sweeps).post(create_sweep))
         .route("/v1/sweeps/{id}", get(get_sweep).delete(cancel_sweep))
         .route("/v1/sweeps/{id}/results", get(sweep_results))
-        .route("/v1/fleet/agents", get(fleet_agents))
         .route("/v1/sweeps/{id}/diff", get(sweep_diff))
+        .route("/v1/fleet/agents", get(fleet_agents))
         .merge(crate::monitor::api::routes())
         .merge(crate::schedule_api::routes())
         .merge(crate::probe_route::routes())

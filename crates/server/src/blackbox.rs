@@ -4,26 +4,31 @@
 //! What maps (blackbox's semantics, porthawk's dialog):
 //! - `timeout` → the probe's timeout (connect, and the dialog after it);
 //! - `tcp.preferred_ip_protocol`, `tcp.ip_protocol_fallback` (default `ip6`, fallback on);
-//! - `tcp.tls: true` → a TLS handshake first (SNI: the target's name);
+//! - `tcp.tls: true` → a TLS handshake first;
 //! - `tcp.query_response`: each entry's `expect` (a regular expression, matched line by
 //!   line as blackbox does: multi-line mode with `\r\n` line ends), then its `send`
 //!   (blackbox appends a newline; so does porthawk), then `starttls`;
-//! - `tcp.tls_config.insecure_skip_verify: true`: porthawk reports certificates without
-//!   judging them, which is what this asks for.
+//! - `tcp.tls_config` of a module that makes a handshake, as blackbox reads it: the chain,
+//!   dates and name are **verified** unless `insecure_skip_verify: true` (blackbox's default
+//!   is `false`), against `ca_file` or else the system's roots; `server_name` is the name
+//!   sent as SNI and verified (else the target's); `cert_file` and `key_file` are the client
+//!   certificate. These become porthawk's own TLS options (`tls_verify`, `tls_ca_file`,
+//!   `sni`, `tls_cert`, `tls_key`), built into the probe by `ProbeOptions::spec` as for
+//!   every other probe. A failed verification is `probe_success 0`.
 //!
 //! What is refused, with a message naming the module and the key, when the module is used
 //! (and listed when the file is loaded): other probers (`http`, `icmp`, `dns`, `grpc`,
-//! `unix`, `websocket`), TLS without `insecure_skip_verify: true` (porthawk does not verify
-//! chains), `tls_config` keys porthawk's probe has no counterpart for (`ca_file`,
-//! `server_name`, `cert_file`, `key_file`, `min_version`, ...), `source_ip_address`,
-//! `expect_bytes`, `labels`, and `send` with regex group references (`${1}`).
+//! `unix`, `websocket`), `tls_config` keys porthawk's probe has no counterpart for (inline
+//! `ca`, `cert`, `key`, the `*_ref` forms, `min_version`, `max_version`), files named in
+//! `tls_config` that cannot be read, `source_ip_address`, `expect_bytes`, `labels`, and
+//! `send` with regex group references (`${1}`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use porthawk_core::{parse_duration, Dialog, DialogStep, Pattern};
+use porthawk_core::{parse_duration, Dialog, DialogStep, Pattern, ProbeOptions};
 use porthawk_watch::config::{IpProtocol, ProbeModule, DEFAULT_MODULE_TIMEOUT};
 use serde::Deserialize;
 
@@ -201,16 +206,47 @@ fn module(name: &str, m: RawModule) -> Result<ProbeModule, String> {
             steps.push(DialogStep::StartTls);
         }
     }
-    if steps.contains(&DialogStep::StartTls) {
-        check_tls_config(tls_config)?;
-    }
+    let dialog = (!steps.is_empty()).then_some(Dialog { steps });
+    // blackbox ignores tls_config without a handshake; so does porthawk.
+    let tls = dialog
+        .as_ref()
+        .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
+    let options = if tls {
+        tls_options(tls_config)?
+    } else {
+        ProbeOptions::default()
+    };
+    // Built once here to check it (the CA and client certificate files are read), and
+    // again by each probe, so that renewed files are used.
+    options
+        .spec(
+            timeout,
+            1,
+            timeout,
+            timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+        )
+        .map_err(|e| format!("tcp.tls_config.{}: {e}", blackbox_key(e.field)))?;
     Ok(ProbeModule {
         name: name.to_string(),
-        dialog: (!steps.is_empty()).then_some(Dialog { steps }),
+        dialog,
         timeout,
         ip_protocol,
         ip_protocol_fallback,
+        options,
     })
+}
+
+/// blackbox's `tls_config` key for a TLS option of porthawk's.
+fn blackbox_key(field: &str) -> &str {
+    match field {
+        "tls_ca_file" => "ca_file",
+        "sni" => "server_name",
+        "tls_cert" => "cert_file",
+        "tls_key" => "key_file",
+        "tls_verify" => "insecure_skip_verify",
+        other => other,
+    }
 }
 
 /// Whether a `send` holds a Go regexp template reference (`$1`, `${1}`, `$name`): a `$`
@@ -221,42 +257,91 @@ fn regex_reference(send: &str) -> bool {
         .any(|w| w[0] == b'$' && (w[1].is_ascii_alphanumeric() || w[1] == b'_' || w[1] == b'{'))
 }
 
-/// The `tls_config` of a module that makes a TLS handshake: porthawk reports certificates
-/// without verifying them, so only `insecure_skip_verify: true` says what porthawk does.
-fn check_tls_config(tls_config: Option<serde_norway::Value>) -> Result<(), String> {
+/// The TLS options of a module that makes a TLS handshake, from its `tls_config` as blackbox
+/// reads it: verification is on unless `insecure_skip_verify: true`, against `ca_file` or
+/// the system's roots; `server_name` is the name presented and verified (else the target's);
+/// `cert_file` and `key_file` are the client certificate. File paths are used as written
+/// (blackbox reads them from its working directory).
+fn tls_options(tls_config: Option<serde_norway::Value>) -> Result<ProbeOptions, String> {
     let map: BTreeMap<String, serde_norway::Value> = match tls_config {
         None | Some(serde_norway::Value::Null) => BTreeMap::new(),
         Some(v) => serde_norway::from_value(v).map_err(|e| format!("tcp.tls_config: {e}"))?,
     };
-    for (key, value) in &map {
+    let mut options = ProbeOptions {
+        tls: true,
+        tls_verify: true,
+        ..Default::default()
+    };
+    let mut ca_file = None;
+    for (key, value) in map {
+        let text = match &value {
+            serde_norway::Value::Null => None,
+            serde_norway::Value::String(s) if s.is_empty() => None,
+            serde_norway::Value::String(s) => Some(s.clone()),
+            _ if key == "insecure_skip_verify" => None,
+            other => {
+                return Err(format!(
+                    "tcp.tls_config.{key}: expected a string, got {other:?}"
+                ))
+            }
+        };
         match key.as_str() {
-            "insecure_skip_verify" => {}
-            "ca_file" | "ca" | "ca_ref" | "server_name" | "cert_file" | "cert" | "cert_ref"
-            | "key_file" | "key" | "key_ref" | "min_version" | "max_version" => {
-                if !matches!(value, serde_norway::Value::Null) && value.as_str() != Some("") {
+            "insecure_skip_verify" => match value {
+                serde_norway::Value::Null => {}
+                serde_norway::Value::Bool(skip) => options.tls_verify = !skip,
+                other => {
                     return Err(format!(
-                        "tcp.tls_config.{key}: not supported by porthawk's TLS probe (it sends \
-                         the target's name as SNI, presents no client certificate and reports \
-                         certificates without verifying them)"
+                        "tcp.tls_config.insecure_skip_verify: expected true or false, got {other:?}"
+                    ))
+                }
+            },
+            "ca_file" => ca_file = text,
+            "server_name" => options.sni = text,
+            "cert_file" => options.tls_cert = text,
+            "key_file" => options.tls_key = text,
+            "ca" | "ca_ref" | "cert" | "cert_ref" | "key" | "key_ref" | "min_version"
+            | "max_version" => {
+                if text.is_some() {
+                    let instead = match key.as_str() {
+                        "ca" | "ca_ref" => " (give the CAs as ca_file)",
+                        "cert" | "cert_ref" => " (give the certificate as cert_file)",
+                        "key" | "key_ref" => " (give the key as key_file)",
+                        _ => " (porthawk's probe accepts TLS 1.2 and 1.3)",
+                    };
+                    return Err(format!(
+                        "tcp.tls_config.{key}: not supported by porthawk's TLS probe{instead}"
                     ));
                 }
             }
             other => return Err(format!("tcp.tls_config.{other}: not a key of tls_config")),
         }
     }
-    match map.get("insecure_skip_verify") {
-        Some(serde_norway::Value::Bool(true)) => Ok(()),
-        _ => Err(
-            "tcp.tls_config.insecure_skip_verify: porthawk does not verify certificate chains; \
-             set insecure_skip_verify: true to probe with TLS and report the certificate"
-                .into(),
-        ),
+    // With verification off, blackbox loads the CAs and never uses them.
+    if options.tls_verify {
+        options.tls_ca_file = ca_file;
     }
+    Ok(options)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed CA (O=porthawk tests, CN=Unit Test CA), for a readable `ca_file`.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBtzCCAV2gAwIBAgIUSukaDxLsiLbdquGi6ZTAujkpkAowCgYIKoZIzj0EAwIw\n\
+MDEXMBUGA1UECgwOcG9ydGhhd2sgdGVzdHMxFTATBgNVBAMMDFVuaXQgVGVzdCBD\n\
+QTAgFw0yNjExMzAyMDEyNDZaGA8yMTI2MTEwNjIwMTI0NlowMDEXMBUGA1UECgwO\n\
+cG9ydGhhd2sgdGVzdHMxFTATBgNVBAMMDFVuaXQgVGVzdCBDQTBZMBMGByqGSM49\n\
+AgEGCCqGSM49AwEHA0IABBEg5l40J3iUKNLTNgvfCgOqIJci6jriUzVBrsuLQ8K7\n\
++c1gEUnzIiXoqWU2j9+pvFDvJWGChYKQiPzM1SNlU6qjUzBRMB0GA1UdDgQWBBSL\n\
+CVTHqsFamtNRjCXfi50R5dL/ATAfBgNVHSMEGDAWgBSLCVTHqsFamtNRjCXfi50R\n\
+5dL/ATAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIAm6vJUnPMjD\n\
+8l4pDOv9ZvB9Xqw0ciMaBRFxHj6de0isAiEA2zP2sbulidbUl0mLB4ddk/lHHn8Y\n\
++qzUzdqrBPHXSUk=\n\
+-----END CERTIFICATE-----\n\
+";
 
     fn one(yaml: &str) -> Result<Arc<ProbeModule>, String> {
         let modules = parse("blackbox.yml", yaml).unwrap();
@@ -328,33 +413,86 @@ mod tests {
         assert_eq!(m.dialog.as_ref().unwrap().steps, [DialogStep::StartTls]);
         assert_eq!(m.ip_protocol, IpProtocol::Ip4);
         assert!(!m.ip_protocol_fallback);
+        assert!(!m.options.tls_verify);
         // tls_config without TLS is ignored, as blackbox ignores it.
-        assert!(module_of("      tls_config:\n        ca_file: /etc/ca.pem\n").is_ok());
+        let m = module_of("      tls_config:\n        ca_file: /etc/ca.pem\n").unwrap();
+        assert_eq!(m.options, ProbeOptions::default());
+    }
+
+    #[test]
+    fn tls_config_maps_as_blackbox_reads_it() {
+        let ca = std::env::temp_dir().join(format!("bbtls-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        let ca = ca.to_str().unwrap().to_string();
+        // blackbox verifies by default: `tls: true` alone verifies against the system's roots.
+        let m = module_of("      tls: true\n").unwrap();
+        assert!(m.options.tls && m.options.tls_verify, "{m:?}");
+        assert_eq!(m.options.tls_ca_file, None);
+        let m =
+            module_of("      tls: true\n      tls_config:\n        insecure_skip_verify: false\n")
+                .unwrap();
+        assert!(m.options.tls_verify);
+        // ca_file and server_name: verification against those CAs, for that name.
+        let m = module_of(&format!(
+            "      tls: true\n      tls_config:\n        ca_file: {ca}\n        server_name: mx.example\n"
+        ))
+        .unwrap();
+        assert!(m.options.tls_verify);
+        assert_eq!(m.options.tls_ca_file.as_deref(), Some(ca.as_str()));
+        assert_eq!(m.options.sni.as_deref(), Some("mx.example"));
+        // insecure_skip_verify: true verifies nothing (its ca_file goes unused, as in blackbox)
+        // and still presents server_name.
+        let m = module_of(&format!(
+            "      tls: true\n      tls_config:\n        insecure_skip_verify: true\n        ca_file: {ca}\n        server_name: mx.example\n"
+        ))
+        .unwrap();
+        assert!(!m.options.tls_verify);
+        assert_eq!(m.options.tls_ca_file, None);
+        assert_eq!(m.options.sni.as_deref(), Some("mx.example"));
+        // A STARTTLS in query_response takes the same tls_config.
+        let m = module_of(&format!(
+            "      query_response:\n        - starttls: true\n      tls_config:\n        ca_file: {ca}\n"
+        ))
+        .unwrap();
+        assert!(m.options.tls_verify);
+        assert_eq!(m.options.tls_ca_file.as_deref(), Some(ca.as_str()));
+        let _ = std::fs::remove_file(&ca);
     }
 
     #[test]
     fn each_refusal_names_the_module_and_the_key() {
         let cases = [
-            ("      tls: true\n", "tcp.tls_config.insecure_skip_verify"),
             (
-                "      tls: true\n      tls_config:\n        insecure_skip_verify: false\n",
-                "tcp.tls_config.insecure_skip_verify",
-            ),
-            (
-                "      tls: true\n      tls_config:\n        insecure_skip_verify: true\n        ca_file: /ca.pem\n",
+                "      tls: true\n      tls_config:\n        ca_file: /nonexistent/ca.pem\n",
                 "tcp.tls_config.ca_file",
             ),
             (
-                "      tls: true\n      tls_config:\n        insecure_skip_verify: true\n        server_name: mx\n",
-                "tcp.tls_config.server_name",
+                "      tls: true\n      tls_config:\n        cert_file: /nonexistent/c.pem\n        key_file: /nonexistent/k.pem\n",
+                "tcp.tls_config.cert_file",
             ),
             (
-                "      tls: true\n      tls_config:\n        insecure_skip_verify: true\n        cert_file: /c.pem\n        key_file: /k.pem\n",
-                "tcp.tls_config.cert_file",
+                "      tls: true\n      tls_config:\n        cert_file: /c.pem\n",
+                "tcp.tls_config.key_file",
+            ),
+            (
+                "      tls: true\n      tls_config:\n        server_name: \"not a name!\"\n",
+                "tcp.tls_config.server_name",
             ),
             (
                 "      tls: true\n      tls_config:\n        insecure_skip_verify: true\n        min_version: TLS13\n",
                 "tcp.tls_config.min_version",
+            ),
+            (
+                "      tls: true\n      tls_config:\n        ca: \"-----BEGIN CERTIFICATE-----\"\n",
+                "tcp.tls_config.ca",
+            ),
+            (
+                "      tls: true\n      tls_config:\n        insecure_skip_verify: maybe\n",
+                "tcp.tls_config.insecure_skip_verify",
+            ),
+            (
+                "      tls: true\n      tls_config:\n        verify: true\n",
+                "tcp.tls_config.verify",
             ),
             ("      source_ip_address: 10.0.0.1\n", "tcp.source_ip_address"),
             ("      preferred_ip_protocol: ip5\n", "tcp.preferred_ip_protocol"),

@@ -64,10 +64,10 @@ pub struct ServerConfig {
     /// Which ended sweeps are kept (`[api] keep_sweeps`, `keep_sweeps_for`); the rest are
     /// deleted with their results by the periodic pruning.
     pub sweep_retention: porthawk_store::SweepRetention,
-    /// Fleet mode (`[fleet]`): the NATS server, its credentials, the known agents and pools.
-    pub fleet: Option<porthawk_watch::config::FleetConfig>,
     /// The modules of `serve --blackbox-config` for `/probe`.
     pub blackbox: std::sync::Arc<crate::blackbox::BlackboxModules>,
+    /// Fleet mode (`[fleet]`): the NATS server, its credentials, the known agents and pools.
+    pub fleet: Option<porthawk_watch::config::FleetConfig>,
 }
 
 /// The routes that stay open without the token when one is set, unless `[api] public` says
@@ -141,8 +141,8 @@ impl Default for ServerConfig {
             dry_run: false,
             http: HttpGuard::default(),
             sweep_retention: porthawk_store::SweepRetention::default(),
-            fleet: None,
             blackbox: Default::default(),
+            fleet: None,
         }
     }
 }

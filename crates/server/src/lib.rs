@@ -77,10 +77,10 @@ pub struct Server {
     aggregator: Option<JoinHandle<()>>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
-    /// The fleet task's runtime (with `[fleet]`); stopped before the rest.
-    fleet: Option<fleet::FleetRuntime>,
     /// Runs the scheduled sweeps; stopped before the monitors.
     scheduler: Option<schedule::Scheduler>,
+    /// The fleet task's runtime (with `[fleet]`); stopped before the rest.
+    fleet: Option<fleet::FleetRuntime>,
     interrupted_at_start: usize,
 }
 
@@ -164,8 +164,8 @@ impl Server {
             _lock: lock,
             aggregator: Some(thread),
             pruner: Some(pruner),
-            fleet,
             scheduler: Some(scheduler),
+            fleet,
             interrupted_at_start,
         })
     }
@@ -201,11 +201,11 @@ impl Server {
             return;
         };
         self.pruner = None;
-        // Fleet sweeps go on running on their agents; the next start resumes them.
-        self.fleet = None;
         // Before the sweeps are stopped: a run the stop interrupts is recorded as failed at
         // the next start, not notified as a failure now.
         self.scheduler = None;
+        // Fleet sweeps go on running on their agents; the next start resumes them.
+        self.fleet = None;
         // Monitors first: they submit no more jobs, and their running actions are killed.
         self.shared.watch.stop();
         self.shared.begin_stop();

@@ -270,8 +270,8 @@ impl Default for Metrics {
         let fleet = FleetMetrics::register(&mut registry);
         Metrics {
             monitor,
-            fleet,
             schedule_runs,
+            fleet,
             registry,
             probes,
             probes_per_second,

@@ -125,6 +125,7 @@ pub(crate) async fn probe(
         dns_s,
         ip_protocol: address.map_or(0, |ip| if ip.is_ipv4() { 4 } else { 6 }),
         record: None,
+        failed_at_handshake: false,
     };
     if let Some(ip) = address {
         log.push(format!("resolved '{host}' to {ip}"));
@@ -152,6 +153,7 @@ pub(crate) async fn probe(
                 if let Some(r) = &record.reason {
                     log.push(format!("dialog: {r}"));
                 }
+                out.failed_at_handshake = failed_at_handshake(&record, &module);
                 out.record = Some(record);
             }
             Err(why) => {
@@ -247,32 +249,24 @@ fn choose_address(host: &str, m: &ProbeModule) -> (Result<IpAddr, String>, f64) 
     (chosen, secs)
 }
 
-/// The probe spec of a module: its timeout for the connect and for the dialog after it,
-/// one try (blackbox does not retry).
+/// The probe spec of a module: its options through `ProbeOptions::spec` (TLS set-up,
+/// verification, SNI, client certificate), its timeout for the connect and for the dialog
+/// after it, one try (blackbox does not retry), and its dialog.
 fn spec_of(m: &ProbeModule) -> Result<ProbeSpec, String> {
-    let needs_tls = m
-        .dialog
-        .as_ref()
-        .is_some_and(|d| d.steps.contains(&porthawk_core::DialogStep::StartTls));
-    let tls_config = if needs_tls {
-        Some(
-            porthawk_core::tls_client_config(Arc::new(rustls::time_provider::DefaultTimeProvider))
-                .map_err(|e| format!("cannot set up TLS: {e}"))?,
+    let mut spec = m
+        .options
+        .spec(
+            m.timeout,
+            1,
+            m.timeout,
+            m.timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
         )
-    } else {
-        None
-    };
-    Ok(ProbeSpec {
-        connect_timeout: m.timeout,
-        tries: 1,
-        dialog: m.dialog.clone().map(Arc::new),
-        read_timeout: m.timeout,
-        dialog_timeout: m.timeout,
-        tls_config,
-        max_reply: porthawk_core::READ_LIMIT,
-        jail: false,
-        tls_check: None,
-    })
+        .map_err(|e| format!("module '{}': {}: {e}", m.name, e.field))?;
+    // A blackbox.yml dialog (STARTTLS in its middle, blackbox's line matching) is not one
+    // that options describe; for a porthawk.toml module this is the options' own dialog.
+    spec.dialog = m.dialog.clone().map(Arc::new);
+    Ok(spec)
 }
 
 /// Probes `ip:port` as an engine job with a result sink of its own; its one record.
@@ -333,6 +327,27 @@ struct Outcome {
     dns_s: f64,
     ip_protocol: u8,
     record: Option<ProbeRecord>,
+    /// The dialog failed at a TLS handshake (or its verification), not at an expect.
+    failed_at_handshake: bool,
+}
+
+/// Whether the record's dialog failed at one of the module's TLS handshake steps: a failed
+/// handshake or verification is no regex failure for blackbox (`probe_failed_due_to_regex`
+/// stays 0). The dialog names the failing step first in its reason (`step 2: ...`).
+fn failed_at_handshake(record: &ProbeRecord, m: &ProbeModule) -> bool {
+    let step = record
+        .reason
+        .as_deref()
+        .and_then(|r| r.strip_prefix("step "))
+        .and_then(|r| r.split_once(':'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    match (step, &m.dialog) {
+        (Some(n), Some(d)) => n
+            .checked_sub(1)
+            .and_then(|i| d.steps.get(i))
+            .is_some_and(|s| *s == porthawk_core::DialogStep::StartTls),
+        _ => false,
+    }
 }
 
 impl Outcome {
@@ -362,7 +377,11 @@ impl Outcome {
             gauge(
                 "probe_failed_due_to_regex",
                 "Indicates if probe failed due to regex",
-                &plain(if r.matched == Some(false) { 1.0 } else { 0.0 }),
+                &plain(if r.matched == Some(false) && !self.failed_at_handshake {
+                    1.0
+                } else {
+                    0.0
+                }),
             );
         }
         gauge(
@@ -371,7 +390,8 @@ impl Outcome {
             &plain(f64::from(self.ip_protocol)),
         );
         if let Some(tls) = connected.and_then(|r| r.tls.as_ref()) {
-            if let Some(cert) = &tls.cert {
+            // blackbox reports the earliest expiry of the presented chain.
+            if let Some(cert) = tls.expiring() {
                 gauge(
                     "probe_ssl_earliest_cert_expiry",
                     "Returns last SSL chain expiry in unixtime",
@@ -448,6 +468,7 @@ mod tests {
             dns_s: 0.0,
             ip_protocol: 4,
             record: Some(record),
+            failed_at_handshake: false,
         }
         .encode(0.25, Duration::from_secs(5));
         assert!(
@@ -468,11 +489,44 @@ mod tests {
                 1,
                 1,
             )),
+            failed_at_handshake: false,
         }
         .encode(0.01, Duration::from_secs(1));
         assert!(closed.contains("probe_success 0\n"));
         // Like blackbox, no regex verdict without a connection.
         assert!(!closed.contains("probe_failed_due_to_regex"));
         assert_eq!(blackbox_tls_version("TLSv1.3"), "TLS 1.3");
+    }
+
+    #[test]
+    fn a_failed_handshake_is_no_regex_failure() {
+        let mut m = ProbeModule::tcp_connect();
+        m.dialog = Some(porthawk_core::Dialog {
+            steps: vec![
+                porthawk_core::DialogStep::StartTls,
+                porthawk_core::DialogStep::Expect {
+                    expect: porthawk_core::Pattern::regex("^220").unwrap(),
+                    reject: None,
+                },
+            ],
+        });
+        let mut record =
+            ProbeRecord::new("127.0.0.1".parse().unwrap(), 465, PortState::Open, 10, 1);
+        record.matched = Some(false);
+        record.reason = Some("step 1: certificate verification failed: unknown issuer".into());
+        assert!(failed_at_handshake(&record, &m));
+        let text = Outcome {
+            dns_s: 0.0,
+            ip_protocol: 4,
+            record: Some(record.clone()),
+            failed_at_handshake: true,
+        }
+        .encode(0.1, Duration::from_secs(5));
+        assert!(text.contains("probe_failed_due_to_regex 0\n"), "{text}");
+        assert!(text.contains("probe_success 0\n"), "{text}");
+        record.reason = Some("step 2: got '554 no', wanted ^220".into());
+        assert!(!failed_at_handshake(&record, &m));
+        record.reason = None;
+        assert!(!failed_at_handshake(&record, &m));
     }
 }

@@ -195,6 +195,9 @@ pub struct SweepStatus {
     pub reason: Option<String>,
     /// The request as accepted.
     pub request: SweepRequest,
+    /// The `[[sweep]]` schedule it is a run of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// Where it runs.
     pub mode: SweepMode,
     /// Fleet sweeps: slices by state.
@@ -206,9 +209,6 @@ pub struct SweepStatus {
     /// Fleet sweeps while they run: the live agents of the pool and their probes per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<AgentRate>>,
-    /// The `[[sweep]]` schedule it is a run of, if it is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
 }
 
 impl SweepStatus {
@@ -234,11 +234,11 @@ impl SweepStatus {
             finished_at: row.finished_ms.map(|ms| ms as f64 / 1000.0),
             reason: row.reason,
             request: row.request,
+            schedule: None,
             mode: SweepMode::Local,
             slices: None,
             failed_slices: None,
             agents: None,
-            schedule: None,
         }
     }
 }
@@ -453,7 +453,24 @@ pub fn validate(request: &SweepRequest) -> Result<(), ApiError> {
 /// This is the one place where the probe fields of the API meet the engine's `ProbeSpec`.
 /// `send` and `expect` become a dialog as `porthawk scan --send --expect` makes it; presets
 /// are refused until they land in core, and will be mapped here.
-/// The probe options of a request's `probe`.
+pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
+    let Some(p) = probe else {
+        return Ok(ProbeSpec::default());
+    };
+    let default = ProbeSpec::default();
+    probe_options(p)
+        .spec(
+            p.timeout_ms
+                .map_or(default.connect_timeout, Duration::from_millis),
+            p.tries.unwrap_or(default.tries),
+            default.read_timeout,
+            default.dialog_timeout,
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+        )
+        .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
+}
+
+/// The probe options of a request's `probe` object: the one mapping of its fields.
 fn probe_options(p: &ProbeRequest) -> ProbeOptions {
     ProbeOptions {
         preset: p.preset.clone(),
@@ -474,33 +491,25 @@ fn probe_options(p: &ProbeRequest) -> ProbeOptions {
     }
 }
 
-pub fn probe_spec(probe: Option<&ProbeRequest>) -> Result<ProbeSpec, ApiError> {
-    let Some(p) = probe else {
-        return Ok(ProbeSpec::default());
-    };
-    let default = ProbeSpec::default();
-    probe_options(p)
-        .spec(
-            p.timeout_ms
-                .map_or(default.connect_timeout, Duration::from_millis),
-            p.tries.unwrap_or(default.tries),
-            default.read_timeout,
-            default.dialog_timeout,
-            Arc::new(rustls::time_provider::DefaultTimeProvider),
-        )
-        .map_err(|e| ApiError::bad_request(format!("probe.{}", e.field), e.message))
-}
-
 /// The probe of a fleet sweep's spec: what [`probe_spec`] builds, as agents rebuild it.
-/// A probe option the wire form cannot carry yet is refused (agents would probe without it).
+/// Options that name files are refused: an agent would read its own host's files, not the
+/// ones the request meant.
 pub fn sweep_probe(probe: Option<&ProbeRequest>) -> Result<porthawk_core::SweepProbe, ApiError> {
     let default = ProbeSpec::default();
-    let options = probe.map(probe_options).unwrap_or_default();
-    if let Some(option) = porthawk_core::SweepProbe::unsupported(&options) {
-        return Err(ApiError::bad_request(
-            format!("probe.{option}"),
-            format!("'{option}' cannot be probed from a fleet pool yet: leave out 'from'"),
-        ));
+    let options = probe.map_or_else(ProbeOptions::default, probe_options);
+    for (field, given) in [
+        ("probe.tls_ca_file", options.tls_ca_file.is_some()),
+        ("probe.tls_cert", options.tls_cert.is_some()),
+        ("probe.tls_key", options.tls_key.is_some()),
+    ] {
+        if given {
+            return Err(ApiError::bad_request(
+                field,
+                format!(
+                    "{field} names a file of this server, which a fleet sweep's agents cannot                      read: run this sweep locally (without \"from\")"
+                ),
+            ));
+        }
     }
     Ok(porthawk_core::SweepProbe::new(
         &options,

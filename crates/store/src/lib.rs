@@ -13,11 +13,11 @@
 //!   or a database file deleted under the store, which refuses writes then.
 //! - `schema`: the migrations (sweeps and results, then the monitor tables).
 //! - `sweeps`: sweeps, their results and progress.
-//! - `fleet`: fleet sweeps: slices, the per-frame ledger, staging, and the "first complete
-//!   attempt wins" rule that counts each slice once.
 //! - `schedules`: scheduled sweeps' runs and the changes they found.
 //! - `browse`: a sweep's results filtered (state, port, service, text) and paged, for the
 //!   sweep page.
+//! - `fleet`: fleet sweeps: slices, the per-frame ledger, staging, and the "first complete
+//!   attempt wins" rule that counts each slice once.
 //! - `history`: monitor history: target states, checks, state changes, actions,
 //!   notifications, silences, and the samples the status page draws from.
 //!

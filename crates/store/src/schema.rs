@@ -46,6 +46,7 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     MONITOR_SAMPLES,
     // Which certificate of the chain expires first (`cert_not_after` is its end from then on).
     "ALTER TABLE results ADD COLUMN cert_expires_first TEXT;",
+    // Fleet mode: sweeps' mode, one result row per (sweep, ip, port), the fleet tables.
     FLEET_TABLES,
 ];
 
@@ -283,7 +284,8 @@ CREATE TABLE fleet_staging (
     tls_version TEXT,
     cert_subject TEXT,
     cert_issuer TEXT,
-    cert_not_after INTEGER
+    cert_not_after INTEGER,
+    cert_expires_first TEXT
 );
 CREATE INDEX fleet_staging_by_attempt ON fleet_staging(sweep_id, slice, work_seq, delivered);
 "#;

@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1029,18 +1028,25 @@ impl Cx<'_> {
         };
         let (from, quorum) = self.monitor_vantages(raw, &f)?;
         let on_partial = self.monitor_partial(&m.on_partial, config, &f)?;
-        if let (Some(list), Some(option)) =
-            (&m.from, porthawk_core::SweepProbe::unsupported(&options))
-        {
-            if from.iter().any(|v| &**v != LOCAL_VANTAGE) {
-                return Err(self.err(
-                    list.span(),
-                    &f("from"),
-                    format!(
-                        "'{option}' cannot be probed from a fleet pool yet (agents would \
-                         probe without it): use \"local\" alone for this monitor"
-                    ),
-                ));
+        // Options that name files are refused with a pool: an agent would read its own
+        // host's files, not the ones this config means.
+        let pooled = from.iter().any(|v| &**v != LOCAL_VANTAGE);
+        if let Some(list) = m.from.as_ref().filter(|_| pooled) {
+            for (field, given) in [
+                ("tls_ca_file", options.tls_ca_file.is_some()),
+                ("tls_cert", options.tls_cert.is_some()),
+                ("tls_key", options.tls_key.is_some()),
+            ] {
+                if given {
+                    return Err(self.err(
+                        list.span(),
+                        &f("from"),
+                        format!(
+                            "{field} names a file of this server, which the agents of a pool \
+                             cannot read: probe this monitor from \"local\" alone"
+                        ),
+                    ));
+                }
             }
         }
         let wire_probe = porthawk_core::SweepProbe::new(
@@ -1638,6 +1644,11 @@ pub struct ProbeModule {
     pub ip_protocol: IpProtocol,
     /// Whether the other family may be used when the name has none of the preferred one.
     pub ip_protocol_fallback: bool,
+    /// The options its probe spec is built from, through [`porthawk_core::ProbeOptions::spec`]
+    /// (with `dialog` as the spec's dialog): all of them for `[module.NAME]`; for a
+    /// blackbox.yml module, `tls` when its dialog makes a handshake and its `tls_config`
+    /// (`tls_verify`, `tls_ca_file`, `sni`, `tls_cert`, `tls_key`).
+    pub options: porthawk_core::ProbeOptions,
 }
 
 /// The timeout of a module that gives none (blackbox_exporter's example modules use 5s).
@@ -1652,6 +1663,7 @@ impl ProbeModule {
             timeout: DEFAULT_MODULE_TIMEOUT,
             ip_protocol: IpProtocol::Ip6,
             ip_protocol_fallback: true,
+            options: porthawk_core::ProbeOptions::default(),
         }
     }
 }
@@ -1711,6 +1723,16 @@ struct RawModule {
     preferred_ip_protocol: Option<Spanned<String>>,
     #[serde(default)]
     ip_protocol_fallback: Option<bool>,
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_key: Option<Spanned<String>>,
 }
 
 /// The shortest `every` of a scheduled sweep.
@@ -1890,21 +1912,41 @@ impl Cx<'_> {
             send: m.send.as_ref().map(|p| p.get_ref().clone()),
             expect: m.expect.as_ref().map(|p| p.get_ref().clone()),
             tls: m.tls.unwrap_or(false),
+            tls_verify: m.tls_verify.unwrap_or(false),
+            tls_ca_file: m.tls_ca_file.as_ref().map(|p| p.get_ref().clone()),
+            sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
+            tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
+            tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
-        let dialog = options.dialog().map_err(|e| {
-            let span = match e.field {
-                "send" => m.send.as_ref().map(Spanned::span),
-                "expect" => m.expect.as_ref().map(Spanned::span),
-                "preset" => m.preset.as_ref().map(Spanned::span),
-                _ => None,
-            };
-            self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
-        })?;
         let timeout = match &m.timeout {
             Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(1))?,
             None => DEFAULT_MODULE_TIMEOUT,
         };
+        // Built once here to check it (the CA and client certificate files are read), and
+        // again by each probe, so that renewed files are used.
+        let spec = options
+            .spec(
+                timeout,
+                1,
+                timeout,
+                timeout,
+                Arc::new(rustls::time_provider::DefaultTimeProvider),
+            )
+            .map_err(|e| {
+                let span = match e.field {
+                    "send" => m.send.as_ref().map(Spanned::span),
+                    "expect" => m.expect.as_ref().map(Spanned::span),
+                    "preset" => m.preset.as_ref().map(Spanned::span),
+                    "tls_ca_file" => m.tls_ca_file.as_ref().map(Spanned::span),
+                    "sni" => m.sni.as_ref().map(Spanned::span),
+                    "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
+                    "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    _ => None,
+                };
+                self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
+            })?;
+        let dialog = spec.dialog.as_deref().cloned();
         let ip_protocol = match &m.preferred_ip_protocol {
             Some(p) => IpProtocol::parse(p.get_ref()).ok_or_else(|| {
                 self.err(
@@ -1921,6 +1963,7 @@ impl Cx<'_> {
             timeout,
             ip_protocol,
             ip_protocol_fallback: m.ip_protocol_fallback.unwrap_or(true),
+            options,
         })
     }
 }
@@ -2190,7 +2233,10 @@ fn nats_host(url: &str) -> Result<String, String> {
 }
 
 fn host_is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -2673,5 +2719,47 @@ preset = "smtps"
         assert_eq!(e.field, "module.m.expect", "{e}");
         let e = with("[module.m]\nquery = 1\n").unwrap_err();
         assert_eq!(e.field, "module.m.query", "{e}");
+    }
+
+    #[test]
+    fn module_tls_keys_reach_the_options_and_are_checked() {
+        let c = with(
+            "[module.v]\ntls = true\ntls_verify = true\nsni = \"mx.example\"\n\n[module.p]\npreset = \"smtps\"\n",
+        )
+        .unwrap();
+        let v = &c.modules["v"];
+        assert!(v.options.tls_verify);
+        assert_eq!(v.options.sni.as_deref(), Some("mx.example"));
+        assert_eq!(
+            v.dialog.as_ref().map(|d| d.steps.clone()),
+            Some(vec![porthawk_core::DialogStep::StartTls])
+        );
+        assert!(!c.modules["p"].options.tls_verify);
+        for (body, field, message) in [
+            (
+                "sni = \"mx.example\"\n",
+                "module.m.sni",
+                "needs a TLS dialog",
+            ),
+            (
+                "tls = true\ntls_ca_file = \"/ca.pem\"\n",
+                "module.m.tls_ca_file",
+                "needs verification on",
+            ),
+            (
+                "tls = true\ntls_verify = true\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+                "module.m.tls_ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                "tls = true\ntls_cert = \"/c.pem\"\n",
+                "module.m.tls_key",
+                "needs its key",
+            ),
+        ] {
+            let e = with(&format!("[module.m]\n{body}")).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(e.message.contains(message), "{body}: {e}");
+        }
     }
 }

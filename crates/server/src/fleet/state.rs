@@ -134,7 +134,7 @@ impl FleetState {
             slice: round,
             start: 0,
             end: spec.total,
-            spec: SpecRef::Inline(spec),
+            spec: SpecRef::Inline(Box::new(spec)),
             deadline_ms: Some(deadline_ms),
             rate: None,
             epoch: 1,
