@@ -541,7 +541,7 @@ fn postgresql_answers_the_ssl_request() {
         let r = &scan(backend, ip, &[port], &["--preset", "postgres"])[&port];
         assert_matched(r);
         assert_eq!(r.str("banner"), Some("N"), "ssl is off: {:?}", r.fields);
-        assert_identity(r, "postgres", "PostgreSQL", Version::IfAny(&truth));
+        assert_identity(r, "postgresql", "PostgreSQL", Version::IfAny(&truth));
         let r = &scan(
             backend,
             ip,

@@ -296,6 +296,13 @@ fn alerts_and_dashboard_use_only_metrics_that_serve_exports() {
         "porthawk.toml",
         &format!(
             r#"
+# Fleet mode against a NATS URL where nothing answers: the fleet families are exported
+# (pools start at 0 live agents) while the coordinator keeps retrying.
+[fleet]
+nats = "nats://127.0.0.1:1"
+pools = ["lab"]
+agents = ["lab-1"]
+
 [[monitor]]
 name = "up"
 targets = ["{ip}"]

@@ -31,6 +31,7 @@ mod dialogs;
 mod fleet;
 mod fleet_agent;
 mod hardening;
+mod identify;
 mod layout;
 mod limits;
 mod monitor;

@@ -151,7 +151,7 @@ fn xml_output_validates_against_nmap_dtd_and_lists_the_open_ports() {
     );
     assert!(
         xml.contains(
-            r#"<service name="ssh" product="OpenSSH" version="9.2p1" method="probed" conf="10"/>"#
+            r#"<service name="ssh" product="OpenSSH" version="9.2p1" method="probed" conf="10"><cpe>cpe:/a:openbsd:openssh:9.2p1</cpe></service>"#
         ),
         "{xml}"
     );

@@ -278,10 +278,15 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["identify"])]
     pub preset: Option<String>,
 
-    /// Identify services: read the banner, and send a small probe to services that wait for
-    /// the client.
+    /// Identify services: read the banner, and send protocol probes (those likeliest for the
+    /// port first) to services that wait for the client.
     #[arg(long, conflicts_with_all = ["send", "expect"])]
     pub identify: bool,
+
+    /// With --identify: the most protocol probes sent to a silent port, each on its own
+    /// connection after the first (0: read the banner only).
+    #[arg(long, value_name = "N", default_value_t = porthawk_core::DEFAULT_MAX_PROBES, requires = "identify")]
+    pub max_probes: u8,
 
     /// Bytes to send once connected (escapes: \r \n \t \0 \\ \xHH). Repeat --send and
     /// --expect for a dialog of several steps, run in the order given; ${N} sends the Nth

@@ -219,9 +219,10 @@ mod tests {
         assert_eq!(
             render(Format::Csv, &records),
             "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,reason,\
-             tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures,cert_expires_first\n\
-             10.0.0.7,25,open,412,1,mx,,,,,,,,,,,,,,\n\
-             10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,,,,,,,,,,,\n"
+             tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures,\
+             cert_expires_first,protocol_version,info,cpe\n\
+             10.0.0.7,25,open,412,1,mx,,,,,,,,,,,,,,,,,\n\
+             10.0.0.1,80,unreachable,412,1,,EHOSTUNREACH,,,,,,,,,,,,,,,,\n"
         );
         assert_eq!(
             render(Format::Grep, &records),

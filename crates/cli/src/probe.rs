@@ -16,6 +16,7 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
     let options = ProbeOptions {
         preset: args.preset.clone(),
         identify: args.identify,
+        max_probes: args.identify.then_some(args.max_probes),
         banner: args.banner,
         tls: args.tls,
         steps: steps(args)?,

@@ -210,7 +210,20 @@ pub enum DialogStep {
         /// What a good reply contains, all of it.
         patterns: Vec<Pattern>,
     },
+    /// Identify the service (`--identify`): read the banner (the null probe); if the server
+    /// says nothing or nothing [`crate::identify`] recognises, send the protocol probes of
+    /// [`crate::probe_order`] for the port, one by one, until a reply is recognised, at most
+    /// `max_probes` of them, within the dialog timeout. A probe after the first goes on a new
+    /// connection (the engine reconnects when the conversation says [`Step::Reconnect`]). The
+    /// banner kept is the reply that was recognised, or else the first reply.
+    Identify {
+        /// The most protocol probes to send.
+        max_probes: u8,
+    },
 }
+
+/// The protocol probes `--identify` sends to a silent port by default.
+pub const DEFAULT_MAX_PROBES: u8 = 4;
 
 /// A piece of a [`DialogStep::SendCaptures`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +265,14 @@ impl Dialog {
             None => DialogStep::Banner,
         });
         Dialog { steps }
+    }
+
+    /// Identify the service: the null probe, then up to `max_probes` protocol probes chosen
+    /// for the port (see [`DialogStep::Identify`]).
+    pub fn identify(max_probes: u8) -> Dialog {
+        Dialog {
+            steps: vec![DialogStep::Identify { max_probes }],
+        }
     }
 
     /// Read the banner; if the server says nothing, send `probe` and read the reply instead.
@@ -330,6 +351,25 @@ pub struct Conversation {
     jail: bool,
     /// The TLS alert the server sent, if it sent one.
     alert: Option<rustls::AlertDescription>,
+    /// Where a [`DialogStep::Identify`] is.
+    plan: PlanState,
+}
+
+/// The progress of a [`DialogStep::Identify`] through its probe plan.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PlanState {
+    /// The probed port, which orders the probes.
+    port: u16,
+    /// Protocol probes sent so far (the next one is this index in the port's order).
+    sent: u8,
+    /// A probe is on the wire or its answer awaited (not the null probe's wait).
+    probing: bool,
+    /// The conversation asked for a new connection for the next probe.
+    reconnecting: bool,
+    /// Time spent on earlier connections of the plan.
+    spent: Duration,
+    /// The latest elapsed time a completion reported on this connection.
+    last_elapsed: Duration,
 }
 
 impl Conversation {
@@ -351,6 +391,7 @@ impl Conversation {
         self.tls_info = None;
         self.captures.clear();
         self.mismatch = false;
+        self.plan = PlanState::default();
         // A long reply (`--max-reply`) grew `rx`; a slot keeps no more than the default.
         if self.rx.capacity() > READ_LIMIT {
             self.rx.shrink_to(READ_LIMIT);
@@ -370,6 +411,9 @@ impl Conversation {
 
     /// Call with the outcome of each connect attempt.
     pub fn on_connect(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
+        if self.plan.reconnecting {
+            return self.plan_reconnected(spec, event);
+        }
         let step = self.probe.on_connect(spec, event);
         match (step, &spec.dialog) {
             (
@@ -381,6 +425,7 @@ impl Conversation {
             ) => {
                 if let ConnectEvent::Connected { peer, .. } = event {
                     self.peer = Some(peer.ip());
+                    self.plan.port = peer.port();
                 }
                 self.max_reply = spec.max_reply.clamp(1, MAX_REPLY_LIMIT);
                 self.jail = spec.jail;
@@ -406,6 +451,11 @@ impl Conversation {
         }
         if matches!(self.current(), Some(DialogStep::StartTls)) {
             return self.handshake(spec, elapsed);
+        }
+        if matches!(self.current(), Some(DialogStep::Identify { .. })) {
+            // The probe is out: read its answer.
+            self.plan.last_elapsed = elapsed;
+            return self.next_io(spec, elapsed, false);
         }
         self.step += 1;
         self.advance(spec, elapsed)
@@ -474,6 +524,13 @@ impl Conversation {
                 )),
                 _ => self.fail(format!("TLS handshake timed out after {after}")),
             },
+            Some(DialogStep::Identify { .. }) => {
+                // Silence is no failure here: the next probe, on this connection after the
+                // null probe's wait, on a new one after a probe's.
+                self.keep_banner();
+                let reconnect = self.plan.probing;
+                self.next_probe(spec, elapsed, reconnect)
+            }
             Some(
                 DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
             ) => self.fail(format!("send timed out after {after}")),
@@ -483,6 +540,12 @@ impl Conversation {
 
     /// Call when a send or read failed with `errno` (e.g. ECONNRESET).
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
+        if matches!(self.current(), Some(DialogStep::Identify { .. })) && self.tls.is_none() {
+            // A service that resets the connection on a probe it does not speak: try the
+            // next one on a new connection.
+            self.keep_banner();
+            return self.plan_reconnect(self.plan.last_elapsed);
+        }
         let what = match self.current() {
             Some(
                 DialogStep::Send(_) | DialogStep::SendIfSilent(_) | DialogStep::SendCaptures(_),
@@ -615,9 +678,10 @@ impl Conversation {
                 self.next_io(spec, elapsed, true)
             }
             DialogStep::StartTls => self.start_tls(spec, elapsed),
-            DialogStep::Banner | DialogStep::Expect { .. } | DialogStep::ExpectAll { .. } => {
-                self.read_step(spec, elapsed)
-            }
+            DialogStep::Banner
+            | DialogStep::Expect { .. }
+            | DialogStep::ExpectAll { .. }
+            | DialogStep::Identify { .. } => self.read_step(spec, elapsed),
         }
     }
 
@@ -688,6 +752,25 @@ impl Conversation {
                 }
                 self.next_io(spec, elapsed, false)
             }
+            Some(DialogStep::Identify { .. }) => {
+                self.plan.last_elapsed = elapsed;
+                if self.rx.is_empty() && !self.peer_closed {
+                    return self.next_io(spec, elapsed, false);
+                }
+                if !self.rx.is_empty() && crate::identify(&self.rx).is_some() {
+                    // This reply names the service: it is the banner, whatever came before.
+                    let n = self.rx.len().min(BANNER_LIMIT);
+                    self.banner.clear();
+                    self.banner.extend_from_slice(&self.rx[..n]);
+                    self.have_banner = true;
+                    self.rx.clear();
+                    self.step += 1;
+                    return self.advance(spec, elapsed);
+                }
+                // A reply nothing recognises, or a close: the next probe, on a new connection.
+                self.keep_banner();
+                self.next_probe(spec, elapsed, true)
+            }
             Some(
                 DialogStep::Send(_)
                 | DialogStep::SendIfSilent(_)
@@ -696,6 +779,78 @@ impl Conversation {
             )
             | None => self.finish(),
         }
+    }
+
+    /// Moves a [`DialogStep::Identify`] to its next protocol probe: sent on this connection,
+    /// or on a new one (`reconnect`), or none when the plan is spent (its probes, its
+    /// budget, or the dialog's time), which ends the step.
+    fn next_probe(&mut self, spec: &ProbeSpec, elapsed: Duration, reconnect: bool) -> Step {
+        let Some(&DialogStep::Identify { max_probes }) = self.current() else {
+            return self.finish();
+        };
+        let spent = self.plan.spent + elapsed;
+        let probe = crate::nth_probe(self.plan.port, usize::from(self.plan.sent));
+        if self.plan.sent >= max_probes || probe.is_none() || spent >= spec.dialog_timeout {
+            self.rx.clear();
+            self.step += 1;
+            return self.advance(spec, elapsed);
+        }
+        if reconnect || self.peer_closed {
+            if self.tls.is_some() {
+                // A TLS session is not made again for a probe: the plan ends here.
+                self.rx.clear();
+                self.step += 1;
+                return self.advance(spec, elapsed);
+            }
+            return self.plan_reconnect(elapsed);
+        }
+        self.send_probe(spec, elapsed)
+    }
+
+    /// Asks the engine for a new connection for the plan's next probe.
+    fn plan_reconnect(&mut self, elapsed: Duration) -> Step {
+        self.plan.spent += elapsed;
+        self.plan.reconnecting = true;
+        self.plan.probing = false;
+        self.rx.clear();
+        self.peer_closed = false;
+        Step::Reconnect
+    }
+
+    /// The new connection of a plan is up (or not): send the next probe, or end the plan
+    /// with what the earlier connections showed. The port is open whatever this connect
+    /// does; the tries of the first connect stay the result's.
+    fn plan_reconnected(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
+        self.plan.reconnecting = false;
+        match event {
+            ConnectEvent::Connected { local, peer } if local != peer => {
+                self.send_probe(spec, Duration::ZERO)
+            }
+            _ => {
+                self.step += 1;
+                self.advance(spec, Duration::ZERO)
+            }
+        }
+    }
+
+    /// Sends the plan's next probe on this connection.
+    fn send_probe(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let Some(probe) = crate::nth_probe(self.plan.port, usize::from(self.plan.sent)) else {
+            self.step += 1;
+            return self.advance(spec, elapsed);
+        };
+        self.plan.sent += 1;
+        self.plan.probing = true;
+        self.plan.last_elapsed = elapsed;
+        if let Err(why) = self.tls_output(Some(probe.bytes)) {
+            return self.fail(why);
+        }
+        self.next_io(spec, elapsed, true)
+    }
+
+    /// Protocol probes sent by this probe's [`DialogStep::Identify`].
+    pub fn probes_sent(&self) -> u8 {
+        self.plan.sent
     }
 
     /// What a read step wanted, for a reason: its pattern, or for several (`--expect-all`)
@@ -972,6 +1127,108 @@ fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connected_to(port: u16) -> ConnectEvent {
+        ConnectEvent::Connected {
+            local: "127.0.0.1:40000".parse().unwrap(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn sends(step: Step) -> bool {
+        matches!(step, Step::Send { .. })
+    }
+
+    fn open() -> Step {
+        Step::Done {
+            state: PortState::Open,
+            errno: None,
+        }
+    }
+
+    #[test]
+    fn the_identify_plan_probes_a_silent_port_and_reconnects_after_a_close() {
+        let spec = spec(Dialog::identify(4));
+        let ms = Duration::from_millis;
+        let mut c = Conversation::default();
+        // The null probe: wait for a banner.
+        assert!(matches!(
+            c.on_connect(&spec, connected_to(11211)),
+            Step::Recv { .. }
+        ));
+        // Silence: the port's hinted probe goes out on the same connection.
+        assert!(sends(c.on_timeout(&spec, ms(2000))));
+        assert_eq!(c.pending_send(), b"version\r\n");
+        let n = c.pending_send().len();
+        assert!(matches!(c.on_sent(&spec, n, ms(2001)), Step::Recv { .. }));
+        // The service hangs up: the next probe needs a new connection.
+        assert_eq!(c.on_recv(&spec, b"", ms(2002)), Step::Reconnect);
+        assert!(sends(c.on_connect(&spec, connected_to(11211))));
+        assert_eq!(c.pending_send(), b"GET / HTTP/1.0\r\n\r\n");
+        let n = c.pending_send().len();
+        assert!(matches!(c.on_sent(&spec, n, ms(1)), Step::Recv { .. }));
+        // An answer that names the service ends the plan; it is the banner.
+        assert_eq!(c.on_recv(&spec, b"ERROR\r\n", ms(2)), open());
+        assert_eq!(c.banner(), Some(&b"ERROR\r\n"[..]));
+        assert_eq!(
+            (c.probes_sent(), c.tries(), c.matched(), c.reason()),
+            (2, 1, None, None)
+        );
+    }
+
+    #[test]
+    fn the_identify_plan_keeps_to_its_budget_and_to_the_port_it_found_open() {
+        let ms = Duration::from_millis;
+        // A talkative service that names itself needs no probe.
+        let spec4 = spec(Dialog::identify(4));
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(22));
+        assert_eq!(
+            c.on_recv(&spec4, b"SSH-2.0-OpenSSH_9.2p1\r\n", ms(1)),
+            open()
+        );
+        assert_eq!(c.probes_sent(), 0);
+        // One probe allowed: after its close, the plan ends with the port open.
+        let spec1 = spec(Dialog::identify(1));
+        let mut c = Conversation::default();
+        c.on_connect(&spec1, connected_to(4000));
+        c.on_timeout(&spec1, ms(2000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec1, n, ms(2001));
+        assert_eq!(c.on_recv(&spec1, b"", ms(2002)), open());
+        assert_eq!((c.probes_sent(), c.banner()), (1, None));
+        // No probe at all: the banner only.
+        let spec0 = spec(Dialog::identify(0));
+        let mut c = Conversation::default();
+        c.on_connect(&spec0, connected_to(4000));
+        assert_eq!(c.on_timeout(&spec0, ms(2000)), open());
+        assert_eq!(c.probes_sent(), 0);
+        // A reset, then a refused reconnect: still open, with what was seen before.
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(4000));
+        assert_eq!(c.on_recv(&spec4, b"hello\r\n", ms(5)), Step::Reconnect);
+        assert!(sends(c.on_connect(&spec4, connected_to(4000))));
+        assert_eq!(
+            c.on_io_error(crate::errno::consts::ECONNRESET),
+            Step::Reconnect
+        );
+        let refused = ConnectEvent::Failed(crate::errno::consts::ECONNREFUSED);
+        assert_eq!(c.on_connect(&spec4, refused), open());
+        assert_eq!(c.banner(), Some(&b"hello\r\n"[..]));
+        assert_eq!((c.tries(), c.reason()), (1, None));
+        // The dialog's time bounds the whole plan, across connections.
+        let mut c = Conversation::default();
+        c.on_connect(&spec4, connected_to(4000));
+        c.on_timeout(&spec4, ms(2000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec4, n, ms(2001));
+        assert_eq!(c.on_recv(&spec4, b"", ms(4000)), Step::Reconnect);
+        c.on_connect(&spec4, connected_to(4000));
+        let n = c.pending_send().len();
+        c.on_sent(&spec4, n, ms(1));
+        assert_eq!(c.on_timeout(&spec4, ms(1000)), open());
+        assert_eq!(c.probes_sent(), 2);
+    }
 
     fn spec(dialog: Dialog) -> ProbeSpec {
         ProbeSpec {

@@ -628,6 +628,8 @@ pub struct SweepProbe {
     pub tls_key: Option<String>,
     /// A TLS alert the handshake is expected to end with.
     pub expect_alert: Option<String>,
+    /// The most protocol probes `identify` sends to a silent port.
+    pub max_probes: Option<u8>,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
     /// Connect attempts for an unanswered probe.
@@ -662,6 +664,7 @@ impl SweepProbe {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             expect_alert: self.expect_alert.clone(),
+            max_probes: self.max_probes,
         }
     }
 
@@ -692,6 +695,7 @@ impl SweepProbe {
             tls_cert: options.tls_cert.clone(),
             tls_key: options.tls_key.clone(),
             expect_alert: options.expect_alert.clone(),
+            max_probes: options.max_probes,
             connect_timeout_ms: ms(connect_timeout),
             tries,
             read_timeout_ms: ms(read_timeout),

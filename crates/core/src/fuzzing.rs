@@ -34,6 +34,8 @@ pub struct Sample {
     pub product: Option<&'static str>,
     /// The expected version.
     pub version: Option<&'static str>,
+    /// The expected protocol version.
+    pub protocol_version: Option<&'static str>,
 }
 
 const fn sample(
@@ -49,6 +51,15 @@ const fn sample(
         service: Some(service),
         product,
         version,
+        protocol_version: None,
+    }
+}
+
+/// A sample whose reply also names the protocol's version.
+const fn with_protocol(s: Sample, protocol_version: &'static str) -> Sample {
+    Sample {
+        protocol_version: Some(protocol_version),
+        ..s
     }
 }
 
@@ -244,14 +255,14 @@ pub const SAMPLES: &[Sample] = &[
         "postgres-15-bad-protocol",
         b"E\0\0\0\x89SFATAL\0VFATAL\0C0A000\0Munsupported frontend protocol 1234.5679: \
           server supports 3.0 to 3.0\0Fpostmaster.c\0L2139\0RProcessStartupPacket\0\0",
-        "postgres",
+        "postgresql",
         Some("PostgreSQL"),
         None,
     ),
     sample(
         "postgres-no-ssl",
         b"N",
-        "postgres",
+        "postgresql",
         Some("PostgreSQL"),
         None,
     ),
@@ -297,13 +308,19 @@ pub const SAMPLES: &[Sample] = &[
         Some("6.0.13"),
     ),
     sample("mosquitto-connack", b"\x20\x02\x00\x00", "mqtt", None, None),
-    sample("vnc-3.8", b"RFB 003.008\n", "vnc", None, Some("3.8")),
-    sample(
-        "rabbitmq-bad-header",
-        b"AMQP\x00\x00\x09\x01",
-        "amqp",
-        None,
-        Some("0-9-1"),
+    with_protocol(
+        sample("vnc-3.8", b"RFB 003.008\n", "vnc", None, None),
+        "3.8",
+    ),
+    with_protocol(
+        sample(
+            "rabbitmq-bad-header",
+            b"AMQP\x00\x00\x09\x01",
+            "amqp",
+            None,
+            None,
+        ),
+        "0-9-1",
     ),
     sample(
         "inetutils-telnetd",
@@ -315,7 +332,7 @@ pub const SAMPLES: &[Sample] = &[
     sample(
         "rdp-connection-confirm",
         b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x1f\x08\x00\x02\x00\x00\x00",
-        "rdp",
+        "ms-wbt-server",
         None,
         None,
     ),
@@ -350,12 +367,167 @@ pub const SAMPLES: &[Sample] = &[
         Some("INN"),
         Some("2.7.1"),
     ),
+    // Captured here from Debian bookworm daemons started on loopback (issue 12).
+    with_protocol(
+        sample(
+            "rsyncd-3.2.7",
+            b"@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n",
+            "rsync",
+            None,
+            None,
+        ),
+        "32.0",
+    ),
+    with_protocol(
+        sample(
+            "svnserve-1.14",
+            b"( success ( 2 2 ( ) ( edit-pipeline svndiff1 accepts-svndiff2 absent-entries \
+              commit-revprops depth log-revprops atomic-revprops partial-replay inherited-props \
+              ephemeral-txnprops file-revs-reverse list ) ) ) ",
+            "svn",
+            Some("Subversion"),
+            None,
+        ),
+        "2",
+    ),
+    sample(
+        "ngircd-26.1-http",
+        b"ERROR :\"Oops, HTTP request received? This is IRC!\"\r\n",
+        "irc",
+        None,
+        None,
+    ),
+    sample(
+        "ngircd-26.1-welcome",
+        b":irc.porthawk.test 001 porthawk :Welcome to the Internet Relay Network \
+          porthawk!~porthawk@127.0.0.1\r\n:irc.porthawk.test 002 porthawk :Your host is \
+          irc.porthawk.test, running version ngircd-26.1 (x86_64/pc/linux-gnu)\r\n",
+        "irc",
+        Some("ngIRCd"),
+        Some("26.1"),
+    ),
+    sample(
+        "git-daemon-2.47.3",
+        b"00f20000000000000000000000000000000000000000 capabilities^{}\x00multi_ack thin-pack \
+          side-band side-band-64k ofs-delta shallow deepen-since deepen-not deepen-relative \
+          no-progress include-tag multi_ack_detailed object-format=sha1 agent=git/2.47.3\n0000",
+        "git",
+        Some("git"),
+        Some("2.47.3"),
+    ),
+    sample(
+        "git-daemon-err",
+        b"003bERR access denied or repository not exported: /nope.git",
+        "git",
+        None,
+        None,
+    ),
+    sample(
+        "bind-9.18-version",
+        b"\x00Qph\x84\x00\x00\x01\x00\x01\x00\x01\x00\x00\x07version\x04bind\x00\x00\x10\x00\x03\
+          \xc0\x0c\x00\x10\x00\x03\x00\x00\x00\x00\x00\x19\x189.18.49-1~deb12u3-Debian\
+          \xc0\x0c\x00\x02\x00\x03\x00\x00\x00\x00\x00\x02\xc0\x0c",
+        "domain",
+        Some("ISC BIND"),
+        Some("9.18.49"),
+    ),
+    sample(
+        "squid-5.7",
+        b"HTTP/1.1 400 Bad Request\r\nServer: squid/5.7\r\nMime-Version: 1.0\r\n\
+          Content-Type: text/html;charset=utf-8\r\nX-Squid-Error: ERR_INVALID_URL 0\r\n\
+          Via: 1.1 vm (squid/5.7)\r\nConnection: close\r\n\r\n<!DOCTYPE html>",
+        "http-proxy",
+        Some("Squid"),
+        Some("5.7"),
+    ),
+    sample(
+        "tinyproxy-1.11.1",
+        b"HTTP/1.0 400 Bad Request\r\nServer: tinyproxy/1.11.1\r\nContent-Type: text/html\r\n\
+          Connection: close\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n",
+        "http-proxy",
+        Some("tinyproxy"),
+        Some("1.11.1"),
+    ),
+    sample(
+        "haproxy-2.6-bad-request",
+        b"HTTP/1.1 400 Bad request\r\nContent-length: 90\r\nCache-Control: no-cache\r\n\
+          Connection: close\r\nContent-Type: text/html\r\n\r\n<html><body><h1>400 Bad request\
+          </h1>\nYour browser sent an invalid request.\n</body></html>\n",
+        "http-proxy",
+        Some("HAProxy"),
+        None,
+    ),
+    sample(
+        "pgbouncer-1.18-partial",
+        b"E\x00\x00\x00=SFATAL\x00C08P01\x00Mclient sent partial pkt in startup phase\x00\x00",
+        "postgresql",
+        Some("PgBouncer"),
+        None,
+    ),
+    sample(
+        "nats-2.9.10",
+        b"INFO {\"server_id\":\"NAAAJSAZPPZMIA3KO4HFGW7QYC4N3ZYSV2UIG7NQI4GFGDS45GIY4244\",\
+          \"version\":\"2.9.10\",\"proto\":1,\"go\":\"go1.19.8\",\"host\":\"127.0.0.1\"} \r\n",
+        "nats",
+        Some("NATS"),
+        Some("2.9.10"),
+    ),
+    // Written from the protocol specifications (no such daemon here).
+    with_protocol(
+        sample(
+            "amqp-connection-start",
+            b"\x01\x00\x00\x00\x00\x00c\x00\x0a\x00\x0a\x00\x09\x00\x00\x00G\x07productS\x00\x00\
+              \x00\x08RabbitMQ\x07versionS\x00\x00\x00\x063.10.8\x08platformS\x00\x00\x00\x11\
+              Erlang/OTP 25.2.3\x00\x00\x00\x05PLAIN\x00\x00\x00\x05en_US\xce",
+            "amqp",
+            Some("RabbitMQ"),
+            Some("3.10.8"),
+        ),
+        "0-9-1",
+    ),
+    with_protocol(
+        sample(
+            "samba-smb2-negotiate",
+            b"\x00\x00\x00\xe0\xfeSMB@\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+              \x00\x00\x00\x00\x00A\x00\x01\x00\x02\x03\x00\x00samba-server-gd!/\x00\x00\x00\
+              \x00\x00\x80\x00\x00\x00\x80\x00\x00\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x00\x00\x80\x00`\x00\x00\x00\x00\x00`^\x06\x06+\x06\x01\
+              \x05\x05\x02\xa0T0R\xa0$0\x22\x06\x09*\x86H\x82\xf7\x12\x01\x02\x02\x06\x09*\x86\
+              H\x86\xf7\x12\x01\x02\x02\x06\x0a+\x06\x01\x04\x01\x827\x02\x02\x0a\xa3*0(\xa0&\
+              \x1b$not_defined_in_RFC4178@please_ignore",
+            "microsoft-ds",
+            Some("Samba"),
+            None,
+        ),
+        "3.0.2",
+    ),
+    with_protocol(
+        sample(
+            "x11-refused",
+            b"\x00\x15\x0b\x00\x00\x00\x06\x00No protocol specified\x0a\x00\x00",
+            "X11",
+            None,
+            None,
+        ),
+        "11.0",
+    ),
+    sample(
+        "zookeeper-3.8-srvr",
+        b"Zookeeper version: 3.8.0-5a02a05eddb59aee6ac762f7ea82e92a68eb9c0f, built on \
+          2022-02-25 08:49 UTC\nLatency min/avg/max: 0/0.0/0\nMode: standalone\n",
+        "zookeeper",
+        Some("Zookeeper"),
+        Some("3.8.0"),
+    ),
     Sample {
         name: "unknown-greeting",
         reply: b"Welcome to the machine\r\n",
         service: None,
         product: None,
         version: None,
+        protocol_version: None,
     },
 ];
 

@@ -38,7 +38,7 @@ mod xml;
 pub use civil::rfc3339;
 pub use dialog::{
     Conversation, Dialog, DialogError, DialogStep, Pattern, SendPiece, BANNER_LIMIT, CAPTURE_LIMIT,
-    MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
+    DEFAULT_MAX_PROBES, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
 };
 pub use diff::{diff_results, ChangeKind, FieldChange, LineChange};
 pub use duration::parse_duration;
@@ -56,7 +56,10 @@ pub use fleet::{
     MAX_SPEC_LEN, MAX_STATUS_LEN, MAX_WORK_LEN, MIN_SLICE_LEN, RESULTS_STREAM, RESULTS_SUBJECTS,
     SPECS_BUCKET, WIRE_TOKEN, WORK_STREAM, WORK_SUBJECTS,
 };
-pub use identify::{identify, Identity, IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT};
+pub use identify::{
+    identify, nth_probe, probe_order, Identity, ServiceProbe, IDENTIFY_SCAN_LIMIT,
+    IDENTITY_FIELD_LIMIT, SERVICE_PROBES,
+};
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError, ProbeStep};
 pub use permute::Permutation;

@@ -9,7 +9,7 @@
 //! **Field order is part of the contract.** The fields are, in this order: `ip`, `port`,
 //! `state`, `rtt_us`, `tries`, `host`, `errno`, `matched`, `service`, `product`, `version`,
 //! `banner`, `reason`, `tls_version`, `cert_subject`, `cert_issuer`, `cert_not_after`,
-//! `cert_days_left`, `captures`, `cert_expires_first`. JSON objects list them in that order and leave out the optional ones
+//! `cert_days_left`, `captures`, `cert_expires_first`, `protocol_version`, `info`, `cpe`. JSON objects list them in that order and leave out the optional ones
 //! that are absent; CSV has one column per field in that order, empty where absent. New
 //! fields are only ever added at the end. The CSV header and row writer walk the serde
 //! derive of the struct, so the order is stated once, by the declaration below.
@@ -95,6 +95,15 @@ pub struct ResultLine {
     /// expires first (`cert_subject` when it is the server's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_expires_first: Option<String>,
+    /// The protocol's version the reply names (RFB `3.8`, AMQP `0-9-1`, SMB `3.1.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Other facts the reply states (a server's name, an OS hint, a security layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+    /// The CPE name of the product (`cpe:/a:openbsd:openssh:9.2p1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpe: Option<String>,
 }
 
 impl ResultLine {
@@ -121,7 +130,7 @@ impl ResultLine {
             matched: record.matched,
             service: identity.as_ref().map(|i| i.service.to_string()),
             product: identity.as_ref().and_then(|i| i.product.clone()),
-            version: identity.and_then(|i| i.version),
+            version: identity.as_ref().and_then(|i| i.version.clone()),
             banner: record.banner.as_deref().map(banner_text),
             reason: record.reason.clone(),
             tls_version: tls.map(|t| t.version.clone()),
@@ -137,6 +146,9 @@ impl ResultLine {
                     .collect()
             }),
             cert_expires_first: expiring.map(|c| c.subject.clone()),
+            protocol_version: identity.as_ref().and_then(|i| i.protocol_version.clone()),
+            info: identity.as_ref().and_then(|i| i.info.clone()),
+            cpe: identity.and_then(|i| i.cpe),
         }
     }
 
@@ -549,7 +561,7 @@ mod tests {
 
     /// The contract order, written out once more on purpose: changing the struct's field
     /// order must fail this test.
-    const CONTRACT: [&str; 20] = [
+    const CONTRACT: [&str; 23] = [
         "ip",
         "port",
         "state",
@@ -570,6 +582,9 @@ mod tests {
         "cert_days_left",
         "captures",
         "cert_expires_first",
+        "protocol_version",
+        "info",
+        "cpe",
     ];
 
     fn full() -> ProbeRecord {
@@ -605,7 +620,9 @@ mod tests {
         assert_eq!(ResultLine::field_names(), CONTRACT);
         assert_eq!(ResultLine::csv_header(), CONTRACT.join(",") + "\n");
         // serde_json writes the fields in the same order.
-        let line = ResultLine::new(&full(), Some("mx"), 1_800_000_000 - 3 * 86_400);
+        let mut line = ResultLine::new(&full(), Some("mx"), 1_800_000_000 - 3 * 86_400);
+        line.protocol_version = Some("2.0".into());
+        line.info = Some("Debian".into());
         let json = serde_json::to_string(&line).unwrap();
         let positions: Vec<usize> = CONTRACT
             .iter()
@@ -637,7 +654,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<ResultLine>(&json).unwrap(), line);
         // The captures' CSV cell is the JSON array that JSON output has.
         assert!(
-            json.ends_with(r#""captures":["mx","a\"b,\\r"],"cert_expires_first":"CN=ca"}"#),
+            json.ends_with(
+                r#""captures":["mx","a\"b,\\r"],"cert_expires_first":"CN=ca","cpe":"cpe:/a:openbsd:openssh:9.2p1"}"#
+            ),
             "{json}"
         );
         assert_eq!(
@@ -645,7 +664,7 @@ mod tests {
             "10.0.0.7,25,error,412,2,mx,EHOSTUNREACH,false,ssh,OpenSSH,9.2p1,\
              SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3,\"step 2: got '554 no', wanted ^250\",\
              TLSv1.3,\"CN=mx, O=Example\",CN=ca,2027-01-14T08:00:00Z,2,\
-             \"[\"\"mx\"\",\"\"a\\\"\"b,\\\\r\"\"]\",CN=ca\n"
+             \"[\"\"mx\"\",\"\"a\\\"\"b,\\\\r\"\"]\",CN=ca,,,cpe:/a:openbsd:openssh:9.2p1\n"
         );
     }
 
@@ -660,7 +679,7 @@ mod tests {
             serde_json::to_string(&line).unwrap(),
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1}"#
         );
-        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,,,\n");
+        assert_eq!(line.csv_row(), "::1,80,closed,9,1,,,,,,,,,,,,,,,,,,\n");
         assert!(serde_json::from_str::<ResultLine>(
             r#"{"ip":"::1","port":80,"state":"closed","rtt_us":9,"tries":1,"x":1}"#
         )
@@ -679,7 +698,7 @@ mod tests {
         line.product = Some("+x,y".into());
         assert_eq!(
             line.csv_row(),
-            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4,,\n"
+            "127.0.0.1,7,open,1,1,'@host,,,,\"'+x,y\",,'=cmd|' /C calc'!A0,'-2+3,,,,,-4,,,,,\n"
         );
         // JSON is not a spreadsheet: values stay as they are.
         assert!(serde_json::to_string(&line)

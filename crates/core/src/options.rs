@@ -8,7 +8,7 @@ use rustls::time_provider::TimeProvider;
 
 use crate::{
     parse_escapes, preset, Dialog, DialogStep, Pattern, ProbeSpec, SendPiece, TlsMode,
-    IDENTIFY_PROBE, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
+    DEFAULT_MAX_PROBES, MAX_CAPTURES, MAX_REPLY_LIMIT, READ_LIMIT,
 };
 
 /// What to do once connected, before it is compiled.
@@ -56,6 +56,9 @@ pub struct ProbeOptions {
     /// The TLS alert the server must answer the handshake with, by its RFC 8446 name
     /// (`--expect-alert certificate_required`, `expect_alert`).
     pub expect_alert: Option<String>,
+    /// The most protocol probes `identify` sends to a silent port (default
+    /// [`DEFAULT_MAX_PROBES`]; 0: only the banner).
+    pub max_probes: Option<u8>,
 }
 
 /// One step of a user's dialog: `{ send = "..." }` or `{ expect = "..." }` in a monitor,
@@ -99,6 +102,23 @@ impl ProbeOptions {
     /// The dialog the options describe, if any.
     pub fn dialog(&self) -> Result<Option<Dialog>, ProbeOptionsError> {
         let err = |field, message: String| ProbeOptionsError { field, message };
+        if let Some(n) = self.max_probes {
+            if !(self.identify || self.preset.as_deref() == Some("identify")) {
+                return Err(err(
+                    "max_probes",
+                    "max_probes needs identification (identify, or the identify preset)".into(),
+                ));
+            }
+            if usize::from(n) > crate::SERVICE_PROBES.len() {
+                return Err(err(
+                    "max_probes",
+                    format!(
+                        "max_probes {n} is more than the {} probes there are",
+                        crate::SERVICE_PROBES.len()
+                    ),
+                ));
+            }
+        }
         if !self.steps.is_empty() || self.quit.is_some() {
             return self.dialog_of_steps().map(Some);
         }
@@ -118,14 +138,18 @@ impl ProbeOptions {
             .as_deref()
             .map(|e| Pattern::regex(e).map_err(|e| err("expect", e.to_string())))
             .transpose()?;
-        let mut dialog = if let Some(name) = &self.preset {
+        let identify = self.identify || self.preset.as_deref() == Some("identify");
+        let mut dialog = if identify {
+            // `--identify` and the `identify` preset (the API's way to ask) are one plan.
+            Some(Dialog::identify(
+                self.max_probes.unwrap_or(DEFAULT_MAX_PROBES),
+            ))
+        } else if let Some(name) = &self.preset {
             let p = preset(name).map_err(|e| err("preset", e.to_string()))?;
             let d = p
                 .dialog_for(self.sni.as_deref())
                 .map_err(|e| err("preset", e.to_string()))?;
             Some(d.with_tls(p.tls))
-        } else if self.identify {
-            Some(Dialog::banner_or_probe(IDENTIFY_PROBE.to_vec()))
         } else if send.is_some() || expect.is_some() {
             Some(Dialog::send_expect(send, expect))
         } else if self.banner {

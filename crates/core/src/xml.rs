@@ -163,7 +163,17 @@ fn write_port(out: &mut String, line: &ResultLine) {
     );
     if let Some(service) = &line.service {
         let _ = write!(out, "<service name=\"{}\"", escape(service));
-        for (name, value) in [("product", &line.product), ("version", &line.version)] {
+        let extrainfo = match (&line.protocol_version, &line.info) {
+            (Some(p), Some(i)) => Some(format!("protocol {p}; {i}")),
+            (Some(p), None) => Some(format!("protocol {p}")),
+            (None, Some(i)) => Some(i.clone()),
+            (None, None) => None,
+        };
+        for (name, value) in [
+            ("product", &line.product),
+            ("version", &line.version),
+            ("extrainfo", &extrainfo),
+        ] {
             if let Some(value) = value {
                 let _ = write!(out, " {name}=\"{}\"", escape(value));
             }
@@ -175,7 +185,12 @@ fn write_port(out: &mut String, line: &ResultLine) {
         };
         out.push_str(" method=\"probed\" conf=\"10\"");
         out.push_str(tunnel);
-        out.push_str("/>");
+        match &line.cpe {
+            Some(cpe) => {
+                let _ = write!(out, "><cpe>{}</cpe></service>", escape(cpe));
+            }
+            None => out.push_str("/>"),
+        }
     }
     if let Some(banner) = &line.banner {
         let _ = write!(out, "<script id=\"banner\" output=\"{}\"/>", escape(banner));

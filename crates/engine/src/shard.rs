@@ -446,6 +446,11 @@ impl<D: Driver> Shard<D> {
             || !matches!(event, IoEvent::Connect(_));
         let io = match step {
             Step::Reconnect => {
+                // A dialog that asks for a new connection (the identify plan's next probe)
+                // leaves its connected socket behind: close it first.
+                if !matches!(event, IoEvent::Connect(_)) {
+                    self.driver.close(slot);
+                }
                 self.restart.push(slot);
                 return;
             }

@@ -139,7 +139,7 @@ async fn sweep_runs_and_reports_status_results_and_list() {
         Some(
             "ip,port,state,rtt_us,tries,host,errno,matched,service,product,version,banner,\
              reason,tls_version,cert_subject,cert_issuer,cert_not_after,cert_days_left,captures,\
-             cert_expires_first"
+             cert_expires_first,protocol_version,info,cpe"
         )
     );
     assert!(lines
@@ -914,7 +914,7 @@ fn sample(path: &str) -> Value {
         "store" => json!("all"),
         "probe.send" => json!("PING\\r\\n"),
         "probe.expect" => json!("^\\+PONG"),
-        "probe.preset" => json!("redis"),
+        "probe.preset" => json!("identify"),
         "probe.tls" => json!(true),
         "probe.timeout_ms" => json!(200),
         "probe.tries" => json!(1),
@@ -929,6 +929,7 @@ fn sample(path: &str) -> Value {
         "probe.tls_key" => json!(pem_file("key.pem", TEST_KEY)),
         "probe.sni" => json!("localhost"),
         "probe.expect_alert" => json!("certificate_required"),
+        "probe.max_probes" => json!(2),
         "for" => json!("1m"),
         "monitor" => json!("web"),
         "from" => json!("lab"),
@@ -944,6 +945,7 @@ fn companions(path: &str) -> Vec<&'static str> {
         "probe.tls_ca_file" => vec!["probe.tls", "probe.tls_verify"],
         "probe.tls_cert" => vec!["probe.tls", "probe.tls_key"],
         "probe.tls_key" => vec!["probe.tls", "probe.tls_cert"],
+        "probe.max_probes" => vec!["probe.preset"],
         _ => Vec::new(),
     }
 }

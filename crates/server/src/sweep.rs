@@ -72,6 +72,10 @@ pub struct ProbeRequest {
     /// The TLS alert the server must answer the handshake with (`certificate_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_alert: Option<String>,
+    /// With the `identify` preset: the most protocol probes sent to a silent port (0 to 20;
+    /// default 4; 0 reads the banner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_probes: Option<u8>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 60000)]
@@ -487,6 +491,7 @@ fn probe_options(p: &ProbeRequest) -> ProbeOptions {
         tls_cert: p.tls_cert.clone(),
         tls_key: p.tls_key.clone(),
         expect_alert: p.expect_alert.clone(),
+        max_probes: p.max_probes,
         ..ProbeOptions::default()
     }
 }

@@ -372,9 +372,26 @@ pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
         captures: None,
         cert_expires_first: r.get(18)?,
+        // Nor are the identification's extra fields: they come from the banner below.
+        protocol_version: None,
+        info: None,
+        cpe: None,
     };
     match r.get_ref(12)? {
-        ValueRef::Text(t) => line.banner = Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => {
+            let text = String::from_utf8_lossy(t).into_owned();
+            // The identification's extra fields are not stored: they come back from the
+            // banner, whose escaped text gives back its bytes.
+            let identity = porthawk_core::parse_escapes(&text)
+                .ok()
+                .and_then(|b| identify(&b));
+            if let Some(id) = identity {
+                line.protocol_version = id.protocol_version;
+                line.info = id.info;
+                line.cpe = id.cpe;
+            }
+            line.banner = Some(text);
+        }
         // A row from before the banner was stored as text: the raw reply, identified now as
         // it would have been when it was written.
         ValueRef::Blob(b) => {
@@ -383,6 +400,9 @@ pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
                 line.service = Some(id.service.to_string());
                 line.product = id.product;
                 line.version = id.version;
+                line.protocol_version = id.protocol_version;
+                line.info = id.info;
+                line.cpe = id.cpe;
             }
         }
         _ => {}

@@ -92,6 +92,16 @@ pub(crate) fn start(
     shared: &Arc<Shared>,
     config: FleetConfig,
 ) -> std::io::Result<(Arc<FleetState>, FleetRuntime)> {
+    // No agent has been seen yet: every pool starts at 0 live agents (the registry's
+    // watch corrects it once connected), so "no agent in pool X" is visible from the start.
+    for pool in &config.pools {
+        shared
+            .metrics
+            .fleet
+            .agents_live
+            .get_or_create(&crate::metrics::PoolLabel { pool: pool.clone() })
+            .set(0);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("porthawk-fleet")

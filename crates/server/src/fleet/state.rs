@@ -154,55 +154,23 @@ impl FleetState {
 }
 
 impl AgentList {
-    /// The status page's "Fleet agents" table (HTML, everything from agents escaped), for the
-    /// page to place where it wants; empty without agents.
-    pub fn html_table(&self) -> String {
-        if self.agents.is_empty() {
-            return String::new();
-        }
-        let mut out = String::from(
-            "<table class=\"fleet-agents\"><caption>Fleet agents</caption><thead><tr>\
-             <th>agent</th><th>pools</th><th>version</th><th>backend</th><th>shards</th>\
-             <th>in flight</th><th>probes/s</th><th>running slices</th></tr></thead><tbody>",
-        );
-        for a in &self.agents {
-            let running: Vec<String> = a
-                .running
-                .iter()
-                .map(|r| format!("{}/{}", r.job, r.slice))
-                .collect();
-            out.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                escape(&a.name),
-                escape(&a.pools.join(", ")),
-                escape(&a.version),
-                escape(&a.backend),
-                a.shards,
-                a.inflight,
-                a.probes_per_s,
-                escape(&running.join(" ")),
-            ));
-        }
-        out.push_str("</tbody></table>");
-        out
+    /// The rows of the status page's "Fleet agents" section (`page::fleet`).
+    pub fn page_rows(&self) -> Vec<crate::page::fleet::AgentRow> {
+        self.agents
+            .iter()
+            .map(|a| crate::page::fleet::AgentRow {
+                name: a.name.clone(),
+                pools: a.pools.clone(),
+                version: a.version.clone(),
+                backend: a.backend.clone(),
+                shards: a.shards,
+                inflight: a.inflight,
+                probes_per_s: a.probes_per_s as f64,
+                running_slices: u32::try_from(a.running.len()).unwrap_or(u32::MAX),
+                last_heartbeat_ms: (a.last_heartbeat * 1000.0) as u64,
+            })
+            .collect()
     }
-}
-
-/// HTML text escaping.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -210,14 +178,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_agents_table_escapes_what_agents_say() {
+    fn agents_become_the_pages_rows() {
         let list = AgentList {
             connected: true,
             agents: vec![AgentView {
                 name: "eu-1".into(),
                 pools: vec!["eu".into()],
-                version: "<script>".into(),
-                backend: "epoll".into(),
+                version: "0.1.0".into(),
+                backend: "uring".into(),
                 shards: 2,
                 inflight: 10,
                 probes_per_s: 5,
@@ -226,23 +194,18 @@ mod tests {
                     slice: 3,
                     attempt: "9.1".into(),
                 }],
-                last_heartbeat: 0.0,
+                last_heartbeat: 1_700_000_000.5,
                 known: true,
             }],
         };
-        let html = list.html_table();
-        assert!(
-            html.contains("<td>eu-1</td>") && html.contains("s7/3"),
-            "{html}"
+        let rows = list.page_rows();
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!((r.name.as_str(), r.shards, r.inflight), ("eu-1", 2, 10));
+        assert_eq!(
+            (r.running_slices, r.last_heartbeat_ms),
+            (1, 1_700_000_000_500)
         );
-        assert!(
-            html.contains("&lt;script&gt;") && !html.contains("<script>"),
-            "{html}"
-        );
-        let empty = AgentList {
-            connected: false,
-            agents: Vec::new(),
-        };
-        assert_eq!(empty.html_table(), "");
+        assert_eq!(r.probes_per_s, 5.0);
     }
 }

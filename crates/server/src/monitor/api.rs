@@ -577,6 +577,7 @@ async fn status_page(
         .await
         .ok_or_else(gone)?;
     let shared = state.0.clone();
+    let agents = state.0.fleet.get().map(|f| f.agent_list().page_rows());
     let html = blocking(move || {
         let mut snaps = snaps;
         let store = &shared.store;
@@ -615,8 +616,8 @@ async fn status_page(
             detail: detail.as_ref(),
             events: &events,
             q: &q,
-            // Fleet mode's agents: the fleet coordinator fills this in (`page::fleet`).
-            agents: None,
+            // Fleet mode's live agents (`None` without `[fleet]`).
+            agents: agents.as_deref(),
             now,
         }))
     })

@@ -8,6 +8,13 @@
 
 use std::fmt;
 
+mod binary;
+mod cpe;
+mod plan;
+mod text;
+
+pub use plan::{nth_probe, probe_order, ServiceProbe, SERVICE_PROBES};
+
 /// The most bytes of a product or version name that an [`Identity`] keeps.
 pub const IDENTITY_FIELD_LIMIT: usize = 64;
 
@@ -23,6 +30,15 @@ pub struct Identity {
     pub product: Option<String>,
     /// The software's version, where the reply names it (`9.2p1`, `1.22.1`).
     pub version: Option<String>,
+    /// The protocol's version, where the reply names it (RFB `3.8`, AMQP `0-9-1`, rsync
+    /// `32.0`, SMB `3.1.1`): a fact about the protocol, not the software.
+    pub protocol_version: Option<String>,
+    /// Other facts the reply states: the host name a server gives, an OS hint, the
+    /// security layer an RDP server insists on.
+    pub info: Option<String>,
+    /// The CPE 2.2 name of the software (`cpe:/a:openbsd:openssh:9.2p1`), for products with a
+    /// known vendor.
+    pub cpe: Option<String>,
 }
 
 impl Identity {
@@ -31,7 +47,20 @@ impl Identity {
             service,
             product: None,
             version: None,
+            protocol_version: None,
+            info: None,
+            cpe: None,
         }
+    }
+
+    fn protocol(mut self, protocol_version: Option<String>) -> Identity {
+        self.protocol_version = protocol_version;
+        self
+    }
+
+    fn info(mut self, info: Option<String>) -> Identity {
+        self.info = info;
+        self
     }
 
     fn product(mut self, product: Option<String>) -> Identity {
@@ -67,30 +96,50 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
     let r = &reply[..reply.len().min(IDENTIFY_SCAN_LIMIT)];
     // Text protocols first, each recognised by its first bytes; binary heuristics last, since
     // they are weaker (a length field and a few constants).
-    match *r.first()? {
+    let id = match *r.first()? {
         b'S' => ssh(r).or_else(|| sip(r)).or_else(|| postgres(r)),
         b'H' => http(r),
-        // 0x30 is also the BER tag of an LDAP message.
-        b'0'..=b'9' => numeric_reply(r).or_else(|| ldap(r)),
+        // 0x30 is also the BER tag of an LDAP message, and a git pkt-line starts with its
+        // length in hex.
+        b'0'..=b'9' => numeric_reply(r)
+            .or_else(|| ldap(r))
+            .or_else(|| text::git(r)),
         b'+' => plus_reply(r),
         b'-' => minus_reply(r),
         b'*' => imap(r),
         b'$' => redis_info(r),
         b'I' => nats(r),
         b'V' => memcached(r),
-        b'C' | b'E' | b'N' => memcached(r).or_else(|| postgres(r)),
-        b'R' => vnc(r),
+        b'C' => memcached(r),
+        b'E' | b'N' => memcached(r)
+            .or_else(|| postgres(r))
+            .or_else(|| text::irc(r))
+            .or_else(|| binary::java_rmi(r)),
+        b'P' => text::irc(r),
+        b':' => text::irc(r),
+        b'R' => vnc(r).or_else(|| text::rtsp(r)),
         b'A' => amqp(r),
+        b'@' => text::rsync(r),
+        b'(' => text::svnserve(r),
+        b'Z' => text::zookeeper(r),
         b'<' => xmpp(r),
         0x15 | 0x16 => tls(r),
         0xff => telnet(r),
         0x20 => mqtt(r),
         0x03 => rdp(r),
+        0x01 => binary::amqp_start(r).or_else(|| binary::x11(r)),
+        0x00 => binary::smb(r).or_else(|| binary::x11(r)),
+        0x04 => binary::mssql(r),
         _ => None,
     }
     // Binary replies can begin with any byte: their first bytes are a length.
     .or_else(|| mysql(r))
     .or_else(|| mongodb(r))
+    .or_else(|| binary::oracle_tns(r))
+    .or_else(|| binary::dns(r))
+    .or_else(|| binary::openvpn(r))
+    .or_else(|| binary::kafka(r))?;
+    Some(cpe::with_cpe(id))
 }
 
 // --- text helpers -------------------------------------------------------------------------
@@ -297,13 +346,14 @@ fn http(r: &[u8]) -> Option<Identity> {
     }
     let id = Identity::new("http");
     let server = header_lines(r).find(|l| starts_with_ci(l, b"server:"));
-    Some(match server {
+    let id = match server {
         Some(line) => {
             let (product, version) = product_and_version(&line[7..]);
             id.product(product).version(version)
         }
         None => id,
-    })
+    };
+    Some(text::refine_http(r, id))
 }
 
 /// `SIP/2.0 200 OK`, with the product from `Server` or `User-Agent`.
@@ -511,7 +561,7 @@ fn vnc(r: &[u8]) -> Option<Identity> {
     }
     let num = |d: &[u8]| d.iter().fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
     let version = format!("{}.{}", num(&v[..3]), num(&v[4..]));
-    Some(Identity::new("vnc").version(Some(version)))
+    Some(Identity::new("vnc").protocol(Some(version)))
 }
 
 /// `AMQP\0\0\x09\x01`: an AMQP broker's answer to a protocol header it does not accept, which
@@ -523,7 +573,7 @@ fn amqp(r: &[u8]) -> Option<Identity> {
     } else {
         format!("{}.{}.{}", v[1], v[2], v[3])
     };
-    Some(Identity::new("amqp").version(Some(version)))
+    Some(Identity::new("amqp").protocol(Some(version)))
 }
 
 /// An XMPP stream header.
@@ -580,7 +630,49 @@ fn ldap(r: &[u8]) -> Option<Identity> {
         return None;
     }
     let op = *rest.get(2 + usize::from(id_len))?;
-    matches!(op, 0x61 | 0x64 | 0x65 | 0x78).then(|| Identity::new("ldap"))
+    if !matches!(op, 0x61 | 0x64 | 0x65 | 0x78) {
+        return None;
+    }
+    let id = Identity::new("ldap");
+    if op != 0x64 {
+        return Some(id);
+    }
+    // A search result entry: the root DSE, whose attributes name the server.
+    let value = |name: &[u8]| ber_attribute(r, name).and_then(field);
+    Some(if let Some(vendor) = value(b"vendorName") {
+        let product = if vendor.starts_with("389") {
+            "389 Directory Server".to_string()
+        } else {
+            vendor
+        };
+        let version = ber_attribute(r, b"vendorVersion").and_then(|v| {
+            let digits = v.iter().position(u8::is_ascii_digit)?;
+            version_at(&v[digits..])
+        });
+        id.product(Some(product)).version(version)
+    } else if find(r, b"OpenLDAProotDSE").is_some() {
+        id.product(Some("OpenLDAP".into()))
+    } else if find(r, b"forestFunctionality").is_some() {
+        id.product(Some("Microsoft Active Directory".into()))
+    } else {
+        id
+    })
+}
+
+/// The first value of the attribute `name` in a BER-encoded LDAP entry: the attribute's
+/// OCTET STRING, then a SET whose first OCTET STRING is the value (short lengths only, which
+/// is what root DSE attributes use).
+fn ber_attribute<'a>(r: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut key = vec![0x04, u8::try_from(name.len()).ok()?];
+    key.extend_from_slice(name);
+    let at = find(r, &key)? + key.len();
+    let [0x31, _, 0x04, len, ..] = *r.get(at..at + 4)? else {
+        return None;
+    };
+    if len >= 0x80 {
+        return None;
+    }
+    r.get(at + 4..at + 4 + usize::from(len))
 }
 
 /// An RDP (X.224) connection confirm in a TPKT.
@@ -589,7 +681,21 @@ fn rdp(r: &[u8]) -> Option<Identity> {
         return None;
     };
     let len = u16::from_be_bytes([hi, lo]);
-    (len >= 11 && code & 0xf0 == 0xd0).then(|| Identity::new("rdp"))
+    if len < 11 || code & 0xf0 != 0xd0 {
+        return None;
+    }
+    // An RDP negotiation response or failure after the 7 bytes of the X.224 header.
+    let info = match r.get(11..16) {
+        Some(&[0x02, _, 0x08, 0x00, protocol]) => Some(match protocol {
+            0 => "security: standard RDP",
+            1 => "security: TLS",
+            2 | 8 | 10 => "security: CredSSP (NLA)",
+            _ => "security: other",
+        }),
+        Some(&[0x03, _, 0x08, 0x00, _]) => Some("negotiation failure"),
+        _ => None,
+    };
+    Some(Identity::new("ms-wbt-server").info(info.map(str::to_string)))
 }
 
 /// A MySQL or MariaDB server greeting (length, sequence 0, protocol 10, NUL-terminated server
@@ -651,10 +757,13 @@ fn mysql(r: &[u8]) -> Option<Identity> {
 
 /// PostgreSQL: `N` or `S`, its answer to an SSLRequest, or an error response (`E`, length,
 /// `SFATAL\0...`) such as the one to a startup packet of an unknown protocol version.
+/// PgBouncer answers the same way, but its errors carry only severity, code and message,
+/// where PostgreSQL (9.6 and later) adds the unlocalised severity (`V`) and the source file,
+/// line and function (`F`, `L`, `R`).
 fn postgres(r: &[u8]) -> Option<Identity> {
-    let id = || Identity::new("postgres").product(Some("PostgreSQL".into()));
+    let id = |product: &str| Identity::new("postgresql").product(Some(product.into()));
     if r == b"N" || r == b"S" {
-        return Some(id());
+        return Some(id("PostgreSQL"));
     }
     let [b'E', a, b, c, d, b'S', ref severity @ ..] = *r else {
         return None;
@@ -665,7 +774,18 @@ fn postgres(r: &[u8]) -> Option<Identity> {
     }
     let end = severity.iter().take(16).position(|&c| c == 0)?;
     let word = &severity[..end];
-    (!word.is_empty() && word.iter().all(|c| c.is_ascii_alphabetic())).then(id)
+    if word.is_empty() || !word.iter().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let fields = &severity[end..];
+    let postgres = [&b"\0V"[..], b"\0F", b"\0L", b"\0R"]
+        .iter()
+        .any(|tag| find(fields, tag).is_some());
+    let bouncer = fields.starts_with(b"\0C") && find(fields, b"\0M").is_some();
+    Some(match (postgres, bouncer) {
+        (false, true) => id("PgBouncer"),
+        _ => id("PostgreSQL"),
+    })
 }
 
 /// A MongoDB wire-protocol reply (OP_REPLY or OP_MSG), with the version if it carries a
@@ -696,10 +816,15 @@ mod tests {
     fn real_banners_are_identified() {
         for s in SAMPLES {
             let got = identify(s.reply);
-            let want = s.service.map(|service| Identity {
-                service,
-                product: s.product.map(str::to_string),
-                version: s.version.map(str::to_string),
+            let got = got.map(|i| (i.service, i.product, i.version, i.protocol_version));
+            let want = s.service.map(|service| {
+                let text = |t: Option<&str>| t.map(str::to_string);
+                (
+                    service,
+                    text(s.product),
+                    text(s.version),
+                    text(s.protocol_version),
+                )
             });
             assert_eq!(
                 got,
@@ -771,6 +896,9 @@ mod tests {
                 service: "http",
                 product: Some("ng".into()),
                 version: Some("1".into()),
+                protocol_version: None,
+                info: None,
+                cpe: None,
             })
         );
     }
@@ -783,6 +911,6 @@ mod tests {
             Some("ssh (OpenSSH 9.2p1)")
         );
         assert_eq!(show(b"+OK ready\r\n").as_deref(), Some("pop3"));
-        assert_eq!(show(b"RFB 003.008\n").as_deref(), Some("vnc (3.8)"));
+        assert_eq!(show(b"RFB 003.008\n").as_deref(), Some("vnc"));
     }
 }
