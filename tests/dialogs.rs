@@ -629,6 +629,13 @@ fn api_sweeps_take_steps_and_name_the_field_of_a_bad_one() {
         server.last_session_until("QUIT"),
         ["EHLO mx.dialogs.test", "QUIT"]
     );
+    // The API's stored results carry the captures, as the CLI's lines do.
+    assert_eq!(
+        r.fields.get("captures"),
+        Some(&json!(["mx.dialogs.test"])),
+        "{:?}",
+        r.fields
+    );
     let r =
         sweep(json!({"steps": [{"send": r"LONG\r\n"}, {"expect": "^END$"}], "max_reply": 1024}));
     assert_eq!(

@@ -72,8 +72,8 @@ pub struct ProbeRequest {
     /// The TLS alert the server must answer the handshake with (`certificate_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_alert: Option<String>,
-    /// With the `identify` preset: the most protocol probes sent to a silent port (0 to 20;
-    /// default 4; 0 reads the banner only).
+    /// With the `identify` preset: the most protocol probes sent to a silent port (default
+    /// 4; 0 reads the banner only; more than the plan has sends every probe of the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_probes: Option<u8>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).

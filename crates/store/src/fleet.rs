@@ -645,13 +645,13 @@ fn ingest_frame(
 /// The columns of a stored result, in `results` and `fleet_staging` alike.
 const ROW_COLUMNS: &str = "ip, port, state, rtt_us, tries, host, errno, matched, service, \
                            product, version, banner, reason, tls_version, cert_subject, \
-                           cert_issuer, cert_not_after, cert_expires_first";
+                           cert_issuer, cert_not_after, cert_expires_first, captures";
 
 fn stage(tx: &Transaction<'_>, f: &FleetFrame) -> rusqlite::Result<()> {
     let mut insert = tx.prepare_cached(&format!(
         "INSERT INTO fleet_staging (sweep_id, slice, work_seq, delivered, {ROW_COLUMNS})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21, ?22)"
+             ?18, ?19, ?20, ?21, ?22, ?23)"
     ))?;
     for r in &f.rows {
         let l = &r.line;
@@ -678,6 +678,7 @@ fn stage(tx: &Transaction<'_>, f: &FleetFrame) -> rusqlite::Result<()> {
             l.cert_issuer,
             r.cert_not_after,
             l.cert_expires_first,
+            crate::sweeps::captures_text(l),
         ])?;
     }
     Ok(())
@@ -712,7 +713,8 @@ fn promote(
                  reason = excluded.reason, tls_version = excluded.tls_version,
                  cert_subject = excluded.cert_subject, cert_issuer = excluded.cert_issuer,
                  cert_not_after = excluded.cert_not_after,
-                 cert_expires_first = excluded.cert_expires_first"
+                 cert_expires_first = excluded.cert_expires_first,
+                 captures = excluded.captures"
         ),
         attempt,
     )?;

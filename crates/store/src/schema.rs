@@ -48,6 +48,8 @@ CREATE INDEX results_by_sweep_state ON results(sweep_id, state);
     "ALTER TABLE results ADD COLUMN cert_expires_first TEXT;",
     // Fleet mode: sweeps' mode, one result row per (sweep, ip, port), the fleet tables.
     FLEET_TABLES,
+    // The dialog's capture groups (a JSON array of strings), in results and fleet staging.
+    "ALTER TABLE results ADD COLUMN captures TEXT; ALTER TABLE fleet_staging ADD COLUMN captures TEXT;",
 ];
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -340,10 +340,23 @@ impl Store {
 pub(crate) const RESULT_COLUMNS: &str =
     "rowid, ip, port, state, rtt_us, tries, host, errno, matched, \
                               service, product, version, banner, reason, tls_version, \
-                              cert_subject, cert_issuer, cert_not_after, cert_expires_first";
+                              cert_subject, cert_issuer, cert_not_after, cert_expires_first, \
+                              captures";
 
 fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+}
+
+/// A line's captures as stored: the JSON array its JSON output has.
+pub(crate) fn captures_text(l: &ResultLine) -> Option<String> {
+    l.captures
+        .as_ref()
+        .and_then(|c| serde_json::to_string(c).ok())
+}
+
+/// Stored captures read back (a cell that is not an array of strings reads as none).
+fn captures_of(text: Option<String>) -> Option<Vec<String>> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
@@ -369,8 +382,7 @@ pub(crate) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         cert_issuer: r.get(16)?,
         cert_not_after: cert_not_after.map(rfc3339),
         cert_days_left: None,
-        // Captures are not stored (they are in the CLI's outputs, not in the store's rows).
-        captures: None,
+        captures: captures_of(r.get(19)?),
         cert_expires_first: r.get(18)?,
         // Nor are the identification's extra fields: they come from the banner below.
         protocol_version: None,
@@ -424,9 +436,9 @@ fn write_batch(
         let mut insert = tx.prepare_cached(
             "INSERT INTO results (sweep_id, ip, port, state, rtt_us, tries, host, errno,
                  matched, service, product, version, banner, reason, tls_version,
-                 cert_subject, cert_issuer, cert_not_after, cert_expires_first)
+                 cert_subject, cert_issuer, cert_not_after, cert_expires_first, captures)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19)",
+                 ?17, ?18, ?19, ?20)",
         )?;
         for r in results {
             let l = &r.line;
@@ -450,6 +462,7 @@ fn write_batch(
                 l.cert_issuer,
                 r.cert_not_after,
                 l.cert_expires_first,
+                captures_text(l),
             ])?;
         }
         let mut update = tx.prepare_cached(
