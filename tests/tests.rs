@@ -48,4 +48,5 @@ mod surface;
 mod tls_checks;
 mod usage;
 mod util;
+mod vantage;
 mod xml;

@@ -105,6 +105,44 @@ impl Default for Thresholds {
     }
 }
 
+/// The vantage point of `porthawk serve`'s own engine: every monitor's default `from`.
+pub const LOCAL_VANTAGE: &str = "local";
+
+/// How many of a monitor's vantage points must see a target DOWN before the monitor calls it
+/// DOWN (`quorum = "all" | "any" | N`). Fewer than that, but at least one, is `partial`: a
+/// path or regional problem, shown and notified (`on_partial`), never acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// Every vantage of `from` (the default). A vantage without live agents counts neither
+    /// way, so while a pool has no agents such a monitor cannot go DOWN.
+    All,
+    /// Any one vantage.
+    Any,
+    /// At least this many vantages (1 to the number in `from`).
+    AtLeast(u32),
+}
+
+impl Quorum {
+    /// The vantages that must see a target DOWN, out of `vantages`.
+    pub fn needed(self, vantages: usize) -> usize {
+        match self {
+            Quorum::All => vantages.max(1),
+            Quorum::Any => 1,
+            Quorum::AtLeast(n) => n as usize,
+        }
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::All => f.write_str("all"),
+            Quorum::Any => f.write_str("any"),
+            Quorum::AtLeast(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// One `[[monitor]]`.
 #[derive(Debug, Clone)]
 pub struct MonitorSpec {
@@ -129,6 +167,8 @@ pub struct MonitorSpec {
     pub interval: Duration,
     /// How each target-port is probed.
     pub spec: ProbeSpec,
+    /// The same probe in the fleet's wire form, for rounds run by a pool's agents.
+    pub wire_probe: porthawk_core::SweepProbe,
     /// A short description of the probe (`connect`, `preset smtp`, `send/expect`).
     pub probe: String,
     /// UP/DOWN/flapping thresholds.
@@ -142,6 +182,14 @@ pub struct MonitorSpec {
     pub remind: Option<Duration>,
     /// How long notifications wait to be grouped with those of other targets.
     pub group_wait: Duration,
+    /// The vantage points it probes from, in order: [`LOCAL_VANTAGE`] (this server's engine)
+    /// and fleet pools. Never empty, no duplicates; default `["local"]`.
+    pub from: Vec<Arc<str>>,
+    /// How many vantages must see a target DOWN.
+    pub quorum: Quorum,
+    /// The notifications of a partial outage (some vantages, fewer than the quorum, see a
+    /// target DOWN). Only `[notify.NAME]`s: a partial outage never runs an action.
+    pub on_partial: Vec<String>,
     /// A digest of everything that decides how it probes; equal digests probe alike.
     pub fingerprint: String,
 }
@@ -170,6 +218,12 @@ impl MonitorSpec {
     /// The notifiers of `on_up`.
     pub fn up_notifiers(&self) -> impl Iterator<Item = &str> {
         reactions(&self.on_up, false)
+    }
+
+    /// Whether it probes from more than one vantage point (then a target's verdict is the
+    /// quorum's, not one tracker's).
+    pub fn multi_vantage(&self) -> bool {
+        self.from.len() > 1
     }
 }
 
@@ -376,6 +430,24 @@ pub struct ConfigFile {
     pub fleet: Option<Spanned<FleetSection>>,
 }
 
+impl ConfigFile {
+    /// Whether the file turns fleet mode on (`[fleet]`), so that monitors may probe from
+    /// pools of agents; without it only `local` is allowed in `from`.
+    pub fn fleet_mode(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// The pools `[fleet] pools` lists (their consumers exist, so their agents can bind):
+    /// the only pools a monitor may probe from.
+    pub fn fleet_pools(&self) -> BTreeSet<String> {
+        self.fleet
+            .iter()
+            .flat_map(|f| f.get_ref().pools.iter().flatten())
+            .map(|p| p.get_ref().clone())
+            .collect()
+    }
+}
+
 /// `[api]` as written. The server checks the values; the spans give its errors their line.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -463,6 +535,12 @@ struct RawMonitor {
     remind: Option<Spanned<String>>,
     #[serde(default)]
     group_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    from: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    quorum: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    on_partial: Vec<Spanned<String>>,
     // Names with several addresses.
     #[serde(default)]
     addresses: Option<Spanned<String>>,
@@ -632,6 +710,8 @@ impl WatchConfig {
     pub fn from_file(file: &str, text: &str, raw: &ConfigFile) -> Result<WatchConfig, ConfigError> {
         let cx = Cx {
             lines: Lines { file, text },
+            fleet: raw.fleet_mode(),
+            pools: raw.fleet_pools(),
         };
         let mut config = WatchConfig {
             allow_reboot: raw.allow_reboot.unwrap_or(false),
@@ -689,6 +769,10 @@ pub fn span_error(
 
 struct Cx<'a> {
     lines: Lines<'a>,
+    /// Whether the file has `[fleet]`: monitors may then name pools in `from`.
+    fleet: bool,
+    /// The pools of `[fleet] pools`.
+    pools: BTreeSet<String>,
 }
 
 impl Cx<'_> {
@@ -942,7 +1026,38 @@ impl Cx<'_> {
             Some(g) => self.duration(g, &f("group_wait"), Duration::ZERO)?,
             None => Duration::from_secs(10).min(timing.interval),
         };
+        let (from, quorum) = self.monitor_vantages(raw, &f)?;
+        let on_partial = self.monitor_partial(&m.on_partial, config, &f)?;
+        // Options that name files are refused with a pool: an agent would read its own
+        // host's files, not the ones this config means.
+        let pooled = from.iter().any(|v| &**v != LOCAL_VANTAGE);
+        if let Some(list) = m.from.as_ref().filter(|_| pooled) {
+            for (field, given) in [
+                ("tls_ca_file", options.tls_ca_file.is_some()),
+                ("tls_cert", options.tls_cert.is_some()),
+                ("tls_key", options.tls_key.is_some()),
+            ] {
+                if given {
+                    return Err(self.err(
+                        list.span(),
+                        &f("from"),
+                        format!(
+                            "{field} names a file of this server, which the agents of a pool \
+                             cannot read: probe this monitor from \"local\" alone"
+                        ),
+                    ));
+                }
+            }
+        }
+        let wire_probe = porthawk_core::SweepProbe::new(
+            &options,
+            timing.timeout,
+            timing.tries,
+            timing.read_timeout,
+            timing.dialog_timeout,
+        );
         Ok(MonitorSpec {
+            wire_probe,
             group: m.group.clone().unwrap_or_else(|| name.clone()),
             name,
             targets: m
@@ -966,8 +1081,11 @@ impl Cx<'_> {
             group_wait,
             fingerprint: format!(
                 "{}|{addresses}|{family:?}",
-                fingerprint(m, &ports_text, &timing, &options)
+                fingerprint(m, &ports_text, &timing, &options, &from)
             ),
+            from,
+            quorum,
+            on_partial,
         })
     }
 
@@ -1240,6 +1358,138 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    /// `from` and `quorum`: the vantage points (`local` and fleet pools, each a valid
+    /// subject token, no duplicates, pools only with `[fleet]`) and how many of them must
+    /// see a target DOWN.
+    fn monitor_vantages(
+        &self,
+        raw: &Spanned<RawMonitor>,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<(Vec<Arc<str>>, Quorum), ConfigError> {
+        let m = raw.get_ref();
+        let from: Vec<Arc<str>> = match &m.from {
+            None => vec![Arc::from(LOCAL_VANTAGE)],
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.err(
+                        list.span(),
+                        &f("from"),
+                        "needs at least one vantage point: \"local\" or a fleet pool",
+                    ));
+                }
+                let mut seen = BTreeSet::new();
+                let mut out = Vec::new();
+                for (j, v) in list.get_ref().iter().enumerate() {
+                    let field = f(&format!("from[{j}]"));
+                    let name = v.get_ref();
+                    check_pool(name).map_err(|msg| self.err(v.span(), &field, msg))?;
+                    if !seen.insert(name.clone()) {
+                        return Err(self.err(
+                            v.span(),
+                            &field,
+                            format!("'{name}' is listed twice"),
+                        ));
+                    }
+                    if name != LOCAL_VANTAGE && !self.fleet {
+                        return Err(self.err(
+                            v.span(),
+                            &field,
+                            format!(
+                                "pool '{name}' needs fleet mode: add a [fleet] section \
+                                 (nats = \"nats://...\"), or use \"local\""
+                            ),
+                        ));
+                    }
+                    if name != LOCAL_VANTAGE && !self.pools.contains(name) {
+                        return Err(self.err(
+                            v.span(),
+                            &field,
+                            format!(
+                                "pool '{name}' is not in [fleet] pools: list every pool in \
+                                 use there, so that its agents have work to bind to"
+                            ),
+                        ));
+                    }
+                    out.push(Arc::from(name.as_str()));
+                }
+                out
+            }
+        };
+        let quorum = match &m.quorum {
+            None => Quorum::All,
+            Some(q) => {
+                let field = f("quorum");
+                let quorum = match q.get_ref() {
+                    toml::Value::String(s) if s == "all" => Quorum::All,
+                    toml::Value::String(s) if s == "any" => Quorum::Any,
+                    toml::Value::Integer(n) if *n >= 1 => {
+                        Quorum::AtLeast(u32::try_from(*n).unwrap_or(u32::MAX))
+                    }
+                    other => {
+                        let shown = match other {
+                            toml::Value::String(s) => format!("'{s}'"),
+                            v => v.to_string(),
+                        };
+                        return Err(self.err(
+                            q.span(),
+                            &field,
+                            format!(
+                                "unknown quorum {shown}: expected \"all\", \"any\" or a \
+                                 number of vantage points from 1"
+                            ),
+                        ));
+                    }
+                };
+                if let Quorum::AtLeast(n) = quorum {
+                    if n as usize > from.len() {
+                        return Err(self.err(
+                            q.span(),
+                            &field,
+                            format!(
+                                "quorum {n} is more than the {} vantage point(s) in from",
+                                from.len()
+                            ),
+                        ));
+                    }
+                }
+                quorum
+            }
+        };
+        Ok((from, quorum))
+    }
+
+    /// `on_partial`: notifications only, since a partial outage never runs an action.
+    fn monitor_partial(
+        &self,
+        list: &[Spanned<String>],
+        config: &WatchConfig,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<String>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let n = r.get_ref();
+                let field = f(&format!("on_partial[{j}]"));
+                if config.notifiers.contains_key(n) {
+                    Ok(n.clone())
+                } else if config.actions.contains_key(n) {
+                    Err(self.err(
+                        r.span(),
+                        &field,
+                        format!(
+                            "'{n}' is an action; a partial outage only notifies \
+                             (actions run on the quorum's DOWN)"
+                        ),
+                    ))
+                } else {
+                    Err(self.err(r.span(), &field, format!("'{n}' is not a [notify.{n}]")))
+                }
+            })
+            .collect()
+    }
+}
+
 /// A monitor's timing settings, defaults applied.
 struct Timing {
     interval: Duration,
@@ -1275,9 +1525,10 @@ fn fingerprint(
     ports_text: &str,
     timing: &Timing,
     options: &porthawk_core::ProbeOptions,
+    from: &[Arc<str>],
 ) -> String {
     format!(
-        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         m.targets
             .get_ref()
             .iter()
@@ -1293,6 +1544,7 @@ fn fingerprint(
         options.send,
         options.expect,
         options.tls,
+        from,
     ) + &format!(
         "|{:?}|{:?}|{:?}|{:?}|{:?}",
         options.steps,
@@ -1724,6 +1976,22 @@ fn exactly_one(given: &[bool]) -> bool {
     given.iter().filter(|&&b| b).count() == 1
 }
 
+/// A vantage point's name: `local` or a fleet pool, which becomes a NATS subject token
+/// (`[A-Za-z0-9_-]{1,64}`).
+fn check_pool(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(format!(
+            "'{name}' is not a pool name: 1 to 64 letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("a name has 1 to 64 characters".into());
@@ -2103,6 +2371,16 @@ slack = { url = "https://hooks.example.com/services/x" }
             ("[notify.a]\nwebhook = { url = \"http://x/\" }\n", 7, "notify.a", "both"),
             ("retention = \"forever\"\n", 7, "notify.n.retention", "unknown field"),
             ("[apii]\nx = 1\n", 7, "apii", "unknown field"),
+            (&format!("{monitor}from = []\n"), 11, "monitor[0].from", "at least one vantage"),
+            (&format!("{monitor}from = [\"local\", \"eu west\"]\n"), 11, "monitor[0].from[1]", "not a pool name"),
+            (&format!("{monitor}from = [\"local\", \"local\"]\n"), 11, "monitor[0].from[1]", "twice"),
+            (&format!("{monitor}from = [\"local\", \"eu\"]\n"), 11, "monitor[0].from[1]", "[fleet]"),
+            (&format!("{monitor}quorum = \"most\"\n"), 11, "monitor[0].quorum", "unknown quorum 'most'"),
+            (&format!("{monitor}quorum = 0\n"), 11, "monitor[0].quorum", "unknown quorum 0"),
+            (&format!("{monitor}quorum = 2\n"), 11, "monitor[0].quorum", "more than the 1 vantage"),
+            (&format!("{monitor}quorum = 1.5\n"), 11, "monitor[0].quorum", "unknown quorum"),
+            (&format!("{monitor}on_partial = [\"a\"]\n"), 11, "monitor[0].on_partial[0]", "only notifies"),
+            (&format!("{monitor}on_partial = [\"n\", \"x\"]\n"), 11, "monitor[0].on_partial[1]", "not a [notify.x]"),
         ];
         for (tail, line, field, word) in table {
             let text = format!("{base}{tail}");
@@ -2166,6 +2444,66 @@ slack = { url = "https://hooks.example.com/services/x" }
             assert!(err.starts_with(want), "{text:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    /// `from` defaults to the local engine alone and `quorum` to all, so every config
+    /// written before vantage points probes and judges as it did.
+    #[test]
+    fn vantages_default_to_local_and_quorum_to_all() {
+        let c = parse("porthawk.toml", GOOD).unwrap();
+        for m in &c.monitors {
+            assert_eq!(m.from, [Arc::from(LOCAL_VANTAGE)]);
+            assert_eq!(m.quorum, Quorum::All);
+            assert!(m.on_partial.is_empty());
+            assert!(!m.multi_vantage());
+        }
+        let text = GOOD.replace(
+            "remind = \"1h\"",
+            "remind = \"1h\"\nfrom = [\"local\"]\nquorum = \"any\"\non_partial = [\"ops-hook\"]",
+        );
+        let c = parse("porthawk.toml", &text).unwrap();
+        let mail = &c.monitors[0];
+        assert_eq!(mail.quorum, Quorum::Any);
+        assert_eq!(mail.on_partial, ["ops-hook"]);
+        let text = GOOD.replace("remind = \"1h\"", "remind = \"1h\"\nquorum = 1");
+        let c = parse("porthawk.toml", &text).unwrap();
+        assert_eq!(c.monitors[0].quorum, Quorum::AtLeast(1));
+        // With [fleet], pools are vantages too.
+        let fleet = "\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\npools = [\"eu\", \"us-2\"]\n";
+        let pools = GOOD.replace(
+            "remind = \"1h\"",
+            "remind = \"1h\"\nfrom = [\"local\", \"eu\", \"us-2\"]\nquorum = 2",
+        ) + fleet;
+        let c = parse("porthawk.toml", &pools).unwrap();
+        let mail = &c.monitors[0];
+        assert_eq!(
+            mail.from,
+            [Arc::from("local"), Arc::from("eu"), Arc::from("us-2")]
+        );
+        assert_eq!(mail.quorum, Quorum::AtLeast(2));
+        assert!(mail.multi_vantage());
+        let err = parse("porthawk.toml", &pools.replace("quorum = 2", "quorum = 4")).unwrap_err();
+        assert_eq!(err.field, "monitor[0].quorum");
+        assert!(err.message.contains("more than the 3"), "{err}");
+        let err = parse(
+            "porthawk.toml",
+            &pools.replace("\"us-2\"]\nquorum", "\"ap\"]\nquorum"),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "monitor[0].from[2]");
+        assert!(err.message.contains("not in [fleet] pools"), "{err}");
+        assert_eq!(
+            (
+                Quorum::All.needed(3),
+                Quorum::Any.needed(3),
+                Quorum::AtLeast(2).needed(3)
+            ),
+            (3, 1, 2)
+        );
+        assert_eq!(
+            [Quorum::All, Quorum::Any, Quorum::AtLeast(2)].map(|q| q.to_string()),
+            ["all", "any", "2"]
+        );
     }
 
     #[test]

@@ -54,6 +54,12 @@ fn accepted(text: &str, c: &WatchConfig) {
         for a in m.down_actions().chain(m.up_actions()) {
             assert!(c.actions.contains_key(a), "{text:?}: action {a}");
         }
+        assert!(!m.from.is_empty(), "{text:?}");
+        let needed = m.quorum.needed(m.from.len());
+        assert!(needed >= 1 && needed <= m.from.len(), "{text:?}");
+        for n in m.on_partial.iter().map(String::as_str) {
+            assert!(c.notifiers.contains_key(n), "{text:?}: notifier {n}");
+        }
         for n in m.down_notifiers().chain(m.up_notifiers()) {
             assert!(c.notifiers.contains_key(n), "{text:?}: notifier {n}");
         }

@@ -1,5 +1,9 @@
 //! The state of one monitored target-port: PENDING, UP or DOWN after `fail_after` failures or
 //! `recover_after` successes, and flap detection. Plain code: the time comes in as `now_ms`.
+//!
+//! A monitor with several vantage points keeps one [`Tracker`] per target-port and vantage;
+//! [`agree`] turns their hard states into the monitor's verdict by its [`Quorum`], and the
+//! target's own tracker follows that verdict with [`Tracker::settle`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -7,7 +11,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::config::Thresholds;
+use crate::config::{Quorum, Thresholds};
 
 /// What a target looks like from outside.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -156,6 +160,34 @@ impl Tracker {
         } else if !ok && self.hard == Health::Down {
             self.fail_run = 0;
         }
+        self.flap(now_ms, t, &mut out);
+        out
+    }
+
+    /// Moves the hard state to `to`, decided elsewhere (the quorum of a monitor's vantage
+    /// points), at `now_ms`; returns what changed, flapping included, as
+    /// [`Tracker::observe`] does. `Pending` decides nothing and changes nothing. The runs
+    /// stay 0: they belong to the vantages' trackers, so [`Tracker::health`] is the hard
+    /// state.
+    pub fn settle(&mut self, to: Health, now_ms: u64, t: &Thresholds) -> Vec<Change> {
+        let mut out = Vec::new();
+        self.fail_run = 0;
+        self.ok_run = 0;
+        if to != Health::Pending && to != self.hard {
+            let from = self.hard;
+            self.hard = to;
+            self.since_ms = now_ms;
+            if from != Health::Pending {
+                self.changes.push_back(now_ms);
+            }
+            out.push(Change::Became { from, to });
+        }
+        self.flap(now_ms, t, &mut out);
+        out
+    }
+
+    /// Flap detection over the hard state's changes within the window.
+    fn flap(&mut self, now_ms: u64, t: &Thresholds, out: &mut Vec<Change>) {
         let window_start = now_ms.saturating_sub(t.flap_window_ms);
         while self.changes.front().is_some_and(|&c| c < window_start) {
             self.changes.pop_front();
@@ -170,7 +202,58 @@ impl Tracker {
             self.flapping = false;
             out.push(Change::FlapStopped { now: self.hard });
         }
-        out
+    }
+}
+
+/// How one vantage point sees a target, for [`agree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// The vantage's hard state.
+    Seen(Health),
+    /// The vantage has no live agent: it sees nothing, which is a fact about the fleet,
+    /// never about the target.
+    NoAgents,
+}
+
+/// What a target's vantage points say together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreement {
+    /// The verdict's hard state: `Down` when at least the quorum of vantages see it DOWN,
+    /// `Up` when fewer do and at least one sees it UP, otherwise the `before` state held (no
+    /// vantage can tell, or those that could have lost their agents).
+    pub hard: Health,
+    /// Some vantages, but fewer than the quorum, see it DOWN: a path or regional problem.
+    pub partial: bool,
+    /// Vantages that see it DOWN.
+    pub down: usize,
+    /// Vantages that see it at all (with agents and a verdict).
+    pub seeing: usize,
+}
+
+/// The verdict of a target seen from `sights` (one per vantage of the monitor's `from`), by
+/// `quorum`, given its verdict `before`. A vantage without agents counts neither as DOWN nor
+/// as UP.
+pub fn agree(sights: &[Sight], quorum: Quorum, before: Health) -> Agreement {
+    let needed = quorum.needed(sights.len());
+    let seen = |h: Health| {
+        sights
+            .iter()
+            .filter(|s| matches!(s, Sight::Seen(x) if *x == h))
+            .count()
+    };
+    let (down, up) = (seen(Health::Down), seen(Health::Up));
+    let hard = if down >= needed {
+        Health::Down
+    } else if up > 0 {
+        Health::Up
+    } else {
+        before
+    };
+    Agreement {
+        hard,
+        partial: down > 0 && down < needed,
+        down,
+        seeing: down + up,
     }
 }
 
@@ -293,6 +376,59 @@ mod tests {
         assert_eq!(stops.len(), 1, "{ch:?}");
         assert_eq!(stops[0].1, Change::FlapStopped { now: Health::Up });
         assert!(!tr.flapping);
+    }
+
+    #[test]
+    fn the_quorum_decides_down_partial_and_up() {
+        use Health::{Down, Pending, Up};
+        use Sight::{NoAgents, Seen};
+        let all = |s: &[Sight]| agree(s, Quorum::All, Up);
+        let a = all(&[Seen(Down), Seen(Down), Seen(Down)]);
+        assert_eq!((a.hard, a.partial, a.down, a.seeing), (Down, false, 3, 3));
+        let a = all(&[Seen(Down), Seen(Up), Seen(Down)]);
+        assert_eq!((a.hard, a.partial, a.down), (Up, true, 2));
+        let a = all(&[Seen(Up), Seen(Up)]);
+        assert_eq!((a.hard, a.partial), (Up, false));
+        // A pool without agents is not a DOWN vote: "all" cannot be reached without it.
+        let a = all(&[Seen(Down), NoAgents]);
+        assert_eq!((a.hard, a.partial, a.seeing), (Up, true, 1));
+        // Nor an UP vote: a DOWN verdict holds when the only other vantage goes blind.
+        let a = agree(&[Seen(Down), NoAgents], Quorum::All, Down);
+        assert_eq!((a.hard, a.partial), (Down, true));
+        let any = agree(&[Seen(Up), Seen(Down)], Quorum::Any, Up);
+        assert_eq!((any.hard, any.partial), (Down, false));
+        let two = |s: &[Sight]| agree(s, Quorum::AtLeast(2), Up).hard;
+        assert_eq!(two(&[Seen(Down), Seen(Up), Seen(Up)]), Up);
+        assert_eq!(two(&[Seen(Down), Seen(Up), Seen(Down)]), Down);
+        // Nothing decided yet: the verdict stays pending.
+        let a = agree(&[Seen(Pending), NoAgents], Quorum::Any, Pending);
+        assert_eq!((a.hard, a.partial, a.seeing), (Pending, false, 0));
+    }
+
+    #[test]
+    fn settle_follows_a_verdict_and_detects_flapping() {
+        let mut tr = Tracker::default();
+        assert!(tr.settle(Health::Pending, 0, &t()).is_empty());
+        assert_eq!(
+            tr.settle(Health::Up, 1000, &t()),
+            [Change::Became {
+                from: Health::Pending,
+                to: Health::Up
+            }]
+        );
+        assert!(tr.settle(Health::Up, 2000, &t()).is_empty());
+        let mut all = Vec::new();
+        for (i, h) in [Health::Down, Health::Up, Health::Down, Health::Up]
+            .into_iter()
+            .enumerate()
+        {
+            all.extend(tr.settle(h, 3000 + i as u64 * 1000, &t()));
+        }
+        assert_eq!(all.last(), Some(&Change::FlapStarted), "{all:?}");
+        assert_eq!(
+            (tr.health(), tr.since_ms, tr.fail_run),
+            (Health::Up, 6000, 0)
+        );
     }
 
     #[test]

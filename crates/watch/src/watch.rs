@@ -12,6 +12,16 @@
 //! - the `Effect`s these return: actions to run (already judged against cooldowns,
 //!   `max_per_hour`, silences, `allow_reboot` and `--dry-run`), notices to deliver, and
 //!   history to save.
+//!
+//! **Vantage points.** A monitor probes from each vantage of its `from` (`local`, this
+//! server's engine, and fleet pools): each chunk is one [`Check`] per vantage, and each
+//! target-port keeps one [`Tracker`] per vantage ([`Target::vantages`]). With one vantage
+//! (the default `["local"]`) the target's tracker *is* that vantage's, exactly as before
+//! vantages existed. With several, the target's tracker follows the quorum's verdict
+//! ([`crate::state::agree`]): DOWN when `quorum` vantages see it DOWN (actions and DOWN
+//! notices come only from this), `partial` when some but fewer do (shown, notified through
+//! `on_partial`, never acted on). A pool without live agents ([`Watch::set_agents`]) gets no
+//! checks and counts neither way: a warning about the fleet, never a verdict on a target.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -22,8 +32,8 @@ use porthawk_core::{
     ProbeRecord, ProbeSpec, TargetSpace,
 };
 
-use crate::config::{ActionSpec, MonitorSpec, WatchConfig};
-use crate::state::{Change, Health, Tracker};
+use crate::config::{ActionSpec, MonitorSpec, WatchConfig, LOCAL_VANTAGE};
+use crate::state::{agree, Change, Health, Sight, Tracker};
 
 /// One chunk's round of probes, for the runtime to submit as an engine job with this id.
 ///
@@ -40,6 +50,16 @@ pub struct Check {
     pub names: Vec<Arc<str>>,
     /// How to probe them.
     pub spec: ProbeSpec,
+    /// The monitor it is a round of.
+    pub monitor: String,
+    /// Where to probe from: [`LOCAL_VANTAGE`] (this server's engine) or a fleet pool.
+    pub vantage: Arc<str>,
+    /// When its results stop being useful: the next round of the chunk is due then (for a
+    /// pool, the work item's deadline).
+    pub deadline_ms: u64,
+    /// For a pool: the chunk and probe in the fleet's wire form, to send inline in the
+    /// round's work item. `None` for `local`.
+    pub wire: Option<porthawk_core::SweepSpec>,
 }
 
 /// Target-ports per job: a monitor larger than this is split into chunks whose start times
@@ -132,14 +152,50 @@ pub struct LastCheck {
 /// One monitored target-port.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
-    /// Its state machine.
+    /// Its state machine: with one vantage, that vantage's; with several, the quorum's
+    /// verdict (its runs stay 0; the vantages count theirs).
     pub tracker: Tracker,
     /// The name it was given by, if any.
     pub host: Option<Arc<str>>,
-    /// The last check with a verdict.
+    /// The last check with a verdict (from any vantage; with several, its reason names it).
     pub last: Option<LastCheck>,
     /// The last check, when it was skipped for a local shortage after `last`.
     pub skipped: Option<SkippedCheck>,
+    /// Some vantages, but fewer than the quorum, see it DOWN.
+    pub partial: bool,
+    /// How each vantage of the monitor's `from` sees it, in that order.
+    pub vantages: Vec<VantageTarget>,
+}
+
+/// A target-port as one vantage point sees it.
+#[derive(Debug, Clone, Default)]
+pub struct VantageTarget {
+    /// The vantage's state machine of the target.
+    pub tracker: Tracker,
+    /// Its last check with a verdict.
+    pub last: Option<LastCheck>,
+    /// Its last check, when that was skipped for a local shortage (of the agent or this
+    /// host) after `last`.
+    pub skipped: Option<SkippedCheck>,
+    /// The outcomes of its last `fail_after` checks, oldest first.
+    recent: std::collections::VecDeque<bool>,
+}
+
+impl VantageTarget {
+    /// Failed checks among the last ones kept (at most `fail_after`), and how many are kept.
+    pub fn recent_failures(&self) -> (usize, usize) {
+        (
+            self.recent.iter().filter(|ok| !**ok).count(),
+            self.recent.len(),
+        )
+    }
+
+    fn remember(&mut self, ok: bool, keep: u32) {
+        self.recent.push_back(ok);
+        while self.recent.len() > keep.max(1) as usize {
+            self.recent.pop_front();
+        }
+    }
 }
 
 /// A check whose outcome is unknown: the probe failed for a shortage on this host (EMFILE,
@@ -154,12 +210,20 @@ pub struct SkippedCheck {
     pub target: TargetPort,
     /// The errno name (`EMFILE`).
     pub errno: &'static str,
+    /// The pool whose agent was short, or `None` for this host.
+    pub pool: Option<Arc<str>>,
 }
 
 impl SkippedCheck {
-    /// `check skipped: local shortage EMFILE on this host`.
+    /// `check skipped: local shortage EMFILE on this host` (or `on an agent of pool eu`).
     pub fn message(&self) -> String {
-        format!("check skipped: local shortage {} on this host", self.errno)
+        match &self.pool {
+            None => format!("check skipped: local shortage {} on this host", self.errno),
+            Some(p) => format!(
+                "check skipped: local shortage {} on an agent of pool {p}",
+                self.errno
+            ),
+        }
     }
 }
 
@@ -184,7 +248,17 @@ struct Chunk {
     space: Option<Arc<TargetSpace>>,
     names: Vec<Arc<str>>,
     due_ms: u64,
-    running: Option<JobId>,
+    /// The job running per vantage (index into the monitor's `from`).
+    running: Vec<Option<JobId>>,
+}
+
+/// A job of a chunk, as the watch remembers it until it is done.
+#[derive(Debug, Clone)]
+struct JobInfo {
+    monitor: String,
+    /// The vantage by name: a reload may reorder `from`.
+    vantage: Arc<str>,
+    started_ms: u64,
 }
 
 /// The host names of a running job: which names each probed address stands for, and what
@@ -236,10 +310,30 @@ pub struct Monitor {
     pub last_check_ms: Option<u64>,
     /// Checks skipped for local shortages.
     pub local_skips: LocalSkips,
+    /// Live agents per vantage of `from`: `None` for `local` (always there), `Some(0)` for a
+    /// pool without agents.
+    pub agents: Vec<Option<u32>>,
+}
+
+/// How a monitor looks from one of its vantage points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VantageSummary {
+    /// `local` or the pool.
+    pub name: Arc<str>,
+    /// `no-agents` (the pool has no live agent: nothing is known from there), else the
+    /// worst of its targets as seen from there: `down`, `pending` or `up`.
+    pub state: &'static str,
+    /// Why: the first target it sees DOWN and its reason, or that the pool has no agents.
+    pub reason: Option<String>,
+    /// Live agents in the pool (`None` for `local`).
+    pub agents: Option<u32>,
+    /// Its target-ports per state.
+    pub counts: MonitorCounts,
 }
 
 impl Monitor {
-    /// Targets per shown state: pending, up, down, and how many of them flap.
+    /// Targets per shown state: pending, up, down, and how many of them flap or are seen
+    /// DOWN from fewer vantages than the quorum.
     pub fn counts(&self) -> MonitorCounts {
         let mut c = MonitorCounts::default();
         for t in self.targets.values() {
@@ -251,15 +345,104 @@ impl Monitor {
             if t.tracker.flapping {
                 c.flapping += 1;
             }
+            if t.partial {
+                c.partial += 1;
+            }
         }
         c
     }
 
-    /// The worst state of its targets: down, flapping, pending, or up.
+    /// Whether vantage `v` (an index into `from`) has no live agent.
+    pub fn blind(&self, v: usize) -> bool {
+        self.agents.get(v).copied().flatten() == Some(0)
+    }
+
+    /// How each vantage of `from` sees the monitor, in order.
+    pub fn vantage_summaries(&self) -> Vec<VantageSummary> {
+        self.spec
+            .from
+            .iter()
+            .enumerate()
+            .map(|(v, name)| {
+                let agents = self.agents.get(v).copied().flatten();
+                let mut counts = MonitorCounts::default();
+                let mut first_down = None;
+                for (k, t) in &self.targets {
+                    let Some(vt) = t.vantages.get(v) else {
+                        continue;
+                    };
+                    match vt.tracker.health() {
+                        Health::Pending => counts.pending += 1,
+                        Health::Up => counts.up += 1,
+                        Health::Down => {
+                            counts.down += 1;
+                            if first_down.is_none() {
+                                let why = vt.last.as_ref().and_then(|l| l.reason.clone());
+                                first_down = Some(match why {
+                                    Some(r) => format!("{}: {r}", target_text(k)),
+                                    None => target_text(k),
+                                });
+                            }
+                        }
+                    }
+                    if vt.tracker.flapping {
+                        counts.flapping += 1;
+                    }
+                }
+                let (state, reason) = if self.blind(v) {
+                    (
+                        "no-agents",
+                        Some(format!(
+                            "no live agent in pool {name}: nothing is known from there \
+                             (a fleet problem, not a verdict on the targets)"
+                        )),
+                    )
+                } else if counts.down > 0 {
+                    ("down", first_down)
+                } else if counts.pending > 0 {
+                    ("pending", None)
+                } else {
+                    ("up", None)
+                };
+                VantageSummary {
+                    name: Arc::clone(name),
+                    state,
+                    reason,
+                    agents,
+                    counts,
+                }
+            })
+            .collect()
+    }
+
+    /// How a target's vantages see it, for incidents and notices: `down from eu (3/3), up
+    /// from us` (the failed checks among the last `fail_after`), `no agents in ap`.
+    pub fn describe(&self, t: &Target) -> String {
+        describe(&self.spec.from, &self.agents, t)
+    }
+
+    /// How each vantage of `from` sees target `t`, for [`agree`].
+    fn sights(&self, t: &Target) -> Vec<Sight> {
+        sights(&self.agents, t)
+    }
+
+    /// The reason a target shows: its last failing check's, or with several vantages what
+    /// each of them sees.
+    fn reason_of(&self, t: &Target) -> Option<String> {
+        if self.spec.multi_vantage() {
+            Some(self.describe(t))
+        } else {
+            t.last.as_ref().and_then(|l| l.reason.clone())
+        }
+    }
+
+    /// The worst state of its targets: down, partial, flapping, pending, or up.
     pub fn overall(&self) -> &'static str {
         let c = self.counts();
         if c.down > 0 {
             "down"
+        } else if c.partial > 0 {
+            "partial"
         } else if c.flapping > 0 {
             "flapping"
         } else if c.pending > 0 {
@@ -278,15 +461,49 @@ impl Monitor {
         self.targets
             .iter()
             .filter(|(_, t)| t.tracker.hard == Health::Down && !t.tracker.flapping)
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    t.host.clone(),
-                    t.last.as_ref().and_then(|l| l.reason.clone()),
-                )
-            })
+            .map(|(k, t)| (k.clone(), t.host.clone(), self.reason_of(t)))
             .collect()
     }
+}
+
+/// How each vantage sees target `t` (`agents` as [`Monitor::agents`]), for [`agree`].
+fn sights(agents: &[Option<u32>], t: &Target) -> Vec<Sight> {
+    t.vantages
+        .iter()
+        .enumerate()
+        .map(|(v, vt)| {
+            if agents.get(v).copied().flatten() == Some(0) {
+                Sight::NoAgents
+            } else {
+                Sight::Seen(vt.tracker.hard)
+            }
+        })
+        .collect()
+}
+
+/// [`Monitor::describe`], over the parts of a monitor it needs.
+fn describe(from: &[Arc<str>], agents: &[Option<u32>], t: &Target) -> String {
+    let mut parts = Vec::new();
+    for (v, (name, vt)) in from.iter().zip(&t.vantages).enumerate() {
+        if agents.get(v).copied().flatten() == Some(0) {
+            parts.push(format!("no agents in {name}"));
+            continue;
+        }
+        parts.push(match vt.tracker.hard {
+            Health::Down => {
+                let (failed, of) = vt.recent_failures();
+                format!("down from {name} ({failed}/{of})")
+            }
+            Health::Up => format!("up from {name}"),
+            Health::Pending => format!("pending from {name}"),
+        });
+    }
+    parts.join(", ")
+}
+
+/// `ip:port` (brackets for IPv6) or `name:port`.
+fn target_text((host, port): &TargetPort) -> String {
+    host.with_port(*port)
 }
 
 /// Targets of a monitor per state.
@@ -301,6 +518,9 @@ pub struct MonitorCounts {
     pub pending: u64,
     /// Flapping (counted in their state too).
     pub flapping: u64,
+    /// Seen DOWN from some vantage points, fewer than the quorum (counted in their state
+    /// too, which is not DOWN).
+    pub partial: u64,
 }
 
 /// What a notification is about.
@@ -314,16 +534,22 @@ pub enum NoticeKind {
     Flapping,
     /// Targets are still DOWN.
     Reminder,
+    /// Targets are seen DOWN from some vantage points, fewer than the quorum.
+    Partial,
+    /// Targets seen DOWN from some vantage points are seen UP from all again.
+    PartialEnd,
 }
 
 impl NoticeKind {
-    /// `down`, `up`, `flapping` or `reminder`.
+    /// `down`, `up`, `flapping`, `reminder`, `partial` or `partial_end`.
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::Down => "down",
             NoticeKind::Up => "up",
             NoticeKind::Flapping => "flapping",
             NoticeKind::Reminder => "reminder",
+            NoticeKind::Partial => "partial",
+            NoticeKind::PartialEnd => "partial_end",
         }
     }
 }
@@ -337,7 +563,8 @@ pub struct NoticeItem {
     pub port: u16,
     /// The name it was given by.
     pub host: Option<String>,
-    /// Why it failed, for DOWN targets.
+    /// Why it failed, for DOWN targets; with several vantage points, what each of them sees
+    /// (`down from eu (3/3), up from us`).
     pub reason: Option<String>,
 }
 
@@ -543,7 +770,7 @@ pub enum Effect {
     /// Write history.
     Save(Save),
     /// Log one warning (no notification, no action): the monitor's checks have been skipped
-    /// [`WARN_AFTER_SKIPS`] times in a row for a shortage on this host.
+    /// [`WARN_AFTER_SKIPS`] times in a row for a shortage on this host (or an agent).
     LocalShortage {
         /// The monitor.
         monitor: String,
@@ -601,7 +828,9 @@ pub struct Watch {
     config: Arc<WatchConfig>,
     monitors: Vec<Monitor>,
     index: HashMap<String, usize>,
-    jobs: HashMap<JobId, (String, u64)>,
+    jobs: HashMap<JobId, JobInfo>,
+    /// Live agents per fleet pool, as the runtime last said ([`Watch::set_agents`]).
+    agents: HashMap<Arc<str>, u32>,
     rounds: HashMap<JobId, NameRound>,
     action_runs: HashMap<String, Vec<u64>>,
     dry_run: bool,
@@ -669,7 +898,7 @@ fn name_groups(spec: &MonitorSpec) -> Vec<Vec<Arc<str>>> {
 }
 
 impl Monitor {
-    fn new(spec: Arc<MonitorSpec>, now_ms: u64) -> Monitor {
+    fn new(spec: Arc<MonitorSpec>, agents: &HashMap<Arc<str>, u32>, now_ms: u64) -> Monitor {
         // Chunks of addresses (a space), then chunks of host names (resolved at each check).
         let parts: Vec<_> = chunk_spaces(&spec)
             .into_iter()
@@ -679,6 +908,7 @@ impl Monitor {
         let interval = spec.interval.as_millis().max(1) as u64;
         let n = parts.len().max(1) as u64;
         let base = phase_seed(&spec.name) % interval;
+        let vantages = spec.from.len();
         let chunks = parts
             .into_iter()
             .enumerate()
@@ -686,7 +916,7 @@ impl Monitor {
                 space,
                 names,
                 due_ms: now_ms + (base + i as u64 * interval / n) % interval,
-                running: None,
+                running: vec![None; vantages],
             })
             .collect();
         let mut targets = BTreeMap::new();
@@ -697,24 +927,32 @@ impl Monitor {
                         (TargetHost::Addr(ip), port),
                         Target {
                             host: name.cloned(),
+                            vantages: vec![VantageTarget::default(); vantages],
                             ..Target::default()
                         },
                     );
                 }
             }
         }
+        let agents = spec
+            .from
+            .iter()
+            .map(|v| (&**v != LOCAL_VANTAGE).then(|| agents.get(v).copied().unwrap_or(0)))
+            .collect();
         for name in &spec.names {
             for &port in spec.ports.as_slice() {
                 targets.insert(
                     (TargetHost::Name(Arc::clone(name)), port),
                     Target {
                         host: Some(Arc::clone(name)),
+                        vantages: vec![VantageTarget::default(); vantages],
                         ..Target::default()
                     },
                 );
             }
         }
         Monitor {
+            agents,
             spec,
             chunks,
             targets,
@@ -743,15 +981,23 @@ impl Moved {
 }
 
 impl Monitor {
-    /// A check of `key` skipped for a local shortage (`errno`): no verdict.
+    /// A check of `key` from vantage `v` (an index into `from`) skipped for a local shortage
+    /// (`errno`, of this host or of an agent of the pool): no verdict.
     fn skip(
         &mut self,
         monitor: &str,
         key: TargetPort,
+        v: usize,
         errno: &'static str,
         now_ms: u64,
         effects: &mut Vec<Effect>,
     ) {
+        let pool = self
+            .spec
+            .from
+            .get(v)
+            .filter(|f| &***f != LOCAL_VANTAGE)
+            .cloned();
         let Some(t) = self.targets.get_mut(&key) else {
             return;
         };
@@ -759,7 +1005,11 @@ impl Monitor {
             at_ms: now_ms,
             target: key,
             errno,
+            pool,
         };
+        if let Some(vt) = t.vantages.get_mut(v) {
+            vt.skipped = Some(skip.clone());
+        }
         t.skipped = Some(skip.clone());
         let s = &mut self.local_skips;
         s.total += 1;
@@ -775,37 +1025,100 @@ impl Monitor {
         }
     }
 
-    /// A check of `key` with a verdict: its tracker moves, and what changed is saved and
-    /// queued for notification.
+    /// A check of `key` with a verdict, from vantage `v` (an index into `from`): the
+    /// vantage's tracker moves, and with it the target's (with one vantage, the same; with
+    /// several, the quorum's verdict); what changed is saved and queued for notification.
     fn observe(
         &mut self,
         monitor: &str,
         key: &TargetPort,
+        v: usize,
         check: LastCheck,
         now_ms: u64,
         effects: &mut Vec<Effect>,
     ) -> Moved {
         let mut moved = Moved::default();
-        let thresholds = self.spec.thresholds;
+        let spec = Arc::clone(&self.spec);
+        let thresholds = spec.thresholds;
+        let multi = spec.multi_vantage();
+        let Some(vantage) = spec.from.get(v) else {
+            return moved;
+        };
         let Some(t) = self.targets.get_mut(key) else {
             return moved;
         };
+        let Some(vt) = t.vantages.get_mut(v) else {
+            return moved;
+        };
+        vt.skipped = None;
         t.skipped = None;
         self.local_skips.run = 0;
         self.local_skips.warned = false;
         let ok = check.ok;
         let reason = check.reason.clone();
-        let was_failing = t.last.as_ref().is_some_and(|l| !l.ok);
+        let was_failing = vt.last.as_ref().is_some_and(|l| !l.ok);
+        vt.remember(ok, thresholds.fail_after);
+        let seen = vt.tracker.observe(ok, now_ms, &thresholds);
+        vt.last = Some(check.clone());
         let before = t.tracker.clone();
-        let changes = t.tracker.observe(ok, now_ms, &thresholds);
-        t.last = Some(check.clone());
-        if !ok || was_failing {
-            effects.push(Effect::Save(Save::Check {
-                monitor: monitor.to_string(),
-                target: key.clone(),
-                check,
-            }));
-        }
+        let before_partial = t.partial;
+        let (changes, reason) = if multi {
+            // History names the vantage; the verdict moves only when a vantage's hard state
+            // did.
+            let named = LastCheck {
+                reason: Some(match &reason {
+                    Some(r) => format!("from {vantage}: {r}"),
+                    None => format!("from {vantage}"),
+                }),
+                ..check
+            };
+            if !ok || was_failing {
+                effects.push(Effect::Save(Save::Check {
+                    monitor: monitor.to_string(),
+                    target: key.clone(),
+                    check: named.clone(),
+                }));
+            }
+            t.last = Some(named.clone());
+            let mut vantage_moved = false;
+            for c in &seen {
+                if let Change::Became { from, to } = *c {
+                    vantage_moved = true;
+                    effects.push(Effect::Save(Save::Event {
+                        monitor: monitor.to_string(),
+                        target: key.clone(),
+                        kind: if to == Health::Down {
+                            "vantage_down"
+                        } else {
+                            "vantage_up"
+                        },
+                        from,
+                        to,
+                        reason: named.reason.clone(),
+                        at_ms: now_ms,
+                    }));
+                }
+            }
+            let changes = if vantage_moved {
+                let a = agree(&sights(&self.agents, t), spec.quorum, t.tracker.hard);
+                t.partial = a.partial;
+                t.tracker.settle(a.hard, now_ms, &thresholds)
+            } else {
+                Vec::new()
+            };
+            (changes, Some(describe(&spec.from, &self.agents, t)))
+        } else {
+            if !ok || was_failing {
+                effects.push(Effect::Save(Save::Check {
+                    monitor: monitor.to_string(),
+                    target: key.clone(),
+                    check: check.clone(),
+                }));
+            }
+            t.tracker = vt.tracker.clone();
+            t.last = Some(check);
+            (seen, reason)
+        };
         let flapping = t.tracker.flapping;
         for change in changes {
             let (kind, from, to) = match change {
@@ -856,6 +1169,31 @@ impl Monitor {
                     moved.came_up = true;
                 }
                 _ => {}
+            }
+        }
+        if t.partial != before_partial {
+            let hard = t.tracker.hard;
+            effects.push(Effect::Save(Save::Event {
+                monitor: monitor.to_string(),
+                target: key.clone(),
+                kind: if t.partial { "partial" } else { "partial_end" },
+                from: hard,
+                to: hard,
+                reason: reason.clone(),
+                at_ms: now_ms,
+            }));
+            // A partial outage that became the quorum's DOWN is told as DOWN.
+            if t.partial || hard != Health::Down {
+                self.outbox.push(Note {
+                    kind: if t.partial {
+                        NoticeKind::Partial
+                    } else {
+                        NoticeKind::PartialEnd
+                    },
+                    target: key.clone(),
+                    host: t.host.clone(),
+                    reason: reason.clone(),
+                });
             }
         }
         if before != t.tracker {
@@ -964,6 +1302,7 @@ impl Watch {
             monitors: Vec::new(),
             index: HashMap::new(),
             jobs: HashMap::new(),
+            agents: HashMap::new(),
             rounds: HashMap::new(),
             action_runs: HashMap::new(),
             dry_run,
@@ -971,7 +1310,17 @@ impl Watch {
         w.reload(config, now_ms);
         for s in restored.targets {
             if let Some(&i) = w.index.get(&s.monitor) {
-                if let Some(t) = w.monitors[i].targets.get_mut(&s.target) {
+                let m = &mut w.monitors[i];
+                let single = !m.spec.multi_vantage();
+                if let Some(t) = m.targets.get_mut(&s.target) {
+                    // With one vantage the stored tracker is that vantage's; with several it
+                    // is the quorum's verdict, and the vantages start afresh.
+                    if single {
+                        if let Some(v) = t.vantages.first_mut() {
+                            v.tracker = s.tracker.clone();
+                            v.last = s.last.clone();
+                        }
+                    }
                     t.tracker = s.tracker;
                     t.last = s.last;
                 }
@@ -1020,6 +1369,11 @@ impl Watch {
         self.jobs.contains_key(&job)
     }
 
+    /// The vantage a running job probes from.
+    pub fn job_vantage(&self, job: JobId) -> Option<&str> {
+        self.jobs.get(&job).map(|j| &*j.vantage)
+    }
+
     /// Replaces the configuration. Monitors keep their targets' states, incidents and
     /// silences by name; a monitor that probes as before keeps its schedule. Returns the
     /// target-ports that are no longer monitored.
@@ -1031,23 +1385,61 @@ impl Watch {
             .collect();
         let mut removed = Vec::new();
         for spec in &config.monitors {
-            let mut m = Monitor::new(Arc::clone(spec), now_ms);
+            let mut m = Monitor::new(Arc::clone(spec), &self.agents, now_ms);
             if let Some(prev) = old.remove(&spec.name) {
+                // Vantages are matched by name: `from` may have changed.
+                let moved: Vec<Option<usize>> = spec
+                    .from
+                    .iter()
+                    .map(|v| prev.spec.from.iter().position(|p| p == v))
+                    .collect();
                 if prev.spec.fingerprint == spec.fingerprint {
                     m.chunks = prev.chunks;
                 } else {
                     // Jobs of the old chunks still report into the targets they share.
                     for (c, p) in m.chunks.iter_mut().zip(&prev.chunks) {
-                        c.running = p.running;
+                        for (slot, from) in c.running.iter_mut().zip(&moved) {
+                            *slot = from.and_then(|j| p.running.get(j).copied().flatten());
+                        }
                     }
                 }
+                // The verdict carries over while it means the same: the same vantages
+                // judged by the same quorum. Otherwise it is judged again from the
+                // vantages' states (quietly: a reload is not news about the targets).
+                let same_verdict = prev.spec.from == spec.from && prev.spec.quorum == spec.quorum;
+                let mut rejudge = Vec::new();
                 for (k, t) in prev.targets {
                     match m.targets.get_mut(&k) {
                         Some(slot) => {
-                            slot.tracker = t.tracker;
+                            for (v, from) in slot.vantages.iter_mut().zip(&moved) {
+                                if let Some(old) = from.and_then(|j| t.vantages.get(j)) {
+                                    *v = old.clone();
+                                }
+                            }
                             slot.last = t.last;
+                            if same_verdict {
+                                slot.tracker = t.tracker;
+                                slot.partial = t.partial;
+                            } else {
+                                rejudge.push(k);
+                            }
                         }
                         None => removed.push((spec.name.clone(), k)),
+                    }
+                }
+                for k in rejudge {
+                    let Some(t) = m.targets.get(&k) else { continue };
+                    let (tracker, partial) = if spec.multi_vantage() {
+                        let a = agree(&m.sights(t), spec.quorum, Health::Pending);
+                        let tracker = Tracker::restored(a.hard, 0, 0, now_ms, false);
+                        (tracker, a.partial)
+                    } else {
+                        let v = t.vantages.first().cloned().unwrap_or_default();
+                        (v.tracker, false)
+                    };
+                    if let Some(t) = m.targets.get_mut(&k) {
+                        t.tracker = tracker;
+                        t.partial = partial;
                     }
                 }
                 m.incident = prev.incident;
@@ -1104,25 +1496,89 @@ impl Watch {
                     // missed turns.
                     c.due_ms += (now_ms - c.due_ms) / interval * interval + interval;
                 }
-                if c.running.is_some() {
-                    skipped += 1;
-                    continue;
-                }
-                let id = new_id();
-                c.running = Some(id);
-                self.jobs.insert(id, (m.spec.name.clone(), now_ms));
-                jobs.push((
-                    Check {
+                for (v, vantage) in m.spec.from.iter().enumerate() {
+                    // A pool without agents: nobody would take the work.
+                    if m.agents.get(v).copied().flatten() == Some(0) {
+                        continue;
+                    }
+                    let Some(running) = c.running.get_mut(v) else {
+                        continue;
+                    };
+                    if running.is_some() {
+                        skipped += 1;
+                        continue;
+                    }
+                    let id = new_id();
+                    *running = Some(id);
+                    self.jobs.insert(
                         id,
-                        space: c.space.clone(),
-                        names: c.names.clone(),
-                        spec: m.spec.spec.clone(),
-                    },
-                    lateness,
-                ));
+                        JobInfo {
+                            monitor: m.spec.name.clone(),
+                            vantage: Arc::clone(vantage),
+                            started_ms: now_ms,
+                        },
+                    );
+                    jobs.push((
+                        Check {
+                            id,
+                            space: c.space.clone(),
+                            names: c.names.clone(),
+                            spec: m.spec.spec.clone(),
+                            monitor: m.spec.name.clone(),
+                            vantage: Arc::clone(vantage),
+                            deadline_ms: c.due_ms,
+                            // A chunk of names gets its wire form once they are resolved
+                            // (on this server: agents get addresses only).
+                            wire: c
+                                .space
+                                .as_ref()
+                                .filter(|_| &**vantage != LOCAL_VANTAGE)
+                                .map(|space| {
+                                    porthawk_core::SweepSpec::from_space(
+                                        space,
+                                        phase_seed(&m.spec.name),
+                                        m.spec.wire_probe.clone(),
+                                    )
+                                }),
+                        },
+                        lateness,
+                    ));
+                }
             }
         }
         (jobs, skipped)
+    }
+
+    /// Tells the watch how many live agents fleet pool `pool` has now (from the fleet's
+    /// registry). A pool with none gets no checks and its vantage shows `no-agents`; it
+    /// counts neither as DOWN nor as UP. Pools never named here have none. Returns whether
+    /// that changed whether the pool has agents.
+    pub fn set_agents(&mut self, pool: &str, live: u32) -> bool {
+        let before = self.agents.get(pool).copied().unwrap_or(0);
+        self.agents.insert(Arc::from(pool), live);
+        for m in &mut self.monitors {
+            for (v, name) in m.spec.from.iter().enumerate() {
+                if &**name == pool && &**name != LOCAL_VANTAGE {
+                    if let Some(a) = m.agents.get_mut(v) {
+                        *a = Some(live);
+                    }
+                }
+            }
+        }
+        (before == 0) != (live == 0)
+    }
+
+    /// The fleet pools the monitors probe from (every vantage but `local`), each once.
+    pub fn pools(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for m in &self.monitors {
+            for v in &m.spec.from {
+                if &**v != LOCAL_VANTAGE && !out.contains(v) {
+                    out.push(Arc::clone(v));
+                }
+            }
+        }
+        out
     }
 
     /// Makes every chunk of monitor `name` due now; returns how many chunks it has.
@@ -1231,21 +1687,26 @@ impl Watch {
         }
     }
 
-    /// Feeds the records of a monitor job; returns what to do. An address target is judged
-    /// at once; the addresses of a host name are kept until the job ends
+    /// Feeds the records of a monitor job (from the vantage it was submitted for); returns
+    /// what to do. An address target is judged at once; the addresses of a host name are kept until the job ends
     /// ([`Watch::on_job_done`]), where the name is judged over all of them.
     pub fn on_records(&mut self, job: JobId, records: &[ProbeRecord], now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let Some((name, _)) = self.jobs.get(&job) else {
+        let Some(info) = self.jobs.get(&job) else {
             return effects;
         };
-        let Some(&i) = self.index.get(name) else {
+        let Some(&i) = self.index.get(&info.monitor) else {
             return effects;
         };
-        let name = name.clone();
+        let name = info.monitor.clone();
+        let vantage = Arc::clone(&info.vantage);
         let mut moved = Moved::default();
         {
             let m = &mut self.monitors[i];
+            // A vantage a reload removed: its last job's results have no tracker left.
+            let Some(v) = m.spec.from.iter().position(|f| *f == vantage) else {
+                return effects;
+            };
             let mut round = self.rounds.get_mut(&job);
             let sample = Sample::of(
                 &name,
@@ -1276,7 +1737,7 @@ impl Watch {
                     for n in names {
                         let key = (TargetHost::Name(Arc::clone(&n)), r.port);
                         if let Some(errno) = shortage {
-                            m.skip(&name, key, errno, now_ms, &mut effects);
+                            m.skip(&name, key, v, errno, now_ms, &mut effects);
                         }
                         round
                             .seen
@@ -1291,9 +1752,9 @@ impl Watch {
                     continue;
                 }
                 match (shortage, check) {
-                    (Some(errno), _) => m.skip(&name, key, errno, now_ms, &mut effects),
+                    (Some(errno), _) => m.skip(&name, key, v, errno, now_ms, &mut effects),
                     (None, Some(check)) => {
-                        moved.add(m.observe(&name, &key, check, now_ms, &mut effects));
+                        moved.add(m.observe(&name, &key, v, check, now_ms, &mut effects));
                     }
                     (None, None) => {}
                 }
@@ -1316,18 +1777,23 @@ impl Watch {
         now_ms: u64,
     ) -> (Option<Arc<TargetSpace>>, Vec<Effect>) {
         let mut effects = Vec::new();
-        let Some((name, _)) = self.jobs.get(&job) else {
+        let Some(info) = self.jobs.get(&job) else {
             return (None, effects);
         };
-        let Some(&i) = self.index.get(name) else {
+        let Some(&i) = self.index.get(&info.monitor) else {
             return (None, effects);
         };
-        let name = name.clone();
+        let name = info.monitor.clone();
+        let vantage = Arc::clone(&info.vantage);
         let mut moved = Moved::default();
         let mut hosts = HostSetBuilder::default();
         let mut round = NameRound::default();
         {
             let m = &mut self.monitors[i];
+            // A vantage a reload removed: nothing to probe from there.
+            let Some(v) = m.spec.from.iter().position(|f| *f == vantage) else {
+                return (None, effects);
+            };
             let family = m.spec.family;
             let ports = m.spec.ports.clone();
             for (host, answer) in answers {
@@ -1356,7 +1822,7 @@ impl Watch {
                                 rtt_us: 0,
                                 reason: Some(format!("cannot resolve '{host}': {why}")),
                             };
-                            moved.add(m.observe(&name, &key, check, now_ms, &mut effects));
+                            moved.add(m.observe(&name, &key, v, check, now_ms, &mut effects));
                         }
                     }
                 }
@@ -1373,6 +1839,22 @@ impl Watch {
         (space, effects)
     }
 
+    /// The wire form of a pool job's resolved addresses (the space [`Watch::on_resolved`]
+    /// returned), for the round's work item: agents get addresses only, never names. `None`
+    /// for a `local` job or a job the watch does not know.
+    pub fn pool_wire(&self, job: JobId, space: &TargetSpace) -> Option<porthawk_core::SweepSpec> {
+        let info = self.jobs.get(&job)?;
+        if &*info.vantage == LOCAL_VANTAGE {
+            return None;
+        }
+        let m = self.monitor(&info.monitor)?;
+        Some(porthawk_core::SweepSpec::from_space(
+            space,
+            phase_seed(&m.spec.name),
+            m.spec.wire_probe.clone(),
+        ))
+    }
+
     /// Opens or closes the incident of monitor `i` after its targets moved.
     fn after_observing(&mut self, i: usize, moved: Moved, now_ms: u64, effects: &mut Vec<Effect>) {
         if moved.went_down {
@@ -1384,7 +1866,14 @@ impl Watch {
     }
 
     /// Judges the host names of a job that ended, over every address each one had.
-    fn judge_names(&mut self, job: JobId, i: usize, name: &str, now_ms: u64) -> Vec<Effect> {
+    fn judge_names(
+        &mut self,
+        job: JobId,
+        i: usize,
+        name: &str,
+        vantage: &str,
+        now_ms: u64,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let Some(round) = self.rounds.remove(&job) else {
             return effects;
@@ -1392,6 +1881,9 @@ impl Watch {
         let mut moved = Moved::default();
         {
             let m = &mut self.monitors[i];
+            let Some(v) = m.spec.from.iter().position(|f| &**f == vantage) else {
+                return effects;
+            };
             let mode = m.spec.addresses;
             for ((host, port), seen) in round.seen {
                 let key = (TargetHost::Name(host), port);
@@ -1399,7 +1891,7 @@ impl Watch {
                     continue;
                 }
                 if let Some(check) = name_verdict(mode, &seen, now_ms) {
-                    moved.add(m.observe(name, &key, check, now_ms, &mut effects));
+                    moved.add(m.observe(name, &key, v, check, now_ms, &mut effects));
                 }
             }
         }
@@ -1464,7 +1956,12 @@ impl Watch {
     /// Returns what to do, and the job's monitor and start (for its duration).
     pub fn on_job_done(&mut self, job: JobId, now_ms: u64) -> (Vec<Effect>, Option<Finished>) {
         let mut effects = Vec::new();
-        let Some((name, started_ms)) = self.jobs.remove(&job) else {
+        let Some(JobInfo {
+            monitor: name,
+            vantage,
+            started_ms,
+        }) = self.jobs.remove(&job)
+        else {
             return (effects, None);
         };
         let finished = Finished {
@@ -1475,15 +1972,19 @@ impl Watch {
             self.rounds.remove(&job);
             return (effects, Some(finished));
         };
-        effects.extend(self.judge_names(job, i, &name, now_ms));
+        effects.extend(self.judge_names(job, i, &name, &vantage, now_ms));
         let m = &mut self.monitors[i];
         m.last_check_ms = Some(now_ms);
         for c in &mut m.chunks {
-            if c.running == Some(job) {
-                c.running = None;
+            for r in &mut c.running {
+                if *r == Some(job) {
+                    *r = None;
+                }
             }
         }
-        let chunks = m.chunks.len().max(1) as u64;
+        // Escalation counts rounds: one job per chunk and vantage that gets checks.
+        let seeing = (0..m.spec.from.len()).filter(|&v| !m.blind(v)).count();
+        let chunks = (m.chunks.len() * seeing.max(1)).max(1) as u64;
         let silenced = m.silenced(now_ms);
         let spec = Arc::clone(&m.spec);
         let actions: Vec<&str> = spec.down_actions().collect();
@@ -1539,7 +2040,7 @@ impl Watch {
                         target: n.target.0,
                         port: n.target.1,
                         host: n.host.as_deref().map(str::to_string),
-                        reason: if n.kind == NoticeKind::Up {
+                        reason: if n.kind == NoticeKind::Up && !m.spec.multi_vantage() {
                             None
                         } else {
                             n.reason
@@ -1547,10 +2048,12 @@ impl Watch {
                     });
                 }
                 for (kind, items) in by_kind {
-                    let notifiers: Vec<&str> = if kind == NoticeKind::Up {
-                        m.spec.up_notifiers().collect()
-                    } else {
-                        m.spec.down_notifiers().collect()
+                    let notifiers: Vec<&str> = match kind {
+                        NoticeKind::Up => m.spec.up_notifiers().collect(),
+                        NoticeKind::Partial | NoticeKind::PartialEnd => {
+                            m.spec.on_partial.iter().map(String::as_str).collect()
+                        }
+                        _ => m.spec.down_notifiers().collect(),
                     };
                     for notify in notifiers {
                         effects.push(Effect::Notice(Notice {
@@ -1603,6 +2106,7 @@ impl Watch {
 mod tests {
     use super::*;
     use crate::config::tests as config;
+    use crate::config::Quorum;
 
     /// A fake clock: milliseconds that the test moves.
     struct Clock(u64);
@@ -2397,6 +2901,540 @@ webhook = { url = "http://127.0.0.1:1/" }
         assert_eq!(m.local_skips.run, 0);
         assert_eq!(m.local_skips.total, 8);
         assert!(m.targets.values().all(|t| t.skipped.is_none()));
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Vantage points: one tracker per target-port and vantage, judged by the quorum.
+
+    const VANTAGE: &str = r#"
+[[monitor]]
+name = "mx"
+targets = ["127.0.0.1"]
+ports = "25"
+interval = "1s"
+fail_after = 3
+recover_after = 2
+flap_changes = 4
+flap_window = "1m"
+on_down = ["restart", "ops"]
+on_up = ["ops"]
+group_wait = "500ms"
+
+[action.restart]
+exec = ["systemctl", "restart", "postfix"]
+cooldown = "0s"
+max_per_hour = 100
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+
+[notify.paths]
+webhook = { url = "http://127.0.0.1:2/" }
+"#;
+
+    /// `text` with every monitor probing from `from` by `quorum`, partial outages notified
+    /// through `paths`. (The file itself may name pools only with `[fleet]`, which is the
+    /// server's to check; the watch takes the model as given.)
+    fn vantage_config(text: &str, from: &[&str], quorum: Quorum) -> Arc<WatchConfig> {
+        let mut c = config::parse("t.toml", text).unwrap();
+        for m in &mut c.monitors {
+            let mut spec = (**m).clone();
+            spec.from = from.iter().map(|v| Arc::from(*v)).collect();
+            spec.quorum = quorum;
+            spec.on_partial = vec!["paths".into()];
+            *m = Arc::new(spec);
+        }
+        Arc::new(c)
+    }
+
+    impl Rig {
+        fn with(config: Arc<WatchConfig>) -> Rig {
+            let clock = Clock(1_000_000);
+            Rig {
+                watch: Watch::new(config, Restored::default(), false, clock.0),
+                clock,
+                next: 1,
+                resolve: Box::new(|n| Err(format!("no name service in tests ({n})"))),
+            }
+        }
+
+        /// One interval: every due job reports, per vantage and address, whether it is up.
+        /// Returns the effects and the vantages that got a job.
+        fn step_from(&mut self, up: &dyn Fn(&str, IpAddr) -> bool) -> (Vec<Effect>, Vec<String>) {
+            let now = self.clock.0;
+            let next = &mut self.next;
+            let (jobs, _) = self.watch.poll_due(now, || {
+                *next += 1;
+                JobId(*next)
+            });
+            let mut effects = Vec::new();
+            let mut vantages = Vec::new();
+            for (job, _) in jobs {
+                vantages.push(job.vantage.to_string());
+                let mut space = job.space.clone();
+                if !job.names.is_empty() {
+                    // Names are resolved here (the coordinator) for every vantage; a pool
+                    // gets the addresses inline in its round's spec.
+                    let answers = job
+                        .names
+                        .iter()
+                        .map(|n| (Arc::clone(n), (self.resolve)(n)))
+                        .collect();
+                    let (s, e) = self.watch.on_resolved(job.id, answers, now);
+                    effects.extend(e);
+                    space = s;
+                    if let Some(space) = &space {
+                        let wire = self.watch.pool_wire(job.id, space);
+                        assert_eq!(wire.is_some(), &*job.vantage != LOCAL_VANTAGE);
+                        if let Some(wire) = wire {
+                            let rebuilt = wire.space().unwrap();
+                            assert_eq!(rebuilt.len(), space.len());
+                            for i in 0..space.len() {
+                                assert_eq!(rebuilt.get(i), space.get(i));
+                            }
+                        }
+                    }
+                }
+                let Some(space) = space else {
+                    effects.extend(self.watch.on_job_done(job.id, now).0);
+                    continue;
+                };
+                let records: Vec<ProbeRecord> = (0..space.len())
+                    .filter_map(|i| space.get(i))
+                    .map(|a| {
+                        let state = if up(&job.vantage, a.ip()) {
+                            PortState::Open
+                        } else {
+                            PortState::Filtered
+                        };
+                        ProbeRecord::new(a.ip(), a.port(), state, 10, 1)
+                    })
+                    .collect();
+                effects.extend(self.watch.on_records(job.id, &records, now));
+                effects.extend(self.watch.on_job_done(job.id, now).0);
+            }
+            effects.extend(self.watch.tick(now));
+            self.clock.advance(500);
+            effects.extend(self.watch.tick(self.clock.0));
+            self.clock.advance(500);
+            (effects, vantages)
+        }
+
+        /// `rounds` intervals of `up`; all their effects.
+        fn run_from(&mut self, rounds: usize, up: &dyn Fn(&str, IpAddr) -> bool) -> Vec<Effect> {
+            (0..rounds).flat_map(|_| self.step_from(up).0).collect()
+        }
+
+        fn target(&self, monitor: &str) -> &Target {
+            self.watch
+                .monitor(monitor)
+                .unwrap()
+                .targets
+                .values()
+                .next()
+                .unwrap()
+        }
+    }
+
+    fn everywhere(_: &str, _: IpAddr) -> bool {
+        true
+    }
+
+    /// Port 25 is dropped on the way from pool `b` only.
+    fn dropped_from_b(v: &str, _: IpAddr) -> bool {
+        v != "b"
+    }
+
+    fn nowhere(_: &str, _: IpAddr) -> bool {
+        false
+    }
+
+    fn notice_kinds(effects: &[Effect]) -> Vec<(NoticeKind, String)> {
+        notices(effects)
+            .iter()
+            .map(|n| (n.kind, n.notify.clone()))
+            .collect()
+    }
+
+    /// A rig whose pools `a` and `b` have agents, after two healthy rounds from both.
+    fn two_pools(quorum: Quorum) -> Rig {
+        let mut rig = Rig::with(vantage_config(VANTAGE, &["a", "b"], quorum));
+        rig.watch.set_agents("a", 2);
+        rig.watch.set_agents("b", 3);
+        rig.run_from(2, &everywhere);
+        assert_eq!(rig.target("mx").tracker.health(), Health::Up);
+        rig
+    }
+
+    /// A host name probed from `local` and a pool: the name is resolved here for both (the
+    /// pool's round carries the addresses inline, checked in `step_from`), each vantage
+    /// judges it over its own records with the same any/all rule, and a name that stops
+    /// resolving is a failed check from every vantage.
+    #[test]
+    fn a_name_is_resolved_here_and_judged_from_each_vantage() {
+        let text = VANTAGE.replace("targets = [\"127.0.0.1\"]", "targets = [\"mx.test\"]");
+        let mut rig = Rig::with(vantage_config(&text, &["local", "a"], Quorum::All));
+        rig.watch.set_agents("a", 1);
+        rig.resolve = Box::new(|n| match n {
+            "mx.test" => Ok(vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()]),
+            _ => Err("unknown".into()),
+        });
+        let key = (TargetHost::Name(Arc::from("mx.test")), 25);
+        let mut effects = Vec::new();
+        let mut vantages = Vec::new();
+        for _ in 0..3 {
+            let (e, v) = rig.step_from(&everywhere);
+            effects.extend(e);
+            vantages.extend(v);
+        }
+        assert!(vantages.iter().any(|v| v == "local"), "{vantages:?}");
+        assert!(vantages.iter().any(|v| v == "a"), "{vantages:?}");
+        // Samples count the checks of every vantage (local and pool alike).
+        assert!(!samples(&effects).is_empty());
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(t.tracker.health(), Health::Up);
+        assert!(t.vantages.iter().all(|v| v.tracker.hard == Health::Up));
+        // From pool a only IPv4 answers: with `any` the name is still UP from there.
+        rig.run_from(3, &|v, ip| v != "a" || ip.is_ipv4());
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(t.vantages[1].tracker.hard, Health::Up);
+        // Nothing answers from a: DOWN from a, UP from local: partial (quorum all).
+        let effects = rig.run_from(3, &|v, _| v != "a");
+        assert_eq!(actions(&effects), vec![]);
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!(
+            (t.vantages[0].tracker.hard, t.vantages[1].tracker.hard),
+            (Health::Up, Health::Down)
+        );
+        assert_eq!((t.tracker.health(), t.partial), (Health::Up, true));
+        let reason = t.vantages[1].last.as_ref().unwrap().reason.clone().unwrap();
+        assert_eq!(
+            reason,
+            "127.0.0.1: filtered (no answer after 1 tries); ::1: filtered (no answer after 1 tries)"
+        );
+        // Everything answers again, then the name stops resolving: a failed check from
+        // every vantage, so DOWN by the quorum, and the action runs.
+        rig.run_from(2, &everywhere);
+        assert!(!rig.watch.monitor("mx").unwrap().targets[&key].partial);
+        rig.resolve = Box::new(|n| Err(format!("no such name {n}")));
+        let effects = rig.run_from(3, &everywhere);
+        assert_eq!(
+            actions(&effects),
+            [("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        let t = &rig.watch.monitor("mx").unwrap().targets[&key];
+        assert_eq!((t.tracker.health(), t.partial), (Health::Down, false));
+        for v in &t.vantages {
+            assert_eq!(v.tracker.hard, Health::Down);
+            let why = v.last.as_ref().unwrap().reason.clone().unwrap();
+            assert_eq!(why, "cannot resolve 'mx.test': no such name mx.test");
+        }
+    }
+
+    #[test]
+    fn each_chunk_is_checked_from_every_vantage_with_agents() {
+        let mut rig = Rig::with(vantage_config(VANTAGE, &["local", "a", "b"], Quorum::All));
+        rig.watch.set_agents("a", 1);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            seen.extend(rig.step_from(&everywhere).1);
+        }
+        // Pool b has no agents: nobody would take its work, so none is made.
+        assert_eq!(seen, ["local", "a"]);
+        assert_eq!(rig.watch.pools(), [Arc::from("a"), Arc::from("b")]);
+    }
+
+    /// A pool's check carries its chunk in the fleet's wire form, which rebuilds the same
+    /// target-ports in the same order (the agent checks the count before probing); the
+    /// local check has none.
+    #[test]
+    fn a_pool_check_carries_its_chunk_in_wire_form() {
+        let text = VANTAGE.replace("127.0.0.1\"]", "127.0.0.1\", \"127.0.3.0/30\"]");
+        let mut rig = Rig::with(vantage_config(&text, &["local", "a"], Quorum::Any));
+        rig.watch.set_agents("a", 1);
+        let mut id = 0;
+        let mut checks = Vec::new();
+        for _ in 0..10 {
+            let now = rig.clock.advance(100);
+            checks.extend(
+                rig.watch
+                    .poll_due(now, || {
+                        id += 1;
+                        JobId(id)
+                    })
+                    .0,
+            );
+        }
+        assert_eq!(checks.len(), 2);
+        for (c, _) in &checks {
+            assert!(c.deadline_ms > rig.clock.0 - 1000, "{}", c.deadline_ms);
+            match &*c.vantage {
+                "local" => assert!(c.wire.is_none()),
+                _ => {
+                    let wire = c.wire.as_ref().unwrap();
+                    let space = wire.space().unwrap();
+                    assert_eq!(space.len(), 5);
+                    let rebuilt: Vec<_> = (0..5).map(|i| space.get(i)).collect();
+                    let ours: Vec<_> = (0..5).map(|i| c.space.as_ref().unwrap().get(i)).collect();
+                    assert_eq!(rebuilt, ours);
+                    // The default timeout: 2 s, at most the interval (1 s).
+                    assert_eq!(wire.probe.connect_timeout_ms, 1000);
+                }
+            }
+        }
+    }
+
+    /// Quorum "all": one pool of two sees the port DOWN. That is a path problem: the target
+    /// is `partial` (not DOWN), `on_partial` is told which vantage sees what, and no action
+    /// runs. When the path heals, `on_partial` hears that too.
+    #[test]
+    fn quorum_all_with_one_vantage_down_is_partial_and_runs_no_action() {
+        let mut rig = two_pools(Quorum::All);
+        let effects = rig.run_from(5, &dropped_from_b);
+        assert_eq!(actions(&effects), vec![]);
+        assert_eq!(
+            notice_kinds(&effects),
+            [(NoticeKind::Partial, "paths".to_string())]
+        );
+        let n = notices(&effects);
+        assert_eq!(
+            n[0].items[0].reason.as_deref(),
+            Some("up from a, down from b (3/3)")
+        );
+        assert_eq!(events(&effects), ["vantage_down", "partial"]);
+        let t = rig.target("mx");
+        assert_eq!((t.tracker.health(), t.partial), (Health::Up, true));
+        assert_eq!(t.vantages[1].tracker.hard, Health::Down);
+        let m = rig.watch.monitor("mx").unwrap();
+        assert_eq!(m.overall(), "partial");
+        assert_eq!(
+            (m.counts().partial, m.counts().up, m.counts().down),
+            (1, 1, 0)
+        );
+        let v = m.vantage_summaries();
+        assert_eq!(
+            v.iter()
+                .map(|v| (&*v.name, v.state, v.agents))
+                .collect::<Vec<_>>(),
+            [("a", "up", Some(2)), ("b", "down", Some(3))]
+        );
+        assert!(
+            v[1].reason
+                .as_deref()
+                .unwrap()
+                .starts_with("127.0.0.1:25: filtered"),
+            "{v:?}"
+        );
+        // The history names the vantage.
+        let checks: Vec<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Save(Save::Check { check, .. }) => check.reason.clone(),
+                _ => None,
+            })
+            .collect();
+        assert!(!checks.is_empty());
+        assert!(
+            checks.iter().all(|r| r.starts_with("from b: filtered")),
+            "{checks:?}"
+        );
+
+        let effects = rig.run_from(2, &everywhere);
+        assert_eq!(actions(&effects), vec![]);
+        assert_eq!(
+            notice_kinds(&effects),
+            [(NoticeKind::PartialEnd, "paths".to_string())]
+        );
+        assert_eq!(events(&effects), ["vantage_up", "partial_end"]);
+        assert!(!rig.target("mx").partial);
+        assert_eq!(rig.watch.monitor("mx").unwrap().overall(), "up");
+    }
+
+    /// Quorum "any": the same single DOWN vantage is the monitor's DOWN: the action runs
+    /// and the notice names the vantages. Recovery from that vantage ends it.
+    #[test]
+    fn quorum_any_with_one_vantage_down_is_down_and_runs_the_action() {
+        let mut rig = two_pools(Quorum::Any);
+        let effects = rig.run_from(2, &dropped_from_b);
+        assert!(actions(&effects).is_empty(), "two failures of three");
+        let effects = rig.run_from(1, &dropped_from_b);
+        assert_eq!(
+            actions(&effects),
+            [("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        assert_eq!(
+            notice_kinds(&effects),
+            [(NoticeKind::Down, "ops".to_string())]
+        );
+        let n = notices(&effects);
+        assert_eq!(
+            n[0].items[0].reason.as_deref(),
+            Some("up from a, down from b (3/3)")
+        );
+        assert_eq!(events(&effects), ["vantage_down", "down"]);
+        let t = rig.target("mx");
+        assert_eq!((t.tracker.health(), t.partial), (Health::Down, false));
+        assert_eq!(rig.watch.monitor("mx").unwrap().overall(), "down");
+        // Still DOWN from b: the action is not repeated (escalation has nothing further).
+        assert!(actions(&rig.run_from(5, &dropped_from_b)).is_empty());
+        // b answers again: after recover_after checks the monitor is UP, once.
+        let effects = rig.run_from(3, &everywhere);
+        assert_eq!(events(&effects), ["vantage_up", "up"]);
+        assert_eq!(
+            notice_kinds(&effects),
+            [(NoticeKind::Up, "ops".to_string())]
+        );
+        assert_eq!(rig.target("mx").tracker.health(), Health::Up);
+    }
+
+    /// Quorum 2 of three vantages: one DOWN is partial, two are DOWN (the action runs),
+    /// and one of them recovering brings the monitor UP again while the other keeps it
+    /// partial.
+    #[test]
+    fn quorum_n_counts_vantages() {
+        let mut rig = Rig::with(vantage_config(
+            VANTAGE,
+            &["local", "a", "b"],
+            Quorum::AtLeast(2),
+        ));
+        rig.watch.set_agents("a", 1);
+        rig.watch.set_agents("b", 1);
+        rig.run_from(2, &everywhere);
+        let effects = rig.run_from(3, &|v, _| v != "b");
+        assert_eq!(actions(&effects), vec![]);
+        assert!(rig.target("mx").partial);
+        let effects = rig.run_from(3, &|v, _| v == "local");
+        assert_eq!(
+            actions(&effects),
+            [("restart".to_string(), Trigger::Down, Verdict::Run)]
+        );
+        assert_eq!(
+            notices(&effects)
+                .iter()
+                .map(|n| (n.kind, n.items[0].reason.clone().unwrap()))
+                .collect::<Vec<_>>(),
+            [(
+                NoticeKind::Down,
+                "up from local, down from a (3/3), down from b (3/3)".to_string()
+            )]
+        );
+        let t = rig.target("mx");
+        assert_eq!((t.tracker.health(), t.partial), (Health::Down, false));
+        // a heals: one vantage of three sees it DOWN, fewer than 2: UP and partial.
+        let effects = rig.run_from(2, &|v, _| v != "b");
+        let t = rig.target("mx");
+        assert_eq!((t.tracker.health(), t.partial), (Health::Up, true));
+        let kinds: Vec<NoticeKind> = notices(&effects).iter().map(|n| n.kind).collect();
+        assert_eq!(kinds, [NoticeKind::Up, NoticeKind::Partial]);
+    }
+
+    /// A pool with no live agent is a warning about the fleet: it gets no checks, shows
+    /// `no-agents`, and is never counted as DOWN (nor as UP: a DOWN verdict holds when the
+    /// other vantage goes blind, rather than "recovering" for lack of eyes).
+    #[test]
+    fn a_pool_without_agents_is_no_agents_and_never_a_verdict() {
+        let mut rig = Rig::with(vantage_config(VANTAGE, &["a", "b"], Quorum::All));
+        rig.watch.set_agents("a", 1);
+        // b never had agents: everything probed from b would fail, but nothing is.
+        let (_, vantages) = rig.step_from(&dropped_from_b);
+        assert!(vantages.iter().all(|v| v == "a"), "{vantages:?}");
+        let effects = rig.run_from(6, &dropped_from_b);
+        assert_eq!(actions(&effects), vec![]);
+        assert!(notices(&effects).is_empty(), "{:?}", notice_kinds(&effects));
+        assert_eq!(rig.target("mx").tracker.health(), Health::Up);
+        let m = rig.watch.monitor("mx").unwrap();
+        let v = m.vantage_summaries();
+        assert_eq!((v[1].state, v[1].agents), ("no-agents", Some(0)));
+        assert!(v[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no live agent in pool b"));
+        assert_eq!(m.describe(rig.target("mx")), "up from a, no agents in b");
+
+        // Both see it DOWN: DOWN. Then b loses its agents while a still sees it DOWN: the
+        // verdict holds, with no recovery notice and no second action.
+        rig.watch.set_agents("b", 2);
+        let effects = rig.run_from(4, &nowhere);
+        assert_eq!(actions(&effects).len(), 1);
+        assert_eq!(rig.target("mx").tracker.health(), Health::Down);
+        assert!(rig.watch.set_agents("b", 0));
+        let effects = rig.run_from(4, &nowhere);
+        assert!(notices(&effects).is_empty(), "{:?}", notice_kinds(&effects));
+        assert!(actions(&effects).is_empty());
+        assert_eq!(rig.target("mx").tracker.health(), Health::Down);
+        // a sees it UP again: that is a verdict from the only vantage with eyes.
+        let effects = rig.run_from(2, &everywhere);
+        assert_eq!(
+            notice_kinds(&effects),
+            [(NoticeKind::Up, "ops".to_string())]
+        );
+    }
+
+    /// The verdict flaps when the vantages that see the target DOWN come and go (quorum
+    /// any): reported once as flapping, and the action runs no more than before it flapped.
+    #[test]
+    fn flapping_across_vantages_is_reported_once() {
+        let mut rig = two_pools(Quorum::Any);
+        let mut effects = Vec::new();
+        // b down 3 rounds (DOWN), then all up 2 (UP), then a down 3, all up 2, ...
+        for i in 0..6 {
+            let bad = if i % 2 == 0 { "b" } else { "a" };
+            effects.extend(rig.run_from(3, &|v, _| v != bad));
+            effects.extend(rig.run_from(2, &everywhere));
+        }
+        let kinds: Vec<NoticeKind> = notices(&effects).iter().map(|n| n.kind).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == NoticeKind::Flapping).count(),
+            1,
+            "{kinds:?}"
+        );
+        let runs = actions(&effects)
+            .iter()
+            .filter(|a| a.2 == Verdict::Run)
+            .count();
+        assert_eq!(
+            runs, 2,
+            "DOWN, UP, DOWN, then the 4th change starts flapping"
+        );
+        assert!(rig.target("mx").tracker.flapping);
+        assert_eq!(rig.watch.monitor("mx").unwrap().overall(), "flapping");
+    }
+
+    /// `from = ["local"]` said out loud is the default, and judges exactly as monitors did
+    /// before vantage points: the same effects, step by step, for a run with an outage,
+    /// escalation, recovery and flapping.
+    #[test]
+    fn from_local_alone_behaves_exactly_as_before() {
+        let explicit = CONFIG.replace(
+            "group_wait = \"500ms\"",
+            "group_wait = \"500ms\"\nfrom = [\"local\"]\nquorum = \"all\"",
+        );
+        let mut a = Rig::new(CONFIG);
+        let mut b = Rig::new(&explicit);
+        let flappy = |ip: IpAddr| ip != IpAddr::from([127, 0, 0, 1]);
+        let plan: Vec<&dyn Fn(IpAddr) -> bool> = [
+            vec![&all_up as &dyn Fn(IpAddr) -> bool; 2],
+            vec![&none_up; 8],
+            vec![&all_up; 2],
+            [&flappy as &dyn Fn(IpAddr) -> bool, &flappy, &all_up].repeat(5),
+        ]
+        .concat();
+        for (i, up) in plan.into_iter().enumerate() {
+            let (ea, eb) = (a.step(up), b.step(up));
+            assert_eq!(format!("{ea:?}"), format!("{eb:?}"), "step {i}");
+        }
+        let (ma, mb) = (
+            a.watch.monitor("web").unwrap(),
+            b.watch.monitor("web").unwrap(),
+        );
+        assert_eq!(ma.counts(), mb.counts());
+        for (ta, tb) in ma.targets.values().zip(mb.targets.values()) {
+            assert_eq!(ta.tracker, tb.tracker);
+            // The one vantage's tracker is the target's.
+            assert_eq!(tb.vantages.len(), 1);
+            assert_eq!(tb.vantages[0].tracker, tb.tracker);
+        }
     }
 
     fn samples(effects: &[Effect]) -> Vec<&Sample> {

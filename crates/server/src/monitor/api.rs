@@ -18,7 +18,8 @@ use super::notify::rfc3339;
 use super::page;
 use super::state::Health;
 pub use super::view::{
-    CheckView, MonitorDetail, MonitorList, MonitorSummary, TargetQuery, TargetView, Uptime,
+    CheckView, MonitorDetail, MonitorList, MonitorSummary, TargetQuery, TargetVantageView,
+    TargetView, Uptime, VantageView,
 };
 use super::watch::{Refusal, TargetHost, Watch};
 use crate::auth::Authorized;
@@ -62,8 +63,9 @@ struct MonitorSnap {
 fn matches(t: &TargetView, q: &TargetQuery) -> bool {
     let state_ok = match q.state.as_deref() {
         None | Some("") | Some("all") => true,
-        Some("problems") => t.state != Health::Up || t.flapping,
+        Some("problems") => t.state != Health::Up || t.flapping || t.partial,
         Some("flapping") => t.flapping,
+        Some("partial") => t.partial,
         Some(s) => t.state.as_str() == s,
     };
     let text_ok = match q.q.as_deref().map(str::trim) {
@@ -95,6 +97,7 @@ fn snapshot(
         .filter(|m| only.is_none_or(|n| n == m.spec.name))
         .map(|m| {
             let counts = m.counts();
+            let multi = m.spec.multi_vantage();
             let all = m
                 .targets
                 .iter()
@@ -106,10 +109,16 @@ fn snapshot(
                 host: t.host.as_deref().map(str::to_string),
                 state: t.tracker.health(),
                 flapping: t.tracker.flapping,
+                partial: t.partial,
                 since_ms: t.tracker.since_ms,
                 last: t.last.as_ref().map(CheckView::from),
                 uptime: Uptime::default(),
                 skipped: t.skipped.as_ref().map(|s| s.message()),
+                vantages: if multi {
+                    target_vantages(m, t)
+                } else {
+                    Vec::new()
+                },
                 hard: t.tracker.hard,
             });
             let (targets, matching) = if all_targets {
@@ -118,13 +127,14 @@ fn snapshot(
                 (v, n)
             } else {
                 let mut v: Vec<TargetView> = views.filter(|t| matches(t, q)).collect();
-                // Worst first: down, flapping, pending, up; then by address.
+                // Worst first: down, partial, flapping, pending, up; then by address.
                 v.sort_by_key(|t| {
-                    let rank = match (t.state, t.flapping) {
-                        (Health::Down, _) => 0,
-                        (_, true) => 1,
-                        (Health::Pending, _) => 2,
-                        (Health::Up, _) => 3,
+                    let rank = match (t.state, t.partial, t.flapping) {
+                        (Health::Down, _, _) => 0,
+                        (_, true, _) => 1,
+                        (_, _, true) => 2,
+                        (Health::Pending, _, _) => 3,
+                        (Health::Up, _, _) => 4,
                     };
                     (rank, t.target.clone(), t.port)
                 });
@@ -140,6 +150,12 @@ fn snapshot(
                     counts,
                     interval_s: m.spec.interval.as_secs_f64(),
                     probe: m.spec.probe.clone(),
+                    quorum: m.spec.quorum.to_string(),
+                    vantages: m
+                        .vantage_summaries()
+                        .into_iter()
+                        .map(VantageView::from)
+                        .collect(),
                     last_check: m.last_check_ms.map(rfc3339),
                     silenced_until: m.silenced_until.filter(|&u| u > now).map(rfc3339),
                     uptime: Uptime::default(),
@@ -156,6 +172,26 @@ fn snapshot(
                 matching,
                 all,
             }
+        })
+        .collect()
+}
+
+/// How each vantage of a monitor with several sees target `t`.
+fn target_vantages(m: &super::watch::Monitor, t: &super::watch::Target) -> Vec<TargetVantageView> {
+    m.spec
+        .from
+        .iter()
+        .zip(&t.vantages)
+        .enumerate()
+        .map(|(v, (name, vt))| TargetVantageView {
+            name: name.to_string(),
+            state: if m.blind(v) {
+                "no-agents".to_string()
+            } else {
+                vt.tracker.health().as_str().to_string()
+            },
+            last: vt.last.as_ref().map(CheckView::from),
+            skipped: vt.skipped.as_ref().map(|s| s.message()),
         })
         .collect()
 }
@@ -287,11 +323,14 @@ pub(crate) async fn detail(
     if let Some(s) = q.state.as_deref() {
         if !matches!(
             s,
-            "" | "all" | "up" | "down" | "pending" | "flapping" | "problems"
+            "" | "all" | "up" | "down" | "pending" | "flapping" | "partial" | "problems"
         ) {
             return Err(ApiError::bad_request(
                 "state",
-                format!("unknown state '{s}': expected up, down, pending, flapping or problems"),
+                format!(
+                    "unknown state '{s}': expected up, down, pending, flapping, partial or \
+                     problems"
+                ),
             ));
         }
     }

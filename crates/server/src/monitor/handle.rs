@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::WatchConfig;
 use super::history::ActionRecord;
+use super::rounds::MonitorLink;
 use super::watch::{Refusal, Watch};
 
 pub(super) type ViewFn = Box<dyn FnOnce(&Watch, u64) + Send>;
@@ -23,6 +24,7 @@ pub(super) enum Command {
     ),
     View(ViewFn),
     Reload(oneshot::Sender<Result<usize, String>>),
+    AttachFleet(MonitorLink),
     Stop,
 }
 
@@ -119,6 +121,13 @@ impl WatchHandle {
         monitor: Option<String>,
     ) -> Option<Result<ActionRecord, Refusal>> {
         self.ask(|tx| Command::RunAction(name, monitor, tx)).await
+    }
+
+    /// Gives the runtime its link to the fleet task (fleet mode): rounds of pool vantages go
+    /// there from now on, and their records come back through it. Without it a pool's
+    /// rounds end unprobed (unknown, never DOWN).
+    pub fn attach_fleet(&self, link: MonitorLink) {
+        let _ = self.tx.send(Command::AttachFleet(link));
     }
 
     /// Reloads the config file; the number of monitors, or why it was rejected.

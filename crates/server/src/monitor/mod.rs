@@ -9,6 +9,8 @@
 //! - `runtime`: the thread that drives the watch: jobs to the engine with a result sink of
 //!   their own, actions, notifications, history, reload on SIGHUP or a changed file.
 //! - `handle`: [`WatchHandle`], how the API talks to the runtime.
+//! - `rounds`: the link to the fleet task, for monitors that probe from fleet pools;
+//!   `fleet_rounds`: its fleet end over fleet mode's state.
 //! - `actions`, `notify`: running commands and delivering email and webhooks.
 //! - `history`: the history records, as `porthawk-store` keeps them.
 //! - `api`, `view`, `page`: the monitor routes, the views they and the status page share,
@@ -18,11 +20,13 @@
 pub(crate) mod actions;
 pub(crate) mod api;
 pub mod config;
+pub(crate) mod fleet_rounds;
 pub(crate) mod handle;
 pub(crate) mod history;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod page;
+pub mod rounds;
 pub(crate) mod runtime;
 pub(crate) mod view;
 pub use porthawk_watch::{state, watch};

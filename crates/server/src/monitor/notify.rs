@@ -34,8 +34,9 @@ pub fn target_text(item: &NoticeItem) -> String {
 fn state_of(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Down | NoticeKind::Reminder => "down",
-        NoticeKind::Up => "up",
+        NoticeKind::Up | NoticeKind::PartialEnd => "up",
         NoticeKind::Flapping => "flapping",
+        NoticeKind::Partial => "partial",
     }
 }
 
@@ -46,6 +47,8 @@ pub fn subject(n: &Notice) -> String {
         NoticeKind::Up => "recovered",
         NoticeKind::Flapping => "FLAPPING",
         NoticeKind::Reminder => "still DOWN",
+        NoticeKind::Partial => "PARTIAL (down from some vantage points)",
+        NoticeKind::PartialEnd => "seen up from every vantage point again",
     };
     match n.items.as_slice() {
         [one] => format!("[porthawk] {}: {what}: {}", n.monitor, target_text(one)),
@@ -64,6 +67,10 @@ pub fn body(n: &Notice) -> String {
             NoticeKind::Up => "recovered",
             NoticeKind::Flapping => "are flapping (changing state too often; reported once)",
             NoticeKind::Reminder => "are still DOWN",
+            NoticeKind::Partial =>
+                "are seen DOWN from some vantage points, fewer than the quorum (a path or \
+                 regional problem; no action runs)",
+            NoticeKind::PartialEnd => "are seen up from every vantage point again",
         },
         rfc3339(n.at_ms)
     );
@@ -352,6 +359,37 @@ mod tests {
         assert_eq!(j["port"], 25);
         assert_eq!(j["time"], "2026-01-01T00:00:00Z");
         assert_eq!(j["targets"].as_array().unwrap().len(), 1);
+    }
+
+    /// With several vantage points a notice says what each sees, as the issue asks:
+    /// `mx1:25 down from eu (3/3), up from us`; a partial outage says it runs no action.
+    #[test]
+    fn texts_name_the_vantage_points() {
+        let mut n = notice(NoticeKind::Down, 1);
+        n.items[0].reason = Some("down from eu (3/3), up from us".into());
+        assert!(
+            body(&n).contains("127.0.0.1:25 (mx1): down from eu (3/3), up from us"),
+            "{}",
+            body(&n)
+        );
+        let mut p = notice(NoticeKind::Partial, 1);
+        p.items[0].reason = n.items[0].reason.clone();
+        assert_eq!(
+            subject(&p),
+            "[porthawk] mail: PARTIAL (down from some vantage points): 127.0.0.1:25"
+        );
+        assert!(body(&p).contains("no action runs"), "{}", body(&p));
+        let j = webhook_json(&p);
+        assert_eq!(
+            (j["kind"].as_str(), j["state"].as_str()),
+            (Some("partial"), Some("partial"))
+        );
+        assert_eq!(j["reason"], "down from eu (3/3), up from us");
+        let e = webhook_json(&notice(NoticeKind::PartialEnd, 1));
+        assert_eq!(
+            (e["kind"].as_str(), e["state"].as_str()),
+            (Some("partial_end"), Some("up"))
+        );
     }
 
     #[test]

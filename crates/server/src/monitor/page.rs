@@ -431,7 +431,9 @@ fn filter_form(h: &mut String, q: &TargetQuery, state: &str) {
          placeholder=\"address, port or host\" value=\"{}\"> <select name=\"state\">",
         esc(q.q.as_deref().unwrap_or(""))
     );
-    for s in ["problems", "all", "down", "flapping", "pending", "up"] {
+    for s in [
+        "problems", "all", "down", "partial", "flapping", "pending", "up",
+    ] {
         let sel = if s == state { " selected" } else { "" };
         let _ = write!(h, "<option value=\"{s}\"{sel}>{s}</option>");
     }
@@ -543,7 +545,10 @@ fn target_tables(h: &mut String, monitors: &[PageMonitor], q: &TargetQuery, stat
 /// A target's row: address, host, state, since when, last check and its detail, uptime.
 fn target_row(h: &mut String, t: &TargetView, now: u64) {
     let addr = t.target.with_port(t.port);
-    let cls = if t.flapping && t.state != Health::Down {
+    let cls = if t.partial && t.state != Health::Down {
+        // Seen DOWN from some vantage points, fewer than the quorum.
+        "partial"
+    } else if t.flapping && t.state != Health::Down {
         "flapping"
     } else {
         t.state.as_str()

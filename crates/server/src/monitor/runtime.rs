@@ -10,15 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use porthawk_core::{PortState, ResultBatch};
+use std::collections::HashMap;
+
+use porthawk_core::{JobId, PortState, ProbeRecord, ResultBatch};
 use porthawk_engine::{result_channel, Job, ResultSink};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{Command, WatchOptions};
 
 use super::config;
+use super::config::LOCAL_VANTAGE;
 use super::history::{self, ActionRecord};
 use super::metrics::{OutcomeLabels, ReloadLabel, TargetLabels};
+use super::rounds::{MonitorLink, RoundEvent, RoundRequest};
 use super::state::Health;
 use super::watch::{Answers, Check, Effect, Refusal, Restored, Save, TargetPort, Verdict, Watch};
 use super::{actions, notify};
@@ -34,6 +38,8 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 const RESULT_BATCHES: usize = 16;
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long after its deadline a pool's round may still report (frames in flight).
+const ROUND_GRACE_MS: u64 = 2_000;
 
 /// Starts the watch thread over the server's engine and store; `shared.watch` becomes its
 /// handle.
@@ -83,6 +89,10 @@ struct Runtime {
     path: Option<PathBuf>,
     file_stamp: Option<(SystemTime, u64)>,
     saves: Vec<Save>,
+    /// The link to the fleet task, once fleet mode attached it.
+    fleet: Option<MonitorLink>,
+    /// Pool rounds in flight, with when the runtime gives up on them.
+    remote: HashMap<JobId, u64>,
     /// Checks of host names whose names were resolved on the blocking pool, with the
     /// answers (the sender is cloned into each resolution).
     resolved_tx: mpsc::UnboundedSender<(Check, Answers)>,
@@ -117,6 +127,8 @@ impl Runtime {
             rx,
             watch,
             saves: Vec::new(),
+            fleet: None,
+            remote: HashMap::new(),
         };
         rt.publish_all();
         rt
@@ -169,12 +181,26 @@ impl Runtime {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let fleet_events = self.fleet.as_mut().map(|l| &mut l.events);
+            let fleet_recv = async {
+                match fleet_events {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
                     Some(c) => self.command(c).await,
                 },
                 Some(batch) = self.results.recv() => self.on_batch(batch),
+                event = fleet_recv => match event {
+                    Some(e) => self.on_fleet_event(e),
+                    None => {
+                        tracing::warn!("the fleet task is gone: pool rounds are not probed");
+                        self.fleet = None;
+                    }
+                },
                 Some((check, answers)) = self.resolved.recv() => self.on_resolved(check, answers),
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
@@ -186,12 +212,25 @@ impl Runtime {
             while let Ok(batch) = self.results.try_recv() {
                 self.on_batch(batch);
             }
+            while let Some(e) = self.fleet.as_mut().and_then(|l| l.events.try_recv().ok()) {
+                self.on_fleet_event(e);
+            }
+            self.expire_rounds();
             while let Ok(c) = self.rx.try_recv() {
                 if matches!(c, Command::Stop) {
                     self.flush();
                     return;
                 }
                 self.command(c).await;
+            }
+            if self.fleet.is_none() {
+                // Fleet mode starts after the monitors: link up once its state is there.
+                if let Some(state) = self.shared.fleet.get() {
+                    self.fleet = super::fleet_rounds::connect(Arc::clone(state));
+                    if self.fleet.is_some() {
+                        tracing::info!("monitors probe from fleet pools through the fleet task");
+                    }
+                }
             }
             self.submit_due();
             if last_tick.elapsed() >= TICK {
@@ -228,30 +267,132 @@ impl Runtime {
         let now = now_ms();
         let engine = &self.shared.engine;
         let (due, skipped) = self.watch.poll_due(now, || engine.next_job_id());
-        let m = &self.shared.metrics.monitor;
+        let shared = Arc::clone(&self.shared);
+        let m = &shared.metrics.monitor;
         m.skipped.inc_by(skipped);
+        let mut unrouted = Vec::new();
         for (check, lateness_ms) in due {
             m.lateness.observe(lateness_ms as f64 / 1000.0);
-            if check.names.is_empty() {
-                if let Some(space) = check.space.clone() {
-                    self.submit(check, space);
+            if !check.names.is_empty() {
+                // Host names are resolved at every check, here on the blocking pool (the
+                // resolver blocks), for every vantage: agents get addresses only. The
+                // answers come back to the loop, which submits or routes the addresses.
+                let tx = self.resolved_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answers = check
+                        .names
+                        .iter()
+                        .map(|n| (Arc::clone(n), crate::config::resolve(n)))
+                        .collect();
+                    let _ = tx.send((check, answers));
+                });
+                continue;
+            }
+            if &*check.vantage != LOCAL_VANTAGE {
+                let wire = check.wire.clone();
+                if !self.route(&check, wire, now) {
+                    unrouted.push((check.id, check.monitor, check.vantage));
                 }
                 continue;
             }
-            // Host names are resolved at every check, on the blocking pool (the resolver
-            // blocks); the answers come back to the loop, which submits the addresses.
-            let tx = self.resolved_tx.clone();
-            tokio::task::spawn_blocking(move || {
-                let answers = check
-                    .names
-                    .iter()
-                    .map(|n| (Arc::clone(n), crate::config::resolve(n)))
-                    .collect();
-                let _ = tx.send((check, answers));
-            });
+            if let Some(space) = check.space.clone() {
+                self.submit(check, space);
+            }
+        }
+        // Without a fleet the round ends with no results: unknown, never DOWN.
+        for (id, monitor, pool) in unrouted {
+            tracing::warn!(%monitor, %pool, "no fleet to probe from: the round is skipped");
+            self.finish(id, now);
         }
     }
 
+    /// Ends the pool rounds whose deadline (and grace) passed without an end from the fleet
+    /// task: nobody took them, or their results were lost. What did arrive counts.
+    fn expire_rounds(&mut self) {
+        let now = now_ms();
+        let expired: Vec<JobId> = self
+            .remote
+            .iter()
+            .filter(|(_, &until)| until <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.remote.remove(&id);
+            tracing::debug!(round = id.0, "a pool round ended at its deadline");
+            self.finish(id, now);
+        }
+    }
+
+    /// What the fleet task reports: records and ends of pool rounds, live agents per pool.
+    fn on_fleet_event(&mut self, event: RoundEvent) {
+        let now = now_ms();
+        match event {
+            RoundEvent::Records {
+                id,
+                pool,
+                agent,
+                records,
+            } => {
+                let job = JobId(id);
+                if !self.remote.contains_key(&job) || self.watch.job_vantage(job) != Some(&pool) {
+                    tracing::debug!(round = id, %pool, %agent, "records of a round not running");
+                    return;
+                }
+                self.count(&records);
+                let effects = self.watch.on_records(job, &records, now);
+                self.apply(effects);
+            }
+            RoundEvent::Done { id, incomplete } => {
+                if self.remote.remove(&JobId(id)).is_some() {
+                    if let Some(why) = incomplete {
+                        tracing::debug!(round = id, why, "a pool round ended incomplete");
+                    }
+                    self.finish(JobId(id), now);
+                }
+            }
+            RoundEvent::Agents(live) => {
+                for pool in self.watch.pools() {
+                    let n = live.get(&*pool).copied().unwrap_or(0);
+                    if self.watch.set_agents(&pool, n) {
+                        if n == 0 {
+                            tracing::warn!(
+                                %pool,
+                                "no live agent in the pool: monitors from it show no-agents \
+                                 (a fleet problem, not a verdict on the targets)"
+                            );
+                        } else {
+                            tracing::info!(%pool, agents = n, "the pool has live agents again");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts records like any probe in the metrics.
+    fn count(&self, records: &[ProbeRecord]) {
+        let mut per_state = [0u64; PortState::ALL.len()];
+        for r in records {
+            per_state[r.state.index()] += 1;
+        }
+        self.shared.metrics.count_probes(&per_state);
+    }
+
+    /// A monitor job is over: escalation, and its duration in the metrics.
+    fn finish(&mut self, job: JobId, now: u64) {
+        let (effects, finished) = self.watch.on_job_done(job, now);
+        if let Some(f) = finished {
+            self.shared
+                .metrics
+                .monitor
+                .check_duration
+                .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
+                .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
+        }
+        self.apply(effects);
+    }
+
+    /// Probes a `local` check's space on this server's engine.
     fn submit(&self, check: Check, space: Arc<porthawk_core::TargetSpace>) {
         self.shared.engine.submit(Job {
             id: check.id,
@@ -263,42 +404,63 @@ impl Runtime {
         });
     }
 
-    /// The answers for a check's host names: names that did not resolve are judged now,
-    /// the addresses of the others probed (or the job ends when there are none).
+    /// Sends a pool's round (its chunk in wire form) to the fleet task; never probed from
+    /// here. Whether it went.
+    fn route(&mut self, check: &Check, wire: Option<porthawk_core::SweepSpec>, now: u64) -> bool {
+        let sent = match (&self.fleet, wire) {
+            (Some(link), Some(spec)) => link
+                .rounds
+                .send(RoundRequest {
+                    id: check.id.0,
+                    monitor: check.monitor.clone(),
+                    pool: check.vantage.to_string(),
+                    spec,
+                    deadline_ms: check.deadline_ms,
+                })
+                .is_ok(),
+            _ => false,
+        };
+        if sent {
+            self.remote
+                .insert(check.id, check.deadline_ms.max(now) + ROUND_GRACE_MS);
+        }
+        sent
+    }
+
+    /// The answers for a check's host names: names that did not resolve are failed checks
+    /// now (from the check's vantage), the addresses of the others probed: here for `local`,
+    /// inline in the round's spec for a pool (or the job ends when there are none).
     fn on_resolved(&mut self, check: Check, answers: Answers) {
         let now = now_ms();
         let (space, effects) = self.watch.on_resolved(check.id, answers, now);
         self.apply(effects);
-        match space {
-            Some(space) => self.submit(check, space),
-            None => {
-                let (effects, _) = self.watch.on_job_done(check.id, now);
-                self.apply(effects);
-            }
+        let Some(space) = space else {
+            self.finish(check.id, now);
+            return;
+        };
+        if &*check.vantage == LOCAL_VANTAGE {
+            self.submit(check, space);
+            return;
+        }
+        let wire = self.watch.pool_wire(check.id, &space);
+        if !self.route(&check, wire, now) {
+            tracing::warn!(
+                monitor = %check.monitor,
+                pool = %check.vantage,
+                "no fleet to probe from: the round is skipped"
+            );
+            self.finish(check.id, now);
         }
     }
 
     /// Judges a batch of a monitor job (counted like any probe in the metrics).
     fn on_batch(&mut self, batch: ResultBatch) {
         let now = now_ms();
-        let mut per_state = [0u64; PortState::ALL.len()];
-        for r in &batch.records {
-            per_state[r.state.index()] += 1;
-        }
-        self.shared.metrics.count_probes(&per_state);
+        self.count(&batch.records);
         let effects = self.watch.on_records(batch.job, &batch.records, now);
         self.apply(effects);
         if batch.job_done {
-            let (effects, finished) = self.watch.on_job_done(batch.job, now);
-            if let Some(f) = finished {
-                self.shared
-                    .metrics
-                    .monitor
-                    .check_duration
-                    .get_or_create(&super::metrics::MonitorLabel { monitor: f.monitor })
-                    .observe(now.saturating_sub(f.started_ms) as f64 / 1000.0);
-            }
-            self.apply(effects);
+            self.finish(batch.job, now);
         }
     }
 
@@ -333,6 +495,10 @@ impl Runtime {
             Command::Reload(reply) => {
                 let r = self.reload_file("API request").await;
                 let _ = reply.send(r);
+            }
+            Command::AttachFleet(link) => {
+                tracing::info!("monitors probe from fleet pools through the fleet task");
+                self.fleet = Some(link);
             }
             Command::Stop => {}
         }

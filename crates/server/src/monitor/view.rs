@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::history::{ActionRecord, EventRow, NoticeRecord};
 use super::notify::rfc3339;
 use super::state::Health;
-use super::watch::{LastCheck, MonitorCounts, TargetHost};
+use super::watch::{LastCheck, MonitorCounts, TargetHost, VantageSummary};
 
 /// A target's last check, as shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -40,6 +40,53 @@ impl From<&LastCheck> for CheckView {
     }
 }
 
+/// How a monitor looks from one of its vantage points (`from`): this server's engine
+/// (`local`) or a fleet pool.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VantageView {
+    /// `local` or the pool's name.
+    pub name: String,
+    /// `down`, `pending` or `up`: the worst of its targets as seen from there; or
+    /// `no-agents` when the pool has no live agent (nothing is known from there: a warning
+    /// about the fleet, never a verdict on the targets).
+    pub state: String,
+    /// Why: the first target seen DOWN from there and its reason, or that the pool has no
+    /// agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Live agents in the pool; `null` for `local`.
+    pub agents: Option<u32>,
+    /// Its targets per state, as seen from there.
+    pub counts: MonitorCounts,
+}
+
+impl From<VantageSummary> for VantageView {
+    fn from(v: VantageSummary) -> Self {
+        VantageView {
+            name: v.name.to_string(),
+            state: v.state.to_string(),
+            reason: v.reason,
+            agents: v.agents,
+            counts: v.counts,
+        }
+    }
+}
+
+/// A target as one vantage point sees it (monitors with several vantages).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetVantageView {
+    /// `local` or the pool's name.
+    pub name: String,
+    /// `pending`, `up` or `down` as seen from there, or `no-agents`.
+    pub state: String,
+    /// Its last check from there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<CheckView>,
+    /// Its last check from there, when that was skipped for a local shortage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
 /// Uptime shares over 24 hours, 7 days and 30 days (`null` where nothing is known).
 #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
 pub struct Uptime {
@@ -62,10 +109,13 @@ pub struct TargetView {
     /// The name it was given by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// `pending`, `up` or `down`.
+    /// `pending`, `up` or `down`: with several vantage points, the quorum's verdict.
     pub state: Health,
     /// Whether it flaps.
     pub flapping: bool,
+    /// Seen DOWN from some vantage points, fewer than the quorum: a path or regional
+    /// problem (its `state` is not `down`; no action runs).
+    pub partial: bool,
     /// Since when its hard state holds (ms since the Unix epoch; 0 if never decided).
     pub since_ms: u64,
     /// The last check.
@@ -77,6 +127,9 @@ pub struct TargetView {
     /// `check skipped: local shortage EMFILE on this host`. Not a verdict about the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// How each vantage point sees it, in `from` order (only for monitors with several).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vantages: Vec<TargetVantageView>,
     /// Its hard state, which uptime is computed from (not shown).
     #[serde(skip)]
     pub(crate) hard: Health,
@@ -89,7 +142,8 @@ pub struct MonitorSummary {
     pub name: String,
     /// Group on the status page.
     pub group: String,
-    /// `up`, `down`, `flapping` or `pending`: its worst target.
+    /// `up`, `down`, `partial`, `flapping` or `pending`: its worst target. `partial`: some
+    /// target is seen DOWN from fewer vantage points than the quorum.
     pub state: String,
     /// Target-ports.
     pub targets: u64,
@@ -99,6 +153,10 @@ pub struct MonitorSummary {
     pub interval_s: f64,
     /// How it probes.
     pub probe: String,
+    /// How many vantage points must see a target DOWN: `all`, `any` or a number.
+    pub quorum: String,
+    /// Its vantage points (`from`), each with what it sees.
+    pub vantages: Vec<VantageView>,
     /// When a check last finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_check: Option<String>,
@@ -150,8 +208,8 @@ pub struct MonitorDetail {
 #[derive(Debug, Default, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TargetQuery {
-    /// Only targets in this state: `up`, `down`, `pending`, `flapping`, or `problems`
-    /// (anything but up).
+    /// Only targets in this state: `up`, `down`, `pending`, `flapping`, `partial`, or
+    /// `problems` (anything but up).
     pub state: Option<String>,
     /// Only targets whose address, port or host name contains this text.
     pub q: Option<String>,
