@@ -635,15 +635,17 @@ impl Task {
         frames
     }
 
-    /// A sweep ended: forget it, drop its spec (agents drop their copy).
+    /// A sweep ended: forget it, purge whatever work of it is still queued (a slice
+    /// redelivered after a nats-server restart, or published again, whose slice another
+    /// attempt already completed) and drop its spec (agents drop their copy).
     async fn ended(&self, coord: &Coord, id: u64, state: SweepState) {
         lock(&self.fleet.runs).remove(&id);
         self.shared
             .metrics
             .sweep_moved(Some(SweepState::Running), state);
         tracing::info!(sweep = id, state = state.as_str(), "fleet sweep ended");
-        if let Err(e) = coord.drop_spec(FleetJob::Sweep(id)).await {
-            tracing::warn!(sweep = id, error = %error_chain(&e), "cannot delete an ended sweep's spec");
+        if let Err(e) = coord.cancel_job(FleetJob::Sweep(id)).await {
+            tracing::warn!(sweep = id, error = %error_chain(&e), "cannot clear an ended sweep's work and spec");
         }
     }
 
