@@ -654,32 +654,16 @@ fn stage(tx: &Transaction<'_>, f: &FleetFrame) -> rusqlite::Result<()> {
              ?18, ?19, ?20, ?21, ?22, ?23)"
     ))?;
     for r in &f.rows {
-        let l = &r.line;
-        insert.execute(params![
-            f.sweep_id as i64,
-            f.slice,
-            f.attempt.work_seq as i64,
-            f.attempt.delivered as i64,
-            l.ip.to_string(),
-            l.port,
-            l.state.as_str(),
-            l.rtt_us,
-            l.tries,
-            l.host,
-            l.errno,
-            l.matched,
-            l.service,
-            l.product,
-            l.version,
-            l.banner,
-            l.reason,
-            l.tls_version,
-            l.cert_subject,
-            l.cert_issuer,
-            r.cert_not_after,
-            l.cert_expires_first,
-            crate::sweeps::captures_text(l),
-        ])?;
+        use rusqlite::types::Value;
+        let attempt = [
+            Value::Integer(f.sweep_id as i64),
+            Value::Integer(f.slice.into()),
+            Value::Integer(f.attempt.work_seq as i64),
+            Value::Integer(f.attempt.delivered as i64),
+        ];
+        insert.execute(rusqlite::params_from_iter(
+            attempt.into_iter().chain(crate::sweeps::row_values(r)),
+        ))?;
     }
     Ok(())
 }

@@ -347,6 +347,35 @@ fn conversion(i: usize, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
 }
 
+/// The values of a result's stored columns, `ip` to `captures`, in the order `results` and
+/// `fleet_staging` both list them.
+pub(crate) fn row_values(r: &NewResult) -> [rusqlite::types::Value; 19] {
+    use rusqlite::types::Value;
+    let l = &r.line;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    [
+        Value::Text(l.ip.to_string()),
+        Value::Integer(l.port.into()),
+        Value::Text(l.state.as_str().into()),
+        Value::Integer(l.rtt_us.into()),
+        Value::Integer(l.tries.into()),
+        text(&l.host),
+        text(&l.errno),
+        l.matched.map_or(Value::Null, |m| Value::Integer(m.into())),
+        text(&l.service),
+        text(&l.product),
+        text(&l.version),
+        text(&l.banner),
+        text(&l.reason),
+        text(&l.tls_version),
+        text(&l.cert_subject),
+        text(&l.cert_issuer),
+        r.cert_not_after.map_or(Value::Null, Value::Integer),
+        text(&l.cert_expires_first),
+        captures_text(l).map_or(Value::Null, Value::Text),
+    ]
+}
+
 /// A line's captures as stored: the JSON array its JSON output has.
 pub(crate) fn captures_text(l: &ResultLine) -> Option<String> {
     l.captures
@@ -441,29 +470,10 @@ fn write_batch(
                  ?17, ?18, ?19, ?20)",
         )?;
         for r in results {
-            let l = &r.line;
-            insert.execute(params![
-                r.sweep_id as i64,
-                l.ip.to_string(),
-                l.port,
-                l.state.as_str(),
-                l.rtt_us,
-                l.tries,
-                l.host,
-                l.errno,
-                l.matched,
-                l.service,
-                l.product,
-                l.version,
-                l.banner,
-                l.reason,
-                l.tls_version,
-                l.cert_subject,
-                l.cert_issuer,
-                r.cert_not_after,
-                l.cert_expires_first,
-                captures_text(l),
-            ])?;
+            let sweep = rusqlite::types::Value::Integer(r.sweep_id as i64);
+            insert.execute(rusqlite::params_from_iter(
+                std::iter::once(sweep).chain(row_values(r)),
+            ))?;
         }
         let mut update = tx.prepare_cached(
             "UPDATE sweeps SET done = ?2, open = ?3, closed = ?4, filtered = ?5,
