@@ -358,10 +358,8 @@ pub struct Conversation {
 /// The progress of a [`DialogStep::Identify`] through its probe plan.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct PlanState {
-    /// The probed port, which orders the probes.
-    port: u16,
-    /// Protocol probes sent so far (the next one is this index in the port's order).
-    sent: u8,
+    /// The probes sent, and what their replies told.
+    probes: crate::ProbePlan,
     /// A probe is on the wire or its answer awaited (not the null probe's wait).
     probing: bool,
     /// The conversation asked for a new connection for the next probe.
@@ -425,7 +423,7 @@ impl Conversation {
             ) => {
                 if let ConnectEvent::Connected { peer, .. } = event {
                     self.peer = Some(peer.ip());
-                    self.plan.port = peer.port();
+                    self.plan.probes = crate::ProbePlan::new(peer.port());
                 }
                 self.max_reply = spec.max_reply.clamp(1, MAX_REPLY_LIMIT);
                 self.jail = spec.jail;
@@ -525,6 +523,12 @@ impl Conversation {
                 _ => self.fail(format!("TLS handshake timed out after {after}")),
             },
             Some(DialogStep::Identify { .. }) => {
+                // A reply that was worth waiting on is taken as it is.
+                if !self.rx.is_empty() {
+                    if let Some(step) = self.judge_reply(spec, elapsed, true) {
+                        return step;
+                    }
+                }
                 // Silence is no failure here: the next probe, on this connection after the
                 // null probe's wait, on a new one after a probe's.
                 self.keep_banner();
@@ -542,8 +546,14 @@ impl Conversation {
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
         if matches!(self.current(), Some(DialogStep::Identify { .. })) && self.tls.is_none() {
             // A service that resets the connection on a probe it does not speak: try the
-            // next one on a new connection.
+            // next one on a new connection, if the plan has one left.
             self.keep_banner();
+            let last_step = self.dialog.as_ref().map_or(0, |d| d.steps.len()) == self.step + 1;
+            if !self.plan_has_probes_left() && last_step {
+                self.rx.clear();
+                self.step += 1;
+                return self.finish();
+            }
             return self.plan_reconnect(self.plan.last_elapsed);
         }
         let what = match self.current() {
@@ -757,15 +767,14 @@ impl Conversation {
                 if self.rx.is_empty() && !self.peer_closed {
                     return self.next_io(spec, elapsed, false);
                 }
-                if !self.rx.is_empty() && crate::identify(&self.rx).is_some() {
-                    // This reply names the service: it is the banner, whatever came before.
-                    let n = self.rx.len().min(BANNER_LIMIT);
-                    self.banner.clear();
-                    self.banner.extend_from_slice(&self.rx[..n]);
-                    self.have_banner = true;
-                    self.rx.clear();
-                    self.step += 1;
-                    return self.advance(spec, elapsed);
+                if !self.rx.is_empty() {
+                    // Reading on is no use when nothing more can come or may be waited for.
+                    let last = self.peer_closed
+                        || self.rx.len() >= self.max_reply
+                        || elapsed >= spec.dialog_timeout;
+                    if let Some(step) = self.judge_reply(spec, elapsed, last) {
+                        return step;
+                    }
                 }
                 // A reply nothing recognises, or a close: the next probe, on a new connection.
                 self.keep_banner();
@@ -781,6 +790,29 @@ impl Conversation {
         }
     }
 
+    /// Judges the reply of a [`DialogStep::Identify`] (`last`: no more will come): read more,
+    /// keep it as the banner and end the plan or follow it up with the service's own probe
+    /// (on a new connection), or `None` when nothing recognises it.
+    fn judge_reply(&mut self, spec: &ProbeSpec, elapsed: Duration, last: bool) -> Option<Step> {
+        match self.plan.probes.judge(&self.rx, last) {
+            crate::ReplyVerdict::Unknown => None,
+            crate::ReplyVerdict::ReadMore => Some(self.next_io(spec, elapsed, false)),
+            crate::ReplyVerdict::Recognised { follow_up } => {
+                // This reply names the service: it is the banner, whatever came before.
+                let n = self.rx.len().min(BANNER_LIMIT);
+                self.banner.clear();
+                self.banner.extend_from_slice(&self.rx[..n]);
+                self.have_banner = true;
+                if follow_up {
+                    return Some(self.next_probe(spec, elapsed, true));
+                }
+                self.rx.clear();
+                self.step += 1;
+                Some(self.advance(spec, elapsed))
+            }
+        }
+    }
+
     /// Moves a [`DialogStep::Identify`] to its next protocol probe: sent on this connection,
     /// or on a new one (`reconnect`), or none when the plan is spent (its probes, its
     /// budget, or the dialog's time), which ends the step.
@@ -789,8 +821,9 @@ impl Conversation {
             return self.finish();
         };
         let spent = self.plan.spent + elapsed;
-        let probe = crate::nth_probe(self.plan.port, usize::from(self.plan.sent));
-        if self.plan.sent >= max_probes || probe.is_none() || spent >= spec.dialog_timeout {
+        let probe = self.plan.probes.next();
+        if self.plan.probes.sent() >= max_probes || probe.is_none() || spent >= spec.dialog_timeout
+        {
             self.rx.clear();
             self.step += 1;
             return self.advance(spec, elapsed);
@@ -805,6 +838,17 @@ impl Conversation {
             return self.plan_reconnect(elapsed);
         }
         self.send_probe(spec, elapsed)
+    }
+
+    /// Whether the plan of the current [`DialogStep::Identify`] may send another probe (its
+    /// time aside).
+    fn plan_has_probes_left(&self) -> bool {
+        match self.current() {
+            Some(&DialogStep::Identify { max_probes }) => {
+                self.plan.probes.sent() < max_probes && self.plan.probes.next().is_some()
+            }
+            _ => false,
+        }
     }
 
     /// Asks the engine for a new connection for the plan's next probe.
@@ -823,7 +867,11 @@ impl Conversation {
     fn plan_reconnected(&mut self, spec: &ProbeSpec, event: ConnectEvent) -> Step {
         self.plan.reconnecting = false;
         match event {
-            ConnectEvent::Connected { local, peer } if local != peer => {
+            ConnectEvent::Connected { local, peer }
+                if local != peer
+                    && self.plan_has_probes_left()
+                    && self.plan.spent < spec.dialog_timeout =>
+            {
                 self.send_probe(spec, Duration::ZERO)
             }
             _ => {
@@ -835,11 +883,11 @@ impl Conversation {
 
     /// Sends the plan's next probe on this connection.
     fn send_probe(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
-        let Some(probe) = crate::nth_probe(self.plan.port, usize::from(self.plan.sent)) else {
+        let Some(probe) = self.plan.probes.next() else {
             self.step += 1;
             return self.advance(spec, elapsed);
         };
-        self.plan.sent += 1;
+        self.plan.probes.mark_sent(probe);
         self.plan.probing = true;
         self.plan.last_elapsed = elapsed;
         if let Err(why) = self.tls_output(Some(probe.bytes)) {
@@ -850,7 +898,7 @@ impl Conversation {
 
     /// Protocol probes sent by this probe's [`DialogStep::Identify`].
     pub fn probes_sent(&self) -> u8 {
-        self.plan.sent
+        self.plan.probes.sent()
     }
 
     /// What a read step wanted, for a reason: its pattern, or for several (`--expect-all`)

@@ -521,6 +521,70 @@ pub const SAMPLES: &[Sample] = &[
         Some("Zookeeper"),
         Some("3.8.0"),
     ),
+    sample(
+        "kamailio-5.6.3-sip",
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP localhost;branch=z9hG4bK-porthawk;received=127.0.0.1\r\n\
+          From: <sip:porthawk@localhost>;tag=porthawk\r\n\
+          To: <sip:porthawk@localhost>;tag=9a4266b5e82ed130bb1ac0c806c2213c.a6700000\r\n\
+          Call-ID: porthawk@localhost\r\nCSeq: 1 OPTIONS\r\n\
+          Server: kamailio (5.6.3 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n",
+        "sip",
+        Some("kamailio"),
+        Some("5.6.3"),
+    ),
+    with_protocol(
+        sample(
+            "xvnc-x11-accepted",
+            b"\x01\x00\x0b\x00\x00\x00U\x09\x8e\xa5\xb8\x00\x00\x00 \x00\xff\xff\x1f\x00\
+              \x00\x01\x00\x00\x14\x00\xff\xff\x01\x06\x00\x00  \x08\xff\x00\x00\x00\x00\
+              The X.Org Foundation\x01\x01 \x00",
+            "X11",
+            Some("The X.Org Foundation"),
+            Some("21.1.6"),
+        ),
+        "11.0",
+    ),
+    sample(
+        "xrdp-0.9-connection-confirm",
+        b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x01\x08\x00\x01\x00\x00\x00",
+        "ms-wbt-server",
+        None,
+        None,
+    ),
+    sample(
+        "xrdp-0.9-disconnect",
+        b"\x03\x00\x00\x09\x02\xf0\x80\x21\x80",
+        "ms-wbt-server",
+        Some("xrdp"),
+        None,
+    ),
+    sample(
+        "vsftpd-oops",
+        b"500 OOPS: vsftpd: both local and anonymous access disabled!\r\n",
+        "ftp",
+        Some("vsFTPd"),
+        None,
+    ),
+    sample(
+        "cups-2.4-bad-request",
+        b"HTTP/1.0 400 Bad Request\r\nContent-Language: en\r\nContent-Length: 346\r\n\
+          Content-Type: text/html; charset=utf-8\r\nDate: Mon, 30 Nov 2026 21:45:26 GMT\r\n\
+          Accept-Encoding: gzip, deflate, identity\r\nServer: CUPS/2.4 IPP/2.1\r\n\
+          X-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\n\r\n",
+        "ipp",
+        Some("CUPS"),
+        Some("2.4"),
+    ),
+    sample(
+        "haproxy-2.6-no-server",
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 107\r\ncache-control: no-cache\r\n\
+          content-type: text/html\r\nconnection: close\r\n\r\n\
+          <html><body><h1>503 Service Unavailable</h1>\n\
+          No server is available to handle this request.\n</body></html>\n",
+        "http-proxy",
+        Some("HAProxy"),
+        None,
+    ),
     Sample {
         name: "unknown-greeting",
         reply: b"Welcome to the machine\r\n",
@@ -557,10 +621,24 @@ pub fn dialog_target(data: &[u8]) {
     run_dialog(data);
 }
 
-/// [`dialog_target`], returning the preset's name and the verdict (matched, reason).
-fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>)> {
+/// What [`run_dialog`] played: the dialog's name, the verdict (matched, reason), and what
+/// identification makes of the banner kept.
+type Played = (
+    &'static str,
+    Option<bool>,
+    Option<String>,
+    Option<crate::Identity>,
+);
+
+/// [`dialog_target`], returning what it played.
+fn run_dialog(data: &[u8]) -> Option<Played> {
     let (&pick, mut rest) = data.split_first()?;
-    let (name, dialog, max_reply, jail) = if pick >= USER_DIALOG_PICK {
+    let plan = (IDENTIFY_PICK..USER_DIALOG_PICK).contains(&pick);
+    let (name, dialog, max_reply, jail) = if plan {
+        let dialogs = identify_dialogs();
+        let dialog = &dialogs[usize::from(pick - IDENTIFY_PICK) % dialogs.len()];
+        ("identify-plan", dialog, crate::READ_LIMIT, false)
+    } else if pick >= USER_DIALOG_PICK {
         let users = compiled_user_dialogs();
         let (name, spec) = &users[usize::from(pick - USER_DIALOG_PICK) % users.len()];
         let dialog = spec.dialog.as_ref()?;
@@ -608,7 +686,23 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
                 assert_eq!((state, errno), (PortState::Open, None));
                 break;
             }
-            Step::Reconnect => panic!("reconnect after a handshake"),
+            Step::Reconnect => {
+                // Only a probe plan asks for another connection, for its next probe; the
+                // script says how that connect goes.
+                assert!(plan, "reconnect after a handshake");
+                elapsed = Duration::ZERO;
+                let local = match connected {
+                    ConnectEvent::Connected { local, .. } => local,
+                    _ => unreachable!(),
+                };
+                let event = match ctl >> 4 {
+                    0 => ConnectEvent::Failed(crate::errno::consts::ECONNREFUSED),
+                    1 => ConnectEvent::TimedOut,
+                    2 => ConnectEvent::Connected { local, peer: local },
+                    _ => connected,
+                };
+                c.on_connect(&spec, event)
+            }
             Step::Send { timeout } => {
                 assert!(!timeout.is_zero() && timeout <= spec.read_timeout);
                 let pending = c.pending_send().len();
@@ -656,14 +750,73 @@ fn run_dialog(data: &[u8]) -> Option<(&'static str, Option<bool>, Option<String>
             );
         }
     }
+    if let Some(DialogStep::Identify { max_probes }) = dialog.steps.first() {
+        assert!(c.probes_sent() <= *max_probes);
+    }
     assert!(c.captures().len() <= crate::MAX_CAPTURES);
     assert!(c.captures().iter().all(|k| k.len() <= crate::CAPTURE_LIMIT));
     assert!(!c.mismatched() || c.reason().is_some());
-    Some((name, c.matched(), c.reason().map(str::to_string)))
+    Some((
+        name,
+        c.matched(),
+        c.reason().map(str::to_string),
+        c.banner().and_then(identify),
+    ))
 }
 
 /// A first byte at or above this picks one of [`compiled_user_dialogs`] instead of a preset.
 const USER_DIALOG_PICK: u8 = 0xc0;
+
+/// A first byte from this up to [`USER_DIALOG_PICK`] picks one of [`identify_dialogs`].
+const IDENTIFY_PICK: u8 = 0xb0;
+
+/// The dialogs of `--identify`: the probe plan with budgets of 0 to 30 probes (the low four
+/// bits of the first byte, times two).
+fn identify_dialogs() -> &'static [Arc<Dialog>] {
+    static DIALOGS: OnceLock<Vec<Arc<Dialog>>> = OnceLock::new();
+    DIALOGS.get_or_init(|| {
+        (0..16u8)
+            .map(|i| Arc::new(Dialog::identify(i * 2)))
+            .collect()
+    })
+}
+
+/// Inputs for [`dialog_target`] that play the probe plan of `--identify` on an unhinted port
+/// (25: no probe names it) against real services: a silent one, ngIRCd (its `ERROR` to the
+/// HTTP probe, then the follow-up IRC probe's welcome), and memcached (it closes on HTTP, says
+/// `ERROR` to the Redis probe, and its version to its own).
+pub fn identify_dialog_seeds() -> Vec<(String, Vec<u8>)> {
+    const TIMEOUT: u8 = 0x00;
+    const CLOSE: u8 = 0x20;
+    const CONNECTED: u8 = 0x31;
+    const PROCEED: u8 = 0x31;
+    let read = |data: &mut Vec<u8>, reply: &[u8]| {
+        for chunk in reply.chunks(255) {
+            data.push(PROCEED);
+            data.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+            data.extend_from_slice(chunk);
+        }
+    };
+    let budget = |probes: u8| IDENTIFY_PICK + probes / 2;
+    // Null probe, then each probe: sent, unanswered, a new connection for the next.
+    let mut silent = vec![budget(4), TIMEOUT];
+    for _ in 0..4 {
+        silent.extend_from_slice(&[PROCEED, TIMEOUT, CONNECTED]);
+    }
+    let mut ngircd = vec![budget(20), TIMEOUT, PROCEED];
+    read(&mut ngircd, sample_reply("ngircd-26.1-http"));
+    ngircd.extend_from_slice(&[CONNECTED, PROCEED]);
+    read(&mut ngircd, sample_reply("ngircd-26.1-welcome"));
+    let mut memcached = vec![budget(20), TIMEOUT, PROCEED, CLOSE, CONNECTED, PROCEED];
+    read(&mut memcached, b"ERROR\r\nERROR\r\nERROR\r\n");
+    memcached.extend_from_slice(&[CONNECTED, PROCEED]);
+    read(&mut memcached, sample_reply("memcached-1.6.18-version"));
+    vec![
+        ("identify-plan-silent".to_string(), silent),
+        ("identify-plan-ngircd".to_string(), ngircd),
+        ("identify-plan-memcached".to_string(), memcached),
+    ]
+}
 
 /// Dialogs as users write them (steps with captures, `--expect-all`, `--quit`, steps after a
 /// STARTTLS preset, a small `--max-reply`, `--jail`), built through [`crate::ProbeOptions`]
@@ -1574,12 +1727,12 @@ mod tests {
     #[test]
     fn user_dialog_seeds_play_their_dialogs() {
         let seeds = user_dialog_seeds();
-        let (played, matched, reason) = run_dialog(&seeds[0].1).unwrap();
+        let (played, matched, reason, _) = run_dialog(&seeds[0].1).unwrap();
         assert_eq!(
             (played, matched, reason),
             ("steps-captures", Some(true), None)
         );
-        let (played, matched, reason) = run_dialog(&seeds[1].1).unwrap();
+        let (played, matched, reason, _) = run_dialog(&seeds[1].1).unwrap();
         assert_eq!((played, matched), ("jail-small-reply", Some(false)));
         assert_eq!(
             reason.as_deref(),
@@ -1595,7 +1748,7 @@ mod tests {
         let seeds = dialog_seeds();
         assert_eq!(seeds.len(), presets().len());
         for (name, data) in seeds {
-            let (played, matched, reason) = run_dialog(&data).unwrap();
+            let (played, matched, reason, _) = run_dialog(&data).unwrap();
             assert_eq!(played, name);
             if crate::preset(&name).unwrap().tls != crate::TlsMode::None {
                 // The scripted server does not speak TLS: the handshake fails, and says so.
@@ -1609,6 +1762,38 @@ mod tests {
             assert!(matched != Some(false), "{name}: {reason:?}");
             assert_eq!(reason, None, "{name}");
         }
+    }
+
+    #[test]
+    fn identify_seeds_play_the_probe_plan() {
+        let got: Vec<_> = identify_dialog_seeds()
+            .into_iter()
+            .map(|(name, data)| {
+                let (played, matched, reason, id) = run_dialog(&data).unwrap();
+                assert_eq!(
+                    (played, matched, reason),
+                    ("identify-plan", None, None),
+                    "{name}"
+                );
+                let id = id.map(|i| (i.service, i.product, i.version));
+                (name, id)
+            })
+            .collect();
+        let text = |s: &str| Some(s.to_string());
+        assert_eq!(
+            got,
+            [
+                ("identify-plan-silent".to_string(), None),
+                (
+                    "identify-plan-ngircd".to_string(),
+                    Some(("irc", text("ngIRCd"), text("26.1")))
+                ),
+                (
+                    "identify-plan-memcached".to_string(),
+                    Some(("memcached", text("memcached"), text("1.6.18")))
+                ),
+            ]
+        );
     }
 
     #[test]

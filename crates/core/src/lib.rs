@@ -57,8 +57,8 @@ pub use fleet::{
     SPECS_BUCKET, WIRE_TOKEN, WORK_STREAM, WORK_SUBJECTS,
 };
 pub use identify::{
-    identify, nth_probe, probe_order, Identity, ServiceProbe, IDENTIFY_SCAN_LIMIT,
-    IDENTITY_FIELD_LIMIT, SERVICE_PROBES,
+    identify, nth_probe, probe_order, Identity, ProbePlan, ReplyVerdict, ServiceProbe,
+    IDENTIFY_SCAN_LIMIT, IDENTITY_FIELD_LIMIT, SERVICE_PROBES,
 };
 pub use line::{banner_text, trim_line_end, ResultLine};
 pub use options::{ProbeOptions, ProbeOptionsError, ProbeStep};

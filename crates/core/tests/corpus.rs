@@ -78,6 +78,7 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         fuzzing::dialog_seeds()
             .into_iter()
             .chain(fuzzing::user_dialog_seeds())
+            .chain(fuzzing::identify_dialog_seeds())
             .map(|(name, data)| (format!("seed-{name}"), data))
             .collect(),
     );

@@ -216,10 +216,32 @@ pub(super) fn x11(r: &[u8]) -> Option<Identity> {
         1 => {
             let vendor_len = usize::from(u16::from_le_bytes([*r.get(24)?, *r.get(25)?]));
             let vendor = r.get(40..40 + vendor_len.min(64))?;
-            Some(id.product(field(vendor)))
+            let release = u32::from_le_bytes(r.get(8..12)?.try_into().ok()?);
+            let version = (vendor == b"The X.Org Foundation")
+                .then(|| xorg_version(release))
+                .flatten();
+            Some(id.product(field(vendor)).version(version))
         }
         _ => None,
     }
+}
+
+/// The X.Org server's version from its release number: `1 MM PP SSS` in decimal (`12011000`
+/// is 1.20.11; from 21.1 on the `1.` is a fixed prefix, so `12101006` is 21.1.6).
+fn xorg_version(release: u32) -> Option<String> {
+    if !(10_000_000..20_000_000).contains(&release) {
+        return None;
+    }
+    let (minor, patch, snap) = (
+        release / 100_000 % 100,
+        release / 1000 % 100,
+        release % 1000,
+    );
+    Some(match (minor >= 21, snap) {
+        (true, _) => format!("{minor}.{patch}.{snap}"),
+        (false, 0) => format!("1.{minor}.{patch}"),
+        (false, _) => format!("1.{minor}.{patch}.{snap}"),
+    })
 }
 
 /// Java RMI's ProtocolAck (`N`, then the client's host as a UTF string and its port).

@@ -52,6 +52,8 @@ const CPE_NAMES: &[(&str, &str)] = &[
     ("389 Directory Server", "fedoraproject:389_directory_server"),
     ("Microsoft SQL Server", "microsoft:sql_server"),
     ("mosquitto", "eclipse:mosquitto"),
+    ("xrdp", "neutrinolabs:xrdp"),
+    ("kamailio", "kamailio:kamailio"),
 ];
 
 /// `id` with its CPE, when its product is in [`CPE_NAMES`]: the version is appended when it

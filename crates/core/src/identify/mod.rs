@@ -13,7 +13,7 @@ mod cpe;
 mod plan;
 mod text;
 
-pub use plan::{nth_probe, probe_order, ServiceProbe, SERVICE_PROBES};
+pub use plan::{nth_probe, probe_order, ProbePlan, ReplyVerdict, ServiceProbe, SERVICE_PROBES};
 
 /// The most bytes of a product or version name that an [`Identity`] keeps.
 pub const IDENTITY_FIELD_LIMIT: usize = 64;
@@ -140,6 +140,13 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
     .or_else(|| binary::openvpn(r))
     .or_else(|| binary::kafka(r))?;
     Some(cpe::with_cpe(id))
+}
+
+/// Whether `reply`, recognised as `id`, is likely to say more if read on: an IRC server's
+/// welcome (`001`) whose `002` line, the one naming the software and its version, has not
+/// arrived yet.
+fn wants_more(reply: &[u8], id: &Identity) -> bool {
+    id.service == "irc" && id.product.is_none() && find(reply, b" 001 ").is_some()
 }
 
 // --- text helpers -------------------------------------------------------------------------
@@ -293,11 +300,12 @@ fn product_and_version(value: &[u8]) -> (Option<String>, Option<String>) {
         let product = product.split(|&c| c == b'(').next().unwrap_or(product);
         return (field(product), version_at(&first_word[slash + 1..]));
     }
-    // No slash: the first word that starts with a digit is the version.
+    // No slash: the first word that starts with a digit (perhaps in brackets, as in
+    // `kamailio (5.6.3 (x86_64/linux))`) is the version.
     let mut at = 0;
     for word in value.split(|&c| c == b' ') {
         if at > 0 {
-            if let Some(v) = version_at(word) {
+            if let Some(v) = version_at(word.strip_prefix(b"(").unwrap_or(word)) {
                 return (field(&value[..at]), Some(v));
             }
         }
@@ -425,6 +433,11 @@ fn numeric_reply(r: &[u8]) -> Option<Identity> {
     let id = Identity::new(service);
     Some(match words.product {
         Some((&(_, product, _), version)) => id.product(Some(product.into())).version(version),
+        // vsftpd's own fatal errors (`500 OOPS: vsftpd: ...`), sent instead of a greeting
+        // when its configuration does not let it serve.
+        None if r.starts_with(b"500 OOPS: ") && find_ci(first_line(r), b"vsftpd").is_some() => {
+            id.product(Some("vsFTPd".into()))
+        }
         None => id,
     })
 }
@@ -675,8 +688,12 @@ fn ber_attribute<'a>(r: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     r.get(at + 4..at + 4 + usize::from(len))
 }
 
-/// An RDP (X.224) connection confirm in a TPKT.
+/// An RDP (X.224) connection confirm in a TPKT; or xrdp's MCS Disconnect Provider Ultimatum,
+/// its answer to bytes it does not understand.
 fn rdp(r: &[u8]) -> Option<Identity> {
+    if r.starts_with(b"\x03\x00\x00\x09\x02\xf0\x80\x21\x80") {
+        return Some(Identity::new("ms-wbt-server").product(Some("xrdp".into())));
+    }
     let [0x03, 0x00, hi, lo, _, code, ..] = *r else {
         return None;
     };

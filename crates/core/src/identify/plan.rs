@@ -8,6 +8,9 @@
 pub struct ServiceProbe {
     /// A short name (`http`, `memcached`, `x224`), for reports and tests.
     pub name: &'static str,
+    /// The service (as [`super::Identity::service`] names it) whose own first message this
+    /// is: a reply recognised as this service without its version is followed up with it.
+    pub service: &'static str,
     /// The bytes sent.
     pub bytes: &'static [u8],
     /// Ports the service usually listens on: there this probe goes first.
@@ -65,6 +68,7 @@ const SIP_OPTIONS: &[u8] = b"OPTIONS sip:porthawk@localhost SIP/2.0\r\n\
 pub const SERVICE_PROBES: &[ServiceProbe] = &[
     ServiceProbe {
         name: "http",
+        service: "http",
         bytes: b"GET / HTTP/1.0\r\n\r\n",
         ports: &[
             80, 81, 443, 591, 631, 2375, 2379, 3000, 3128, 5000, 5601, 8000, 8008, 8080, 8081,
@@ -74,114 +78,133 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
     },
     ServiceProbe {
         name: "redis",
+        service: "redis",
         bytes: b"*1\r\n$4\r\nINFO\r\n",
         ports: &[6379, 6380, 26379],
         rarity: 3,
     },
     ServiceProbe {
         name: "memcached",
+        service: "memcached",
         bytes: b"version\r\n",
         ports: &[11211],
         rarity: 3,
     },
     ServiceProbe {
         name: "x224",
+        service: "ms-wbt-server",
         bytes: RDP_CONNECTION_REQUEST,
         ports: &[3389],
         rarity: 4,
     },
     ServiceProbe {
         name: "smb2",
+        service: "microsoft-ds",
         bytes: SMB2_NEGOTIATE,
         ports: &[139, 445],
         rarity: 4,
     },
     ServiceProbe {
         name: "mqtt",
+        service: "mqtt",
         bytes: MQTT_CONNECT,
         ports: &[1883],
         rarity: 5,
     },
     ServiceProbe {
         name: "ldap",
+        service: "ldap",
         bytes: LDAP_ROOT_DSE,
         ports: &[389, 3268],
         rarity: 5,
     },
     ServiceProbe {
         name: "dns",
+        service: "domain",
         bytes: DNS_VERSION_BIND,
         ports: &[53],
         rarity: 5,
     },
     ServiceProbe {
         name: "amqp",
+        service: "amqp",
         bytes: b"AMQP\x00\x00\x09\x01",
         ports: &[5672],
         rarity: 5,
     },
     ServiceProbe {
         name: "mongodb",
+        service: "mongodb",
         bytes: MONGODB_BUILDINFO,
         ports: &[27017, 27018],
         rarity: 6,
     },
     ServiceProbe {
         name: "tds",
+        service: "ms-sql-s",
         bytes: TDS_PRELOGIN,
         ports: &[1433],
         rarity: 6,
     },
     ServiceProbe {
         name: "kafka",
+        service: "kafka",
         bytes: KAFKA_API_VERSIONS,
         ports: &[9092],
         rarity: 6,
     },
     ServiceProbe {
         name: "git",
+        service: "git",
         bytes: b"0025git-upload-pack /\x00host=localhost\x00",
         ports: &[9418],
         rarity: 6,
     },
     ServiceProbe {
         name: "irc",
+        service: "irc",
         bytes: b"NICK porthawk\r\nUSER porthawk 0 * :porthawk\r\n",
         ports: &[6667, 6668, 6669, 6697],
         rarity: 6,
     },
     ServiceProbe {
         name: "zookeeper",
+        service: "zookeeper",
         bytes: b"srvr",
         ports: &[2181],
         rarity: 7,
     },
     ServiceProbe {
         name: "sip",
+        service: "sip",
         bytes: SIP_OPTIONS,
         ports: &[5060],
         rarity: 7,
     },
     ServiceProbe {
         name: "rtsp",
+        service: "rtsp",
         bytes: b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n",
         ports: &[554, 8554],
         rarity: 7,
     },
     ServiceProbe {
         name: "x11",
+        service: "X11",
         bytes: X11_SETUP,
         ports: &[6000, 6001, 6002, 6003],
         rarity: 8,
     },
     ServiceProbe {
         name: "java-rmi",
+        service: "java-rmi",
         bytes: b"JRMI\x00\x02\x4b",
         ports: &[1099],
         rarity: 8,
     },
     ServiceProbe {
         name: "openvpn",
+        service: "openvpn",
         bytes: OPENVPN_RESET,
         ports: &[1194],
         rarity: 8,
@@ -205,6 +228,112 @@ pub fn nth_probe(port: u16, n: usize) -> Option<&'static ServiceProbe> {
     probe_order(port).nth(n)
 }
 
+/// Where one port's probe plan is: the probes sent, and whether a reply named the service.
+///
+/// The plan sends the probes of [`probe_order`] until a reply is recognised. A reply that
+/// names the service but not its version, to a probe not of that service (ngIRCd's `ERROR`
+/// line, memcached's `ERROR` or RabbitMQ's protocol header in answer to the HTTP probe), is
+/// followed up with that service's own probe, once: its answer usually names the software
+/// and version. The caller keeps the budget (`--max-probes`, the dialog timeout).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProbePlan {
+    /// The probed port, which orders the probes.
+    port: u16,
+    /// Protocol probes sent so far.
+    sent: u8,
+    /// Bit `i`: `SERVICE_PROBES[i]` was sent.
+    tried: u64,
+    /// A reply named the service: only its follow-up probe (if any) remains.
+    recognised: bool,
+    /// The index in [`SERVICE_PROBES`] of the follow-up probe.
+    follow: Option<u8>,
+}
+
+/// What a [`ProbePlan`] makes of the reply read so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyVerdict {
+    /// Nothing known: try the next probe.
+    Unknown,
+    /// Recognised, but likely to say more if read on (an IRC welcome whose `002` line with
+    /// the software's version has not arrived yet): read more, unless the read is the last.
+    ReadMore,
+    /// Recognised: this reply is the banner. `follow_up`: the service's own probe is still
+    /// to be sent, since the reply did not name the version.
+    Recognised {
+        /// Whether the plan has a follow-up probe to send.
+        follow_up: bool,
+    },
+}
+
+impl ProbePlan {
+    /// The plan for `port`, before any probe.
+    pub fn new(port: u16) -> ProbePlan {
+        ProbePlan {
+            port,
+            ..ProbePlan::default()
+        }
+    }
+
+    /// Protocol probes sent so far.
+    pub fn sent(&self) -> u8 {
+        self.sent
+    }
+
+    fn tried(&self, i: usize) -> bool {
+        self.tried & (1 << i) != 0
+    }
+
+    /// The probe to send next (whatever the budget), or `None` when the plan is spent: every
+    /// probe tried, or a reply recognised and its follow-up (if any) sent.
+    pub fn next(&self) -> Option<&'static ServiceProbe> {
+        if self.recognised {
+            return self
+                .follow
+                .map(usize::from)
+                .filter(|&i| !self.tried(i))
+                .and_then(|i| SERVICE_PROBES.get(i));
+        }
+        probe_order(self.port).find(|p| !self.tried(index_of(p)))
+    }
+
+    /// Records that `probe` (from [`ProbePlan::next`]) was sent.
+    pub fn mark_sent(&mut self, probe: &ServiceProbe) {
+        self.sent = self.sent.saturating_add(1);
+        self.tried |= 1 << index_of(probe);
+    }
+
+    /// Judges the reply read so far on the current connection. `last`: no more bytes will
+    /// come (the read timed out or the peer closed), so a recognised reply is taken as it is.
+    pub fn judge(&mut self, reply: &[u8], last: bool) -> ReplyVerdict {
+        let Some(id) = super::identify(reply) else {
+            return ReplyVerdict::Unknown;
+        };
+        if !last && super::wants_more(reply, &id) {
+            return ReplyVerdict::ReadMore;
+        }
+        self.recognised = true;
+        self.follow = None;
+        if id.version.is_none() {
+            let own = SERVICE_PROBES
+                .iter()
+                .position(|p| p.service == id.service)
+                .filter(|&i| !self.tried(i));
+            self.follow = own.and_then(|i| u8::try_from(i).ok());
+        }
+        ReplyVerdict::Recognised {
+            follow_up: self.follow.is_some(),
+        }
+    }
+}
+
+/// The index of `probe` in [`SERVICE_PROBES`] (by name: each name is there once).
+fn index_of(probe: &ServiceProbe) -> usize {
+    SERVICE_PROBES
+        .iter()
+        .position(|p| p.name == probe.name)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +351,130 @@ mod tests {
             all.sort_unstable();
             all.dedup();
             assert_eq!(all.len(), SERVICE_PROBES.len(), "port {port}");
+        }
+    }
+
+    /// Plays `replies` (one per probe the plan sends, `None` for silence) against a plan for
+    /// an unhinted port: the probes' names, and the last verdict.
+    fn play(replies: &[(&str, Option<&[u8]>)]) -> (Vec<&'static str>, Option<ReplyVerdict>) {
+        let mut plan = ProbePlan::new(40_000);
+        let mut sent = Vec::new();
+        let mut verdict = None;
+        for &(want, reply) in replies {
+            let Some(probe) = plan.next() else { break };
+            assert_eq!(probe.name, want, "after {sent:?}");
+            plan.mark_sent(probe);
+            sent.push(probe.name);
+            verdict = reply.map(|r| plan.judge(r, true));
+        }
+        assert_eq!(plan.sent(), u8::try_from(sent.len()).unwrap_or(u8::MAX));
+        (sent, verdict)
+    }
+
+    #[test]
+    fn a_service_named_without_its_version_gets_its_own_probe_once() {
+        // ngIRCd answers the HTTP probe with an ERROR line: the IRC probe follows, and its
+        // welcome names the software; then the plan is spent.
+        let mut plan = ProbePlan::new(40_000);
+        let http = plan.next().map(|p| p.name);
+        assert_eq!(http, Some("http"));
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        let error = b"ERROR :\"Oops, HTTP request received? This is IRC!\"\r\n";
+        assert_eq!(
+            plan.judge(error, true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+        let irc = plan.next().unwrap_or_else(|| panic!("no follow-up"));
+        assert_eq!(irc.name, "irc");
+        plan.mark_sent(irc);
+        let welcome = b":irc.test 001 porthawk :Welcome\r\n\
+            :irc.test 002 porthawk :Your host is irc.test, running version ngircd-26.1 (x86_64)\r\n";
+        assert_eq!(
+            plan.judge(welcome, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        assert_eq!(plan.next(), None);
+        assert_eq!(plan.sent(), 2);
+
+        // memcached closes on the HTTP probe, says ERROR to the next ones, and its version
+        // to its own; RabbitMQ's protocol header is followed by the AMQP probe.
+        let (sent, verdict) = play(&[
+            ("http", None),
+            ("redis", Some(b"ERROR\r\nERROR\r\nERROR\r\n")),
+            ("memcached", Some(b"VERSION 1.6.18\r\n")),
+        ]);
+        assert_eq!(sent, ["http", "redis", "memcached"]);
+        assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
+        let (sent, _) = play(&[("http", Some(b"AMQP\x00\x00\x09\x01")), ("amqp", None)]);
+        assert_eq!(sent, ["http", "amqp"]);
+    }
+
+    #[test]
+    fn a_follow_up_that_tells_nothing_ends_the_plan() {
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        let err = b"-ERR wrong number of arguments for 'get' command\r\n";
+        assert_eq!(
+            plan.judge(err, true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+        let redis = plan.next().unwrap_or_else(|| panic!("no follow-up"));
+        assert_eq!(redis.name, "redis");
+        plan.mark_sent(redis);
+        assert_eq!(plan.judge(b"\x00\x01garbage", true), ReplyVerdict::Unknown);
+        assert_eq!(plan.next(), None);
+        // A reply with a version, or one of a service without a probe, is not followed up.
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        let ssh = b"SSH-2.0-OpenSSH_9.2p1\r\n";
+        assert_eq!(
+            plan.judge(ssh, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        assert_eq!(plan.next(), None);
+        let mut plan = ProbePlan::new(40_000);
+        assert_eq!(
+            plan.judge(b"220 (vsFTPd 3.0.3)\r\n", true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+    }
+
+    #[test]
+    fn an_irc_welcome_is_read_on_until_it_names_the_software() {
+        let mut plan = ProbePlan::new(6667);
+        let irc = plan.next().unwrap_or_else(|| panic!("no probe"));
+        assert_eq!(irc.name, "irc");
+        plan.mark_sent(irc);
+        let welcome: &[u8] = b":irc.test 001 porthawk :Welcome to the network\r\n";
+        assert_eq!(plan.judge(welcome, false), ReplyVerdict::ReadMore);
+        let mut more = welcome.to_vec();
+        more.extend_from_slice(
+            b":irc.test 002 porthawk :Your host is irc.test, running version ngircd-26.1\r\n",
+        );
+        assert_eq!(
+            plan.judge(&more, false),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        // The last read takes what came, version or not.
+        let mut plan = ProbePlan::new(6667);
+        plan.mark_sent(irc);
+        assert_eq!(
+            plan.judge(welcome, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+    }
+
+    #[test]
+    fn every_probe_names_a_service_the_recognisers_use_and_fits_the_plan() {
+        assert!(SERVICE_PROBES.len() <= 64);
+        for p in SERVICE_PROBES {
+            assert_eq!(
+                SERVICE_PROBES.iter().filter(|q| q.name == p.name).count(),
+                1,
+                "{}",
+                p.name
+            );
+            assert!(!p.service.is_empty());
         }
     }
 
