@@ -392,7 +392,9 @@ start_telnetd() {
 }
 
 start_rabbitmq() {
-  have rabbitmq-server || return
+  have rabbitmq-server epmd || return
+  # The broker's own start script (/usr/sbin/rabbitmq-server would leave it running when
+  # stopped).
   local p d epmd
   p=$(free_port) d=$(dir rabbitmq) epmd=$(free_port)
   chown rabbitmq "$d"
@@ -403,7 +405,7 @@ start_rabbitmq() {
     RABBITMQ_NODENAME="phk$p@localhost" RABBITMQ_NODE_IP_ADDRESS="$IP" RABBITMQ_NODE_PORT="$p" \
     RABBITMQ_DIST_PORT="$(free_port)" ERL_EPMD_ADDRESS="$IP" ERL_EPMD_PORT="$epmd" RABBITMQ_MNESIA_BASE="$d/mnesia" \
     RABBITMQ_LOG_BASE="$d/log" RABBITMQ_CONFIG_FILE="$d/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$d/plugins" \
-    RABBITMQ_PID_FILE="$d/pid" rabbitmq-server
+    RABBITMQ_PID_FILE="$d/pid" /usr/lib/rabbitmq/bin/rabbitmq-server
 }
 
 start_kamailio() {

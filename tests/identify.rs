@@ -8,6 +8,9 @@
 //! A daemon that is not installed is skipped with a message (a failure under `CI=true`);
 //! `.ci/run` installs them all.
 
+mod desktop;
+mod servers;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
@@ -169,17 +172,19 @@ fn memcached_answers_a_probe() {
     let ip = daemon_ip("identify::memcached");
     let dir = TempDir::new("identify-memcached");
     let addr = SocketAddr::new(ip, free_port(ip));
-    let mut cmd = Command::new(memcached);
+    let mut cmd = Command::new(&memcached);
     cmd.args(["-u", "nobody", "-U", "0", "-l", &ip.to_string(), "-p"])
         .arg(addr.port().to_string());
     let _d = start("memcached", cmd, dir.path(), addr);
+    let truth = package_version(&memcached);
     for backend in backends(ip) {
-        // Silent until asked: the plan's HTTP probe gets memcached's ERROR.
+        // Silent until asked, it closes on the HTTP probe and says ERROR to the Redis one;
+        // the plan follows that up with memcached's own `version`.
         assert_identity(
             &identify(addr, backend),
             "memcached",
             Some("memcached"),
-            None,
+            Some(&truth),
         );
     }
 }
@@ -229,12 +234,16 @@ fn ngircd_is_irc() {
         ),
     )
     .expect("write ngircd.conf");
-    let mut cmd = Command::new(ngircd);
+    let mut cmd = Command::new(&ngircd);
     cmd.arg("-n").arg("-f").arg(&conf);
     let _d = start("ngircd", cmd, dir.path(), addr);
+    let truth = package_version(&ngircd);
     for backend in backends(ip) {
-        // ngIRCd answers the HTTP probe with an IRC ERROR line.
-        assert_identity(&identify(addr, backend), "irc", None, None);
+        // ngIRCd answers the HTTP probe with an IRC ERROR line; the plan follows it up with
+        // the IRC probe, whose welcome names the software and its version.
+        let r = identify(addr, backend);
+        assert_identity(&r, "irc", Some("ngIRCd"), Some(&truth));
+        assert_eq!(r.str("info"), Some("server: irc.identify.test"), "{r:?}");
     }
 }
 
