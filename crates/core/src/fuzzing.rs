@@ -544,6 +544,16 @@ pub const SAMPLES: &[Sample] = &[
         ),
         "11.0",
     ),
+    with_protocol(
+        sample(
+            "xvnc-x11-accepted-header",
+            b"\x01\x00\x0b\x00\x00\x00U\x09",
+            "X11",
+            None,
+            None,
+        ),
+        "11.0",
+    ),
     sample(
         "xrdp-0.9-connection-confirm",
         b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x01\x08\x00\x01\x00\x00\x00",

@@ -213,6 +213,8 @@ pub(super) fn x11(r: &[u8]) -> Option<Identity> {
             let reason = r.get(8..8 + usize::from(reason_len))?;
             Some(id.info(field(reason)))
         }
+        // The accepted setup's first 8 bytes may come alone; the vendor follows.
+        1 if r.len() < 40 => Some(id),
         1 => {
             let vendor_len = usize::from(u16::from_le_bytes([*r.get(24)?, *r.get(25)?]));
             let vendor = r.get(40..40 + vendor_len.min(64))?;

@@ -144,9 +144,13 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
 
 /// Whether `reply`, recognised as `id`, is likely to say more if read on: an IRC server's
 /// welcome (`001`) whose `002` line, the one naming the software and its version, has not
-/// arrived yet.
+/// arrived yet; an X server's accepted setup whose vendor has not.
 fn wants_more(reply: &[u8], id: &Identity) -> bool {
-    id.service == "irc" && id.product.is_none() && find(reply, b" 001 ").is_some()
+    match id.service {
+        "irc" => id.product.is_none() && find(reply, b" 001 ").is_some(),
+        "X11" => id.product.is_none() && reply.first() == Some(&1) && reply.len() < 40,
+        _ => false,
+    }
 }
 
 // --- text helpers -------------------------------------------------------------------------

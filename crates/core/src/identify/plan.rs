@@ -455,6 +455,14 @@ mod tests {
             plan.judge(&more, false),
             ReplyVerdict::Recognised { follow_up: false }
         );
+        // An X server's accepted setup is read on to its vendor.
+        let mut plan = ProbePlan::new(6000);
+        let header = b"\x01\x00\x0b\x00\x00\x00U\x09";
+        assert_eq!(plan.judge(header, false), ReplyVerdict::ReadMore);
+        assert_eq!(
+            plan.judge(header, true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
         // The last read takes what came, version or not.
         let mut plan = ProbePlan::new(6667);
         plan.mark_sent(irc);
