@@ -15,6 +15,7 @@
 
 mod farm;
 mod floor;
+mod identify;
 mod netns;
 mod report;
 mod sweep;
@@ -49,17 +50,20 @@ pub enum Scenario {
     Scaling,
     /// Closed ports with in-flight limits from 64 to 16384.
     Inflight,
+    /// `--identify`'s probe plan on ports that do not speak first.
+    Identify,
 }
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Closed,
         Scenario::Banner,
         Scenario::Mix,
         Scenario::Filtered,
         Scenario::Scaling,
         Scenario::Inflight,
+        Scenario::Identify,
     ];
 
     /// The name used on the command line and in JSON.
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::Filtered => "filtered",
             Scenario::Scaling => "scaling",
             Scenario::Inflight => "inflight",
+            Scenario::Identify => "identify",
         }
     }
 
@@ -83,6 +88,7 @@ impl Scenario {
             Scenario::Filtered => "dropped ports, short timeout",
             Scenario::Scaling => "closed ports, 1 to all cores",
             Scenario::Inflight => "closed ports, throughput against in-flight",
+            Scenario::Identify => "--identify on silent, closing and own-protocol-only ports",
         }
     }
 }
@@ -102,7 +108,7 @@ impl FromStr for Scenario {
             .find(|sc| sc.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown scenario '{s}': expected closed, banner, mix, filtered, scaling or inflight"
+                    "unknown scenario '{s}': expected closed, banner, mix, filtered, scaling, inflight or identify"
                 )
             })
     }
@@ -343,6 +349,15 @@ impl Ctx {
             },
             Scenario::Scaling => self.scaling(closed_farm, floor, progress)?,
             Scenario::Inflight => self.inflight_points(closed_farm, floor, progress)?,
+            Scenario::Identify => identify::points(
+                &EngineConfig {
+                    shards: self.config.shards.min(self.inflight).max(1),
+                    inflight: self.inflight,
+                    backend: self.config.backend,
+                    ..EngineConfig::default()
+                },
+                |shards| floor.rate_for(shards),
+            )?,
         };
         Ok(Outcome::Points(points))
     }

@@ -411,7 +411,8 @@ where
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (repeat the flag): closed, banner, mix, filtered, scaling, inflight
+    /// Scenarios to run (repeat the flag): closed, banner, mix, filtered, scaling, inflight,
+    /// identify
     /// [default: all]
     #[arg(long, value_name = "NAME", value_parser = scenario)]
     pub scenario: Vec<porthawk_bench::Scenario>,
