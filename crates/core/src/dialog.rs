@@ -243,6 +243,10 @@ pub enum SendPiece {
     Bytes(Vec<u8>),
     /// The capture with this number (1 is the dialog's first capture group), as it was read.
     Capture(usize),
+    /// An XMPP client stream header ([`crate::xmpp_stream_header`]) addressed to the name
+    /// the probe presents: `--sni`, else the target's host name; without `to` for a target
+    /// given as an address.
+    XmppHeader,
 }
 
 /// A list of steps run after the handshake.
@@ -677,6 +681,14 @@ impl Conversation {
                                 .and_then(|i| self.captures.get(i))
                                 .map_or(&[][..], Vec::as_slice),
                         ),
+                        SendPiece::XmppHeader => {
+                            let name = spec
+                                .tls_check
+                                .as_deref()
+                                .and_then(|c| c.sni.as_deref())
+                                .or(self.server_name.as_deref());
+                            bytes.extend(crate::xmpp_stream_header(name));
+                        }
                     }
                 }
                 if bytes.is_empty() {
@@ -1714,6 +1726,43 @@ mod tests {
         assert!(big.rx.capacity() <= READ_LIMIT);
         c.reset();
         assert!(c.captures().is_empty() && !c.mismatched());
+    }
+
+    #[test]
+    fn the_xmpp_stream_goes_to_the_targets_name_unless_sni_names_another() {
+        let header = |sni: Option<&str>, target: Option<&str>| {
+            let options = crate::ProbeOptions {
+                preset: Some("xmpp".into()),
+                sni: sni.map(str::to_string),
+                ..Default::default()
+            };
+            let s = Duration::from_secs(1);
+            let spec = options
+                .spec(
+                    s,
+                    1,
+                    s,
+                    s,
+                    Arc::new(rustls::time_provider::DefaultTimeProvider),
+                )
+                .unwrap();
+            let mut c = Conversation::default();
+            c.set_server_name(target);
+            assert!(matches!(
+                c.on_connect(&spec, connected()),
+                Step::Send { .. }
+            ));
+            String::from_utf8(c.pending_send().to_vec()).unwrap()
+        };
+        assert!(header(None, Some("chat.example")).ends_with(" to='chat.example'>"));
+        assert!(
+            header(Some("vhost.example"), Some("chat.example")).ends_with(" to='vhost.example'>")
+        );
+        let bare = header(None, None);
+        assert!(
+            bare.ends_with(" version='1.0'>") && !bare.contains(" to="),
+            "{bare}"
+        );
     }
 
     #[test]
