@@ -32,7 +32,7 @@ use porthawk_core::{
     ProbeRecord, ProbeSpec, TargetSpace,
 };
 
-use crate::config::{ActionSpec, MonitorSpec, WatchConfig, LOCAL_VANTAGE};
+use crate::config::{ActionSpec, MonitorSpec, StateMap, WatchConfig, LOCAL_VANTAGE};
 use crate::state::{agree, Change, Health, Sight, Tracker};
 
 /// One chunk's round of probes, for the runtime to submit as an engine job with this id.
@@ -718,6 +718,7 @@ impl Sample {
     fn of(
         monitor: &str,
         records: &[ProbeRecord],
+        states: StateMap,
         known: impl Fn(IpAddr, u16) -> bool,
         now_ms: u64,
     ) -> Option<Sample> {
@@ -736,7 +737,7 @@ impl Sample {
                 continue;
             }
             s.checks += 1;
-            match verdict(r) {
+            match verdict(r, states) {
                 (true, _) => {
                     s.rtt_sum_us += u64::from(r.rtt_us);
                     s.rtt_max_us = s.rtt_max_us.max(r.rtt_us);
@@ -1271,8 +1272,24 @@ pub fn local_shortage(r: &ProbeRecord) -> Option<&'static str> {
     }
 }
 
-/// Whether a record is a passing check, and if not, why.
-pub fn verdict(r: &ProbeRecord) -> (bool, Option<String>) {
+/// Whether a record is a passing check, and if not, why: as `states` maps a refusal and a
+/// reply that did not match (a monitor's `refused`/`mismatch`, a `/probe` module's).
+pub fn verdict(r: &ProbeRecord, states: StateMap) -> (bool, Option<String>) {
+    if states.must_stay_closed {
+        match r.state {
+            PortState::Closed => return (true, None),
+            PortState::Open => {
+                return (
+                    false,
+                    Some("open: accepts connections, but refused = \"ok\" wants it closed".into()),
+                )
+            }
+            _ => {}
+        }
+    }
+    if states.mismatch_ok && r.state == PortState::Open && r.mismatch {
+        return (true, None);
+    }
     match r.state {
         PortState::Open => match (&r.reason, r.matched) {
             (None, Some(false)) => (false, Some("open, but the reply did not match".into())),
@@ -1708,9 +1725,11 @@ impl Watch {
                 return effects;
             };
             let mut round = self.rounds.get_mut(&job);
+            let states = m.spec.states;
             let sample = Sample::of(
                 &name,
                 records,
+                states,
                 |ip, port| {
                     m.targets.contains_key(&(TargetHost::Addr(ip), port))
                         || round.as_ref().is_some_and(|r| r.by_ip.contains_key(&ip))
@@ -1721,7 +1740,7 @@ impl Watch {
             for r in records {
                 let shortage = local_shortage(r);
                 let check = shortage.is_none().then(|| {
-                    let (ok, reason) = verdict(r);
+                    let (ok, reason) = verdict(r, states);
                     LastCheck {
                         at_ms: now_ms,
                         ok,
@@ -2679,14 +2698,112 @@ interval = "10s"
     #[test]
     fn failures_are_explained() {
         let ip = IpAddr::from([127, 0, 0, 1]);
+        let plain = StateMap::default();
         let mut r = ProbeRecord::new(ip, 1, PortState::Open, 1, 1);
-        assert_eq!(verdict(&r), (true, None));
+        assert_eq!(verdict(&r, plain), (true, None));
         r.matched = Some(false);
-        assert!(!verdict(&r).0);
+        assert!(!verdict(&r, plain).0);
         r.reason = Some("expect: no match".into());
-        assert_eq!(verdict(&r).1.as_deref(), Some("open, but expect: no match"));
+        assert_eq!(
+            verdict(&r, plain).1.as_deref(),
+            Some("open, but expect: no match")
+        );
         let r = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
-        assert!(verdict(&r).1.unwrap().contains("2 tries"));
+        assert!(verdict(&r, plain).1.unwrap().contains("2 tries"));
+    }
+
+    #[test]
+    fn refusals_and_mismatches_map_as_the_monitor_says() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let closed_ok = StateMap {
+            must_stay_closed: true,
+            ..StateMap::default()
+        };
+        let mismatch_ok = StateMap {
+            mismatch_ok: true,
+            ..StateMap::default()
+        };
+        let open = ProbeRecord::new(ip, 1, PortState::Open, 1, 1);
+        let closed = ProbeRecord::new(ip, 1, PortState::Closed, 1, 1);
+        let filtered = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
+        // A port that must stay closed: refused passes, accepted fails and says why, no
+        // answer fails as always.
+        assert_eq!(verdict(&closed, closed_ok), (true, None));
+        assert_eq!(
+            verdict(&open, closed_ok),
+            (
+                false,
+                Some("open: accepts connections, but refused = \"ok\" wants it closed".into())
+            )
+        );
+        assert!(!verdict(&filtered, closed_ok).0);
+        assert!(!verdict(&closed, StateMap::default()).0);
+        // A reply that did not match passes with mismatch = "ok"; silence does not.
+        let wrong = ProbeRecord {
+            reason: Some("step 1: got '554 no', wanted ^220".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..open.clone()
+        };
+        let silent = ProbeRecord {
+            reason: Some("step 1: expect ^220 timed out after 2s".into()),
+            matched: Some(false),
+            ..open.clone()
+        };
+        assert_eq!(verdict(&wrong, mismatch_ok), (true, None));
+        assert!(!verdict(&wrong, StateMap::default()).0);
+        assert!(!verdict(&silent, mismatch_ok).0);
+        assert!(!verdict(&closed, mismatch_ok).0);
+    }
+
+    const MUST_STAY_CLOSED: &str = r#"
+[[monitor]]
+name = "telnet"
+targets = ["127.0.0.1"]
+ports = "23"
+interval = "1s"
+timeout = "200ms"
+fail_after = 1
+recover_after = 1
+group_wait = "0s"
+refused = "ok"
+on_down = ["ops"]
+on_up = ["ops"]
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+"#;
+
+    #[test]
+    fn a_port_that_must_stay_closed_is_up_while_refused_and_down_when_it_accepts() {
+        let mut rig = Rig::new(MUST_STAY_CLOSED);
+        let m = rig.watch.monitor("telnet").unwrap();
+        assert_eq!(m.spec.probe, "connect, must stay closed");
+        let health = |rig: &Rig| {
+            let m = rig.watch.monitor("telnet").unwrap();
+            m.targets
+                .values()
+                .map(|t| t.tracker.health())
+                .collect::<Vec<_>>()
+        };
+        let mut step = |rig: &mut Rig, up: &dyn Fn(IpAddr) -> bool| {
+            rig.watch.check_now("telnet", rig.clock.0).unwrap();
+            rig.step(up)
+        };
+        step(&mut rig, &none_up);
+        assert_eq!(health(&rig), [Health::Up]);
+        let down = step(&mut rig, &all_up);
+        assert_eq!(health(&rig), [Health::Down]);
+        let n = notices(&down);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].kind, NoticeKind::Down);
+        assert_eq!(
+            n[0].items[0].reason.as_deref(),
+            Some("open: accepts connections, but refused = \"ok\" wants it closed")
+        );
+        let up = step(&mut rig, &none_up);
+        assert_eq!(health(&rig), [Health::Up]);
+        assert_eq!(notices(&up)[0].kind, NoticeKind::Up);
     }
 
     /// EMFILE: a shortage of descriptors on this host.
@@ -3479,6 +3596,7 @@ webhook = { url = "http://127.0.0.1:2/" }
         let stray = Sample::of(
             "web",
             &[open("10.9.9.9".parse().unwrap(), 80)],
+            StateMap::default(),
             |_, _| false,
             1,
         );
