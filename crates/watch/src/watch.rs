@@ -2786,7 +2786,7 @@ webhook = { url = "http://127.0.0.1:1/" }
                 .map(|t| t.tracker.health())
                 .collect::<Vec<_>>()
         };
-        let mut step = |rig: &mut Rig, up: &dyn Fn(IpAddr) -> bool| {
+        let step = |rig: &mut Rig, up: &dyn Fn(IpAddr) -> bool| {
             rig.watch.check_now("telnet", rig.clock.0).unwrap();
             rig.step(up)
         };
