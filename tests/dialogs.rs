@@ -467,6 +467,19 @@ fn the_jail_keeps_the_peers_bytes_out_of_the_status_line() {
         "{}",
         c.line
     );
+    // scan: the result's reason says how many bytes came, on both backends.
+    let jailed = format!("step 1: got {} bytes, wanted ^554 ", GREETING.len());
+    for backend in backends(server.addr.ip()) {
+        let r = scan_one(server.addr, backend, &["--expect", "^554 ", "--jail"]);
+        let reason = r.str("reason").unwrap_or("");
+        assert!(reason.starts_with(&jailed), "{backend}: {:?}", r.fields);
+        let r = scan_one(server.addr, backend, &["--expect", "^554 "]);
+        assert!(
+            r.str("reason").unwrap_or("").contains("dialogs.test"),
+            "{backend}: {:?}",
+            r.fields
+        );
+    }
 }
 
 #[test]
@@ -650,6 +663,17 @@ fn api_sweeps_take_steps_and_name_the_field_of_a_bad_one() {
         r.str("reason")
             .unwrap_or("")
             .ends_with("(stopped at the reply limit of 1024 bytes)"),
+        "{:?}",
+        r.fields
+    );
+    // probe.jail: the stored reason says how many bytes came instead of quoting them.
+    let r = sweep(json!({"expect": "^554 ", "jail": true}));
+    let reason = r.str("reason").unwrap_or("");
+    assert!(
+        reason.starts_with(&format!(
+            "step 1: got {} bytes, wanted ^554 ",
+            GREETING.len()
+        )),
         "{:?}",
         r.fields
     );

@@ -1826,6 +1826,17 @@ struct RawModule {
     mismatch: Option<Spanned<String>>,
     #[serde(default)]
     jail: Option<bool>,
+    // Whole dialogs and the TLS alert, as a monitor has them.
+    #[serde(default)]
+    steps: Option<Spanned<Vec<porthawk_core::ProbeStep>>>,
+    #[serde(default)]
+    quit: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_all: Option<bool>,
+    #[serde(default)]
+    max_reply: Option<Spanned<i64>>,
+    #[serde(default)]
+    expect_alert: Option<Spanned<String>>,
 }
 
 /// The shortest `every` of a scheduled sweep.
@@ -2011,6 +2022,15 @@ impl Cx<'_> {
             tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
             tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
             jail: m.jail.unwrap_or(false),
+            steps: m.steps.as_ref().map_or(Vec::new(), |s| s.get_ref().clone()),
+            quit: m.quit.as_ref().map(|q| q.get_ref().clone()),
+            expect_all: m.expect_all.unwrap_or(false),
+            // Out of usize's range is out of max_reply's: core names the limit.
+            max_reply: m
+                .max_reply
+                .as_ref()
+                .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
+            expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
         let state = |v: &Option<Spanned<String>>, key: &str| {
@@ -2030,7 +2050,7 @@ impl Cx<'_> {
                     r.span(),
                     &f("refused"),
                     "refused = \"ok\" makes a module of a port that must stay closed, judged by \
-                     its connect alone: leave out preset, send, expect, tls and mismatch",
+                     its connect alone: leave out preset, send, expect, steps, tls and mismatch",
                 ));
             }
         }
@@ -2057,6 +2077,10 @@ impl Cx<'_> {
                     "sni" => m.sni.as_ref().map(Spanned::span),
                     "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
                     "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    "steps" => m.steps.as_ref().map(Spanned::span),
+                    "quit" => m.quit.as_ref().map(Spanned::span),
+                    "max_reply" => m.max_reply.as_ref().map(Spanned::span),
+                    "expect_alert" => m.expect_alert.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
@@ -2835,7 +2859,9 @@ preset = "smtps"
             "[[monitor]]\nname = \"closed\"\ntargets = [\"127.0.0.1\"]\nports = \"23\"\nrefused = \"ok\"\n\n\
              [[monitor]]\nname = \"smtp\"\ntargets = [\"127.0.0.1\"]\nports = \"25\"\npreset = \"smtp\"\n\
              mismatch = \"ok\"\njail = true\n\n\
-             [module.closed]\nrefused = \"ok\"\n\n[module.smtp]\npreset = \"smtp\"\nmismatch = \"ok\"\njail = true\n",
+             [module.closed]\nrefused = \"ok\"\n\n[module.smtp]\npreset = \"smtp\"\nmismatch = \"ok\"\njail = true\n\n\
+             [module.dialog]\nsteps = [{ expect = '^220 (\\S+)' }, { send = 'EHLO ${1}\\r\\n' }, { expect = '^250 ' }]\n\
+             quit = 'QUIT\\r\\n'\nmax_reply = 8192\n\n[module.mtls]\nexpect_alert = \"certificate_required\"\n",
         )
         .unwrap();
         let closed = &c.monitors[0];
@@ -2847,6 +2873,12 @@ preset = "smtps"
         assert_ne!(closed.fingerprint, smtp.fingerprint);
         assert!(c.modules["closed"].states.must_stay_closed);
         assert!(c.modules["smtp"].states.mismatch_ok && c.modules["smtp"].options.jail);
+        // A module takes a whole dialog and an expected alert, as a monitor does.
+        let dialog = &c.modules["dialog"];
+        assert_eq!(dialog.options.steps.len(), 3);
+        assert_eq!(dialog.options.max_reply, Some(8192));
+        assert_eq!(dialog.dialog.as_ref().map(|d| d.steps.len()), Some(4));
+        assert!(c.modules["mtls"].dialog.is_some());
         // The default is check_tcp's: both CRITICAL, i.e. failures.
         let plain =
             with("[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"23\"\n").unwrap();

@@ -708,7 +708,8 @@ pub struct Sample {
     pub rtt_max_us: u32,
     /// The first failure: `ip:port: reason`.
     pub reason: Option<String>,
-    /// The earliest end of validity of a certificate seen, in seconds since the Unix epoch.
+    /// The earliest end of validity of a certificate seen (of each presented chain, its
+    /// first to expire), in seconds since the Unix epoch.
     pub cert_not_after: Option<i64>,
 }
 
@@ -750,7 +751,9 @@ impl Sample {
                     }
                 }
             }
-            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+            // The presented chain's first certificate to expire (an intermediate may end
+            // before the leaf), as check's `cert_days` and the results' `cert_days_left`.
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.expiring()) {
                 s.cert_not_after = Some(
                     s.cert_not_after
                         .map_or(cert.not_after, |n| n.min(cert.not_after)),
@@ -3601,5 +3604,25 @@ webhook = { url = "http://127.0.0.1:2/" }
             1,
         );
         assert_eq!(stray, None);
+    }
+
+    #[test]
+    fn a_samples_certificate_end_is_the_first_of_the_chain_to_expire() {
+        let cert = |subject: &str, not_after| porthawk_core::CertInfo {
+            subject: subject.into(),
+            issuer: "CN=Root".into(),
+            not_before: 0,
+            not_after,
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut r = open(ip, 443);
+        r.tls = Some(porthawk_core::TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: String::new(),
+            cert: Some(cert("CN=www", 9_000_000)),
+            expires_first: Some(cert("CN=Intermediate", 1_000_000)),
+        });
+        let s = Sample::of("web", &[r], StateMap::default(), |_, _| true, 1).unwrap();
+        assert_eq!(s.cert_not_after, Some(1_000_000));
     }
 }
