@@ -1362,9 +1362,9 @@ mod tests {
                 &[Says(
                     b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
                 )],
-                // A reason quotes the line that holds the match: a binary reply is cut at its
-                // first 0x0a byte (the resultCode's tag here).
-                "step 2: got '0\\x0c\\x02\\x01\\x01x\\x07', which matches reject an LDAP error",
+                // A binary reply is quoted whole as escaped bytes, past its 0x0a (the
+                // resultCode's tag here), not cut there as a line of text would be.
+                "step 2: got '0\\x0c\\x02\\x01\\x01x\\x07\\n\\x01\\x02\\x04\\x00\\x04\\x00', which matches reject an LDAP error",
             ),
             (
                 "xmpp",
