@@ -1059,6 +1059,7 @@ impl Cx<'_> {
         let timing = self.monitor_timing(raw, &f)?;
         let (options, spec) = self.monitor_probe(raw, &timing, &f)?;
         let states = self.monitor_states(m, &options, &f)?;
+        let addresses = self.closed_addresses(m, states, addresses, &f)?;
         let thresholds = self.monitor_thresholds(m, &f)?;
         let on_down = self.monitor_reactions(&m.on_down, "on_down", config, &f)?;
         let on_up = self.monitor_reactions(&m.on_up, "on_up", config, &f)?;
@@ -1385,6 +1386,31 @@ impl Cx<'_> {
             }
         }
         Ok(states)
+    }
+
+    /// How a name's addresses make the verdict of a port that must stay closed: every one of
+    /// them must refuse (`all`, the default there), since one address that accepts is the
+    /// open port the monitor is for; `addresses = "any"` would hide it and is refused.
+    fn closed_addresses(
+        &self,
+        m: &RawMonitor,
+        states: StateMap,
+        addresses: AddressMode,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<AddressMode, ConfigError> {
+        if !states.must_stay_closed {
+            return Ok(addresses);
+        }
+        match &m.addresses {
+            Some(a) if addresses == AddressMode::Any => Err(self.err(
+                a.span(),
+                &f("addresses"),
+                "with refused = \"ok\" every address of a name must refuse (an address that \
+                 accepts is the open port this monitor looks for): leave addresses out, or give \
+                 \"all\"",
+            )),
+            _ => Ok(AddressMode::All),
+        }
     }
 
     /// `fail_after`, `recover_after`, `flap_changes`, `flap_window`.
@@ -2487,6 +2513,7 @@ slack = { url = "https://hooks.example.com/services/x" }
             (&format!("{monitor}mismatch = \"warn\"\n"), 11, "monitor[0].mismatch", "no WARNING state"),
             (&format!("{monitor}mismatch = \"fine\"\n"), 11, "monitor[0].mismatch", "'fine' is not a state"),
             (&format!("{monitor}preset = \"smtp\"\nrefused = \"ok\"\n"), 12, "monitor[0].refused", "must stay closed"),
+            (&format!("{monitor}refused = \"ok\"\naddresses = \"any\"\n"), 12, "monitor[0].addresses", "every address of a name must refuse"),
             (&format!("{monitor}jail = \"yes\"\n"), 11, "monitor[0].jail", "invalid type"),
             (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
             (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),

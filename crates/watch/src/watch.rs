@@ -2778,6 +2778,24 @@ webhook = { url = "http://127.0.0.1:1/" }
 "#;
 
     #[test]
+    fn a_name_that_must_stay_closed_is_down_when_any_address_accepts() {
+        let mut rig = named_rig("refused = \"ok\"");
+        let m = rig.watch.monitor("mx").unwrap();
+        assert_eq!(m.spec.addresses, AddressMode::All);
+        // Every address refuses: UP.
+        rig.step_all(&none_up);
+        assert_eq!(name_target(&rig).tracker.health(), Health::Up);
+        // One address accepts: DOWN, naming it.
+        rig.step_all(&v4_only);
+        let t = name_target(&rig);
+        assert_eq!(t.tracker.health(), Health::Down);
+        assert_eq!(
+            t.last.unwrap().reason.as_deref(),
+            Some("127.0.0.1: open: accepts connections, but refused = \"ok\" wants it closed")
+        );
+    }
+
+    #[test]
     fn a_port_that_must_stay_closed_is_up_while_refused_and_down_when_it_accepts() {
         let mut rig = Rig::new(MUST_STAY_CLOSED);
         let m = rig.watch.monitor("telnet").unwrap();
