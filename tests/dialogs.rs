@@ -878,6 +878,17 @@ webhook = {{ url = "http://{ip}:{hook_port}/hook" }}
 [module.closed]
 refused = "ok"
 timeout = "1s"
+
+[module.steps]
+steps = [{{ expect = '^220 (\S+) ESMTP' }}, {{ send = 'EHLO ${{1}}\r\n' }}, {{ expect = '^250 HELP$' }}]
+quit = 'QUIT\r\n'
+max_reply = 8192
+timeout = "2s"
+
+[module.jailed]
+expect = "^554 "
+jail = true
+timeout = "1s"
 "#,
             sport = script.addr.port(),
         ),
@@ -940,5 +951,35 @@ timeout = "1s"
         "{jailed}"
     );
     assert!(!jailed.to_string().contains("dialogs.test"), "{jailed}");
+    // `/probe` modules run whole dialogs, and keep the peer's bytes out when jailed.
+    let (status, body) = http(
+        serve.addr,
+        "GET",
+        &format!("/probe?target={}&module=steps", script.addr),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 1\n"), "{body}");
+    assert!(
+        script
+            .sessions()
+            .iter()
+            .any(|s| s == &["EHLO mx.dialogs.test".to_string(), "QUIT".to_string()]),
+        "{:?}",
+        script.sessions()
+    );
+    let (status, body) = http(
+        serve.addr,
+        "GET",
+        &format!("/probe?target={}&module=jailed&debug=true", script.addr),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 0\n"), "{body}");
+    assert!(
+        body.contains(&format!("got {} bytes, wanted ^554", GREETING.len())),
+        "{body}"
+    );
+    assert!(!body.contains("dialogs.test"), "{body}");
     serve.stop();
 }
