@@ -1355,13 +1355,26 @@ impl Cx<'_> {
         Ok((options, spec))
     }
 
-    /// `refused` and `mismatch`: what a refusal and a reply that did not match come to. A
-    /// port that must stay closed (`refused = "ok"`) is checked by its connect alone, so it
-    /// takes no dialog, and no `mismatch` (there is no reply to judge).
+    /// `refused` and `mismatch` of a monitor: what a refusal and a reply that did not match
+    /// come to.
     fn monitor_states(
         &self,
         m: &RawMonitor,
         options: &porthawk_core::ProbeOptions,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<StateMap, ConfigError> {
+        self.state_map(&m.refused, &m.mismatch, options, "monitor", f)
+    }
+
+    /// `refused` and `mismatch` of a monitor or a module (`kind`). A port that must stay
+    /// closed (`refused = "ok"`) is checked by its connect alone, so it takes no dialog, and
+    /// no `mismatch` (there is no reply to judge).
+    fn state_map(
+        &self,
+        refused: &Option<Spanned<String>>,
+        mismatch: &Option<Spanned<String>>,
+        options: &porthawk_core::ProbeOptions,
+        kind: &str,
         f: &dyn Fn(&str) -> String,
     ) -> Result<StateMap, ConfigError> {
         let state = |v: &Option<Spanned<String>>, key: &str| {
@@ -1372,16 +1385,19 @@ impl Cx<'_> {
                 .transpose()
         };
         let states = StateMap {
-            must_stay_closed: state(&m.refused, "refused")?.unwrap_or(false),
-            mismatch_ok: state(&m.mismatch, "mismatch")?.unwrap_or(false),
+            must_stay_closed: state(refused, "refused")?.unwrap_or(false),
+            mismatch_ok: state(mismatch, "mismatch")?.unwrap_or(false),
         };
-        if let Some(r) = m.refused.as_ref().filter(|_| states.must_stay_closed) {
-            if options.has_dialog() || m.mismatch.is_some() {
+        if let Some(r) = refused.as_ref().filter(|_| states.must_stay_closed) {
+            if options.has_dialog() || mismatch.is_some() {
                 return Err(self.err(
                     r.span(),
                     &f("refused"),
-                    "refused = \"ok\" makes a monitor of a port that must stay closed, judged by \
-                     its connect alone: leave out preset, send, expect, steps, tls and mismatch",
+                    format!(
+                        "refused = \"ok\" makes a {kind} of a port that must stay closed, judged \
+                         by its connect alone: leave out preset, send, expect, steps, tls and \
+                         mismatch"
+                    ),
                 ));
             }
         }
@@ -2059,27 +2075,7 @@ impl Cx<'_> {
             expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
-        let state = |v: &Option<Spanned<String>>, key: &str| {
-            v.as_ref()
-                .map(|v| {
-                    StateMap::parse_state(v.get_ref()).map_err(|e| self.err(v.span(), &f(key), e))
-                })
-                .transpose()
-        };
-        let states = StateMap {
-            must_stay_closed: state(&m.refused, "refused")?.unwrap_or(false),
-            mismatch_ok: state(&m.mismatch, "mismatch")?.unwrap_or(false),
-        };
-        if let Some(r) = m.refused.as_ref().filter(|_| states.must_stay_closed) {
-            if options.has_dialog() || m.mismatch.is_some() {
-                return Err(self.err(
-                    r.span(),
-                    &f("refused"),
-                    "refused = \"ok\" makes a module of a port that must stay closed, judged by \
-                     its connect alone: leave out preset, send, expect, steps, tls and mismatch",
-                ));
-            }
-        }
+        let states = self.state_map(&m.refused, &m.mismatch, &options, "module", &f)?;
         let timeout = match &m.timeout {
             Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(1))?,
             None => DEFAULT_MODULE_TIMEOUT,
@@ -2913,6 +2909,13 @@ preset = "smtps"
         let e = with("[module.m]\nrefused = \"warning\"\n").unwrap_err();
         assert_eq!(e.field, "module.m.refused", "{e}");
         assert!(e.message.contains("no WARNING state"), "{e}");
+        let e = with("[module.m]\nrefused = \"ok\"\nexpect = \"^220\"\n").unwrap_err();
+        assert_eq!(e.field, "module.m.refused", "{e}");
+        assert!(
+            e.message
+                .contains("makes a module of a port that must stay closed"),
+            "{e}"
+        );
     }
 
     #[test]
