@@ -1,7 +1,9 @@
 //! Whole dialogs (issue 11 items 8 to 12): several `--send`/`--expect` steps in order, captures
 //! (`${1}`) in later sends and in the result, `--quit`, `--expect-all`, line-aware `^`/`$`,
 //! `--max-reply`, `check --mismatch/--refused/--jail` and zero thresholds, reasons that quote
-//! the lines that matter; from `check`, `scan` (both backends), a monitor and the API.
+//! the lines that matter; from `check`, `scan` (both backends), a monitor and the API. Monitors
+//! and `/probe` modules map states too: `refused = "ok"` (a port that must stay closed),
+//! `mismatch = "ok"`, `jail = true`.
 //!
 //! The cases follow what monitoring-plugins' `check_tcp.t` and blackbox_exporter's
 //! `prober/tcp_test.go` assert (several expects, all of them with `-A`, mismatch and refusal
@@ -465,6 +467,19 @@ fn the_jail_keeps_the_peers_bytes_out_of_the_status_line() {
         "{}",
         c.line
     );
+    // scan: the result's reason says how many bytes came, on both backends.
+    let jailed = format!("step 1: got {} bytes, wanted ^554 ", GREETING.len());
+    for backend in backends(server.addr.ip()) {
+        let r = scan_one(server.addr, backend, &["--expect", "^554 ", "--jail"]);
+        let reason = r.str("reason").unwrap_or("");
+        assert!(reason.starts_with(&jailed), "{backend}: {:?}", r.fields);
+        let r = scan_one(server.addr, backend, &["--expect", "^554 "]);
+        assert!(
+            r.str("reason").unwrap_or("").contains("dialogs.test"),
+            "{backend}: {:?}",
+            r.fields
+        );
+    }
 }
 
 #[test]
@@ -651,6 +666,17 @@ fn api_sweeps_take_steps_and_name_the_field_of_a_bad_one() {
         "{:?}",
         r.fields
     );
+    // probe.jail: the stored reason says how many bytes came instead of quoting them.
+    let r = sweep(json!({"expect": "^554 ", "jail": true}));
+    let reason = r.str("reason").unwrap_or("");
+    assert!(
+        reason.starts_with(&format!(
+            "step 1: got {} bytes, wanted ^554 ",
+            GREETING.len()
+        )),
+        "{:?}",
+        r.fields
+    );
     for (probe, field) in [
         (json!({"steps": [{"send": "${1}"}]}), "probe.steps"),
         (json!({"steps": [{"expect": "("}]}), "probe.steps"),
@@ -777,4 +803,183 @@ fn steps_after_starttls_run_inside_tls_against_exim() {
     let c = check(&args);
     assert_status(&c, 0, "OK");
     drop(daemon);
+}
+
+/// Polls `path` on `serve` until `done` holds for its JSON, at most 30 s; the last value.
+fn poll_json(serve: &Serve, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = serve.http_json("GET", path, None).1;
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last check's reason of a monitor's one target.
+fn last_reason(v: &Value) -> String {
+    v["target_list"][0]["last"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A monitor of a port that must stay closed (`refused = "ok"`): UP while the port refuses,
+/// DOWN with the reason (in the API, the history and the webhook) once a listener accepts,
+/// UP again when it is gone. `/probe` with a module saying the same answers
+/// `probe_success` 1, then 0, then 1. Beside it, `mismatch = "ok"` keeps a monitor with a
+/// wrong reply UP, and `jail = true` keeps the reply out of the reason.
+#[test]
+fn a_monitor_of_a_port_that_must_stay_closed_goes_down_when_it_accepts() {
+    let ip = test_ip("dialogs-closed");
+    let port = free_port(ip);
+    let closed = SocketAddr::new(ip, port);
+    let script = Script::start(ip);
+    let (hook_port, hook) = crate::monitor::http_sink(ip);
+    let data = TempDir::new("dialogs-closed");
+    let config = data.write(
+        "porthawk.toml",
+        &format!(
+            r#"
+[[monitor]]
+name = "closed"
+targets = ["{ip}"]
+ports = "{port}"
+interval = "1s"
+fail_after = 1
+recover_after = 1
+group_wait = "0s"
+refused = "ok"
+on_down = ["hook"]
+on_up = ["hook"]
+
+[[monitor]]
+name = "wrong-is-ok"
+targets = ["{ip}"]
+ports = "{sport}"
+interval = "1s"
+fail_after = 1
+expect = "^554 "
+mismatch = "ok"
+
+[[monitor]]
+name = "jailed"
+targets = ["{ip}"]
+ports = "{sport}"
+interval = "1s"
+fail_after = 1
+expect = "^554 "
+jail = true
+
+[notify.hook]
+webhook = {{ url = "http://{ip}:{hook_port}/hook" }}
+
+[module.closed]
+refused = "ok"
+timeout = "1s"
+
+[module.steps]
+steps = [{{ expect = '^220 (\S+) ESMTP' }}, {{ send = 'EHLO ${{1}}\r\n' }}, {{ expect = '^250 HELP$' }}]
+quit = 'QUIT\r\n'
+max_reply = 8192
+timeout = "2s"
+
+[module.jailed]
+expect = "^554 "
+jail = true
+timeout = "1s"
+"#,
+            sport = script.addr.port(),
+        ),
+    );
+    let mut cmd = Serve::command(data.path());
+    cmd.arg("--config").arg(&config);
+    let serve = Serve::spawn(cmd);
+    let probe_success = || {
+        let (status, body) = http(
+            serve.addr,
+            "GET",
+            &format!("/probe?target={closed}&module=closed"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("probe_success "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no probe_success in {body}"))
+    };
+    let path = "/v1/monitors/closed";
+    // Refused: UP.
+    let v = poll_json(&serve, path, |v| v["state"] == "up");
+    assert_eq!(v["state"], "up", "{v}");
+    assert_eq!(v["probe"], "connect, must stay closed", "{v}");
+    assert_eq!(probe_success(), "1");
+    // A listener appears: DOWN, and the reason says why.
+    let mut service = crate::monitor::Service::start(closed);
+    let v = poll_json(&serve, path, |v| v["state"] == "down");
+    assert_eq!(v["state"], "down", "{v}");
+    let why = "open: accepts connections, but refused = \"ok\" wants it closed";
+    assert_eq!(last_reason(&v), why, "{v}");
+    assert_eq!(probe_success(), "0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hooked = |needle: &str| hook.lock().unwrap().iter().any(|m| m.contains(needle));
+    while !hooked("refused = \\\"ok\\\" wants it closed") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        hooked("refused = \\\"ok\\\" wants it closed"),
+        "{:?}",
+        hook.lock().unwrap()
+    );
+    // Gone again: UP.
+    service.stop();
+    let v = poll_json(&serve, path, |v| v["state"] == "up");
+    assert_eq!(v["state"], "up", "{v}");
+    assert!(v["events"].to_string().contains("wants it closed"), "{v}");
+    assert_eq!(probe_success(), "1");
+    // A wrong reply is UP with mismatch = "ok"; jailed, the reason has no peer bytes.
+    let ok = poll_json(&serve, "/v1/monitors/wrong-is-ok", |v| {
+        v["state"] != "pending"
+    });
+    assert_eq!(ok["state"], "up", "{ok}");
+    let jailed = poll_json(&serve, "/v1/monitors/jailed", |v| v["state"] == "down");
+    assert_eq!(jailed["state"], "down", "{jailed}");
+    let reason = last_reason(&jailed);
+    assert!(
+        reason.contains(&format!("got {} bytes, wanted ^554", GREETING.len())),
+        "{jailed}"
+    );
+    assert!(!jailed.to_string().contains("dialogs.test"), "{jailed}");
+    // `/probe` modules run whole dialogs, and keep the peer's bytes out when jailed.
+    let (status, body) = http(
+        serve.addr,
+        "GET",
+        &format!("/probe?target={}&module=steps", script.addr),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 1\n"), "{body}");
+    assert!(
+        script
+            .sessions()
+            .iter()
+            .any(|s| s == &["EHLO mx.dialogs.test".to_string(), "QUIT".to_string()]),
+        "{:?}",
+        script.sessions()
+    );
+    let (status, body) = http(
+        serve.addr,
+        "GET",
+        &format!("/probe?target={}&module=jailed&debug=true", script.addr),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 0\n"), "{body}");
+    assert!(
+        body.contains(&format!("got {} bytes, wanted ^554", GREETING.len())),
+        "{body}"
+    );
+    assert!(!body.contains("dialogs.test"), "{body}");
+    serve.stop();
 }

@@ -25,7 +25,7 @@ const DUAL: &str = "dual.porthawk.test";
 const V4ONLY: &str = "v4only.porthawk.test";
 
 /// Runs `sh -c` as `unshare --mount sh -c 'mount --bind HOSTS /etc/hosts && exec BIN ARGS'`.
-fn private_hosts(hosts: &Path, args: &[&str]) -> Command {
+pub(crate) fn private_hosts(hosts: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",
@@ -43,7 +43,7 @@ fn private_hosts(hosts: &Path, args: &[&str]) -> Command {
 
 /// Whether this machine can run the tests: root, `unshare`, and a bind mount in a private
 /// mount namespace.
-fn can_run(test: &str) -> bool {
+pub(crate) fn can_run(test: &str) -> bool {
     let missing = match Command::new("unshare")
         .args(["--mount", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"])
         .output()

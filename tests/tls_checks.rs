@@ -939,6 +939,29 @@ fn xmpp_preset_starts_tls_with_prosody() {
         "{line}"
     );
     assert_eq!(r.fields["matched"], json!(false));
+    // Checked by its name (in a private /etc/hosts), the stream goes to that name: no
+    // --sni needed; `--verify` checks the certificate for it too.
+    if crate::names::can_run("xmpp_preset_by_name") {
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, format!("127.0.0.1 localhost\n{ip} chat.test\n")).expect("hosts");
+        let target = format!("chat.test:{}", addr.port());
+        for extra in [&[][..], &["--verify", "--ca-file", &root][..]] {
+            let mut args = vec!["check", target.as_str(), "--preset", "xmpp"];
+            args.extend_from_slice(&["--cert-warn-days", "3"]);
+            args.extend_from_slice(extra);
+            let out = crate::util::run_command(
+                crate::names::private_hosts(&hosts, &args),
+                None,
+                crate::util::RUN_TIMEOUT,
+            );
+            let line = stdout(&out);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {line}");
+            assert!(
+                line.starts_with("PORTHAWK OK - ") && line.contains(&format!("via {ip}")),
+                "{line}"
+            );
+        }
+    }
     drop(daemon);
 }
 

@@ -360,6 +360,11 @@ pub struct ProbeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub max_reply: u64,
 
+    /// Keep the peer's bytes out of reasons: they say how many bytes came instead of quoting
+    /// them; check's status line has no banner or captures either (check_tcp -j).
+    #[arg(long)]
+    pub jail: bool,
+
     /// The --send and --expect steps in the order they were given (filled by [`parse_from`]
     /// from clap's indices).
     #[arg(skip)]
@@ -500,11 +505,6 @@ pub struct CheckArgs {
     /// closed (check_tcp -r).
     #[arg(long, value_enum, default_value_t = StateArg::Critical, value_name = "STATE")]
     pub refused: StateArg,
-
-    /// Keep the peer's bytes out of the status line: no banner, and reasons that say how many
-    /// bytes came instead of quoting them (check_tcp -j).
-    #[arg(long)]
-    pub jail: bool,
 }
 
 /// Which addresses of a host name to probe: shared by `scan` and `check`.

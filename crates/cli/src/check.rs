@@ -125,8 +125,7 @@ fn addresses(host: &str, family: FamilyChoice) -> Result<Resolved> {
 /// Runs the check; usage errors come back as `Err` and exit UNKNOWN.
 pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let (host, port) = split_target(&args.target)?;
-    let mut spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
-    spec.jail = args.jail;
+    let spec = crate::probe::spec(&args.probe, args.timeout, args.tries)?;
     if let (Some(w), Some(c)) = (args.warn, args.crit) {
         if w > c {
             bail!("--warn must not be above --crit");
@@ -277,7 +276,7 @@ fn outcome(r: &ProbeRecord, args: &CheckArgs, now: i64) -> Outcome {
             out.status = out.status.max(cert_status);
         }
     }
-    if !args.jail {
+    if !args.probe.jail {
         if let Some(b) = &r.banner {
             out.info = format!(" [{}]", banner_text(b).chars().take(80).collect::<String>());
         }

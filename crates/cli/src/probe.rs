@@ -1,6 +1,6 @@
 //! Turning the probe flags (`--preset`, `--identify`, `--send`, `--expect`, `--banner`, `--tls`,
-//! `--quit`, `--expect-all`, `--max-reply`) into the engine's probe spec, through the same
-//! `ProbeOptions` the API and monitors use.
+//! `--quit`, `--expect-all`, `--max-reply`, `--jail`, the TLS checks) into the engine's probe
+//! spec, through the same `ProbeOptions` the API and monitors use.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ pub fn spec(args: &ProbeArgs, connect_timeout: Duration, tries: u8) -> Result<Pr
         tls_cert: args.cert.as_ref().map(|p| p.display().to_string()),
         tls_key: args.key.as_ref().map(|p| p.display().to_string()),
         expect_alert: args.expect_alert.clone(),
+        jail: args.jail,
         ..ProbeOptions::default()
     };
     options

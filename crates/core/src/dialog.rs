@@ -38,6 +38,17 @@ pub const MAX_CAPTURES: usize = 16;
 pub const CAPTURE_LIMIT: usize = 256;
 /// Characters of one line of a reply quoted in a failure reason.
 const QUOTE_LIMIT: usize = 100;
+/// Characters of a binary reply quoted in a failure reason (32 bytes written as `\xHH`).
+const BINARY_QUOTE_LIMIT: usize = 128;
+
+/// Whether a reply is binary rather than lines of text: it holds a control byte other than
+/// tab, CR and LF (a NUL, a length prefix, a BER tag). Lines mean nothing in such a reply,
+/// and a 0x0a in it is data, not a line end.
+fn is_binary(reply: &[u8]) -> bool {
+    reply
+        .iter()
+        .any(|&b| matches!(b, 0x00..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f))
+}
 
 /// Why a dialog could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,6 +243,10 @@ pub enum SendPiece {
     Bytes(Vec<u8>),
     /// The capture with this number (1 is the dialog's first capture group), as it was read.
     Capture(usize),
+    /// An XMPP client stream header ([`crate::xmpp_stream_header`]) addressed to the name
+    /// the probe presents: `--sni`, else the target's host name; without `to` for a target
+    /// given as an address.
+    XmppHeader,
 }
 
 /// A list of steps run after the handshake.
@@ -676,6 +691,14 @@ impl Conversation {
                                 .and_then(|i| self.captures.get(i))
                                 .map_or(&[][..], Vec::as_slice),
                         ),
+                        SendPiece::XmppHeader => {
+                            let name = spec
+                                .tls_check
+                                .as_deref()
+                                .and_then(|c| c.sni.as_deref())
+                                .or(self.server_name.as_deref());
+                            bytes.extend(crate::xmpp_stream_header(name));
+                        }
                     }
                 }
                 if bytes.is_empty() {
@@ -928,10 +951,14 @@ impl Conversation {
 
     /// `got '...'` for a reason: the lines of the reply that matter, escaped and bounded. The
     /// first line, and when more came, the last one read (the one a multi-line reply ends
-    /// with, or where it stopped); with the jail on, only how many bytes came.
+    /// with, or where it stopped); a binary reply from its start, as escaped bytes; with
+    /// the jail on, only how many bytes came.
     fn quote(&self) -> String {
         if self.jail {
             return format!("got {} bytes", self.rx.len());
+        }
+        if is_binary(&self.rx) {
+            return format!("got '{}'", printable(&self.rx, BINARY_QUOTE_LIMIT));
         }
         let mut lines = self
             .rx
@@ -950,10 +977,14 @@ impl Conversation {
     }
 
     /// `got '...'` for a reason: the line of the reply that holds byte `at` (where a reject
-    /// pattern matched).
+    /// pattern matched); of a binary reply, its bytes from `at` on.
     fn quote_at(&self, at: usize) -> String {
         if self.jail {
             return format!("got {} bytes", self.rx.len());
+        }
+        if is_binary(&self.rx) {
+            let from = &self.rx[at.min(self.rx.len())..];
+            return format!("got '{}'", printable(from, BINARY_QUOTE_LIMIT));
         }
         let start = self.rx[..at.min(self.rx.len())]
             .iter()
@@ -1743,6 +1774,96 @@ mod tests {
         assert!(big.rx.capacity() <= READ_LIMIT);
         c.reset();
         assert!(c.captures().is_empty() && !c.mismatched());
+    }
+
+    #[test]
+    fn the_xmpp_stream_goes_to_the_targets_name_unless_sni_names_another() {
+        let header = |sni: Option<&str>, target: Option<&str>| {
+            let options = crate::ProbeOptions {
+                preset: Some("xmpp".into()),
+                sni: sni.map(str::to_string),
+                ..Default::default()
+            };
+            let s = Duration::from_secs(1);
+            let spec = options
+                .spec(
+                    s,
+                    1,
+                    s,
+                    s,
+                    Arc::new(rustls::time_provider::DefaultTimeProvider),
+                )
+                .unwrap();
+            let mut c = Conversation::default();
+            c.set_server_name(target);
+            assert!(matches!(
+                c.on_connect(&spec, connected()),
+                Step::Send { .. }
+            ));
+            String::from_utf8(c.pending_send().to_vec()).unwrap()
+        };
+        assert!(header(None, Some("chat.example")).ends_with(" to='chat.example'>"));
+        assert!(
+            header(Some("vhost.example"), Some("chat.example")).ends_with(" to='vhost.example'>")
+        );
+        let bare = header(None, None);
+        assert!(
+            bare.ends_with(" version='1.0'>") && !bare.contains(" to="),
+            "{bare}"
+        );
+    }
+
+    #[test]
+    fn binary_replies_are_quoted_as_escaped_bytes_past_their_0x0a() {
+        // A PostgreSQL-like reply: a length prefix with a 0x0a in it, then more bytes. Cut
+        // at the 0x0a it would read as a line of four bytes.
+        let reply = b"R\x00\x00\x00\x0a\x00\x00\x00\x05salt\x01\x02";
+        let (_, _, reason, _) = run(
+            Dialog {
+                steps: vec![expect(r"^\+OK")],
+            },
+            &[Peer::Says(reply), Peer::Closes],
+        );
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                r"step 1: got 'R\x00\x00\x00\n\x00\x00\x00\x05salt\x01\x02', wanted ^\+OK (then closed)"
+            )
+        );
+        // A long one is cut at the bound, with `...`.
+        let long: Vec<u8> = (0u8..=255).collect();
+        let (_, _, reason, _) = run(
+            Dialog {
+                steps: vec![expect("^never")],
+            },
+            &[Peer::Says(&long), Peer::Closes],
+        );
+        let reason = reason.unwrap();
+        let quoted = reason
+            .strip_prefix("step 1: got '")
+            .and_then(|r| r.split_once("', wanted"))
+            .map(|(q, _)| q)
+            .unwrap();
+        assert!(quoted.starts_with(r"\x00\x01\x02"), "{reason}");
+        assert!(quoted.ends_with("..."), "{reason}");
+        assert!(quoted.len() <= BINARY_QUOTE_LIMIT + 3, "{reason}");
+        // A reject in a binary reply quotes the bytes from where it matched.
+        let (_, _, reason, _) = run(
+            Dialog {
+                steps: vec![DialogStep::Expect {
+                    expect: Pattern::regex("(?-u)^\\x00OK").unwrap(),
+                    reject: Some(Pattern::regex("ERR").unwrap()),
+                }],
+            },
+            &[Peer::Says(b"\x00\x01\nhdr ERR\x02 bad")],
+        );
+        assert_eq!(
+            reason.as_deref(),
+            Some(r"step 1: got 'ERR\x02 bad', which matches reject ERR")
+        );
+        // Text keeps its lines.
+        assert!(!is_binary(b"220 mx ESMTP\r\n250-a\tb\r\n"));
+        assert!(is_binary(b"\x16\x03\x01"));
     }
 
     #[test]

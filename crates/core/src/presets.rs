@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::{Dialog, DialogError, DialogStep, Pattern};
+use crate::{Dialog, DialogError, DialogStep, Pattern, SendPiece};
 
 /// When a preset speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,7 +50,7 @@ pub enum PresetStep {
         reject: Wire,
     },
     /// Send an XMPP client stream header ([`xmpp_stream_header`]), addressed to the server
-    /// name the probe presents (`--sni`), if any.
+    /// name the probe presents: `--sni`, else the target's host name (none for an address).
     SendXmppHeader,
 }
 
@@ -77,7 +77,9 @@ impl Preset {
     }
 
     /// [`Preset::dialog`] for a probe that names the server `server_name` (`--sni`): XMPP
-    /// addresses its stream to it.
+    /// addresses its stream to it. Without one, the stream goes to the name of the target
+    /// each connection is made to ([`SendPiece::XmppHeader`]), so that `check
+    /// chat.example:5222 --preset xmpp` needs no `--sni`.
     pub fn dialog_for(&self, server_name: Option<&str>) -> Result<Dialog, DialogError> {
         let steps = self
             .steps
@@ -95,7 +97,10 @@ impl Preset {
                         expect: Pattern::Wire(expect),
                         reject: Some(Pattern::Wire(reject)),
                     },
-                    PresetStep::SendXmppHeader => DialogStep::Send(xmpp_stream_header(server_name)),
+                    PresetStep::SendXmppHeader => match server_name {
+                        Some(name) => DialogStep::Send(xmpp_stream_header(Some(name))),
+                        None => DialogStep::SendCaptures(vec![SendPiece::XmppHeader]),
+                    },
                 })
             })
             .collect::<Result<_, DialogError>>()?;
@@ -1092,6 +1097,12 @@ mod tests {
             .unwrap();
         assert!(matches!(&dialog.steps[0],
             DialogStep::Send(b) if b.ends_with(b" to='chat.example'>")));
+        // Without --sni, the header is written per connection, to the target's name.
+        let dialog = preset("xmpp").unwrap().dialog().unwrap();
+        assert_eq!(
+            dialog.steps[0],
+            DialogStep::SendCaptures(vec![SendPiece::XmppHeader])
+        );
     }
 
     /// What a scripted server does when the conversation reads.
@@ -1351,9 +1362,9 @@ mod tests {
                 &[Says(
                     b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00",
                 )],
-                // A reason quotes the line that holds the match: a binary reply is cut at its
-                // first 0x0a byte (the resultCode's tag here).
-                "step 2: got '0\\x0c\\x02\\x01\\x01x\\x07', which matches reject an LDAP error",
+                // A binary reply is quoted whole as escaped bytes, past its 0x0a (the
+                // resultCode's tag here), not cut there as a line of text would be.
+                "step 2: got '0\\x0c\\x02\\x01\\x01x\\x07\\n\\x01\\x02\\x04\\x00\\x04\\x00', which matches reject an LDAP error",
             ),
             (
                 "xmpp",

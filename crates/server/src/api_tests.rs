@@ -924,6 +924,7 @@ fn sample(path: &str) -> Value {
         "probe.quit" => json!("QUIT\\r\\n"),
         "probe.expect_all" => json!(true),
         "probe.max_reply" => json!(8192),
+        "probe.jail" => json!(true),
         "probe.tls_verify" => json!(true),
         "probe.tls_ca_file" | "probe.tls_cert" => json!(pem_file("cert.pem", TEST_CERT)),
         "probe.tls_key" => json!(pem_file("key.pem", TEST_KEY)),

@@ -234,6 +234,8 @@ fn module(name: &str, m: RawModule) -> Result<ProbeModule, String> {
         ip_protocol,
         ip_protocol_fallback,
         options,
+        // blackbox has no state mapping: a refusal and a wrong reply fail, as there.
+        states: porthawk_watch::config::StateMap::default(),
     })
 }
 

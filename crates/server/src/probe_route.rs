@@ -28,7 +28,7 @@ use porthawk_core::{
     is_local_errno, HostSetBuilder, PortSet, PortState, ProbeRecord, ProbeSpec, TargetSpace,
 };
 use porthawk_engine::{result_channel, Job};
-use porthawk_watch::config::{IpProtocol, ProbeModule};
+use porthawk_watch::config::{IpProtocol, ProbeModule, StateMap};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -126,6 +126,7 @@ pub(crate) async fn probe(
         ip_protocol: address.map_or(0, |ip| if ip.is_ipv4() { 4 } else { 6 }),
         record: None,
         failed_at_handshake: false,
+        states: module.states,
     };
     if let Some(ip) = address {
         log.push(format!("resolved '{host}' to {ip}"));
@@ -329,6 +330,8 @@ struct Outcome {
     record: Option<ProbeRecord>,
     /// The dialog failed at a TLS handshake (or its verification), not at an expect.
     failed_at_handshake: bool,
+    /// The module's mapping of a refusal and a reply that did not match.
+    states: StateMap,
 }
 
 /// Whether the record's dialog failed at one of the module's TLS handshake steps: a failed
@@ -407,7 +410,11 @@ impl Outcome {
                 )],
             );
         }
-        let success = connected.is_some_and(|r| r.reason.is_none() && r.matched != Some(false));
+        // The verdict a monitor would give, with the module's `refused`/`mismatch`.
+        let success = self
+            .record
+            .as_ref()
+            .is_some_and(|r| porthawk_watch::watch::verdict(r, self.states).0);
         gauge(
             "probe_success",
             "Displays whether or not the probe was a success",
@@ -469,6 +476,7 @@ mod tests {
             ip_protocol: 4,
             record: Some(record),
             failed_at_handshake: false,
+            states: StateMap::default(),
         }
         .encode(0.25, Duration::from_secs(5));
         assert!(
@@ -490,12 +498,49 @@ mod tests {
                 1,
             )),
             failed_at_handshake: false,
+            states: StateMap::default(),
         }
         .encode(0.01, Duration::from_secs(1));
         assert!(closed.contains("probe_success 0\n"));
         // Like blackbox, no regex verdict without a connection.
         assert!(!closed.contains("probe_failed_due_to_regex"));
         assert_eq!(blackbox_tls_version("TLSv1.3"), "TLS 1.3");
+    }
+
+    #[test]
+    fn a_modules_refused_and_mismatch_decide_probe_success() {
+        let record = |state| ProbeRecord::new("127.0.0.1".parse().unwrap(), 23, state, 1, 1);
+        let success = |record: ProbeRecord, states: StateMap| {
+            Outcome {
+                dns_s: 0.0,
+                ip_protocol: 4,
+                record: Some(record),
+                failed_at_handshake: false,
+                states,
+            }
+            .encode(0.01, Duration::from_secs(1))
+            .contains("probe_success 1\n")
+        };
+        let closed_ok = StateMap {
+            must_stay_closed: true,
+            ..StateMap::default()
+        };
+        assert!(success(record(PortState::Closed), closed_ok));
+        assert!(!success(record(PortState::Open), closed_ok));
+        assert!(!success(record(PortState::Filtered), closed_ok));
+        assert!(!success(record(PortState::Closed), StateMap::default()));
+        let wrong = ProbeRecord {
+            reason: Some("step 1: got 'x', wanted ^220".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..record(PortState::Open)
+        };
+        let mismatch_ok = StateMap {
+            mismatch_ok: true,
+            ..StateMap::default()
+        };
+        assert!(success(wrong.clone(), mismatch_ok));
+        assert!(!success(wrong, StateMap::default()));
     }
 
     #[test]
@@ -520,6 +565,7 @@ mod tests {
             ip_protocol: 4,
             record: Some(record.clone()),
             failed_at_handshake: true,
+            states: StateMap::default(),
         }
         .encode(0.1, Duration::from_secs(5));
         assert!(text.contains("probe_failed_due_to_regex 0\n"), "{text}");

@@ -100,6 +100,11 @@ pub struct ProbeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1048576)]
     pub max_reply: Option<usize>,
+    /// Keep the peer's bytes out of the results' reasons: they say how many bytes came
+    /// instead of quoting them (check_tcp's `-j`); a banner the probe asks for is still
+    /// reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<bool>,
 }
 
 /// The body of `POST /v1/sweeps`.
@@ -492,6 +497,7 @@ fn probe_options(p: &ProbeRequest) -> ProbeOptions {
         tls_key: p.tls_key.clone(),
         expect_alert: p.expect_alert.clone(),
         max_probes: p.max_probes,
+        jail: p.jail.unwrap_or(false),
         ..ProbeOptions::default()
     }
 }

@@ -190,8 +190,42 @@ pub struct MonitorSpec {
     /// The notifications of a partial outage (some vantages, fewer than the quorum, see a
     /// target DOWN). Only `[notify.NAME]`s: a partial outage never runs an action.
     pub on_partial: Vec<String>,
+    /// What a refused connection and a reply that did not match come to (`refused`,
+    /// `mismatch`).
+    pub states: StateMap,
     /// A digest of everything that decides how it probes; equal digests probe alike.
     pub fingerprint: String,
+}
+
+/// What a check's refused connection and its reply that did not match come to: check_tcp's
+/// `--refused` and `--mismatch`, for monitors (`refused = "ok"`, `mismatch = "ok"`) and the
+/// modules of `/probe`. Monitors are UP or DOWN, so `"ok"` and `"critical"` (the default) are
+/// the values; `"warning"` is refused with a message that says why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateMap {
+    /// `refused = "ok"`: the port must stay closed. A refused connection passes and an
+    /// accepted one fails (`open: accepts connections, but refused = "ok" wants it
+    /// closed`); no answer, or an unreachable host, fails as always.
+    pub must_stay_closed: bool,
+    /// `mismatch = "ok"`: a reply that did not match passes (silence, a reset or a failed
+    /// TLS handshake still fails).
+    pub mismatch_ok: bool,
+}
+
+impl StateMap {
+    /// Reads `"ok"` or `"critical"`: whether the outcome passes. The message names the
+    /// values.
+    pub fn parse_state(text: &str) -> Result<bool, String> {
+        match text {
+            "ok" => Ok(true),
+            "critical" => Ok(false),
+            "warning" | "warn" => Err(
+                "monitors and /probe are UP or DOWN, with no WARNING state: give \"ok\" or \"critical\""
+                    .into(),
+            ),
+            other => Err(format!("'{other}' is not a state: give \"ok\" or \"critical\"")),
+        }
+    }
 }
 
 impl MonitorSpec {
@@ -557,6 +591,16 @@ struct RawMonitor {
     expect_all: Option<bool>,
     #[serde(default)]
     max_reply: Option<Spanned<i64>>,
+    // check_tcp's state mapping (issue 11 item 10).
+    /// `"ok"`: the port must stay closed.
+    #[serde(default)]
+    refused: Option<Spanned<String>>,
+    /// `"ok"`: a reply that did not match passes.
+    #[serde(default)]
+    mismatch: Option<Spanned<String>>,
+    /// Keep the peer's bytes out of reasons (history, notifications, the status page).
+    #[serde(default)]
+    jail: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1014,6 +1058,8 @@ impl Cx<'_> {
         }
         let timing = self.monitor_timing(raw, &f)?;
         let (options, spec) = self.monitor_probe(raw, &timing, &f)?;
+        let states = self.monitor_states(m, &options, &f)?;
+        let addresses = self.closed_addresses(m, states, addresses, &f)?;
         let thresholds = self.monitor_thresholds(m, &f)?;
         let on_down = self.monitor_reactions(&m.on_down, "on_down", config, &f)?;
         let on_up = self.monitor_reactions(&m.on_up, "on_up", config, &f)?;
@@ -1080,9 +1126,11 @@ impl Cx<'_> {
             remind,
             group_wait,
             fingerprint: format!(
-                "{}|{addresses}|{family:?}",
-                fingerprint(m, &ports_text, &timing, &options, &from)
+                "{}|{addresses}|{family:?}|{states:?}|{}",
+                fingerprint(m, &ports_text, &timing, &options, &from),
+                options.jail
             ),
+            states,
             from,
             quorum,
             on_partial,
@@ -1276,6 +1324,7 @@ impl Cx<'_> {
             tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
             tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
             expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
+            jail: m.jail.unwrap_or(false),
             ..Default::default()
         };
         let spec = options
@@ -1304,6 +1353,80 @@ impl Cx<'_> {
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message.clone())
             })?;
         Ok((options, spec))
+    }
+
+    /// `refused` and `mismatch` of a monitor: what a refusal and a reply that did not match
+    /// come to.
+    fn monitor_states(
+        &self,
+        m: &RawMonitor,
+        options: &porthawk_core::ProbeOptions,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<StateMap, ConfigError> {
+        self.state_map(&m.refused, &m.mismatch, options, "monitor", f)
+    }
+
+    /// `refused` and `mismatch` of a monitor or a module (`kind`). A port that must stay
+    /// closed (`refused = "ok"`) is checked by its connect alone, so it takes no dialog, and
+    /// no `mismatch` (there is no reply to judge).
+    fn state_map(
+        &self,
+        refused: &Option<Spanned<String>>,
+        mismatch: &Option<Spanned<String>>,
+        options: &porthawk_core::ProbeOptions,
+        kind: &str,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<StateMap, ConfigError> {
+        let state = |v: &Option<Spanned<String>>, key: &str| {
+            v.as_ref()
+                .map(|v| {
+                    StateMap::parse_state(v.get_ref()).map_err(|e| self.err(v.span(), &f(key), e))
+                })
+                .transpose()
+        };
+        let states = StateMap {
+            must_stay_closed: state(refused, "refused")?.unwrap_or(false),
+            mismatch_ok: state(mismatch, "mismatch")?.unwrap_or(false),
+        };
+        if let Some(r) = refused.as_ref().filter(|_| states.must_stay_closed) {
+            if options.has_dialog() || mismatch.is_some() {
+                return Err(self.err(
+                    r.span(),
+                    &f("refused"),
+                    format!(
+                        "refused = \"ok\" makes a {kind} of a port that must stay closed, judged \
+                         by its connect alone: leave out preset, send, expect, steps, tls and \
+                         mismatch"
+                    ),
+                ));
+            }
+        }
+        Ok(states)
+    }
+
+    /// How a name's addresses make the verdict of a port that must stay closed: every one of
+    /// them must refuse (`all`, the default there), since one address that accepts is the
+    /// open port the monitor is for; `addresses = "any"` would hide it and is refused.
+    fn closed_addresses(
+        &self,
+        m: &RawMonitor,
+        states: StateMap,
+        addresses: AddressMode,
+        f: &dyn Fn(&str) -> String,
+    ) -> Result<AddressMode, ConfigError> {
+        if !states.must_stay_closed {
+            return Ok(addresses);
+        }
+        match &m.addresses {
+            Some(a) if addresses == AddressMode::Any => Err(self.err(
+                a.span(),
+                &f("addresses"),
+                "with refused = \"ok\" every address of a name must refuse (an address that \
+                 accepts is the open port this monitor looks for): leave addresses out, or give \
+                 \"all\"",
+            )),
+            _ => Ok(AddressMode::All),
+        }
     }
 
     /// `fail_after`, `recover_after`, `flap_changes`, `flap_window`.
@@ -1508,6 +1631,8 @@ fn probe_description(m: &RawMonitor) -> String {
         "send/expect".to_string()
     } else if m.steps.is_some() {
         "steps".to_string()
+    } else if m.refused.as_ref().is_some_and(|r| r.get_ref() == "ok") {
+        "connect, must stay closed".to_string()
     } else {
         "connect".to_string()
     };
@@ -1649,6 +1774,9 @@ pub struct ProbeModule {
     /// blackbox.yml module, `tls` when its dialog makes a handshake and its `tls_config`
     /// (`tls_verify`, `tls_ca_file`, `sni`, `tls_cert`, `tls_key`).
     pub options: porthawk_core::ProbeOptions,
+    /// What a refusal and a reply that did not match come to in `probe_success`
+    /// (`refused`, `mismatch` of a `[module.NAME]`; blackbox.yml has neither).
+    pub states: StateMap,
 }
 
 /// The timeout of a module that gives none (blackbox_exporter's example modules use 5s).
@@ -1664,6 +1792,7 @@ impl ProbeModule {
             ip_protocol: IpProtocol::Ip6,
             ip_protocol_fallback: true,
             options: porthawk_core::ProbeOptions::default(),
+            states: StateMap::default(),
         }
     }
 }
@@ -1733,6 +1862,23 @@ struct RawModule {
     tls_cert: Option<Spanned<String>>,
     #[serde(default)]
     tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    refused: Option<Spanned<String>>,
+    #[serde(default)]
+    mismatch: Option<Spanned<String>>,
+    #[serde(default)]
+    jail: Option<bool>,
+    // Whole dialogs and the TLS alert, as a monitor has them.
+    #[serde(default)]
+    steps: Option<Spanned<Vec<porthawk_core::ProbeStep>>>,
+    #[serde(default)]
+    quit: Option<Spanned<String>>,
+    #[serde(default)]
+    expect_all: Option<bool>,
+    #[serde(default)]
+    max_reply: Option<Spanned<i64>>,
+    #[serde(default)]
+    expect_alert: Option<Spanned<String>>,
 }
 
 /// The shortest `every` of a scheduled sweep.
@@ -1917,8 +2063,19 @@ impl Cx<'_> {
             sni: m.sni.as_ref().map(|p| p.get_ref().clone()),
             tls_cert: m.tls_cert.as_ref().map(|p| p.get_ref().clone()),
             tls_key: m.tls_key.as_ref().map(|p| p.get_ref().clone()),
+            jail: m.jail.unwrap_or(false),
+            steps: m.steps.as_ref().map_or(Vec::new(), |s| s.get_ref().clone()),
+            quit: m.quit.as_ref().map(|q| q.get_ref().clone()),
+            expect_all: m.expect_all.unwrap_or(false),
+            // Out of usize's range is out of max_reply's: core names the limit.
+            max_reply: m
+                .max_reply
+                .as_ref()
+                .map(|n| usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)),
+            expect_alert: m.expect_alert.as_ref().map(|p| p.get_ref().clone()),
             ..Default::default()
         };
+        let states = self.state_map(&m.refused, &m.mismatch, &options, "module", &f)?;
         let timeout = match &m.timeout {
             Some(t) => self.duration(t, &f("timeout"), Duration::from_millis(1))?,
             None => DEFAULT_MODULE_TIMEOUT,
@@ -1942,6 +2099,10 @@ impl Cx<'_> {
                     "sni" => m.sni.as_ref().map(Spanned::span),
                     "tls_cert" => m.tls_cert.as_ref().map(Spanned::span),
                     "tls_key" => m.tls_key.as_ref().map(Spanned::span),
+                    "steps" => m.steps.as_ref().map(Spanned::span),
+                    "quit" => m.quit.as_ref().map(Spanned::span),
+                    "max_reply" => m.max_reply.as_ref().map(Spanned::span),
+                    "expect_alert" => m.expect_alert.as_ref().map(Spanned::span),
                     _ => None,
                 };
                 self.err(span.unwrap_or(raw.span()), &f(e.field), e.message)
@@ -1964,6 +2125,7 @@ impl Cx<'_> {
             ip_protocol,
             ip_protocol_fallback: m.ip_protocol_fallback.unwrap_or(true),
             options,
+            states,
         })
     }
 }
@@ -2343,6 +2505,12 @@ slack = { url = "https://hooks.example.com/services/x" }
             (&format!("{monitor}tls = true\nsni = \"bad name!\"\n"), 12, "monitor[0].sni", "invalid server name"),
             (&format!("{monitor}tls = true\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n"), 12, "monitor[0].tls_cert", "/nonexistent/c.pem"),
             (&format!("{monitor}sni = \"mx.example\"\n"), 11, "monitor[0].sni", "needs a TLS dialog"),
+            (&format!("{monitor}refused = \"warning\"\n"), 11, "monitor[0].refused", "no WARNING state: give \"ok\" or \"critical\""),
+            (&format!("{monitor}mismatch = \"warn\"\n"), 11, "monitor[0].mismatch", "no WARNING state"),
+            (&format!("{monitor}mismatch = \"fine\"\n"), 11, "monitor[0].mismatch", "'fine' is not a state"),
+            (&format!("{monitor}preset = \"smtp\"\nrefused = \"ok\"\n"), 12, "monitor[0].refused", "must stay closed"),
+            (&format!("{monitor}refused = \"ok\"\naddresses = \"any\"\n"), 12, "monitor[0].addresses", "every address of a name must refuse"),
+            (&format!("{monitor}jail = \"yes\"\n"), 11, "monitor[0].jail", "invalid type"),
             (&format!("{monitor}preset = \"smtp\"\nexpect = \"x\"\n"), 11, "monitor[0].preset", "not both"),
             (&format!("{monitor}expect = \"(\"\n"), 11, "monitor[0].expect", "expect"),
             (&format!("{monitor}send = \"\\\\xZZ\"\n"), 11, "monitor[0].send", "send"),
@@ -2706,6 +2874,48 @@ preset = "smtps"
             .steps
             .contains(&porthawk_core::DialogStep::StartTls));
         assert_eq!(smtps.timeout, DEFAULT_MODULE_TIMEOUT);
+    }
+
+    #[test]
+    fn state_mapping_and_jail_reach_monitors_and_modules() {
+        let c = with(
+            "[[monitor]]\nname = \"closed\"\ntargets = [\"127.0.0.1\"]\nports = \"23\"\nrefused = \"ok\"\n\n\
+             [[monitor]]\nname = \"smtp\"\ntargets = [\"127.0.0.1\"]\nports = \"25\"\npreset = \"smtp\"\n\
+             mismatch = \"ok\"\njail = true\n\n\
+             [module.closed]\nrefused = \"ok\"\n\n[module.smtp]\npreset = \"smtp\"\nmismatch = \"ok\"\njail = true\n\n\
+             [module.dialog]\nsteps = [{ expect = '^220 (\\S+)' }, { send = 'EHLO ${1}\\r\\n' }, { expect = '^250 ' }]\n\
+             quit = 'QUIT\\r\\n'\nmax_reply = 8192\n\n[module.mtls]\nexpect_alert = \"certificate_required\"\n",
+        )
+        .unwrap();
+        let closed = &c.monitors[0];
+        assert!(closed.states.must_stay_closed && !closed.states.mismatch_ok);
+        assert!(!closed.spec.jail);
+        let smtp = &c.monitors[1];
+        assert!(smtp.states.mismatch_ok && !smtp.states.must_stay_closed);
+        assert!(smtp.spec.jail && smtp.wire_probe.jail);
+        assert_ne!(closed.fingerprint, smtp.fingerprint);
+        assert!(c.modules["closed"].states.must_stay_closed);
+        assert!(c.modules["smtp"].states.mismatch_ok && c.modules["smtp"].options.jail);
+        // A module takes a whole dialog and an expected alert, as a monitor does.
+        let dialog = &c.modules["dialog"];
+        assert_eq!(dialog.options.steps.len(), 3);
+        assert_eq!(dialog.options.max_reply, Some(8192));
+        assert_eq!(dialog.dialog.as_ref().map(|d| d.steps.len()), Some(4));
+        assert!(c.modules["mtls"].dialog.is_some());
+        // The default is check_tcp's: both CRITICAL, i.e. failures.
+        let plain =
+            with("[[monitor]]\nname = \"m\"\ntargets = [\"127.0.0.1\"]\nports = \"23\"\n").unwrap();
+        assert_eq!(plain.monitors[0].states, StateMap::default());
+        let e = with("[module.m]\nrefused = \"warning\"\n").unwrap_err();
+        assert_eq!(e.field, "module.m.refused", "{e}");
+        assert!(e.message.contains("no WARNING state"), "{e}");
+        let e = with("[module.m]\nrefused = \"ok\"\nexpect = \"^220\"\n").unwrap_err();
+        assert_eq!(e.field, "module.m.refused", "{e}");
+        assert!(
+            e.message
+                .contains("makes a module of a port that must stay closed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use porthawk_core::{
     ProbeRecord, ProbeSpec, TargetSpace,
 };
 
-use crate::config::{ActionSpec, MonitorSpec, WatchConfig, LOCAL_VANTAGE};
+use crate::config::{ActionSpec, MonitorSpec, StateMap, WatchConfig, LOCAL_VANTAGE};
 use crate::state::{agree, Change, Health, Sight, Tracker};
 
 /// One chunk's round of probes, for the runtime to submit as an engine job with this id.
@@ -708,7 +708,8 @@ pub struct Sample {
     pub rtt_max_us: u32,
     /// The first failure: `ip:port: reason`.
     pub reason: Option<String>,
-    /// The earliest end of validity of a certificate seen, in seconds since the Unix epoch.
+    /// The earliest end of validity of a certificate seen (of each presented chain, its
+    /// first to expire), in seconds since the Unix epoch.
     pub cert_not_after: Option<i64>,
 }
 
@@ -718,6 +719,7 @@ impl Sample {
     fn of(
         monitor: &str,
         records: &[ProbeRecord],
+        states: StateMap,
         known: impl Fn(IpAddr, u16) -> bool,
         now_ms: u64,
     ) -> Option<Sample> {
@@ -736,7 +738,7 @@ impl Sample {
                 continue;
             }
             s.checks += 1;
-            match verdict(r) {
+            match verdict(r, states) {
                 (true, _) => {
                     s.rtt_sum_us += u64::from(r.rtt_us);
                     s.rtt_max_us = s.rtt_max_us.max(r.rtt_us);
@@ -749,7 +751,9 @@ impl Sample {
                     }
                 }
             }
-            if let Some(cert) = r.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+            // The presented chain's first certificate to expire (an intermediate may end
+            // before the leaf), as check's `cert_days` and the results' `cert_days_left`.
+            if let Some(cert) = r.tls.as_ref().and_then(|t| t.expiring()) {
                 s.cert_not_after = Some(
                     s.cert_not_after
                         .map_or(cert.not_after, |n| n.min(cert.not_after)),
@@ -1271,8 +1275,24 @@ pub fn local_shortage(r: &ProbeRecord) -> Option<&'static str> {
     }
 }
 
-/// Whether a record is a passing check, and if not, why.
-pub fn verdict(r: &ProbeRecord) -> (bool, Option<String>) {
+/// Whether a record is a passing check, and if not, why: as `states` maps a refusal and a
+/// reply that did not match (a monitor's `refused`/`mismatch`, a `/probe` module's).
+pub fn verdict(r: &ProbeRecord, states: StateMap) -> (bool, Option<String>) {
+    if states.must_stay_closed {
+        match r.state {
+            PortState::Closed => return (true, None),
+            PortState::Open => {
+                return (
+                    false,
+                    Some("open: accepts connections, but refused = \"ok\" wants it closed".into()),
+                )
+            }
+            _ => {}
+        }
+    }
+    if states.mismatch_ok && r.state == PortState::Open && r.mismatch {
+        return (true, None);
+    }
     match r.state {
         PortState::Open => match (&r.reason, r.matched) {
             (None, Some(false)) => (false, Some("open, but the reply did not match".into())),
@@ -1708,9 +1728,11 @@ impl Watch {
                 return effects;
             };
             let mut round = self.rounds.get_mut(&job);
+            let states = m.spec.states;
             let sample = Sample::of(
                 &name,
                 records,
+                states,
                 |ip, port| {
                     m.targets.contains_key(&(TargetHost::Addr(ip), port))
                         || round.as_ref().is_some_and(|r| r.by_ip.contains_key(&ip))
@@ -1721,7 +1743,7 @@ impl Watch {
             for r in records {
                 let shortage = local_shortage(r);
                 let check = shortage.is_none().then(|| {
-                    let (ok, reason) = verdict(r);
+                    let (ok, reason) = verdict(r, states);
                     LastCheck {
                         at_ms: now_ms,
                         ok,
@@ -2679,14 +2701,130 @@ interval = "10s"
     #[test]
     fn failures_are_explained() {
         let ip = IpAddr::from([127, 0, 0, 1]);
+        let plain = StateMap::default();
         let mut r = ProbeRecord::new(ip, 1, PortState::Open, 1, 1);
-        assert_eq!(verdict(&r), (true, None));
+        assert_eq!(verdict(&r, plain), (true, None));
         r.matched = Some(false);
-        assert!(!verdict(&r).0);
+        assert!(!verdict(&r, plain).0);
         r.reason = Some("expect: no match".into());
-        assert_eq!(verdict(&r).1.as_deref(), Some("open, but expect: no match"));
+        assert_eq!(
+            verdict(&r, plain).1.as_deref(),
+            Some("open, but expect: no match")
+        );
         let r = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
-        assert!(verdict(&r).1.unwrap().contains("2 tries"));
+        assert!(verdict(&r, plain).1.unwrap().contains("2 tries"));
+    }
+
+    #[test]
+    fn refusals_and_mismatches_map_as_the_monitor_says() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let closed_ok = StateMap {
+            must_stay_closed: true,
+            ..StateMap::default()
+        };
+        let mismatch_ok = StateMap {
+            mismatch_ok: true,
+            ..StateMap::default()
+        };
+        let open = ProbeRecord::new(ip, 1, PortState::Open, 1, 1);
+        let closed = ProbeRecord::new(ip, 1, PortState::Closed, 1, 1);
+        let filtered = ProbeRecord::new(ip, 1, PortState::Filtered, 1, 2);
+        // A port that must stay closed: refused passes, accepted fails and says why, no
+        // answer fails as always.
+        assert_eq!(verdict(&closed, closed_ok), (true, None));
+        assert_eq!(
+            verdict(&open, closed_ok),
+            (
+                false,
+                Some("open: accepts connections, but refused = \"ok\" wants it closed".into())
+            )
+        );
+        assert!(!verdict(&filtered, closed_ok).0);
+        assert!(!verdict(&closed, StateMap::default()).0);
+        // A reply that did not match passes with mismatch = "ok"; silence does not.
+        let wrong = ProbeRecord {
+            reason: Some("step 1: got '554 no', wanted ^220".into()),
+            matched: Some(false),
+            mismatch: true,
+            ..open.clone()
+        };
+        let silent = ProbeRecord {
+            reason: Some("step 1: expect ^220 timed out after 2s".into()),
+            matched: Some(false),
+            ..open.clone()
+        };
+        assert_eq!(verdict(&wrong, mismatch_ok), (true, None));
+        assert!(!verdict(&wrong, StateMap::default()).0);
+        assert!(!verdict(&silent, mismatch_ok).0);
+        assert!(!verdict(&closed, mismatch_ok).0);
+    }
+
+    const MUST_STAY_CLOSED: &str = r#"
+[[monitor]]
+name = "telnet"
+targets = ["127.0.0.1"]
+ports = "23"
+interval = "1s"
+timeout = "200ms"
+fail_after = 1
+recover_after = 1
+group_wait = "0s"
+refused = "ok"
+on_down = ["ops"]
+on_up = ["ops"]
+
+[notify.ops]
+webhook = { url = "http://127.0.0.1:1/" }
+"#;
+
+    #[test]
+    fn a_name_that_must_stay_closed_is_down_when_any_address_accepts() {
+        let mut rig = named_rig("refused = \"ok\"");
+        let m = rig.watch.monitor("mx").unwrap();
+        assert_eq!(m.spec.addresses, AddressMode::All);
+        // Every address refuses: UP.
+        rig.step_all(&none_up);
+        assert_eq!(name_target(&rig).tracker.health(), Health::Up);
+        // One address accepts: DOWN, naming it.
+        rig.step_all(&v4_only);
+        let t = name_target(&rig);
+        assert_eq!(t.tracker.health(), Health::Down);
+        assert_eq!(
+            t.last.unwrap().reason.as_deref(),
+            Some("127.0.0.1: open: accepts connections, but refused = \"ok\" wants it closed")
+        );
+    }
+
+    #[test]
+    fn a_port_that_must_stay_closed_is_up_while_refused_and_down_when_it_accepts() {
+        let mut rig = Rig::new(MUST_STAY_CLOSED);
+        let m = rig.watch.monitor("telnet").unwrap();
+        assert_eq!(m.spec.probe, "connect, must stay closed");
+        let health = |rig: &Rig| {
+            let m = rig.watch.monitor("telnet").unwrap();
+            m.targets
+                .values()
+                .map(|t| t.tracker.health())
+                .collect::<Vec<_>>()
+        };
+        let step = |rig: &mut Rig, up: &dyn Fn(IpAddr) -> bool| {
+            rig.watch.check_now("telnet", rig.clock.0).unwrap();
+            rig.step(up)
+        };
+        step(&mut rig, &none_up);
+        assert_eq!(health(&rig), [Health::Up]);
+        let down = step(&mut rig, &all_up);
+        assert_eq!(health(&rig), [Health::Down]);
+        let n = notices(&down);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].kind, NoticeKind::Down);
+        assert_eq!(
+            n[0].items[0].reason.as_deref(),
+            Some("open: accepts connections, but refused = \"ok\" wants it closed")
+        );
+        let up = step(&mut rig, &none_up);
+        assert_eq!(health(&rig), [Health::Up]);
+        assert_eq!(notices(&up)[0].kind, NoticeKind::Up);
     }
 
     /// EMFILE: a shortage of descriptors on this host.
@@ -3479,9 +3617,30 @@ webhook = { url = "http://127.0.0.1:2/" }
         let stray = Sample::of(
             "web",
             &[open("10.9.9.9".parse().unwrap(), 80)],
+            StateMap::default(),
             |_, _| false,
             1,
         );
         assert_eq!(stray, None);
+    }
+
+    #[test]
+    fn a_samples_certificate_end_is_the_first_of_the_chain_to_expire() {
+        let cert = |subject: &str, not_after| porthawk_core::CertInfo {
+            subject: subject.into(),
+            issuer: "CN=Root".into(),
+            not_before: 0,
+            not_after,
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut r = open(ip, 443);
+        r.tls = Some(porthawk_core::TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: String::new(),
+            cert: Some(cert("CN=www", 9_000_000)),
+            expires_first: Some(cert("CN=Intermediate", 1_000_000)),
+        });
+        let s = Sample::of("web", &[r], StateMap::default(), |_, _| true, 1).unwrap();
+        assert_eq!(s.cert_not_after, Some(1_000_000));
     }
 }
