@@ -97,6 +97,9 @@ struct Runtime {
     /// answers (the sender is cloned into each resolution).
     resolved_tx: mpsc::UnboundedSender<(Check, Answers)>,
     resolved: mpsc::UnboundedReceiver<(Check, Answers)>,
+    /// Monitors whose DOWN action has ended: checked again at once, not at the next interval.
+    recheck_tx: mpsc::UnboundedSender<String>,
+    recheck: mpsc::UnboundedReceiver<String>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -116,7 +119,10 @@ impl Runtime {
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
         let (resolved_tx, resolved) = mpsc::unbounded_channel();
+        let (recheck_tx, recheck) = mpsc::unbounded_channel();
         let rt = Runtime {
+            recheck_tx,
+            recheck,
             resolved_tx,
             resolved,
             sink,
@@ -202,6 +208,13 @@ impl Runtime {
                     }
                 },
                 Some((check, answers)) = self.resolved.recv() => self.on_resolved(check, answers),
+                Some(monitor) = self.recheck.recv() => {
+                    // After an action: see at once whether it helped (an unknown monitor,
+                    // removed by a reload meanwhile, is nothing to check).
+                    if self.watch.check_now(&monitor, now_ms()).is_ok() {
+                        tracing::info!(%monitor, "checking again after the action");
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
@@ -624,7 +637,13 @@ impl Runtime {
         reply: Option<oneshot::Sender<Result<ActionRecord, Refusal>>>,
     ) {
         let shared = Arc::clone(&self.shared);
-        if req.verdict != Verdict::Run {
+        let remote = match &req.action.kind {
+            config::ActionKind::Remote { agent, run } => Some((agent.clone(), run.clone())),
+            _ => None,
+        };
+        // A remote dry run still asks the agent, which answers with what it would run.
+        let dry_remote = req.verdict == Verdict::DryRun && remote.is_some();
+        if req.verdict != Verdict::Run && !dry_remote {
             if let Some(rec) = actions::not_run(&req) {
                 tracing::info!(
                     action = %rec.action,
@@ -640,24 +659,64 @@ impl Runtime {
             }
             return;
         }
-        tracing::info!(
-            action = %req.action.name,
-            argv = ?req.action.kind.argv(),
-            "running action"
-        );
+        // A DOWN action that ran is followed by a check right away.
+        let recheck = (req.trigger == super::watch::Trigger::Down && !dry_remote)
+            .then(|| req.monitor.clone())
+            .flatten()
+            .map(|m| (m, self.recheck_tx.clone()));
+        let reason = self.reason(&req);
+        let fleet = self.shared.fleet.get().cloned();
+        match &remote {
+            Some((agent, run)) => tracing::info!(
+                action = %req.action.name,
+                %agent,
+                run,
+                "asking an agent to run an action"
+            ),
+            None => tracing::info!(
+                action = %req.action.name,
+                argv = ?req.action.kind.argv(),
+                "running action"
+            ),
+        }
         tokio::spawn(async move {
-            let rec = actions::run(&req).await;
-            tracing::info!(
-                action = %rec.action,
-                outcome = %rec.outcome,
-                exit_code = rec.exit_code,
-                "action ended"
-            );
-            finish_action(&shared, &rec);
+            let rec = match remote {
+                Some((agent, run)) => {
+                    let finish = |rec: &ActionRecord| {
+                        tracing::info!(action = %rec.action, outcome = %rec.outcome,
+                            detail = rec.detail.as_deref(), "remote action");
+                        finish_action(&shared, rec);
+                    };
+                    super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish).await
+                }
+                None => {
+                    let rec = actions::run(&req).await;
+                    tracing::info!(
+                        action = %rec.action,
+                        outcome = %rec.outcome,
+                        exit_code = rec.exit_code,
+                        "action ended"
+                    );
+                    finish_action(&shared, &rec);
+                    rec
+                }
+            };
+            if let Some((monitor, tx)) = recheck {
+                let _ = tx.send(monitor);
+            }
             if let Some(r) = reply {
                 let _ = r.send(Ok(rec));
             }
         });
+    }
+
+    /// The failing check's reason for an action's first DOWN target, for the agent's
+    /// context.
+    fn reason(&self, req: &super::watch::ActionRequest) -> Option<String> {
+        let monitor = self.watch.monitor(req.monitor.as_deref()?)?;
+        req.targets
+            .iter()
+            .find_map(|t| monitor.targets.get(t)?.last.as_ref()?.reason.clone())
     }
 
     fn notify(&mut self, n: super::watch::Notice) {
