@@ -314,10 +314,12 @@ fn a_down_service_is_restarted_by_the_agent_of_its_host() {
     let dir = TempDir::new("remedy-service");
     let service = Service::new(&dir);
     service.start();
+    let (hook_port, hooks) = crate::monitor::http_sink("127.0.0.1".parse().unwrap());
     let config = format!(
         "[[monitor]]\nname = \"web\"\ntargets = [\"127.0.0.1\"]\nports = \"{port}\"\n\
          interval = \"1s\"\ntimeout = \"300ms\"\nfail_after = 2\nrecover_after = 1\n\
-         on_down = [\"restart-web\"]\ngroup_wait = \"0s\"\n\n\
+         on_down = [\"restart-web\", \"hook\"]\ngroup_wait = \"0s\"\n\n\
+         [notify.hook]\nwebhook = {{ url = \"http://127.0.0.1:{hook_port}/hook\" }}\n\n\
          [action.restart-web]\nagent = \"{{target}}\"\nrun = \"start-listener\"\n\
          timeout = \"20s\"\ncooldown = \"0s\"\nmax_per_hour = 100\n",
         port = service.port
@@ -377,6 +379,29 @@ fn a_down_service_is_restarted_by_the_agent_of_its_host() {
     );
     let agent_log = lab.agent.as_ref().unwrap().log();
     assert!(agent_log.contains("running action"), "{agent_log}");
+    // The notification says what ran where and how it ended.
+    lab.wait("the action's notification", |_| {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("\"kind\":\"action\""))
+    });
+    let bodies = hooks.lock().unwrap().clone();
+    let action = bodies
+        .iter()
+        .find(|b| b.contains("\"kind\":\"action\""))
+        .unwrap();
+    let v: Value = serde_json::from_str(action).unwrap();
+    assert_eq!(v["outcome"], "ok", "{v}");
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("start-listener on web-1: exit 0 in "),
+        "{v}"
+    );
 }
 
 /// What the agent's own file does not allow is refused by the agent and recorded with its

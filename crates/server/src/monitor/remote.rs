@@ -351,3 +351,116 @@ mod tests {
         assert_eq!(ids.len(), 1000);
     }
 }
+
+/// The notification of a remote action's outcome, sent through the monitor's notifiers
+/// for the trigger (`on_down` ones for a DOWN action): the subject says what happened,
+/// e.g. `[porthawk] web: restarted: restart-nginx on web-1: exit 0 in 1.2 s`.
+pub(crate) fn action_message(rec: &ActionRecord) -> super::notify::Outgoing {
+    let monitor = rec.monitor.as_deref().unwrap_or("");
+    let what = match rec.outcome.as_str() {
+        "ok" => "restarted",
+        "failed" | "error" => "restart FAILED",
+        "timeout" => "restart timed out",
+        "refused" => "restart refused",
+        "no_agent" => "restart not sent",
+        "dry_run" => "restart (dry run)",
+        _ => "restart",
+    };
+    let detail = rec.detail.clone().unwrap_or_default();
+    let subject = format!("[porthawk] {monitor}: {what}: {detail}");
+    let mut text = format!(
+        "Monitor {monitor}: action {} ({}) at {}: {}\n",
+        rec.action,
+        rec.outcome,
+        super::notify::rfc3339(rec.at_ms),
+        detail
+    );
+    for (name, out) in [("output", &rec.stdout), ("errors", &rec.stderr)] {
+        if !out.is_empty() {
+            text.push_str(&format!(
+                "{name}:\n{}\n",
+                porthawk_core::cap_text(out, 2048)
+            ));
+        }
+    }
+    let json = serde_json::json!({
+        "monitor": monitor,
+        "kind": "action",
+        "action": rec.action,
+        "outcome": rec.outcome,
+        "detail": rec.detail,
+        "exit_code": rec.exit_code,
+        "duration_ms": rec.duration_ms,
+        "time": super::notify::rfc3339(rec.at_ms),
+        "time_ms": rec.at_ms,
+    });
+    super::notify::Outgoing {
+        subject,
+        text,
+        json,
+    }
+}
+
+/// Sends [`action_message`] of `rec` through each of `notifiers`; the notification records.
+pub(crate) async fn notify_outcome(
+    rec: &ActionRecord,
+    notifiers: &[std::sync::Arc<super::config::NotifySpec>],
+) -> Vec<super::history::NoticeRecord> {
+    let message = action_message(rec);
+    let monitor = rec.monitor.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for spec in notifiers {
+        let (outcome, attempts, error) =
+            super::notify::deliver_message(spec, &message, &monitor).await;
+        out.push(super::history::NoticeRecord {
+            monitor: monitor.clone(),
+            notify: spec.name.clone(),
+            channel: spec.channel.as_str().to_string(),
+            kind: "action".into(),
+            targets: Vec::new(),
+            outcome: outcome.to_string(),
+            attempts,
+            error,
+            at_ms: now_ms(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn the_notification_says_what_ran_where_and_how_it_ended() {
+        let rec = ActionRecord {
+            monitor: Some("web".into()),
+            action: "restart-web".into(),
+            kind: "remote".into(),
+            argv: vec!["systemctl".into()],
+            trigger: "down".into(),
+            outcome: "ok".into(),
+            detail: Some("restart-nginx on web-1: exit 0 in 1.2 s".into()),
+            exit_code: Some(0),
+            stdout: "done".into(),
+            stderr: String::new(),
+            at_ms: 1_700_000_000_000,
+            duration_ms: 1200,
+        };
+        let m = action_message(&rec);
+        assert_eq!(
+            m.subject,
+            "[porthawk] web: restarted: restart-nginx on web-1: exit 0 in 1.2 s"
+        );
+        assert!(m.text.contains("output:\ndone"), "{}", m.text);
+        assert_eq!(m.json["exit_code"], 0);
+        let refused = ActionRecord {
+            outcome: "refused".into(),
+            detail: Some("web-1 refused x: unknown action 'x'".into()),
+            ..rec
+        };
+        assert!(action_message(&refused)
+            .subject
+            .starts_with("[porthawk] web: restart refused: web-1 refused x"));
+    }
+}

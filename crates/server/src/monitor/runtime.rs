@@ -666,6 +666,11 @@ impl Runtime {
             .map(|m| (m, self.recheck_tx.clone()));
         let reason = self.reason(&req);
         let fleet = self.shared.fleet.get().cloned();
+        // A remote action's outcome goes to the monitor's notifiers for its trigger.
+        let notifiers = match (&remote, req.monitor.as_deref()) {
+            (Some(_), Some(m)) => self.notifiers(m, req.trigger),
+            _ => Vec::new(),
+        };
         match &remote {
             Some((agent, run)) => tracing::info!(
                 action = %req.action.name,
@@ -687,7 +692,13 @@ impl Runtime {
                             detail = rec.detail.as_deref(), "remote action");
                         finish_action(&shared, rec);
                     };
-                    super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish).await
+                    let rec =
+                        super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish)
+                            .await;
+                    for n in super::remote::notify_outcome(&rec, &notifiers).await {
+                        finish_notice(&shared, &n);
+                    }
+                    rec
                 }
                 None => {
                     let rec = actions::run(&req).await;
@@ -708,6 +719,24 @@ impl Runtime {
                 let _ = r.send(Ok(rec));
             }
         });
+    }
+
+    /// The notifiers of `monitor` for `trigger` (`on_down` for DOWN, `on_up` for UP).
+    fn notifiers(
+        &self,
+        monitor: &str,
+        trigger: super::watch::Trigger,
+    ) -> Vec<Arc<config::NotifySpec>> {
+        let Some(m) = self.watch.monitor(monitor) else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = match trigger {
+            super::watch::Trigger::Down => m.spec.down_notifiers().collect(),
+            super::watch::Trigger::Up => m.spec.up_notifiers().collect(),
+            super::watch::Trigger::Manual => Vec::new(),
+        };
+        let all = &self.watch.config().notifiers;
+        names.iter().filter_map(|n| all.get(*n).cloned()).collect()
     }
 
     /// The failing check's reason for an action's first DOWN target, for the agent's
