@@ -159,6 +159,17 @@ fn add_user(dir: &Path, args: &[&str]) -> String {
 
 impl Lab {
     fn start(name: &str, config: &str, agent_actions: Option<&str>) -> Option<Lab> {
+        Lab::start_with(name, config, agent_actions, &[], &[])
+    }
+
+    /// [`Lab::start`] with extra arguments for `porthawk serve` and `porthawk agent`.
+    fn start_with(
+        name: &str,
+        config: &str,
+        agent_actions: Option<&str>,
+        serve_args: &[&str],
+        agent_args: &[&str],
+    ) -> Option<Lab> {
         if require(
             "python3",
             which("python3").is_none().then(|| "not found".into()),
@@ -195,7 +206,8 @@ impl Lab {
             ),
         );
         let mut cmd = Serve::command(&dir.path().join("data"));
-        cmd.arg("--config")
+        cmd.args(serve_args)
+            .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn,porthawk_server=info,porthawk_fleet=info");
         let serve = Serve::spawn(cmd);
@@ -209,12 +221,12 @@ impl Lab {
             lab.api("GET", "/v1/fleet/agents", None).1["connected"] == true
         });
         if let Some(actions) = agent_actions {
-            lab.start_agent(actions);
+            lab.start_agent(actions, agent_args);
         }
         Some(lab)
     }
 
-    fn start_agent(&mut self, actions: &str) {
+    fn start_agent(&mut self, actions: &str, extra: &[&str]) {
         let file = self.dir.write("agent-actions.toml", actions);
         let log = self.dir.path().join("agent.log");
         let mut cmd = Command::new(BIN);
@@ -222,6 +234,7 @@ impl Lab {
             .args(["--pool", "lab", "--heartbeat", "500ms", "--shards", "1"])
             .args(["--host-address", "127.0.0.1", "--actions"])
             .arg(&file)
+            .args(extra)
             .arg("--nkey")
             .arg(self.dir.path().join("web-1.nk"))
             .env("RUST_LOG", "porthawk_fleet=info")
@@ -600,4 +613,40 @@ fn an_agent_that_is_down_times_out_and_escalation_proceeds() {
     assert!(std::fs::read_to_string(&mark)
         .unwrap()
         .contains("escalated"));
+}
+
+/// `porthawk serve --dry-run` still asks the agent, marked dry-run: the agent answers with
+/// the argv it would run and runs nothing; `porthawk agent --dry-run` does the same for every
+/// request.
+#[test]
+fn dry_runs_on_either_side_report_what_would_run() {
+    let dir = TempDir::new("remedy-dry");
+    let mark = dir.path().join("ran");
+    let actions = format!(
+        "[action.touch]\nexec = [\"/bin/sh\", \"-c\", \"echo ran >> '{}'\"]\n",
+        mark.display()
+    );
+    let config = "[action.fix]\nagent = \"web-1\"\nrun = \"touch\"\ncooldown = \"0s\"\n";
+    for (serve_args, agent_args) in [(&["--dry-run"][..], &[][..]), (&[][..], &["--dry-run"][..])] {
+        let Some(lab) =
+            Lab::start_with("remedy-dry", config, Some(&actions), serve_args, agent_args)
+        else {
+            return;
+        };
+        let (status, rec) = lab.api("POST", "/v1/actions/fix", Some("{}"));
+        assert_eq!(status, 200, "{rec}");
+        assert_eq!(
+            rec["outcome"], "dry_run",
+            "{serve_args:?} {agent_args:?}: {rec}"
+        );
+        assert_eq!(rec["argv"][0], "/bin/sh", "{rec}");
+        assert!(
+            rec["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("--dry-run: touch on web-1 would run"),
+            "{rec}"
+        );
+        assert!(!mark.exists(), "a dry run ran the action");
+    }
 }
