@@ -254,6 +254,14 @@ impl Lab {
 
     /// One request with the token; the status and the JSON body.
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, text) = self.raw(method, path, body);
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {status} {text}"));
+        (status, v)
+    }
+
+    /// One request with the token; the status and the body as text.
+    fn raw(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let mut c = TcpStream::connect(self.serve.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let body = body.unwrap_or("");
@@ -273,9 +281,7 @@ impl Lab {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let text = raw.split_once("\r\n\r\n").map_or("", |x| x.1);
-        let v =
-            serde_json::from_str(text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {raw}"));
-        (status, v)
+        (status, text.to_string())
     }
 
     fn monitor(&self, name: &str) -> Value {
@@ -392,6 +398,13 @@ fn a_down_service_is_restarted_by_the_agent_of_its_host() {
     );
     let agent_log = lab.agent.as_ref().unwrap().log();
     assert!(agent_log.contains("running action"), "{agent_log}");
+    // The status page's timeline shows it.
+    let (status, page) = lab.raw("GET", "/?monitor=web", None);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("start-listener on web-1: exit 0 in "),
+        "{page}"
+    );
     // The notification says what ran where and how it ended.
     lab.wait("the action's notification", |_| {
         hooks
