@@ -692,13 +692,7 @@ impl Runtime {
                             detail = rec.detail.as_deref(), "remote action");
                         finish_action(&shared, rec);
                     };
-                    let rec =
-                        super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish)
-                            .await;
-                    for n in super::remote::notify_outcome(&rec, &notifiers).await {
-                        finish_notice(&shared, &n);
-                    }
-                    rec
+                    super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish).await
                 }
                 None => {
                     let rec = actions::run(&req).await;
@@ -715,8 +709,15 @@ impl Runtime {
             if let Some((monitor, tx)) = recheck {
                 let _ = tx.send(monitor);
             }
+            // Notifications (retried with backoff) hold up neither the check nor the reply.
+            let notices = (!notifiers.is_empty()).then(|| rec.clone());
             if let Some(r) = reply {
                 let _ = r.send(Ok(rec));
+            }
+            if let Some(rec) = notices {
+                for n in super::remote::notify_outcome(&rec, &notifiers).await {
+                    finish_notice(&shared, &n);
+                }
             }
         });
     }
