@@ -663,3 +663,46 @@ fn dry_runs_on_either_side_report_what_would_run() {
         assert!(!mark.exists(), "a dry run ran the action");
     }
 }
+
+/// A bad `--actions` file stops the agent before it connects, with the file, the line and
+/// the field; `--dry-run` needs `--actions`.
+#[test]
+fn a_bad_agent_action_file_is_refused_with_file_line_and_field() {
+    let dir = TempDir::new("remedy-bad-file");
+    let file = dir.write(
+        "agent-actions.toml",
+        "[action.fix]\nexec = [\"true\"]\ncooldown = \"1m\"\n",
+    );
+    let args = [
+        "agent",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--pool",
+        "lab",
+        "--name",
+        "web-1",
+        "--actions",
+        file.to_str().unwrap(),
+    ];
+    let out = run_for(&args, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "{}:3: action.fix.cooldown: unknown field `cooldown`",
+            file.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("cannot connect"), "{text}");
+    let out = run_for(
+        &args[..7]
+            .iter()
+            .chain(&["--dry-run"])
+            .copied()
+            .collect::<Vec<_>>(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--actions"), "{}", stderr(&out));
+}
