@@ -40,6 +40,7 @@ mod nats_util;
 mod netns;
 mod packaging;
 mod page;
+mod remedy;
 mod retention;
 mod scan;
 mod serve;

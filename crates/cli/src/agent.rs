@@ -8,6 +8,9 @@ use porthawk_core::FleetName;
 use porthawk_engine::{default_inflight, max_inflight, raise_nofile_limit, EngineConfig};
 use porthawk_fleet::agent::{default_agent_name, AgentConfig};
 use porthawk_fleet::conn::ConnConfig;
+use porthawk_fleet::remedy::RemedyConfig;
+use porthawk_watch::config::parse_agent_actions;
+use std::sync::Arc;
 
 use crate::args::AgentArgs;
 
@@ -61,6 +64,25 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         engine.shards = shards.into();
     }
     engine.shards = engine.shards.min(engine.inflight).max(1);
+    let remedy = match &args.actions {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow!("--actions: cannot read {}: {e}", path.display()))?;
+            let file = path.display().to_string();
+            let actions = parse_agent_actions(&file, &text).map_err(|e| anyhow!("{e}"))?;
+            Some(Arc::new(RemedyConfig {
+                file,
+                actions,
+                dry_run: args.dry_run,
+            }))
+        }
+        None => None,
+    };
+    for name in &args.host_names {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(anyhow!("--host-name: {name:?} is not a host name"));
+        }
+    }
     let config = AgentConfig {
         conn,
         pools,
@@ -70,6 +92,9 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         rate: args.rate,
         engine,
         max_pending_frames: MAX_PENDING_FRAMES,
+        remedy,
+        host_addresses: args.host_addresses.clone(),
+        host_names: args.host_names.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -117,6 +117,25 @@ pub struct AgentArgs {
     /// Registry heartbeat interval (tests shorten it).
     #[arg(long, default_value = "10s", value_parser = duration, hide = true)]
     pub heartbeat: Duration,
+
+    /// The actions the coordinator may ask this agent to run, by name (TOML: `[action.NAME]`
+    /// with exec, restart or reboot, and timeout; `allow_reboot`). Without it the agent runs
+    /// no action.
+    #[arg(long, value_name = "FILE")]
+    pub actions: Option<PathBuf>,
+
+    /// With --actions: answer action requests with what would run, run nothing.
+    #[arg(long, requires = "actions")]
+    pub dry_run: bool,
+
+    /// An address of this host, declared besides the detected ones (repeatable): how the
+    /// coordinator finds this agent for a failing target (`agent = "{target}"`).
+    #[arg(long = "host-address", value_name = "IP")]
+    pub host_addresses: Vec<std::net::IpAddr>,
+
+    /// A name of this host, declared besides the detected host name (repeatable).
+    #[arg(long = "host-name", value_name = "NAME")]
+    pub host_names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

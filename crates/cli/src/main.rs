@@ -35,11 +35,17 @@ fn main() -> ExitCode {
             }
             // Clap explains at length; the contract is one line that names the argument.
             let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            // "the following required arguments were not provided:" names them on the
+            // lines after it: keep them on the one line.
+            let line = if first.ends_with(':') {
+                let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                format!("{first} {}", named.join(", "))
+            } else {
+                first.to_string()
+            };
             // For `check`, bad arguments are UNKNOWN (3), as monitoring systems expect.
             if check {
                 // A `|` would start the perfdata early (an --expect pattern quoted here may

@@ -168,7 +168,7 @@ fn cut(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-fn invalid(what: &'static str, message: impl Into<String>) -> WireError {
+pub(crate) fn invalid(what: &'static str, message: impl Into<String>) -> WireError {
     WireError::Invalid {
         what,
         message: message.into(),
@@ -1281,6 +1281,9 @@ mod tests {
         assert!(WorkItem::decode(get("sweep-item")).is_ok());
         assert!(WorkItem::decode(get("monitor-item")).is_ok());
         assert!(AgentStatus::decode(get("status")).is_ok());
+        assert!(crate::RemedyRequest::decode(get("action-request")).is_ok());
+        assert!(crate::RemedyResult::decode(get("action-ran")).is_ok());
+        assert!(crate::RemedyResult::decode(get("action-refused")).is_ok());
     }
 
     #[test]

@@ -1622,6 +1622,13 @@ pub fn fleet_wire_target(data: &[u8]) {
     if let Ok(status) = AgentStatus::decode(data) {
         again(&status);
     }
+    if let Ok(request) = crate::RemedyRequest::decode(data) {
+        again(&request);
+        assert!(crate::is_action_name(&request.action));
+    }
+    if let Ok(result) = crate::RemedyResult::decode(data) {
+        again(&result);
+    }
     let text = String::from_utf8_lossy(data);
     for line in text.lines().take(64) {
         if let Ok(a) = line.parse::<Attempt>() {
@@ -1714,11 +1721,44 @@ pub fn fleet_wire_seeds() -> Vec<(String, Vec<u8>)> {
         addresses: vec![ip("192.0.2.10"), ip("2001:db8::10")],
         names: vec!["probe-eu-1".into()],
     };
+    let remedy_request = crate::RemedyRequest {
+        id: 0x00c0_ffee_0000_0001_0000_0000_0000_002a,
+        action: "restart-nginx".into(),
+        expires_ms: 1_790_000_000_000,
+        dry_run: false,
+        context: crate::IncidentContext {
+            monitor: Some("web".into()),
+            targets: vec!["192.0.2.10:80".into()],
+            state: "down".into(),
+            reason: Some("connection refused".into()),
+        },
+    };
+    let remedy_ran = crate::RemedyResult {
+        id: remedy_request.id,
+        outcome: crate::RemedyOutcome::Ran {
+            status: crate::RanStatus::Ok,
+            exit_code: Some(0),
+            detail: None,
+            duration_ms: 1200,
+            argv: vec!["systemctl".into(), "restart".into(), "nginx".into()],
+            stdout: "restarted\n".into(),
+            stderr: String::new(),
+        },
+    };
+    let remedy_refused = crate::RemedyResult {
+        id: 7,
+        outcome: crate::RemedyOutcome::Refused {
+            reason: "replayed request".into(),
+        },
+    };
     vec![
         ("spec".into(), spec.encode()),
         ("sweep-item".into(), item(SpecRef::Ref(5)).encode()),
         ("monitor-item".into(), monitor.encode()),
         ("status".into(), status.encode()),
+        ("action-request".into(), remedy_request.encode()),
+        ("action-ran".into(), remedy_ran.encode()),
+        ("action-refused".into(), remedy_refused.encode()),
         (
             "headers".into(),
             b"s42\n1\n9.2\n0\n3/10240\nporthawk.v1.results.eu-1.s42\n".to_vec(),

@@ -30,6 +30,7 @@ mod ports;
 mod presets;
 mod probe;
 mod record;
+mod remedy;
 mod space;
 mod target;
 mod tls;
@@ -72,6 +73,11 @@ pub use probe::{ConnectEvent, Probe, ProbeSpec, Step};
 pub use record::{
     decode_frame, encode_frame, FrameError, JobId, PortState, ProbeRecord, ResultBatch,
     FRAME_HEADER_LEN, FRAME_MAGIC, FRAME_VERSION, MAX_FRAME_LEN,
+};
+pub use remedy::{
+    action_result_subject, action_subject, cap_text, is_action_name, IncidentContext, RanStatus,
+    RemedyOutcome, RemedyRequest, RemedyResult, MAX_REMEDY_ITEMS, MAX_REMEDY_OUTPUT,
+    MAX_REMEDY_REQUEST_LEN, MAX_REMEDY_RESULT_LEN, MAX_REMEDY_TEXT,
 };
 pub use space::{ShardSlice, SpaceError, TargetSpace, MAX_PROBES};
 pub use target::{

@@ -2,7 +2,8 @@
 //! permissions, to paste into `nats-server.conf` (fleet.md §1, §3.8).
 
 use porthawk_core::{
-    pool_consumer, results_agent_filter, FleetName, AGENTS_BUCKET, SPECS_BUCKET, WORK_STREAM,
+    action_result_subject, action_subject, pool_consumer, results_agent_filter, FleetName,
+    AGENTS_BUCKET, SPECS_BUCKET, WORK_STREAM,
 };
 
 /// A fresh nkey user.
@@ -28,8 +29,10 @@ pub fn generate_user() -> Result<UserKey, String> {
 
 /// What an agent may publish and subscribe to: its pools' consumers (info, pull, ack), its
 /// own results subject and registry key, reading the spec bucket (and watching it for
-/// cancellations), and its own inbox. Nothing else: no work publishing, no other agent's
-/// name, no stream or consumer management.
+/// cancellations), its own inbox, and for remote remediation its own action subject
+/// (subscribe) and action result subject (publish). Nothing else: no work publishing, no
+/// other agent's name, no stream or consumer management, no action requests (only the
+/// coordinator asks), and no `_INBOX.>` (an agent allowed that could answer any request).
 pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>, Vec<String>) {
     let mut publish = Vec::new();
     for pool in pools {
@@ -47,7 +50,11 @@ pub fn agent_permissions(agent: &FleetName, pools: &[FleetName]) -> (Vec<String>
     publish.push(format!("$JS.API.DIRECT.GET.KV_{SPECS_BUCKET}.>"));
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{SPECS_BUCKET}"));
     publish.push(format!("$JS.FC.KV_{SPECS_BUCKET}.>"));
-    let subscribe = vec![format!("{}.>", porthawk_core::inbox_prefix(agent))];
+    publish.push(action_result_subject(agent));
+    let subscribe = vec![
+        format!("{}.>", porthawk_core::inbox_prefix(agent)),
+        action_subject(agent),
+    ];
     (publish, subscribe)
 }
 
@@ -71,9 +78,14 @@ pub fn agent_users_entry(public: &str, agent: &FleetName, pools: &[FleetName]) -
 }
 
 /// The coordinator's `users` entry: unrestricted (it creates the streams, consumers and
-/// buckets, publishes work and reads every agent's results).
+/// buckets, publishes work, reads every agent's results, and is the only user that may
+/// publish action requests on `porthawk.v1.action.<agent>`: agents' entries do not allow it,
+/// and any other user of the server should deny `porthawk.v1.action.>`).
 pub fn coordinator_users_entry(public: &str) -> String {
-    format!("# porthawk coordinator (porthawk serve [fleet])\n{{ nkey: {public} }}\n")
+    format!(
+        "# porthawk coordinator (porthawk serve [fleet]): unrestricted; the only user that may \
+         publish on porthawk.v1.action.> (give any other user publish: {{ deny: [ \"porthawk.v1.action.>\" ] }})\n{{ nkey: {public} }}\n"
+    )
 }
 
 #[cfg(test)]
@@ -96,9 +108,18 @@ mod tests {
             "\"porthawk.v1.results.eu-1.>\"",
             "\"$KV.porthawk_agents.eu-1\"",
             "\"_INBOX_eu-1.>\"",
+            "subscribe: { allow: [ \"_INBOX_eu-1.>\", \"porthawk.v1.action.eu-1\" ] }",
+            "\"porthawk.v1.action-result.eu-1\"",
         ] {
             assert!(entry.contains(want), "{want} missing in {entry}");
         }
         assert!(!entry.contains("porthawk.v1.work"));
+        assert!(!entry.contains("\"porthawk.v1.action.>"));
+        assert!(!entry.contains("\"_INBOX.>"));
+        let coordinator = coordinator_users_entry(&key.public);
+        assert!(
+            coordinator.contains("porthawk.v1.action.>"),
+            "{coordinator}"
+        );
     }
 }

@@ -46,6 +46,13 @@ pub struct AgentConfig {
     pub engine: EngineConfig,
     /// Frames waiting for a PubAck above which no new work is taken.
     pub max_pending_frames: usize,
+    /// The actions the coordinator may ask for (`--actions FILE`); without it the agent
+    /// does not listen for action requests.
+    pub remedy: Option<Arc<crate::remedy::RemedyConfig>>,
+    /// Addresses of this host declared besides the detected ones (`--host-address`).
+    pub host_addresses: Vec<IpAddr>,
+    /// Names of this host declared besides the detected one (`--host-name`).
+    pub host_names: Vec<String>,
 }
 
 /// Why an agent stopped with an error.
@@ -166,13 +173,22 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
         spec_cache: Mutex::new(HashMap::new()),
         give_back,
     });
+    // Listening for action requests before the registry shows this agent.
+    let remedy = match &config.remedy {
+        Some(r) => Some(
+            crate::remedy::serve(client.clone(), ctx.name.clone(), Arc::clone(r))
+                .await
+                .map_err(|e| AgentError::Bind(format!("{e}{}", errors.explain())))?,
+        ),
+        None => None,
+    };
     let status = StatusSource {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pools: config.pools.clone(),
         backend: ctx.engine.backend().to_string(),
         shards: ctx.engine.shards() as u32,
-        addresses: host_addresses(),
-        names: host_names(),
+        addresses: declared(host_addresses(), &config.host_addresses),
+        names: declared(host_names(), &config.host_names),
     };
     // The first heartbeat is part of binding: an agent that may not write its own key (a
     // wrong name for its nkey) stops here with the server's reason.
@@ -190,6 +206,8 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
         })?;
     tracing::info!(
         agent = %ctx.name,
+        addresses = ?status.addresses,
+        names = ?status.names,
         pools = ?config.pools.iter().map(FleetName::as_str).collect::<Vec<_>>(),
         backend = %ctx.engine.backend(),
         slices = config.slices,
@@ -257,6 +275,9 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
     }
     heartbeat.abort();
     watcher.abort();
+    if let Some(r) = remedy {
+        r.abort();
+    }
     if let Err(e) = agents.delete(ctx.name.as_str()).await {
         tracing::debug!(error = %e, "could not remove this agent's registry key");
     }
@@ -390,7 +411,9 @@ async fn fetch_loop(
 }
 
 /// The host's own addresses, from `/proc/net/fib_trie` (IPv4 local /32 routes) and
-/// `/proc/net/if_inet6`; loopback included, each once.
+/// `/proc/net/if_inet6`, each once; loopback and link-local addresses are left out: they name
+/// every host alike, so they cannot tell the coordinator which agent runs on a target's
+/// host (`agent = "{target}"`). `--host-address` declares any address, loopback included.
 fn host_addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
@@ -416,8 +439,31 @@ fn host_addresses() -> Vec<IpAddr> {
             }
         }
     }
+    out.retain(|ip| !names_any_host(ip));
     out.sort();
     out.dedup();
+    out.truncate(STATUS_LIST_MAX);
+    out
+}
+
+/// Loopback, unspecified and link-local addresses: the same on every host.
+fn names_any_host(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The detected list and the configured one, each entry once, bounded.
+fn declared<T: Clone + PartialEq>(detected: Vec<T>, configured: &[T]) -> Vec<T> {
+    let mut out = detected;
+    for c in configured {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
     out.truncate(STATUS_LIST_MAX);
     out
 }
@@ -444,8 +490,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_addresses_include_loopback() {
+    fn detected_addresses_leave_out_those_every_host_has() {
         let addrs = host_addresses();
-        assert!(addrs.contains(&"127.0.0.1".parse().unwrap()), "{addrs:?}");
+        assert!(!addrs.iter().any(names_any_host), "{addrs:?}");
+        for any in ["127.0.0.1", "::1", "fe80::1", "169.254.1.1", "0.0.0.0"] {
+            assert!(names_any_host(&any.parse().unwrap()), "{any}");
+        }
+        assert!(!names_any_host(&"192.0.2.1".parse().unwrap()));
+        let with = declared(addrs.clone(), &["127.0.0.2".parse().unwrap()]);
+        assert_eq!(with.len(), addrs.len() + 1);
+        assert_eq!(
+            declared(with.clone(), &["127.0.0.2".parse().unwrap()]),
+            with
+        );
     }
 }

@@ -12,4 +12,5 @@ pub mod addagent;
 pub mod agent;
 pub mod conn;
 pub mod coord;
+pub mod remedy;
 mod slice;

@@ -17,14 +17,15 @@ pub struct ActionRecord {
     pub monitor: Option<String>,
     /// The action's name.
     pub action: String,
-    /// `exec`, `restart` or `reboot`.
+    /// `exec`, `restart`, `reboot` or `remote` (run by a fleet agent).
     pub kind: String,
-    /// What it runs.
+    /// What it runs (for a remote action: what the agent reported it ran, or empty).
     pub argv: Vec<String>,
     /// `down`, `up` or `manual`.
     pub trigger: String,
     /// `ok`, `failed`, `timeout`, `error`, `dry_run`, `cooldown`, `rate_limited`, `silenced`
-    /// or `refused`.
+    /// or `refused`; for a remote action also `sent` (the request went out; the outcome
+    /// follows in a record of its own) and `no_agent` (`{target}` matched no single agent).
     pub outcome: String,
     /// Why, for outcomes other than `ok` and `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -22,6 +22,9 @@ use porthawk_core::{
 use serde::Deserialize;
 use toml::Spanned;
 
+mod agent_file;
+pub use agent_file::{parse_agent_actions, AgentActions};
+
 /// Why a configuration was rejected: the file, the line and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {field}: {message}")]
@@ -278,6 +281,33 @@ pub enum ActionKind {
     Restart(String),
     /// `systemctl reboot`, only with `allow_reboot = true`.
     Reboot,
+    /// Ask a fleet agent to run one of the actions its own file defines (`agent = ...`,
+    /// `run = ...`): only the name travels, never a command.
+    Remote {
+        /// Which agent.
+        agent: RemoteAgent,
+        /// The name of the action in the agent's file.
+        run: String,
+    },
+}
+
+/// The agent a remote action asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAgent {
+    /// `agent = "web-1"`.
+    Named(String),
+    /// `agent = "{target}"`: the agent whose declared addresses or names match the failing
+    /// target.
+    Target,
+}
+
+impl std::fmt::Display for RemoteAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteAgent::Named(name) => f.write_str(name),
+            RemoteAgent::Target => f.write_str("{target}"),
+        }
+    }
 }
 
 impl ActionKind {
@@ -287,6 +317,8 @@ impl ActionKind {
             ActionKind::Exec(argv) => argv.clone(),
             ActionKind::Restart(unit) => vec!["systemctl".into(), "restart".into(), unit.clone()],
             ActionKind::Reboot => vec!["systemctl".into(), "reboot".into()],
+            // The agent's file says what it runs; the coordinator never knows.
+            ActionKind::Remote { .. } => Vec::new(),
         }
     }
 
@@ -296,6 +328,7 @@ impl ActionKind {
             ActionKind::Exec(_) => "exec",
             ActionKind::Restart(_) => "restart",
             ActionKind::Reboot => "reboot",
+            ActionKind::Remote { .. } => "remote",
         }
     }
 }
@@ -612,6 +645,12 @@ struct RawAction {
     restart: Option<Spanned<String>>,
     #[serde(default)]
     reboot: Option<Spanned<bool>>,
+    /// A remote action: the agent to ask (a name or `{target}`), with `run`.
+    #[serde(default)]
+    agent: Option<Spanned<String>>,
+    /// A remote action: the name of the action in the agent's file.
+    #[serde(default)]
+    run: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -862,14 +901,23 @@ impl Cx<'_> {
         let f = |key: &str| format!("action.{name}.{key}");
         check_name(name).map_err(|m| self.err(raw.span(), &format!("action.{name}"), m))?;
         let a = raw.get_ref();
-        if !exactly_one(&[a.exec.is_some(), a.restart.is_some(), a.reboot.is_some()]) {
+        let remote = a.agent.is_some() || a.run.is_some();
+        if !exactly_one(&[
+            a.exec.is_some(),
+            a.restart.is_some(),
+            a.reboot.is_some(),
+            remote,
+        ]) {
             return Err(self.err(
                 raw.span(),
                 &format!("action.{name}"),
-                "needs exactly one of exec = [argv...], restart = \"unit\" or reboot = true",
+                "needs exactly one of exec = [argv...], restart = \"unit\", reboot = true or \
+                 agent = \"NAME\" with run = \"ACTION\"",
             ));
         }
-        let kind = if let Some(exec) = &a.exec {
+        let kind = if remote {
+            self.remote(name, raw)?
+        } else if let Some(exec) = &a.exec {
             let argv = exec.get_ref();
             if argv.is_empty() || argv[0].trim().is_empty() {
                 return Err(self.err(exec.span(), &f("exec"), "needs a program and its arguments"));
@@ -921,6 +969,58 @@ impl Cx<'_> {
             cooldown,
             max_per_hour,
             escalate_after,
+        })
+    }
+
+    /// `agent` and `run` of a remote action: both, only with `[fleet]`; `agent` a fleet
+    /// agent name or `{target}`, `run` an action name.
+    fn remote(&self, name: &str, raw: &Spanned<RawAction>) -> Result<ActionKind, ConfigError> {
+        let f = |key: &str| format!("action.{name}.{key}");
+        let a = raw.get_ref();
+        let (Some(agent), Some(run)) = (&a.agent, &a.run) else {
+            let missing = if a.agent.is_none() { "agent" } else { "run" };
+            return Err(self.err(
+                raw.span(),
+                &f(missing),
+                "missing: a remote action needs both agent = \"NAME\" (or \"{target}\") and \
+                 run = \"ACTION\" (an action of the agent's own file)",
+            ));
+        };
+        if !self.fleet {
+            return Err(self.err(
+                agent.span(),
+                &f("agent"),
+                "a remote action needs fleet mode: add a [fleet] section",
+            ));
+        }
+        let target = agent.get_ref() == "{target}";
+        if !target && porthawk_core::FleetName::new("agent", agent.get_ref()).is_err() {
+            return Err(self.err(
+                agent.span(),
+                &f("agent"),
+                format!(
+                    "'{}' is neither an agent name (1 to 64 of A-Z a-z 0-9 _ -) nor \"{{target}}\"",
+                    agent.get_ref()
+                ),
+            ));
+        }
+        if !porthawk_core::is_action_name(run.get_ref()) {
+            return Err(self.err(
+                run.span(),
+                &f("run"),
+                format!(
+                    "'{}' is not an action name (1 to 64 of letters, digits, '-', '_' and '.')",
+                    run.get_ref()
+                ),
+            ));
+        }
+        Ok(ActionKind::Remote {
+            agent: if target {
+                RemoteAgent::Target
+            } else {
+                RemoteAgent::Named(agent.get_ref().clone())
+            },
+            run: run.get_ref().clone(),
         })
     }
 

@@ -11,7 +11,8 @@
 //! - `handle`: [`WatchHandle`], how the API talks to the runtime.
 //! - `rounds`: the link to the fleet task, for monitors that probe from fleet pools;
 //!   `fleet_rounds`: its fleet end over fleet mode's state.
-//! - `actions`, `notify`: running commands and delivering email and webhooks.
+//! - `actions`, `notify`: running commands and delivering email and webhooks; `remote`:
+//!   actions run by a fleet agent (`agent = ..., run = ...`).
 //! - `history`: the history records, as `porthawk-store` keeps them.
 //! - `api`, `view`, `page`: the monitor routes, the views they and the status page share,
 //!   and the status page.
@@ -26,6 +27,7 @@ pub(crate) mod history;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod page;
+pub(crate) mod remote;
 pub mod rounds;
 pub(crate) mod runtime;
 pub(crate) mod view;

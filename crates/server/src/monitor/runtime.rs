@@ -97,6 +97,9 @@ struct Runtime {
     /// answers (the sender is cloned into each resolution).
     resolved_tx: mpsc::UnboundedSender<(Check, Answers)>,
     resolved: mpsc::UnboundedReceiver<(Check, Answers)>,
+    /// Monitors whose DOWN action has ended: checked again at once, not at the next interval.
+    recheck_tx: mpsc::UnboundedSender<String>,
+    recheck: mpsc::UnboundedReceiver<String>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -116,7 +119,10 @@ impl Runtime {
         let watch = Watch::new(options.config, restored, options.dry_run, now);
         let (sink, results) = forward_results();
         let (resolved_tx, resolved) = mpsc::unbounded_channel();
+        let (recheck_tx, recheck) = mpsc::unbounded_channel();
         let rt = Runtime {
+            recheck_tx,
+            recheck,
             resolved_tx,
             resolved,
             sink,
@@ -202,6 +208,13 @@ impl Runtime {
                     }
                 },
                 Some((check, answers)) = self.resolved.recv() => self.on_resolved(check, answers),
+                Some(monitor) = self.recheck.recv() => {
+                    // After an action: see at once whether it helped (an unknown monitor,
+                    // removed by a reload meanwhile, is nothing to check).
+                    if self.watch.check_now(&monitor, now_ms()).is_ok() {
+                        tracing::info!(%monitor, "checking again after the action");
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
@@ -624,7 +637,13 @@ impl Runtime {
         reply: Option<oneshot::Sender<Result<ActionRecord, Refusal>>>,
     ) {
         let shared = Arc::clone(&self.shared);
-        if req.verdict != Verdict::Run {
+        let remote = match &req.action.kind {
+            config::ActionKind::Remote { agent, run } => Some((agent.clone(), run.clone())),
+            _ => None,
+        };
+        // A remote dry run still asks the agent, which answers with what it would run.
+        let dry_remote = req.verdict == Verdict::DryRun && remote.is_some();
+        if req.verdict != Verdict::Run && !dry_remote {
             if let Some(rec) = actions::not_run(&req) {
                 tracing::info!(
                     action = %rec.action,
@@ -640,24 +659,94 @@ impl Runtime {
             }
             return;
         }
-        tracing::info!(
-            action = %req.action.name,
-            argv = ?req.action.kind.argv(),
-            "running action"
-        );
+        // A DOWN action that ran is followed by a check right away.
+        let recheck = (req.trigger == super::watch::Trigger::Down && !dry_remote)
+            .then(|| req.monitor.clone())
+            .flatten()
+            .map(|m| (m, self.recheck_tx.clone()));
+        let reason = self.reason(&req);
+        let fleet = self.shared.fleet.get().cloned();
+        // A remote action's outcome goes to the monitor's notifiers for its trigger.
+        let notifiers = match (&remote, req.monitor.as_deref()) {
+            (Some(_), Some(m)) => self.notifiers(m, req.trigger),
+            _ => Vec::new(),
+        };
+        match &remote {
+            Some((agent, run)) => tracing::info!(
+                action = %req.action.name,
+                %agent,
+                run,
+                "asking an agent to run an action"
+            ),
+            None => tracing::info!(
+                action = %req.action.name,
+                argv = ?req.action.kind.argv(),
+                "running action"
+            ),
+        }
         tokio::spawn(async move {
-            let rec = actions::run(&req).await;
-            tracing::info!(
-                action = %rec.action,
-                outcome = %rec.outcome,
-                exit_code = rec.exit_code,
-                "action ended"
-            );
-            finish_action(&shared, &rec);
+            let rec = match remote {
+                Some((agent, run)) => {
+                    let finish = |rec: &ActionRecord| {
+                        tracing::info!(action = %rec.action, outcome = %rec.outcome,
+                            detail = rec.detail.as_deref(), "remote action");
+                        finish_action(&shared, rec);
+                    };
+                    super::remote::run(fleet, &req, &agent, &run, reason, dry_remote, finish).await
+                }
+                None => {
+                    let rec = actions::run(&req).await;
+                    tracing::info!(
+                        action = %rec.action,
+                        outcome = %rec.outcome,
+                        exit_code = rec.exit_code,
+                        "action ended"
+                    );
+                    finish_action(&shared, &rec);
+                    rec
+                }
+            };
+            if let Some((monitor, tx)) = recheck {
+                let _ = tx.send(monitor);
+            }
+            // Notifications (retried with backoff) hold up neither the check nor the reply.
+            let notices = (!notifiers.is_empty()).then(|| rec.clone());
             if let Some(r) = reply {
                 let _ = r.send(Ok(rec));
             }
+            if let Some(rec) = notices {
+                for n in super::remote::notify_outcome(&rec, &notifiers).await {
+                    finish_notice(&shared, &n);
+                }
+            }
         });
+    }
+
+    /// The notifiers of `monitor` for `trigger` (`on_down` for DOWN, `on_up` for UP).
+    fn notifiers(
+        &self,
+        monitor: &str,
+        trigger: super::watch::Trigger,
+    ) -> Vec<Arc<config::NotifySpec>> {
+        let Some(m) = self.watch.monitor(monitor) else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = match trigger {
+            super::watch::Trigger::Down => m.spec.down_notifiers().collect(),
+            super::watch::Trigger::Up => m.spec.up_notifiers().collect(),
+            super::watch::Trigger::Manual => Vec::new(),
+        };
+        let all = &self.watch.config().notifiers;
+        names.iter().filter_map(|n| all.get(*n).cloned()).collect()
+    }
+
+    /// The failing check's reason for an action's first DOWN target, for the agent's
+    /// context.
+    fn reason(&self, req: &super::watch::ActionRequest) -> Option<String> {
+        let monitor = self.watch.monitor(req.monitor.as_deref()?)?;
+        req.targets
+            .iter()
+            .find_map(|t| monitor.targets.get(t)?.last.as_ref()?.reason.clone())
     }
 
     fn notify(&mut self, n: super::watch::Notice) {
