@@ -464,48 +464,6 @@ impl Coord {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::PoolProgress;
-
-    /// The consumer states nats-server 2.9.10 showed (max_deliver 2, ack_wait 1 s; message 1
-    /// never acked) read as the janitor reads them.
-    #[test]
-    fn exhausted_work_is_told_from_work_in_play() {
-        // Delivered twice, its last ack_wait running: pending, in play.
-        let second = PoolProgress {
-            delivered_seq: 1,
-            ack_floor_seq: 0,
-            ack_pending: 1,
-        };
-        assert!(!second.exhausted(1));
-        // The last delivery's ack_wait over, found so by the next pull: nothing pending,
-        // message 1 delivered and still in the stream.
-        let out = PoolProgress {
-            delivered_seq: 1,
-            ack_floor_seq: 0,
-            ack_pending: 0,
-        };
-        assert!(out.exhausted(1));
-        assert!(!out.exhausted(2), "never delivered: queued, not exhausted");
-        // Message 2 taken after it: pending, and 1 is not told apart by pending alone...
-        let busy = PoolProgress {
-            delivered_seq: 2,
-            ack_floor_seq: 0,
-            ack_pending: 1,
-        };
-        assert!(!busy.exhausted(1));
-        // ...until an ack empties the pending set: the floor jumps past message 1.
-        let acked = PoolProgress {
-            delivered_seq: 4,
-            ack_floor_seq: 2,
-            ack_pending: 2,
-        };
-        assert!(acked.exhausted(1));
-        assert!(!acked.exhausted(3));
-    }
-}
-
 /// Parses a results message: subject, headers (bounded integers), payload (one frame).
 fn parse_frame(message: &jetstream::Message) -> Result<ResultFrame, String> {
     let (agent, job) = parse_results_subject(&message.subject).map_err(|e| e.to_string())?;
@@ -559,4 +517,46 @@ fn parse_frame(message: &jetstream::Message) -> Result<ResultFrame, String> {
         end,
         batch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PoolProgress;
+
+    /// The consumer states nats-server 2.9.10 showed (max_deliver 2, ack_wait 1 s; message 1
+    /// never acked) read as the janitor reads them.
+    #[test]
+    fn exhausted_work_is_told_from_work_in_play() {
+        // Delivered twice, its last ack_wait running: pending, in play.
+        let second = PoolProgress {
+            delivered_seq: 1,
+            ack_floor_seq: 0,
+            ack_pending: 1,
+        };
+        assert!(!second.exhausted(1));
+        // The last delivery's ack_wait over, found so by the next pull: nothing pending,
+        // message 1 delivered and still in the stream.
+        let out = PoolProgress {
+            delivered_seq: 1,
+            ack_floor_seq: 0,
+            ack_pending: 0,
+        };
+        assert!(out.exhausted(1));
+        assert!(!out.exhausted(2), "never delivered: queued, not exhausted");
+        // Message 2 taken after it: pending, and 1 is not told apart by pending alone...
+        let busy = PoolProgress {
+            delivered_seq: 2,
+            ack_floor_seq: 0,
+            ack_pending: 1,
+        };
+        assert!(!busy.exhausted(1));
+        // ...until an ack empties the pending set: the floor jumps past message 1.
+        let acked = PoolProgress {
+            delivered_seq: 4,
+            ack_floor_seq: 2,
+            ack_pending: 2,
+        };
+        assert!(acked.exhausted(1));
+        assert!(!acked.exhausted(3));
+    }
 }

@@ -14,9 +14,11 @@
 //!   and acks the messages only after it committed;
 //! - **advisories**: a slice whose work ran out of deliveries is deleted from the work stream
 //!   and published with `epoch + 1`, up to `[fleet] max_epochs`, then it fails;
-//! - **janitor** (every `ack_wait`): a published slice that is not done, whose work message is
-//!   gone and that has sent nothing for `2 × ack_wait` is published again (a work item acked
-//!   with an error end, frames lost with the NATS host);
+//! - **janitor** (every `ack_wait`): a published slice that is not done and has sent nothing
+//!   for `2 × ack_wait` is published again when its work message is gone (a work item acked
+//!   with an error end, frames lost with the NATS host) or is still there but out of
+//!   deliveries (the advisory was missed while the coordinator was down); both count
+//!   against `max_epochs`;
 //! - **registry** (every second): the live agents of the `porthawk_agents` bucket.
 //!
 //! Running fleet sweeps survive a restart of the coordinator: the store does not mark them
@@ -230,8 +232,9 @@ pub(crate) fn decorate(shared: &Shared, status: &mut SweepStatus) {
 }
 
 /// Cancels a running fleet sweep: its queued work is purged, its spec key deleted (agents
-/// stop its slices), and it ends `cancelled` with its done slices counted. `None` if it is
-/// not a running fleet sweep.
+/// stop its slices), and it ends `cancelled` with its done slices counted and, as a local
+/// sweep keeps what it found, each running slice's newest attempt kept as a partial result
+/// (in the same store transaction). `None` if it is not a running fleet sweep.
 pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, ApiError> {
     let s = Arc::clone(shared);
     let sweep = tokio::task::spawn_blocking(move || s.store.fleet_sweep(id))
@@ -662,31 +665,39 @@ impl Task {
         use futures_util::StreamExt;
         while let Some(seq) = advisories.next().await {
             let s = Arc::clone(&self.shared);
-            let Ok(Ok(Some((id, slice, _)))) =
+            let Ok(Ok(Some((id, slice, epoch)))) =
                 tokio::task::spawn_blocking(move || s.store.slice_by_work_seq(seq)).await
             else {
                 continue;
             };
-            tracing::warn!(
-                sweep = id,
-                slice,
-                work_seq = seq,
-                "a slice ran out of deliveries (its agents crashed or stalled each time)"
-            );
-            if let Err(e) = coord.delete_work(seq).await {
-                tracing::warn!(error = %error_chain(&e), "cannot delete exhausted work");
-            }
-            self.again(&coord, id, slice, self.fleet.config.max_epochs)
-                .await;
+            self.exhausted(&coord, id, slice, epoch, seq).await;
         }
     }
 
-    /// Publishes an open slice again with the next epoch, or fails it.
-    async fn again(&self, coord: &Coord, id: u64, slice: u32, max_epochs: u32) {
+    /// The work message `seq` of a slice's `epoch` ran out of deliveries (the advisory said
+    /// so, or the janitor found it so): delete it, then publish the slice again or fail it.
+    async fn exhausted(&self, coord: &Coord, id: u64, slice: u32, epoch: u32, seq: u64) {
+        tracing::warn!(
+            sweep = id,
+            slice,
+            work_seq = seq,
+            "a slice ran out of deliveries (its agents crashed or stalled each time)"
+        );
+        if let Err(e) = coord.delete_work(seq).await {
+            tracing::warn!(error = %error_chain(&e), "cannot delete exhausted work");
+        }
+        self.again(coord, id, slice, epoch).await;
+    }
+
+    /// Publishes an open slice whose `epoch` was lost again with the next epoch, or fails
+    /// it once it has been published `max_epochs` times. A loss already handled (the
+    /// advisory and the janitor saw the same one) does nothing.
+    async fn again(&self, coord: &Coord, id: u64, slice: u32, epoch: u32) {
+        let max_epochs = self.fleet.config.max_epochs;
         match self
             .shared
             .store
-            .republish_slice(id, slice, max_epochs, now_ms())
+            .republish_slice(id, slice, epoch, max_epochs, now_ms())
             .await
         {
             Ok(Republish::Epoch(epoch)) => {
@@ -711,8 +722,19 @@ impl Task {
         }
     }
 
-    /// Publishes again the open slices whose work is gone and that sent nothing for
-    /// `2 × ack_wait` (only while no frame waits: unread frames may complete them).
+    /// Every `ack_wait`, while no frame waits (unread frames may complete slices), looks at
+    /// each open slice that sent nothing for `2 × ack_wait`:
+    /// - never acknowledged by the work stream (its publish failed): published again under
+    ///   the same epoch and message id (a NATS outage is not the slice's fault);
+    /// - its work message gone (an attempt acked with an error end, frames lost with a NATS
+    ///   host): published again with the next epoch;
+    /// - its work message still there but out of deliveries, an advisory missed (the
+    ///   coordinator was down when it came): seen from the pool consumer's progress, or from
+    ///   a frame of its last allowed delivery; deleted and published again, as the advisory
+    ///   would have.
+    ///
+    /// Both losses count against `max_epochs`, so a slice whose agents keep vanishing ends
+    /// `failed`, never republished forever.
     async fn janitor(self, coord: Arc<Coord>) {
         let ack_wait = self.fleet.config.ack_wait;
         let quiet = 2 * ack_wait.as_millis() as u64;
@@ -727,32 +749,69 @@ impl Task {
                 Err(_) => continue,
             }
             self.shared.metrics.fleet.results_lag.set(0);
-            let ids: Vec<u64> = lock(&self.fleet.runs).keys().copied().collect();
-            for id in ids {
-                let s = Arc::clone(&self.shared);
-                let Ok(Ok(open)) =
-                    tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
-                else {
-                    continue;
-                };
-                let now = now_ms();
-                for slice in open {
-                    let last = slice.last_seen_ms.unwrap_or(0).max(slice.published_ms);
-                    if now.saturating_sub(last) < quiet {
-                        continue;
+            let runs: Vec<Arc<Run>> = lock(&self.fleet.runs).values().cloned().collect();
+            for run in runs {
+                self.sweep_janitor(&coord, &run, quiet).await;
+            }
+        }
+    }
+
+    /// The janitor's pass over one sweep.
+    async fn sweep_janitor(&self, coord: &Coord, run: &Run, quiet: u64) {
+        let id = run.sweep.id;
+        let s = Arc::clone(&self.shared);
+        let Ok(Ok(open)) = tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
+        else {
+            return;
+        };
+        let now = now_ms();
+        let mut progress = None;
+        for slice in open {
+            let last = slice.last_seen_ms.unwrap_or(0).max(slice.published_ms);
+            if now.saturating_sub(last) < quiet {
+                continue;
+            }
+            let Some(seq) = slice.work_seq else {
+                tracing::warn!(
+                    sweep = id,
+                    slice = slice.slice,
+                    "slice never acknowledged by the work stream: publishing it again"
+                );
+                self.publish(coord, run, slice.slice, slice.epoch).await;
+                continue;
+            };
+            // The consumer's progress first: work acked after it was read is then gone
+            // below, never taken for exhausted.
+            if progress.is_none() {
+                match coord.pool_progress(&run.pool).await {
+                    Ok(p) => progress = Some(p),
+                    Err(e) => {
+                        tracing::warn!(sweep = id, error = %error_chain(&e), "janitor cannot read the pool consumer");
+                        return;
                     }
-                    let gone = match slice.work_seq {
-                        Some(seq) => matches!(coord.work_exists(seq).await, Ok(false)),
-                        None => true,
-                    };
-                    if gone {
-                        tracing::warn!(
-                            sweep = id,
-                            slice = slice.slice,
-                            "slice not done and its work is gone: publishing it again"
-                        );
-                        self.again(&coord, id, slice.slice, u32::MAX).await;
+                }
+            }
+            let Some(progress) = progress else { return };
+            match coord.work_exists(seq).await {
+                Ok(false) => {
+                    tracing::warn!(
+                        sweep = id,
+                        slice = slice.slice,
+                        "slice not done and its work is gone: publishing it again"
+                    );
+                    self.again(coord, id, slice.slice, slice.epoch).await;
+                }
+                Ok(true) => {
+                    let last_delivery_ran = slice.max_delivered.is_some_and(|d| {
+                        d >= u64::try_from(self.fleet.config.max_deliver).unwrap_or(u64::MAX)
+                    });
+                    if progress.exhausted(seq) || last_delivery_ran {
+                        self.exhausted(coord, id, slice.slice, slice.epoch, seq)
+                            .await;
                     }
+                }
+                Err(e) => {
+                    tracing::warn!(sweep = id, error = %error_chain(&e), "janitor cannot look up work");
                 }
             }
         }
