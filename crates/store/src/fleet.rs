@@ -537,14 +537,16 @@ fn keep_partial(tx: &Transaction<'_>, sweep_id: u64) -> rusqlite::Result<()> {
     for slice in open {
         let range = slice_range(total as u64, slice_len as u64, slice);
         let size = (range.end - range.start) as i64;
-        // Newest first; an attempt with a record outside the sweep, or more records than
-        // the slice has positions, would be rejected if complete: it is not kept either.
+        // Newest first. Not kept: an attempt whose frames are all in (on an open slice it
+        // was rejected, and its staged rows are gone), one with a record outside the sweep
+        // or more records than the slice has positions (it would be rejected).
         let newest: Option<(i64, i64, String)> = tx
             .query_row(
                 "SELECT work_seq, delivered, MAX(agent) FROM fleet_frames
                  WHERE sweep_id = ?1 AND slice = ?2
                  GROUP BY work_seq, delivered
                  HAVING SUM(outside) = 0 AND SUM(records) <= ?3
+                     AND (MAX(last_frames) IS NULL OR COUNT(*) < MAX(last_frames))
                  ORDER BY work_seq DESC, delivered DESC LIMIT 1",
                 params![sweep, slice, size],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -1219,15 +1221,18 @@ mod tests {
         let frames = vec![
             // Slice 0 done.
             frame(id, 0, (1, 1), 0, 1, 0..4, 4),
-            // Slice 1: an older attempt with two records, the newest with one.
+            // Slice 1: an older attempt with two records, a newer with one, and the newest
+            // ended early (cancelled by its agent: all its frames in, short, rejected).
             frame(id, 1, (2, 1), 0, 2, 4..6, 4),
             frame(id, 1, (2, 2), 0, 2, 5..6, 4),
+            frame(id, 1, (2, 3), 0, 1, 4..5, 1),
             // Slice 2: the newest attempt sent a record outside the sweep: the older is kept.
             frame(id, 2, (3, 1), 0, 2, 8..10, 4),
             outside,
         ];
         let r = store.ingest_frames(frames, 10).wait().unwrap();
         assert_eq!(r.completed.len(), 1);
+        assert_eq!(r.rejected.len(), 1);
         assert!(store
             .end_fleet_sweep(id, SweepState::Cancelled, None, 11)
             .wait()

@@ -326,21 +326,25 @@ impl Coord {
         }
     }
 
-    /// Cancels a job: purges its queued work from every pool and deletes its spec key, which
-    /// tells the agents running its slices to stop.
+    /// Cancels a job: purges its queued work from every pool ([`Coord::purge_job`]) and
+    /// deletes its spec key ([`Coord::drop_spec`]), which tells the agents running its slices
+    /// to stop.
     pub async fn cancel_job(&self, job: FleetJob) -> Result<(), CoordError> {
+        self.purge_job(job).await?;
+        self.drop_spec(job).await
+    }
+
+    /// Purges a job's queued work from every pool; slices already taken run on.
+    pub async fn purge_job(&self, job: FleetJob) -> Result<(), CoordError> {
         self.work
             .purge()
             .filter(work_job_filter(job))
             .await
-            .map_err(|e| nats_err("purge a job's work")(boxed(e)))?;
-        self.specs
-            .delete(spec_key(job))
-            .await
-            .map_err(|e| nats_err("delete a sweep spec")(boxed(e)))
+            .map(drop)
+            .map_err(|e| nats_err("purge a job's work")(boxed(e)))
     }
 
-    /// Deletes a finished sweep's spec key (agents drop their cached copy).
+    /// Deletes a job's spec key: agents stop its running slices and drop their cached copy.
     pub async fn drop_spec(&self, job: FleetJob) -> Result<(), CoordError> {
         self.specs
             .delete(spec_key(job))

@@ -251,8 +251,13 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
     let coord = fleet
         .coord()
         .ok_or_else(|| ApiError::unavailable("not connected to NATS: cannot cancel yet"))?;
+    // Queued work first (nothing new starts), then the store, then the spec: deleting the
+    // spec stops the agents' running slices, whose last frames (short, marked cancelled)
+    // would otherwise reach the store first and get their attempts rejected, losing what
+    // they found. Once the sweep is cancelled in the store, such frames are superseded.
+    let job = FleetJob::Sweep(sweep.id);
     coord
-        .cancel_job(FleetJob::Sweep(sweep.id))
+        .purge_job(job)
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot cancel on NATS: {e}")))?;
     let ended = shared
@@ -261,6 +266,10 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot store the cancellation: {e}")))?;
     lock(&fleet.runs).remove(&id);
+    if let Err(e) = coord.drop_spec(job).await {
+        // The sweep is cancelled; its agents finish their running slices, superseded.
+        tracing::warn!(sweep = id, error = %error_chain(&e), "cannot delete a cancelled sweep's spec");
+    }
     if ended {
         shared
             .metrics
