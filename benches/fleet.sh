@@ -148,7 +148,8 @@ if [ "$mode" = ingest ] || [ "$mode" = all ]; then
       t1=$(echo "$s" | jq .finished_at)
       secs=$(echo "$t1 - $t0" | bc)
       frames=$(echo "$pub" | jq .frames)
-      echo "store=$store run $i: publish $(echo "$pub" | jq .publish_s) s ($(echo "$pub" | jq .bytes) bytes); drained in $secs s: $(echo "$frames / $secs" | bc) frames/s, $(echo "4194304 / $secs" | bc) records/s; state $(echo "$s" | jq -r .state), rows $(sqlite3 "$DATA/porthawk.db" "SELECT COUNT(*) FROM results WHERE sweep_id = $id")"
+      dups=$(curl -s "http://$API/metrics" | awk '/^porthawk_fleet_duplicate_frames_total/ {print $2}')
+      echo "store=$store run $i: publish $(echo "$pub" | jq .publish_s) s ($(echo "$pub" | jq .bytes) bytes); drained in $secs s: $(echo "$frames / $secs" | bc) frames/s, $(echo "4194304 / $secs" | bc) records/s; state $(echo "$s" | jq -r .state), rows $(sqlite3 "$DATA/porthawk.db" "SELECT COUNT(*) FROM results WHERE sweep_id = $id"), frames delivered twice ${dups:-0}"
       stop_all
     done
   done
