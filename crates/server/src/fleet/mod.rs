@@ -10,8 +10,8 @@
 //!   message is published (`Store::claim_slices`), so a crash in between is repaired by
 //!   publishing it again under the same message id;
 //! - **ingest**: fetches result frames in bounded batches, checks each (known agent, every
-//!   record inside the sweep's hosts × ports), applies the batch in one store transaction
-//!   and acks the messages only after it committed;
+//!   record inside the sweep's hosts × ports), applies the batch in store transactions of
+//!   at most 65,536 staged rows and acks each one's messages only after it committed;
 //! - **advisories**: a slice whose work ran out of deliveries is deleted from the work stream
 //!   and published with `epoch + 1`, up to `[fleet] max_epochs`, then it fails;
 //! - **janitor** (every `ack_wait`): a published slice that is not done and has sent nothing
@@ -37,7 +37,7 @@ use porthawk_core::{
     slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, SpecRef, SweepSpec,
     TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
 };
-use porthawk_fleet::coord::{Coord, CoordConfig, Incoming};
+use porthawk_fleet::coord::{Coord, CoordConfig, Incoming, RESULTS_ACK_WAIT};
 use porthawk_store::{FleetFrame, FleetSweep, NewFleetSweep, Republish, SweepState};
 use porthawk_watch::config::FleetConfig;
 
@@ -57,6 +57,9 @@ const FETCH_MAX: usize = 256;
 /// Bytes fetched per batch at most: a pull without a byte bound can exceed the server's
 /// per-connection pending limit and get the consumer dropped.
 const FETCH_MAX_BYTES: usize = 32 << 20;
+/// Staged rows applied in one store transaction at most (a frame is never split): bounds
+/// how long a fetched batch holds the store's one writer with `store = "all"`.
+const TRANSACTION_ROWS: usize = 65_536;
 /// How long one fetch waits for messages.
 const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// How often the publisher looks at its sweeps.
@@ -492,7 +495,8 @@ impl Task {
         }
     }
 
-    /// Fetches result frames, applies each batch in one transaction, acks after the commit.
+    /// Fetches result frames, applies each batch in transactions of at most
+    /// [`TRANSACTION_ROWS`] staged rows, and acks each transaction's messages after its commit.
     async fn ingest(self, coord: Arc<Coord>) {
         loop {
             let batch = match coord
@@ -509,58 +513,108 @@ impl Task {
             if batch.is_empty() {
                 continue;
             }
-            let frames = self.frames(&batch);
-            let m = &self.shared.metrics.fleet;
-            match self.shared.store.ingest_frames(frames, now_ms()).await {
-                Ok(report) => {
-                    m.superseded_frames.inc_by(report.superseded);
-                    m.duplicate_frames.inc_by(report.duplicates);
-                    for r in &report.rejected {
-                        m.rejected_attempts.inc();
-                        tracing::warn!(sweep = r.sweep_id, slice = r.slice, attempt = %r.attempt, reason = %r.reason, "slice attempt rejected");
+            // One transaction per chunk of at most TRANSACTION_ROWS staged rows, each chunk's
+            // messages acked after its commit: with `store = "all"` a fetched batch holds up
+            // to a million rows, which would hold the store's one writer (local sweeps,
+            // monitors) for many seconds.
+            let mut frames = self.frames(&batch).into_iter().peekable();
+            let mut acked = 0;
+            let mut alive = std::time::Instant::now();
+            loop {
+                let mut chunk = Vec::new();
+                let mut rows = 0;
+                while let Some((_, f)) = frames.peek() {
+                    if !chunk.is_empty() && rows + f.rows.len() > TRANSACTION_ROWS {
+                        break;
                     }
-                    for c in &report.completed {
-                        if c.attempt.delivered > 1 {
-                            m.redelivered_wins.inc();
-                        }
-                        self.shared.metrics.count_probes(&[
-                            c.counts.open,
-                            c.counts.closed,
-                            c.counts.filtered,
-                            c.counts.unreachable,
-                            c.counts.error,
-                        ]);
-                    }
-                    for (id, state) in &report.ended {
-                        self.ended(&coord, *id, *state).await;
-                    }
-                    if !report.completed.is_empty() {
-                        self.fleet.wake.notify_one();
-                    }
-                    for message in &batch {
-                        if let Err(e) = message.ack().await {
-                            tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
-                        }
-                    }
+                    rows += f.rows.len();
+                    chunk.extend(frames.next());
                 }
-                // Not acked: the frames come again after the consumer's ack_wait.
-                Err(e) => {
-                    self.shared.metrics.store_errors.inc();
-                    tracing::error!(error = %e, frames = batch.len(), "cannot store result frames; they will be delivered again");
+                // The messages up to the chunk's last frame (or all, after the last chunk),
+                // malformed and monitor messages among them.
+                let upto = match frames.peek() {
+                    Some(_) => chunk.last().map_or(acked, |(i, _)| i + 1),
+                    None => batch.len(),
+                };
+                let chunk: Vec<FleetFrame> = chunk.into_iter().map(|(_, f)| f).collect();
+                if !self.apply(&coord, chunk).await {
+                    // Not acked: these and the rest come again after the consumer's ack_wait.
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
                 }
+                for message in &batch[acked..upto] {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
+                    }
+                }
+                acked = upto;
+                if acked == batch.len() {
+                    break;
+                }
+                // The rest of the batch waits for the next transactions: keep it from being
+                // delivered again meanwhile (the results consumer's ack_wait is short).
+                if alive.elapsed() >= RESULTS_ACK_WAIT / 3 {
+                    for message in &batch[acked..] {
+                        if let Err(e) = message.in_progress().await {
+                            tracing::debug!(error = %error_chain(&e), "cannot extend a result frame's ack_wait");
+                        }
+                    }
+                    alive = std::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Applies frames in one store transaction and acts on its report; false when the
+    /// store failed (nothing of it was applied).
+    async fn apply(&self, coord: &Coord, frames: Vec<FleetFrame>) -> bool {
+        let m = &self.shared.metrics.fleet;
+        let n = frames.len();
+        match self.shared.store.ingest_frames(frames, now_ms()).await {
+            Ok(report) => {
+                m.superseded_frames.inc_by(report.superseded);
+                m.duplicate_frames.inc_by(report.duplicates);
+                for r in &report.rejected {
+                    m.rejected_attempts.inc();
+                    tracing::warn!(sweep = r.sweep_id, slice = r.slice, attempt = %r.attempt, reason = %r.reason, "slice attempt rejected");
+                }
+                for c in &report.completed {
+                    if c.attempt.delivered > 1 {
+                        m.redelivered_wins.inc();
+                    }
+                    self.shared.metrics.count_probes(&[
+                        c.counts.open,
+                        c.counts.closed,
+                        c.counts.filtered,
+                        c.counts.unreachable,
+                        c.counts.error,
+                    ]);
+                }
+                for (id, state) in &report.ended {
+                    self.ended(coord, *id, *state).await;
+                }
+                if !report.completed.is_empty() {
+                    self.fleet.wake.notify_one();
+                }
+                true
+            }
+            Err(e) => {
+                self.shared.metrics.store_errors.inc();
+                tracing::error!(error = %e, frames = n, "cannot store result frames; they will be delivered again");
+                false
             }
         }
     }
 
     /// The store's view of a batch: frames of sweeps, checked; monitor rounds go to their
     /// channel; malformed messages and unknown agents are counted and dropped.
-    fn frames(&self, batch: &[Incoming]) -> Vec<FleetFrame> {
+    /// Each frame comes with the index of its message in `batch`.
+    fn frames(&self, batch: &[Incoming]) -> Vec<(usize, FleetFrame)> {
         let m = &self.shared.metrics.fleet;
         let known = &self.fleet.config.agents;
         let runs = lock(&self.fleet.runs).clone();
         let mut frames = Vec::new();
-        for message in batch {
+        for (i, message) in batch.iter().enumerate() {
             let frame = match &message.frame {
                 Ok(f) => f,
                 Err(reason) => {
@@ -631,18 +685,21 @@ impl Task {
                     }
                 }
             }
-            frames.push(FleetFrame {
-                sweep_id: id,
-                slice: frame.slice,
-                attempt: frame.attempt,
-                n: frame.frame,
-                last: frame.last.map(|l| (l.frames, l.records)),
-                agent: frame.agent.to_string(),
-                records: frame.batch.records.len() as u64,
-                counts,
-                outside,
-                rows,
-            });
+            frames.push((
+                i,
+                FleetFrame {
+                    sweep_id: id,
+                    slice: frame.slice,
+                    attempt: frame.attempt,
+                    n: frame.frame,
+                    last: frame.last.map(|l| (l.frames, l.records)),
+                    agent: frame.agent.to_string(),
+                    records: frame.batch.records.len() as u64,
+                    counts,
+                    outside,
+                    rows,
+                },
+            ));
         }
         frames
     }
