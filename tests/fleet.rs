@@ -930,7 +930,7 @@ fn kill_runner_of(
                 .then_some(attempt)
         })
     };
-    let listed = wait_agents(serve, Duration::from_secs(30), |a| {
+    let listed = wait_agents(serve, Duration::from_secs(60), |a| {
         a.iter().any(|x| running(x).is_some())
     });
     let (name, attempt) = listed
@@ -975,7 +975,7 @@ fn deliveries_run_out_while_the_coordinator_is_down_and_the_slice_still_ends() {
             })
         })
     };
-    let listed = wait_agents(&first, Duration::from_secs(30), |a| a.iter().any(running));
+    let listed = wait_agents(&first, Duration::from_secs(60), |a| a.iter().any(running));
     let name = listed
         .iter()
         .find(|x| running(x))
