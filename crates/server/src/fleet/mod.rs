@@ -517,18 +517,10 @@ impl Task {
             // messages acked after its commit: with `store = "all"` a fetched batch holds up
             // to a million rows, which would hold the store's one writer (local sweeps,
             // monitors) for many seconds.
-            let frames = self.frames(&batch);
-            let batch = Arc::new(batch);
-            // Meanwhile the messages not yet acked are kept alive (`+WPI` every third of
-            // the results consumer's short ack_wait): the transaction that completes a slice
-            // also promotes all its staged rows and can take longer than that ack_wait, and
-            // nats-server 2.9 may then hand such a frame to the next pull before it has
-            // processed its late ack.
-            let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let keep_alive = tokio::spawn(keep_alive(Arc::clone(&batch), Arc::clone(&acked)));
-            let mut frames = frames.into_iter().peekable();
+            let mut frames = self.frames(&batch).into_iter().peekable();
+            let mut acked = 0;
+            let mut alive = std::time::Instant::now();
             loop {
-                let from = acked.load(Ordering::SeqCst);
                 let mut chunk = Vec::new();
                 let mut rows = 0;
                 while let Some((_, f)) = frames.peek() {
@@ -541,25 +533,33 @@ impl Task {
                 // The messages up to the chunk's last frame (or all, after the last chunk),
                 // malformed and monitor messages among them.
                 let upto = match frames.peek() {
-                    Some(_) => chunk.last().map_or(from, |(i, _)| i + 1),
+                    Some(_) => chunk.last().map_or(acked, |(i, _)| i + 1),
                     None => batch.len(),
                 };
                 let chunk: Vec<FleetFrame> = chunk.into_iter().map(|(_, f)| f).collect();
                 if !self.apply(&coord, chunk).await {
                     // Not acked: these and the rest come again after the consumer's ack_wait.
-                    keep_alive.abort();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
-                for message in &batch[from..upto] {
+                for message in &batch[acked..upto] {
                     if let Err(e) = message.ack().await {
                         tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
                     }
                 }
-                acked.store(upto, Ordering::SeqCst);
-                if upto == batch.len() {
-                    keep_alive.abort();
+                acked = upto;
+                if acked == batch.len() {
                     break;
+                }
+                // The rest of the batch waits for the next transactions: keep it from being
+                // delivered again meanwhile (the results consumer's ack_wait is short).
+                if alive.elapsed() >= RESULTS_ACK_WAIT / 3 {
+                    for message in &batch[acked..] {
+                        if let Err(e) = message.in_progress().await {
+                            tracing::debug!(error = %error_chain(&e), "cannot extend a result frame's ack_wait");
+                        }
+                    }
+                    alive = std::time::Instant::now();
                 }
             }
         }
@@ -960,20 +960,6 @@ impl Task {
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-/// Sends `+WPI` every third of the results consumer's ack_wait for the messages of `batch`
-/// from `acked` on, until aborted.
-async fn keep_alive(batch: Arc<Vec<Incoming>>, acked: Arc<std::sync::atomic::AtomicUsize>) {
-    loop {
-        tokio::time::sleep(RESULTS_ACK_WAIT / 3).await;
-        let from = acked.load(Ordering::SeqCst);
-        for message in batch.iter().skip(from) {
-            if let Err(e) = message.in_progress().await {
-                tracing::debug!(error = %error_chain(&e), "cannot extend a result frame's ack_wait");
-            }
         }
     }
 }
