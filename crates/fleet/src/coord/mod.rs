@@ -17,8 +17,6 @@
 
 mod setup;
 
-pub use setup::RESULTS_ACK_WAIT;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,16 +128,6 @@ impl Incoming {
             .ack()
             .await
             .map_err(|e| nats_err("ack a result frame")(e))
-    }
-
-    /// Tells the server the coordinator is still working on it (`+WPI`): its ack_wait
-    /// ([`RESULTS_ACK_WAIT`]) starts again. For messages of a fetched batch that wait while
-    /// earlier transactions of the batch commit.
-    pub async fn in_progress(&self) -> Result<(), CoordError> {
-        self.message
-            .ack_with(jetstream::AckKind::Progress)
-            .await
-            .map_err(|e| nats_err("extend a result frame's ack_wait")(e))
     }
 
     /// Bytes of the message (payload and headers), for metrics.

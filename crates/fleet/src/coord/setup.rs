@@ -26,18 +26,17 @@ const RESULTS_DUP_WINDOW: Duration = Duration::from_secs(600);
 const RESULTS_MAX_ACK_PENDING: i64 = 4096;
 /// How long the coordinator may hold a frame before it is delivered again.
 ///
-/// Short rather than the design's first 60 s, because only recovery should depend on it:
-/// frames delivered to a coordinator that crashed (up to a fetch batch), or whose ack was
-/// lost with a nats-server restart, come back after this long, and until then they hold back
-/// the slices they complete and keep the janitor paused (it waits while frames are pending).
-/// A batch that takes longer to apply (a million `store = "all"` rows) must not pay for it:
-/// although the ingest loop pulls again only after acking the whole batch, nats-server 2.9
-/// can hand a frame whose ack_wait ran out to that next pull before it has processed the
-/// late ack (measured: 129 of 1,024 frames came twice with 50 s batches). So the coordinator
-/// keeps a batch's waiting frames alive with `+WPI` every third of this while it applies the
-/// batch (`Incoming::in_progress`); a frame delivered twice anyway is a duplicate in the
-/// ledger. An existing consumer with another value is updated at start (`consumer`).
-pub const RESULTS_ACK_WAIT: Duration = Duration::from_secs(15);
+/// Short rather than the design's first 60 s, because recovery waits on it: frames
+/// delivered to a coordinator that crashed (up to a fetch batch), or whose ack was lost with
+/// a nats-server restart, come back after this long, and until then they hold back the
+/// slices they complete and keep the janitor paused (it waits while frames are pending). A
+/// batch that takes longer to apply than this is not lost or counted twice: the ingest loop
+/// pulls again only after acking the whole batch, nats-server 2.9 takes a late ack, and a
+/// frame delivered twice is a duplicate in the ledger. (Measured, `docs/benchmarks.md`:
+/// with `store = "all"` batches of ~50 s, 129 to 194 of 1,024 frames came twice, harmlessly;
+/// keeping the batch alive with `+WPI` did not change that, so ack_wait expiry is not the
+/// whole cause.) An existing consumer with another value is updated at start (`consumer`).
+const RESULTS_ACK_WAIT: Duration = Duration::from_secs(15);
 /// Slices of a pool handed out and not acked, at most.
 const POOL_MAX_ACK_PENDING: i64 = 1000;
 /// The spec bucket's safety net: specs of sweeps that never ended go after a week.

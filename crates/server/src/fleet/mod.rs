@@ -37,7 +37,7 @@ use porthawk_core::{
     slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, SpecRef, SweepSpec,
     TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
 };
-use porthawk_fleet::coord::{Coord, CoordConfig, Incoming, RESULTS_ACK_WAIT};
+use porthawk_fleet::coord::{Coord, CoordConfig, Incoming};
 use porthawk_store::{FleetFrame, FleetSweep, NewFleetSweep, Republish, SweepState};
 use porthawk_watch::config::FleetConfig;
 
@@ -519,7 +519,6 @@ impl Task {
             // monitors) for many seconds.
             let mut frames = self.frames(&batch).into_iter().peekable();
             let mut acked = 0;
-            let mut alive = std::time::Instant::now();
             loop {
                 let mut chunk = Vec::new();
                 let mut rows = 0;
@@ -550,16 +549,6 @@ impl Task {
                 acked = upto;
                 if acked == batch.len() {
                     break;
-                }
-                // The rest of the batch waits for the next transactions: keep it from being
-                // delivered again meanwhile (the results consumer's ack_wait is short).
-                if alive.elapsed() >= RESULTS_ACK_WAIT / 3 {
-                    for message in &batch[acked..] {
-                        if let Err(e) = message.in_progress().await {
-                            tracing::debug!(error = %error_chain(&e), "cannot extend a result frame's ack_wait");
-                        }
-                    }
-                    alive = std::time::Instant::now();
                 }
             }
         }
