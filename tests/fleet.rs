@@ -850,10 +850,12 @@ fn make_certs(dir: &Path) {
     }
 }
 
-/// `DELETE` of a running fleet sweep: queued slices are purged, agents stop its slices, it
-/// ends `cancelled` with the counts of the slices done (counts == rows), and no work is left.
+/// `DELETE` of a running fleet sweep: queued slices are purged, agents stop its slices, and
+/// it ends `cancelled` keeping what was found, as a local sweep does: the slices done plus
+/// each running slice's newest attempt so far (more than whole slices), with counts ==
+/// rows, one row per (ip, port), every kept verdict true, and no work left.
 #[test]
-fn cancelling_a_fleet_sweep_purges_its_work_and_keeps_counts_true() {
+fn cancelling_a_fleet_sweep_keeps_what_its_running_slices_found() {
     let Some(nats) = users("") else { return };
     let dir = TempDir::new("fleet-cancel");
     let conf = config(dir.path(), &nats, "");
@@ -867,19 +869,273 @@ fn cancelling_a_fleet_sweep_purges_its_work_and_keeps_counts_true() {
         assert!(Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The next slices are running now (512 positions take the agent about 3 s at 300/s
+    // over its two slots): let them send frames for a while.
+    std::thread::sleep(Duration::from_millis(1500));
     let (code, v) = serve.http_json("DELETE", &format!("/v1/sweeps/{id}"), None);
     assert_eq!(code, 202, "{v}");
     let s = status(&serve, id);
+    eprintln!("cancelled: {s}");
     assert_eq!(s["state"], "cancelled", "{s}");
     let done = s["done"].as_u64().unwrap();
-    assert!(done > 0 && done < truth.total(), "{s}");
-    assert_eq!(done % 512, 0, "only whole slices count: {s}");
+    let whole = s["slices"]["done"].as_u64().unwrap() * 512;
+    assert!(
+        done > whole && done < truth.total(),
+        "the running slices' results were not kept: {s}"
+    );
+    let counts = &s["counts"];
+    assert_eq!(
+        counts["open"].as_u64().unwrap() + counts["closed"].as_u64().unwrap(),
+        done,
+        "{s}"
+    );
     let (lines, set) = results(&serve, id);
-    assert_eq!((lines as u64, set.len() as u64), (done, done));
+    assert_eq!(
+        (lines as u64, set.len() as u64),
+        (done, done),
+        "COUNT(*) must equal the count and COUNT(DISTINCT ip, port)"
+    );
+    let open = set.values().filter(|st| *st == "open").count() as u64;
+    assert_eq!(counts["open"].as_u64(), Some(open), "{s}");
+    for ((ip, port), state) in &set {
+        assert!(truth.hosts.contains(ip) && truth.ports.contains(port));
+        if truth.own.contains(&(*ip, *port)) {
+            assert_eq!(state, "open", "{ip}:{port} listens");
+        }
+    }
     let (code, v) = serve.http_json("DELETE", &format!("/v1/sweeps/{id}"), None);
     assert_eq!(code, 409, "{v}");
     check_streams_empty(&nats);
-    // Nothing more is counted after the cancellation.
+    // Nothing more is counted after the cancellation (the agent's last frames are
+    // superseded).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(status(&serve, id)["done"].as_u64(), Some(done));
+    assert_eq!(results(&serve, id).0 as u64, done);
+}
+
+/// Kills whichever agent runs slice `slice` of `job` as an attempt not in `killed`, and
+/// starts it again under the same name; the attempt killed.
+fn kill_runner_of(
+    serve: &Serve,
+    nats: &NatsServer,
+    agents: &mut [Agent],
+    job: &str,
+    slice: u64,
+    killed: &[String],
+) -> String {
+    let running = |x: &Value| -> Option<String> {
+        x["running"].as_array()?.iter().find_map(|s| {
+            let attempt = s["attempt"].as_str()?.to_string();
+            (s["job"] == job && s["slice"] == slice && !killed.contains(&attempt))
+                .then_some(attempt)
+        })
+    };
+    let listed = wait_agents(serve, Duration::from_secs(60), |a| {
+        a.iter().any(|x| running(x).is_some())
+    });
+    let (name, attempt) = listed
+        .iter()
+        .find_map(|x| Some((x["name"].as_str()?.to_string(), running(x)?)))
+        .unwrap();
+    let i = agents.iter().position(|a| a.name == name).unwrap();
+    agents[i].kill();
+    eprintln!("killed {name} running slice {slice} as attempt {attempt}");
+    agents[i] = Agent::start(nats, &name, &name, 1, 100);
+    attempt
+}
+
+/// A slice whose work runs out of deliveries while the coordinator is down: the server's
+/// max-deliveries advisory (a core NATS message) is lost, and the message stays in the work
+/// stream, never delivered again. The restarted coordinator's janitor finds it from the
+/// pool consumer's progress, deletes it and publishes the slice with epoch 2 (within
+/// `max_epochs 2`), and the sweep ends done, exactly once — never stuck.
+#[test]
+fn deliveries_run_out_while_the_coordinator_is_down_and_the_slice_still_ends() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-missed-advisory");
+    let conf = config(dir.path(), &nats, "max_deliver = 2\nmax_epochs = 2\n");
+    let data = dir.path().join("data");
+    let first = serve(&data, &conf);
+    let mut agents = [
+        Agent::start(&nats, "a1", "a1", 1, 100),
+        Agent::start(&nats, "a2", "a2", 1, 100),
+    ];
+    wait_agents(&first, Duration::from_secs(20), |a| a.len() == 2);
+    // 26 hosts × 40 ports: slices of 512, 512 and 16 positions.
+    let truth = truth_of("fleet-missed-advisory", 26);
+    let before = ListenSnapshot::take();
+    let id = submit(&first, &truth);
+    let job = format!("s{id}");
+    let one = kill_runner_of(&first, &nats, &mut agents, &job, 0, &[]);
+    // The second and last delivery of slice 0 runs: the coordinator goes, then its agent.
+    let running = |x: &Value| {
+        x["running"].as_array().is_some_and(|r| {
+            r.iter().any(|s| {
+                s["job"] == job.as_str() && s["slice"] == 0 && s["attempt"] != one.as_str()
+            })
+        })
+    };
+    let listed = wait_agents(&first, Duration::from_secs(60), |a| a.iter().any(running));
+    let name = listed
+        .iter()
+        .find(|x| running(x))
+        .and_then(|x| x["name"].as_str())
+        .unwrap()
+        .to_string();
+    first.kill();
+    let i = agents.iter().position(|a| a.name == name).unwrap();
+    agents[i].kill();
+    agents[i] = Agent::start(&nats, &name, &name, 1, 100);
+    // ack_wait (3 s) runs out; the agents' next pulls make the server give up on the
+    // message and send its advisory to nobody.
+    std::thread::sleep(Duration::from_secs(8));
+    let second = serve(&data, &conf);
+    let s = wait_ended(&second, id, Duration::from_secs(90));
+    eprintln!("ended: {s}");
+    check_exactly_once(&second, id, &truth, &before);
+    assert!(
+        metric(&second, "porthawk_fleet_redeliveries_total") >= 1.0,
+        "the restarted coordinator did not publish the slice again"
+    );
+    check_streams_empty(&nats);
+}
+
+/// A slice whose agents keep vanishing with its work (here a client that takes work items
+/// and acks them without a frame, as if its frames were lost with a NATS host): the
+/// janitor publishes it again with the next epoch, and counts that against `max_epochs`,
+/// so the slice ends failed after exactly `max_epochs` publishes instead of being
+/// published forever.
+#[test]
+fn janitor_republishes_count_against_max_epochs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-janitor-epochs");
+    let conf = config(dir.path(), &nats, "max_epochs = 2\n");
+    let serve = serve(&dir.path().join("data"), &conf);
+    let stop = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicU64::new(0));
+    let seed = std::fs::read_to_string(nats.dir().join("coordinator.nk")).unwrap();
+    let url = nats.url().to_string();
+    let vanisher = {
+        let (stop, taken) = (Arc::clone(&stop), Arc::clone(&taken));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use async_nats::jetstream::consumer::PullConsumer;
+                use futures_util::StreamExt;
+                let client = async_nats::ConnectOptions::new()
+                    .nkey(seed.trim().to_string())
+                    .connect(url)
+                    .await
+                    .unwrap();
+                let js = async_nats::jetstream::new(client);
+                let work = js.get_stream(porthawk_core::WORK_STREAM).await.unwrap();
+                let pool: PullConsumer = work.get_consumer("pool-lab").await.unwrap();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let mut batch = pool
+                        .fetch()
+                        .max_messages(10)
+                        .expires(Duration::from_millis(500))
+                        .messages()
+                        .await
+                        .unwrap();
+                    while let Some(Ok(m)) = batch.next().await {
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        m.double_ack().await.unwrap();
+                    }
+                }
+            });
+        })
+    };
+    // Two hosts × 40 ports: one slice.
+    let truth = truth_of("fleet-janitor-epochs", 2);
+    let id = submit(&serve, &truth);
+    let s = wait_ended(&serve, id, Duration::from_secs(60));
+    // A republish after the end would show here.
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::SeqCst);
+    vanisher.join().unwrap();
+    eprintln!("ended: {s}");
+    assert_eq!(s["state"], "interrupted", "{s}");
+    assert_eq!(s["failed_slices"], json!([0]), "{s}");
+    assert_eq!(s["done"].as_u64(), Some(0), "{s}");
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        2,
+        "the slice must be published exactly max_epochs times"
+    );
+    assert_eq!(results(&serve, id).0, 0);
+    check_streams_empty(&nats);
+}
+
+/// An existing deployment whose consumers were made with another `ack_wait` (an older
+/// default, or `[fleet] ack_wait` changed) is updated at start, not refused; a consumer that
+/// differs in anything else still is.
+#[test]
+fn consumers_with_another_ack_wait_are_updated_at_start_not_refused() {
+    let Some(nats) = users("") else { return };
+    let dir = TempDir::new("fleet-ack-wait");
+    let conf = config(dir.path(), &nats, "");
+    let data = dir.path().join("data");
+    serve(&data, &conf).kill();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seed = std::fs::read_to_string(nats.dir().join("coordinator.nk")).unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .nkey(seed.trim().to_string())
+            .connect(nats.url())
+            .await
+            .unwrap();
+        async_nats::jetstream::new(client)
+    });
+    // Set a consumer's config field (nats-server 2.9 treats a create as an update) and
+    // return the ack_wait it reads back.
+    type ConsumerConfig = async_nats::jetstream::consumer::Config;
+    let set = |stream: &str, name: &str, f: &dyn Fn(&mut ConsumerConfig)| {
+        rt.block_on(async {
+            let stream = js.get_stream(stream).await.unwrap();
+            let mut config = stream.consumer_info(name).await.unwrap().config;
+            f(&mut config);
+            let mut c = stream.create_consumer(config).await.unwrap();
+            c.info().await.unwrap().config.ack_wait
+        })
+    };
+    let results = porthawk_core::RESULTS_STREAM;
+    let work = porthawk_core::WORK_STREAM;
+    let coordinator = porthawk_core::COORDINATOR_CONSUMER;
+    assert_eq!(
+        set(results, coordinator, &|c| c.ack_wait =
+            Duration::from_secs(60)),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        set(work, "pool-lab", &|c| c.ack_wait = Duration::from_secs(7)),
+        Duration::from_secs(7)
+    );
+    let second = serve(&data, &conf);
+    assert_eq!(set(results, coordinator, &|_| ()), Duration::from_secs(15));
+    assert_eq!(set(work, "pool-lab", &|_| ()), Duration::from_secs(3));
+    second.kill();
+    // Another max_ack_pending is refused: the coordinator never connects, and says why.
+    set(results, coordinator, &|c| c.max_ack_pending = 17);
+    let mut cmd = Serve::command(&data);
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("RUST_LOG", "warn,porthawk=info,porthawk_server=info");
+    let mut third = Serve::spawn(cmd);
+    assert!(
+        third.logs("max_ack_pending", Duration::from_secs(20)),
+        "a consumer with another max_ack_pending was not refused"
+    );
+    let (code, v) = third.http_json("GET", "/v1/fleet/agents", None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["connected"], false, "{v}");
 }

@@ -96,6 +96,9 @@ pub struct OpenSlice {
     pub published_ms: u64,
     /// When a frame of it last arrived, in ms since the epoch.
     pub last_seen_ms: Option<u64>,
+    /// The highest delivery count among the attempts of its current work message that sent
+    /// a frame (`None` before any did): the janitor's sign that the last delivery ran.
+    pub max_delivered: Option<u64>,
 }
 
 /// A slice's progress, for the status.
@@ -109,6 +112,8 @@ pub struct SliceProgress {
     pub failed: u32,
     /// Slices published and not finished.
     pub running: u32,
+    /// Slices of a cancelled sweep whose newest attempt was kept as a partial result.
+    pub partial: u32,
     /// Which slices failed, lowest first (at most 100).
     pub failed_slices: Vec<u32>,
     /// Slices won by an attempt that was not the first delivery.
@@ -308,8 +313,11 @@ impl Store {
     pub fn open_slices(&self, sweep_id: u64) -> Result<Vec<OpenSlice>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT slice, epoch, work_seq, published_ms, last_seen_ms FROM fleet_slices
-                 WHERE sweep_id = ?1 AND state = 'published' ORDER BY slice",
+                "SELECT l.slice, l.epoch, l.work_seq, l.published_ms, l.last_seen_ms,
+                     (SELECT MAX(f.delivered) FROM fleet_frames f WHERE f.sweep_id = l.sweep_id
+                          AND f.slice = l.slice AND f.work_seq = l.work_seq)
+                 FROM fleet_slices l
+                 WHERE l.sweep_id = ?1 AND l.state = 'published' ORDER BY l.slice",
             )?;
             let rows = stmt.query_map(params![sweep_id as i64], |r| {
                 Ok(OpenSlice {
@@ -318,6 +326,7 @@ impl Store {
                     work_seq: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                     published_ms: r.get::<_, i64>(3)? as u64,
                     last_seen_ms: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    max_delivered: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -339,11 +348,14 @@ impl Store {
 
     /// Publishes an open slice again: its epoch goes up by one unless it is at `max_epochs`,
     /// in which case the slice fails (and the sweep ends `interrupted` if that was its last
-    /// open slice). The new epoch, or `None` when it failed or is no longer open.
+    /// open slice). `seen` is the epoch the caller found lost (an advisory's, the janitor's):
+    /// when the slice has moved on since (the advisory and the janitor both saw the same
+    /// lost work), nothing happens, so one loss counts once against `max_epochs`.
     pub fn republish_slice(
         &self,
         sweep_id: u64,
         slice: u32,
+        seen: u32,
         max_epochs: u32,
         now_ms: u64,
     ) -> Reply<Republish> {
@@ -359,6 +371,7 @@ impl Store {
                 .optional()?;
             let outcome = match epoch {
                 None => Republish::NotOpen,
+                Some(e) if e != seen => Republish::NotOpen,
                 Some(e) if e >= max_epochs => {
                     tx.execute(
                         "UPDATE fleet_slices SET state = 'failed' WHERE sweep_id = ?1 AND slice = ?2",
@@ -434,6 +447,7 @@ impl Store {
                         p.redelivered_wins = redelivered.unwrap_or(0);
                     }
                     "failed" => p.failed = n,
+                    "partial" => p.partial = n,
                     _ => p.running = n,
                 }
             }
@@ -460,8 +474,14 @@ impl Store {
         })
     }
 
-    /// Ends a running fleet sweep as `state` (cancelled, interrupted): attempts not complete
-    /// are dropped, done slices stay counted. False if it was not running.
+    /// Ends a running fleet sweep as `state` (cancelled, interrupted); false if it was not
+    /// running. Done slices stay counted. A cancelled sweep also keeps what its running
+    /// slices found, as a local sweep does: in the same transaction, each open slice's newest
+    /// attempt (the highest `(work_seq, delivered)` with nothing outside the sweep) is
+    /// promoted as for a done slice — its staged rows upserted into `results`, its ledger
+    /// counts and records added to the sweep — and the slice becomes `partial`. Other staged
+    /// rows are dropped. So stored counts still equal stored rows, with one row per
+    /// (ip, port).
     pub fn end_fleet_sweep(
         &self,
         sweep_id: u64,
@@ -471,6 +491,17 @@ impl Store {
     ) -> Reply<bool> {
         self.write_retrying(move |conn| {
             let tx = conn.transaction()?;
+            let running: bool = tx
+                .query_row(
+                    "SELECT state = 'running' FROM sweeps WHERE id = ?1",
+                    params![sweep_id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if running && state == SweepState::Cancelled {
+                keep_partial(&tx, sweep_id)?;
+            }
             let n = tx.execute(
                 "UPDATE sweeps SET state = ?2, finished_ms = ?3, reason = COALESCE(?4, reason)
                  WHERE id = ?1 AND state = 'running'",
@@ -486,6 +517,53 @@ impl Store {
     }
 }
 
+/// Promotes the newest usable attempt of each open slice of `sweep_id` as a partial result
+/// (see [`Store::end_fleet_sweep`]).
+fn keep_partial(tx: &Transaction<'_>, sweep_id: u64) -> rusqlite::Result<()> {
+    let sweep = sweep_id as i64;
+    let (total, slice_len): (i64, i64) = tx.query_row(
+        "SELECT s.total, f.slice_len FROM sweeps s JOIN fleet_sweeps f ON f.sweep_id = s.id
+         WHERE s.id = ?1",
+        params![sweep],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let open: Vec<u32> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT slice FROM fleet_slices WHERE sweep_id = ?1 AND state = 'published'",
+        )?;
+        let rows = stmt.query_map(params![sweep], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for slice in open {
+        let range = slice_range(total as u64, slice_len as u64, slice);
+        let size = (range.end - range.start) as i64;
+        // Newest first. Not kept: an attempt whose frames are all in (on an open slice it
+        // was rejected, and its staged rows are gone), one with a record outside the sweep
+        // or more records than the slice has positions (it would be rejected).
+        let newest: Option<(i64, i64, String)> = tx
+            .query_row(
+                "SELECT work_seq, delivered, MAX(agent) FROM fleet_frames
+                 WHERE sweep_id = ?1 AND slice = ?2
+                 GROUP BY work_seq, delivered
+                 HAVING SUM(outside) = 0 AND SUM(records) <= ?3
+                     AND (MAX(last_frames) IS NULL OR COUNT(*) < MAX(last_frames))
+                 ORDER BY work_seq DESC, delivered DESC LIMIT 1",
+                params![sweep, slice, size],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((work_seq, delivered, agent)) = newest else {
+            continue;
+        };
+        let attempt = Attempt {
+            work_seq: work_seq as u64,
+            delivered: delivered as u64,
+        };
+        promote_attempt(tx, sweep_id, slice, attempt, &agent, "partial")?;
+    }
+    Ok(())
+}
+
 /// What [`Store::republish_slice`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Republish {
@@ -493,7 +571,7 @@ pub enum Republish {
     Epoch(u32),
     /// It failed; `Some(state)` if its sweep ended with it.
     Failed(Option<SweepState>),
-    /// It is done, failed or unknown: nothing to publish.
+    /// It is done, failed, unknown or already past the epoch seen: nothing to publish.
     NotOpen,
 }
 
@@ -675,12 +753,29 @@ fn promote(
     f: &FleetFrame,
     report: &mut IngestReport,
 ) -> rusqlite::Result<()> {
-    let sweep = f.sweep_id as i64;
-    let attempt = params![
+    let completed = promote_attempt(tx, f.sweep_id, f.slice, f.attempt, &f.agent, "done")?;
+    report.completed.push(completed);
+    Ok(())
+}
+
+/// Promotes an attempt of a slice: its staged rows upserted into `results`, every
+/// attempt's staging rows of the slice deleted, the slice marked `state` (`done`, or
+/// `partial` at a cancel) with the attempt as winner and its ledger counts, which are added
+/// (with its records) to the sweep.
+fn promote_attempt(
+    tx: &Transaction<'_>,
+    sweep_id: u64,
+    slice: u32,
+    attempt: Attempt,
+    agent: &str,
+    state: &str,
+) -> rusqlite::Result<Completed> {
+    let sweep = sweep_id as i64;
+    let attempt_params = params![
         sweep,
-        f.slice,
-        f.attempt.work_seq as i64,
-        f.attempt.delivered as i64
+        slice,
+        attempt.work_seq as i64,
+        attempt.delivered as i64
     ];
     // The upsert keeps one row per (sweep, ip, port) whatever happened before.
     tx.execute(
@@ -700,18 +795,18 @@ fn promote(
                  cert_expires_first = excluded.cert_expires_first,
                  captures = excluded.captures"
         ),
-        attempt,
+        attempt_params,
     )?;
     tx.execute(
         "DELETE FROM fleet_staging WHERE sweep_id = ?1 AND slice = ?2",
-        params![sweep, f.slice],
+        params![sweep, slice],
     )?;
     let (records, c): (i64, [i64; 5]) = tx.query_row(
         "SELECT SUM(records), SUM(c_open), SUM(c_closed), SUM(c_filtered),
              SUM(c_unreachable), SUM(c_error)
          FROM fleet_frames WHERE sweep_id = ?1 AND slice = ?2 AND work_seq = ?3
              AND delivered = ?4",
-        attempt,
+        attempt_params,
         |r| {
             Ok((
                 r.get(0)?,
@@ -720,20 +815,21 @@ fn promote(
         },
     )?;
     tx.execute(
-        "UPDATE fleet_slices SET state = 'done', winner_seq = ?3, winner_delivered = ?4,
+        "UPDATE fleet_slices SET state = ?11, winner_seq = ?3, winner_delivered = ?4,
              agent = ?5, open = ?6, closed = ?7, filtered = ?8, unreachable = ?9, error = ?10
          WHERE sweep_id = ?1 AND slice = ?2",
         params![
             sweep,
-            f.slice,
-            f.attempt.work_seq as i64,
-            f.attempt.delivered as i64,
-            f.agent,
+            slice,
+            attempt.work_seq as i64,
+            attempt.delivered as i64,
+            agent,
             c[0],
             c[1],
             c[2],
             c[3],
-            c[4]
+            c[4],
+            state
         ],
     )?;
     tx.execute(
@@ -743,11 +839,11 @@ fn promote(
         params![sweep, records, c[0], c[1], c[2], c[3], c[4]],
     )?;
     let u = |v: i64| v as u64;
-    report.completed.push(Completed {
-        sweep_id: f.sweep_id,
-        slice: f.slice,
-        attempt: f.attempt,
-        agent: f.agent.clone(),
+    Ok(Completed {
+        sweep_id,
+        slice,
+        attempt,
+        agent: agent.to_string(),
         counts: Counts {
             open: u(c[0]),
             closed: u(c[1]),
@@ -756,8 +852,7 @@ fn promote(
             error: u(c[4]),
         },
         records: u(records),
-    });
-    Ok(())
+    })
 }
 
 /// Ends the sweep when every slice is done (`done`) or finished with some failed
@@ -1081,16 +1176,22 @@ mod tests {
         store.set_work_seq(id, 0, 1, 40).wait().unwrap();
         assert_eq!(store.slice_by_work_seq(40).unwrap(), Some((id, 0, 1)));
         assert_eq!(
-            store.republish_slice(id, 0, 2, 6).wait().unwrap(),
+            store.republish_slice(id, 0, 1, 2, 6).wait().unwrap(),
             Republish::Epoch(2)
         );
+        // The same loss seen again (the advisory, then the janitor) counts once.
+        assert_eq!(
+            store.republish_slice(id, 0, 1, 2, 6).wait().unwrap(),
+            Republish::NotOpen
+        );
+        assert_eq!(store.open_slices(id).unwrap()[0].epoch, 2);
         assert_eq!(store.slice_by_work_seq(40).unwrap(), None);
         store
             .ingest_frames(vec![frame(id, 1, (2, 1), 0, 1, 2..4, 2)], 10)
             .wait()
             .unwrap();
         assert_eq!(
-            store.republish_slice(id, 0, 2, 7).wait().unwrap(),
+            store.republish_slice(id, 0, 2, 2, 7).wait().unwrap(),
             Republish::Failed(Some(SweepState::Interrupted))
         );
         let p = store.slice_progress(id).unwrap();
@@ -1100,8 +1201,99 @@ mod tests {
         assert_eq!(s.state, SweepState::Interrupted);
         assert!(s.reason.unwrap().contains("1 of 2 slices failed"));
         assert_eq!(
-            store.republish_slice(id, 0, 2, 8).wait().unwrap(),
+            store.republish_slice(id, 0, 2, 2, 8).wait().unwrap(),
             Republish::NotOpen
         );
+    }
+
+    /// A cancelled sweep keeps what its running slices found, as a local sweep does: each
+    /// open slice's newest attempt (skipping one with records outside the sweep) is promoted
+    /// in the cancelling transaction, counts equal rows, one row per (ip, port), nothing
+    /// stays staged, and a late frame is superseded.
+    #[test]
+    fn cancelling_keeps_the_newest_attempt_of_each_open_slice() {
+        let dir = TempDir::new("fleet-cancel-partial");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let id = sweep(&store, 12, 4);
+        assert_eq!(store.claim_slices(id, 10, 5).wait().unwrap(), vec![0, 1, 2]);
+        let mut outside = frame(id, 2, (3, 2), 0, 2, 8..9, 4);
+        outside.outside = 1;
+        let frames = vec![
+            // Slice 0 done.
+            frame(id, 0, (1, 1), 0, 1, 0..4, 4),
+            // Slice 1: an older attempt with two records, a newer with one, and the newest
+            // ended early (cancelled by its agent: all its frames in, short, rejected).
+            frame(id, 1, (2, 1), 0, 2, 4..6, 4),
+            frame(id, 1, (2, 2), 0, 2, 5..6, 4),
+            frame(id, 1, (2, 3), 0, 1, 4..5, 1),
+            // Slice 2: the newest attempt sent a record outside the sweep: the older is kept.
+            frame(id, 2, (3, 1), 0, 2, 8..10, 4),
+            outside,
+        ];
+        let r = store.ingest_frames(frames, 10).wait().unwrap();
+        assert_eq!(r.completed.len(), 1);
+        assert_eq!(r.rejected.len(), 1);
+        assert!(store
+            .end_fleet_sweep(id, SweepState::Cancelled, None, 11)
+            .wait()
+            .unwrap());
+        let s = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(s.state, SweepState::Cancelled);
+        assert_eq!(s.done, 4 + 1 + 2, "{s:?}");
+        assert_eq!(rows(&store, id), (7, 7));
+        assert_eq!(s.counts.open + s.counts.closed, 7);
+        assert_eq!(staging(&store), 0);
+        let p = store.slice_progress(id).unwrap();
+        assert_eq!((p.done, p.partial, p.running), (1, 2, 0));
+        // Kept: position 5 of slice 1 (the newest attempt), 8 and 9 of slice 2.
+        let ports: Vec<i64> = store
+            .read(|c| {
+                let mut stmt =
+                    c.prepare("SELECT port FROM results WHERE sweep_id = ?1 ORDER BY port")?;
+                let rows = stmt.query_map(params![id as i64], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(ports, vec![1, 2, 3, 4, 6, 9, 10]);
+        // A frame after the cancellation is superseded; ending again changes nothing.
+        let r = store
+            .ingest_frames(vec![frame(id, 1, (2, 2), 1, 2, 4..5, 4)], 12)
+            .wait()
+            .unwrap();
+        assert_eq!(r.superseded, 1);
+        assert!(!store
+            .end_fleet_sweep(id, SweepState::Cancelled, None, 13)
+            .wait()
+            .unwrap());
+        let again = store.sweep::<serde_json::Value>(id).unwrap().unwrap();
+        assert_eq!(again.done, 7);
+        assert_eq!(rows(&store, id), (7, 7));
+    }
+
+    /// The janitor's view of an open slice: the highest delivery that sent a frame for its
+    /// current work message (an older epoch's attempts do not count).
+    #[test]
+    fn open_slices_report_the_highest_delivery_of_the_current_work() {
+        let dir = TempDir::new("fleet-max-delivered");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let id = sweep(&store, 8, 4);
+        store.claim_slices(id, 10, 5).wait().unwrap();
+        store.set_work_seq(id, 0, 1, 7).wait().unwrap();
+        assert_eq!(store.open_slices(id).unwrap()[0].max_delivered, None);
+        store
+            .ingest_frames(
+                vec![
+                    frame(id, 0, (7, 1), 0, 2, 0..1, 4),
+                    frame(id, 0, (7, 3), 0, 2, 0..1, 4),
+                ],
+                10,
+            )
+            .wait()
+            .unwrap();
+        assert_eq!(store.open_slices(id).unwrap()[0].max_delivered, Some(3));
+        store.republish_slice(id, 0, 1, 3, 11).wait().unwrap();
+        store.set_work_seq(id, 0, 2, 9).wait().unwrap();
+        let open = store.open_slices(id).unwrap();
+        assert_eq!((open[0].epoch, open[0].max_delivered), (2, None));
     }
 }

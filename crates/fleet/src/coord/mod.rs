@@ -7,7 +7,9 @@
 //!   coordinator's consumer and both KV buckets (as plain streams: `create_key_value` fails on
 //!   nats-server 2.9), reads their configs back and refuses to start if they differ.
 //! - Work: [`Coord::ensure_pool`], [`Coord::put_spec`], [`Coord::publish_work`],
-//!   [`Coord::work_exists`], [`Coord::delete_work`], [`Coord::cancel_job`].
+//!   [`Coord::work_exists`], [`Coord::pool_progress`] (which work ran out of deliveries,
+//!   for the janitor, when the advisory was missed), [`Coord::delete_work`],
+//!   [`Coord::cancel_job`].
 //! - Results: [`Coord::fetch_results`] (every pull bounded in bytes and time; a 409 ends the
 //!   batch), each [`Incoming`] acked by the caller once its store transaction committed.
 //! - [`Coord::max_deliveries`]: the advisories of work that ran out of deliveries.
@@ -155,6 +157,36 @@ pub struct ResultFrame {
     pub batch: ResultBatch,
 }
 
+/// A pool consumer's progress through the work stream (`CONSUMER.INFO`), read to tell work
+/// that ran out of deliveries from work still in play when the server's max-deliveries
+/// advisory was missed (a core NATS message: it is lost while the coordinator is down).
+///
+/// What nats-server 2.9.10 shows for a message that ran out of deliveries (checked by
+/// running it; `docs/fleet.md`): the message stays in the work stream; once an agent's next
+/// pull has found its last ack_wait over, it leaves the consumer's pending set
+/// (`num_ack_pending` drops), while `delivered.stream_seq` stays at or past it; the ack
+/// floor passes it only when the pending set becomes empty at some ack. So a message still
+/// in the stream is exhausted when the floor is past it, or when it was delivered and
+/// nothing at all is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolProgress {
+    /// The stream sequence of the last message delivered (every message of the pool up to
+    /// it was delivered at least once).
+    pub delivered_seq: u64,
+    /// The stream sequence of the ack floor: nothing at or below it is pending.
+    pub ack_floor_seq: u64,
+    /// Messages delivered and neither acked nor given up on.
+    pub ack_pending: u64,
+}
+
+impl PoolProgress {
+    /// Whether the work message `seq` of this pool, known to be still in the work stream,
+    /// is out of play: delivered and no longer pending, so no agent will ever get it again.
+    pub fn exhausted(&self, seq: u64) -> bool {
+        seq <= self.ack_floor_seq || (self.ack_pending == 0 && seq <= self.delivered_seq)
+    }
+}
+
 /// An agent in the registry bucket.
 #[derive(Debug, Clone)]
 pub struct RegistryEntry {
@@ -263,6 +295,21 @@ impl Coord {
         }
     }
 
+    /// The pool consumer's progress (see [`PoolProgress`]). Read it **before** asking
+    /// [`Coord::work_exists`]: a message acked in between is then gone, never "exhausted".
+    pub async fn pool_progress(&self, pool: &FleetName) -> Result<PoolProgress, CoordError> {
+        let info = self
+            .work
+            .consumer_info(porthawk_core::pool_consumer(pool))
+            .await
+            .map_err(|e| nats_err("read a pool consumer")(boxed(e)))?;
+        Ok(PoolProgress {
+            delivered_seq: info.delivered.stream_sequence,
+            ack_floor_seq: info.ack_floor.stream_sequence,
+            ack_pending: info.num_ack_pending as u64,
+        })
+    }
+
     /// Deletes the work message `seq` (one that ran out of deliveries); false if it was gone.
     pub async fn delete_work(&self, seq: u64) -> Result<bool, CoordError> {
         match self.work.delete_message(seq).await {
@@ -279,21 +326,25 @@ impl Coord {
         }
     }
 
-    /// Cancels a job: purges its queued work from every pool and deletes its spec key, which
-    /// tells the agents running its slices to stop.
+    /// Cancels a job: purges its queued work from every pool ([`Coord::purge_job`]) and
+    /// deletes its spec key ([`Coord::drop_spec`]), which tells the agents running its slices
+    /// to stop.
     pub async fn cancel_job(&self, job: FleetJob) -> Result<(), CoordError> {
+        self.purge_job(job).await?;
+        self.drop_spec(job).await
+    }
+
+    /// Purges a job's queued work from every pool; slices already taken run on.
+    pub async fn purge_job(&self, job: FleetJob) -> Result<(), CoordError> {
         self.work
             .purge()
             .filter(work_job_filter(job))
             .await
-            .map_err(|e| nats_err("purge a job's work")(boxed(e)))?;
-        self.specs
-            .delete(spec_key(job))
-            .await
-            .map_err(|e| nats_err("delete a sweep spec")(boxed(e)))
+            .map(drop)
+            .map_err(|e| nats_err("purge a job's work")(boxed(e)))
     }
 
-    /// Deletes a finished sweep's spec key (agents drop their cached copy).
+    /// Deletes a job's spec key: agents stop its running slices and drop their cached copy.
     pub async fn drop_spec(&self, job: FleetJob) -> Result<(), CoordError> {
         self.specs
             .delete(spec_key(job))
@@ -470,4 +521,46 @@ fn parse_frame(message: &jetstream::Message) -> Result<ResultFrame, String> {
         end,
         batch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PoolProgress;
+
+    /// The consumer states nats-server 2.9.10 showed (max_deliver 2, ack_wait 1 s; message 1
+    /// never acked) read as the janitor reads them.
+    #[test]
+    fn exhausted_work_is_told_from_work_in_play() {
+        // Delivered twice, its last ack_wait running: pending, in play.
+        let second = PoolProgress {
+            delivered_seq: 1,
+            ack_floor_seq: 0,
+            ack_pending: 1,
+        };
+        assert!(!second.exhausted(1));
+        // The last delivery's ack_wait over, found so by the next pull: nothing pending,
+        // message 1 delivered and still in the stream.
+        let out = PoolProgress {
+            delivered_seq: 1,
+            ack_floor_seq: 0,
+            ack_pending: 0,
+        };
+        assert!(out.exhausted(1));
+        assert!(!out.exhausted(2), "never delivered: queued, not exhausted");
+        // Message 2 taken after it: pending, and 1 is not told apart by pending alone...
+        let busy = PoolProgress {
+            delivered_seq: 2,
+            ack_floor_seq: 0,
+            ack_pending: 1,
+        };
+        assert!(!busy.exhausted(1));
+        // ...until an ack empties the pending set: the floor jumps past message 1.
+        let acked = PoolProgress {
+            delivered_seq: 4,
+            ack_floor_seq: 2,
+            ack_pending: 2,
+        };
+        assert!(acked.exhausted(1));
+        assert!(!acked.exhausted(3));
+    }
 }

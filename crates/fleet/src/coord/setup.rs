@@ -24,10 +24,18 @@ const WORK_DUP_WINDOW: Duration = Duration::from_secs(120);
 const RESULTS_DUP_WINDOW: Duration = Duration::from_secs(600);
 /// Frames delivered to the coordinator and not yet acked, at most.
 const RESULTS_MAX_ACK_PENDING: i64 = 4096;
-/// How long the coordinator may hold a frame before it is delivered again. An ack lost (a
-/// nats-server restarted between the commit and the ack) delays the slice by this much; a
-/// batch whose transaction takes longer is only delivered again (the ledger makes it a
-/// duplicate).
+/// How long the coordinator may hold a frame before it is delivered again.
+///
+/// Short rather than the design's first 60 s, because recovery waits on it: frames
+/// delivered to a coordinator that crashed (up to a fetch batch), or whose ack was lost with
+/// a nats-server restart, come back after this long, and until then they hold back the
+/// slices they complete and keep the janitor paused (it waits while frames are pending). A
+/// batch that takes longer to apply than this is not lost or counted twice: the ingest loop
+/// pulls again only after acking the whole batch, nats-server 2.9 takes a late ack, and a
+/// frame delivered twice is a duplicate in the ledger. (Measured, `docs/benchmarks.md`:
+/// with `store = "all"` batches of ~50 s, 129 to 194 of 1,024 frames came twice, harmlessly;
+/// keeping the batch alive with `+WPI` did not change that, so ack_wait expiry is not the
+/// whole cause.) An existing consumer with another value is updated at start (`consumer`).
 const RESULTS_ACK_WAIT: Duration = Duration::from_secs(15);
 /// Slices of a pool handed out and not acked, at most.
 const POOL_MAX_ACK_PENDING: i64 = 1000;
@@ -186,6 +194,11 @@ async fn stream(js: &jetstream::Context, wanted: Config) -> Result<Stream, Coord
     Ok(stream)
 }
 
+/// Creates or binds a consumer and checks its config. An existing consumer that differs
+/// only in `ack_wait` (a new version's default, or `[fleet] ack_wait` changed) is updated
+/// in place: a create of an existing consumer is an update on nats-server 2.9 (fact #21 of
+/// the design), `ack_wait` is one of the fields an update may change, and a running slice
+/// or frame only gets the new value at its next delivery. Any other difference is refused.
 async fn consumer(
     stream: &Stream,
     name: &str,
@@ -195,13 +208,31 @@ async fn consumer(
         .get_or_create_consumer(name, wanted.clone())
         .await
         .map_err(|e| nats_err(format!("create or bind consumer {name}"))(boxed(e)))?;
-    let found = consumer
+    let mut found = consumer
         .info()
         .await
         .map_err(|e| nats_err(format!("read consumer {name}"))(boxed(e)))?
         .config
         .clone();
     let what = format!("consumer {name}");
+    if found.ack_wait != wanted.ack_wait && same_but_ack_wait(&found, &wanted) {
+        tracing::warn!(
+            consumer = name,
+            from = ?found.ack_wait,
+            to = ?wanted.ack_wait,
+            "updating the consumer's ack_wait"
+        );
+        consumer = stream
+            .create_consumer(wanted.clone())
+            .await
+            .map_err(|e| nats_err(format!("update consumer {name}"))(boxed(e)))?;
+        found = consumer
+            .info()
+            .await
+            .map_err(|e| nats_err(format!("read consumer {name}"))(boxed(e)))?
+            .config
+            .clone();
+    }
     same(
         &what,
         "filter_subject",
@@ -223,6 +254,17 @@ async fn consumer(
         &wanted.max_ack_pending,
     )?;
     Ok(consumer)
+}
+
+/// Whether the fields the coordinator checks, other than `ack_wait`, agree.
+fn same_but_ack_wait(
+    found: &async_nats::jetstream::consumer::Config,
+    wanted: &pull::Config,
+) -> bool {
+    found.filter_subject == wanted.filter_subject
+        && found.ack_policy == wanted.ack_policy
+        && found.max_deliver == wanted.max_deliver
+        && found.max_ack_pending == wanted.max_ack_pending
 }
 
 fn same<T: PartialEq + std::fmt::Debug>(

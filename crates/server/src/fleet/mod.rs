@@ -10,13 +10,15 @@
 //!   message is published (`Store::claim_slices`), so a crash in between is repaired by
 //!   publishing it again under the same message id;
 //! - **ingest**: fetches result frames in bounded batches, checks each (known agent, every
-//!   record inside the sweep's hosts × ports), applies the batch in one store transaction
-//!   and acks the messages only after it committed;
+//!   record inside the sweep's hosts × ports), applies the batch in store transactions of
+//!   at most 65,536 staged rows and acks each one's messages only after it committed;
 //! - **advisories**: a slice whose work ran out of deliveries is deleted from the work stream
 //!   and published with `epoch + 1`, up to `[fleet] max_epochs`, then it fails;
-//! - **janitor** (every `ack_wait`): a published slice that is not done, whose work message is
-//!   gone and that has sent nothing for `2 × ack_wait` is published again (a work item acked
-//!   with an error end, frames lost with the NATS host);
+//! - **janitor** (every `ack_wait`): a published slice that is not done and has sent nothing
+//!   for `2 × ack_wait` is published again when its work message is gone (a work item acked
+//!   with an error end, frames lost with the NATS host) or is still there but out of
+//!   deliveries (the advisory was missed while the coordinator was down); both count
+//!   against `max_epochs`;
 //! - **registry** (every second): the live agents of the `porthawk_agents` bucket.
 //!
 //! Running fleet sweeps survive a restart of the coordinator: the store does not mark them
@@ -55,6 +57,9 @@ const FETCH_MAX: usize = 256;
 /// Bytes fetched per batch at most: a pull without a byte bound can exceed the server's
 /// per-connection pending limit and get the consumer dropped.
 const FETCH_MAX_BYTES: usize = 32 << 20;
+/// Staged rows applied in one store transaction at most (a frame is never split): bounds
+/// how long a fetched batch holds the store's one writer with `store = "all"`.
+const TRANSACTION_ROWS: usize = 65_536;
 /// How long one fetch waits for messages.
 const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// How often the publisher looks at its sweeps.
@@ -230,8 +235,9 @@ pub(crate) fn decorate(shared: &Shared, status: &mut SweepStatus) {
 }
 
 /// Cancels a running fleet sweep: its queued work is purged, its spec key deleted (agents
-/// stop its slices), and it ends `cancelled` with its done slices counted. `None` if it is
-/// not a running fleet sweep.
+/// stop its slices), and it ends `cancelled` with its done slices counted and, as a local
+/// sweep keeps what it found, each running slice's newest attempt kept as a partial result
+/// (in the same store transaction). `None` if it is not a running fleet sweep.
 pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, ApiError> {
     let s = Arc::clone(shared);
     let sweep = tokio::task::spawn_blocking(move || s.store.fleet_sweep(id))
@@ -248,8 +254,13 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
     let coord = fleet
         .coord()
         .ok_or_else(|| ApiError::unavailable("not connected to NATS: cannot cancel yet"))?;
+    // Queued work first (nothing new starts), then the store, then the spec: deleting the
+    // spec stops the agents' running slices, whose last frames (short, marked cancelled)
+    // would otherwise reach the store first and get their attempts rejected, losing what
+    // they found. Once the sweep is cancelled in the store, such frames are superseded.
+    let job = FleetJob::Sweep(sweep.id);
     coord
-        .cancel_job(FleetJob::Sweep(sweep.id))
+        .purge_job(job)
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot cancel on NATS: {e}")))?;
     let ended = shared
@@ -258,6 +269,10 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot store the cancellation: {e}")))?;
     lock(&fleet.runs).remove(&id);
+    if let Err(e) = coord.drop_spec(job).await {
+        // The sweep is cancelled; its agents finish their running slices, superseded.
+        tracing::warn!(sweep = id, error = %error_chain(&e), "cannot delete a cancelled sweep's spec");
+    }
     if ended {
         shared
             .metrics
@@ -480,7 +495,8 @@ impl Task {
         }
     }
 
-    /// Fetches result frames, applies each batch in one transaction, acks after the commit.
+    /// Fetches result frames, applies each batch in transactions of at most
+    /// [`TRANSACTION_ROWS`] staged rows, and acks each transaction's messages after its commit.
     async fn ingest(self, coord: Arc<Coord>) {
         loop {
             let batch = match coord
@@ -497,58 +513,97 @@ impl Task {
             if batch.is_empty() {
                 continue;
             }
-            let frames = self.frames(&batch);
-            let m = &self.shared.metrics.fleet;
-            match self.shared.store.ingest_frames(frames, now_ms()).await {
-                Ok(report) => {
-                    m.superseded_frames.inc_by(report.superseded);
-                    m.duplicate_frames.inc_by(report.duplicates);
-                    for r in &report.rejected {
-                        m.rejected_attempts.inc();
-                        tracing::warn!(sweep = r.sweep_id, slice = r.slice, attempt = %r.attempt, reason = %r.reason, "slice attempt rejected");
+            // One transaction per chunk of at most TRANSACTION_ROWS staged rows, each chunk's
+            // messages acked after its commit: with `store = "all"` a fetched batch holds up
+            // to a million rows, which would hold the store's one writer (local sweeps,
+            // monitors) for many seconds.
+            let mut frames = self.frames(&batch).into_iter().peekable();
+            let mut acked = 0;
+            loop {
+                let mut chunk = Vec::new();
+                let mut rows = 0;
+                while let Some((_, f)) = frames.peek() {
+                    if !chunk.is_empty() && rows + f.rows.len() > TRANSACTION_ROWS {
+                        break;
                     }
-                    for c in &report.completed {
-                        if c.attempt.delivered > 1 {
-                            m.redelivered_wins.inc();
-                        }
-                        self.shared.metrics.count_probes(&[
-                            c.counts.open,
-                            c.counts.closed,
-                            c.counts.filtered,
-                            c.counts.unreachable,
-                            c.counts.error,
-                        ]);
-                    }
-                    for (id, state) in &report.ended {
-                        self.ended(&coord, *id, *state).await;
-                    }
-                    if !report.completed.is_empty() {
-                        self.fleet.wake.notify_one();
-                    }
-                    for message in &batch {
-                        if let Err(e) = message.ack().await {
-                            tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
-                        }
-                    }
+                    rows += f.rows.len();
+                    chunk.extend(frames.next());
                 }
-                // Not acked: the frames come again after the consumer's ack_wait.
-                Err(e) => {
-                    self.shared.metrics.store_errors.inc();
-                    tracing::error!(error = %e, frames = batch.len(), "cannot store result frames; they will be delivered again");
+                // The messages up to the chunk's last frame (or all, after the last chunk),
+                // malformed and monitor messages among them.
+                let upto = match frames.peek() {
+                    Some(_) => chunk.last().map_or(acked, |(i, _)| i + 1),
+                    None => batch.len(),
+                };
+                let chunk: Vec<FleetFrame> = chunk.into_iter().map(|(_, f)| f).collect();
+                if !self.apply(&coord, chunk).await {
+                    // Not acked: these and the rest come again after the consumer's ack_wait.
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
                 }
+                for message in &batch[acked..upto] {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(error = %error_chain(&e), "cannot ack a result frame (it comes again and is a duplicate)");
+                    }
+                }
+                acked = upto;
+                if acked == batch.len() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Applies frames in one store transaction and acts on its report; false when the
+    /// store failed (nothing of it was applied).
+    async fn apply(&self, coord: &Coord, frames: Vec<FleetFrame>) -> bool {
+        let m = &self.shared.metrics.fleet;
+        let n = frames.len();
+        match self.shared.store.ingest_frames(frames, now_ms()).await {
+            Ok(report) => {
+                m.superseded_frames.inc_by(report.superseded);
+                m.duplicate_frames.inc_by(report.duplicates);
+                for r in &report.rejected {
+                    m.rejected_attempts.inc();
+                    tracing::warn!(sweep = r.sweep_id, slice = r.slice, attempt = %r.attempt, reason = %r.reason, "slice attempt rejected");
+                }
+                for c in &report.completed {
+                    if c.attempt.delivered > 1 {
+                        m.redelivered_wins.inc();
+                    }
+                    self.shared.metrics.count_probes(&[
+                        c.counts.open,
+                        c.counts.closed,
+                        c.counts.filtered,
+                        c.counts.unreachable,
+                        c.counts.error,
+                    ]);
+                }
+                for (id, state) in &report.ended {
+                    self.ended(coord, *id, *state).await;
+                }
+                if !report.completed.is_empty() {
+                    self.fleet.wake.notify_one();
+                }
+                true
+            }
+            Err(e) => {
+                self.shared.metrics.store_errors.inc();
+                tracing::error!(error = %e, frames = n, "cannot store result frames; they will be delivered again");
+                false
             }
         }
     }
 
     /// The store's view of a batch: frames of sweeps, checked; monitor rounds go to their
     /// channel; malformed messages and unknown agents are counted and dropped.
-    fn frames(&self, batch: &[Incoming]) -> Vec<FleetFrame> {
+    /// Each frame comes with the index of its message in `batch`.
+    fn frames(&self, batch: &[Incoming]) -> Vec<(usize, FleetFrame)> {
         let m = &self.shared.metrics.fleet;
         let known = &self.fleet.config.agents;
         let runs = lock(&self.fleet.runs).clone();
         let mut frames = Vec::new();
-        for message in batch {
+        for (i, message) in batch.iter().enumerate() {
             let frame = match &message.frame {
                 Ok(f) => f,
                 Err(reason) => {
@@ -619,18 +674,21 @@ impl Task {
                     }
                 }
             }
-            frames.push(FleetFrame {
-                sweep_id: id,
-                slice: frame.slice,
-                attempt: frame.attempt,
-                n: frame.frame,
-                last: frame.last.map(|l| (l.frames, l.records)),
-                agent: frame.agent.to_string(),
-                records: frame.batch.records.len() as u64,
-                counts,
-                outside,
-                rows,
-            });
+            frames.push((
+                i,
+                FleetFrame {
+                    sweep_id: id,
+                    slice: frame.slice,
+                    attempt: frame.attempt,
+                    n: frame.frame,
+                    last: frame.last.map(|l| (l.frames, l.records)),
+                    agent: frame.agent.to_string(),
+                    records: frame.batch.records.len() as u64,
+                    counts,
+                    outside,
+                    rows,
+                },
+            ));
         }
         frames
     }
@@ -662,31 +720,39 @@ impl Task {
         use futures_util::StreamExt;
         while let Some(seq) = advisories.next().await {
             let s = Arc::clone(&self.shared);
-            let Ok(Ok(Some((id, slice, _)))) =
+            let Ok(Ok(Some((id, slice, epoch)))) =
                 tokio::task::spawn_blocking(move || s.store.slice_by_work_seq(seq)).await
             else {
                 continue;
             };
-            tracing::warn!(
-                sweep = id,
-                slice,
-                work_seq = seq,
-                "a slice ran out of deliveries (its agents crashed or stalled each time)"
-            );
-            if let Err(e) = coord.delete_work(seq).await {
-                tracing::warn!(error = %error_chain(&e), "cannot delete exhausted work");
-            }
-            self.again(&coord, id, slice, self.fleet.config.max_epochs)
-                .await;
+            self.exhausted(&coord, id, slice, epoch, seq).await;
         }
     }
 
-    /// Publishes an open slice again with the next epoch, or fails it.
-    async fn again(&self, coord: &Coord, id: u64, slice: u32, max_epochs: u32) {
+    /// The work message `seq` of a slice's `epoch` ran out of deliveries (the advisory said
+    /// so, or the janitor found it so): delete it, then publish the slice again or fail it.
+    async fn exhausted(&self, coord: &Coord, id: u64, slice: u32, epoch: u32, seq: u64) {
+        tracing::warn!(
+            sweep = id,
+            slice,
+            work_seq = seq,
+            "a slice ran out of deliveries (its agents crashed or stalled each time)"
+        );
+        if let Err(e) = coord.delete_work(seq).await {
+            tracing::warn!(error = %error_chain(&e), "cannot delete exhausted work");
+        }
+        self.again(coord, id, slice, epoch).await;
+    }
+
+    /// Publishes an open slice whose `epoch` was lost again with the next epoch, or fails
+    /// it once it has been published `max_epochs` times. A loss already handled (the
+    /// advisory and the janitor saw the same one) does nothing.
+    async fn again(&self, coord: &Coord, id: u64, slice: u32, epoch: u32) {
+        let max_epochs = self.fleet.config.max_epochs;
         match self
             .shared
             .store
-            .republish_slice(id, slice, max_epochs, now_ms())
+            .republish_slice(id, slice, epoch, max_epochs, now_ms())
             .await
         {
             Ok(Republish::Epoch(epoch)) => {
@@ -711,8 +777,19 @@ impl Task {
         }
     }
 
-    /// Publishes again the open slices whose work is gone and that sent nothing for
-    /// `2 × ack_wait` (only while no frame waits: unread frames may complete them).
+    /// Every `ack_wait`, while no frame waits (unread frames may complete slices), looks at
+    /// each open slice that sent nothing for `2 × ack_wait`:
+    /// - never acknowledged by the work stream (its publish failed): published again under
+    ///   the same epoch and message id (a NATS outage is not the slice's fault);
+    /// - its work message gone (an attempt acked with an error end, frames lost with a NATS
+    ///   host): published again with the next epoch;
+    /// - its work message still there but out of deliveries, an advisory missed (the
+    ///   coordinator was down when it came): seen from the pool consumer's progress, or from
+    ///   a frame of its last allowed delivery; deleted and published again, as the advisory
+    ///   would have.
+    ///
+    /// Both losses count against `max_epochs`, so a slice whose agents keep vanishing ends
+    /// `failed`, never republished forever.
     async fn janitor(self, coord: Arc<Coord>) {
         let ack_wait = self.fleet.config.ack_wait;
         let quiet = 2 * ack_wait.as_millis() as u64;
@@ -727,32 +804,69 @@ impl Task {
                 Err(_) => continue,
             }
             self.shared.metrics.fleet.results_lag.set(0);
-            let ids: Vec<u64> = lock(&self.fleet.runs).keys().copied().collect();
-            for id in ids {
-                let s = Arc::clone(&self.shared);
-                let Ok(Ok(open)) =
-                    tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
-                else {
-                    continue;
-                };
-                let now = now_ms();
-                for slice in open {
-                    let last = slice.last_seen_ms.unwrap_or(0).max(slice.published_ms);
-                    if now.saturating_sub(last) < quiet {
-                        continue;
+            let runs: Vec<Arc<Run>> = lock(&self.fleet.runs).values().cloned().collect();
+            for run in runs {
+                self.sweep_janitor(&coord, &run, quiet).await;
+            }
+        }
+    }
+
+    /// The janitor's pass over one sweep.
+    async fn sweep_janitor(&self, coord: &Coord, run: &Run, quiet: u64) {
+        let id = run.sweep.id;
+        let s = Arc::clone(&self.shared);
+        let Ok(Ok(open)) = tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
+        else {
+            return;
+        };
+        let now = now_ms();
+        let mut progress = None;
+        for slice in open {
+            let last = slice.last_seen_ms.unwrap_or(0).max(slice.published_ms);
+            if now.saturating_sub(last) < quiet {
+                continue;
+            }
+            let Some(seq) = slice.work_seq else {
+                tracing::warn!(
+                    sweep = id,
+                    slice = slice.slice,
+                    "slice never acknowledged by the work stream: publishing it again"
+                );
+                self.publish(coord, run, slice.slice, slice.epoch).await;
+                continue;
+            };
+            // The consumer's progress first: work acked after it was read is then gone
+            // below, never taken for exhausted.
+            if progress.is_none() {
+                match coord.pool_progress(&run.pool).await {
+                    Ok(p) => progress = Some(p),
+                    Err(e) => {
+                        tracing::warn!(sweep = id, error = %error_chain(&e), "janitor cannot read the pool consumer");
+                        return;
                     }
-                    let gone = match slice.work_seq {
-                        Some(seq) => matches!(coord.work_exists(seq).await, Ok(false)),
-                        None => true,
-                    };
-                    if gone {
-                        tracing::warn!(
-                            sweep = id,
-                            slice = slice.slice,
-                            "slice not done and its work is gone: publishing it again"
-                        );
-                        self.again(&coord, id, slice.slice, u32::MAX).await;
+                }
+            }
+            let Some(progress) = progress else { return };
+            match coord.work_exists(seq).await {
+                Ok(false) => {
+                    tracing::warn!(
+                        sweep = id,
+                        slice = slice.slice,
+                        "slice not done and its work is gone: publishing it again"
+                    );
+                    self.again(coord, id, slice.slice, slice.epoch).await;
+                }
+                Ok(true) => {
+                    let last_delivery_ran = slice.max_delivered.is_some_and(|d| {
+                        d >= u64::try_from(self.fleet.config.max_deliver).unwrap_or(u64::MAX)
+                    });
+                    if progress.exhausted(seq) || last_delivery_ran {
+                        self.exhausted(coord, id, slice.slice, slice.epoch, seq)
+                            .await;
                     }
+                }
+                Err(e) => {
+                    tracing::warn!(sweep = id, error = %error_chain(&e), "janitor cannot look up work");
                 }
             }
         }
