@@ -883,6 +883,10 @@ fn cancelling_a_fleet_sweep_keeps_what_its_running_slices_found() {
         done > whole && done < truth.total(),
         "the running slices' results were not kept: {s}"
     );
+    assert!(
+        s["slices"]["partial"].as_u64().unwrap() >= 1,
+        "the status counts the slices kept as partial results: {s}"
+    );
     let counts = &s["counts"];
     assert_eq!(
         counts["open"].as_u64().unwrap() + counts["closed"].as_u64().unwrap(),

@@ -165,6 +165,8 @@ pub struct SliceCounts {
     /// Slices that failed: every agent that took them crashed or stalled; their positions
     /// are not in the results.
     pub failed: u32,
+    /// Slices of a cancelled sweep whose newest attempt was kept as a partial result.
+    pub partial: u32,
 }
 
 /// An agent's share of a running fleet sweep.

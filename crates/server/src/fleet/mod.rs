@@ -207,6 +207,7 @@ pub(crate) fn decorate(shared: &Shared, status: &mut SweepStatus) {
             done: p.done,
             total: p.total,
             failed: p.failed,
+            partial: p.partial,
         });
         status.failed_slices = Some(p.failed_slices);
     }
