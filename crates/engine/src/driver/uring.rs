@@ -7,10 +7,12 @@
 //!   to its `CONNECT`) into the slot's own entry of a registered, sparse file table (entry =
 //!   slot index), used there by `CONNECT`, `SEND` and `RECV`, and closed there
 //!   (`IORING_OP_CLOSE` on the entry). A refused or unanswered probe makes no system call of
-//!   its own. `SO_LINGER 0` goes through the ring's socket command, and where the verdict
-//!   needs the socket's addresses (a connect reported successful: is it real, and is it a
-//!   self-connect?) the entry is installed as an fd for two `get*name` calls
-//!   (`IORING_OP_FIXED_FD_INSTALL`). Needs Linux 6.8; [`direct_available`] tries it.
+//!   its own. `SO_LINGER 0` goes through the ring's socket command. Where the verdict needs
+//!   more than the connect's result (a success: is it real, and is it a self-connect? a
+//!   timeout: did the answer, or an ICMP error, come just before?) the entry is installed
+//!   as an fd (`IORING_OP_FIXED_FD_INSTALL`) for the same checks as on the plain path
+//!   (`getpeername`, `getsockname`, `SO_ERROR`). Needs Linux 6.8; [`direct_available`]
+//!   tries it.
 //! - **Plain**: a `socket(2)` per probe, the descriptor used by the ring; the fallback.
 //!
 //! This is the only module of porthawk that uses `unsafe`: pushing an entry hands the kernel
@@ -76,11 +78,9 @@ enum Op {
     /// Direct path: the connect reported success; its entry is being installed as an fd so
     /// that its peer and its own address can be checked ([`verify_connected`]).
     Confirm,
-    /// Direct path: the connect was cancelled by its timeout; a zero-length, non-blocking
-    /// send asks the socket how far it got (the direct path's [`last_look`]).
-    Look,
-    /// Direct path: the look found the socket connected; its entry is being installed as an
-    /// fd for the rest of [`last_look`].
+    /// Direct path: the connect was cancelled by its timeout; its entry is being installed
+    /// as an fd for [`last_look`] (`SO_ERROR` reads the soft error an ICMP message left
+    /// while the handshake was pending, which nothing in the ring reads).
     LookConfirm,
     /// Direct path: a read was cancelled by its timeout; a non-blocking read takes what
     /// arrived just before (the direct path's [`last_look_recv`]).
@@ -454,19 +454,9 @@ impl UringDriver {
         }
     }
 
-    /// Direct path: asks the socket of `slot` how far its connect got, with a zero-length
-    /// non-blocking send that sends nothing: 0 when connected, `EAGAIN` while the handshake
-    /// is pending, the pending error (taken, as `SO_ERROR` would) after a refusal, a reset
-    /// or an ICMP error, `EPIPE` when closed without one.
-    fn look(&mut self, slot: u32, op: Op) -> Result<(), Errno> {
-        let entry = opcode::Send::new(Fixed(slot), std::ptr::null(), 0)
-            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            .build();
-        self.follow(slot, op, None, entry)
-    }
-
     /// Direct path: installs `slot`'s entry as an fd (`op` says what to check on it), with
-    /// `SO_LINGER 0` set first through the ring: the check is expected to find it connected.
+    /// `SO_LINGER 0` set first through the ring, for the case the check finds it connected
+    /// (on a socket that is not, it changes nothing).
     fn install(&mut self, slot: u32, op: Op) -> Result<(), Errno> {
         let entry = opcode::FixedFdInstall::new(Fixed(slot), 0).build();
         self.follow(slot, op, Some(linger_command(slot)), entry)
@@ -500,7 +490,7 @@ impl UringDriver {
                     // As on the plain path, a zero result is checked on the socket itself.
                     0 => self.install(slot, Op::Confirm),
                     // The linked timeout fired: the answer may have come just before.
-                    libc::ECANCELED => self.look(slot, Op::Look),
+                    libc::ECANCELED => self.install(slot, Op::LookConfirm),
                     // The socket never reached its entry (creating it succeeded, so this is
                     // the table entry's allocation failing): a local shortage.
                     libc::EBADF => {
@@ -517,24 +507,6 @@ impl UringDriver {
                     }
                 }
             }
-            Op::Look => match -result {
-                0 => match self.install(slot, Op::LookConfirm) {
-                    Ok(()) => return None,
-                    Err(e) => {
-                        self.close_fixed(slot);
-                        IoEvent::Connect(ConnectEvent::Failed(e))
-                    }
-                },
-                // Still in the handshake, or closed without an answer: unanswered.
-                libc::EAGAIN | libc::EPIPE | libc::EINTR => {
-                    self.close_fixed(slot);
-                    IoEvent::Connect(ConnectEvent::TimedOut)
-                }
-                e => {
-                    self.close_fixed(slot);
-                    IoEvent::Connect(ConnectEvent::Failed(e))
-                }
-            },
             Op::Confirm | Op::LookConfirm => {
                 if result < 0 {
                     // No fd to check it on (EMFILE ...): a local shortage, never a verdict.
