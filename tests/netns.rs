@@ -288,3 +288,70 @@ fn netns_dropped_ports_are_filtered_and_rejected_ports_unreachable() {
 fn netns_ipv6_dropped_ports_are_filtered_and_rejected_ports_unreachable() {
     sweep_in_namespace(IpAddr::V6(Ipv6Addr::LOCALHOST));
 }
+
+/// Issue 15 item 2: a connect that can only be a self-connect (inside a namespace whose
+/// ephemeral range is the single port probed, nothing listening) is `closed`, never `open`,
+/// on io_uring with direct and with plain descriptors and on epoll. On the direct path the
+/// socket has no descriptor, so this checks that its own address is still read.
+#[test]
+fn netns_forced_self_connect_is_closed_on_every_fd_path() {
+    let Some(ip) = which("ip") else {
+        let _ = require("`ip` (iproute2)", Some("not found".into()));
+        return;
+    };
+    let ns = match Namespace::create(ip) {
+        Ok(ns) => ns,
+        Err(why) => {
+            let _ = require("a network namespace (root)", Some(why));
+            return;
+        }
+    };
+    let lo = ns.run("ip", &["link", "set", "lo", "up"], None);
+    assert!(lo.status.success(), "ip link set lo up: {}", stderr(&lo));
+    let range = ns.run(
+        "sh",
+        &[
+            "-c",
+            "echo '40000 40000' > /proc/sys/net/ipv4/ip_local_port_range",
+        ],
+        None,
+    );
+    assert!(
+        range.status.success(),
+        "ip_local_port_range: {}",
+        stderr(&range)
+    );
+    for (backend, fd_path) in [("uring", "direct"), ("uring", "plain"), ("epoll", "plain")] {
+        let args = [
+            "scan",
+            "127.0.0.1",
+            "-p",
+            "40000",
+            "--all",
+            "--format",
+            "jsonl",
+            "--backend",
+            backend,
+            "--fd-path",
+            fd_path,
+        ];
+        let out = run_command(ns.command(BIN, &args), None, RUN_TIMEOUT);
+        let err = stderr(&out);
+        if backend == "uring" && !out.status.success() && err.contains("unavailable") {
+            let _ = require(&format!("io_uring with {fd_path} descriptors"), Some(err));
+            continue;
+        }
+        assert_success(&args, &out);
+        let records = parse_jsonl(&stdout(&out));
+        assert_eq!(records.len(), 1, "{backend}/{fd_path}: {}", stdout(&out));
+        assert_eq!(
+            records[0].state, "closed",
+            "{backend}/{fd_path}: a self-connect reported as {:?}",
+            records[0].fields
+        );
+        assert!(
+            err.contains(&format!("with {fd_path} fds")) || backend == "epoll",
+            "{backend}/{fd_path}: {err}"
+        );
+    }
+}

@@ -225,6 +225,47 @@ fn uring_and_epoll_backends_agree() {
     }
 }
 
+/// Issue 15 item 2: on io_uring, sockets held as direct descriptors inside the ring and as
+/// plain descriptors give the same results, both exactly the farm's ground truth, and the
+/// summary says which path ran.
+#[test]
+fn direct_and_plain_descriptors_agree() {
+    let fs = FarmSweep::new("direct_and_plain_descriptors_agree");
+    let mut results = Vec::new();
+    for path in ["direct", "plain"] {
+        let args = fs.args(&["--backend", "uring", "--fd-path", path]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let before = ListenSnapshot::take();
+        let out = run(&argv);
+        let after = ListenSnapshot::take();
+        let err = stderr(&out);
+        if uring_unavailable(&out) || err.contains("direct descriptors are unavailable") {
+            let _ = require(
+                &format!("io_uring with {path} descriptors"),
+                Some(err.trim().to_string()),
+            );
+            continue;
+        }
+        assert_success(&argv, &out);
+        let records = parse_jsonl(&stdout(&out));
+        fs.check(&records, &before, &after);
+        check_summary(&err, &records, Some("io_uring"));
+        let line = crate::util::summary_line(&err);
+        assert!(
+            line.contains(&format!("backend io_uring with {path} fds")),
+            "the summary does not name the {path} fd path: {line}"
+        );
+        results.push((path, triples(&records)));
+    }
+    if let [(a, ra), (b, rb)] = results.as_slice() {
+        let diff: Vec<_> = ra.symmetric_difference(rb).take(20).collect();
+        assert!(
+            diff.is_empty(),
+            "{a} and {b} descriptors disagree on: {diff:?}"
+        );
+    }
+}
+
 #[test]
 fn shard_count_does_not_change_results() {
     let fs = FarmSweep::new("shard_count_does_not_change_results");

@@ -128,6 +128,9 @@ pub struct BenchConfig {
     pub inflight: Option<usize>,
     /// The engine backend.
     pub backend: BackendChoice,
+    /// io_uring's sockets as direct descriptors or plain ones (`None`: direct where the
+    /// kernel can), as `EngineConfig::direct_fds`.
+    pub direct_fds: Option<bool>,
     /// The most probes one measured point makes; a second bound besides the duration.
     pub max_probes: u64,
     /// The connect timeout of the scenarios with filtered ports.
@@ -144,6 +147,7 @@ impl Default for BenchConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             inflight: None,
             backend: BackendChoice::Auto,
+            direct_fds: None,
             max_probes: 50_000_000,
             filtered_timeout: Duration::from_millis(200),
             use_netns: true,
@@ -568,6 +572,7 @@ impl Ctx {
             shards: shards.min(inflight).max(1),
             inflight,
             backend: self.config.backend,
+            direct_fds: self.config.direct_fds,
             ..EngineConfig::default()
         };
         let m = sweep::measure(&sweep::PointSpec {

@@ -114,7 +114,13 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
     let mut submitted = 0u64;
     let mut seed = 1u64;
     let mut m = Measurement {
-        backend: engine.backend().to_string(),
+        // With the fd path on io_uring ("io_uring (direct fds)"): it changes the cost per probe.
+        backend: match engine.backend() {
+            porthawk_engine::Backend::Uring => {
+                format!("{} ({} fds)", engine.backend(), engine.fd_path())
+            }
+            porthawk_engine::Backend::Epoll => engine.backend().to_string(),
+        },
         shards: engine.shards(),
         inflight: engine.inflight(),
         probes: 0,

@@ -258,6 +258,11 @@ pub struct ScanArgs {
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
 
+    /// How io_uring holds probes' sockets: direct descriptors inside the ring, plain ones,
+    /// or direct where the kernel can (Linux 6.8).
+    #[arg(long, value_enum, default_value_t = FdPathArg::Auto)]
+    pub fd_path: FdPathArg,
+
     #[command(flatten)]
     pub family: FamilyArgs,
 
@@ -287,6 +292,28 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn backend(s: &str) -> Result<BackendChoice, String> {
     s.parse()
+}
+
+/// `--fd-path`: how io_uring holds probes' sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FdPathArg {
+    /// Direct descriptors where the kernel can, plain ones otherwise.
+    Auto,
+    /// Direct descriptors, or an error where the kernel cannot.
+    Direct,
+    /// Plain descriptors.
+    Plain,
+}
+
+impl FdPathArg {
+    /// As `EngineConfig::direct_fds`.
+    pub fn direct_fds(self) -> Option<bool> {
+        match self {
+            FdPathArg::Auto => None,
+            FdPathArg::Direct => Some(true),
+            FdPathArg::Plain => Some(false),
+        }
+    }
 }
 
 /// What to do once connected: shared by `scan` and `check`.
@@ -456,6 +483,10 @@ pub struct BenchArgs {
     /// The I/O backend.
     #[arg(long, default_value = "auto", value_parser = backend, value_name = "auto|uring|epoll")]
     pub backend: BackendChoice,
+
+    /// How io_uring holds probes' sockets (see `scan --fd-path`).
+    #[arg(long, value_enum, default_value_t = FdPathArg::Auto)]
+    pub fd_path: FdPathArg,
 
     /// The most probes one measured point may make (a bound besides the duration).
     #[arg(long, default_value_t = 50_000_000, value_name = "N")]

@@ -17,6 +17,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         },
         duration: args.duration,
         backend: args.backend,
+        direct_fds: args.fd_path.direct_fds(),
         max_probes: args.max_probes.max(1),
         inflight: args.inflight.map(|n| n as usize),
         ..BenchConfig::default()

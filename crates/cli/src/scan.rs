@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use porthawk_core::{is_local_errno, PortState, ProbeRecord, TargetSpace, XmlRun};
 use porthawk_engine::{
-    default_inflight, max_inflight, raise_nofile_limit, result_channel, Engine, EngineConfig, Job,
-    JobHandle,
+    default_inflight, max_inflight, raise_nofile_limit, result_channel, Backend, Engine,
+    EngineConfig, Job, JobHandle,
 };
 
 use crate::args::ScanArgs;
@@ -169,6 +169,7 @@ fn engine_config(args: &ScanArgs, total: u64) -> Result<EngineConfig> {
     let mut config = EngineConfig {
         inflight,
         backend: args.backend,
+        direct_fds: args.fd_path.direct_fds(),
         ..EngineConfig::default()
     };
     if let Some(shards) = args.shards {
@@ -253,12 +254,13 @@ fn print_summary(
         .collect();
     let p99 = stats.rtt_us.value_at_quantile(0.99);
     eprintln!(
-        "porthawk: {} of {total} probes in {:.2}s ({:.0} probes/s): {}; backend {}, {} shards, {} in flight, connect p99 {:.1}ms{}",
+        "porthawk: {} of {total} probes in {:.2}s ({:.0} probes/s): {}; backend {}{}, {} shards, {} in flight, connect p99 {:.1}ms{}",
         tally.done,
         elapsed.as_secs_f64(),
         rate,
         per_state.join(", "),
         engine.backend(),
+        fd_path_note(engine),
         engine.shards(),
         engine.inflight(),
         p99 as f64 / 1000.0,
@@ -266,6 +268,16 @@ fn print_summary(
     );
     for e in &stats.errors {
         eprintln!("porthawk: backend failure: {e}");
+    }
+}
+
+/// Which descriptors io_uring holds (` with direct fds`, ` with plain fds`, and why not
+/// direct when it fell back); nothing on epoll, which has plain ones only.
+fn fd_path_note(engine: &Engine) -> String {
+    match (engine.backend(), engine.fd_path_reason()) {
+        (Backend::Epoll, _) => String::new(),
+        (Backend::Uring, None) => format!(" with {} fds", engine.fd_path()),
+        (Backend::Uring, Some(why)) => format!(" with {} fds (direct: {why})", engine.fd_path()),
     }
 }
 

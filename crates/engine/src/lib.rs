@@ -28,6 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 use porthawk_core::{JobId, ProbeSpec, ResultBatch, TargetSpace};
 
+pub use driver::FdPath;
 pub use limits::{default_inflight, max_inflight, raise_nofile_limit};
 
 use driver::epoll::EpollDriver;
@@ -92,6 +93,10 @@ pub struct EngineConfig {
     pub batch_records: usize,
     /// The longest a record waits in a shard before its batch is sent.
     pub flush_interval: Duration,
+    /// io_uring's sockets as direct descriptors (`Some(true)`, an error where the kernel
+    /// cannot), as plain descriptors (`Some(false)`), or direct where a try at start
+    /// succeeds (`None`). See [`FdPath`].
+    pub direct_fds: Option<bool>,
 }
 
 impl Default for EngineConfig {
@@ -109,6 +114,7 @@ impl Default for EngineConfig {
             backend: BackendChoice::Auto,
             batch_records: 4096,
             flush_interval: Duration::from_millis(100),
+            direct_fds: None,
         }
     }
 }
@@ -127,6 +133,9 @@ pub enum EngineError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Direct descriptors were asked for and cannot be used here.
+    #[error("direct descriptors are unavailable: {0} (use --fd-path plain)")]
+    DirectFdsUnavailable(String),
     /// A zero or impossible setting.
     #[error("invalid engine setting: {0}")]
     Config(String),
@@ -235,6 +244,8 @@ pub struct Engine {
     inflight: usize,
     next_id: AtomicU64,
     fallback_reason: Option<String>,
+    fd_path: FdPath,
+    fd_path_reason: Option<String>,
 }
 
 impl Engine {
@@ -288,6 +299,23 @@ impl Engine {
             Backend::Uring => per_shard.min(MAX_SLOTS),
             Backend::Epoll => per_shard,
         };
+        let (fd_path, fd_path_reason) = match (backend, config.direct_fds) {
+            (Backend::Epoll, Some(true)) => {
+                return Err(EngineError::DirectFdsUnavailable(
+                    "they need io_uring, and the engine runs on epoll".into(),
+                ))
+            }
+            (Backend::Epoll, _) | (Backend::Uring, Some(false)) => (FdPath::Plain, None),
+            (Backend::Uring, Some(true)) => {
+                driver::uring::direct_available(per_shard)
+                    .map_err(EngineError::DirectFdsUnavailable)?;
+                (FdPath::Direct, None)
+            }
+            (Backend::Uring, None) => match driver::uring::direct_available(per_shard) {
+                Ok(()) => (FdPath::Direct, None),
+                Err(e) => (FdPath::Plain, Some(e)),
+            },
+        };
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut shards = Vec::with_capacity(config.shards);
         let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
@@ -310,7 +338,7 @@ impl Engine {
                     // The backend is created on the shard's own thread: the ring is set up
                     // single-issuer, so only this thread may use it.
                     match backend {
-                        Backend::Uring => match UringDriver::new(per_shard) {
+                        Backend::Uring => match UringDriver::new(per_shard, fd_path) {
                             Ok(d) => {
                                 let _ = ready_tx.send(Ok(()));
                                 Shard::new(shard_config, d, per_shard, rx, stop_rx, gauge).run();
@@ -358,6 +386,8 @@ impl Engine {
             inflight: per_shard * config.shards,
             next_id: AtomicU64::new(1),
             fallback_reason: None,
+            fd_path,
+            fd_path_reason,
         })
     }
 
@@ -371,6 +401,19 @@ impl Engine {
     /// back. Callers log it once.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
+    }
+
+    /// How the shards hold their probes' sockets: direct descriptors (io_uring, where the
+    /// kernel can and [`EngineConfig::direct_fds`] allows) or plain ones.
+    pub fn fd_path(&self) -> FdPath {
+        self.fd_path
+    }
+
+    /// Why io_uring holds plain descriptors although direct ones were allowed (the try at
+    /// start failed: an older kernel, a refused socket command, a small `RLIMIT_NOFILE`).
+    /// `None` when nothing fell back.
+    pub fn fd_path_reason(&self) -> Option<&str> {
+        self.fd_path_reason.as_deref()
     }
 
     /// The number of shards.
@@ -462,6 +505,7 @@ mod tests {
             backend: BackendChoice::Epoll,
             batch_records: 4,
             flush_interval: Duration::from_millis(5),
+            ..EngineConfig::default()
         })
         .unwrap()
     }
@@ -538,6 +582,7 @@ mod tests {
                 backend: BackendChoice::Epoll,
                 batch_records: 16,
                 flush_interval: Duration::from_millis(5),
+                ..EngineConfig::default()
             })
             .unwrap();
             for positions in [37..151, 0..1, 299..300] {

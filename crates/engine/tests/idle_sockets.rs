@@ -1,5 +1,5 @@
 //! Issue 14 item 13: once a job has ended, none of its probe sockets stays open (on either
-//! backend) while the engine waits for the next job.
+//! backend, and on io_uring with either fd path) while the engine waits for the next job.
 //!
 //! One test in its own binary, so that counting the process's sockets is not disturbed by
 //! other tests running in parallel.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use porthawk_core::{AddrRange, HostSetBuilder, PortSet, ProbeSpec, TargetSpace};
-use porthawk_engine::{result_channel, Backend, BackendChoice, Engine, EngineConfig, Job};
+use porthawk_engine::{result_channel, Backend, BackendChoice, Engine, EngineConfig, FdPath, Job};
 
 /// Sockets this process holds open.
 fn open_sockets() -> usize {
@@ -18,6 +18,25 @@ fn open_sockets() -> usize {
             dir.filter_map(Result::ok)
                 .filter_map(|e| std::fs::read_link(e.path()).ok())
                 .filter(|link| link.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Connections of this network namespace to `ip` (from `/proc/self/net/tcp`): the probes'
+/// sockets whether or not they have a descriptor (direct descriptors have none).
+fn connections_to(ip: Ipv4Addr) -> usize {
+    // The kernel prints the address's bytes in memory order, as a hex u32 of this host.
+    let want = format!("{:08X}", u32::from_ne_bytes(ip.octets()));
+    std::fs::read_to_string("/proc/self/net/tcp")
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    line.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|remote| remote.starts_with(&want))
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -53,7 +72,8 @@ fn sweep(engine: &Engine, space: Arc<TargetSpace>) -> usize {
 fn no_probe_socket_outlives_its_job() {
     // One open port (never accepted: the handshake completes in the backlog) among 3,000
     // closed ones, on an address of its own.
-    let ip = IpAddr::V4(Ipv4Addr::new(127, 77, 13, 1));
+    let v4 = Ipv4Addr::new(127, 77, 13, 1);
+    let ip = IpAddr::V4(v4);
     let listener = TcpListener::bind((ip, 0)).expect("bind");
     let open_port = listener.local_addr().expect("addr").port();
     let ports = format!("{open_port},61000-63999");
@@ -63,11 +83,16 @@ fn no_probe_socket_outlives_its_job() {
     let total = ports.len();
     let space = Arc::new(TargetSpace::new(hosts.build(), ports, 7).expect("space"));
 
-    for backend in [BackendChoice::Uring, BackendChoice::Epoll] {
+    for (backend, direct_fds) in [
+        (BackendChoice::Uring, Some(true)),
+        (BackendChoice::Uring, Some(false)),
+        (BackendChoice::Epoll, None),
+    ] {
         let config = EngineConfig {
             shards: 2,
             inflight: 4096,
             backend,
+            direct_fds,
             ..EngineConfig::default()
         };
         let engine = match Engine::start(&config) {
@@ -83,17 +108,27 @@ fn no_probe_socket_outlives_its_job() {
             }
             Err(e) => panic!("{e}"),
         };
-        let name = engine.backend();
-        assert_eq!(name == Backend::Uring, backend == BackendChoice::Uring);
+        let name = format!("{} ({} fds)", engine.backend(), engine.fd_path());
+        assert_eq!(
+            engine.backend() == Backend::Uring,
+            backend == BackendChoice::Uring
+        );
+        assert_eq!(engine.fd_path() == FdPath::Direct, direct_fds == Some(true));
         let baseline = open_sockets();
+        assert_eq!(
+            connections_to(v4),
+            0,
+            "{name}: connections before the sweep"
+        );
         for round in 0..2 {
             assert_eq!(sweep(&engine, Arc::clone(&space)), total);
             // Closes may still be on their way through the kernel: wait, bounded.
             let deadline = Instant::now() + Duration::from_secs(5);
-            let mut left = open_sockets().saturating_sub(baseline);
+            let left_now = || open_sockets().saturating_sub(baseline) + connections_to(v4);
+            let mut left = left_now();
             while left > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
-                left = open_sockets().saturating_sub(baseline);
+                left = left_now();
             }
             assert_eq!(
                 left, 0,

@@ -5,6 +5,7 @@
 //! means. Both backends close a probe's socket before they report its completion; a
 //! connected one with `SO_LINGER 0` (an RST, no TIME_WAIT on either side).
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +14,27 @@ use porthawk_core::{ConnectEvent, Errno};
 
 pub(crate) mod epoll;
 pub(crate) mod uring;
+
+/// How a backend holds its probes' sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdPath {
+    /// Direct descriptors: io_uring creates each socket inside the ring, into the shard's
+    /// registered file table, and connects, sends, reads and closes it there, so a probe
+    /// that ends refused or unanswered makes no system call of its own.
+    Direct,
+    /// Plain file descriptors: `socket(2)` per probe (epoll always; io_uring where the
+    /// kernel lacks what the direct path needs, or when asked).
+    Plain,
+}
+
+impl fmt::Display for FdPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FdPath::Direct => "direct",
+            FdPath::Plain => "plain",
+        })
+    }
+}
 
 /// What finished on a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,20 @@
 //! The io_uring backend: `CONNECT`, `SEND` and `RECV` each linked to a `LINK_TIMEOUT`, `CLOSE`
 //! through the ring, one `io_uring_enter` per loop turn.
 //!
+//! Sockets are held one of two ways ([`FdPath`]), chosen once when the engine starts:
+//!
+//! - **Direct**: each probe's socket is created inside the ring (`IORING_OP_SOCKET`, linked
+//!   to its `CONNECT`) into the slot's own entry of a registered, sparse file table (entry =
+//!   slot index), used there by `CONNECT`, `SEND` and `RECV`, and closed there
+//!   (`IORING_OP_CLOSE` on the entry). A refused or unanswered probe makes no system call of
+//!   its own. `SO_LINGER 0` goes through the ring's socket command. Where the verdict needs
+//!   more than the connect's result (a success: is it real, and is it a self-connect? a
+//!   timeout: did the answer, or an ICMP error, come just before?) the entry is installed
+//!   as an fd (`IORING_OP_FIXED_FD_INSTALL`) for the same checks as on the plain path
+//!   (`getpeername`, `getsockname`, `SO_ERROR`). Needs Linux 6.8; [`direct_available`]
+//!   tries it.
+//! - **Plain**: a `socket(2)` per probe, the descriptor used by the ring; the fallback.
+//!
 //! This is the only module of porthawk that uses `unsafe`: pushing an entry hands the kernel
 //! raw pointers (the peer address, the timeout, the send and receive buffers) that must stay
 //! valid until the kernel is done with them. The slab below guarantees that; each `unsafe`
@@ -10,19 +24,20 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::squeue::Flags;
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring};
 use porthawk_core::{ConnectEvent, Errno};
 use socket2::{SockAddr, Socket};
 
-use super::{errno, new_socket, reset_on_close, Completion, Driver, IoEvent, RECV_CHUNK};
+use super::{errno, new_socket, reset_on_close, Completion, Driver, FdPath, IoEvent, RECV_CHUNK};
 
 /// `user_data` of entries whose completions carry no news: the link timeouts (the linked
-/// operation's own completion says whether the timeout fired) and the closes.
+/// operation's own completion says whether the timeout fired), the closes and the
+/// `SO_LINGER` commands (best effort, as on the plain path).
 const QUIET: u64 = u64::MAX;
 
 /// In unit tests, setting up a ring of this many slots fails, so that the engine's fallback
@@ -33,6 +48,11 @@ pub(crate) const SETUP_FAILS_FOR: usize = 4093;
 /// `user_data` of the cancellations that [`UringDriver`]'s `Drop` submits.
 const CANCEL: u64 = u64::MAX - 1;
 
+/// Marks the `user_data` of a direct path's `IORING_OP_SOCKET`. It completes only when it
+/// fails (`SKIP_SUCCESS`), and then the kernel skips the completions of the `CONNECT` and
+/// `LINK_TIMEOUT` linked after it: the socket's failure is the slot's one completion.
+const SOCKET_OP: u64 = 1 << 48;
+
 /// How long dropping a driver waits for the kernel to give back the operations it cancelled.
 /// Cancellation of a connect, send or read is prompt; this bound only guards against a kernel
 /// that never answers, in which case the slab is leaked rather than freed under the kernel.
@@ -42,16 +62,36 @@ const DROP_WAIT: Duration = Duration::from_secs(10);
 /// largest completion queue the kernel allows (65,536 entries).
 pub(crate) const MAX_SLOTS: usize = 32_736;
 
+/// `SO_LINGER` on, zero seconds: closing sends an RST and leaves no TIME_WAIT. A static, so
+/// the pointer the ring's setsockopt command reads is valid for as long as the program runs.
+static LINGER_ZERO: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Idle,
     Connect,
     Send,
     Recv,
+    /// Direct path: the connect reported success; its entry is being installed as an fd so
+    /// that its peer and its own address can be checked ([`verify_connected`]).
+    Confirm,
+    /// Direct path: the connect was cancelled by its timeout; its entry is being installed
+    /// as an fd for [`last_look`] (`SO_ERROR` reads the soft error an ICMP message left
+    /// while the handshake was pending, which nothing in the ring reads).
+    LookConfirm,
+    /// Direct path: a read was cancelled by its timeout; a non-blocking read takes what
+    /// arrived just before (the direct path's [`last_look_recv`]).
+    RecvLook,
 }
 
 struct Slot {
+    /// Plain path: the probe's socket.
     socket: Option<Socket>,
+    /// Direct path: the slot's entry of the file table holds the probe's socket.
+    fixed: bool,
     op: Op,
     /// The peer address the kernel reads while the connect is in flight.
     addr: SockAddr,
@@ -73,9 +113,14 @@ pub(crate) struct UringDriver {
     ring: IoUring,
     /// Never resized after creation, so the addresses of `addr` and `timeout` are stable.
     slots: Box<[Slot]>,
+    /// Sockets are direct descriptors in the ring's file table (one entry per slot).
+    direct: bool,
     inflight: usize,
     /// Completions copied out of the ring before they are handled (reused every turn).
     cqes: Vec<(u64, i32)>,
+    /// The protocol of direct sockets; tests set an impossible one to make creation fail.
+    #[cfg(test)]
+    socket_protocol: i32,
 }
 
 /// Whether io_uring can run here with what the engine needs. The error says why not
@@ -100,10 +145,134 @@ pub(crate) fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a ring here can hold `slots` probes' sockets as direct descriptors: the opcodes
+/// are known, a sparse file table of `slots` entries registers (its size is bounded by
+/// `RLIMIT_NOFILE`), and one real socket goes through what the direct path does with it:
+/// created into an entry, given `SO_LINGER 0` by the ring's setsockopt command (Linux 6.7;
+/// an LSM may refuse socket commands), installed as an fd (Linux 6.8). The error says which
+/// part failed.
+pub(crate) fn direct_available(slots: usize) -> Result<(), String> {
+    let mut ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: {e}"))?;
+    for (code, name) in [
+        (opcode::Socket::CODE, "SOCKET (Linux 5.19)"),
+        (opcode::UringCmd16::CODE, "URING_CMD"),
+        (opcode::FixedFdInstall::CODE, "FIXED_FD_INSTALL (Linux 6.8)"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring lacks IORING_OP_{name}"));
+        }
+    }
+    let slots = slots.clamp(1, MAX_SLOTS) as u32;
+    ring.submitter()
+        .register_files_sparse(slots)
+        .map_err(|e| format!("cannot register a file table of {slots} entries: {e}"))?;
+    let entries = [
+        opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+            .file_index(Some(
+                DestinationSlot::try_from_slot_target(0)
+                    .map_err(|_| "no file table entry 0".to_string())?,
+            ))
+            .build()
+            .flags(Flags::IO_LINK)
+            .user_data(0),
+        linger_command(0).flags(Flags::IO_LINK).user_data(1),
+        opcode::FixedFdInstall::new(Fixed(0), 0)
+            .build()
+            .user_data(2),
+    ];
+    // SAFETY: the socket and install entries carry no pointer; the setsockopt command points
+    // at a static.
+    unsafe { ring.submission().push_multiple(&entries) }
+        .map_err(|_| "the submission queue is full".to_string())?;
+    let second = Timespec::from(Duration::from_secs(1));
+    let args = SubmitArgs::new().timespec(&second);
+    let mut results = [None; 3];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while results.iter().any(Option::is_none) && Instant::now() < deadline {
+        match ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(e) => return Err(format!("io_uring_enter failed: {e}")),
+        }
+        for cqe in ring.completion() {
+            if let Some(r) = results.get_mut(cqe.user_data() as usize) {
+                *r = Some(cqe.result());
+            }
+        }
+    }
+    let step = |i: usize, what: &str| match results[i] {
+        Some(r) if r >= 0 => Ok(r),
+        Some(r) => Err(format!(
+            "{what} failed: {}",
+            io::Error::from_raw_os_error(-r)
+        )),
+        None => Err(format!("{what} did not complete")),
+    };
+    step(0, "IORING_OP_SOCKET into a registered file table")?;
+    step(1, "the ring's setsockopt command (Linux 6.7)")?;
+    let fd = step(2, "IORING_OP_FIXED_FD_INSTALL (Linux 6.8)")?;
+    // SAFETY: the kernel just installed `fd` as a new descriptor of this process; nothing
+    // else knows it, so it is ours to own and close.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    match socket.linger() {
+        Ok(Some(d)) if d.is_zero() => Ok(()),
+        other => Err(format!(
+            "the ring's setsockopt command did not set SO_LINGER: {other:?}"
+        )),
+    }
+    // The entry and the installed fd close with `socket` and `ring`.
+}
+
+/// The setsockopt command that sets `SO_LINGER 0` on the socket in file table entry `slot`.
+fn linger_command(slot: u32) -> squeue::Entry {
+    opcode::SetSockOpt::new(
+        Fixed(slot),
+        libc::SOL_SOCKET as u32,
+        libc::SO_LINGER as u32,
+        std::ptr::from_ref(&LINGER_ZERO).cast(),
+        std::mem::size_of::<libc::linger>() as u32,
+    )
+    .build()
+}
+
+/// The `user_data` of `slot`'s operation of generation `generation`.
+fn op_data(slot: u32, generation: u32) -> u64 {
+    (u64::from(slot) << 32) | u64::from(generation)
+}
+
+/// The slot a `user_data` names (without the [`SOCKET_OP`] mark).
+fn slot_of(user_data: u64) -> usize {
+    ((user_data >> 32) & 0xffff) as usize
+}
+
+/// Builds an operation on a slot's socket: `$body` uses `$fd`, bound to the slot's file
+/// table entry on the direct path and to its descriptor on the plain path.
+macro_rules! on_socket {
+    ($driver:expr, $slot:expr, |$fd:ident| $body:expr) => {{
+        let s = &$driver.slots[$slot as usize];
+        if $driver.direct {
+            if !s.fixed {
+                return Err(libc::ENOTCONN);
+            }
+            let $fd = Fixed($slot);
+            $body
+        } else {
+            let $fd = Fd(s.socket.as_ref().ok_or(libc::ENOTCONN)?.as_raw_fd());
+            $body
+        }
+    }};
+}
+
 impl UringDriver {
-    /// A ring for `slots` concurrent probes (at most [`MAX_SLOTS`]). Must be called on the
-    /// thread that will use it: the ring is set up single-issuer with deferred task work.
-    pub(crate) fn new(slots: usize) -> io::Result<Self> {
+    /// A ring for `slots` concurrent probes (at most [`MAX_SLOTS`]), with their sockets as
+    /// direct descriptors when `path` says so (check [`direct_available`] first). Must be
+    /// called on the thread that will use it: the ring is set up single-issuer with deferred
+    /// task work.
+    pub(crate) fn new(slots: usize, path: FdPath) -> io::Result<Self> {
         let slots = slots.clamp(1, MAX_SLOTS);
         #[cfg(test)]
         if slots == SETUP_FAILS_FOR {
@@ -116,9 +285,14 @@ impl UringDriver {
             .setup_defer_taskrun()
             .build(sq)
             .or_else(|_| IoUring::builder().setup_cqsize(cq).build(sq))?;
+        let direct = path == FdPath::Direct;
+        if direct {
+            ring.submitter().register_files_sparse(slots as u32)?;
+        }
         let slots = (0..slots)
             .map(|_| Slot {
                 socket: None,
+                fixed: false,
                 op: Op::Idle,
                 addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
                 timeout: Timespec::new(),
@@ -132,9 +306,22 @@ impl UringDriver {
         Ok(UringDriver {
             ring,
             slots,
+            direct,
             inflight: 0,
             cqes: Vec::with_capacity(cq as usize),
+            #[cfg(test)]
+            socket_protocol: libc::IPPROTO_TCP,
         })
+    }
+
+    /// How this driver holds its sockets.
+    #[cfg(test)]
+    pub(crate) fn fd_path(&self) -> FdPath {
+        if self.direct {
+            FdPath::Direct
+        } else {
+            FdPath::Plain
+        }
     }
 
     /// Pushes entries that must go to the kernel together, submitting first if the
@@ -170,7 +357,24 @@ impl UringDriver {
         }
     }
 
-    /// Pushes `op` linked to a timeout for `slot`.
+    /// Closes the socket in `slot`'s file table entry (direct path). If the ring cannot take
+    /// the close, the entry keeps the socket until the slot's next socket replaces it or
+    /// the table goes with the driver.
+    fn close_fixed(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !std::mem::replace(&mut s.fixed, false) {
+            return;
+        }
+        let entry = opcode::Close::new(Fixed(slot))
+            .build()
+            .flags(Flags::SKIP_SUCCESS)
+            .user_data(QUIET);
+        // SAFETY: CLOSE carries no pointer.
+        let _ = unsafe { self.push(&[entry]) };
+    }
+
+    /// Pushes `op` linked to a timeout for `slot`, after `create` (the direct path's socket
+    /// creation) when given.
     ///
     /// # Safety
     /// The pointers inside `entry` must point into `self.slots[slot]` (address, buffers),
@@ -179,6 +383,7 @@ impl UringDriver {
         &mut self,
         slot: u32,
         op: Op,
+        create: Option<squeue::Entry>,
         entry: squeue::Entry,
         timeout: Duration,
     ) -> Result<(), Errno> {
@@ -186,15 +391,24 @@ impl UringDriver {
         s.generation = s.generation.wrapping_add(1);
         s.timeout = Timespec::from(timeout);
         s.op = op;
-        let entry = entry
-            .flags(Flags::IO_LINK)
-            .user_data((u64::from(slot) << 32) | u64::from(s.generation));
+        let data = op_data(slot, s.generation);
+        let entry = entry.flags(Flags::IO_LINK).user_data(data);
         let link_timeout = opcode::LinkTimeout::new(&s.timeout)
             .build()
             .user_data(QUIET);
         // SAFETY: `s.timeout` lives in the never-resized slab and is not rewritten until this
-        // slot's operation completes; the caller vouches for `entry`'s pointers.
-        match unsafe { self.push(&[entry, link_timeout]) } {
+        // slot's operation completes; the caller vouches for `entry`'s pointers; `create`
+        // carries none.
+        let pushed = match create {
+            Some(create) => {
+                let create = create
+                    .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS)
+                    .user_data(SOCKET_OP | data);
+                unsafe { self.push(&[create, entry, link_timeout]) }
+            }
+            None => unsafe { self.push(&[entry, link_timeout]) },
+        };
+        match pushed {
             Ok(()) => {
                 self.inflight += 1;
                 Ok(())
@@ -205,15 +419,164 @@ impl UringDriver {
             }
         }
     }
+
+    /// Direct path: moves `slot` on to `op` (which completes without waiting), pushing
+    /// `quiet` (an entry whose completion carries no news) before it. Fails with `ENOBUFS`,
+    /// a local shortage, when the ring cannot take them.
+    fn follow(
+        &mut self,
+        slot: u32,
+        op: Op,
+        quiet: Option<squeue::Entry>,
+        entry: squeue::Entry,
+    ) -> Result<(), Errno> {
+        let s = &mut self.slots[slot as usize];
+        s.generation = s.generation.wrapping_add(1);
+        s.op = op;
+        let entry = entry.user_data(op_data(slot, s.generation));
+        // SAFETY: the follow-ups carry no pointer but the static `LINGER_ZERO` and, for a
+        // read, the slot's receive buffer, which is not touched until the read is reaped.
+        let pushed = match quiet {
+            Some(q) => unsafe {
+                self.push(&[q.flags(Flags::SKIP_SUCCESS).user_data(QUIET), entry])
+            },
+            None => unsafe { self.push(&[entry]) },
+        };
+        match pushed {
+            Ok(()) => {
+                self.inflight += 1;
+                Ok(())
+            }
+            Err(_) => {
+                self.slots[slot as usize].op = Op::Idle;
+                Err(libc::ENOBUFS)
+            }
+        }
+    }
+
+    /// Direct path: installs `slot`'s entry as an fd (`op` says what to check on it), with
+    /// `SO_LINGER 0` set first through the ring, for the case the check finds it connected
+    /// (on a socket that is not, it changes nothing).
+    fn install(&mut self, slot: u32, op: Op) -> Result<(), Errno> {
+        let entry = opcode::FixedFdInstall::new(Fixed(slot), 0).build();
+        self.follow(slot, op, Some(linger_command(slot)), entry)
+    }
+
+    /// What a completion `result` of `slot`'s operation `op` means: the event to report, or
+    /// `None` when the slot moved on to a follow-up (still in flight).
+    fn finish(&mut self, slot: u32, op: Op, result: i32) -> Option<IoEvent> {
+        let s = &mut self.slots[slot as usize];
+        Some(match op {
+            Op::Connect if !self.direct => {
+                let socket = s.socket.take()?;
+                let event = match -result {
+                    // A zero result is not proof of a handshake: when an ICMP error ends
+                    // the attempt, io_uring can report 0 with the error already consumed.
+                    0 => verify_connected(&socket, s.target),
+                    // The linked timeout fired and cancelled the connect.
+                    libc::ECANCELED => last_look(&socket, s.target),
+                    e => ConnectEvent::Failed(e),
+                };
+                if matches!(event, ConnectEvent::Connected { .. }) {
+                    reset_on_close(&socket);
+                    s.socket = Some(socket);
+                } else {
+                    self.close_socket(socket);
+                }
+                IoEvent::Connect(event)
+            }
+            Op::Connect => {
+                let next = match -result {
+                    // As on the plain path, a zero result is checked on the socket itself.
+                    0 => self.install(slot, Op::Confirm),
+                    // The linked timeout fired: the answer may have come just before.
+                    libc::ECANCELED => self.install(slot, Op::LookConfirm),
+                    // The socket never reached its entry (creating it succeeded, so this is
+                    // the table entry's allocation failing): a local shortage.
+                    libc::EBADF => {
+                        s.fixed = false;
+                        Err(libc::ENOMEM)
+                    }
+                    e => Err(e),
+                };
+                match next {
+                    Ok(()) => return None,
+                    Err(e) => {
+                        self.close_fixed(slot);
+                        IoEvent::Connect(ConnectEvent::Failed(e))
+                    }
+                }
+            }
+            Op::Confirm | Op::LookConfirm => {
+                if result < 0 {
+                    // No fd to check it on (EMFILE ...): a local shortage, never a verdict.
+                    self.close_fixed(slot);
+                    return Some(IoEvent::Connect(ConnectEvent::Failed(-result)));
+                }
+                // SAFETY: the kernel just installed `result` as a new descriptor of this
+                // process for the slot's socket; nothing else knows it, so it is ours to own.
+                let socket = unsafe { Socket::from_raw_fd(result) };
+                let event = if op == Op::Confirm {
+                    verify_connected(&socket, s.target)
+                } else {
+                    last_look(&socket, s.target)
+                };
+                // The table entry keeps the socket; only this second descriptor goes.
+                self.close_socket(socket);
+                if !matches!(event, ConnectEvent::Connected { .. }) {
+                    self.close_fixed(slot);
+                }
+                IoEvent::Connect(event)
+            }
+            Op::Send => match result {
+                n if n >= 0 => IoEvent::Sent(Ok(n as usize)),
+                e if -e == libc::ECANCELED => IoEvent::TimedOut,
+                e => IoEvent::Sent(Err(-e)),
+            },
+            Op::Recv => match result {
+                n if n >= 0 => {
+                    s.rx_len = n as usize;
+                    IoEvent::Received(Ok(n as usize))
+                }
+                e if -e == libc::ECANCELED && self.direct => {
+                    let entry =
+                        opcode::Recv::new(Fixed(slot), s.rx.as_mut_ptr(), RECV_CHUNK as u32)
+                            .flags(libc::MSG_DONTWAIT)
+                            .build();
+                    match self.follow(slot, Op::RecvLook, None, entry) {
+                        Ok(()) => return None,
+                        // The read timed out; the look that could not be made changes nothing.
+                        Err(_) => IoEvent::TimedOut,
+                    }
+                }
+                e if -e == libc::ECANCELED => last_look_recv(s),
+                e => IoEvent::Received(Err(-e)),
+            },
+            Op::RecvLook => match result {
+                // Ok(0) is the peer's close, which is news too.
+                n if n >= 0 => {
+                    s.rx_len = n as usize;
+                    IoEvent::Received(Ok(n as usize))
+                }
+                e if -e == libc::EAGAIN || -e == libc::EINTR => IoEvent::TimedOut,
+                // A reset that arrived just before the timer is news too (see
+                // [`last_look_recv`]).
+                e => IoEvent::Received(Err(-e)),
+            },
+            Op::Idle => return None,
+        })
+    }
 }
 
 /// The submission and completion queue sizes for `slots` probes (1 to [`MAX_SLOTS`]).
 ///
-/// A probe has at most two entries in flight (its operation and the linked timeout) and may
-/// queue a close besides, so three submission entries per slot are enough for a whole turn
-/// (the queue is flushed early when it fills, so it is capped at 4,096). The completion queue
-/// takes both completions of every slot plus room for the closes, and the kernel refuses
-/// (`EINVAL`) a completion queue smaller than the submission queue, so it is never smaller.
+/// A probe has at most three entries in flight (on the direct path its socket creation, its
+/// operation and the linked timeout) and may queue a close besides, so three submission
+/// entries per slot are enough for a whole turn (the queue is flushed early when it fills,
+/// so it is capped at 4,096). The completion queue takes both completions of every slot (a
+/// failed socket creation is a slot's only one) plus room for the closes, and the kernel
+/// refuses (`EINVAL`) a completion queue smaller than the submission queue, so it is never
+/// smaller.
 fn ring_sizes(slots: usize) -> (u32, u32) {
     let slots = slots.clamp(1, MAX_SLOTS);
     let sq = (slots * 3).next_power_of_two().clamp(8, 4096);
@@ -263,6 +626,9 @@ fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
 
 impl Driver for UringDriver {
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno> {
+        if self.direct {
+            return self.start_direct(slot, target, timeout);
+        }
         // io_uring polls and retries a connect itself, so the socket stays in blocking mode:
         // a non-blocking one would surface EINPROGRESS instead of the outcome.
         let socket = new_socket(&target, false)?;
@@ -276,7 +642,7 @@ impl Driver for UringDriver {
         // SAFETY: `addr` lives in the never-resized slab and is not rewritten until the
         // connect's completion has been reaped in `wait` (the slot is busy until then); the
         // socket stays open in the slot as well.
-        let pushed = unsafe { self.push_linked(slot, Op::Connect, connect, timeout) };
+        let pushed = unsafe { self.push_linked(slot, Op::Connect, None, connect, timeout) };
         if pushed.is_err() {
             self.slots[slot as usize].socket = None;
         }
@@ -284,29 +650,31 @@ impl Driver for UringDriver {
     }
 
     fn send(&mut self, slot: u32, data: &[u8], timeout: Duration) -> Result<(), Errno> {
-        let s = &mut self.slots[slot as usize];
-        let fd = s.socket.as_ref().ok_or(libc::ENOTCONN)?.as_raw_fd();
-        s.tx.clear();
-        s.tx.extend_from_slice(data);
-        let entry = opcode::Send::new(Fd(fd), s.tx.as_ptr(), s.tx.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
+        let entry = on_socket!(self, slot, |fd| {
+            let s = &mut self.slots[slot as usize];
+            s.tx.clear();
+            s.tx.extend_from_slice(data);
+            opcode::Send::new(fd, s.tx.as_ptr(), s.tx.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        });
         // SAFETY: `tx` belongs to the slot and is neither written nor reallocated until the
         // send's completion has been reaped.
-        unsafe { self.push_linked(slot, Op::Send, entry, timeout) }
+        unsafe { self.push_linked(slot, Op::Send, None, entry, timeout) }
     }
 
     fn recv(&mut self, slot: u32, timeout: Duration) -> Result<(), Errno> {
-        let s = &mut self.slots[slot as usize];
-        let fd = s.socket.as_ref().ok_or(libc::ENOTCONN)?.as_raw_fd();
-        if s.rx.len() < RECV_CHUNK {
-            s.rx.resize(RECV_CHUNK, 0);
-        }
-        s.rx_len = 0;
-        let entry = opcode::Recv::new(Fd(fd), s.rx.as_mut_ptr(), RECV_CHUNK as u32).build();
+        let entry = on_socket!(self, slot, |fd| {
+            let s = &mut self.slots[slot as usize];
+            if s.rx.len() < RECV_CHUNK {
+                s.rx.resize(RECV_CHUNK, 0);
+            }
+            s.rx_len = 0;
+            opcode::Recv::new(fd, s.rx.as_mut_ptr(), RECV_CHUNK as u32).build()
+        });
         // SAFETY: `rx` belongs to the slot, has RECV_CHUNK initialised bytes, and is neither
         // read, written nor reallocated until the read's completion has been reaped.
-        unsafe { self.push_linked(slot, Op::Recv, entry, timeout) }
+        unsafe { self.push_linked(slot, Op::Recv, None, entry, timeout) }
     }
 
     fn received(&self, slot: u32) -> &[u8] {
@@ -320,6 +688,7 @@ impl Driver for UringDriver {
         if let Some(socket) = s.socket.take() {
             self.close_socket(socket);
         }
+        self.close_fixed(slot);
     }
 
     fn wait(&mut self, out: &mut Vec<Completion>, max_wait: Duration) -> io::Result<()> {
@@ -364,53 +733,30 @@ impl Driver for UringDriver {
         }
         for i in 0..self.cqes.len() {
             let (user_data, result) = self.cqes[i];
-            if user_data == QUIET {
+            if user_data == QUIET || user_data == CANCEL {
                 continue;
             }
-            let slot = (user_data >> 32) as u32;
-            let s = &mut self.slots[slot as usize];
+            let slot = slot_of(user_data) as u32;
+            let Some(s) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
             if s.generation != user_data as u32 || s.op == Op::Idle {
                 continue;
             }
             let op = std::mem::replace(&mut s.op, Op::Idle);
             self.inflight -= 1;
-            let event = match op {
-                Op::Connect => {
-                    let Some(socket) = s.socket.take() else {
-                        continue;
-                    };
-                    let event = match -result {
-                        // A zero result is not proof of a handshake: when an ICMP error ends
-                        // the attempt, io_uring can report 0 with the error already consumed.
-                        0 => verify_connected(&socket, s.target),
-                        // The linked timeout fired and cancelled the connect.
-                        libc::ECANCELED => last_look(&socket, s.target),
-                        e => ConnectEvent::Failed(e),
-                    };
-                    if matches!(event, ConnectEvent::Connected { .. }) {
-                        reset_on_close(&socket);
-                        s.socket = Some(socket);
-                    } else {
-                        self.close_socket(socket);
-                    }
-                    IoEvent::Connect(event)
-                }
-                Op::Send => match result {
-                    n if n >= 0 => IoEvent::Sent(Ok(n as usize)),
-                    e if -e == libc::ECANCELED => IoEvent::TimedOut,
-                    e => IoEvent::Sent(Err(-e)),
-                },
-                Op::Recv => match result {
-                    n if n >= 0 => {
-                        s.rx_len = n as usize;
-                        IoEvent::Received(Ok(n as usize))
-                    }
-                    e if -e == libc::ECANCELED => last_look_recv(s),
-                    e => IoEvent::Received(Err(-e)),
-                },
-                Op::Idle => continue,
+            let event = if user_data & SOCKET_OP != 0 {
+                // The direct path's socket creation failed (ENFILE, ENOBUFS, ENOMEM ...),
+                // and the kernel skipped the completions linked after it: the slot's connect
+                // ends here, with nothing in its entry.
+                s.fixed = false;
+                Some(IoEvent::Connect(ConnectEvent::Failed(-result)))
+            } else {
+                self.finish(slot, op, result)
             };
-            out.push(Completion { slot, event });
+            if let Some(event) = event {
+                out.push(Completion { slot, event });
+            }
         }
         Ok(())
     }
@@ -428,16 +774,62 @@ impl Driver for UringDriver {
 }
 
 impl UringDriver {
+    /// Direct path: creates the socket inside the ring, into `slot`'s file table entry,
+    /// linked to its connect and the connect's timeout.
+    fn start_direct(
+        &mut self,
+        slot: u32,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), Errno> {
+        let entry = DestinationSlot::try_from_slot_target(slot).map_err(|_| libc::EINVAL)?;
+        #[cfg(not(test))]
+        let protocol = libc::IPPROTO_TCP;
+        #[cfg(test)]
+        let protocol = self.socket_protocol;
+        let s = &mut self.slots[slot as usize];
+        debug_assert!(!s.fixed && s.socket.is_none(), "slot {slot} started twice");
+        s.target = target;
+        s.addr = SockAddr::from(target);
+        let domain = if target.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // No SOCK_CLOEXEC: a direct descriptor is in no descriptor table (the kernel refuses
+        // the flag with a file index).
+        let create = opcode::Socket::new(domain, libc::SOCK_STREAM, protocol)
+            .file_index(Some(entry))
+            .build();
+        let connect =
+            opcode::Connect::new(Fixed(slot), s.addr.as_ptr().cast(), s.addr.len()).build();
+        // SAFETY: `addr` lives in the never-resized slab and is not rewritten until the
+        // connect's completion (or its socket's failure) has been reaped in `wait`.
+        unsafe { self.push_linked(slot, Op::Connect, Some(create), connect, timeout) }?;
+        // Blocking, as on the plain path. Counted as there until its creation says otherwise.
+        self.slots[slot as usize].fixed = true;
+        Ok(())
+    }
+
     /// Marks the operation that `user_data` names as finished, if it is still in flight.
-    /// Used only while dropping: nothing is reported any more.
-    fn retire(&mut self, user_data: u64) {
+    /// Used only while dropping: nothing is reported any more, but a descriptor that an
+    /// install created for a check is closed.
+    fn retire(&mut self, user_data: u64, result: i32) {
         if user_data == QUIET || user_data == CANCEL {
             return;
         }
-        let Some(s) = self.slots.get_mut((user_data >> 32) as usize) else {
+        let Some(s) = self.slots.get_mut(slot_of(user_data)) else {
             return;
         };
         if s.generation == user_data as u32 && s.op != Op::Idle {
+            if matches!(s.op, Op::Confirm | Op::LookConfirm)
+                && user_data & SOCKET_OP == 0
+                && result >= 0
+            {
+                // SAFETY: the kernel installed `result` as a new descriptor for this check,
+                // which nothing else knows and nobody will use now.
+                unsafe { libc::close(result) };
+            }
             s.op = Op::Idle;
             self.inflight -= 1;
         }
@@ -451,7 +843,7 @@ impl UringDriver {
             if s.op == Op::Idle {
                 continue;
             }
-            let user_data = ((slot as u64) << 32) | u64::from(s.generation);
+            let user_data = op_data(slot as u32, s.generation);
             let entry = opcode::AsyncCancel::new(user_data)
                 .build()
                 .user_data(CANCEL);
@@ -464,15 +856,36 @@ impl UringDriver {
 /// Dropping a driver with operations in flight (a shard that failed, an engine stopped
 /// mid-job) cancels them all and waits until the kernel has completed every one of them, so
 /// the slab (peer addresses, buffers the kernel reads or writes) is never freed under the
-/// kernel; queued closes are submitted first and the slots' sockets are closed with the slab.
+/// kernel; queued closes are submitted first and the slots' sockets are closed with the slab
+/// (plain path) or with the file table, unregistered here (direct path).
 impl Drop for UringDriver {
     fn drop(&mut self) {
         // Queued closes (of probes already reported) go to the kernel now, or their
         // descriptors would leak with the ring.
         let _ = self.ring.submit();
-        if self.inflight == 0 {
+        if self.inflight > 0 {
+            self.cancel_all();
+        }
+        if self.inflight > 0 {
+            // The kernel still holds pointers into the slab: leaking it (and its sockets) is
+            // the only safe choice left. Not reached on a working kernel: every operation
+            // carries a linked timeout or completes at once, and was cancelled besides.
+            std::mem::forget(std::mem::take(&mut self.slots));
             return;
         }
+        if self.direct {
+            // Closes every socket still in the table now, rather than when the kernel gets
+            // round to tearing the ring down after this driver is gone.
+            let _ = self.ring.submitter().unregister_files();
+        }
+        // The slab's sockets close when it drops, after this function; then the ring.
+    }
+}
+
+impl UringDriver {
+    /// Cancels every operation in flight and waits (bounded) until the kernel has
+    /// completed them.
+    fn cancel_all(&mut self) {
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
             .user_data(CANCEL);
@@ -494,20 +907,13 @@ impl Drop for UringDriver {
                 if user_data == CANCEL && result == -libc::EINVAL {
                     any_refused = true;
                 }
-                self.retire(user_data);
+                self.retire(user_data, result);
             }
             if any_refused {
                 // This kernel does not know IORING_ASYNC_CANCEL_ANY.
                 self.cancel_each();
             }
         }
-        if self.inflight > 0 {
-            // The kernel still holds pointers into the slab: leaking it (and its sockets) is
-            // the only safe choice left. Not reached on a working kernel: every operation
-            // carries a linked timeout and was cancelled besides.
-            std::mem::forget(std::mem::take(&mut self.slots));
-        }
-        // The slab's sockets close when it drops, after this function; then the ring.
     }
 }
 
@@ -546,7 +952,8 @@ fn last_look_recv(s: &mut Slot) -> IoEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
     /// Whether io_uring runs here; without it the tests cannot prove anything, which fails
@@ -562,6 +969,68 @@ mod tests {
                 false
             }
         }
+    }
+
+    /// Whether direct descriptors work here (Linux 6.8); as [`uring_here`], their absence
+    /// fails under CI.
+    fn direct_here() -> bool {
+        match direct_available(64) {
+            Ok(()) => true,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("direct descriptors are needed under CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping the direct path: {e}");
+                false
+            }
+        }
+    }
+
+    /// The fd paths to test here: plain always, direct where the kernel has it.
+    fn paths_here() -> Vec<FdPath> {
+        let mut paths = vec![FdPath::Plain];
+        if direct_here() {
+            paths.push(FdPath::Direct);
+        }
+        paths
+    }
+
+    /// Runs `d` until `want` completions have come (bounded by 30 s), returning them by slot.
+    /// Every slot completes once: a second completion for a slot fails the test.
+    fn completions(d: &mut UringDriver, want: usize) -> BTreeMap<u32, IoEvent> {
+        let mut got = BTreeMap::new();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < want && Instant::now() < deadline {
+            out.clear();
+            d.wait(&mut out, Duration::from_millis(50)).unwrap();
+            for c in &out {
+                if let Some(earlier) = got.insert(c.slot, c.event) {
+                    panic!("slot {}: {earlier:?}, then {:?}", c.slot, c.event);
+                }
+            }
+        }
+        assert_eq!(got.len(), want, "completions missing: {got:?}");
+        got
+    }
+
+    /// A listener whose connections are accepted on a thread and handled by `serve`
+    /// (bounded: it stops after `n` connections).
+    fn serving(
+        n: usize,
+        serve: impl Fn(TcpStream) + Send + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let l = listener(128);
+        let addr = l.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            for _ in 0..n {
+                match l.accept() {
+                    Ok((c, _)) => serve(c),
+                    Err(_) => return,
+                }
+            }
+        });
+        (addr, thread)
     }
 
     fn listener(backlog: i32) -> TcpListener {
@@ -596,24 +1065,62 @@ mod tests {
             65, 86, 96, 100, 127, 128, 129, 200, 384, 500, 768, 1000, 1024, 1366,
         ];
         let largest = [4096, 10_000, 20_000, MAX_SLOTS];
+        // As `Engine::start` does: a file table may not have more entries than the limit.
+        let limit = crate::raise_nofile_limit();
         for slots in (1..=64).chain(larger).chain(largest) {
             let (sq, cq) = ring_sizes(slots);
             assert!(cq >= sq, "{slots} slots: cq {cq} < sq {sq}");
             assert!(cq as usize >= 2 * slots, "{slots} slots: cq {cq}");
-            if let Err(e) = UringDriver::new(slots) {
-                panic!("a ring for {slots} slots (sq {sq}, cq {cq}): {e}");
+            for path in paths_here() {
+                if path == FdPath::Direct && slots as u64 > limit {
+                    // Refused (EMFILE), which `direct_available` finds at start.
+                    assert!(UringDriver::new(slots, path).is_err());
+                    assert!(direct_available(slots).is_err());
+                    continue;
+                }
+                match UringDriver::new(slots, path) {
+                    Ok(d) => assert_eq!(d.fd_path(), path),
+                    Err(e) => panic!("a {path} ring for {slots} slots (sq {sq}, cq {cq}): {e}"),
+                }
             }
         }
     }
 
-    /// Issue 10 item 5: a driver dropped with thousands of connects and reads in flight
-    /// cancels them, waits for the kernel, and leaves no descriptor open behind it (neither
-    /// a slot's socket nor one whose close was still queued).
+    /// The sockets of this process's network namespace connected or connecting to one of
+    /// `ports` on 127.0.0.1 (from `/proc/self/net/tcp`).
+    fn sockets_to(ports: &BTreeSet<u16>) -> usize {
+        let text = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+        text.lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let Some(remote) = fields.get(2) else {
+                    return false;
+                };
+                let Some((_, port)) = remote.split_once(':') else {
+                    return false;
+                };
+                u16::from_str_radix(port, 16).is_ok_and(|p| ports.contains(&p))
+            })
+            .count()
+    }
+
+    /// Issue 10 item 5, on both fd paths: a driver dropped with thousands of connects and
+    /// reads in flight cancels them, waits for the kernel, and leaves no socket open behind
+    /// it (neither a slot's socket nor one whose close was still queued). On the plain path
+    /// the descriptors are gone from `/proc/self/fd`; on the direct path, where sockets have
+    /// no descriptor, the connections are gone from `/proc/self/net/tcp`.
     #[test]
     fn dropping_with_thousands_in_flight_closes_everything() {
         if !uring_here() {
             return;
         }
+        for path in paths_here() {
+            drop_with_thousands_in_flight(path);
+        }
+    }
+
+    fn drop_with_thousands_in_flight(path: FdPath) {
         // Backlog 0: after the first connection the accept queue is full and the SYNs of the
         // rest are dropped, so their connects stay pending.
         let full = listener(0);
@@ -621,16 +1128,27 @@ mod tests {
         // Never accepted either, but with room: these connects complete and then wait on a read.
         let open = listener(1024);
         let open_addr = open.local_addr().unwrap();
-        let refused_addr = listener(1).local_addr().unwrap(); // closed again at once
+        // Bound, never listening: refused, and the port stays ours for the whole test.
+        let refusing_socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        refusing_socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let refused_addr = refusing_socket.local_addr().unwrap().as_socket().unwrap();
         let (hanging, reading, refusing) = (3000u32, 500u32, 500u32);
         let long = Duration::from_secs(120);
+        let ports: BTreeSet<u16> = [full_addr.port(), open_addr.port(), refused_addr.port()]
+            .into_iter()
+            .collect();
 
-        let mut d = UringDriver::new(4096).unwrap();
+        let mut d = UringDriver::new(4096, path).unwrap();
         let mut ours: Vec<(i32, String)> = Vec::new();
         let mut start = |d: &mut UringDriver, slot: u32, to: SocketAddr| {
             d.start(slot, to, long).unwrap();
-            let fd = slot_fd(d, slot);
-            ours.push((fd, fd_link(fd).unwrap()));
+            if path == FdPath::Plain {
+                let fd = slot_fd(d, slot);
+                ours.push((fd, fd_link(fd).unwrap()));
+            }
         };
         for slot in 0..hanging {
             start(&mut d, slot, full_addr);
@@ -655,11 +1173,11 @@ mod tests {
                         reads += u32::from(c.slot >= hanging);
                     }
                     IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)) => refused += 1,
-                    other => panic!("slot {}: unexpected {other:?}", c.slot),
+                    other => panic!("{path}: slot {}: unexpected {other:?}", c.slot),
                 }
             }
         }
-        assert_eq!((reads, refused), (reading, refusing));
+        assert_eq!((reads, refused), (reading, refusing), "{path}");
         // One more refusal, reaped right before the drop: its close is still queued then.
         let last = hanging + reading + refusing;
         start(&mut d, last, refused_addr);
@@ -670,15 +1188,19 @@ mod tests {
             d.wait(&mut out, Duration::from_millis(50)).unwrap();
             done = out.iter().any(|c| c.slot == last);
         }
-        assert!(done, "the last refusal did not come back");
+        assert!(done, "{path}: the last refusal did not come back");
         assert!(d.inflight() >= (hanging + reading) as usize - 1);
+        assert!(
+            sockets_to(&ports) >= (hanging + reading) as usize,
+            "{path}: the probes' sockets are not where this test looks for them"
+        );
 
         open.set_nonblocking(true).unwrap();
         let mut peers: Vec<TcpStream> = Vec::new();
         while let Ok((peer, _)) = open.accept() {
             peers.push(peer);
         }
-        assert_eq!(peers.len(), reading as usize);
+        assert_eq!(peers.len(), reading as usize, "{path}");
 
         drop(d);
 
@@ -688,10 +1210,17 @@ mod tests {
             .collect();
         assert!(
             leaked.is_empty(),
-            "{} sockets left open: {:?}",
+            "{path}: {} sockets left open: {:?}",
             leaked.len(),
             &leaked[..leaked.len().min(5)]
         );
+        // Whatever the path, no connection of ours is left (bounded wait: the kernel may
+        // finish a close just after the drop returns).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sockets_to(&ports) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sockets_to(&ports), 0, "{path}: connections left behind");
         // The reads were really cancelled: the peers see their connections end.
         for mut peer in peers {
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -699,9 +1228,167 @@ mod tests {
             match peer.read(&mut buf) {
                 Ok(0) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-                other => panic!("a peer's connection did not end: {other:?}"),
+                other => panic!("{path}: a peer's connection did not end: {other:?}"),
             }
         }
         drop(full);
+    }
+
+    /// Issue 15 item 2: on both fd paths, a farm of real listeners and closed ports gets
+    /// exact verdicts: open ports connect (with a real local address, never the peer's),
+    /// closed ones are refused, a listener that accepts and resets is open (connected, or
+    /// reset after the handshake); a dialog sends and reads on the connected socket; an
+    /// unanswered connect and a silent read time out.
+    #[test]
+    fn farm_verdicts_are_exact_on_both_fd_paths() {
+        if !uring_here() {
+            return;
+        }
+        for path in paths_here() {
+            farm_verdicts(path);
+        }
+    }
+
+    fn farm_verdicts(path: FdPath) {
+        let open: Vec<TcpListener> = (0..40).map(|_| listener(128)).collect();
+        // Bound, never listening: refused, and the ports stay ours for the whole test.
+        let bound: Vec<socket2::Socket> = (0..200)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                    .unwrap();
+                s
+            })
+            .collect();
+        let closed: Vec<SocketAddr> = bound
+            .iter()
+            .map(|s| s.local_addr().unwrap().as_socket().unwrap())
+            .collect();
+        let (resetting, reset_thread) = serving(10, |c| {
+            let c = socket2::Socket::from(c);
+            let _ = c.set_linger(Some(Duration::ZERO));
+        });
+        let (greeting, greet_thread) = serving(1, |mut c| {
+            c.write_all(b"220 hello\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 16];
+            let n = c.read(&mut buf).unwrap_or(0);
+            assert_eq!(&buf[..n], b"QUIT\r\n");
+        });
+        let full = listener(0);
+        let full_addr = full.local_addr().unwrap();
+        let _first = TcpStream::connect(full_addr).unwrap(); // fills the accept queue
+        let silent = listener(16);
+
+        let mut d = UringDriver::new(512, path).unwrap();
+        let long = Duration::from_secs(10);
+        let mut want: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut slot = 0u32;
+        let mut start = |d: &mut UringDriver, to: SocketAddr, timeout, kind| {
+            d.start(slot, to, timeout).unwrap();
+            want.insert(slot, kind);
+            slot += 1;
+        };
+        for l in &open {
+            start(&mut d, l.local_addr().unwrap(), long, "open");
+        }
+        for &a in &closed {
+            start(&mut d, a, long, "closed");
+        }
+        for _ in 0..10 {
+            start(&mut d, resetting, long, "reset");
+        }
+        start(&mut d, greeting, long, "greeting");
+        start(&mut d, silent.local_addr().unwrap(), long, "silent");
+        for _ in 0..5 {
+            start(&mut d, full_addr, Duration::from_millis(200), "unanswered");
+        }
+        let got = completions(&mut d, want.len());
+        let mut dialogs = Vec::new();
+        for (slot, event) in &got {
+            let kind = want[slot];
+            match (kind, event) {
+                (
+                    "open" | "greeting" | "silent",
+                    IoEvent::Connect(ConnectEvent::Connected { local, peer }),
+                ) => {
+                    assert_ne!(local, peer, "{path}: slot {slot}");
+                    assert_eq!(local.ip(), peer.ip(), "{path}: slot {slot}");
+                    if kind == "open" {
+                        d.close(*slot);
+                    } else {
+                        d.recv(*slot, Duration::from_millis(300)).unwrap();
+                        dialogs.push(*slot);
+                    }
+                }
+                ("reset", IoEvent::Connect(ConnectEvent::Connected { .. })) => d.close(*slot),
+                ("reset", IoEvent::Connect(ConnectEvent::Failed(libc::ECONNRESET))) => {}
+                ("closed", IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED))) => {}
+                ("unanswered", IoEvent::Connect(ConnectEvent::TimedOut)) => {}
+                _ => panic!("{path}: slot {slot} ({kind}): {event:?}"),
+            }
+        }
+        let got = completions(&mut d, dialogs.len());
+        for (slot, event) in got {
+            match (want[&slot], event) {
+                ("greeting", IoEvent::Received(Ok(n))) => {
+                    assert_eq!(d.received(slot), b"220 hello\r\n", "{path}");
+                    assert_eq!(n, 11);
+                    d.send(slot, b"QUIT\r\n", long).unwrap();
+                }
+                ("silent", IoEvent::TimedOut) => d.close(slot),
+                (kind, event) => panic!("{path}: slot {slot} ({kind}) read: {event:?}"),
+            }
+        }
+        let got = completions(&mut d, 1);
+        for (slot, event) in got {
+            assert_eq!(event, IoEvent::Sent(Ok(6)), "{path}");
+            d.close(slot);
+        }
+        d.flush().unwrap();
+        greet_thread.join().unwrap();
+        drop(d);
+        reset_thread.join().unwrap();
+        drop(bound);
+    }
+
+    /// Issue 15 item 2: when the ring cannot create a probe's socket, the slot gets exactly
+    /// one completion, the connect failing with the creation's errno (so ENFILE, ENOBUFS and
+    /// ENOMEM reach the shard as the local shortages they are), and the slot works again.
+    #[test]
+    fn a_failed_socket_creation_is_one_completion_with_its_errno() {
+        if !uring_here() || !direct_here() {
+            return;
+        }
+        let refused = listener(1).local_addr().unwrap();
+        let mut d = UringDriver::new(64, FdPath::Direct).unwrap();
+        // A stream socket of the UDP protocol cannot be made: EPROTONOSUPPORT.
+        d.socket_protocol = libc::IPPROTO_UDP;
+        for slot in 0..32 {
+            d.start(slot, refused, Duration::from_secs(10)).unwrap();
+        }
+        let got = completions(&mut d, 32);
+        for (slot, event) in &got {
+            assert_eq!(
+                *event,
+                IoEvent::Connect(ConnectEvent::Failed(libc::EPROTONOSUPPORT)),
+                "slot {slot}"
+            );
+        }
+        assert_eq!(d.inflight(), 0);
+        // Nothing else comes for those slots (`completions` fails on a second one).
+        d.socket_protocol = libc::IPPROTO_TCP;
+        for slot in 0..32 {
+            d.start(slot, refused, Duration::from_secs(10)).unwrap();
+        }
+        let got = completions(&mut d, 32);
+        for (slot, event) in &got {
+            assert_eq!(
+                *event,
+                IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)),
+                "slot {slot}"
+            );
+        }
     }
 }
