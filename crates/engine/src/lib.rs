@@ -15,6 +15,7 @@ mod driver;
 mod limits;
 mod rate;
 mod shard;
+mod window;
 
 use std::fmt;
 use std::ops::Range;
@@ -32,7 +33,7 @@ pub use limits::{default_inflight, max_inflight, raise_nofile_limit};
 
 use driver::epoll::EpollDriver;
 use driver::uring::{UringDriver, MAX_SLOTS};
-use shard::{Shard, ShardCmd, ShardConfig};
+use shard::{Shard, ShardCmd, ShardConfig, ShardGauges};
 
 /// Which backend the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,7 +157,8 @@ pub struct Job {
     /// Probe starts per second across all shards, if capped.
     pub rate: Option<u64>,
     /// Which positions of `space` to probe: `0..space.len()` for a whole sweep, a fleet work
-    /// item's `start..end` for a slice. The shards split it among themselves.
+    /// item's `start..end` for a slice. The shards take it in chunks from a shared cursor,
+    /// so each position is probed exactly once and all shards finish together.
     pub positions: Range<u64>,
     /// Where its results go.
     pub sink: ResultSink,
@@ -178,11 +180,42 @@ pub(crate) struct JobShared {
     space: Arc<TargetSpace>,
     spec: ProbeSpec,
     rate: Option<u64>,
-    positions: Range<u64>,
     sink: ResultSink,
+    /// The next position no shard has taken yet; positions up to `end` are left.
+    cursor: AtomicU64,
+    /// The end of the job's positions (within the space).
+    end: u64,
     cancel: AtomicBool,
     shards_left: AtomicUsize,
     stats: Mutex<JobStats>,
+}
+
+/// The fewest and the most positions a shard takes from a job's cursor at once.
+const MIN_CHUNK: u64 = 16;
+const MAX_CHUNK: u64 = 1024;
+
+impl JobShared {
+    /// Takes the next chunk of positions for one of `shards` shards, or `None` when every
+    /// position is taken. Chunks shrink as the job nears its end (a share of what is left),
+    /// so the shards run out of work within a few probes of each other.
+    pub(crate) fn claim(&self, shards: usize) -> Option<Range<u64>> {
+        let divisor = (shards.max(1) as u64).saturating_mul(8);
+        let mut taken = 0;
+        let start = self
+            .cursor
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
+                let left = self.end.checked_sub(next).filter(|&l| l > 0)?;
+                taken = (left / divisor).clamp(MIN_CHUNK, MAX_CHUNK).min(left);
+                Some(next + taken)
+            })
+            .ok()?;
+        Some(start..start + taken)
+    }
+
+    /// Whether positions are left that no shard has taken.
+    pub(crate) fn unclaimed(&self) -> bool {
+        self.cursor.load(Ordering::Acquire) < self.end
+    }
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -227,8 +260,8 @@ impl JobHandle {
 /// The running engine: shard threads waiting for jobs.
 pub struct Engine {
     shards: Vec<(Sender<ShardCmd>, JoinHandle<()>)>,
-    /// Probes in flight on each shard, as each shard last saw it.
-    shard_inflight: Vec<Arc<AtomicUsize>>,
+    /// What each shard last published: in flight, window, CPU time.
+    gauges: Vec<ShardGauges>,
     /// Dropped with the engine: shards then stop waiting for room in sinks nobody reads.
     stopping: Option<Sender<()>>,
     backend: Backend,
@@ -290,11 +323,9 @@ impl Engine {
         };
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut shards = Vec::with_capacity(config.shards);
-        let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
-            .map(|_| Arc::new(AtomicUsize::new(0)))
-            .collect();
-        for (index, gauge) in shard_inflight.iter().enumerate() {
-            let gauge = Arc::clone(gauge);
+        let gauges: Vec<ShardGauges> = (0..config.shards).map(|_| ShardGauges::default()).collect();
+        for (index, gauge) in gauges.iter().enumerate() {
+            let gauge = gauge.clone();
             let (tx, rx) = crossbeam_channel::unbounded();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_config = ShardConfig {
@@ -352,7 +383,7 @@ impl Engine {
         }
         Ok(Engine {
             shards,
-            shard_inflight,
+            gauges,
             stopping: Some(stopping),
             backend,
             inflight: per_shard * config.shards,
@@ -385,9 +416,28 @@ impl Engine {
 
     /// Probes in flight on each shard right now (as of each shard's last loop turn).
     pub fn inflight_per_shard(&self) -> Vec<usize> {
-        self.shard_inflight
+        self.gauges
             .iter()
-            .map(|g| g.load(Ordering::Relaxed))
+            .map(|g| g.inflight.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Each shard's in-flight window right now (as of its last loop turn): how many probes it
+    /// lets itself have in flight, at most its share of [`Engine::inflight`].
+    pub fn window_per_shard(&self) -> Vec<usize> {
+        self.gauges
+            .iter()
+            .map(|g| g.window.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// CPU time (user + system) each shard thread has used, as of its last loop turn or the
+    /// moment it went idle. Over an interval, its growth divided by the wall time is the
+    /// shard's busy fraction.
+    pub fn cpu_per_shard(&self) -> Vec<Duration> {
+        self.gauges
+            .iter()
+            .map(|g| Duration::from_nanos(g.cpu_ns.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -399,13 +449,17 @@ impl Engine {
     /// Hands a job to every shard. Its results arrive on the job's sink; the last batch of
     /// the job has `job_done` set and comes after every other batch of the job.
     pub fn submit(&self, job: Job) -> JobHandle {
+        // Positions past the end of the space are dropped.
+        let end = job.positions.end.min(job.space.len());
+        let start = job.positions.start.min(end);
         let shared = Arc::new(JobShared {
             id: job.id,
             space: job.space,
             spec: job.spec,
             rate: job.rate,
-            positions: job.positions,
             sink: job.sink,
+            cursor: AtomicU64::new(start),
+            end,
             cancel: AtomicBool::new(false),
             shards_left: AtomicUsize::new(self.shards.len()),
             stats: Mutex::new(JobStats {
@@ -531,7 +585,7 @@ mod tests {
     #[test]
     fn a_job_over_a_slice_probes_exactly_its_positions() {
         let space = space((21_000..21_300).collect());
-        for shards in [1, 2, 3] {
+        for shards in [1, 2, 3, 4] {
             let engine = Engine::start(&EngineConfig {
                 shards,
                 inflight: 32,
@@ -540,7 +594,9 @@ mod tests {
                 flush_interval: Duration::from_millis(5),
             })
             .unwrap();
-            for positions in [37..151, 0..1, 299..300] {
+            // Slices inside the space, at its ends, and one reaching past its end (those
+            // positions are dropped); the shards share each through the job's cursor.
+            for positions in [37..151, 0..1, 299..300, 0..300, 250..400] {
                 let (sink, results) = result_channel(64);
                 engine.submit(Job {
                     id: engine.next_job_id(),
@@ -566,10 +622,14 @@ mod tests {
                 seen.sort_unstable();
                 let mut want: Vec<(IpAddr, u16)> = positions
                     .clone()
+                    .filter(|&p| p < space.len())
                     .map(|p| space.get(p).map(|a| (a.ip(), a.port())).unwrap())
                     .collect();
                 want.sort_unstable();
-                assert_eq!(seen.len() as u64, positions.end - positions.start);
+                assert_eq!(
+                    seen.len() as u64,
+                    positions.end.min(space.len()) - positions.start
+                );
                 assert_eq!(seen, want, "{positions:?} with {shards} shards");
             }
         }
