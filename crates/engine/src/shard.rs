@@ -141,6 +141,39 @@ pub(crate) struct Shard<D: Driver> {
     gauges: ShardGauges,
     /// How many probes may be in flight now (at most the slab's size).
     window: InflightWindow,
+    busy_clock: BusyClock,
+}
+
+/// How long the calling thread has been busy: on a CPU or waiting in the run queue for one
+/// (`/proc/thread-self/schedstat`, kept open). Where that file is missing, its CPU time.
+struct BusyClock {
+    schedstat: Option<std::fs::File>,
+    buf: [u8; 96],
+}
+
+impl BusyClock {
+    /// Opens the calling thread's clock: call it on the thread it measures.
+    fn for_this_thread() -> Self {
+        BusyClock {
+            schedstat: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+            buf: [0; 96],
+        }
+    }
+
+    fn read(&mut self) -> Duration {
+        use std::os::unix::fs::FileExt;
+        if let Some(file) = &self.schedstat {
+            // "<ns on a CPU> <ns waiting for one> <time slices>"
+            if let Ok(n) = file.read_at(&mut self.buf, 0) {
+                let text = std::str::from_utf8(&self.buf[..n]).unwrap_or("");
+                let mut fields = text.split_whitespace().map(|f| f.parse::<u64>());
+                if let (Some(Ok(run)), Some(Ok(wait))) = (fields.next(), fields.next()) {
+                    return Duration::from_nanos(run.saturating_add(wait));
+                }
+            }
+        }
+        thread_cpu_time()
+    }
 }
 
 /// CPU time (user + system) of the calling thread.
@@ -162,7 +195,9 @@ impl<D: Driver> Shard<D> {
         gauges: ShardGauges,
     ) -> Self {
         let now = Instant::now();
-        let window = InflightWindow::new(WindowConfig::for_budget(slots), now, thread_cpu_time());
+        // `new` runs on the shard's own thread (see `Engine::start_on`).
+        let mut busy_clock = BusyClock::for_this_thread();
+        let window = InflightWindow::new(WindowConfig::for_budget(slots), now, busy_clock.read());
         Shard {
             config,
             driver,
@@ -190,6 +225,7 @@ impl<D: Driver> Shard<D> {
             next_job: 0,
             gauges,
             window,
+            busy_clock,
         }
     }
 
@@ -290,7 +326,9 @@ impl<D: Driver> Shard<D> {
         };
         let cpu = thread_cpu_time();
         let now = Instant::now();
-        self.window.on_turn(self.occupied(), now, cpu);
+        let occupied = self.occupied();
+        let clock = &mut self.busy_clock;
+        self.window.on_turn(occupied, now, || clock.read());
 
         // Batches with records are sent at the latest one flush interval after the last.
         let flush_wait = self

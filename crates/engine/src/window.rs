@@ -1,8 +1,9 @@
 //! The adaptive in-flight window of a shard: how many probes it may have in flight now.
 //!
 //! Sans-IO: the shard feeds it what happened (a connect answered after `rtt`, a local
-//! shortage) and, once per loop turn, the time and its own CPU time; it answers with
-//! [`InflightWindow::limit`]. Nothing here reads a clock, so tests drive it with a fake one.
+//! shortage) and, once per loop turn, the time and (when an epoch ends) how long the shard
+//! thread has been busy; it answers with [`InflightWindow::limit`]. Nothing here reads a
+//! clock, so tests drive it with a fake one.
 //!
 //! Why a window at all: on loopback every connect to a closed port completes inside the
 //! submitting system call, so probes in flight beyond what one loop turn can take only queue
@@ -11,10 +12,11 @@
 //! window tells these apart with two signals, judged once per *epoch* (a few turns, at least
 //! twice the latency floor):
 //!
-//! - **busy**: the share of the epoch's wall time the shard thread spent on a CPU. A shard that
-//!   waits for answers (remote targets, timeouts) has room: the window grows, up to the budget
-//!   (`--inflight`'s share), whatever the latency is; a spread of round trips across targets
-//!   is not congestion.
+//! - **busy**: the share of the epoch's wall time the shard thread spent on a CPU or waiting
+//!   for one (a machine shared with other work saturates a shard as surely as its own work
+//!   does). A shard that waits for answers (remote targets, timeouts) has room: the window
+//!   grows, up to the budget (`--inflight`'s share), whatever the latency is; a spread of
+//!   round trips across targets is not congestion.
 //! - **latency above the floor**: when the shard is saturated, the lowest connect latency of
 //!   the epoch is compared with the lowest seen recently (the floor). Every probe of a
 //!   saturated shard waits for its loop turn, so queueing lifts even the lowest latency: above
@@ -120,7 +122,7 @@ impl Floor {
 #[derive(Debug, Clone, Copy)]
 struct Epoch {
     start: Instant,
-    cpu_start: Duration,
+    busy_start: Duration,
     min_rtt: Option<Duration>,
     answers: u32,
     /// Whether the window was full at some turn (only then is growing worth anything).
@@ -130,10 +132,10 @@ struct Epoch {
 }
 
 impl Epoch {
-    fn new(now: Instant, cpu: Duration) -> Self {
+    fn new(now: Instant, busy: Duration) -> Self {
         Epoch {
             start: now,
-            cpu_start: cpu,
+            busy_start: busy,
             min_rtt: None,
             answers: 0,
             limited: false,
@@ -154,8 +156,9 @@ pub(crate) struct InflightWindow {
 }
 
 impl InflightWindow {
-    /// A window starting at `now`, when the shard thread has used `cpu` of CPU time.
-    pub(crate) fn new(config: WindowConfig, now: Instant, cpu: Duration) -> Self {
+    /// A window starting at `now`, when the shard thread has been busy (on a CPU or waiting
+    /// for one) for `busy` in all.
+    pub(crate) fn new(config: WindowConfig, now: Instant, busy: Duration) -> Self {
         let max = config.max.max(1);
         let min = config.min.clamp(1, max);
         let config = WindowConfig {
@@ -173,7 +176,7 @@ impl InflightWindow {
                 previous: None,
                 since: now,
             },
-            epoch: Epoch::new(now, cpu),
+            epoch: Epoch::new(now, busy),
             shrinking_streak: 0,
         }
     }
@@ -230,10 +233,15 @@ impl InflightWindow {
         self.limit = (self.limit.min(inflight) * 3 / 4).max(self.config.min);
     }
 
-    /// Called once per loop turn, after the turn's starts, with the probes in flight, the
-    /// time and the shard thread's CPU time so far. Ends the epoch when it is due and adapts
-    /// the window.
-    pub(crate) fn on_turn(&mut self, inflight: usize, now: Instant, cpu: Duration) {
+    /// Called once per loop turn, after the turn's starts, with the probes in flight and the
+    /// time. Ends the epoch when it is due and adapts the window; only then does it call
+    /// `busy` for how long the shard thread has been on a CPU or waiting for one, in all.
+    pub(crate) fn on_turn(
+        &mut self,
+        inflight: usize,
+        now: Instant,
+        busy: impl FnOnce() -> Duration,
+    ) {
         if inflight >= self.limit {
             self.epoch.limited = true;
         }
@@ -248,9 +256,12 @@ impl InflightWindow {
             // Too few answers to judge latency by; give them a little longer.
             return;
         }
-        let busy = cpu.saturating_sub(self.epoch.cpu_start).as_secs_f64()
+        let busy_total = busy();
+        let busy = busy_total
+            .saturating_sub(self.epoch.busy_start)
+            .as_secs_f64()
             / elapsed.as_secs_f64().max(1e-9);
-        let epoch = std::mem::replace(&mut self.epoch, Epoch::new(now, cpu));
+        let epoch = std::mem::replace(&mut self.epoch, Epoch::new(now, busy_total));
         let congested = match (epoch.min_rtt, floor) {
             (Some(low), Some(floor)) if busy >= SATURATED => {
                 low > floor + floor.max(self.config.queue_target)
@@ -346,7 +357,8 @@ mod tests {
                 let work = start_cost * room as u32 + 20 * US;
                 self.now += work;
                 self.cpu += work;
-                self.window.on_turn(self.inflight, self.now, self.cpu);
+                let cpu = self.cpu;
+                self.window.on_turn(self.inflight, self.now, || cpu);
                 // As the shard: wait for the next completion, at most 50 ms, and no longer
                 // than the window's next decision.
                 let mut wake = self.now + 50 * MS;
@@ -466,7 +478,7 @@ mod tests {
         let mut now = t0;
         for _ in 0..20 {
             now += 2 * MS;
-            w.on_turn(w.limit(), now, Duration::ZERO);
+            w.on_turn(w.limit(), now, || Duration::ZERO);
         }
         assert_eq!(w.limit(), 10_000);
         w.on_shortage(4000);
@@ -475,12 +487,12 @@ mod tests {
         assert_eq!(w.limit(), 3000, "one cut per epoch");
         // The epoch with the shortage does not grow the window back.
         now += 2 * MS;
-        w.on_turn(w.limit(), now, Duration::ZERO);
+        w.on_turn(w.limit(), now, || Duration::ZERO);
         assert_eq!(w.limit(), 3000);
         // Never below the minimum.
         for _ in 0..50 {
             now += 2 * MS;
-            w.on_turn(0, now, Duration::ZERO);
+            w.on_turn(0, now, || Duration::ZERO);
             w.on_shortage(0);
         }
         assert_eq!(w.limit(), 16);
@@ -494,7 +506,7 @@ mod tests {
         let mut now = t0;
         for _ in 0..100 {
             now += 5 * MS;
-            w.on_turn(3, now, Duration::ZERO);
+            w.on_turn(3, now, || Duration::ZERO);
         }
         assert_eq!(w.limit(), 64);
     }
@@ -512,7 +524,7 @@ mod tests {
         }
         now += 2 * MS;
         cpu += 2 * MS;
-        w.on_turn(w.limit(), now, cpu);
+        w.on_turn(w.limit(), now, || cpu);
         assert_eq!(w.floor(), Some(100 * US));
         // Then only targets 50 ms away, with the shard saturated.
         for _ in 0..40 {
@@ -521,7 +533,7 @@ mod tests {
             }
             now += 200 * MS;
             cpu += 200 * MS;
-            w.on_turn(w.limit(), now, cpu);
+            w.on_turn(w.limit(), now, || cpu);
         }
         assert_eq!(w.floor(), Some(50 * MS));
         assert!(w.limit() > 16, "window {}", w.limit());
