@@ -15,11 +15,13 @@
 #   5. CPU of an idle `porthawk serve` over 30 s (from /proc/PID/stat);
 #   6. peak RSS of a 1,048,576-probe sweep (127.1.0.0/16 × 16 ports).
 # Only loopback traffic; every run is bounded.
-# Usage: bash benches/compare.sh [PAIRS (default 7)] [OLD_PORTHAWK_BINARY]
+# Usage: bash benches/compare.sh [PAIRS (default 7)] [OLD_PORTHAWK_BINARY] [PAIRS_ONE_SHARD]
+# (nmap runs in every other pair of section 1: at 30k-50k probes/s it is the slowest run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-7}
 old=${2:-}
+pairs1=${3:-$pairs}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -p porthawk-cli >/dev/null 2>&1
 cargo build --release -p porthawk-bench --example floor >/dev/null 2>&1
@@ -31,7 +33,8 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "porthawk $commit; machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), RLIMIT_NOFILE hard $(ulimit -Hn)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# run NAME COMMAND...: runs it under /usr/bin/time, appends "NAME wall cpu" to $tmp/runs.
+# run NAME COMMAND...: runs it under /usr/bin/time, appends "NAME PAIR wall cpu" to
+# $tmp/runs (PAIR: the loop's $i).
 run() {
   local name=$1
   shift
@@ -43,7 +46,7 @@ run() {
   read -r wall user sys <"$tmp/time"
   local cpu
   cpu=$(python3 -c "print(f'{$user + $sys:.2f}')")
-  echo "$name $wall $cpu" >>"$tmp/runs"
+  echo "$name ${i:-0} $wall $cpu" >>"$tmp/runs"
   local extra=""
   if grep -q 'probes/s' "$tmp/err"; then
     extra=" ($(grep -o '[0-9]* probes/s' "$tmp/err" | head -1), $(grep -o 'connect p99 [0-9.]*ms' "$tmp/err" | head -1))"
@@ -58,19 +61,20 @@ import statistics, sys
 path, base, *names = sys.argv[1:]
 runs = {}
 for line in open(path):
-    n, wall, cpu = line.split()
-    runs.setdefault(n, []).append((float(wall), float(cpu)))
+    n, pair, wall, cpu = line.split()
+    runs.setdefault(n, {})[pair] = (float(wall), float(cpu))
 b = runs[base]
-print(f"  {base}: median wall {statistics.median(w for w, _ in b):.2f} s, median CPU {statistics.median(c for _, c in b):.2f} s ({len(b)} runs)")
+med = lambda xs: statistics.median(list(xs))
+print(f"  {base}: median wall {med(w for w, _ in b.values()):.2f} s, median CPU {med(c for _, c in b.values()):.2f} s ({len(b)} runs)")
 for n in names:
-    r = runs.get(n, [])
-    if not r:
+    r = runs.get(n, {})
+    pairs = [p for p in r if p in b]
+    if not pairs:
         continue
-    k = min(len(r), len(b))
-    wr = statistics.median(r[i][0] / b[i][0] for i in range(k))
-    cr = statistics.median(r[i][1] / b[i][1] for i in range(k))
-    print(f"  {n}: median wall {statistics.median(w for w, _ in r):.2f} s, median CPU {statistics.median(c for _, c in r):.2f} s; "
-          f"median pair ratio to {base}: wall {wr:.3f}, CPU {cr:.3f} ({k} pairs)")
+    wr = med(r[p][0] / b[p][0] for p in pairs)
+    cr = med(r[p][1] / b[p][1] for p in pairs)
+    print(f"  {n}: median wall {med(w for w, _ in r.values()):.2f} s, median CPU {med(c for _, c in r.values()):.2f} s; "
+          f"median pair ratio to {base}: wall {wr:.3f}, CPU {cr:.3f} ({len(pairs)} pairs)")
 EOF
 }
 
@@ -82,15 +86,15 @@ for i in $(seq "$pairs"); do
   run floor2 "$floor" 2 127.0.0.1 127.0.0.4 1 65535
   run porthawk "$ph" scan "${sweep[@]}"
   if [ -n "$old" ]; then run old "$old" scan "${sweep[@]}"; fi
-  if command -v nmap >/dev/null; then
+  if command -v nmap >/dev/null && [ $((i % 2)) = 1 ]; then
     run nmap nmap -sT -n -Pn -T5 --min-rate 50000 -p1-65535 127.0.0.1-4 -oG /dev/null
   fi
 done
 summary floor2 porthawk old nmap
 
-echo "== 2. the same with --shards 1 vs the 1-thread floor, $pairs pairs"
+echo "== 2. the same with --shards 1 vs the 1-thread floor, $pairs1 pairs"
 : >"$tmp/runs"
-for i in $(seq "$pairs"); do
+for i in $(seq "$pairs1"); do
   run floor1 "$floor" 1 127.0.0.1 127.0.0.4 1 65535
   run porthawk-1 "$ph" scan "${sweep[@]}" --shards 1
   if [ -n "$old" ]; then run old-1 "$old" scan "${sweep[@]}" --shards 1; fi
