@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 pairs=${1:-7}
 old=${2:-}
 pairs1=${3:-$pairs}
+sections=${SECTIONS:-123456} # e.g. SECTIONS=345 runs only those
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -p porthawk-cli >/dev/null 2>&1
 cargo build --release -p porthawk-bench --example floor >/dev/null 2>&1
@@ -79,6 +80,7 @@ EOF
 }
 
 sweep=(127.0.0.1-127.0.0.4 -p 1-65535 --format jsonl)
+if [[ $sections == *1* ]]; then
 echo "== 1. closed sweep 127.0.0.1-127.0.0.4 x 1-65535 (262,140 probes), defaults vs the 2-thread floor, $pairs pairs"
 : >"$tmp/runs"
 for i in $(seq "$pairs"); do
@@ -91,7 +93,9 @@ for i in $(seq "$pairs"); do
   fi
 done
 summary floor2 porthawk old nmap
+fi
 
+if [[ $sections == *2* ]]; then
 echo "== 2. the same with --shards 1 vs the 1-thread floor, $pairs1 pairs"
 : >"$tmp/runs"
 for i in $(seq "$pairs1"); do
@@ -100,25 +104,32 @@ for i in $(seq "$pairs1"); do
   if [ -n "$old" ]; then run old-1 "$old" scan "${sweep[@]}" --shards 1; fi
 done
 summary floor1 porthawk-1 old-1
-
-echo "== 3. connect latency at the defaults (porthawk bench --scenario closed, 3 pairs of 3 s)"
-"$ph" bench --scenario closed --duration 3s --pairs 3 --json 2>/dev/null | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-c = [s for s in r["scenarios"] if s["name"] == "closed"][0]
-l = c["latency_us"]
-print(f"  new: p50 {l[\"p50\"]/1000:.2f} ms, p99 {l[\"p99\"]/1000:.2f} ms; {c[\"probes_per_s\"]:.0f} probes/s; shards busy {c[\"shard_busy\"]}; windows {c[\"windows\"]}; paired ratio to the floor {r[\"paired\"][\"rate_ratio\"]:.3f}, CPU ratio {r[\"paired\"][\"cpu_ratio\"]:.3f}")
-'
-if [ -n "$old" ]; then
-  "$old" bench --scenario closed --duration 3s --json 2>/dev/null | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-c = [s for s in r["scenarios"] if s["name"] == "closed"][0]
-l = c["latency_us"]
-print(f"  old: p50 {l[\"p50\"]/1000:.2f} ms, p99 {l[\"p99\"]/1000:.2f} ms; {c[\"probes_per_s\"]:.0f} probes/s")
-'
 fi
 
+if [[ $sections == *3* ]]; then
+echo "== 3. connect latency at the defaults (porthawk bench --scenario closed, 3 pairs of 3 s)"
+latency() {
+  python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+c = [s for s in r["scenarios"] if s["name"] == "closed"][0]
+l = c["latency_us"]
+line = "  %s: p50 %.2f ms, p99 %.2f ms; %.0f probes/s" % (sys.argv[1], l["p50"] / 1000, l["p99"] / 1000, c["probes_per_s"])
+if "shard_busy" in c:
+    line += "; shards busy %s; windows %s" % (c["shard_busy"], c["windows"])
+if r.get("paired"):
+    p = r["paired"]
+    line += "; paired with the floor: rate ratio %.3f, CPU ratio %.3f" % (p["rate_ratio"], p["cpu_ratio"])
+print(line)
+' "$1"
+}
+"$ph" bench --scenario closed --duration 3s --pairs 3 --json 2>/dev/null | latency new
+if [ -n "$old" ]; then
+  "$old" bench --scenario closed --duration 3s --json 2>/dev/null | latency old
+fi
+fi
+
+if [[ $sections == *4* ]]; then
 echo "== 4. filtered sweep in a network namespace, 1 s timeout, 1 try"
 if [ "$(id -u)" = 0 ] && command -v nft >/dev/null; then
   ns=ph-bench-$$
@@ -139,7 +150,9 @@ if [ "$(id -u)" = 0 ] && command -v nft >/dev/null; then
 else
   echo "  skipped: needs root and nft"
 fi
+fi
 
+if [[ $sections == *5* ]]; then
 echo "== 5. idle porthawk serve: CPU over 30 s after 5 s of start-up"
 for bin in "$ph" $old; do
   data=$(mktemp -d)
@@ -156,8 +169,12 @@ for bin in "$ph" $old; do
   rm -rf "$data"
   echo "  $([ "$bin" = "$ph" ] && echo new || echo old): $((t1 - t0)) ticks of 10 ms in 30 s ($(python3 -c "print(f'{($t1 - $t0) / 30:.2f}')") % of one core), $threads threads"
 done
+fi
 
+if [[ $sections == *6* ]]; then
 echo "== 6. peak RSS, 127.1.0.0/16 x 16 ports (1,048,576 probes)"
 /usr/bin/time -f "  porthawk peak RSS %M KiB, %e s" "$ph" scan 127.1.0.0/16 -p 1-16 --format jsonl >/dev/null 2>"$tmp/err" || true
 tail -1 "$tmp/err"
+fi
+
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
