@@ -195,17 +195,22 @@ const MIN_CHUNK: u64 = 16;
 const MAX_CHUNK: u64 = 1024;
 
 impl JobShared {
-    /// Takes the next chunk of positions for one of `shards` shards, or `None` when every
-    /// position is taken. Chunks shrink as the job nears its end (a share of what is left),
-    /// so the shards run out of work within a few probes of each other.
-    pub(crate) fn claim(&self, shards: usize) -> Option<Range<u64>> {
+    /// Takes the next chunk of positions for one of `shards` shards, at most `room` (what
+    /// the shard can start now), or `None` when every position is taken. Chunks shrink as the
+    /// job nears its end (a share of what is left), so the shards run out of work within a
+    /// few probes of each other; and a shard never holds positions it cannot start, which on
+    /// a filtered network would wait a whole timeout while another shard has room.
+    pub(crate) fn claim(&self, shards: usize, room: u64) -> Option<Range<u64>> {
         let divisor = (shards.max(1) as u64).saturating_mul(8);
         let mut taken = 0;
         let start = self
             .cursor
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
                 let left = self.end.checked_sub(next).filter(|&l| l > 0)?;
-                taken = (left / divisor).clamp(MIN_CHUNK, MAX_CHUNK).min(left);
+                taken = (left / divisor)
+                    .clamp(MIN_CHUNK, MAX_CHUNK)
+                    .min(room.max(1))
+                    .min(left);
                 Some(next + taken)
             })
             .ok()?;
@@ -633,6 +638,51 @@ mod tests {
                 assert_eq!(seen, want, "{positions:?} with {shards} shards");
             }
         }
+    }
+
+    /// The shared cursor hands out contiguous chunks that cover a job's positions exactly,
+    /// never more than the room a shard asks for, shrinking as the job nears its end.
+    #[test]
+    fn claims_cover_the_positions_once_and_fit_the_room() {
+        let (sink, _results) = result_channel(1);
+        let space = space((1..=1000).collect());
+        let shared = JobShared {
+            id: JobId(1),
+            space,
+            spec: ProbeSpec::default(),
+            rate: None,
+            sink,
+            cursor: AtomicU64::new(17),
+            end: 990,
+            cancel: AtomicBool::new(false),
+            shards_left: AtomicUsize::new(2),
+            stats: Mutex::new(JobStats {
+                rtt_us: new_histogram(),
+                peak_inflight: 0,
+                errors: Vec::new(),
+            }),
+        };
+        let mut next = 17;
+        let mut sizes = Vec::new();
+        let rooms = [1000u64, 3, 0, 1, 500, 64];
+        for i in 0.. {
+            let room = rooms[i % rooms.len()];
+            let Some(chunk) = shared.claim(2, room) else {
+                break;
+            };
+            assert_eq!(chunk.start, next, "chunks are contiguous");
+            assert!(chunk.end > chunk.start, "never empty");
+            let len = chunk.end - chunk.start;
+            assert!(len <= room.max(1), "{len} positions for a room of {room}");
+            sizes.push(len);
+            next = chunk.end;
+        }
+        assert_eq!(next, 990, "every position handed out");
+        assert!(!shared.unclaimed());
+        assert_eq!(shared.claim(2, 1000), None);
+        // Large rooms get a share of what is left: large first, small at the end.
+        assert_eq!(sizes[0], (990 - 17) / 16);
+        assert!(sizes.iter().rev().take(3).all(|&n| n <= 16), "{sizes:?}");
     }
 
     /// Dropping the engine while a job's sink is full and unread does not hang.

@@ -50,17 +50,17 @@ struct ActiveJob {
 }
 
 impl ActiveJob {
-    /// The next position this shard probes: from its claimed chunk, else from a new chunk
-    /// taken from the job's shared cursor. `None` when every position is taken (or the job
-    /// is cancelled).
-    fn next_position(&mut self, shards: usize) -> Option<u64> {
+    /// The next position this shard probes: from its claimed chunk, else from a new chunk of
+    /// at most `room` positions taken from the job's shared cursor. `None` when every
+    /// position is taken (or the job is cancelled).
+    fn next_position(&mut self, shards: usize, room: usize) -> Option<u64> {
         if let Some(p) = self.claim.next_position() {
             return Some(p);
         }
         if self.shared.cancel.load(Ordering::Relaxed) {
             return None;
         }
-        let chunk = self.shared.claim(shards)?;
+        let chunk = self.shared.claim(shards, room as u64)?;
         self.claim = self.shared.space.shard_range(chunk, 0, 1);
         self.claim.next_position()
     }
@@ -419,7 +419,13 @@ impl<D: Driver> Shard<D> {
                     continue;
                 }
             }
-            let Some(position) = job.next_position(self.config.shards) else {
+            // What the shard can start now: a chunk no larger, so that it holds no positions
+            // it cannot start while another shard could.
+            let occupied = self.slots.len() - self.free.len();
+            let room = limit
+                .saturating_sub(occupied)
+                .min(MAX_STARTS_PER_TURN - started);
+            let Some(position) = job.next_position(self.config.shards, room) else {
                 // Another shard took the last chunk.
                 idle_rounds += 1;
                 continue;
@@ -730,7 +736,7 @@ impl<D: Driver> Shard<D> {
                 }
                 // The positions nobody has started yet go with it: this shard cannot probe
                 // them, and the others may already be done with the job.
-                while let Some(pos) = job.next_position(self.config.shards) {
+                while let Some(pos) = job.next_position(self.config.shards, usize::MAX) {
                     if let Some(target) = job.shared.space.get(pos) {
                         job.batch.push(error_record(target));
                     }
