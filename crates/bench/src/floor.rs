@@ -30,6 +30,9 @@ pub struct FloorResult {
     pub elapsed: Duration,
     /// Probes per second across threads.
     pub probes_per_sec: f64,
+    /// CPU time (user + system) of the process during the run: the floor's threads, as
+    /// nothing else in the process is busy then.
+    pub cpu: Duration,
 }
 
 impl FloorResult {
@@ -37,12 +40,23 @@ impl FloorResult {
     pub fn rate_for(&self, threads: usize) -> f64 {
         self.probes_per_sec * threads as f64 / self.threads.max(1) as f64
     }
+
+    /// CPU time per probe in microseconds (0 without probes).
+    pub fn cpu_us_per_probe(&self) -> f64 {
+        if self.probes == 0 {
+            0.0
+        } else {
+            self.cpu.as_secs_f64() * 1e6 / self.probes as f64
+        }
+    }
 }
 
 /// Runs `socket` + `SO_LINGER 0` + non-blocking `connect` + `close` in a tight loop on
 /// `config.threads` threads, cycling through `targets` (closed loopback ports), until the
-/// duration or the probe count is reached. Socket errors end nothing: the loop measures the
-/// cost of the calls, whatever they return.
+/// duration or the probe count is reached. Probe `i` goes to `targets[i % targets.len()]`
+/// and thread `k` makes the probes `i ≡ k (mod threads)`, so with `max_probes` equal to the
+/// number of targets every target is probed exactly once, as a sweep would. Socket errors
+/// end nothing: the loop measures the cost of the calls, whatever they return.
 pub fn measure_floor(config: &FloorConfig, targets: &[SocketAddr]) -> FloorResult {
     let threads = config.threads.max(1);
     if targets.is_empty() {
@@ -51,18 +65,24 @@ pub fn measure_floor(config: &FloorConfig, targets: &[SocketAddr]) -> FloorResul
             probes: 0,
             elapsed: Duration::ZERO,
             probes_per_sec: 0.0,
+            cpu: Duration::ZERO,
         };
     }
-    let per_thread = config.max_probes.div_ceil(threads as u64).max(1);
     let targets: Arc<[socket2::SockAddr]> = targets.iter().map(|&t| t.into()).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu0 = crate::sys::process_cpu_time();
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|k| {
             let targets = Arc::clone(&targets);
             let stop = Arc::clone(&stop);
             let deadline = started + config.duration;
-            std::thread::spawn(move || floor_loop(&targets, k, per_thread, deadline, &stop))
+            // The probes i < max_probes with i ≡ k (mod threads).
+            let quota = config
+                .max_probes
+                .saturating_sub(k as u64)
+                .div_ceil(threads as u64);
+            std::thread::spawn(move || floor_loop(&targets, k, threads, quota, deadline, &stop))
         })
         .collect();
     let mut probes = 0;
@@ -76,31 +96,39 @@ pub fn measure_floor(config: &FloorConfig, targets: &[SocketAddr]) -> FloorResul
         probes,
         elapsed,
         probes_per_sec: probes as f64 / elapsed.as_secs_f64().max(1e-9),
+        cpu: crate::sys::process_cpu_time().saturating_sub(cpu0),
     }
 }
 
 fn floor_loop(
     targets: &[socket2::SockAddr],
     offset: usize,
+    stride: usize,
     max: u64,
     deadline: Instant,
     stop: &AtomicBool,
 ) -> u64 {
     let mut done = 0u64;
-    let mut i = offset;
+    let mut i = offset % targets.len();
     while done < max {
         // Reading the clock every probe would be part of the measured cost; every 64 is
         // cheap and still stops within a fraction of a millisecond.
         if done.is_multiple_of(64) && (Instant::now() >= deadline || stop.load(Ordering::Relaxed)) {
             break;
         }
-        i = (i + 1) % targets.len();
-        if let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None) {
+        let target = &targets[i];
+        let domain = if target.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        if let Ok(s) = Socket::new(domain, Type::STREAM.nonblocking(), None) {
             let _ = s.set_linger(Some(Duration::ZERO));
-            let _ = s.connect(&targets[i]);
+            let _ = s.connect(target);
             drop(s);
         }
         done += 1;
+        i = (i + stride) % targets.len();
     }
     done
 }
@@ -145,5 +173,14 @@ mod tests {
             &targets,
         );
         assert_eq!(bounded.probes, 100);
+        let odd = measure_floor(
+            &FloorConfig {
+                threads: 3,
+                duration: Duration::from_secs(30),
+                max_probes: 49,
+            },
+            &targets,
+        );
+        assert_eq!(odd.probes, 49);
     }
 }

@@ -33,7 +33,9 @@ use porthawk_engine::{
 
 pub use farm::{Farm, FarmConfig, FarmError, BANNER, MAX_LISTENERS};
 pub use floor::{measure_floor, FloorConfig, FloorResult};
-pub use report::{Accuracy, Capacity, Latency, Machine, Report, ScenarioResult, Skipped};
+pub use report::{
+    median, Accuracy, Capacity, Latency, Machine, PairRun, Paired, Report, ScenarioResult, Skipped,
+};
 
 /// A benchmark scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +139,9 @@ pub struct BenchConfig {
     pub filtered_timeout: Duration,
     /// Whether scenarios may create a network namespace (when privileged).
     pub use_netns: bool,
+    /// Runs of the closed scenario, each right after a run of the floor (at least 1): the
+    /// report gives the medians and the median of the pairs' ratios.
+    pub pairs: usize,
 }
 
 impl Default for BenchConfig {
@@ -151,6 +156,7 @@ impl Default for BenchConfig {
             max_probes: 50_000_000,
             filtered_timeout: Duration::from_millis(200),
             use_netns: true,
+            pairs: 5,
         }
     }
 }
@@ -223,8 +229,17 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Repor
     scenarios.dedup();
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut skipped = Vec::new();
+    let mut paired = None;
     for scenario in scenarios {
         progress(&format!("scenario {scenario}: {}", scenario.description()));
+        if scenario == Scenario::Closed {
+            let (point, pairs) = ctx.closed_paired(&closed_farm, progress)?;
+            report_points(scenario, std::slice::from_ref(&point), progress);
+            progress(&pairs.line());
+            results.push(point);
+            paired = Some(pairs);
+            continue;
+        }
         match ctx.scenario(scenario, &closed_farm, &floor, progress)? {
             Outcome::Points(points) => {
                 report_points(scenario, &points, progress);
@@ -234,15 +249,21 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Repor
         }
     }
     drop(closed_farm);
-    Ok(ctx.report(floor, results, skipped))
+    let mut report = ctx.report(floor, results, skipped);
+    report.paired = paired;
+    Ok(report)
 }
 
 /// The in-flight limit of the run: the configured one if the descriptor limit allows it,
 /// else the default for that limit; an error for a zero or impossible setting.
 fn checked_inflight(config: &BenchConfig, nofile: u64) -> Result<usize, BenchError> {
-    if config.duration.is_zero() || config.shards == 0 || config.max_probes == 0 {
+    if config.duration.is_zero()
+        || config.shards == 0
+        || config.max_probes == 0
+        || config.pairs == 0
+    {
         return Err(BenchError::Config(
-            "duration, shards and max probes must be more than zero".into(),
+            "duration, shards, max probes and pairs must be more than zero".into(),
         ));
     }
     match config.inflight {
@@ -298,6 +319,14 @@ impl Ctx {
             config.shards,
             config.duration.as_secs_f64()
         ));
+        let floor = self.floor_run(closed_farm);
+        progress(&format!("floor: {:.0} probes/s", floor.probes_per_sec));
+        floor
+    }
+
+    /// One run of the floor against the closed farm.
+    fn floor_run(&self, closed_farm: &Farm) -> FloorResult {
+        let config = &self.config;
         let targets: Vec<SocketAddr> = closed_farm
             .hosts()
             .iter()
@@ -308,16 +337,74 @@ impl Ctx {
                     .map(move |&p| SocketAddr::new(IpAddr::V4(h), p))
             })
             .collect();
-        let floor = measure_floor(
+        measure_floor(
             &FloorConfig {
                 threads: config.shards,
                 duration: config.duration,
                 max_probes: config.max_probes,
             },
             &targets,
-        );
-        progress(&format!("floor: {:.0} probes/s", floor.probes_per_sec));
-        floor
+        )
+    }
+
+    /// The closed scenario in `pairs` runs, each right after a run of the floor. The point
+    /// reported is the run with the median rate, with the median of the pairs' ratios as
+    /// its floor ratio and the accuracy of every run added up.
+    fn closed_paired(
+        &self,
+        closed_farm: &Farm,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(ScenarioResult, Paired), BenchError> {
+        let pairs = self.config.pairs.max(1);
+        let mut runs = Vec::with_capacity(pairs);
+        let mut points = Vec::with_capacity(pairs);
+        for i in 1..=pairs {
+            let floor = self.floor_run(closed_farm);
+            let r = self.closed_point(
+                Scenario::Closed,
+                String::new(),
+                closed_farm,
+                self.config.shards,
+                self.inflight,
+                self.config.duration,
+                &floor,
+            )?;
+            progress(&format!(
+                "closed, pair {i}/{pairs}: floor {:.0} probes/s, porthawk {:.0} probes/s",
+                floor.probes_per_sec, r.probes_per_sec
+            ));
+            runs.push(PairRun {
+                floor_rate: floor.probes_per_sec,
+                floor_cpu_us: floor.cpu_us_per_probe(),
+                rate: r.probes_per_sec,
+                cpu_us: r.cpu_us_per_probe,
+            });
+            points.push(r);
+        }
+        let paired = Paired {
+            threads: self.config.shards,
+            runs,
+        };
+        let mut accuracy = Accuracy::default();
+        for p in &points {
+            let a = &p.accuracy;
+            accuracy.records_checked += a.records_checked;
+            accuracy.wrong += a.wrong;
+            accuracy.complete_jobs += a.complete_jobs;
+            accuracy.missing += a.missing;
+            accuracy.open_expected += a.open_expected;
+            accuracy.open_found += a.open_found;
+        }
+        points.sort_by(|a, b| a.probes_per_sec.total_cmp(&b.probes_per_sec));
+        let mut point = points.swap_remove(points.len() / 2);
+        point.floor_ratio = paired.rate_ratio();
+        point.accuracy = accuracy;
+        if pairs > 1 {
+            point.notes.push(format!(
+                "the median of {pairs} runs, each right after a run of the floor; floor ratio: the median of the pairs' ratios; accuracy: all runs"
+            ));
+        }
+        Ok((point, paired))
     }
 
     /// Runs one scenario.
@@ -329,15 +416,7 @@ impl Ctx {
         progress: &mut dyn FnMut(&str),
     ) -> Result<Outcome, BenchError> {
         let points = match scenario {
-            Scenario::Closed => vec![self.closed_point(
-                scenario,
-                String::new(),
-                closed_farm,
-                self.config.shards,
-                self.inflight,
-                self.config.duration,
-                floor,
-            )?],
+            Scenario::Closed => vec![self.closed_paired(closed_farm, progress)?.0],
             Scenario::Banner => vec![self.banner(floor)?],
             Scenario::Mix => vec![self.mix(floor)?],
             Scenario::Filtered => match self.netns_point(scenario, floor) {
@@ -524,6 +603,7 @@ impl Ctx {
             floor,
             scenarios: results,
             skipped,
+            paired: None,
             capacity,
         }
     }
@@ -631,6 +711,8 @@ impl Ctx {
             },
             states: m.states,
             accuracy: m.accuracy,
+            shard_busy: m.shard_busy,
+            windows: m.windows,
             notes,
         })
     }
@@ -754,6 +836,7 @@ mod tests {
         let config = BenchConfig {
             scenarios: vec![Scenario::Closed],
             duration: Duration::from_secs(1),
+            pairs: 2,
             ..BenchConfig::default()
         };
         let mut lines = Vec::new();
@@ -774,6 +857,23 @@ mod tests {
         assert!(r.peak_inflight > 0 && r.peak_rss_kib > 0, "{r:?}");
         assert!(r.accuracy.exact(), "{:?}", r.accuracy);
         assert_eq!(r.states[PortState::Closed.index()], r.probes);
+        assert_eq!(r.shard_busy.len(), r.shards, "{r:?}");
+        assert!(r.shard_busy.iter().all(|&b| b > 0.0 && b < 1.5), "{r:?}");
+        assert_eq!(r.windows.len(), r.shards, "{r:?}");
+        assert!(r.windows.iter().all(|&w| w > 0 && w <= r.inflight), "{r:?}");
+        let paired = report
+            .paired
+            .as_ref()
+            .expect("the closed scenario runs paired");
+        assert_eq!(paired.runs.len(), 2);
+        assert!(paired
+            .runs
+            .iter()
+            .all(|p| p.floor_rate > 0.0 && p.rate > 0.0));
+        assert!(
+            paired.rate_ratio() > 0.0 && paired.cpu_ratio() > 0.0,
+            "{paired:?}"
+        );
         assert!(report.capacity.is_some());
         assert_ne!(report.machine.backend, "none");
         let json = report.to_json();

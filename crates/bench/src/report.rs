@@ -20,6 +20,8 @@ pub struct Report {
     pub scenarios: Vec<ScenarioResult>,
     /// Scenarios that could not run here, with the reason.
     pub skipped: Vec<Skipped>,
+    /// The closed scenario against the floor, in alternating runs (`--pairs`).
+    pub paired: Option<Paired>,
     /// What the numbers mean for capacity planning, if a scenario gave a usable rate.
     pub capacity: Option<Capacity>,
 }
@@ -76,6 +78,10 @@ pub struct ScenarioResult {
     pub floor_ratio: f64,
     /// Records per state, indexed as [`PortState::ALL`].
     pub states: [u64; 5],
+    /// Each shard's busy fraction: its thread's CPU time over the wall time.
+    pub shard_busy: Vec<f64>,
+    /// Each shard's adaptive in-flight window when the measurement ended.
+    pub windows: Vec<usize>,
     /// What was found against the farm's ground truth.
     pub accuracy: Accuracy,
     /// Remarks on how to read the numbers.
@@ -121,6 +127,90 @@ impl Accuracy {
             && self.missing == 0
             && self.complete_jobs > 0
             && self.open_found == self.open_expected
+    }
+}
+
+/// One pair of alternating runs: the raw-syscall floor, then porthawk's closed scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairRun {
+    /// The floor's probes per second.
+    pub floor_rate: f64,
+    /// The floor's CPU time per probe, in microseconds.
+    pub floor_cpu_us: f64,
+    /// porthawk's probes per second.
+    pub rate: f64,
+    /// porthawk's CPU time per probe, in microseconds.
+    pub cpu_us: f64,
+}
+
+/// porthawk's closed scenario against the floor with as many threads, run by run: on a noisy
+/// machine only runs taken side by side compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    /// Threads of the floor, and shards of porthawk.
+    pub threads: usize,
+    /// The pairs, in the order they ran.
+    pub runs: Vec<PairRun>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count; 0 for none).
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+impl Paired {
+    /// The floor's median rate.
+    pub fn floor_median(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.floor_rate))
+    }
+
+    /// porthawk's median rate.
+    pub fn median(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.rate))
+    }
+
+    /// The median of the pairs' rate ratios (porthawk ÷ floor): above 1, porthawk is faster.
+    pub fn rate_ratio(&self) -> f64 {
+        median(
+            self.runs
+                .iter()
+                .filter(|r| r.floor_rate > 0.0)
+                .map(|r| r.rate / r.floor_rate),
+        )
+    }
+
+    /// The median of the pairs' CPU-per-probe ratios (porthawk ÷ floor): below 1, porthawk
+    /// spends less CPU per probe.
+    pub fn cpu_ratio(&self) -> f64 {
+        median(
+            self.runs
+                .iter()
+                .filter(|r| r.floor_cpu_us > 0.0)
+                .map(|r| r.cpu_us / r.floor_cpu_us),
+        )
+    }
+
+    /// The summary line.
+    pub fn line(&self) -> String {
+        format!(
+            "paired with the floor ({} alternating pairs, {} threads): floor median {} probes/s, porthawk median {} probes/s, median pair ratio {:.3}; CPU per probe: median pair ratio {:.3}",
+            self.runs.len(),
+            self.threads,
+            human_count(self.floor_median()),
+            human_count(self.median()),
+            self.rate_ratio(),
+            self.cpu_ratio(),
+        )
     }
 }
 
@@ -258,6 +348,17 @@ impl Report {
                 a.wrong,
                 a.missing
             );
+            if !r.shard_busy.is_empty() {
+                let busy: Vec<String> = r.shard_busy.iter().map(|b| format!("{b:.2}")).collect();
+                let windows: Vec<String> = r.windows.iter().map(usize::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{:<14} shards busy {} (CPU time / wall); in-flight windows {}",
+                    "",
+                    busy.join(" "),
+                    windows.join(" ")
+                );
+            }
             for n in &r.notes {
                 let _ = writeln!(out, "{:<14} note: {n}", "");
             }
@@ -266,6 +367,21 @@ impl Report {
             out.push('\n');
             for s in &self.skipped {
                 let _ = writeln!(out, "skipped {}: {}", s.scenario, s.reason);
+            }
+        }
+        if let Some(p) = &self.paired {
+            let _ = writeln!(out, "\n{}", p.line());
+            for (i, r) in p.runs.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  pair {}: floor {} probes/s {:.2} µs/probe; porthawk {} probes/s {:.2} µs/probe; ratio {:.3}",
+                    i + 1,
+                    human_count(r.floor_rate),
+                    r.floor_cpu_us,
+                    human_count(r.rate),
+                    r.cpu_us,
+                    if r.floor_rate > 0.0 { r.rate / r.floor_rate } else { 0.0 },
+                );
             }
         }
         if let Some(c) = &self.capacity {
@@ -302,7 +418,26 @@ mod json {
         floor: Floor,
         scenarios: Vec<Scenario<'a>>,
         skipped: Vec<Skipped<'a>>,
+        paired: Option<Paired>,
         capacity: Option<Capacity>,
+    }
+
+    #[derive(Serialize)]
+    struct Paired {
+        threads: usize,
+        runs: Vec<PairRun>,
+        floor_median_probes_per_s: f64,
+        median_probes_per_s: f64,
+        rate_ratio: f64,
+        cpu_ratio: f64,
+    }
+
+    #[derive(Serialize)]
+    struct PairRun {
+        floor_probes_per_s: f64,
+        floor_cpu_us_per_probe: f64,
+        probes_per_s: f64,
+        cpu_us_per_probe: f64,
     }
 
     #[derive(Serialize)]
@@ -319,6 +454,7 @@ mod json {
         probes: u64,
         elapsed_s: f64,
         probes_per_s: f64,
+        cpu_us_per_probe: f64,
     }
 
     #[derive(Serialize)]
@@ -341,6 +477,8 @@ mod json {
         floor_ratio: f64,
         states: States,
         accuracy: Accuracy,
+        shard_busy: &'a [f64],
+        windows: &'a [usize],
         notes: &'a [String],
     }
 
@@ -405,6 +543,7 @@ mod json {
                     probes: f.probes,
                     elapsed_s: f.elapsed.as_secs_f64(),
                     probes_per_s: f.probes_per_sec,
+                    cpu_us_per_probe: f.cpu_us_per_probe(),
                 },
                 scenarios: r.scenarios.iter().map(Scenario::from).collect(),
                 skipped: r
@@ -415,6 +554,23 @@ mod json {
                         reason: &s.reason,
                     })
                     .collect(),
+                paired: r.paired.as_ref().map(|p| Paired {
+                    threads: p.threads,
+                    runs: p
+                        .runs
+                        .iter()
+                        .map(|r| PairRun {
+                            floor_probes_per_s: r.floor_rate,
+                            floor_cpu_us_per_probe: r.floor_cpu_us,
+                            probes_per_s: r.rate,
+                            cpu_us_per_probe: r.cpu_us,
+                        })
+                        .collect(),
+                    floor_median_probes_per_s: p.floor_median(),
+                    median_probes_per_s: p.median(),
+                    rate_ratio: p.rate_ratio(),
+                    cpu_ratio: p.cpu_ratio(),
+                }),
                 capacity: r.capacity.as_ref().map(|c| Capacity {
                     checks_per_s: c.checks_per_sec,
                     basis: c.basis.as_str(),
@@ -469,6 +625,8 @@ mod json {
                     open_found: a.open_found,
                     exact: a.exact(),
                 },
+                shard_busy: &r.shard_busy,
+                windows: &r.windows,
                 notes: &r.notes,
             }
         }
@@ -541,6 +699,8 @@ mod tests {
             peak_rss_kib: 4096,
             floor_ratio: 0.5,
             states: [0, 1000, 0, 0, 0],
+            shard_busy: vec![0.9, 0.8],
+            windows: vec![128, 256],
             accuracy: Accuracy {
                 records_checked: 1000,
                 complete_jobs: 2,
@@ -561,12 +721,36 @@ mod tests {
                 probes: 4000,
                 elapsed: Duration::from_secs(1),
                 probes_per_sec: 4000.0,
+                cpu: Duration::from_millis(60),
             },
             scenarios: vec![r],
             skipped: vec![Skipped {
                 scenario: Scenario::Filtered,
                 reason: "needs root".into(),
             }],
+            paired: Some(Paired {
+                threads: 2,
+                runs: vec![
+                    PairRun {
+                        floor_rate: 100.0,
+                        floor_cpu_us: 10.0,
+                        rate: 110.0,
+                        cpu_us: 9.0,
+                    },
+                    PairRun {
+                        floor_rate: 200.0,
+                        floor_cpu_us: 10.0,
+                        rate: 180.0,
+                        cpu_us: 12.0,
+                    },
+                    PairRun {
+                        floor_rate: 100.0,
+                        floor_cpu_us: 10.0,
+                        rate: 100.0,
+                        cpu_us: 10.0,
+                    },
+                ],
+            }),
             capacity: Capacity::from_rate(2000.0, Scenario::Closed),
         }
     }
@@ -598,6 +782,16 @@ mod tests {
         assert_eq!(r["states"]["closed"], 1000);
         assert_eq!(r["accuracy"]["exact"], true);
         assert_eq!(r["notes"], json!(["a \"quoted\" note"]));
+        assert_eq!(r["shard_busy"], json!([0.9, 0.8]));
+        assert_eq!(r["windows"], json!([128, 256]));
+        assert_eq!(json["floor"]["cpu_us_per_probe"], 15.0);
+        // Pair ratios 1.1, 0.9, 1.0: their median, not the ratio of the medians.
+        let p = &json["paired"];
+        assert_eq!(p["rate_ratio"], 1.0);
+        assert_eq!(p["cpu_ratio"], 1.0);
+        assert_eq!(p["floor_median_probes_per_s"], 100.0);
+        assert_eq!(p["median_probes_per_s"], 110.0);
+        assert_eq!(p["runs"].as_array().map(Vec::len), Some(3));
         assert_eq!(
             json["skipped"],
             json!([{"name": "filtered", "reason": "needs root"}])
@@ -623,5 +817,11 @@ mod tests {
             "this machine: ~2000 checks/s sustained (closed scenario); at a 60 s interval it can watch ~120.0k target-ports; a /16 × 100 ports sweep takes ~54.6 min"
         ), "{text}");
         assert_eq!(Capacity::from_rate(0.0, Scenario::Closed), None);
+        assert!(text.contains("shards busy 0.90 0.80"), "{text}");
+        assert!(text.contains("median pair ratio 1.000"), "{text}");
+        assert!(text.contains("pair 2: floor 200 probes/s"), "{text}");
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median([]), 0.0);
     }
 }

@@ -42,6 +42,10 @@ pub(crate) struct Measurement {
     pub states: [u64; 5],
     pub accuracy: Accuracy,
     pub errors: Vec<String>,
+    /// Each shard's CPU time over the wall time of the measured part.
+    pub shard_busy: Vec<f64>,
+    /// Each shard's in-flight window when the measured part ended.
+    pub windows: Vec<usize>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +136,8 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
         states: [0; 5],
         accuracy: Accuracy::default(),
         errors: Vec::new(),
+        shard_busy: Vec::new(),
+        windows: Vec::new(),
     };
     // The first job runs alone and is not measured: it warms up and calibrates the size of
     // the later jobs, and guarantees that at least one job is checked in full.
@@ -140,6 +146,7 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
     };
     let mut farm_cpu0 = Duration::ZERO;
     let mut cpu0 = Duration::ZERO;
+    let mut shard_cpu0 = engine.cpu_per_shard();
     let mut started = Instant::now();
     let mut deadline = started;
     let mut job_hosts = first_job_hosts;
@@ -228,6 +235,7 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
                             hist = new_hist()?;
                             farm_cpu0 = farm_cpu(farm);
                             cpu0 = sys::process_cpu_time();
+                            shard_cpu0 = engine.cpu_per_shard();
                             started = Instant::now();
                             deadline = started + spec.duration;
                         }
@@ -246,6 +254,7 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
             }
             Phase::Measuring if now >= deadline || m.probes >= spec.max_probes => {
                 phase = Phase::Stopping { since: now };
+                m.windows = engine.window_per_shard();
                 for job in jobs.values() {
                     job.handle.cancel();
                 }
@@ -261,6 +270,15 @@ pub(crate) fn measure(spec: &PointSpec<'_>) -> Result<Measurement, BenchError> {
         }
     }
     m.elapsed = started.elapsed();
+    // Every job has ended; each shard published its CPU time at its last loop turn.
+    m.shard_busy = engine
+        .cpu_per_shard()
+        .iter()
+        .zip(&shard_cpu0)
+        .map(|(now, then)| {
+            now.saturating_sub(*then).as_secs_f64() / m.elapsed.as_secs_f64().max(1e-9)
+        })
+        .collect();
     let cpu = sys::process_cpu_time().saturating_sub(cpu0);
     m.cpu = cpu.saturating_sub(farm_cpu(farm).saturating_sub(farm_cpu0));
     m.peak_rss_kib = sys::peak_rss_kib();

@@ -492,6 +492,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50_000_000, value_name = "N")]
     pub max_probes: u64,
 
+    /// Runs of the closed scenario, each right after a run of the raw-syscall floor: the
+    /// report gives both medians and the median of the pairs' ratios.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub pairs: u16,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

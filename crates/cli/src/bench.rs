@@ -20,6 +20,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         direct_fds: args.fd_path.direct_fds(),
         max_probes: args.max_probes.max(1),
         inflight: args.inflight.map(|n| n as usize),
+        pairs: args.pairs.into(),
         ..BenchConfig::default()
     };
     if let Some(shards) = args.shards {

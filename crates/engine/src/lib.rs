@@ -15,6 +15,7 @@ mod driver;
 mod limits;
 mod rate;
 mod shard;
+mod window;
 
 use std::fmt;
 use std::ops::Range;
@@ -33,7 +34,7 @@ pub use limits::{default_inflight, max_inflight, raise_nofile_limit};
 
 use driver::epoll::EpollDriver;
 use driver::uring::{UringDriver, MAX_SLOTS};
-use shard::{Shard, ShardCmd, ShardConfig};
+use shard::{Shard, ShardCmd, ShardConfig, ShardGauges};
 
 /// Which backend the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,7 +166,8 @@ pub struct Job {
     /// Probe starts per second across all shards, if capped.
     pub rate: Option<u64>,
     /// Which positions of `space` to probe: `0..space.len()` for a whole sweep, a fleet work
-    /// item's `start..end` for a slice. The shards split it among themselves.
+    /// item's `start..end` for a slice. The shards take it in chunks from a shared cursor,
+    /// so each position is probed exactly once and all shards finish together.
     pub positions: Range<u64>,
     /// Where its results go.
     pub sink: ResultSink,
@@ -187,11 +189,47 @@ pub(crate) struct JobShared {
     space: Arc<TargetSpace>,
     spec: ProbeSpec,
     rate: Option<u64>,
-    positions: Range<u64>,
     sink: ResultSink,
+    /// The next position no shard has taken yet; positions up to `end` are left.
+    cursor: AtomicU64,
+    /// The end of the job's positions (within the space).
+    end: u64,
     cancel: AtomicBool,
     shards_left: AtomicUsize,
     stats: Mutex<JobStats>,
+}
+
+/// The fewest and the most positions a shard takes from a job's cursor at once.
+const MIN_CHUNK: u64 = 16;
+const MAX_CHUNK: u64 = 1024;
+
+impl JobShared {
+    /// Takes the next chunk of positions for one of `shards` shards, at most `room` (what
+    /// the shard can start now), or `None` when every position is taken. Chunks shrink as the
+    /// job nears its end (a share of what is left), so the shards run out of work within a
+    /// few probes of each other; and a shard never holds positions it cannot start, which on
+    /// a filtered network would wait a whole timeout while another shard has room.
+    pub(crate) fn claim(&self, shards: usize, room: u64) -> Option<Range<u64>> {
+        let divisor = (shards.max(1) as u64).saturating_mul(8);
+        let mut taken = 0;
+        let start = self
+            .cursor
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
+                let left = self.end.checked_sub(next).filter(|&l| l > 0)?;
+                taken = (left / divisor)
+                    .clamp(MIN_CHUNK, MAX_CHUNK)
+                    .min(room.max(1))
+                    .min(left);
+                Some(next + taken)
+            })
+            .ok()?;
+        Some(start..start + taken)
+    }
+
+    /// Whether positions are left that no shard has taken.
+    pub(crate) fn unclaimed(&self) -> bool {
+        self.cursor.load(Ordering::Acquire) < self.end
+    }
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -236,8 +274,8 @@ impl JobHandle {
 /// The running engine: shard threads waiting for jobs.
 pub struct Engine {
     shards: Vec<(Sender<ShardCmd>, JoinHandle<()>)>,
-    /// Probes in flight on each shard, as each shard last saw it.
-    shard_inflight: Vec<Arc<AtomicUsize>>,
+    /// What each shard last published: in flight, window, CPU time.
+    gauges: Vec<ShardGauges>,
     /// Dropped with the engine: shards then stop waiting for room in sinks nobody reads.
     stopping: Option<Sender<()>>,
     backend: Backend,
@@ -318,11 +356,9 @@ impl Engine {
         };
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut shards = Vec::with_capacity(config.shards);
-        let shard_inflight: Vec<Arc<AtomicUsize>> = (0..config.shards)
-            .map(|_| Arc::new(AtomicUsize::new(0)))
-            .collect();
-        for (index, gauge) in shard_inflight.iter().enumerate() {
-            let gauge = Arc::clone(gauge);
+        let gauges: Vec<ShardGauges> = (0..config.shards).map(|_| ShardGauges::default()).collect();
+        for (index, gauge) in gauges.iter().enumerate() {
+            let gauge = gauge.clone();
             let (tx, rx) = crossbeam_channel::unbounded();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let shard_config = ShardConfig {
@@ -380,7 +416,7 @@ impl Engine {
         }
         Ok(Engine {
             shards,
-            shard_inflight,
+            gauges,
             stopping: Some(stopping),
             backend,
             inflight: per_shard * config.shards,
@@ -428,9 +464,28 @@ impl Engine {
 
     /// Probes in flight on each shard right now (as of each shard's last loop turn).
     pub fn inflight_per_shard(&self) -> Vec<usize> {
-        self.shard_inflight
+        self.gauges
             .iter()
-            .map(|g| g.load(Ordering::Relaxed))
+            .map(|g| g.inflight.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Each shard's in-flight window right now (as of its last loop turn): how many probes it
+    /// lets itself have in flight, at most its share of [`Engine::inflight`].
+    pub fn window_per_shard(&self) -> Vec<usize> {
+        self.gauges
+            .iter()
+            .map(|g| g.window.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// CPU time (user + system) each shard thread has used, as of its last loop turn or the
+    /// moment it went idle. Over an interval, its growth divided by the wall time is the
+    /// shard's busy fraction.
+    pub fn cpu_per_shard(&self) -> Vec<Duration> {
+        self.gauges
+            .iter()
+            .map(|g| Duration::from_nanos(g.cpu_ns.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -442,13 +497,17 @@ impl Engine {
     /// Hands a job to every shard. Its results arrive on the job's sink; the last batch of
     /// the job has `job_done` set and comes after every other batch of the job.
     pub fn submit(&self, job: Job) -> JobHandle {
+        // Positions past the end of the space are dropped.
+        let end = job.positions.end.min(job.space.len());
+        let start = job.positions.start.min(end);
         let shared = Arc::new(JobShared {
             id: job.id,
             space: job.space,
             spec: job.spec,
             rate: job.rate,
-            positions: job.positions,
             sink: job.sink,
+            cursor: AtomicU64::new(start),
+            end,
             cancel: AtomicBool::new(false),
             shards_left: AtomicUsize::new(self.shards.len()),
             stats: Mutex::new(JobStats {
@@ -575,7 +634,7 @@ mod tests {
     #[test]
     fn a_job_over_a_slice_probes_exactly_its_positions() {
         let space = space((21_000..21_300).collect());
-        for shards in [1, 2, 3] {
+        for shards in [1, 2, 3, 4] {
             let engine = Engine::start(&EngineConfig {
                 shards,
                 inflight: 32,
@@ -585,7 +644,9 @@ mod tests {
                 ..EngineConfig::default()
             })
             .unwrap();
-            for positions in [37..151, 0..1, 299..300] {
+            // Slices inside the space, at its ends, and one reaching past its end (those
+            // positions are dropped); the shards share each through the job's cursor.
+            for positions in [37..151, 0..1, 299..300, 0..300, 250..400] {
                 let (sink, results) = result_channel(64);
                 engine.submit(Job {
                     id: engine.next_job_id(),
@@ -611,13 +672,62 @@ mod tests {
                 seen.sort_unstable();
                 let mut want: Vec<(IpAddr, u16)> = positions
                     .clone()
+                    .filter(|&p| p < space.len())
                     .map(|p| space.get(p).map(|a| (a.ip(), a.port())).unwrap())
                     .collect();
                 want.sort_unstable();
-                assert_eq!(seen.len() as u64, positions.end - positions.start);
+                assert_eq!(
+                    seen.len() as u64,
+                    positions.end.min(space.len()) - positions.start
+                );
                 assert_eq!(seen, want, "{positions:?} with {shards} shards");
             }
         }
+    }
+
+    /// The shared cursor hands out contiguous chunks that cover a job's positions exactly,
+    /// never more than the room a shard asks for, shrinking as the job nears its end.
+    #[test]
+    fn claims_cover_the_positions_once_and_fit_the_room() {
+        let (sink, _results) = result_channel(1);
+        let space = space((1..=1000).collect());
+        let shared = JobShared {
+            id: JobId(1),
+            space,
+            spec: ProbeSpec::default(),
+            rate: None,
+            sink,
+            cursor: AtomicU64::new(17),
+            end: 990,
+            cancel: AtomicBool::new(false),
+            shards_left: AtomicUsize::new(2),
+            stats: Mutex::new(JobStats {
+                rtt_us: new_histogram(),
+                peak_inflight: 0,
+                errors: Vec::new(),
+            }),
+        };
+        let mut next = 17;
+        let mut sizes = Vec::new();
+        let rooms = [1000u64, 3, 0, 1, 500, 64];
+        for i in 0.. {
+            let room = rooms[i % rooms.len()];
+            let Some(chunk) = shared.claim(2, room) else {
+                break;
+            };
+            assert_eq!(chunk.start, next, "chunks are contiguous");
+            assert!(chunk.end > chunk.start, "never empty");
+            let len = chunk.end - chunk.start;
+            assert!(len <= room.max(1), "{len} positions for a room of {room}");
+            sizes.push(len);
+            next = chunk.end;
+        }
+        assert_eq!(next, 990, "every position handed out");
+        assert!(!shared.unclaimed());
+        assert_eq!(shared.claim(2, 1000), None);
+        // Large rooms get a share of what is left: large first, small at the end.
+        assert_eq!(sizes[0], (990 - 17) / 16);
+        assert!(sizes.iter().rev().take(3).all(|&n| n <= 16), "{sizes:?}");
     }
 
     /// Dropping the engine while a job's sink is full and unread does not hang.

@@ -1,8 +1,8 @@
-//! One shard: a thread with its own backend and a fixed slab of in-flight probes, taking its
-//! slice of every job's target space.
+//! One shard: a thread with its own backend and a fixed slab of in-flight probes, taking
+//! chunks of every job's positions from the job's shared cursor.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use porthawk_core::{
 
 use crate::driver::{Completion, Driver, IoEvent};
 use crate::rate::TokenBucket;
+use crate::window::{InflightWindow, WindowConfig};
 use crate::{new_histogram, JobShared};
 
 /// What the engine tells a shard.
@@ -34,7 +35,8 @@ pub(crate) struct ShardConfig {
 
 struct ActiveJob {
     shared: Arc<JobShared>,
-    slice: ShardSlice,
+    /// The chunk of positions this shard took from the job's cursor and has not started yet.
+    claim: ShardSlice,
     batch: Vec<ProbeRecord>,
     last_flush: Instant,
     inflight: usize,
@@ -45,6 +47,41 @@ struct ActiveJob {
     starved: usize,
     /// Since when every probe of this job in this shard has been waiting for descriptors.
     starved_since: Option<Instant>,
+}
+
+impl ActiveJob {
+    /// The next position this shard probes: from its claimed chunk, else from a new chunk of
+    /// at most `room` positions taken from the job's shared cursor. `None` when every
+    /// position is taken (or the job is cancelled).
+    fn next_position(&mut self, shards: usize, room: usize) -> Option<u64> {
+        if let Some(p) = self.claim.next_position() {
+            return Some(p);
+        }
+        if self.shared.cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let chunk = self.shared.claim(shards, room as u64)?;
+        self.claim = self.shared.space.shard_range(chunk, 0, 1);
+        self.claim.next_position()
+    }
+
+    /// Whether positions are left to start: in this shard's chunk, or not yet taken by any
+    /// shard.
+    fn has_more(&self) -> bool {
+        self.claim.remaining() > 0
+            || (!self.shared.cancel.load(Ordering::Relaxed) && self.shared.unclaimed())
+    }
+}
+
+/// Where a shard publishes what the engine reports about it.
+#[derive(Clone, Default)]
+pub(crate) struct ShardGauges {
+    /// Probes in flight, as of the shard's last loop turn.
+    pub inflight: Arc<AtomicUsize>,
+    /// The shard thread's CPU time in nanoseconds, as of its last loop turn.
+    pub cpu_ns: Arc<AtomicU64>,
+    /// The shard's in-flight window, as of its last loop turn.
+    pub window: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Copy)]
@@ -100,10 +137,52 @@ pub(crate) struct Shard<D: Driver> {
     starved_retry_at: Instant,
     completions: Vec<Completion>,
     next_job: usize,
-    /// Where the shard publishes how many probes it has in flight (for metrics).
-    inflight_gauge: Arc<AtomicUsize>,
-    /// Set when the last fill stopped at its per-turn budget with work left to start.
-    more_to_start: bool,
+    /// Where the shard publishes what it is doing (for metrics and `porthawk bench`).
+    gauges: ShardGauges,
+    /// How many probes may be in flight now (at most the slab's size).
+    window: InflightWindow,
+    busy_clock: BusyClock,
+}
+
+/// How long the calling thread has been busy: on a CPU or waiting in the run queue for one
+/// (`/proc/thread-self/schedstat`, kept open). Where that file is missing, its CPU time.
+struct BusyClock {
+    schedstat: Option<std::fs::File>,
+    buf: [u8; 96],
+}
+
+impl BusyClock {
+    /// Opens the calling thread's clock: call it on the thread it measures.
+    fn for_this_thread() -> Self {
+        BusyClock {
+            schedstat: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+            buf: [0; 96],
+        }
+    }
+
+    fn read(&mut self) -> Duration {
+        use std::os::unix::fs::FileExt;
+        if let Some(file) = &self.schedstat {
+            // "<ns on a CPU> <ns waiting for one> <time slices>"
+            if let Ok(n) = file.read_at(&mut self.buf, 0) {
+                let text = std::str::from_utf8(&self.buf[..n]).unwrap_or("");
+                let mut fields = text.split_whitespace().map(|f| f.parse::<u64>());
+                if let (Some(Ok(run)), Some(Ok(wait))) = (fields.next(), fields.next()) {
+                    return Duration::from_nanos(run.saturating_add(wait));
+                }
+            }
+        }
+        thread_cpu_time()
+    }
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 impl<D: Driver> Shard<D> {
@@ -113,9 +192,12 @@ impl<D: Driver> Shard<D> {
         slots: usize,
         commands: Receiver<ShardCmd>,
         stopping: Receiver<()>,
-        inflight_gauge: Arc<AtomicUsize>,
+        gauges: ShardGauges,
     ) -> Self {
         let now = Instant::now();
+        // `new` runs on the shard's own thread (see `Engine::start_on`).
+        let mut busy_clock = BusyClock::for_this_thread();
+        let window = InflightWindow::new(WindowConfig::for_budget(slots), now, busy_clock.read());
         Shard {
             config,
             driver,
@@ -141,9 +223,26 @@ impl<D: Driver> Shard<D> {
             starved_retry_at: now,
             completions: Vec::with_capacity(slots),
             next_job: 0,
-            inflight_gauge,
-            more_to_start: false,
+            gauges,
+            window,
+            busy_clock,
         }
+    }
+
+    /// Slots holding a probe: in flight in the driver, waiting to restart or for descriptors.
+    fn occupied(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Publishes the shard's in-flight count, window and CPU time.
+    fn publish(&self, cpu: Duration) {
+        let g = &self.gauges;
+        g.inflight.store(self.occupied(), Ordering::Relaxed);
+        g.window.store(self.window.limit(), Ordering::Relaxed);
+        g.cpu_ns.store(
+            u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn active(&self) -> bool {
@@ -152,17 +251,14 @@ impl<D: Driver> Shard<D> {
 
     fn add_job(&mut self, shared: Arc<JobShared>) {
         let now = Instant::now();
-        let slice = shared.space.shard_range(
-            shared.positions.clone(),
-            self.config.index.into(),
-            self.config.shards,
-        );
+        // Empty: the first start takes a chunk from the job's cursor.
+        let claim = shared.space.shard_range(0..0, 0, 1);
         let bucket = shared
             .rate
             .map(|r| TokenBucket::new(r as f64 / self.config.shards as f64, now));
         let job = ActiveJob {
             shared,
-            slice,
+            claim,
             batch: Vec::with_capacity(self.config.batch_records),
             last_flush: now,
             inflight: 0,
@@ -189,6 +285,8 @@ impl<D: Driver> Shard<D> {
                     self.fail(&e.to_string());
                     return;
                 }
+                self.publish(thread_cpu_time());
+                // Nothing to do: block until the next job (or the engine's end), using no CPU.
                 match self.commands.recv() {
                     Ok(ShardCmd::Job(job)) => self.add_job(job),
                     Err(_) => return,
@@ -209,7 +307,7 @@ impl<D: Driver> Shard<D> {
         let now = Instant::now();
         for job in self.jobs.iter_mut().flatten() {
             if job.shared.cancel.load(Ordering::Relaxed) {
-                job.slice.clear();
+                job.claim.clear();
             }
         }
         let mut restarts = std::mem::take(&mut self.restart);
@@ -224,14 +322,20 @@ impl<D: Driver> Shard<D> {
             self.fill(now)
         } else {
             // New starts would run into the same shortage; the waiting ones go first.
-            self.more_to_start = false;
             Some(self.starved_retry_at.saturating_duration_since(now))
         };
+        let cpu = thread_cpu_time();
+        let now = Instant::now();
+        let occupied = self.occupied();
+        let clock = &mut self.busy_clock;
+        self.window.on_turn(occupied, now, || clock.read());
 
+        // Batches with records are sent at the latest one flush interval after the last.
         let flush_wait = self
             .jobs
             .iter()
             .flatten()
+            .filter(|j| !j.batch.is_empty())
             .map(|j| (j.last_flush + self.config.flush_interval).saturating_duration_since(now))
             .min()
             .unwrap_or(MAX_WAIT);
@@ -239,17 +343,22 @@ impl<D: Driver> Shard<D> {
         if let Some(r) = rate_wait {
             wait = wait.min(r);
         }
-        if self.more_to_start || (self.driver.inflight() == 0 && !self.restart.is_empty()) {
-            // The turn's start budget ran out with slots and targets left: reap what is ready
-            // and go on at once, rather than wait for a completion that may be a timeout away
-            // (a sweep of filtered ports would otherwise ramp up one turn per 50 ms).
+        if let Some(at) = self.window.next_decision() {
+            // The window is full and may grow then: look again without waiting for an
+            // answer that may be a timeout away (a filtered sweep ramps up this way).
+            wait = wait.min(at.saturating_duration_since(now));
+        }
+        if self.could_start() || (self.driver.inflight() == 0 && !self.restart.is_empty()) {
+            // Slots, window and targets left (the turn's start budget ran out, or the window
+            // just grew): reap what is ready and go on at once, rather than wait for a
+            // completion that may be a timeout away.
             wait = Duration::ZERO;
         }
         if self.driver.inflight() == 0 && wait > Duration::ZERO && self.restart.is_empty() {
             // Nothing in flight (rate-limited, or every job just drained): sleep instead of
             // asking the kernel to wait on nothing.
-            let pending = !self.starved.is_empty()
-                || self.jobs.iter().flatten().any(|j| j.slice.remaining() > 0);
+            let pending =
+                !self.starved.is_empty() || self.jobs.iter().flatten().any(ActiveJob::has_more);
             if pending {
                 std::thread::sleep(wait);
             }
@@ -262,9 +371,21 @@ impl<D: Driver> Shard<D> {
             self.complete(c.slot, c.event, now);
         }
         self.flush(now);
-        self.inflight_gauge
-            .store(self.slots.len() - self.free.len(), Ordering::Relaxed);
+        self.publish(cpu);
         Ok(())
+    }
+
+    /// Whether the shard could start a probe right now: a free slot, room in the window, no
+    /// probe waiting for descriptors, and a job with targets left that no rate limit holds.
+    fn could_start(&self) -> bool {
+        !self.free.is_empty()
+            && self.occupied() < self.window.limit()
+            && self.starved.is_empty()
+            && self
+                .jobs
+                .iter()
+                .flatten()
+                .any(|j| j.bucket.is_none() && j.has_more())
     }
 
     /// Starts probes on free slots, taking targets from the active jobs in turn. Returns how
@@ -274,15 +395,19 @@ impl<D: Driver> Shard<D> {
         let njobs = self.jobs.len();
         let mut idle_rounds = 0;
         let mut started = 0;
-        self.more_to_start = false;
-        while !self.free.is_empty() && idle_rounds < njobs && started < MAX_STARTS_PER_TURN {
+        let limit = self.window.limit();
+        while !self.free.is_empty()
+            && self.occupied() < limit
+            && idle_rounds < njobs
+            && started < MAX_STARTS_PER_TURN
+        {
             let j = self.next_job % njobs.max(1);
             self.next_job = self.next_job.wrapping_add(1);
             let Some(job) = self.jobs[j].as_mut() else {
                 idle_rounds += 1;
                 continue;
             };
-            if job.slice.remaining() == 0 {
+            if !job.has_more() {
                 idle_rounds += 1;
                 continue;
             }
@@ -294,10 +419,18 @@ impl<D: Driver> Shard<D> {
                     continue;
                 }
             }
-            idle_rounds = 0;
-            let Some(position) = job.slice.next_position() else {
+            // What the shard can start now: a chunk no larger, so that it holds no positions
+            // it cannot start while another shard could.
+            let occupied = self.slots.len() - self.free.len();
+            let room = limit
+                .saturating_sub(occupied)
+                .min(MAX_STARTS_PER_TURN - started);
+            let Some(position) = job.next_position(self.config.shards, room) else {
+                // Another shard took the last chunk.
+                idle_rounds += 1;
                 continue;
             };
+            idle_rounds = 0;
             let Some(target) = job.shared.space.get(position) else {
                 continue;
             };
@@ -329,13 +462,6 @@ impl<D: Driver> Shard<D> {
         for job in self.jobs.iter_mut().flatten() {
             job.peak_inflight = job.peak_inflight.max(job.inflight);
         }
-        self.more_to_start = started >= MAX_STARTS_PER_TURN
-            && !self.free.is_empty()
-            && self
-                .jobs
-                .iter()
-                .flatten()
-                .any(|j| j.slice.remaining() > 0 && j.bucket.is_none());
         rate_wait
     }
 
@@ -362,6 +488,7 @@ impl<D: Driver> Shard<D> {
     /// Puts a slot whose connect ran into a local shortage aside, to be started again when
     /// descriptors (or buffers, or local ports) free up.
     fn starve(&mut self, slot: u32, errno: Errno, now: Instant) {
+        self.window.on_shortage(self.occupied());
         let state = &mut self.slots[slot as usize];
         state.local_errno = errno;
         if let Some(job) = self.jobs[state.job].as_mut() {
@@ -430,6 +557,14 @@ impl<D: Driver> Shard<D> {
             }
             IoEvent::Connect(connect) => {
                 let rtt = now.saturating_duration_since(state.started);
+                let answered = match connect {
+                    ConnectEvent::Connected { .. } => true,
+                    ConnectEvent::Failed(e) => !is_local_errno(e) && e != libc::ETIMEDOUT,
+                    ConnectEvent::TimedOut => false,
+                };
+                if answered {
+                    self.window.on_answer(rtt);
+                }
                 state.rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
                 state.connected = now;
                 conv.on_connect(spec, connect)
@@ -525,7 +660,7 @@ impl<D: Driver> Shard<D> {
             let Some(job) = self.jobs[j].as_mut() else {
                 continue;
             };
-            let finished = job.slice.remaining() == 0 && job.inflight == 0;
+            let finished = !job.has_more() && job.inflight == 0;
             let due = job.batch.len() >= self.config.batch_records
                 || (!job.batch.is_empty()
                     && now.saturating_duration_since(job.last_flush) >= self.config.flush_interval);
@@ -599,7 +734,9 @@ impl<D: Driver> Shard<D> {
                         .errors
                         .push(format!("shard {}: {error}", self.config.index));
                 }
-                while let Some(pos) = job.slice.next_position() {
+                // The positions nobody has started yet go with it: this shard cannot probe
+                // them, and the others may already be done with the job.
+                while let Some(pos) = job.next_position(self.config.shards, usize::MAX) {
                     if let Some(target) = job.shared.space.get(pos) {
                         job.batch.push(error_record(target));
                     }
