@@ -16,6 +16,7 @@
 #   6. peak RSS of a 1,048,576-probe sweep (127.1.0.0/16 × 16 ports).
 # Only loopback traffic; every run is bounded.
 # Usage: bash benches/compare.sh [PAIRS (default 7)] [OLD_PORTHAWK_BINARY] [PAIRS_ONE_SHARD]
+# (FDPATHS=1 adds io_uring's two descriptor paths to section 1: `--fd-path direct`, `plain`.)
 # (nmap runs in every other pair of section 1: at 30k-50k probes/s it is the slowest run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,12 +88,16 @@ for i in $(seq "$pairs"); do
   echo " pair $i (load $(cut -d' ' -f1 /proc/loadavg))"
   run floor2 "$floor" 2 127.0.0.1 127.0.0.4 1 65535
   run porthawk "$ph" scan "${sweep[@]}"
+  if [ -n "${FDPATHS:-}" ]; then
+    run direct "$ph" scan "${sweep[@]}" --fd-path direct
+    run plain "$ph" scan "${sweep[@]}" --fd-path plain
+  fi
   if [ -n "$old" ]; then run old "$old" scan "${sweep[@]}"; fi
   if command -v nmap >/dev/null && [ $((i % 2)) = 1 ]; then
     run nmap nmap -sT -n -Pn -T5 --min-rate 50000 -p1-65535 127.0.0.1-4 -oG /dev/null
   fi
 done
-summary floor2 porthawk old nmap
+summary floor2 porthawk direct plain old nmap
 fi
 
 if [[ $sections == *2* ]]; then
