@@ -311,6 +311,10 @@ fn point(
         },
         peak_inflight: stats.peak_inflight,
         peak_rss_kib: sys::peak_rss_kib(),
+        // Identification waits on read timeouts: the shards' busy share and windows say
+        // nothing about it.
+        shard_busy: Vec::new(),
+        windows: engine.window_per_shard(),
         floor_ratio: rate / floor_rate(engine.shards()).max(1e-9),
         states,
         accuracy: Accuracy {
