@@ -150,7 +150,16 @@ fn backends() -> Vec<BackendChoice> {
 #[test]
 fn two_shards_sharing_a_cursor_report_every_target_once_as_the_farm_says() {
     let farm = Farm::start();
+    // io_uring with each descriptor path (where the kernel has direct descriptors: under CI
+    // `None` must have chosen them), epoll with its one.
+    let mut runs = Vec::new();
     for backend in backends() {
+        if backend == BackendChoice::Uring {
+            runs.push((backend, Some(false)));
+        }
+        runs.push((backend, None));
+    }
+    for (backend, direct_fds) in runs {
         for (shards, inflight) in [(2, 64), (2, 1024), (3, 48)] {
             let engine = Engine::start(&EngineConfig {
                 shards,
@@ -158,6 +167,7 @@ fn two_shards_sharing_a_cursor_report_every_target_once_as_the_farm_says() {
                 backend,
                 batch_records: 64,
                 flush_interval: Duration::from_millis(5),
+                direct_fds,
             })
             .expect("engine");
             let space = farm.space(shards as u64 * 7 + inflight as u64);
@@ -171,8 +181,10 @@ fn two_shards_sharing_a_cursor_report_every_target_once_as_the_farm_says() {
                     .map(|p| space.get(p).expect("a position of the space"))
                     .collect();
                 let (records, per_shard) = run_job(&engine, &space, positions.clone());
-                let what =
-                    format!("{backend:?}, {shards} shards, {inflight} in flight, {positions:?}");
+                let what = format!(
+                    "{backend:?} ({:?} fds), {shards} shards, {inflight} in flight, {positions:?}",
+                    engine.fd_path()
+                );
                 let mut seen = HashSet::new();
                 for (target, state) in &records {
                     assert!(seen.insert(*target), "{target} reported twice ({what})");
