@@ -295,8 +295,9 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
     assert!(server.logs("watching 3 monitor", Duration::from_secs(10)));
     let addr = server.addr;
 
-    // UP three times, DOWN twice (the action runs and exits 3; the webhook is told), UP
-    // twice: seven batches of one check each.
+    // UP three times, DOWN once (fail_after = 1: the action runs and exits 3; the webhook
+    // is told), the check the monitor makes right after an action (still DOWN), UP twice:
+    // seven batches of one check each.
     let (status, _) = http(addr, "POST", "/v1/monitors/steady/check", None);
     assert_eq!(status, 202);
     let mut ok_at = Vec::new();
@@ -304,12 +305,16 @@ webhook = {{ url = "http://{hook_ip}:{hook_port}/hook" }}
         ok_at.push(check_now(addr, true));
     }
     drop(service.take());
-    for _ in 0..2 {
-        check_now(addr, false);
-    }
+    check_now(addr, false);
     wait_for("the action", Duration::from_secs(10), || {
         json(addr, "/v1/monitors/web")["actions"][0]["exit_code"] == 3
     });
+    // The re-check after the action, before the service comes back: five samples.
+    wait_for(
+        "the re-check after the action",
+        Duration::from_secs(10),
+        || get(addr, "/?monitor=web&state=all").contains("data-beats=\"5\""),
+    );
     service = Some(Service::start(svc));
     for _ in 0..2 {
         ok_at.push(check_now(addr, true));

@@ -250,6 +250,9 @@ struct Chunk {
     due_ms: u64,
     /// The job running per vantage (index into the monitor's `from`).
     running: Vec<Option<JobId>>,
+    /// A check was asked for (`check_now`) while a job of the chunk was running: it is due
+    /// as soon as that job ends, not skipped.
+    again: bool,
 }
 
 /// A job of a chunk, as the watch remembers it until it is done.
@@ -921,6 +924,7 @@ impl Monitor {
                 names,
                 due_ms: now_ms + (base + i as u64 * interval / n) % interval,
                 running: vec![None; vantages],
+                again: false,
             })
             .collect();
         let mut targets = BTreeMap::new();
@@ -1609,7 +1613,13 @@ impl Watch {
             .ok_or_else(|| Refusal::NoMonitor(name.to_string()))?;
         let m = &mut self.monitors[i];
         for c in &mut m.chunks {
-            c.due_ms = c.due_ms.min(now_ms);
+            if c.running.iter().any(Option::is_some) {
+                // Asked while a check runs (e.g. right after an action that the running
+                // check's verdict started): the asked-for check follows that one.
+                c.again = true;
+            } else {
+                c.due_ms = c.due_ms.min(now_ms);
+            }
         }
         Ok(m.chunks.len())
     }
@@ -2003,6 +2013,10 @@ impl Watch {
                     *r = None;
                 }
             }
+            if c.again && c.running.iter().all(Option::is_none) {
+                c.again = false;
+                c.due_ms = c.due_ms.min(now_ms);
+            }
         }
         // Escalation counts rounds: one job per chunk and vantage that gets checks.
         let seeing = (0..m.spec.from.len()).filter(|&v| !m.blind(v)).count();
@@ -2260,6 +2274,35 @@ webhook = { url = "http://127.0.0.1:1/" }
             self.clock.advance(500);
             e
         }
+    }
+
+    /// A check asked for while the chunk's job still runs (the re-check right after an
+    /// action that this job's verdict started) is due when that job ends, not skipped for
+    /// a whole interval.
+    #[test]
+    fn a_check_asked_for_while_one_runs_follows_it() {
+        let mut rig = Rig::new(CONFIG);
+        let now = rig.clock.0;
+        rig.watch.check_now("web", now).unwrap();
+        let mut next = 100;
+        let mut new_id = || {
+            next += 1;
+            JobId(next)
+        };
+        let (jobs, _) = rig.watch.poll_due(now, &mut new_id);
+        assert_eq!(jobs.len(), 1);
+        let running = jobs[0].0.id;
+        // Asked for while it runs: nothing new is due yet, and the turn is not lost.
+        rig.watch.check_now("web", now + 5).unwrap();
+        let (jobs, _) = rig.watch.poll_due(now + 5, &mut new_id);
+        assert!(jobs.is_empty());
+        rig.watch.on_job_done(running, now + 10);
+        let (jobs, _) = rig.watch.poll_due(now + 10, &mut new_id);
+        assert_eq!(jobs.len(), 1, "the asked-for check follows the running one");
+        rig.watch.on_job_done(jobs[0].0.id, now + 20);
+        // Once: the next check is a whole interval later.
+        let (jobs, _) = rig.watch.poll_due(now + 20, &mut new_id);
+        assert!(jobs.is_empty());
     }
 
     fn actions(effects: &[Effect]) -> Vec<(String, Trigger, Verdict)> {
