@@ -185,6 +185,25 @@ pub const SAMPLES: &[Sample] = &[
         Some("1.4.69"),
     ),
     sample(
+        "caddy-2.6.2",
+        b"HTTP/1.0 200 OK\r\nServer: Caddy\r\nDate: Mon, 30 Nov 2026 23:08:14 GMT\r\n\
+          Content-Length: 0\r\n\r\n",
+        "http",
+        Some("Caddy"),
+        None,
+    ),
+    sample(
+        "node-exporter-1.5.0",
+        b"HTTP/1.0 200 OK\r\nDate: Mon, 30 Nov 2026 23:08:15 GMT\r\nContent-Length: 150\r\n\
+          Content-Type: text/html; charset=utf-8\r\n\r\n<html>\n\t\t\t\
+          <head><title>Node Exporter</title></head>\n\t\t\t<body>\n\t\t\t\
+          <h1>Node Exporter</h1>\n\t\t\t<p><a href=\"/metrics\">Metrics</a></p>\n\t\t\t\
+          </body>\n\t\t\t</html>",
+        "http",
+        Some("Prometheus exporter"),
+        None,
+    ),
+    sample(
         "http-no-server",
         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         "http",

@@ -1,0 +1,66 @@
+//! `scan --identify` against web servers and HTTP APIs that name themselves in their answer
+//! to `GET /`: Caddy and the Prometheus node exporter. Like the other identify tests, each
+//! starts its own daemon with a throwaway configuration on a free port of its own
+//! `127.a.b.1` and checks service, product and version on both backends.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use super::{assert_identity, backends, daemon_ip, identify, start};
+use crate::daemon_util::{free_port, programs};
+use crate::util::TempDir;
+
+#[test]
+fn caddy_names_itself() {
+    let Some([caddy]) = programs("caddy", ["caddy"]) else {
+        return;
+    };
+    let ip = daemon_ip("identify::caddy");
+    let dir = TempDir::new("identify-caddy");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    // No admin endpoint, no automatic HTTPS, and the site bound to the test's address only
+    // (Caddy listens on the wildcard address otherwise).
+    let conf = dir.write(
+        "Caddyfile",
+        &format!(
+            "{{\n\tadmin off\n\tauto_https off\n}}\n\n\
+             http://{addr} {{\n\tbind {ip}\n\trespond \"porthawk\"\n}}\n"
+        ),
+    );
+    let mut cmd = Command::new(&caddy);
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf)
+        // Caddy keeps its state under $XDG_DATA_HOME and $XDG_CONFIG_HOME: the test's own.
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    let _d = start("caddy", cmd, dir.path(), addr);
+    for backend in backends(ip) {
+        // Caddy's Server header is the bare name: no version to report.
+        let r = identify(addr, backend);
+        assert_identity(&r, "http", Some("Caddy"), None);
+        assert_eq!(r.str("cpe"), Some("cpe:/a:caddyserver:caddy"), "{r:?}");
+    }
+}
+
+#[test]
+fn node_exporter_is_a_prometheus_exporter() {
+    let Some([exporter]) = programs("prometheus-node-exporter", ["prometheus-node-exporter"])
+    else {
+        return;
+    };
+    let ip = daemon_ip("identify::node-exporter");
+    let dir = TempDir::new("identify-node-exporter");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let mut cmd = Command::new(&exporter);
+    cmd.arg(format!("--web.listen-address={addr}"))
+        // Only the cheap collectors: the scan reads the landing page, never /metrics.
+        .arg("--collector.disable-defaults")
+        .arg("--collector.time");
+    let _d = start("prometheus-node-exporter", cmd, dir.path(), addr);
+    for backend in backends(ip) {
+        // The landing page names the exporter and links to /metrics; it carries no version.
+        let r = identify(addr, backend);
+        assert_identity(&r, "http", Some("Prometheus exporter"), None);
+        assert_eq!(r.str("info"), Some("Node Exporter"), "{r:?}");
+    }
+}
