@@ -1,13 +1,14 @@
 //! `scan --identify` against web servers and HTTP APIs that name themselves in their answer
-//! to `GET /`: Caddy and the Prometheus node exporter. Like the other identify tests, each
-//! starts its own daemon with a throwaway configuration on a free port of its own
-//! `127.a.b.1` and checks service, product and version on both backends.
+//! to `GET /` (or to `GET /version`, which follows it): Caddy, the Prometheus node exporter
+//! and etcd. Like the other identify tests, each starts its own daemon with a throwaway
+//! configuration on a free port of its own `127.a.b.1` and checks service, product and
+//! version on both backends.
 
 use std::net::SocketAddr;
 use std::process::Command;
 
 use super::{assert_identity, backends, daemon_ip, identify, start};
-use crate::daemon_util::{free_port, programs};
+use crate::daemon_util::{free_port, package_version, programs};
 use crate::util::TempDir;
 
 #[test]
@@ -62,5 +63,38 @@ fn node_exporter_is_a_prometheus_exporter() {
         let r = identify(addr, backend);
         assert_identity(&r, "http", Some("Prometheus exporter"), None);
         assert_eq!(r.str("info"), Some("Node Exporter"), "{r:?}");
+    }
+}
+
+#[test]
+fn etcd_names_its_version() {
+    let Some([etcd]) = programs("etcd-server", ["etcd"]) else {
+        return;
+    };
+    let ip = daemon_ip("identify::etcd");
+    let dir = TempDir::new("identify-etcd");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let peer = SocketAddr::new(ip, free_port(ip));
+    let mut cmd = Command::new(&etcd);
+    cmd.arg("--name")
+        .arg("porthawk")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(format!("--listen-client-urls=http://{addr}"))
+        .arg(format!("--advertise-client-urls=http://{addr}"))
+        .arg(format!("--listen-peer-urls=http://{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+        .arg(format!("--initial-cluster=porthawk=http://{peer}"));
+    let _d = start("etcd", cmd, dir.path(), addr);
+    let truth = package_version(&etcd);
+    for backend in backends(ip) {
+        // `GET /` gets a bare 404 whose CORS headers name etcd; the plan follows it up with
+        // `GET /version`, whose JSON names the server's version.
+        let r = identify(addr, backend);
+        assert_identity(&r, "http", Some("etcd"), Some(&truth));
+        assert_eq!(
+            r.str("cpe"),
+            Some(format!("cpe:/a:etcd:etcd:{truth}").as_str())
+        );
     }
 }

@@ -204,6 +204,30 @@ pub const SAMPLES: &[Sample] = &[
         None,
     ),
     sample(
+        "etcd-3.4.23-root",
+        b"HTTP/1.0 404 Not Found\r\n\
+          Access-Control-Allow-Headers: accept, content-type, authorization\r\n\
+          Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n\
+          Access-Control-Allow-Origin: *\r\nContent-Type: text/plain; charset=utf-8\r\n\
+          X-Content-Type-Options: nosniff\r\nDate: Mon, 30 Nov 2026 23:08:15 GMT\r\n\
+          Content-Length: 19\r\n\r\n404 page not found\n",
+        "http",
+        Some("etcd"),
+        None,
+    ),
+    sample(
+        "etcd-3.4.23-version",
+        b"HTTP/1.0 200 OK\r\n\
+          Access-Control-Allow-Headers: accept, content-type, authorization\r\n\
+          Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n\
+          Access-Control-Allow-Origin: *\r\nContent-Type: application/json\r\n\
+          Date: Mon, 30 Nov 2026 23:08:16 GMT\r\nContent-Length: 45\r\n\r\n\
+          {\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}",
+        "http",
+        Some("etcd"),
+        Some("3.4.23"),
+    ),
+    sample(
         "http-no-server",
         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         "http",

@@ -196,6 +196,22 @@ fn exporter_landing_page(body: &[u8]) -> Option<&[u8]> {
     super::find_ci(title, b"exporter").map(|_| title)
 }
 
+/// etcd's client port answers every request, `GET /` included (a `404 page not found`),
+/// with its own fixed CORS headers: the methods and headers it allows, exactly these. The
+/// version comes from `/version`, the plan's `etcd` probe, which this identity calls for.
+fn etcd_cors(r: &[u8]) -> bool {
+    let is = |name: &[u8], value: &[u8]| {
+        header_value(r, name).is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(value))
+    };
+    is(
+        b"access-control-allow-methods:",
+        b"POST, GET, OPTIONS, PUT, DELETE",
+    ) && is(
+        b"access-control-allow-headers:",
+        b"accept, content-type, authorization",
+    )
+}
+
 /// Refines a plain HTTP identity with what the rest of the answer tells: proxies (from the
 /// `Server` product, `Via`, or their own error pages), and the JSON APIs and pages of
 /// Elasticsearch, OpenSearch, etcd, Docker and Prometheus exporters.
@@ -241,6 +257,9 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     }
     if let Some(v) = json_string(body, b"etcdserver") {
         return id.product(Some("etcd".into())).version(version_at(v));
+    }
+    if etcd_cors(r) {
+        return id.product(Some("etcd".into()));
     }
     if find(body, b"# HELP ").is_some() && find(body, b"# TYPE ").is_some() {
         return id.product(Some("Prometheus exporter".into()));
