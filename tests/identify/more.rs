@@ -1,15 +1,16 @@
 //! `scan --identify` against web servers and HTTP APIs that name themselves in their answer
 //! to `GET /` (or to `GET /version`, which follows it): Caddy, the Prometheus node exporter
-//! and etcd. Like the other identify tests, each starts its own daemon with a throwaway
-//! configuration on a free port of its own `127.a.b.1` and checks service, product and
-//! version on both backends.
+//! and etcd; and against OpenVPN's TCP server, which answers only its own reset. Like the
+//! other identify tests, each starts its own daemon with a throwaway configuration on a free
+//! port of its own `127.a.b.1` and checks service, product and version on both backends.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 
 use super::{assert_identity, backends, daemon_ip, identify, start};
-use crate::daemon_util::{free_port, package_version, programs};
-use crate::util::TempDir;
+use crate::daemon_util::{free_port, package_version, programs, root_for, setup};
+use crate::util::{require_that, TempDir};
 
 #[test]
 fn caddy_names_itself() {
@@ -96,5 +97,60 @@ fn etcd_names_its_version() {
             r.str("cpe"),
             Some(format!("cpe:/a:etcd:etcd:{truth}").as_str())
         );
+    }
+}
+
+#[test]
+fn openvpn_tcp_server_answers_a_hard_reset() {
+    let Some([openvpn, openssl]) = programs("openvpn", ["openvpn", "openssl"]) else {
+        return;
+    };
+    // A multi-client server needs a tun device (left down, without addresses or routes);
+    // a point-to-point one takes one connection at a time and pauses between them.
+    if !root_for("openvpn")
+        || !require_that(
+            "openvpn",
+            Path::new("/dev/net/tun").exists(),
+            "needs /dev/net/tun for its server mode",
+        )
+    {
+        return;
+    }
+    let ip = daemon_ip("identify::openvpn");
+    let dir = TempDir::new("identify-openvpn");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    // A throwaway self-signed certificate, its own CA.
+    let (key, cert) = (dir.path().join("server.key"), dir.path().join("server.crt"));
+    let mut req = Command::new(&openssl);
+    req.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=porthawk-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    setup("openssl req", req);
+    let mut cmd = Command::new(&openvpn);
+    cmd.args(["--mode", "server", "--tls-server", "--proto", "tcp-server"])
+        .args([
+            "--local",
+            &ip.to_string(),
+            "--lport",
+            &addr.port().to_string(),
+        ])
+        .args(["--dev", "tun", "--topology", "subnet"])
+        .args(["--ifconfig", "10.251.0.1", "255.255.255.0"])
+        .args(["--ifconfig-noexec", "--route-noexec", "--dh", "none"])
+        .arg("--ca")
+        .arg(&cert)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key);
+    let _d = start("openvpn", cmd, dir.path(), addr);
+    for backend in backends(ip) {
+        // Silent, it hangs up on the HTTP probe and the others; its own
+        // P_CONTROL_HARD_RESET_CLIENT_V2 gets the server's reset, which names no version.
+        let r = identify(addr, backend);
+        assert_identity(&r, "openvpn", None, None);
     }
 }
