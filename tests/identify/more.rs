@@ -1,8 +1,9 @@
 //! `scan --identify` against web servers and HTTP APIs that name themselves in their answer
 //! to `GET /` (or to `GET /version`, which follows it): Caddy, the Prometheus node exporter
-//! and etcd; and against OpenVPN's TCP server, which answers only its own reset. Like the
-//! other identify tests, each starts its own daemon with a throwaway configuration on a free
-//! port of its own `127.a.b.1` and checks service, product and version on both backends.
+//! and etcd; and against OpenVPN's TCP server and ZooKeeper, which answer only their own
+//! first messages. Like the other identify tests, each starts its own daemon with a
+//! throwaway configuration on a free port of its own `127.a.b.1` and checks service, product
+//! and version on both backends.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -152,5 +153,50 @@ fn openvpn_tcp_server_answers_a_hard_reset() {
         // P_CONTROL_HARD_RESET_CLIENT_V2 gets the server's reset, which names no version.
         let r = identify(addr, backend);
         assert_identity(&r, "openvpn", None, None);
+    }
+}
+
+#[test]
+fn zookeeper_names_its_version() {
+    let Some([java]) = programs("zookeeperd", ["java"]) else {
+        return;
+    };
+    let jar = Path::new("/usr/share/java/zookeeper.jar");
+    if !require_that(
+        "zookeeperd",
+        jar.is_file(),
+        "needs /usr/share/java/zookeeper.jar",
+    ) {
+        return;
+    }
+    let ip = daemon_ip("identify::zookeeper");
+    let dir = TempDir::new("identify-zookeeper");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    // Standalone, `srvr` allowed, no admin web server (it would take port 8080).
+    let conf = dir.write(
+        "zoo.cfg",
+        &format!(
+            "tickTime=2000\ndataDir={}\nclientPort={}\nclientPortAddress={ip}\n\
+             4lw.commands.whitelist=srvr\nadmin.enableServer=false\n",
+            dir.path().join("data").display(),
+            addr.port()
+        ),
+    );
+    let mut cmd = Command::new(&java);
+    cmd.arg("-Xmx64m")
+        .arg("-cp")
+        .arg(jar)
+        .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+        .arg(&conf);
+    let _d = start("zookeeper", cmd, dir.path(), addr);
+    let truth = package_version(jar);
+    for backend in backends(ip) {
+        // Silent, it hangs up on every probe but its own four-letter `srvr`.
+        let r = identify(addr, backend);
+        assert_identity(&r, "zookeeper", Some("Zookeeper"), Some(&truth));
+        assert_eq!(
+            r.str("cpe"),
+            Some(format!("cpe:/a:apache:zookeeper:{truth}").as_str())
+        );
     }
 }

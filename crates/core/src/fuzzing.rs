@@ -565,6 +565,15 @@ pub const SAMPLES: &[Sample] = &[
         Some("3.8.0"),
     ),
     sample(
+        "zookeeper-3.8.0-debian-srvr",
+        b"Zookeeper version: 3.8.0-${mvngit.commit.id}, built on 2024-12-29 17:54 UTC\n\
+          Latency min/avg/max: 0/0.0/0\nReceived: 1\nSent: 0\nConnections: 1\nOutstanding: 0\n\
+          Zxid: 0x0\nMode: standalone\nNode count: 5\n",
+        "zookeeper",
+        Some("Zookeeper"),
+        Some("3.8.0"),
+    ),
+    sample(
         "kamailio-5.6.3-sip",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP localhost;branch=z9hG4bK-porthawk;received=127.0.0.1\r\n\
           From: <sip:porthawk@localhost>;tag=porthawk\r\n\
