@@ -1,9 +1,9 @@
 //! `scan --identify` against web servers and HTTP APIs that name themselves in their answer
 //! to `GET /` (or to `GET /version`, which follows it): Caddy, the Prometheus node exporter
-//! and etcd; and against OpenVPN's TCP server and ZooKeeper, which answer only their own
-//! first messages. Like the other identify tests, each starts its own daemon with a
-//! throwaway configuration on a free port of its own `127.a.b.1` and checks service, product
-//! and version on both backends.
+//! and etcd; against OpenVPN's TCP server and ZooKeeper, which answer only their own first
+//! messages; and against leafnode (NNTP). Like the other identify tests, each starts its own
+//! daemon with a throwaway configuration on a free port of its own `127.a.b.1` and checks
+//! service, product and version on both backends.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -197,6 +197,52 @@ fn zookeeper_names_its_version() {
         assert_eq!(
             r.str("cpe"),
             Some(format!("cpe:/a:apache:zookeeper:{truth}").as_str())
+        );
+    }
+}
+
+#[test]
+fn leafnode_names_its_version() {
+    let Some([leafnode, activate, unshare]) = programs(
+        "leafnode",
+        ["leafnode", "systemd-socket-activate", "unshare"],
+    ) else {
+        return;
+    };
+    if !root_for("leafnode") {
+        return;
+    }
+    let ip = daemon_ip("identify::leafnode");
+    let dir = TempDir::new("identify-leafnode");
+    let addr = SocketAddr::new(ip, free_port(ip));
+    // leafnode reads only /etc/news/leafnode/config: each connection's leafnode runs in a
+    // mount namespace of its own where the test's directory is mounted over that one. It
+    // insists on a unique fully-qualified name (not example.org, .test or .invalid).
+    let conf_dir = dir.path().join("leafnode");
+    std::fs::create_dir(&conf_dir).expect("mkdir");
+    std::fs::write(
+        conf_dir.join("config"),
+        "server = news.porthawk.internal\nexpire = 20\nhostname = news.porthawk.internal\n",
+    )
+    .expect("write leafnode config");
+    let script = format!(
+        "mount --bind '{}' /etc/news/leafnode && exec '{}'",
+        conf_dir.display(),
+        leafnode.display()
+    );
+    // Run from inetd: systemd-socket-activate plays inetd, one leafnode per connection.
+    let mut cmd = Command::new(&activate);
+    cmd.args(["--inetd", "-a", "-l", &addr.to_string()])
+        .arg(&unshare)
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let _d = start("leafnode", cmd, dir.path(), addr);
+    let truth = package_version(&leafnode);
+    for backend in backends(ip) {
+        let r = identify(addr, backend);
+        assert_identity(&r, "nntp", Some("Leafnode"), Some(&truth));
+        assert_eq!(
+            r.str("cpe"),
+            Some(format!("cpe:/a:leafnode:leafnode:{truth}").as_str())
         );
     }
 }

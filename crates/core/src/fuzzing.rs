@@ -410,6 +410,14 @@ pub const SAMPLES: &[Sample] = &[
         Some("INN"),
         Some("2.7.1"),
     ),
+    sample(
+        "leafnode-1.12.0",
+        b"200 Leafnode NNTP Daemon, version 1.12.0 running at localhost \
+          (my fqdn: news.porthawk.internal)\r\n",
+        "nntp",
+        Some("Leafnode"),
+        Some("1.12.0"),
+    ),
     // Captured here from Debian bookworm daemons started on loopback (issue 12).
     with_protocol(
         sample(
