@@ -9,6 +9,7 @@
 //! `.ci/run` installs them all.
 
 mod desktop;
+mod more;
 mod servers;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -185,6 +185,49 @@ pub const SAMPLES: &[Sample] = &[
         Some("1.4.69"),
     ),
     sample(
+        "caddy-2.6.2",
+        b"HTTP/1.0 200 OK\r\nServer: Caddy\r\nDate: Mon, 30 Nov 2026 23:08:14 GMT\r\n\
+          Content-Length: 0\r\n\r\n",
+        "http",
+        Some("Caddy"),
+        None,
+    ),
+    sample(
+        "node-exporter-1.5.0",
+        b"HTTP/1.0 200 OK\r\nDate: Mon, 30 Nov 2026 23:08:15 GMT\r\nContent-Length: 150\r\n\
+          Content-Type: text/html; charset=utf-8\r\n\r\n<html>\n\t\t\t\
+          <head><title>Node Exporter</title></head>\n\t\t\t<body>\n\t\t\t\
+          <h1>Node Exporter</h1>\n\t\t\t<p><a href=\"/metrics\">Metrics</a></p>\n\t\t\t\
+          </body>\n\t\t\t</html>",
+        "http",
+        Some("Prometheus exporter"),
+        None,
+    ),
+    sample(
+        "etcd-3.4.23-root",
+        b"HTTP/1.0 404 Not Found\r\n\
+          Access-Control-Allow-Headers: accept, content-type, authorization\r\n\
+          Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n\
+          Access-Control-Allow-Origin: *\r\nContent-Type: text/plain; charset=utf-8\r\n\
+          X-Content-Type-Options: nosniff\r\nDate: Mon, 30 Nov 2026 23:08:15 GMT\r\n\
+          Content-Length: 19\r\n\r\n404 page not found\n",
+        "http",
+        Some("etcd"),
+        None,
+    ),
+    sample(
+        "etcd-3.4.23-version",
+        b"HTTP/1.0 200 OK\r\n\
+          Access-Control-Allow-Headers: accept, content-type, authorization\r\n\
+          Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n\
+          Access-Control-Allow-Origin: *\r\nContent-Type: application/json\r\n\
+          Date: Mon, 30 Nov 2026 23:08:16 GMT\r\nContent-Length: 45\r\n\r\n\
+          {\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}",
+        "http",
+        Some("etcd"),
+        Some("3.4.23"),
+    ),
+    sample(
         "http-no-server",
         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         "http",
@@ -367,6 +410,14 @@ pub const SAMPLES: &[Sample] = &[
         Some("INN"),
         Some("2.7.1"),
     ),
+    sample(
+        "leafnode-1.12.0",
+        b"200 Leafnode NNTP Daemon, version 1.12.0 running at localhost \
+          (my fqdn: news.porthawk.internal)\r\n",
+        "nntp",
+        Some("Leafnode"),
+        Some("1.12.0"),
+    ),
     // Captured here from Debian bookworm daemons started on loopback (issue 12).
     with_protocol(
         sample(
@@ -517,6 +568,15 @@ pub const SAMPLES: &[Sample] = &[
         "zookeeper-3.8-srvr",
         b"Zookeeper version: 3.8.0-5a02a05eddb59aee6ac762f7ea82e92a68eb9c0f, built on \
           2022-02-25 08:49 UTC\nLatency min/avg/max: 0/0.0/0\nMode: standalone\n",
+        "zookeeper",
+        Some("Zookeeper"),
+        Some("3.8.0"),
+    ),
+    sample(
+        "zookeeper-3.8.0-debian-srvr",
+        b"Zookeeper version: 3.8.0-${mvngit.commit.id}, built on 2024-12-29 17:54 UTC\n\
+          Latency min/avg/max: 0/0.0/0\nReceived: 1\nSent: 0\nConnections: 1\nOutstanding: 0\n\
+          Zxid: 0x0\nMode: standalone\nNode count: 5\n",
         "zookeeper",
         Some("Zookeeper"),
         Some("3.8.0"),

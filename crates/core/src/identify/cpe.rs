@@ -26,6 +26,7 @@ const CPE_NAMES: &[(&str, &str)] = &[
     ("Dovecot", "dovecot:dovecot"),
     ("Cyrus", "cmu:cyrus_imap_server"),
     ("INN", "isc:inn"),
+    ("Leafnode", "leafnode:leafnode"),
     ("Redis", "redis:redis"),
     ("memcached", "memcached:memcached"),
     ("MySQL", "mysql:mysql"),

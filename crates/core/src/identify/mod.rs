@@ -254,8 +254,10 @@ struct Words {
 }
 
 /// Words between a product's name and its version: `FileZilla Server 1.7.0`,
-/// `Cyrus IMAP 3.6.1`, `Serv-U FTP Server v15.1`.
-const FILLER_WORDS: &[&[u8]] = &[b"Server", b"IMAP", b"POP3", b"FTP", b"ESMTP", b"SMTP"];
+/// `Cyrus IMAP 3.6.1`, `Serv-U FTP Server v15.1`, `Leafnode NNTP Daemon, version 1.12.0`.
+const FILLER_WORDS: &[&[u8]] = &[
+    b"Server", b"IMAP", b"POP3", b"FTP", b"ESMTP", b"SMTP", b"NNTP", b"Daemon", b"version",
+];
 
 /// One pass over the words of `text` (runs of bytes between blanks and brackets), looking
 /// for the products of `table` and the keywords of [`Words`]. A single pass with a length
@@ -405,6 +407,7 @@ const GREETING_PRODUCTS: &[ProductWord] = &[
     (b"FileZilla", "FileZilla Server", Some("ftp")),
     (b"Serv-U", "Serv-U", Some("ftp")),
     (b"INN", "INN", Some("nntp")),
+    (b"Leafnode", "Leafnode", Some("nntp")),
     (b"Microsoft", "Microsoft", None),
     (b"Zimbra", "Zimbra", None),
 ];

@@ -209,6 +209,13 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         ports: &[1194],
         rarity: 8,
     },
+    ServiceProbe {
+        name: "etcd",
+        service: "http",
+        bytes: b"GET /version HTTP/1.0\r\n\r\n",
+        ports: &[2379, 4001],
+        rarity: 9,
+    },
 ];
 
 /// The probes for `port`, in the order to try them: those whose hints name the port, then
@@ -314,16 +321,26 @@ impl ProbePlan {
         self.recognised = true;
         self.follow = None;
         if id.version.is_none() {
-            let own = SERVICE_PROBES
-                .iter()
-                .position(|p| p.service == id.service)
-                .filter(|&i| !self.tried(i));
-            self.follow = own.and_then(|i| u8::try_from(i).ok());
+            self.follow = follow_up_for(&id)
+                .filter(|&i| !self.tried(i))
+                .and_then(|i| u8::try_from(i).ok());
         }
         ReplyVerdict::Recognised {
             follow_up: self.follow.is_some(),
         }
     }
+}
+
+/// The index in [`SERVICE_PROBES`] of the probe that may tell the version `id` lacks: the
+/// probe named after its product (`etcd`: `GET /version`) when that one is still to be
+/// sent, or else the service's own probe (the first of that service in the table).
+fn follow_up_for(id: &super::Identity) -> Option<usize> {
+    let of_service = |p: &ServiceProbe| p.service == id.service;
+    let product = id.product.as_deref().unwrap_or_default();
+    SERVICE_PROBES
+        .iter()
+        .position(|p| of_service(p) && !product.is_empty() && p.name.eq_ignore_ascii_case(product))
+        .or_else(|| SERVICE_PROBES.iter().position(of_service))
 }
 
 /// The index of `probe` in [`SERVICE_PROBES`] (by name: each name is there once).
@@ -407,6 +424,40 @@ mod tests {
         assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
         let (sent, _) = play(&[("http", Some(b"AMQP\x00\x00\x09\x01")), ("amqp", None)]);
         assert_eq!(sent, ["http", "amqp"]);
+    }
+
+    #[test]
+    fn etcd_named_by_its_headers_is_asked_its_version() {
+        // etcd's `404 page not found` to `GET /` names it by its CORS headers; its own
+        // probe asks `/version`. Other HTTP servers without a version are not followed up.
+        let cors = b"HTTP/1.0 404 Not Found\r\n\
+            Access-Control-Allow-Headers: accept, content-type, authorization\r\n\
+            Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n\r\n";
+        let version = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n\
+            {\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}";
+        let (sent, verdict) = play(&[("http", Some(cors)), ("etcd", Some(version))]);
+        assert_eq!(sent, ["http", "etcd"]);
+        assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        assert_eq!(
+            plan.judge(cors, true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        let caddy = b"HTTP/1.0 200 OK\r\nServer: Caddy\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            plan.judge(caddy, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        assert_eq!(plan.next(), None);
+        // On etcd's own port, `/version` is asked at once after `GET /`.
+        let names = probe_order(2379)
+            .map(|p| p.name)
+            .take(2)
+            .collect::<Vec<_>>();
+        assert_eq!(names, ["http", "etcd"]);
     }
 
     #[test]

@@ -186,6 +186,32 @@ const HTTP_PRODUCTS: &[(&[u8], &str, &str)] = &[
     (b"cups", "CUPS", "ipp"),
 ];
 
+/// The landing page of a Prometheus exporter (`GET /` on `prometheus-node-exporter`): a
+/// title that names an exporter, and a link to `/metrics`. The title (`Node Exporter`).
+fn exporter_landing_page(body: &[u8]) -> Option<&[u8]> {
+    find(body, b"href=\"/metrics\"")?;
+    let start = super::find_ci(body, b"<title>")? + 7;
+    let len = super::find_ci(&body[start..], b"</title>")?;
+    let title = &body[start..start + len];
+    super::find_ci(title, b"exporter").map(|_| title)
+}
+
+/// etcd's client port answers every request, `GET /` included (a `404 page not found`),
+/// with its own fixed CORS headers: the methods and headers it allows, exactly these. The
+/// version comes from `/version`, the plan's `etcd` probe, which this identity calls for.
+fn etcd_cors(r: &[u8]) -> bool {
+    let is = |name: &[u8], value: &[u8]| {
+        header_value(r, name).is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(value))
+    };
+    is(
+        b"access-control-allow-methods:",
+        b"POST, GET, OPTIONS, PUT, DELETE",
+    ) && is(
+        b"access-control-allow-headers:",
+        b"accept, content-type, authorization",
+    )
+}
+
 /// Refines a plain HTTP identity with what the rest of the answer tells: proxies (from the
 /// `Server` product, `Via`, or their own error pages), and the JSON APIs and pages of
 /// Elasticsearch, OpenSearch, etcd, Docker and Prometheus exporters.
@@ -232,8 +258,16 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     if let Some(v) = json_string(body, b"etcdserver") {
         return id.product(Some("etcd".into())).version(version_at(v));
     }
+    if etcd_cors(r) {
+        return id.product(Some("etcd".into()));
+    }
     if find(body, b"# HELP ").is_some() && find(body, b"# TYPE ").is_some() {
         return id.product(Some("Prometheus exporter".into()));
+    }
+    if let Some(name) = exporter_landing_page(body) {
+        return id
+            .product(Some("Prometheus exporter".into()))
+            .info(field(name));
     }
     if let Some(api) = json_string(body, b"ApiVersion") {
         let version = json_string(body, b"Version").and_then(version_at);
