@@ -490,7 +490,12 @@ fn agent_runs_a_slice_under_exactly_the_printed_permissions() {
         "{}",
         agent.log()
     );
-    assert_eq!(rt.block_on(coord.agents.get("eu-1")).unwrap(), None);
+    assert_eq!(
+        rt.block_on(coord.agents.get("eu-1")).unwrap(),
+        None,
+        "the key outlived the agent: {}",
+        agent.log()
+    );
     assert_no_violation(&server);
 }
 

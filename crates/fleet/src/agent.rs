@@ -278,8 +278,10 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = ()>) -> Result<
     if let Some(r) = remedy {
         r.abort();
     }
+    // The heartbeat is gone before the key is removed, so no beat can write it again.
+    let _ = heartbeat.await;
     if let Err(e) = agents.delete(ctx.name.as_str()).await {
-        tracing::debug!(error = %e, "could not remove this agent's registry key");
+        tracing::warn!(error = %e, "could not remove this agent's registry key");
     }
     let _ = client.flush().await;
     tracing::info!("agent stopped");
