@@ -297,7 +297,8 @@ fn backend(s: &str) -> Result<BackendChoice, String> {
 /// `--fd-path`: how io_uring holds probes' sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FdPathArg {
-    /// Direct descriptors where the kernel can, plain ones otherwise.
+    /// Plain descriptors for now (direct ones are opt-in: a reconnecting dialog can hang
+    /// a slot on them).
     Auto,
     /// Direct descriptors, or an error where the kernel cannot.
     Direct,

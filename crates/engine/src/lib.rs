@@ -95,8 +95,8 @@ pub struct EngineConfig {
     /// The longest a record waits in a shard before its batch is sent.
     pub flush_interval: Duration,
     /// io_uring's sockets as direct descriptors (`Some(true)`, an error where the kernel
-    /// cannot), as plain descriptors (`Some(false)`), or direct where a try at start
-    /// succeeds (`None`). See [`FdPath`].
+    /// cannot) or as plain descriptors (`Some(false)`, and `None`: direct descriptors are
+    /// opt-in until a reconnecting dialog cannot hang a slot on them). See [`FdPath`].
     pub direct_fds: Option<bool>,
 }
 
@@ -349,10 +349,13 @@ impl Engine {
                     .map_err(EngineError::DirectFdsUnavailable)?;
                 (FdPath::Direct, None)
             }
-            (Backend::Uring, None) => match driver::uring::direct_available(per_shard) {
-                Ok(()) => (FdPath::Direct, None),
-                Err(e) => (FdPath::Plain, Some(e)),
-            },
+            // Direct descriptors are opt-in: with them, a dialog that reconnects (the
+            // identification plan's next probe) can hang its slot (seen at merge: `scan
+            // --identify` against a farm that closes and stays silent, about one run in two).
+            (Backend::Uring, None) => (
+                FdPath::Plain,
+                Some("direct descriptors are opt-in (--fd-path direct)".to_string()),
+            ),
         };
         let (stopping, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut shards = Vec::with_capacity(config.shards);
