@@ -8,14 +8,14 @@
 //! their [`Daemon`] is dropped. No system service is started, stopped or reconfigured.
 
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::util::{run_command, which};
+use crate::util::{run, run_command, test_net, uring_unavailable, which};
 
 /// How long a daemon may take to start listening (data directory set-up included).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -509,4 +509,30 @@ impl Nginx {
             program,
         })
     }
+}
+
+/// The address the test's daemon listens on: host 1 of the test's own `127.a.b.0/24`.
+pub fn daemon_ip(name: &str) -> IpAddr {
+    let [a, b] = test_net(name);
+    IpAddr::V4(Ipv4Addr::new(127, a, b, 1))
+}
+
+/// The backends to run the checks on: both, unless io_uring is unavailable here.
+pub fn backends(ip: IpAddr) -> Vec<&'static str> {
+    let port = free_port(ip).to_string();
+    let out = run(&[
+        "scan",
+        &ip.to_string(),
+        "-p",
+        &port,
+        "--backend",
+        "uring",
+        "--format",
+        "jsonl",
+    ]);
+    if uring_unavailable(&out) {
+        eprintln!("io_uring is not available here: epoll only");
+        return vec!["epoll"];
+    }
+    vec!["uring", "epoll"]
 }

@@ -13,16 +13,14 @@
 //! A daemon that is not installed is skipped with a message; `.ci/run` installs them all.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use crate::daemon_util::{
-    as_user, chown_to, days_left, free_port, now_unix, package_version, postgres_bindir, programs,
-    rfc3339, root_for, setup, skip, Cert, CertMaker, Daemon, Nginx,
+    as_user, backends, chown_to, daemon_ip, days_left, free_port, now_unix, package_version,
+    postgres_bindir, programs, rfc3339, root_for, setup, skip, Cert, CertMaker, Daemon, Nginx,
 };
-use crate::util::{
-    assert_success, parse_jsonl, run, stdout, test_net, uring_unavailable, Record, TempDir, Value,
-};
+use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir, Value};
 
 /// How long one read of a dialog that should pass may wait: generous, for a busy CI machine.
 const READ_TIMEOUT: &str = "5s";
@@ -31,32 +29,6 @@ const READ_TIMEOUT: &str = "5s";
 /// that silent services never send) or fail on purpose (a wrong `--expect` waits for more):
 /// short, since they always wait that long, but still long enough for a loaded machine.
 const SHORT_READ_TIMEOUT: &str = "2s";
-
-/// The address the test's daemon listens on: host 1 of the test's own `127.a.b.0/24`.
-fn daemon_ip(name: &str) -> IpAddr {
-    let [a, b] = test_net(name);
-    IpAddr::V4(Ipv4Addr::new(127, a, b, 1))
-}
-
-/// The backends to run the checks on: both, unless io_uring is unavailable here.
-fn backends(ip: IpAddr) -> Vec<&'static str> {
-    let port = free_port(ip).to_string();
-    let out = run(&[
-        "scan",
-        &ip.to_string(),
-        "-p",
-        &port,
-        "--backend",
-        "uring",
-        "--format",
-        "jsonl",
-    ]);
-    if uring_unavailable(&out) {
-        eprintln!("io_uring is not available here: epoll only");
-        return vec!["epoll"];
-    }
-    vec!["uring", "epoll"]
-}
 
 /// `porthawk scan IP -p PORTS --format jsonl --all` with the probe `args` on `backend`; the
 /// records by port, one for each port asked for. The read timeout is [`SHORT_READ_TIMEOUT`]

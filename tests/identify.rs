@@ -17,37 +17,10 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::daemon_util::{
-    chown_to, free_port, package_version, programs, root_for, upstream_version, Daemon,
+    backends, chown_to, daemon_ip, free_port, package_version, programs, root_for,
+    upstream_version, Daemon,
 };
-use crate::util::{
-    assert_success, parse_jsonl, run, stdout, test_net, uring_unavailable, Record, TempDir,
-};
-
-/// The address the test's daemon listens on: host 1 of the test's own `127.a.b.0/24`.
-fn daemon_ip(name: &str) -> IpAddr {
-    let [a, b] = test_net(name);
-    IpAddr::V4(Ipv4Addr::new(127, a, b, 1))
-}
-
-/// The backends to run the checks on: both, unless io_uring is unavailable here.
-fn backends(ip: IpAddr) -> Vec<&'static str> {
-    let port = free_port(ip).to_string();
-    let out = run(&[
-        "scan",
-        &ip.to_string(),
-        "-p",
-        &port,
-        "--backend",
-        "uring",
-        "--format",
-        "jsonl",
-    ]);
-    if uring_unavailable(&out) {
-        eprintln!("io_uring is not available here: epoll only");
-        return vec!["epoll"];
-    }
-    vec!["uring", "epoll"]
-}
+use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir};
 
 /// `scan --identify` of one port on one backend: its one record. Generous read timeouts for
 /// a busy machine, and every probe of the plan allowed.
