@@ -297,8 +297,7 @@ fn backend(s: &str) -> Result<BackendChoice, String> {
 /// `--fd-path`: how io_uring holds probes' sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FdPathArg {
-    /// Plain descriptors for now (direct ones are opt-in: a reconnecting dialog can hang
-    /// a slot on them).
+    /// Direct descriptors where the kernel can, plain ones otherwise.
     Auto,
     /// Direct descriptors, or an error where the kernel cannot.
     Direct,

@@ -605,13 +605,26 @@ impl<D: Driver> Shard<D> {
                 return;
             }
         };
-        if let Err(e) = io {
-            // The socket could not take the next operation: that is the dialog's outcome.
-            let step = self.conversations[i].on_io_error(e);
+        let mut io = io;
+        while let Err(e) = io {
+            // The socket could not take the next operation (a peer's reset that the connect's
+            // check already took leaves it closed): the dialog says what that means. It ends
+            // the probe or, for an identify plan, moves on to its next probe on a new
+            // connection; dropping that step would leave the slot busy for ever.
             self.driver.close(slot);
-            if let Step::Done { state, errno } = step {
-                self.record(slot, state, errno, now);
-            }
+            io = match self.conversations[i].on_io_error(e) {
+                Step::Done { state, errno } => {
+                    self.record(slot, state, errno, now);
+                    return;
+                }
+                Step::Reconnect => {
+                    self.restart.push(slot);
+                    return;
+                }
+                // Not what a dialog answers to an I/O error; on the closed socket it would
+                // fail as the last one did, which the dialog is told again.
+                Step::Send { .. } | Step::Recv { .. } => Err(libc::ENOTCONN),
+            };
         }
     }
 
