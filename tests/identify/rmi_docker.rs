@@ -174,7 +174,14 @@ fn dockerd_names_its_version() {
             "API version, {r:?}"
         );
     }
-    // SIGTERM stops dockerd, which stops its containerd: nothing of theirs is left.
+    // dockerd runs a containerd of its own, configured under its exec root (not a system
+    // one); SIGTERM stops dockerd, which stops that containerd: nothing of theirs is left.
+    let managed = processes_under(&d.join("exec").join("containerd"));
+    assert!(
+        !managed.is_empty(),
+        "no containerd of dockerd's own\n{}",
+        daemon.log_text()
+    );
     drop(daemon);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut left = processes_under(d);
