@@ -12,7 +12,8 @@
 # Needs root (several daemons switch to their own users). Usage:
 #   benches/identify_daemons.sh                 # builds porthawk --release first
 #   PORTHAWK=path/to/porthawk benches/identify_daemons.sh
-# Options of porthawk's run: PH_ARGS (default below).
+# Options of porthawk's run: PH_ARGS (default below). DAEMONS: a subset, by the names of the
+# start_* functions (`DAEMONS="etcd dockerd"`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -428,9 +429,97 @@ EOF
   run kamailio "$p" kamailio -DD -E -f "$d/kamailio.cfg" -P "$d/kamailio.pid" -Y "$d"
 }
 
-for daemon in pgbouncer memcached rsync mosquitto vsftpd squid svnserve nats named redis ngircd \
-  lighttpd haproxy tinyproxy git slapd mariadb postgres sshd dovecot exim prosody nginx apache \
-  smbd xrdp vnc cups telnetd rabbitmq kamailio; do
+start_caddy() {
+  have caddy || return
+  local p d
+  p=$(free_port) d=$(dir caddy)
+  printf '{\n\tadmin off\n\tauto_https off\n}\n\nhttp://%s:%s {\n\tbind %s\n\trespond "porthawk"\n}\n' \
+    "$IP" "$p" "$IP" >"$d/Caddyfile"
+  run caddy "$p" env XDG_DATA_HOME="$d/data" XDG_CONFIG_HOME="$d/config" \
+    caddy run --adapter caddyfile --config "$d/Caddyfile"
+}
+
+start_node_exporter() {
+  have prometheus-node-exporter || return
+  local p
+  p=$(free_port)
+  run node-exporter "$p" prometheus-node-exporter --web.listen-address="$IP:$p" \
+    --collector.disable-defaults --collector.time
+}
+
+start_etcd() {
+  have etcd || return
+  local p peer d
+  p=$(free_port) peer=$(free_port) d=$(dir etcd)
+  run etcd "$p" etcd --name porthawk --data-dir "$d/data" --listen-client-urls "http://$IP:$p" \
+    --advertise-client-urls "http://$IP:$p" --listen-peer-urls "http://$IP:$peer" \
+    --initial-advertise-peer-urls "http://$IP:$peer" --initial-cluster "porthawk=http://$IP:$peer"
+}
+
+start_openvpn() {
+  have openvpn openssl || return
+  [ -e /dev/net/tun ] || { echo "left out: openvpn needs /dev/net/tun" >&2; return; }
+  local p d
+  p=$(free_port) d=$(dir openvpn)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=porthawk-test -keyout "$d/server.key" -out "$d/server.crt" >"$d/openssl.log" 2>&1 ||
+    { echo "left out: openssl req failed" >&2; return; }
+  # A server's tun device stays down, without addresses or routes.
+  run openvpn "$p" openvpn --mode server --tls-server --proto tcp-server --local "$IP" --lport "$p" \
+    --dev tun --topology subnet --ifconfig 10.251.0.1 255.255.255.0 --ifconfig-noexec --route-noexec \
+    --dh none --ca "$d/server.crt" --cert "$d/server.crt" --key "$d/server.key"
+}
+
+start_zookeeper() {
+  have java || return
+  local jar=/usr/share/java/zookeeper.jar p d
+  [ -f "$jar" ] || { echo "left out: $jar is not installed" >&2; return; }
+  p=$(free_port) d=$(dir zookeeper)
+  printf 'tickTime=2000\ndataDir=%s/data\nclientPort=%s\nclientPortAddress=%s\n4lw.commands.whitelist=srvr\nadmin.enableServer=false\n' \
+    "$d" "$p" "$IP" >"$d/zoo.cfg"
+  run zookeeper "$p" java -Xmx64m -cp "$jar" org.apache.zookeeper.server.ZooKeeperServerMain "$d/zoo.cfg"
+}
+
+start_leafnode() {
+  have leafnode systemd-socket-activate unshare || return
+  local p d
+  p=$(free_port) d=$(dir leafnode)
+  # leafnode reads only /etc/news/leafnode/config: each connection's leafnode runs in a mount
+  # namespace of its own with this directory mounted over that one.
+  printf 'server = news.porthawk.internal\nexpire = 20\nhostname = news.porthawk.internal\n' >"$d/config"
+  run leafnode "$p" systemd-socket-activate --inetd -a -l "$IP:$p" unshare --mount --propagation private \
+    sh -c "mount --bind '$d' /etc/news/leafnode && exec '$(command -v leafnode)'"
+}
+
+start_rmiregistry() {
+  have rmiregistry || return
+  local p
+  # rmiregistry listens on the wildcard address: a port free there.
+  p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])')
+  run rmiregistry "$p" rmiregistry -J-Xmx32m -J-XX:+UseSerialGC "$p"
+}
+
+start_dockerd() {
+  have dockerd containerd runc unshare || return
+  local p d
+  p=$(free_port) d=$(dir dockerd)
+  mkdir -p "$d/data" "$d/exec" "$d/run" "$d/etc"
+  echo '{}' >"$d/daemon.json"
+  # Its own mount namespace, where /run and /etc/docker are this directory's: dockerd would use
+  # a system containerd whose socket is in /run/containerd, and writes its key to /etc/docker.
+  # It starts its own containerd under the exec root, and stops it when it stops.
+  run dockerd "$p" unshare --mount --propagation private sh -c \
+    "mount --bind '$d/run' /run && { [ ! -d /etc/docker ] || mount --bind '$d/etc' /etc/docker; } && exec \"\$@\"" sh \
+    dockerd -H "tcp://$IP:$p" -H "unix://$d/docker.sock" --config-file "$d/daemon.json" \
+    --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid" --iptables=false \
+    --ip6tables=false --ip-forward=false --ip-masq=false --bridge=none --userland-proxy=false
+}
+
+ALL_DAEMONS="pgbouncer memcached rsync mosquitto vsftpd squid svnserve nats named redis ngircd
+  lighttpd haproxy tinyproxy git slapd mariadb postgres sshd dovecot exim prosody nginx apache
+  smbd xrdp vnc cups telnetd rabbitmq kamailio caddy node_exporter etcd openvpn zookeeper leafnode
+  rmiregistry dockerd"
+for daemon in ${DAEMONS:-$ALL_DAEMONS}; do
   "start_$daemon"
 done
 

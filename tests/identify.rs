@@ -10,6 +10,7 @@
 
 mod desktop;
 mod more;
+mod rmi_docker;
 mod servers;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -655,6 +655,45 @@ pub const SAMPLES: &[Sample] = &[
         Some("HAProxy"),
         None,
     ),
+    sample(
+        "openjdk-17-rmiregistry-ack",
+        b"N\x00\x09127.0.0.1\x00\x00\xc8\x9c",
+        "java-rmi",
+        Some("Java RMI"),
+        None,
+    ),
+    sample(
+        "docker-20.10-root",
+        b"HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\n\
+          Date: Tue, 01 Dec 2026 00:33:54 GMT\r\nContent-Length: 29\r\n\r\n\
+          {\"message\":\"page not found\"}\n",
+        "docker",
+        Some("Docker"),
+        None,
+    ),
+    with_protocol(
+        sample(
+            "docker-20.10-version",
+            b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n\
+              Docker-Experimental: false\r\nOstype: linux\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\n\
+              Date: Tue, 01 Dec 2026 00:33:54 GMT\r\nContent-Length: 792\r\n\r\n\
+              {\"Platform\":{\"Name\":\"\"},\"Components\":[{\"Name\":\"Engine\",\
+              \"Version\":\"20.10.24+dfsg1\",\"Details\":{\"ApiVersion\":\"1.41\",\"Arch\":\"amd64\",\
+              \"BuildTime\":\"2026-05-07T21:09:36.000000000+00:00\",\"Experimental\":\"false\",\
+              \"GitCommit\":\"5d6db84\",\"GoVersion\":\"go1.19.8\",\"KernelVersion\":\"6.18.44-fc-v669\",\
+              \"MinAPIVersion\":\"1.12\",\"Os\":\"linux\"}},{\"Name\":\"containerd\",\
+              \"Version\":\"1.6.20~ds1\",\"Details\":{\"GitCommit\":\"1.6.20~ds1-1+deb12u3\"}},\
+              {\"Name\":\"runc\",\"Version\":\"1.1.5+ds1\",\"Details\":{\"GitCommit\":\"1.1.5+ds1-1+deb12u1\"}},\
+              {\"Name\":\"docker-init\",\"Version\":\"0.19.0\",\"Details\":{\"GitCommit\":\"\"}}],\
+              \"Version\":\"20.10.24+dfsg1\",\"ApiVersion\":\"1.41\",\"MinAPIVersion\":\"1.12\",\
+              \"GitCommit\":\"5d6db84\",\"GoVersion\":\"go1.19.8\",\"Os\":\"linux\",\"Arch\":\"amd64\",\
+              \"KernelVersion\":\"6.18.44-fc-v669\",\"BuildTime\":\"2026-05-07T21:09:36.000000000+00:00\"}\n",
+            "docker",
+            Some("Docker"),
+            Some("20.10.24"),
+        ),
+        "1.41",
+    ),
     Sample {
         name: "unknown-greeting",
         reply: b"Welcome to the machine\r\n",

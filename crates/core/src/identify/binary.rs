@@ -246,22 +246,27 @@ fn xorg_version(release: u32) -> Option<String> {
     })
 }
 
-/// Java RMI's ProtocolAck (`N`, then the client's host as a UTF string and its port).
+/// Java RMI's ProtocolAck, the answer to the `JRMI` stream header (`N`, then the client's
+/// host as the server saw it, as a Java UTF string, and the client's port as a 32-bit
+/// integer): `N\0\x09127.0.0.1\0\0\xc8\x9c` from OpenJDK 17's `rmiregistry`. nmap calls the
+/// product "Java RMI"; the acknowledgement carries no version.
 pub(super) fn java_rmi(r: &[u8]) -> Option<Identity> {
     let [0x4e, hi, lo, ref rest @ ..] = *r else {
         return None;
     };
     let len = usize::from(u16::from_be_bytes([hi, lo]));
     let host = rest.get(..len)?;
+    // The port is a TCP port in a 32-bit integer: its two high bytes are zero.
+    let port_high = rest.get(len..len + 4)?.get(..2)?;
     if !(1..=255).contains(&len)
-        || rest.len() < len + 4
+        || port_high != [0, 0]
         || !host
             .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b".:-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || b".:-_%".contains(c))
     {
         return None;
     }
-    Some(Identity::new("java-rmi"))
+    Some(Identity::new("java-rmi").product(Some("Java RMI".into())))
 }
 
 /// OpenVPN over TCP: a length, then P_CONTROL_HARD_RESET_SERVER_V2 (opcode 8, key id 0) and

@@ -898,6 +898,10 @@ mod tests {
             b"ERROR",
             b"NO",
             &[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0xdd, 0x07, 0, 0],
+            // A Java RMI ProtocolAck cut short, and one whose port is no TCP port.
+            b"N\x00\x09127.0.0.1\x00\x00",
+            b"N\x00\x09127.0.0.1\x00\x01\xc8\x9c",
+            b"N\x00\x09127.0.0 1\x00\x00\xc8\x9c",
         ];
         for reply in table {
             assert_eq!(identify(reply), None, "{:?}", crate::printable(reply, 80));

@@ -90,6 +90,17 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         ports: &[11211],
         rarity: 3,
     },
+    // Java RMI servers are common on ports no table names: an object exported on port 0
+    // (the default of `UnicastRemoteObject`, JMX's RMI connector) gets an ephemeral one. So
+    // the probe comes early, within the default budget on any port; it is seven bytes that
+    // other services close on or ignore.
+    ServiceProbe {
+        name: "java-rmi",
+        service: "java-rmi",
+        bytes: b"JRMI\x00\x02\x4b",
+        ports: &[1099, 1098],
+        rarity: 3,
+    },
     ServiceProbe {
         name: "x224",
         service: "ms-wbt-server",
@@ -196,13 +207,6 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         rarity: 8,
     },
     ServiceProbe {
-        name: "java-rmi",
-        service: "java-rmi",
-        bytes: b"JRMI\x00\x02\x4b",
-        ports: &[1099],
-        rarity: 8,
-    },
-    ServiceProbe {
         name: "openvpn",
         service: "openvpn",
         bytes: OPENVPN_RESET,
@@ -214,6 +218,13 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         service: "http",
         bytes: b"GET /version HTTP/1.0\r\n\r\n",
         ports: &[2379, 4001],
+        rarity: 9,
+    },
+    ServiceProbe {
+        name: "docker",
+        service: "docker",
+        bytes: b"GET /version HTTP/1.0\r\n\r\n",
+        ports: &[2375, 2376],
         rarity: 9,
     },
 ];
@@ -458,6 +469,46 @@ mod tests {
             .take(2)
             .collect::<Vec<_>>();
         assert_eq!(names, ["http", "etcd"]);
+    }
+
+    #[test]
+    fn java_rmi_is_reached_within_the_default_budget_on_any_port() {
+        // rmiregistry (OpenJDK 17) closes on every probe but its own without a byte; the
+        // ProtocolAck to `JRMI` names it. That takes four probes on an unhinted port.
+        let budget = usize::from(crate::DEFAULT_MAX_PROBES);
+        for port in [1099, 8080, 40_000, 65_535] {
+            assert!(
+                probe_order(port).take(budget).any(|p| p.name == "java-rmi"),
+                "port {port}"
+            );
+        }
+        let ack: &[u8] = b"N\x00\x09127.0.0.1\x00\x00\xc8\x9c";
+        let (sent, verdict) = play(&[
+            ("http", None),
+            ("redis", None),
+            ("memcached", None),
+            ("java-rmi", Some(ack)),
+        ]);
+        assert_eq!(sent.len(), budget);
+        assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
+        assert_eq!(probe_order(1099).next().map(|p| p.name), Some("java-rmi"));
+    }
+
+    #[test]
+    fn docker_named_by_its_not_found_is_asked_its_version() {
+        // The Engine API's `GET /` is a JSON 404 without a Server header; `/version` has one.
+        let root = b"HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\n\
+            Content-Length: 29\r\n\r\n{\"message\":\"page not found\"}\n";
+        let version = b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n\
+            Server: Docker/20.10.24+dfsg1 (linux)\r\nContent-Length: 2\r\n\r\n{}";
+        let (sent, verdict) = play(&[("http", Some(root)), ("docker", Some(version))]);
+        assert_eq!(sent, ["http", "docker"]);
+        assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
+        let names = probe_order(2375)
+            .map(|p| p.name)
+            .take(2)
+            .collect::<Vec<_>>();
+        assert_eq!(names, ["http", "docker"]);
     }
 
     #[test]

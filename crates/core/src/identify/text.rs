@@ -184,6 +184,7 @@ const HTTP_PRODUCTS: &[(&[u8], &str, &str)] = &[
     (b"tinyproxy", "tinyproxy", "http-proxy"),
     (b"haproxy", "HAProxy", "http-proxy"),
     (b"cups", "CUPS", "ipp"),
+    (b"docker", "Docker", "docker"),
 ];
 
 /// The landing page of a Prometheus exporter (`GET /` on `prometheus-node-exporter`): a
@@ -214,7 +215,8 @@ fn etcd_cors(r: &[u8]) -> bool {
 
 /// Refines a plain HTTP identity with what the rest of the answer tells: proxies (from the
 /// `Server` product, `Via`, or their own error pages), and the JSON APIs and pages of
-/// Elasticsearch, OpenSearch, etcd, Docker and Prometheus exporters.
+/// Elasticsearch, OpenSearch, etcd, Docker (`docker` in nmap's vocabulary, with the API
+/// version as `protocol_version`) and Prometheus exporters.
 pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     if let Some(product) = id.product.as_deref() {
         let known = HTTP_PRODUCTS
@@ -223,6 +225,9 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
         if let Some(&(_, name, service)) = known {
             id.service = service;
             id.product = Some(name.into());
+        }
+        if id.service == "docker" {
+            id.protocol_version = header_value(r, b"api-version:").and_then(version_at);
         }
         return id;
     }
@@ -271,10 +276,23 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     }
     if let Some(api) = json_string(body, b"ApiVersion") {
         let version = json_string(body, b"Version").and_then(version_at);
-        return id
+        return Identity::new("docker")
             .product(Some("Docker".into()))
             .version(version)
-            .info(field(api).map(|a| format!("API {a}")));
+            .protocol(version_at(api));
+    }
+    if docker_not_found(r, body) {
+        return Identity::new("docker").product(Some("Docker".into()));
     }
     id
+}
+
+/// The Docker Engine API's answer to `GET /`: a JSON 404 without a `Server` header (only
+/// its API routes add one), `{"message":"page not found"}`. The version comes from
+/// `/version`, the plan's `docker` probe, which this identity calls for.
+fn docker_not_found(r: &[u8], body: &[u8]) -> bool {
+    let json = header_value(r, b"content-type:")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"application/json"));
+    let not_found = r.starts_with(b"HTTP/1.0 404 ") || r.starts_with(b"HTTP/1.1 404 ");
+    json && not_found && body.starts_with(b"{\"message\":\"page not found\"}")
 }

@@ -1,0 +1,196 @@
+//! `scan --identify` against Java RMI (OpenJDK's `rmiregistry`) and the Docker Engine API
+//! (`dockerd`), each started by the test on a free port and stopped by its pid.
+//!
+//! rmiregistry answers only its own `JRMI` header and closes on everything else, so it also
+//! shows that the plan reaches the JRMI probe on an unhinted port with the default
+//! `--max-probes`. dockerd runs with everything private and throwaway: its data, exec root,
+//! pid file and unix socket in the test's directory, no iptables, bridge or IP forwarding,
+//! its own managed containerd, and a mount namespace of its own in which `/run` and
+//! `/etc/docker` are the test's (so a system containerd's socket is not seen, and nothing is
+//! written to the system's directories).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{assert_identity, backends, daemon_ip, identify, start};
+use crate::daemon_util::{free_port, package_version, programs, root_for};
+use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir};
+
+/// `scan --identify` of one port with the default probe budget (no `--max-probes`).
+fn identify_default_budget(addr: SocketAddr, backend: &str) -> Record {
+    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+    let argv = [
+        "scan",
+        &ip,
+        "-p",
+        &port,
+        "--identify",
+        "--read-timeout",
+        "1500ms",
+        "--dialog-timeout",
+        "40s",
+        "--backend",
+        backend,
+        "--format",
+        "jsonl",
+    ];
+    let out = run(&argv);
+    assert_success(&argv, &out);
+    let records = parse_jsonl(&stdout(&out));
+    assert_eq!(records.len(), 1, "{backend}: {records:?}");
+    records.into_iter().next().unwrap_or_else(|| unreachable!())
+}
+
+/// A port free on every address: rmiregistry listens on the wildcard address.
+fn free_wildcard_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a port on 0.0.0.0: {e}"));
+    l.local_addr().expect("local address").port()
+}
+
+#[test]
+fn rmiregistry_is_java_rmi_within_the_default_budget() {
+    let Some([rmiregistry]) = programs("rmiregistry (openjdk-17-jre-headless)", ["rmiregistry"])
+    else {
+        return;
+    };
+    let dir = TempDir::new("identify-rmi");
+    // rmiregistry has no option for its address: it listens on the wildcard address, so
+    // the port is one free there, and the test's own address reaches it.
+    let ip = daemon_ip("identify::rmiregistry");
+    let addr = SocketAddr::new(ip, free_wildcard_port());
+    let mut cmd = Command::new(&rmiregistry);
+    cmd.args(["-J-Xmx32m", "-J-XX:+UseSerialGC"])
+        .arg(addr.port().to_string());
+    let _d = start("rmiregistry", cmd, dir.path(), addr);
+    for backend in backends(ip) {
+        // It closes on every probe but its own without a byte; the ProtocolAck to `JRMI`
+        // names it and carries no version.
+        let r = identify(addr, backend);
+        assert_identity(&r, "java-rmi", Some("Java RMI"), None);
+        let r = identify_default_budget(addr, backend);
+        assert_identity(&r, "java-rmi", Some("Java RMI"), None);
+    }
+}
+
+/// The pids of processes whose command line mentions `path` (dockerd's managed containerd
+/// names its configuration under the exec root).
+fn processes_under(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&needle)
+                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+#[test]
+fn dockerd_names_its_version() {
+    let Some([dockerd, _containerd, _runc, unshare]) =
+        programs("docker.io", ["dockerd", "containerd", "runc", "unshare"])
+    else {
+        return;
+    };
+    if !root_for("dockerd") {
+        return;
+    }
+    let ip = daemon_ip("identify::dockerd");
+    let dir = TempDir::new("identify-dockerd");
+    let d = dir.path();
+    let addr = SocketAddr::new(ip, free_port(ip));
+    for sub in ["data", "exec", "run", "etc"] {
+        std::fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    let config = dir.write("daemon.json", "{}\n");
+    // dockerd uses a system containerd when `/run/containerd/containerd.sock` exists, and
+    // keeps its key in `/etc/docker` and plugins in `/run/docker`: in its own mount
+    // namespace those are the test's directories, so its managed containerd is its own.
+    let script = format!(
+        "mount --bind '{run}' /run && \
+         if [ -d /etc/docker ]; then mount --bind '{etc}' /etc/docker; fi && exec \"$@\"",
+        run = d.join("run").display(),
+        etc = d.join("etc").display()
+    );
+    let mut cmd = Command::new(&unshare);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .arg(&dockerd)
+    .arg("-H")
+    .arg(format!("tcp://{addr}"))
+    .arg("-H")
+    .arg(format!("unix://{}/docker.sock", d.display()))
+    .arg("--config-file")
+    .arg(&config)
+    .arg("--data-root")
+    .arg(d.join("data"))
+    .arg("--exec-root")
+    .arg(d.join("exec"))
+    .arg("--pidfile")
+    .arg(d.join("docker.pid"))
+    .args([
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-forward=false",
+    ])
+    .args(["--ip-masq=false", "--bridge=none", "--userland-proxy=false"]);
+    let daemon = start("dockerd", cmd, d, addr);
+    let truth = package_version(&dockerd);
+    for backend in backends(ip) {
+        // `GET /` gets a JSON 404 that names Docker but not its version; the plan follows it
+        // up with `GET /version`, whose Server and Api-Version headers tell both.
+        let r = identify(addr, backend);
+        assert_identity(&r, "docker", Some("Docker"), Some(&truth));
+        assert_eq!(
+            r.str("cpe"),
+            Some(format!("cpe:/a:docker:engine:{truth}").as_str()),
+            "{r:?}"
+        );
+        assert!(
+            r.str("protocol_version")
+                .is_some_and(|v| v.starts_with("1.") && v.len() > 2),
+            "API version, {r:?}"
+        );
+    }
+    // dockerd runs a containerd of its own, configured under its exec root (not a system
+    // one); SIGTERM stops dockerd, which stops that containerd: nothing of theirs is left.
+    let managed = processes_under(&d.join("exec").join("containerd"));
+    assert!(
+        !managed.is_empty(),
+        "no containerd of dockerd's own\n{}",
+        daemon.log_text()
+    );
+    drop(daemon);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = processes_under(d);
+    while !left.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        left = processes_under(d);
+    }
+    assert!(
+        left.is_empty(),
+        "left running after dockerd stopped: {left:?}"
+    );
+}
