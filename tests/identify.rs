@@ -26,16 +26,20 @@ use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir};
 /// `scan --identify` of one port on one backend: its one record. Generous read timeouts for
 /// a busy machine, and every probe of the plan allowed.
 fn identify(addr: SocketAddr, backend: &str) -> Record {
+    identify_within(addr, backend, Some(30))
+}
+
+/// `scan --identify` of one port on one backend with `--max-probes` (`None`: the default
+/// budget): its one record.
+fn identify_within(addr: SocketAddr, backend: &str, max_probes: Option<u8>) -> Record {
     let ip = addr.ip().to_string();
     let port = addr.port().to_string();
-    let argv = [
-        "scan",
-        &ip,
-        "-p",
-        &port,
-        "--identify",
-        "--max-probes",
-        "30",
+    let mut argv = vec!["scan", &ip, "-p", &port, "--identify"];
+    let budget = max_probes.map(|n| n.to_string());
+    if let Some(n) = budget.as_deref() {
+        argv.extend(["--max-probes", n]);
+    }
+    argv.extend([
         "--read-timeout",
         "1500ms",
         "--dialog-timeout",
@@ -44,7 +48,7 @@ fn identify(addr: SocketAddr, backend: &str) -> Record {
         backend,
         "--format",
         "jsonl",
-    ];
+    ]);
     let out = run(&argv);
     assert_success(&argv, &out);
     let records = parse_jsonl(&stdout(&out));

@@ -15,34 +15,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{assert_identity, backends, daemon_ip, identify, start};
+use super::{assert_identity, backends, daemon_ip, identify, identify_within, start};
 use crate::daemon_util::{free_port, package_version, programs, root_for};
-use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir};
-
-/// `scan --identify` of one port with the default probe budget (no `--max-probes`).
-fn identify_default_budget(addr: SocketAddr, backend: &str) -> Record {
-    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-    let argv = [
-        "scan",
-        &ip,
-        "-p",
-        &port,
-        "--identify",
-        "--read-timeout",
-        "1500ms",
-        "--dialog-timeout",
-        "40s",
-        "--backend",
-        backend,
-        "--format",
-        "jsonl",
-    ];
-    let out = run(&argv);
-    assert_success(&argv, &out);
-    let records = parse_jsonl(&stdout(&out));
-    assert_eq!(records.len(), 1, "{backend}: {records:?}");
-    records.into_iter().next().unwrap_or_else(|| unreachable!())
-}
+use crate::util::TempDir;
 
 /// A port free on every address: rmiregistry listens on the wildcard address.
 fn free_wildcard_port() -> u16 {
@@ -71,7 +46,7 @@ fn rmiregistry_is_java_rmi_within_the_default_budget() {
         // names it and carries no version.
         let r = identify(addr, backend);
         assert_identity(&r, "java-rmi", Some("Java RMI"), None);
-        let r = identify_default_budget(addr, backend);
+        let r = identify_within(addr, backend, None);
         assert_identity(&r, "java-rmi", Some("Java RMI"), None);
     }
 }
