@@ -972,12 +972,27 @@ ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
 -----END PRIVATE KEY-----
 ";
 
-/// `text` in a file of this test process's own under the temporary directory; its path.
+/// Where [`pem_file`] puts `name`: under the temporary directory, this test process's own.
+fn pem_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("porthawk-api-fields-{}-{name}", std::process::id()))
+}
+
+/// `text` in the file [`pem_path`] names; its path. [`PemFiles`] removes them.
 fn pem_file(name: &str, text: &str) -> String {
-    let path =
-        std::env::temp_dir().join(format!("porthawk-api-fields-{}-{name}", std::process::id()));
+    let path = pem_path(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// Removes the files [`pem_file`] wrote when the test ends, passed or not.
+struct PemFiles;
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        for name in ["cert.pem", "key.pem"] {
+            let _ = std::fs::remove_file(pem_path(name));
+        }
+    }
 }
 
 /// The schema `schema` points at, through `$ref` and the `oneOf`/`anyOf` of an optional one.
@@ -1051,6 +1066,7 @@ fn monitor_and_action(c: &mut ServerConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_request_field_is_accepted() {
     let (server, _dir, app) = setup("api-fields", monitor_and_action);
+    let _pems = PemFiles;
     let doc: Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
     let mut posted = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
