@@ -835,5 +835,21 @@ mod tests {
         );
         assert_eq!(plan.sent(), 4);
         assert!(plan.sent() <= crate::DEFAULT_MAX_PROBES);
+        let id = super::super::identify(version).unwrap_or_else(|| panic!("not identified"));
+        assert_eq!(
+            (id.service, id.product.as_deref(), id.version.as_deref()),
+            ("http", Some("Kubernetes"), Some("1.28.2"))
+        );
+        assert_eq!(
+            id.cpe.as_deref(),
+            Some("cpe:/a:kubernetes:kubernetes:1.28.2")
+        );
+        // Without anonymous access, `/version` is refused too: Kubernetes, no version.
+        let unauthorized = crate::fuzzing::sample_reply("kubernetes-1.28-unauthorized");
+        let id = super::super::identify(unauthorized).unwrap_or_else(|| panic!("not identified"));
+        assert_eq!(
+            (id.product.as_deref(), id.version),
+            (Some("Kubernetes"), None)
+        );
     }
 }
