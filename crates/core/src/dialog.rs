@@ -2559,4 +2559,45 @@ ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
         assert_eq!(log, ["TLS:GET / HTTP/1.0;"]);
         assert_eq!(c.probes_sent(), 1);
     }
+
+    #[test]
+    fn the_kubernetes_api_is_followed_up_inside_tls_on_a_new_session() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        // Go's plain answer, then inside TLS the API's 403 Status to `GET /` and its
+        // version to `GET /version`, asked on a second TLS connection.
+        let plain =
+            |_: &[u8]| Some(crate::fuzzing::sample_reply("kubernetes-1.28-plain-http").to_vec());
+        let api = |request: &[u8]| {
+            let name = if request.starts_with(b"GET /version ") {
+                "kubernetes-1.28.2-version"
+            } else {
+                "kubernetes-1.28-forbidden"
+            };
+            Some(crate::fuzzing::sample_reply(name).to_vec())
+        };
+        let peer = TlsPeer {
+            greeting: b"",
+            answer: &api,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &plain, Some(&peer));
+        assert_eq!(
+            log,
+            [
+                "GET / HTTP/1.0;",
+                "TLS:GET / HTTP/1.0;",
+                "TLS:GET /version HTTP/1.0;"
+            ]
+        );
+        assert_eq!(
+            id_of(&c),
+            Some((
+                "http".to_string(),
+                Some("Kubernetes".to_string()),
+                Some("1.28.2".to_string())
+            ))
+        );
+        assert!(c.tls().is_some());
+        assert_eq!((c.probes_sent(), c.reason()), (4, None));
+    }
 }
