@@ -2478,11 +2478,12 @@ ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
             assert_eq!((c.tls(), c.reason()), (None, None));
             assert_eq!(c.banner(), Some(NGINX_PLAIN_TO_TLS));
         }
-        // A reset in the handshake.
+        // An alert to the ClientHello probe on 443, then a reset in the handshake.
         let mut c = Conversation::default();
         c.on_connect(&spec, connected_to(443));
+        assert!(sends(c.on_timeout(&spec, ms(100))));
         let n = c.pending_send().len();
-        c.on_sent(&spec, n, ms(1));
+        assert!(matches!(c.on_sent(&spec, n, ms(101)), Step::Recv { .. }));
         let alert: &[u8] = b"\x15\x03\x03\x00\x02\x02\x28";
         assert_eq!(c.on_recv(&spec, alert, ms(2)), Step::Reconnect);
         assert!(sends(c.on_connect(&spec, connected_to(443))));
@@ -2599,5 +2600,35 @@ ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
         );
         assert!(c.tls().is_some());
         assert_eq!((c.probes_sent(), c.reason()), (4, None));
+    }
+
+    #[test]
+    fn the_plans_handshake_sends_sni_for_a_named_target_only() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        let sni = |name: Option<&str>| {
+            let mut c = Conversation::default();
+            c.set_server_name(name);
+            // On 443 the ClientHello probe goes first, after the null probe; an alert
+            // answers it.
+            c.on_connect(&spec, connected_to(443));
+            assert!(sends(c.on_timeout(&spec, ms(100))));
+            assert_eq!(c.pending_send().get(..3), Some(&b"\x16\x03\x01"[..]));
+            let n = c.pending_send().len();
+            assert!(matches!(c.on_sent(&spec, n, ms(101)), Step::Recv { .. }));
+            let alert: &[u8] = b"\x15\x03\x03\x00\x02\x02\x70";
+            assert_eq!(c.on_recv(&spec, alert, ms(102)), Step::Reconnect);
+            // The plan's own handshake: a real ClientHello, read by a real server.
+            assert!(sends(c.on_connect(&spec, connected_to(443))));
+            let mut server = tls_server();
+            let mut wire = c.pending_send();
+            while !wire.is_empty() {
+                server.read_tls(&mut wire).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            server.server_name().map(str::to_string)
+        };
+        assert_eq!(sni(Some("web.example")), Some("web.example".to_string()));
+        assert_eq!(sni(None), None);
     }
 }
