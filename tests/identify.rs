@@ -12,6 +12,7 @@ mod desktop;
 mod more;
 mod rmi_docker;
 mod servers;
+mod tls_inside;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -233,8 +233,10 @@ pub enum DialogStep {
     },
 }
 
-/// The protocol probes `--identify` sends to a silent port by default.
-pub const DEFAULT_MAX_PROBES: u8 = 4;
+/// The protocol probes `--identify` sends to a silent port by default: on a port no probe
+/// names, HTTP, TLS, Redis, memcached and Java RMI (a TLS handshake the plan makes counts as
+/// one).
+pub const DEFAULT_MAX_PROBES: u8 = 5;
 
 /// A piece of a [`DialogStep::SendCaptures`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +385,13 @@ struct PlanState {
     spent: Duration,
     /// The latest elapsed time a completion reported on this connection.
     last_elapsed: Duration,
+    /// The plan went inside TLS itself (a reply showed a TLS server): every connection of
+    /// the plan from then on starts with a TLS handshake.
+    auto_tls: bool,
+    /// The plan's TLS handshake is under way on this connection.
+    handshaking: bool,
+    /// The null probe inside TLS was made (on the plan's first TLS connection).
+    greeted: bool,
 }
 
 impl Conversation {
@@ -465,6 +474,9 @@ impl Conversation {
         if matches!(self.current(), Some(DialogStep::StartTls)) {
             return self.handshake(spec, elapsed);
         }
+        if self.plan.handshaking {
+            return self.plan_handshake(spec, elapsed);
+        }
         if matches!(self.current(), Some(DialogStep::Identify { .. })) {
             // The probe is out: read its answer.
             self.plan.last_elapsed = elapsed;
@@ -488,10 +500,19 @@ impl Conversation {
             // Plaintext decrypted here, even in the read that ends the handshake, stays in `rx`
             // for the next read step.
             if let Err(why) = self.tls_input(data) {
+                if self.plan.auto_tls {
+                    return self.plan_tls_error(spec, elapsed);
+                }
                 if let Some(step) = self.on_alert(spec) {
                     return step;
                 }
                 return self.fail(why);
+            }
+            if self.plan.handshaking {
+                if self.peer_closed {
+                    return self.plan_tls_error(spec, elapsed);
+                }
+                return self.plan_handshake(spec, elapsed);
             }
             if handshaking {
                 if self.peer_closed {
@@ -511,6 +532,10 @@ impl Conversation {
 
     /// Call when the current send or read timed out, `elapsed` after the handshake.
     pub fn on_timeout(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        if self.plan.handshaking {
+            // A server that only looked like TLS, or a slow one: the TLS branch ends.
+            return self.plan_tls_error(spec, elapsed);
+        }
         let after = fmt_duration(spec.read_timeout.min(spec.dialog_timeout));
         let dialog = self.dialog.clone();
         match dialog.as_deref().and_then(|d| d.steps.get(self.step)) {
@@ -559,10 +584,20 @@ impl Conversation {
 
     /// Call when a send or read failed with `errno` (e.g. ECONNRESET).
     pub fn on_io_error(&mut self, errno: Errno) -> Step {
-        if matches!(self.current(), Some(DialogStep::Identify { .. })) && self.tls.is_none() {
+        if matches!(self.current(), Some(DialogStep::Identify { .. }))
+            && (self.tls.is_none() || self.plan.auto_tls)
+        {
             // A service that resets the connection on a probe it does not speak: try the
             // next one on a new connection, if the plan has one left.
             self.keep_banner();
+            if self.plan.handshaking {
+                // The plan's own TLS handshake failed: the TLS branch, and the plan, end.
+                self.plan.handshaking = false;
+                self.plan.auto_tls = false;
+                self.rx.clear();
+                self.step += 1;
+                return self.finish();
+            }
             let last_step = self.dialog.as_ref().map_or(0, |d| d.steps.len()) == self.step + 1;
             if !self.plan_has_probes_left() && last_step {
                 self.rx.clear();
@@ -820,6 +855,22 @@ impl Conversation {
         match self.plan.probes.judge(&self.rx, last) {
             crate::ReplyVerdict::Unknown => None,
             crate::ReplyVerdict::ReadMore => Some(self.next_io(spec, elapsed, false)),
+            crate::ReplyVerdict::Tls => {
+                // A TLS server: this reply is the banner (`tls`, or the HTTPS server's
+                // complaint) unless something inside TLS says more.
+                let n = self.rx.len().min(BANNER_LIMIT);
+                self.banner.clear();
+                self.banner.extend_from_slice(&self.rx[..n]);
+                self.have_banner = true;
+                if self.plan_may_enter_tls(spec, elapsed) {
+                    self.plan.probes.enter_tls();
+                    self.plan.auto_tls = true;
+                    return Some(self.plan_reconnect(elapsed));
+                }
+                self.rx.clear();
+                self.step += 1;
+                Some(self.advance(spec, elapsed))
+            }
             crate::ReplyVerdict::Recognised { follow_up } => {
                 // This reply names the service: it is the banner, whatever came before.
                 let n = self.rx.len().min(BANNER_LIMIT);
@@ -852,7 +903,7 @@ impl Conversation {
             return self.advance(spec, elapsed);
         }
         if reconnect || self.peer_closed {
-            if self.tls.is_some() {
+            if self.tls.is_some() && !self.plan.auto_tls {
                 // A TLS session is not made again for a probe: the plan ends here.
                 self.rx.clear();
                 self.step += 1;
@@ -877,6 +928,10 @@ impl Conversation {
     /// Asks the engine for a new connection for the plan's next probe.
     fn plan_reconnect(&mut self, elapsed: Duration) -> Step {
         self.plan.spent += elapsed;
+        // The plan's own TLS session belongs to the old connection; the new one makes its own.
+        if self.plan.auto_tls {
+            self.tls = None;
+        }
         self.plan.reconnecting = true;
         self.plan.probing = false;
         self.rx.clear();
@@ -892,9 +947,13 @@ impl Conversation {
         match event {
             ConnectEvent::Connected { local, peer }
                 if local != peer
-                    && self.plan_has_probes_left()
+                    && (self.plan_has_probes_left()
+                        || (self.plan.auto_tls && !self.plan.greeted))
                     && self.plan.spent < spec.dialog_timeout =>
             {
+                if self.plan.auto_tls {
+                    return self.plan_start_tls(spec);
+                }
                 self.send_probe(spec, Duration::ZERO)
             }
             _ => {
@@ -902,6 +961,82 @@ impl Conversation {
                 self.advance(spec, Duration::ZERO)
             }
         }
+    }
+
+    /// Whether the plan may go inside TLS after a reply that showed it: TLS can be set up,
+    /// the dialog is not in TLS already, and the budget has room for the handshake (one
+    /// probe) and the time is not spent.
+    fn plan_may_enter_tls(&self, spec: &ProbeSpec, elapsed: Duration) -> bool {
+        let Some(&DialogStep::Identify { max_probes }) = self.current() else {
+            return false;
+        };
+        spec.tls_config.is_some()
+            && self.tls.is_none()
+            && !self.plan.auto_tls
+            && self.plan.probes.tls() == crate::identify::PlanTls::Plain
+            && self.plan.probes.sent() < max_probes
+            && self.plan.spent + elapsed < spec.dialog_timeout
+    }
+
+    /// Starts the plan's TLS handshake on its new connection (SNI from the target's name,
+    /// the certificate recorded, never verified: identification names what runs, whatever
+    /// its certificate).
+    fn plan_start_tls(&mut self, spec: &ProbeSpec) -> Step {
+        let config = spec.tls_config.as_ref().map(Arc::clone);
+        let name = conn_server_name(&self.server_name, spec.tls_check.as_deref(), self.peer);
+        let conn = config
+            .zip(name)
+            .and_then(|(config, name)| rustls::ClientConnection::new(config, name).ok());
+        let Some(conn) = conn else {
+            return self.plan_tls_error(spec, Duration::ZERO);
+        };
+        self.tls = Some(Box::new(conn));
+        self.plan.handshaking = true;
+        self.rx.clear();
+        self.plan_handshake(spec, Duration::ZERO)
+    }
+
+    /// Drives the plan's TLS handshake; once done, the null probe inside TLS (on the first
+    /// TLS connection: imaps, pop3s, smtps speak first) or the plan's next probe.
+    fn plan_handshake(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        let Some(conn) = self.tls.as_mut() else {
+            return self.plan_tls_error(spec, elapsed);
+        };
+        if conn.wants_write() {
+            if self.tls_output(None).is_err() {
+                return self.plan_tls_error(spec, elapsed);
+            }
+            return self.next_io(spec, elapsed, true);
+        }
+        if conn.is_handshaking() {
+            return self.next_io(spec, elapsed, false);
+        }
+        self.plan.handshaking = false;
+        self.record_tls();
+        self.plan.last_elapsed = elapsed;
+        if !self.plan.greeted {
+            self.plan.greeted = true;
+            self.plan.probing = false;
+            // A greeting that came with the server's Finished is already in `rx`.
+            return self.read_step(spec, elapsed);
+        }
+        self.rx.clear();
+        self.send_probe(spec, elapsed)
+    }
+
+    /// The plan's TLS failed: a handshake that did not complete (a service that only looked
+    /// like TLS) ends the TLS branch and the plan, with what the earlier replies showed; an
+    /// error after the handshake is taken as the peer's close (the next probe, if any).
+    fn plan_tls_error(&mut self, spec: &ProbeSpec, elapsed: Duration) -> Step {
+        if self.plan.handshaking || self.tls.is_none() {
+            self.plan.handshaking = false;
+            self.plan.auto_tls = false;
+            self.rx.clear();
+            self.step += 1;
+            return self.advance(spec, elapsed);
+        }
+        self.peer_closed = true;
+        self.read_step(spec, elapsed)
     }
 
     /// Sends the plan's next probe on this connection.
@@ -1033,18 +1168,9 @@ impl Conversation {
         if conn.is_handshaking() {
             return self.next_io(spec, elapsed, false);
         }
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(v) => format!("{v:?}"),
-            None => "unknown".to_string(),
-        };
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite()))
-            .unwrap_or_default();
-        let chain = conn.peer_certificates().unwrap_or_default().to_vec();
-        self.tls_info = Some(TlsInfo::new(version, cipher, &chain));
+        let chain = self.record_tls();
+        // `--identify --tls`: the plan runs in this session, without the TLS probe.
+        self.plan.probes.given_tls();
         let check = spec.tls_check.as_deref();
         if let Some(verifier) = check.and_then(|c| c.verify.as_ref()) {
             let verdict = match conn_server_name(&self.server_name, check, self.peer) {
@@ -1062,6 +1188,27 @@ impl Conversation {
         }
         self.step += 1;
         self.advance(spec, elapsed)
+    }
+
+    /// Records what the finished TLS handshake showed (version, cipher, certificates) as
+    /// the probe's TLS info; returns the peer's chain.
+    fn record_tls(&mut self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        let Some(conn) = self.tls.as_ref() else {
+            return Vec::new();
+        };
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(v) => format!("{v:?}"),
+            None => "unknown".to_string(),
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let chain = conn.peer_certificates().unwrap_or_default().to_vec();
+        self.tls_info = Some(TlsInfo::new(version, cipher, &chain));
+        chain
     }
 
     /// Fills `out` with what goes on the wire: `plain` as is without TLS; through the TLS
@@ -2084,5 +2231,404 @@ ZMGzVLireoxjJwTsxBF+yArBbdDpUt3GMEQGF/rShdWsRWGq3SKYGreO
             assert_eq!(c.reason(), None, "{name}");
             assert_eq!(c.banner(), Some(&greeting[..]), "{name}");
         }
+    }
+
+    /// What the peer behind the port of [`play_plan`] does inside TLS: its greeting (sent as
+    /// soon as the handshake is done) and its answer to a request (`None`: silence).
+    struct TlsPeer<'a> {
+        greeting: &'a [u8],
+        answer: &'a dyn Fn(&[u8]) -> Option<Vec<u8>>,
+    }
+
+    /// An in-memory rustls server with [`TEST_CERT`], TLS 1.2 and 1.3.
+    fn tls_server() -> rustls::ServerConnection {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        rustls::ServerConnection::new(Arc::new(config)).unwrap()
+    }
+
+    /// Plays an identify plan on `port` against one server: on a plain connection it answers
+    /// each send with `plain` (`None`: it closes), unless `tls` is given and the send is a
+    /// TLS record, which starts a real TLS server on that connection (the plan's ClientHello
+    /// probe and its handshakes alike). Silent until spoken to. Returns the conversation and
+    /// what each connection carried: its plaintext sends, or `TLS:` and the requests inside.
+    fn play_plan(
+        spec: &ProbeSpec,
+        port: u16,
+        plain: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+        tls: Option<&TlsPeer>,
+    ) -> (Conversation, Vec<String>) {
+        let mut c = Conversation::default();
+        let mut step = c.on_connect(spec, connected_to(port));
+        let mut server: Option<rustls::ServerConnection> = None;
+        // The plain answer waiting to be read: `Some(empty)` is a close.
+        let mut pending: Option<Vec<u8>> = None;
+        let mut log = vec![String::new()];
+        let mut t = Duration::ZERO;
+        for _ in 0..200 {
+            t += Duration::from_millis(10);
+            step = match step {
+                Step::Send { .. } => {
+                    let wire = c.pending_send().to_vec();
+                    let starts_tls = wire.first() == Some(&0x16) && tls.is_some();
+                    if let (None, true, Some(peer)) = (&server, starts_tls, tls) {
+                        let mut s = tls_server();
+                        s.writer().write_all(peer.greeting).unwrap();
+                        server = Some(s);
+                        log.last_mut().unwrap().push_str("TLS:");
+                    }
+                    if let (Some(s), Some(peer)) = (server.as_mut(), tls) {
+                        let mut rd = wire.as_slice();
+                        while !rd.is_empty() {
+                            s.read_tls(&mut rd).unwrap();
+                        }
+                        if s.process_new_packets().is_ok() && !s.is_handshaking() {
+                            let mut request = Vec::new();
+                            let _ = s.reader().read_to_end(&mut request);
+                            if !request.is_empty() {
+                                let line = request.split(|&b| b == b'\r').next().unwrap_or(&[]);
+                                log.last_mut().unwrap().push_str(&printable(line, 40));
+                                log.last_mut().unwrap().push(';');
+                                if let Some(answer) = (peer.answer)(&request) {
+                                    s.writer().write_all(&answer).unwrap();
+                                }
+                            }
+                        }
+                    } else {
+                        let line = wire.split(|&b| b == b'\r').next().unwrap_or(&[]);
+                        log.last_mut().unwrap().push_str(&printable(line, 16));
+                        log.last_mut().unwrap().push(';');
+                        pending = Some(plain(&wire).unwrap_or_default());
+                    }
+                    c.on_sent(spec, wire.len(), t)
+                }
+                Step::Recv { .. } => {
+                    if let Some(s) = server.as_mut() {
+                        let mut wire = Vec::new();
+                        while s.wants_write() {
+                            s.write_tls(&mut wire).unwrap();
+                        }
+                        if wire.is_empty() {
+                            t += spec.read_timeout;
+                            c.on_timeout(spec, t)
+                        } else {
+                            c.on_recv(spec, &wire, t)
+                        }
+                    } else {
+                        match pending.take() {
+                            Some(answer) => c.on_recv(spec, &answer, t),
+                            None => {
+                                t += spec.read_timeout;
+                                c.on_timeout(spec, t)
+                            }
+                        }
+                    }
+                }
+                Step::Reconnect => {
+                    server = None;
+                    pending = None;
+                    log.push(String::new());
+                    t = Duration::ZERO;
+                    c.on_connect(spec, connected_to(port))
+                }
+                Step::Done { .. } => break,
+            };
+        }
+        assert!(matches!(step, Step::Done { .. }), "not done: {step:?}");
+        (c, log)
+    }
+
+    /// An identify spec as `--identify` builds it: with the TLS configuration.
+    fn identify_spec(
+        dialog: Dialog,
+        read_timeout: Duration,
+        dialog_timeout: Duration,
+    ) -> ProbeSpec {
+        let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
+        ProbeSpec {
+            tls_config: Some(crate::tls::client_config(time).unwrap()),
+            read_timeout,
+            dialog_timeout,
+            ..spec(dialog)
+        }
+    }
+
+    const NGINX_PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n\
+        Content-Type: text/html\r\n\r\n<html>\r\n<head><title>400 The plain HTTP request was \
+        sent to HTTPS port</title></head>\r\n";
+    const NGINX_OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nContent-Length: 9\r\n\r\nporthawk\n";
+
+    fn https(request: &[u8]) -> Option<Vec<u8>> {
+        request.starts_with(b"GET / ").then(|| NGINX_OK.to_vec())
+    }
+
+    fn id_of(c: &Conversation) -> Option<(String, Option<String>, Option<String>)> {
+        let id = crate::identify(c.banner()?)?;
+        Some((id.service.to_string(), id.product, id.version))
+    }
+
+    #[test]
+    fn the_identify_plan_goes_inside_tls_when_a_reply_shows_it() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        let nginx = (
+            "http".to_string(),
+            Some("nginx".to_string()),
+            Some("1.22.1".to_string()),
+        );
+        // nginx's complaint to a plain request: the handshake on a new connection, the null
+        // probe (silent), then HTTP inside, which names it; with the TLS info.
+        let complain = |_: &[u8]| Some(NGINX_PLAIN_TO_TLS.to_vec());
+        let peer = TlsPeer {
+            greeting: b"",
+            answer: &https,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;", "TLS:GET / HTTP/1.0;"]);
+        assert_eq!(id_of(&c), Some(nginx.clone()));
+        assert_eq!(c.tls().map(|t| t.version.as_str()), Some("TLSv1.3"));
+        let subject = c
+            .tls()
+            .and_then(|t| t.cert.as_ref())
+            .map(|k| k.subject.as_str());
+        assert_eq!(subject, Some("CN=localhost"));
+        assert_eq!((c.probes_sent(), c.tries(), c.reason()), (3, 1, None));
+
+        // An OpenSSL server closes on plain HTTP without a byte; the ClientHello probe gets a
+        // ServerHello. An imaps server greets inside TLS: the null probe names it.
+        let closes = |_: &[u8]| None;
+        let imaps = TlsPeer {
+            greeting: b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] Dovecot ready.\r\n",
+            answer: &|_| None,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &closes, Some(&imaps));
+        assert_eq!(log, ["GET / HTTP/1.0;", "TLS:", "TLS:"]);
+        assert_eq!(
+            id_of(&c),
+            Some(("imap".to_string(), Some("Dovecot".to_string()), None))
+        );
+        assert!(c.tls().is_some());
+        assert_eq!((c.probes_sent(), c.reason()), (3, None));
+
+        // A TLS server that says nothing inside: `tls`, with the TLS info, within the
+        // budget (HTTP, the ClientHello, the handshake, HTTP and Redis inside).
+        let mute = TlsPeer {
+            greeting: b"",
+            answer: &|_| None,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &closes, Some(&mute));
+        assert_eq!(
+            log,
+            ["GET / HTTP/1.0;", "TLS:", "TLS:GET / HTTP/1.0;", "TLS:*1;"]
+        );
+        assert_eq!(id_of(&c).map(|i| i.0), Some("tls".to_string()));
+        assert!(c.tls().is_some());
+        assert_eq!((c.probes_sent(), c.reason()), (DEFAULT_MAX_PROBES, None));
+
+        // On a TLS port the ClientHello goes first.
+        let (c, log) = play_plan(&spec, 443, &closes, Some(&peer));
+        assert_eq!(log, ["TLS:", "TLS:GET / HTTP/1.0;"]);
+        assert_eq!(id_of(&c), Some(nginx));
+        assert_eq!(c.probes_sent(), 3);
+    }
+
+    #[test]
+    fn a_handshake_that_fails_ends_the_tls_branch_with_what_was_seen() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        // The complaint, then plain HTTP again to the ClientHello: the handshake fails; the
+        // port is open, the complaint is the banner, no TLS info and no failure reason.
+        let complain = |_: &[u8]| Some(NGINX_PLAIN_TO_TLS.to_vec());
+        let (c, log) = play_plan(&spec, 40_001, &complain, None);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log[1].starts_with("\\x16\\x03"), "{log:?}");
+        assert_eq!(c.banner(), Some(NGINX_PLAIN_TO_TLS));
+        assert_eq!((c.tls(), c.reason(), c.tries()), (None, None, 1));
+        assert_eq!(c.probes_sent(), 2);
+        // A close, or silence, in the middle of the handshake: the same.
+        for answer in [None, Some(Vec::new())] {
+            let mut c = Conversation::default();
+            c.on_connect(&spec, connected_to(40_001));
+            c.on_timeout(&spec, ms(100));
+            let n = c.pending_send().len();
+            c.on_sent(&spec, n, ms(101));
+            assert_eq!(
+                c.on_recv(&spec, NGINX_PLAIN_TO_TLS, ms(102)),
+                Step::Reconnect
+            );
+            assert!(sends(c.on_connect(&spec, connected_to(40_001))));
+            assert_eq!(c.pending_send().first(), Some(&0x16));
+            let n = c.pending_send().len();
+            assert!(matches!(c.on_sent(&spec, n, ms(1)), Step::Recv { .. }));
+            let end = match answer {
+                None => c.on_timeout(&spec, ms(101)),
+                Some(close) => c.on_recv(&spec, &close, ms(2)),
+            };
+            assert_eq!(end, open());
+            assert_eq!((c.tls(), c.reason()), (None, None));
+            assert_eq!(c.banner(), Some(NGINX_PLAIN_TO_TLS));
+        }
+        // An alert to the ClientHello probe on 443, then a reset in the handshake.
+        let mut c = Conversation::default();
+        c.on_connect(&spec, connected_to(443));
+        assert!(sends(c.on_timeout(&spec, ms(100))));
+        let n = c.pending_send().len();
+        assert!(matches!(c.on_sent(&spec, n, ms(101)), Step::Recv { .. }));
+        let alert: &[u8] = b"\x15\x03\x03\x00\x02\x02\x28";
+        assert_eq!(c.on_recv(&spec, alert, ms(2)), Step::Reconnect);
+        assert!(sends(c.on_connect(&spec, connected_to(443))));
+        assert_eq!(c.on_io_error(crate::errno::consts::ECONNRESET), open());
+        assert_eq!((c.tls(), c.reason()), (None, None));
+        assert_eq!(c.banner(), Some(alert));
+    }
+
+    #[test]
+    fn the_tls_branch_keeps_to_the_budget_and_the_dialog_time() {
+        let ms = Duration::from_millis;
+        let complain = |_: &[u8]| Some(NGINX_PLAIN_TO_TLS.to_vec());
+        let peer = TlsPeer {
+            greeting: b"",
+            answer: &https,
+        };
+        // One probe: no room for the handshake.
+        let spec1 = identify_spec(Dialog::identify(1), ms(100), ms(5000));
+        let (c, log) = play_plan(&spec1, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;"]);
+        assert_eq!((c.probes_sent(), c.tls()), (1, None));
+        // Two: the handshake and the null probe inside, no request.
+        let spec2 = identify_spec(Dialog::identify(2), ms(100), ms(5000));
+        let (c, log) = play_plan(&spec2, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;", "TLS:"]);
+        assert_eq!(c.probes_sent(), 2);
+        assert!(c.tls().is_some());
+        assert_eq!(c.banner(), Some(NGINX_PLAIN_TO_TLS));
+        // The dialog's time spent by the first connection: no TLS branch.
+        let short = identify_spec(Dialog::identify(4), ms(100), ms(120));
+        let (c, log) = play_plan(&short, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;"]);
+        assert_eq!((c.probes_sent(), c.tls()), (1, None));
+        // Spent during the null probe inside: the plan ends there.
+        let short = identify_spec(Dialog::identify(4), ms(100), ms(200));
+        let (c, log) = play_plan(&short, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;", "TLS:"]);
+        assert_eq!(c.probes_sent(), 2);
+        // Without a TLS configuration (a spec built by hand), the plan stops at the reply.
+        let bare = spec(Dialog::identify(4));
+        let (c, log) = play_plan(&bare, 40_001, &complain, Some(&peer));
+        assert_eq!(log, ["GET / HTTP/1.0;"]);
+        assert_eq!((c.probes_sent(), c.tls()), (1, None));
+    }
+
+    #[test]
+    fn identify_with_tls_given_runs_the_plan_in_that_session_unchanged() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(4).over_tls(), ms(100), ms(5000));
+        let peer = TlsPeer {
+            greeting: b"",
+            answer: &https,
+        };
+        let closes = |_: &[u8]| None;
+        // Port 443 hints the ClientHello, but the session is TLS already: HTTP goes first,
+        // in it, and names nginx; one probe.
+        let (c, log) = play_plan(&spec, 443, &closes, Some(&peer));
+        assert_eq!(log, ["TLS:GET / HTTP/1.0;"], "{:?}", c.reason());
+        assert_eq!(
+            id_of(&c),
+            Some((
+                "http".to_string(),
+                Some("nginx".to_string()),
+                Some("1.22.1".to_string())
+            ))
+        );
+        assert_eq!((c.probes_sent(), c.reason()), (1, None));
+        // A silent server: the plan ends after its one probe (no new session per probe).
+        let mute = TlsPeer {
+            greeting: b"",
+            answer: &|_| None,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &closes, Some(&mute));
+        assert_eq!(log, ["TLS:GET / HTTP/1.0;"]);
+        assert_eq!(c.probes_sent(), 1);
+    }
+
+    #[test]
+    fn the_kubernetes_api_is_followed_up_inside_tls_on_a_new_session() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        // Go's plain answer, then inside TLS the API's 403 Status to `GET /` and its
+        // version to `GET /version`, asked on a second TLS connection.
+        let plain =
+            |_: &[u8]| Some(crate::fuzzing::sample_reply("kubernetes-1.28-plain-http").to_vec());
+        let api = |request: &[u8]| {
+            let name = if request.starts_with(b"GET /version ") {
+                "kubernetes-1.28.2-version"
+            } else {
+                "kubernetes-1.28-forbidden"
+            };
+            Some(crate::fuzzing::sample_reply(name).to_vec())
+        };
+        let peer = TlsPeer {
+            greeting: b"",
+            answer: &api,
+        };
+        let (c, log) = play_plan(&spec, 40_001, &plain, Some(&peer));
+        assert_eq!(
+            log,
+            [
+                "GET / HTTP/1.0;",
+                "TLS:GET / HTTP/1.0;",
+                "TLS:GET /version HTTP/1.0;"
+            ]
+        );
+        assert_eq!(
+            id_of(&c),
+            Some((
+                "http".to_string(),
+                Some("Kubernetes".to_string()),
+                Some("1.28.2".to_string())
+            ))
+        );
+        assert!(c.tls().is_some());
+        assert_eq!((c.probes_sent(), c.reason()), (4, None));
+    }
+
+    #[test]
+    fn the_plans_handshake_sends_sni_for_a_named_target_only() {
+        let ms = Duration::from_millis;
+        let spec = identify_spec(Dialog::identify(DEFAULT_MAX_PROBES), ms(100), ms(5000));
+        let sni = |name: Option<&str>| {
+            let mut c = Conversation::default();
+            c.set_server_name(name);
+            // On 443 the ClientHello probe goes first, after the null probe; an alert
+            // answers it.
+            c.on_connect(&spec, connected_to(443));
+            assert!(sends(c.on_timeout(&spec, ms(100))));
+            assert_eq!(c.pending_send().get(..3), Some(&b"\x16\x03\x01"[..]));
+            let n = c.pending_send().len();
+            assert!(matches!(c.on_sent(&spec, n, ms(101)), Step::Recv { .. }));
+            let alert: &[u8] = b"\x15\x03\x03\x00\x02\x02\x70";
+            assert_eq!(c.on_recv(&spec, alert, ms(102)), Step::Reconnect);
+            // The plan's own handshake: a real ClientHello, read by a real server.
+            assert!(sends(c.on_connect(&spec, connected_to(443))));
+            let mut server = tls_server();
+            let mut wire = c.pending_send();
+            while !wire.is_empty() {
+                server.read_tls(&mut wire).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            server.server_name().map(str::to_string)
+        };
+        assert_eq!(sni(Some("web.example")), Some("web.example".to_string()));
+        assert_eq!(sni(None), None);
     }
 }

@@ -241,6 +241,19 @@ pub const SAMPLES: &[Sample] = &[
         None,
         None,
     ),
+    // nginx's plain answer on a TLS port: a sign of TLS (the plan goes inside).
+    sample(
+        "nginx-1.22-plain-to-https",
+        b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 01:30:00 GMT\r\n\
+          Content-Type: text/html\r\nContent-Length: 255\r\nConnection: close\r\n\r\n\
+          <html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n\
+          <body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+          <center>The plain HTTP request was sent to HTTPS port</center>\r\n\
+          <hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n",
+        "http",
+        Some("nginx"),
+        Some("1.22.1"),
+    ),
     sample(
         "tls-alert",
         b"\x15\x03\x01\x00\x02\x02\x46",
@@ -694,6 +707,57 @@ pub const SAMPLES: &[Sample] = &[
         ),
         "1.41",
     ),
+    // The Kubernetes API server (kube-apiserver 1.28, Go's net/http): its answer to a plain
+    // request on its TLS port; inside TLS, the `Status` of the authorization filter to an
+    // anonymous `GET /` (k8s.io/apiserver's responsewriters, compact JSON), and `/version`
+    // (`WriteRawJSON`: `json.MarshalIndent` of k8s.io/apimachinery's `version.Info`).
+    sample(
+        "kubernetes-1.28-plain-http",
+        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        "http",
+        None,
+        None,
+    ),
+    sample(
+        "kubernetes-1.28-forbidden",
+        b"HTTP/1.0 403 Forbidden\r\nAudit-Id: 5b0f2a8e-3c8d-4a61-9f57-2d8e1f0b6c3a\r\n\
+          Cache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
+          X-Content-Type-Options: nosniff\r\n\
+          X-Kubernetes-Pf-Flowschema-Uid: 0d3f3f57-6b1c-4e0a-a3c4-8f1f5e2b7c10\r\n\
+          X-Kubernetes-Pf-Prioritylevel-Uid: 6a9b3c1d-2e4f-4a5b-8c7d-9e0f1a2b3c4d\r\n\
+          Date: Tue, 01 Dec 2026 01:20:00 GMT\r\nContent-Length: 217\r\n\r\n\
+          {\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+          \"message\":\"forbidden: User \\\"system:anonymous\\\" cannot get path \\\"/\\\"\",\
+          \"reason\":\"Forbidden\",\"details\":{},\"code\":403}\n",
+        "http",
+        Some("Kubernetes"),
+        None,
+    ),
+    sample(
+        "kubernetes-1.28-unauthorized",
+        b"HTTP/1.0 401 Unauthorized\r\nAudit-Id: 9c1e7a52-0b4d-4f3e-8a6c-1d2e3f4a5b6c\r\n\
+          Cache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
+          Date: Tue, 01 Dec 2026 01:20:00 GMT\r\nContent-Length: 129\r\n\r\n\
+          {\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+          \"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n",
+        "http",
+        Some("Kubernetes"),
+        None,
+    ),
+    sample(
+        "kubernetes-1.28.2-version",
+        b"HTTP/1.0 200 OK\r\nAudit-Id: 3f2b1c0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9\r\n\
+          Cache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
+          Date: Tue, 01 Dec 2026 01:20:00 GMT\r\nContent-Length: 263\r\n\r\n\
+          {\n  \"major\": \"1\",\n  \"minor\": \"28\",\n  \"gitVersion\": \"v1.28.2\",\n  \
+          \"gitCommit\": \"89a4ea3e1e4ddd7f7572286090359983e0387b2f\",\n  \
+          \"gitTreeState\": \"clean\",\n  \"buildDate\": \"2023-09-13T09:29:07Z\",\n  \
+          \"goVersion\": \"go1.20.8\",\n  \"compiler\": \"gc\",\n  \
+          \"platform\": \"linux/amd64\"\n}",
+        "http",
+        Some("Kubernetes"),
+        Some("1.28.2"),
+    ),
     Sample {
         name: "unknown-greeting",
         reply: b"Welcome to the machine\r\n",
@@ -897,6 +961,7 @@ fn identify_dialogs() -> &'static [Arc<Dialog>] {
 pub fn identify_dialog_seeds() -> Vec<(String, Vec<u8>)> {
     const TIMEOUT: u8 = 0x00;
     const CLOSE: u8 = 0x20;
+    const RESET: u8 = 0x10;
     const CONNECTED: u8 = 0x31;
     const PROCEED: u8 = 0x31;
     let read = |data: &mut Vec<u8>, reply: &[u8]| {
@@ -920,7 +985,19 @@ pub fn identify_dialog_seeds() -> Vec<(String, Vec<u8>)> {
     read(&mut memcached, b"ERROR\r\nERROR\r\nERROR\r\n");
     memcached.extend_from_slice(&[CONNECTED, PROCEED]);
     read(&mut memcached, sample_reply("memcached-1.6.18-version"));
+    // A TLS server: nginx's complaint to plain HTTP, then the plan's handshake on a new
+    // connection, answered by an alert (the branch ends); and an OpenSSL server that closes
+    // on HTTP and answers the ClientHello probe, then resets the handshake's connection.
+    let mut nginx_tls = vec![budget(4), TIMEOUT, PROCEED];
+    read(&mut nginx_tls, sample_reply("nginx-1.22-plain-to-https"));
+    nginx_tls.extend_from_slice(&[CONNECTED, PROCEED]);
+    read(&mut nginx_tls, b"\x15\x03\x03\x00\x02\x02\x28");
+    let mut openssl = vec![budget(4), TIMEOUT, PROCEED, CLOSE, CONNECTED, PROCEED];
+    read(&mut openssl, sample_reply("tls-server-hello"));
+    openssl.extend_from_slice(&[CONNECTED, PROCEED, RESET]);
     vec![
+        ("identify-plan-nginx-tls".to_string(), nginx_tls),
+        ("identify-plan-openssl-tls".to_string(), openssl),
         ("identify-plan-silent".to_string(), silent),
         ("identify-plan-ngircd".to_string(), ngircd),
         ("identify-plan-memcached".to_string(), memcached),
@@ -1269,7 +1346,7 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
 }
 
 /// The reply of the sample called `name` (empty if there is none).
-fn sample_reply(name: &str) -> &'static [u8] {
+pub(crate) fn sample_reply(name: &str) -> &'static [u8] {
     SAMPLES
         .iter()
         .find(|s| s.name == name)
@@ -1932,6 +2009,14 @@ mod tests {
         assert_eq!(
             got,
             [
+                (
+                    "identify-plan-nginx-tls".to_string(),
+                    Some(("http", text("nginx"), text("1.22.1")))
+                ),
+                (
+                    "identify-plan-openssl-tls".to_string(),
+                    Some(("tls", None, None))
+                ),
                 ("identify-plan-silent".to_string(), None),
                 (
                     "identify-plan-ngircd".to_string(),

@@ -272,7 +272,13 @@ impl ProbeOptions {
             .is_some_and(|d| d.steps.contains(&DialogStep::StartTls));
         let tls_check = self.tls_check(needs_tls, &time)?;
         let client_auth = self.client_auth()?;
-        let tls_config = if needs_tls {
+        // An identify plan makes a TLS handshake of its own when a reply shows TLS.
+        let identifies = dialog.as_ref().is_some_and(|d| {
+            d.steps
+                .iter()
+                .any(|s| matches!(s, DialogStep::Identify { .. }))
+        });
+        let tls_config = if needs_tls || identifies {
             Some(
                 crate::tls_client_config_with(time, client_auth).map_err(|e| {
                     ProbeOptionsError {

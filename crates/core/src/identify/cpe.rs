@@ -14,6 +14,7 @@ const CPE_NAMES: &[(&str, &str)] = &[
     ("tinyproxy", "tinyproxy_project:tinyproxy"),
     ("HAProxy", "haproxy:haproxy"),
     ("Caddy", "caddyserver:caddy"),
+    ("Kubernetes", "kubernetes:kubernetes"),
     ("Traefik", "traefik:traefik"),
     ("CUPS", "apple:cups"),
     ("Postfix", "postfix:postfix"),

@@ -13,7 +13,9 @@ mod cpe;
 mod plan;
 mod text;
 
-pub use plan::{nth_probe, probe_order, ProbePlan, ReplyVerdict, ServiceProbe, SERVICE_PROBES};
+pub use plan::{
+    nth_probe, probe_order, PlanTls, ProbePlan, ReplyVerdict, ServiceProbe, SERVICE_PROBES,
+};
 
 /// The most bytes of a product or version name that an [`Identity`] keeps.
 pub const IDENTITY_FIELD_LIMIT: usize = 64;
@@ -140,6 +142,25 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
     .or_else(|| binary::openvpn(r))
     .or_else(|| binary::kafka(r))?;
     Some(cpe::with_cpe(id))
+}
+
+/// Whether `reply`, recognised as `id`, shows a TLS server: a TLS record (a ServerHello, an
+/// alert), or an HTTPS server's plain answer to a plain request: nginx's
+/// `400 The plain HTTP request was sent to HTTPS port`, Apache's `You're speaking plain HTTP
+/// to an SSL-enabled server port`, Go's `Client sent an HTTP request to an HTTPS server.`
+/// (the Kubernetes API server's, among others).
+fn shows_tls(reply: &[u8], id: &Identity) -> bool {
+    const COMPLAINTS: &[&[u8]] = &[
+        b"The plain HTTP request was sent to HTTPS port",
+        b"speaking plain HTTP to an SSL-enabled server port",
+        b"Client sent an HTTP request to an HTTPS server",
+    ];
+    let r = &reply[..reply.len().min(IDENTIFY_SCAN_LIMIT)];
+    id.service == "tls"
+        || (id.service == "http"
+            && r.starts_with(b"HTTP/1.")
+            && r.get(9..13) == Some(b"400 ")
+            && COMPLAINTS.iter().any(|c| find(r, c).is_some()))
 }
 
 /// Whether `reply`, recognised as `id`, is likely to say more if read on: an IRC server's

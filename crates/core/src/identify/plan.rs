@@ -64,15 +64,43 @@ const SIP_OPTIONS: &[u8] = b"OPTIONS sip:porthawk@localhost SIP/2.0\r\n\
     From: <sip:porthawk@localhost>;tag=porthawk\r\nTo: <sip:porthawk@localhost>\r\n\
     Call-ID: porthawk@localhost\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
 
+/// A TLS 1.2 ClientHello (no SNI: a fixed probe names no host) offering the common ECDHE
+/// AES-GCM and ChaCha20 suites, plus TLS 1.3's for servers that read them: any TLS server
+/// answers it with a ServerHello or an alert, both TLS records that [`super::identify`]
+/// names `tls`; the plan then makes a real handshake on a new connection.
+const TLS_CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x00\x7a\x01\x00\x00\x76\x03\x03\
+    porthawk identify: TLS probe 001\x00\
+    \x00\x1e\xc0\x2b\xc0\x2f\xc0\x2c\xc0\x30\xcc\xa9\xcc\xa8\xc0\x13\xc0\x14\x00\x9c\x00\x9d\
+    \x00\x2f\x00\x35\x13\x01\x13\x02\x13\x03\x01\x00\
+    \x00\x2f\
+    \x00\x0a\x00\x08\x00\x06\x00\x1d\x00\x17\x00\x18\
+    \x00\x0b\x00\x02\x01\x00\
+    \x00\x0d\x00\x14\x00\x12\x04\x03\x08\x04\x04\x01\x05\x03\x08\x05\x05\x01\x08\x06\x06\x01\x02\x01\
+    \xff\x01\x00\x01\x00";
+
 /// Every protocol probe, in order of rarity. The one table of port hints.
 pub const SERVICE_PROBES: &[ServiceProbe] = &[
     ServiceProbe {
         name: "http",
         service: "http",
         bytes: b"GET / HTTP/1.0\r\n\r\n",
+        // Not 443 nor 8443: there the TLS probe goes first, and HTTP inside TLS.
         ports: &[
-            80, 81, 443, 591, 631, 2375, 2379, 3000, 3128, 5000, 5601, 8000, 8008, 8080, 8081,
-            8088, 8443, 8888, 9090, 9100, 9200, 9300,
+            80, 81, 591, 631, 2375, 2379, 3000, 3128, 5000, 5601, 8000, 8008, 8080, 8081, 8088,
+            8888, 9090, 9100, 9200, 9300,
+        ],
+        rarity: 1,
+    },
+    // TLS wraps every sort of service on every sort of port: second everywhere (a TLS
+    // server says nothing to the null probe, and OpenSSL's close on the HTTP probe without an
+    // alert). Its answer makes the plan go on inside TLS (see `ProbePlan::enter_tls`).
+    ServiceProbe {
+        name: "tls",
+        service: "tls",
+        bytes: TLS_CLIENT_HELLO,
+        ports: &[
+            443, 465, 563, 636, 853, 989, 990, 992, 993, 995, 2376, 5061, 5986, 6443, 6514, 8443,
+            9443,
         ],
         rarity: 1,
     },
@@ -227,6 +255,16 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         ports: &[2375, 2376],
         rarity: 9,
     },
+    // The Kubernetes API server's version, which it shows to anyone (the
+    // `system:public-info-viewer` role); the follow-up when `GET /` inside TLS gets the API's
+    // JSON `Status` (401 or 403).
+    ServiceProbe {
+        name: "kubernetes",
+        service: "http",
+        bytes: b"GET /version HTTP/1.0\r\n\r\n",
+        ports: &[6443],
+        rarity: 9,
+    },
 ];
 
 /// The probes for `port`, in the order to try them: those whose hints name the port, then
@@ -239,6 +277,28 @@ pub fn probe_order(port: u16) -> impl Iterator<Item = &'static ServiceProbe> {
         .iter()
         .filter(move |p| !p.ports.contains(&port));
     hinted.chain(rest)
+}
+
+/// The probes for `port` inside a TLS session the plan made itself: HTTP first (HTTPS is
+/// most of what TLS carries), then the order of [`probe_order`]; never the TLS probe.
+fn probe_order_in_tls(port: u16) -> impl Iterator<Item = &'static ServiceProbe> {
+    let http = SERVICE_PROBES.iter().filter(|p| p.name == "http");
+    http.chain(probe_order(port).filter(|p| p.name != "http"))
+        .filter(|p| p.name != "tls")
+}
+
+/// Where a [`ProbePlan`] stands with TLS.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum PlanTls {
+    /// Plain connections; a reply showing TLS makes the plan go inside
+    /// ([`ReplyVerdict::Tls`]).
+    #[default]
+    Plain,
+    /// Inside the TLS session the dialog made before the plan (`--identify --tls`): the
+    /// order of [`probe_order`] without the TLS probe.
+    Given,
+    /// Inside TLS sessions the plan makes itself, after a reply showed TLS: HTTP first.
+    Entered,
 }
 
 /// The `n`th probe (from 0) for `port`.
@@ -265,6 +325,8 @@ pub struct ProbePlan {
     recognised: bool,
     /// The index in [`SERVICE_PROBES`] of the follow-up probe.
     follow: Option<u8>,
+    /// Plain, or inside TLS.
+    tls: PlanTls,
 }
 
 /// What a [`ProbePlan`] makes of the reply read so far.
@@ -281,6 +343,11 @@ pub enum ReplyVerdict {
         /// Whether the plan has a follow-up probe to send.
         follow_up: bool,
     },
+    /// The reply shows a TLS server (a TLS record, or an HTTP server's complaint about a
+    /// plain request on its TLS port): the plan goes on inside TLS, on a new connection,
+    /// if the caller can make the handshake ([`ProbePlan::enter_tls`]); else it is spent and
+    /// this reply is the banner.
+    Tls,
 }
 
 impl ProbePlan {
@@ -297,6 +364,28 @@ impl ProbePlan {
         self.sent
     }
 
+    /// Plain, or inside TLS.
+    pub fn tls(&self) -> PlanTls {
+        self.tls
+    }
+
+    /// Goes inside TLS after [`ReplyVerdict::Tls`]: the handshake counts as a probe, and
+    /// every protocol probe may be sent again (through TLS), HTTP first.
+    pub fn enter_tls(&mut self) {
+        self.sent = self.sent.saturating_add(1);
+        self.tried = 1 << index_of_name("tls");
+        self.recognised = false;
+        self.follow = None;
+        self.tls = PlanTls::Entered;
+    }
+
+    /// The dialog made a TLS handshake before the plan (`--identify --tls`): the TLS probe
+    /// is not sent, nor a reply taken as a sign of TLS; the order is unchanged.
+    pub fn given_tls(&mut self) {
+        self.tried |= 1 << index_of_name("tls");
+        self.tls = PlanTls::Given;
+    }
+
     fn tried(&self, i: usize) -> bool {
         self.tried & (1 << i) != 0
     }
@@ -310,6 +399,9 @@ impl ProbePlan {
                 .map(usize::from)
                 .filter(|&i| !self.tried(i))
                 .and_then(|i| SERVICE_PROBES.get(i));
+        }
+        if self.tls == PlanTls::Entered {
+            return probe_order_in_tls(self.port).find(|p| !self.tried(index_of(p)));
         }
         probe_order(self.port).find(|p| !self.tried(index_of(p)))
     }
@@ -326,6 +418,11 @@ impl ProbePlan {
         let Some(id) = super::identify(reply) else {
             return ReplyVerdict::Unknown;
         };
+        if self.tls == PlanTls::Plain && super::shows_tls(reply, &id) {
+            self.recognised = true;
+            self.follow = None;
+            return ReplyVerdict::Tls;
+        }
         if !last && super::wants_more(reply, &id) {
             return ReplyVerdict::ReadMore;
         }
@@ -356,9 +453,14 @@ fn follow_up_for(id: &super::Identity) -> Option<usize> {
 
 /// The index of `probe` in [`SERVICE_PROBES`] (by name: each name is there once).
 fn index_of(probe: &ServiceProbe) -> usize {
+    index_of_name(probe.name)
+}
+
+/// The index of the probe called `name` in [`SERVICE_PROBES`].
+fn index_of_name(name: &str) -> usize {
     SERVICE_PROBES
         .iter()
-        .position(|p| p.name == probe.name)
+        .position(|p| p.name == name)
         .unwrap_or(0)
 }
 
@@ -428,10 +530,11 @@ mod tests {
         // to its own; RabbitMQ's protocol header is followed by the AMQP probe.
         let (sent, verdict) = play(&[
             ("http", None),
+            ("tls", None),
             ("redis", Some(b"ERROR\r\nERROR\r\nERROR\r\n")),
             ("memcached", Some(b"VERSION 1.6.18\r\n")),
         ]);
-        assert_eq!(sent, ["http", "redis", "memcached"]);
+        assert_eq!(sent, ["http", "tls", "redis", "memcached"]);
         assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
         let (sent, _) = play(&[("http", Some(b"AMQP\x00\x00\x09\x01")), ("amqp", None)]);
         assert_eq!(sent, ["http", "amqp"]);
@@ -474,7 +577,7 @@ mod tests {
     #[test]
     fn java_rmi_is_reached_within_the_default_budget_on_any_port() {
         // rmiregistry (OpenJDK 17) closes on every probe but its own without a byte; the
-        // ProtocolAck to `JRMI` names it. That takes four probes on an unhinted port.
+        // ProtocolAck to `JRMI` names it. That takes five probes on an unhinted port.
         let budget = usize::from(crate::DEFAULT_MAX_PROBES);
         for port in [1099, 8080, 40_000, 65_535] {
             assert!(
@@ -485,6 +588,7 @@ mod tests {
         let ack: &[u8] = b"N\x00\x09127.0.0.1\x00\x00\xc8\x9c";
         let (sent, verdict) = play(&[
             ("http", None),
+            ("tls", None),
             ("redis", None),
             ("memcached", None),
             ("java-rmi", Some(ack)),
@@ -614,11 +718,138 @@ mod tests {
         assert_eq!(le32(&get("mongodb")[21..]), get("mongodb").len() - 21);
         assert_eq!(usize::from(get("mqtt")[1]), get("mqtt").len() - 2);
         assert_eq!(usize::from(get("ldap")[1]), get("ldap").len() - 2);
+        let hello = get("tls");
+        assert_eq!(be16(hello, 3), hello.len() - 5);
+        assert_eq!(be16(hello, 7), hello.len() - 9);
+        assert_eq!(&hello[11..43], b"porthawk identify: TLS probe 001");
+        let extensions = 43 + 1 + 2 + be16(hello, 44) + 2;
+        assert_eq!(be16(hello, extensions), hello.len() - extensions - 2);
         let kafka = get("kafka");
         assert_eq!(be16(kafka, 2), kafka.len() - 4);
         assert_eq!(
             &get("git")[..4],
             format!("{:04x}", get("git").len()).as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_tls_reply_takes_the_plan_inside_tls_http_first() {
+        // An OpenSSL server closes on the HTTP probe without a byte; the ClientHello gets a
+        // ServerHello: the plan goes inside TLS (the handshake counts), HTTP first, and every
+        // probe but the TLS one may go again.
+        let server_hello: &[u8] = b"\x16\x03\x03\x00\x5a\x02\x00\x00\x56\x03\x03";
+        let mut plan = ProbePlan::new(40_000);
+        let names = |plan: &ProbePlan| plan.next().map(|p| p.name);
+        assert_eq!(names(&plan), Some("http"));
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        assert_eq!(names(&plan), Some("tls"));
+        plan.mark_sent(&SERVICE_PROBES[index_of_name("tls")]);
+        assert_eq!(plan.judge(server_hello, true), ReplyVerdict::Tls);
+        assert_eq!(plan.next(), None, "spent unless it goes inside TLS");
+        plan.enter_tls();
+        assert_eq!((plan.sent(), plan.tls()), (3, PlanTls::Entered));
+        assert_eq!(names(&plan), Some("http"));
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        assert_eq!(names(&plan), Some("redis"));
+        // Inside, a TLS-looking reply is just a reply.
+        assert_eq!(
+            plan.judge(server_hello, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        // On 993 the ClientHello goes first, and HTTP still leads inside.
+        let mut plan = ProbePlan::new(993);
+        assert_eq!(names(&plan), Some("tls"));
+        plan.mark_sent(&SERVICE_PROBES[index_of_name("tls")]);
+        assert_eq!(
+            plan.judge(b"\x15\x03\x03\x00\x02\x02\x28", true),
+            ReplyVerdict::Tls
+        );
+        plan.enter_tls();
+        let inside: Vec<_> = probe_order_in_tls(993).map(|p| p.name).collect();
+        assert_eq!(inside[..2], ["http", "redis"]);
+        assert!(!inside.contains(&"tls"));
+        assert_eq!(inside.len(), SERVICE_PROBES.len() - 1);
+    }
+
+    #[test]
+    fn https_servers_complaining_of_plain_http_show_tls() {
+        let replies: [&[u8]; 3] = [
+            b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n\r\n<html>\r\n<head><title>400 \
+              The plain HTTP request was sent to HTTPS port</title></head>",
+            b"HTTP/1.1 400 Bad Request\r\nServer: Apache/2.4.71 (Debian)\r\n\r\n<p>Reason: \
+              You're speaking plain HTTP to an SSL-enabled server port.<br />",
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        ];
+        for reply in replies {
+            let mut plan = ProbePlan::new(40_000);
+            plan.mark_sent(&SERVICE_PROBES[0]);
+            assert_eq!(plan.judge(reply, true), ReplyVerdict::Tls);
+        }
+        // Not a complaint: a 400 of another kind, or the words in a 200 page.
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        let page = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n\
+            The plain HTTP request was sent to HTTPS port";
+        assert_eq!(
+            plan.judge(page, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        // With TLS given (`--identify --tls`), no TLS probe and no TLS verdict.
+        let mut plan = ProbePlan::new(443);
+        plan.given_tls();
+        assert_eq!(plan.next().map(|p| p.name), Some("http"));
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        assert_ne!(plan.next().map(|p| p.name), Some("tls"));
+        assert_eq!(
+            plan.judge(replies[0], true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_api_is_asked_its_version_inside_tls() {
+        // `GET /` inside TLS: the API's 403 Status (anonymous) names Kubernetes without a
+        // version; the follow-up is `GET /version`.
+        let forbidden = crate::fuzzing::sample_reply("kubernetes-1.28-forbidden");
+        let version = crate::fuzzing::sample_reply("kubernetes-1.28.2-version");
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(&SERVICE_PROBES[0]);
+        assert_eq!(
+            plan.judge(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n", true),
+            ReplyVerdict::Tls
+        );
+        plan.enter_tls();
+        let http = plan.next().unwrap_or_else(|| panic!("no probe"));
+        assert_eq!(http.name, "http");
+        plan.mark_sent(http);
+        assert_eq!(
+            plan.judge(forbidden, true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+        let follow = plan.next().unwrap_or_else(|| panic!("no follow-up"));
+        assert_eq!(follow.name, "kubernetes");
+        plan.mark_sent(follow);
+        assert_eq!(
+            plan.judge(version, true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        assert_eq!(plan.sent(), 4);
+        assert!(plan.sent() <= crate::DEFAULT_MAX_PROBES);
+        let id = super::super::identify(version).unwrap_or_else(|| panic!("not identified"));
+        assert_eq!(
+            (id.service, id.product.as_deref(), id.version.as_deref()),
+            ("http", Some("Kubernetes"), Some("1.28.2"))
+        );
+        assert_eq!(
+            id.cpe.as_deref(),
+            Some("cpe:/a:kubernetes:kubernetes:1.28.2")
+        );
+        // Without anonymous access, `/version` is refused too: Kubernetes, no version.
+        let unauthorized = crate::fuzzing::sample_reply("kubernetes-1.28-unauthorized");
+        let id = super::super::identify(unauthorized).unwrap_or_else(|| panic!("not identified"));
+        assert_eq!(
+            (id.product.as_deref(), id.version),
+            (Some("Kubernetes"), None)
         );
     }
 }

@@ -284,7 +284,34 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     if docker_not_found(r, body) {
         return Identity::new("docker").product(Some("Docker".into()));
     }
+    if let Some(v) = kubernetes_version(body) {
+        return id.product(Some("Kubernetes".into())).version(version_at(v));
+    }
+    if kubernetes_status(body) {
+        return id.product(Some("Kubernetes".into()));
+    }
     id
+}
+
+/// The Kubernetes API server's `/version`: `{"major": "1", "minor": "28", "gitVersion":
+/// "v1.28.2", ..., "platform": "linux/amd64"}` (k8s.io/apimachinery's `version.Info`); the
+/// `gitVersion`.
+fn kubernetes_version(body: &[u8]) -> Option<&[u8]> {
+    let json = body.trim_ascii_start().starts_with(b"{");
+    let fields = json_string(body, b"major").is_some()
+        && json_string(body, b"minor").is_some()
+        && json_string(body, b"platform").is_some();
+    json_string(body, b"gitVersion").filter(|_| json && fields)
+}
+
+/// The Kubernetes API server's answer to a request it refuses (`GET /` without credentials:
+/// 401, or 403 for `system:anonymous`): a `Status` object of API group `v1`. The version
+/// comes from `/version`, the plan's `kubernetes` probe, which this identity calls for.
+fn kubernetes_status(body: &[u8]) -> bool {
+    body.trim_ascii_start().starts_with(b"{")
+        && json_string(body, b"kind") == Some(b"Status")
+        && json_string(body, b"apiVersion") == Some(b"v1")
+        && json_string(body, b"status") == Some(b"Failure")
 }
 
 /// The Docker Engine API's answer to `GET /`: a JSON 404 without a `Server` header (only
