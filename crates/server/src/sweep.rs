@@ -73,7 +73,7 @@ pub struct ProbeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_alert: Option<String>,
     /// With the `identify` preset: the most protocol probes sent to a silent port (default
-    /// 4; 0 reads the banner only; more than the plan has sends every probe of the plan).
+    /// 5; 0 reads the banner only; more than the plan has sends every probe of the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_probes: Option<u8>,
     /// How long a connect may take, in milliseconds (1 to 60000; default 1000).
