@@ -51,9 +51,10 @@ pub(crate) struct Shared {
     pub(crate) history: HistoryWrites,
     live: Mutex<LiveSweeps>,
     stopping: AtomicBool,
-    pub(crate) stop_aggregator: AtomicBool,
     /// Fleet mode's state, when the config has `[fleet]`.
     pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::state::FleetState>>,
+    /// Wakes the scheduler, which sleeps until a schedule is due: the config was reloaded.
+    pub(crate) schedules_changed: tokio::sync::Notify,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.
@@ -103,8 +104,8 @@ impl Shared {
             history: HistoryWrites::default(),
             live: Mutex::new(LiveSweeps::default()),
             stopping: AtomicBool::new(false),
-            stop_aggregator: AtomicBool::new(false),
             fleet: std::sync::OnceLock::new(),
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 

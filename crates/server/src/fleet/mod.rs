@@ -492,7 +492,17 @@ impl Task {
                     self.publish(&coord, &run, slice, 1).await;
                 }
             }
-            let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+            // With a window to keep full, look again soon; with nothing to publish, sleep
+            // until a sweep is created or slices complete (`wake` keeps a notification
+            // that comes while this turn runs).
+            let active = lock(&self.fleet.runs)
+                .values()
+                .any(|r| !r.exhausted.load(Ordering::Relaxed));
+            if active {
+                let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+            } else {
+                self.fleet.wake.notified().await;
+            }
         }
     }
 

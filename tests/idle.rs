@@ -1,0 +1,153 @@
+//! An idle `porthawk serve` sleeps: no thread wakes on a timer when there is nothing to do
+//! (issue 15, item 4). The tests count wakes, not time: the context switches of each of the
+//! server's threads (`/proc/PID/task/TID/status`) over a quiet window. A thread that polls
+//! every 50 ms switches about 60 times in 3 s; one that sleeps until it has work, zero.
+//!
+//! What may legitimately wake in the window, and why it does not break the count:
+//! - tokio's blocking-pool threads (used for SQLite reads, name resolution) park with a 10 s
+//!   keep-alive, then wake once and exit: a thread gone by the end of the window is not
+//!   counted, one still there woke at most once.
+//! - The retention thread prunes at start and then once a minute; the monitor runtime prunes
+//!   history at start and then hourly: the windows start seconds after the start.
+//! - A monitor's check: the monitor test checks at once and measures well before the next
+//!   check, a minute later.
+//!
+//! The bound, [`MAX_WAKES`] per thread over [`WINDOW`], leaves room for one stray wake or
+//! two (a late reply, a keep-alive expiry) while a periodic poll of up to a second's
+//! period cannot fit under it.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::serve::{submit, wait_ended};
+use crate::util::{http, http_json, test_hosts, Serve, TempDir};
+
+/// How long the quiet window lasts.
+const WINDOW: Duration = Duration::from_secs(3);
+/// The most context switches a thread may make in the window.
+const MAX_WAKES: u64 = 3;
+/// Time for the work of the start (or of a request) to settle before the window opens.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// One thread's name and its context switches so far (voluntary and not).
+fn switches(pid: u32) -> BTreeMap<u32, (String, u64)> {
+    let mut out = BTreeMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    for task in tasks.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let mut name = String::new();
+        let mut n = 0;
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("Name:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().expect("a switch count");
+            }
+        }
+        out.insert(tid, (name, n));
+    }
+    out
+}
+
+/// Waits [`SETTLE`], counts each thread's switches over [`WINDOW`] and requires at most
+/// [`MAX_WAKES`] of each thread that lived through it (threads born in the window count
+/// from zero).
+fn assert_sleeps(server: &Serve, what: &str) {
+    thread::sleep(SETTLE);
+    let pid = server.child.id();
+    let before = switches(pid);
+    thread::sleep(WINDOW);
+    let after = switches(pid);
+    let mut woke = Vec::new();
+    for (tid, (name, n)) in &after {
+        let was = before.get(tid).map_or(0, |(_, n)| *n);
+        woke.push((name.clone(), *tid, n - was));
+    }
+    woke.sort_by(|a, b| b.2.cmp(&a.2));
+    eprintln!("{what}: context switches per thread over {WINDOW:?}: {woke:?}");
+    let busy: Vec<_> = woke.iter().filter(|w| w.2 > MAX_WAKES).collect();
+    assert!(
+        busy.is_empty(),
+        "{what}: threads woke more than {MAX_WAKES} times in {WINDOW:?} with nothing to do \
+         (name, tid, switches): {busy:?}"
+    );
+    assert!(!after.is_empty(), "no thread of pid {pid} was seen");
+}
+
+/// A server with no config and no sweep, just started and asked for `/healthz`, does not
+/// wake on any timer.
+#[test]
+fn an_idle_server_does_not_wake() {
+    let data = TempDir::new("idle-bare");
+    let server = Serve::start(data.path());
+    let (status, body) = http(server.addr, "GET", "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    assert_sleeps(&server, "no config");
+    server.stop();
+}
+
+/// After a sweep has ended, the aggregator's flush timer is disarmed again: the server
+/// goes back to sleep.
+#[test]
+fn a_server_sleeps_again_after_a_sweep() {
+    let data = TempDir::new("idle-sweep");
+    let host = test_hosts("idle-sweep", 1)[0];
+    let server = Serve::start(data.path());
+    let id = submit(
+        server.addr,
+        &format!(r#"{{"targets":["{host}"],"ports":"1-200"}}"#),
+    );
+    let end = wait_ended(server.addr, id);
+    assert_eq!(end["state"], "done", "{end}");
+    assert_eq!(end["done"], 200, "{end}");
+    assert_sleeps(&server, "after a sweep");
+    server.stop();
+}
+
+/// With a monitor configured (a 60 s interval, its config file watched for changes), the
+/// server wakes for its checks only: checked now, it sleeps until the next one.
+#[test]
+fn a_server_with_a_monitor_sleeps_until_the_check_is_due() {
+    let dir = TempDir::new("idle-monitor");
+    let host = test_hosts("idle-monitor", 1)[0];
+    // Nothing listens there: the check finds the port closed and the target DOWN.
+    let config = dir.write(
+        "porthawk.toml",
+        &format!(
+            "[[monitor]]\nname = \"quiet\"\ntargets = [\"{host}\"]\nports = \"9\"\n\
+             interval = \"60s\"\ntimeout = \"1s\"\nfail_after = 1\n"
+        ),
+    );
+    let mut cmd = Serve::command(&dir.path().join("data"));
+    cmd.arg("--config").arg(&config);
+    let server = Serve::spawn(cmd);
+    let (status, body) = http(server.addr, "POST", "/v1/monitors/quiet/check", None);
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, m): (u16, Value) = http_json(server.addr, "GET", "/v1/monitors/quiet", None);
+        assert_eq!(status, 200, "{m}");
+        if m["state"] == "down" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the monitor was not checked: {m}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_sleeps(&server, "one monitor, checked");
+    server.stop();
+}
