@@ -75,7 +75,7 @@ fn assert_sleeps(server: &Serve, what: &str) {
         let was = before.get(tid).map_or(0, |(_, n)| *n);
         woke.push((name.clone(), *tid, n - was));
     }
-    woke.sort_by(|a, b| b.2.cmp(&a.2));
+    woke.sort_by_key(|w| std::cmp::Reverse(w.2));
     eprintln!("{what}: context switches per thread over {WINDOW:?}: {woke:?}");
     let busy: Vec<_> = woke.iter().filter(|w| w.2 > MAX_WAKES).collect();
     assert!(
@@ -149,5 +149,24 @@ fn a_server_with_a_monitor_sleeps_until_the_check_is_due() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_sleeps(&server, "one monitor, checked");
+    server.stop();
+}
+
+/// A database deleted under a sleeping server is still noticed and logged when it happens:
+/// the data directory is watched (inotify), not looked at on a timer, and nothing else (no
+/// write, no request) would see it here.
+#[test]
+fn a_deleted_database_is_logged_while_the_server_sleeps() {
+    let data = TempDir::new("idle-deleted");
+    let mut server = Serve::start(data.path());
+    thread::sleep(SETTLE);
+    std::fs::remove_file(data.path().join("porthawk.db")).expect("delete porthawk.db");
+    assert!(
+        server.logs("the store is unhealthy", Duration::from_secs(10)),
+        "the deleted database was not logged: {:?}",
+        server.seen()
+    );
+    let (status, body) = http(server.addr, "GET", "/healthz", None);
+    assert_eq!(status, 503, "{body}");
     server.stop();
 }
