@@ -16,7 +16,9 @@
 //!   their judging: a stop does not wait for notifications) are recorded as failed at the
 //!   next start, without a notice (the stop was ours).
 //! - The schedules are read from the watch's config at every tick, so a reload (SIGHUP, a
-//!   changed file, `POST /v1/config/reload`) applies to the next run.
+//!   changed file, `POST /v1/config/reload`) applies to the next run. Between ticks the
+//!   thread sleeps until the next schedule is due, a reload (`Shared::schedules_changed`)
+//!   or a stop; only while a run's sweep is running does it look again every second.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

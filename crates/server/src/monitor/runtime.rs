@@ -175,6 +175,10 @@ impl Runtime {
             .path
             .as_deref()
             .and_then(|p| watch_config_file(p, file_tx));
+        // A change between the start's read and the watch is seen now.
+        if config_watch.is_some() {
+            self.reload_if_changed().await;
+        }
         let mut last_poll = Instant::now();
         let mut last_prune: Option<Instant> = None;
         loop {
