@@ -160,15 +160,23 @@ fi
 
 if [[ $sections == *5* ]]; then
 echo "== 5. idle porthawk serve: CPU and context switches over 30 s after 5 s of start-up"
-# switches PID: context switches (voluntary + not) summed over the process's threads.
+# switches PID: "TID SWITCHES" per thread (voluntary + not), from /proc/PID/task/*/status.
 switches() {
-  cat /proc/"$1"/task/*/status 2>/dev/null |
-    awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v tid="${t##*/}" '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print tid, n + 0}' \
+      "$t/status" 2>/dev/null || true
+  done
+}
+# woke BEFORE AFTER: context switches in between, summed over the threads alive at the end
+# (a thread born in between counts from 0; one that ended in between is not counted).
+woke() {
+  awk 'NR == FNR {was[$1] = $2; next} {n += $2 - ($1 in was ? was[$1] : 0)} END {print n + 0}' "$1" "$2"
 }
 # idle BIN LABEL [CONFIG]: one idle server, measured.
 idle() {
   local bin=$1 label=$2 config=${3:-}
-  local data port pid t0 t1 c0 c1 threads
+  local data port pid t0 t1 threads
   data=$(mktemp -d)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   if [[ -n $config ]]; then
@@ -179,19 +187,22 @@ idle() {
   pid=$!
   sleep 5
   t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  c0=$(switches $pid)
+  switches $pid >"$tmp/switches0"
   sleep 30
   t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  c1=$(switches $pid)
+  switches $pid >"$tmp/switches1"
   threads=$(ls /proc/$pid/task | wc -l)
   kill $pid
   wait $pid 2>/dev/null || true
   rm -rf "$data"
-  echo "  $label: $((t1 - t0)) ticks of 10 ms in 30 s ($(python3 -c "print(f'{($t1 - $t0) / 30:.2f}')") % of one core), $((c1 - c0)) context switches, $threads threads"
+  echo "  $label: $((t1 - t0)) ticks of 10 ms in 30 s ($(python3 -c "print(f'{($t1 - $t0) / 30:.2f}')") % of one core), $(woke "$tmp/switches0" "$tmp/switches1") context switches, $threads threads"
 }
 # One monitor at a 60 s interval on a closed loopback port: its first check falls somewhere
-# in the first minute (the phase is spread), so the 30 s window holds at most one check.
-monitor=$tmp/idle-monitor.toml
+# in the first minute (the phase is spread), so the 30 s window holds at most one check. The
+# config has a directory of its own: the server watches the config file's directory, and
+# the measurement's own files must not wake it.
+mkdir "$tmp/config"
+monitor=$tmp/config/porthawk.toml
 printf '[[monitor]]\nname = "idle"\ntargets = ["127.0.0.1"]\nports = "9"\ninterval = "60s"\n' >"$monitor"
 for bin in "$ph" $old; do
   who=$([ "$bin" = "$ph" ] && echo new || echo old)
