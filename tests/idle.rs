@@ -170,3 +170,37 @@ fn a_deleted_database_is_logged_while_the_server_sleeps() {
     assert_eq!(status, 503, "{body}");
     server.stop();
 }
+
+/// The retention thread sleeps (it prunes hourly for the age limit) but a sweep's end wakes
+/// it: with `keep_sweeps = 1`, the older sweep is deleted once the newer one ends, without
+/// a restart and without a timer.
+#[test]
+fn a_sweep_end_wakes_the_retention() {
+    let dir = TempDir::new("idle-retention");
+    let host = test_hosts("idle-retention", 1)[0];
+    let config = dir.write("porthawk.toml", "[api]\nkeep_sweeps = 1\n");
+    let mut cmd = Serve::command(&dir.path().join("data"));
+    cmd.arg("--config").arg(&config);
+    let server = Serve::spawn(cmd);
+    let body = format!(r#"{{"targets":["{host}"],"ports":"1-20"}}"#);
+    let first = submit(server.addr, &body);
+    assert_eq!(wait_ended(server.addr, first)["state"], "done");
+    let second = submit(server.addr, &body);
+    assert_eq!(wait_ended(server.addr, second)["state"], "done");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = http(server.addr, "GET", &format!("/v1/sweeps/{first}"), None);
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "sweep {first} was not pruned after sweep {second} ended"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (status, kept) = http_json(server.addr, "GET", &format!("/v1/sweeps/{second}"), None);
+    assert_eq!(status, 200, "{kept}");
+    server.stop();
+}

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::state::FleetState>>,
     /// Wakes the scheduler, which sleeps until a schedule is due: the config was reloaded.
     pub(crate) schedules_changed: tokio::sync::Notify,
+    /// Wakes the retention thread, which sleeps until a sweep ends.
+    pub(crate) prune: crate::retention::PruneSignal,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.
@@ -106,6 +108,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             fleet: std::sync::OnceLock::new(),
             schedules_changed: tokio::sync::Notify::new(),
+            prune: crate::retention::PruneSignal::default(),
         }
     }
 
@@ -202,6 +205,7 @@ impl Shared {
             live.by_job.remove(&sweep.job);
         }
         self.metrics.sweep_moved(Some(SweepState::Running), state);
+        self.prune.sweep_ended();
         sweep.stored.send_modify(|v| *v += 1);
     }
 
@@ -217,6 +221,7 @@ impl Shared {
         }
         self.metrics
             .sweep_moved(Some(SweepState::Running), SweepState::Failed);
+        self.prune.sweep_ended();
         sweep.stored.send_modify(|v| *v += 1);
     }
 

@@ -278,6 +278,7 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
         shared
             .metrics
             .sweep_moved(Some(SweepState::Running), SweepState::Cancelled);
+        shared.prune.sweep_ended();
     }
     Ok(Some(()))
 }
@@ -712,6 +713,7 @@ impl Task {
         self.shared
             .metrics
             .sweep_moved(Some(SweepState::Running), state);
+        self.shared.prune.sweep_ended();
         tracing::info!(sweep = id, state = state.as_str(), "fleet sweep ended");
         if let Err(e) = coord.cancel_job(FleetJob::Sweep(id)).await {
             tracing::warn!(sweep = id, error = %error_chain(&e), "cannot clear an ended sweep's work and spec");
