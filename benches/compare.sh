@@ -12,7 +12,8 @@
 #   4. a filtered sweep in a private network namespace whose nftables rules drop every TCP
 #      packet to 127.0.0.1: probes/s at 1k/4k/16k/max in flight, 1 s timeout, 1 try, and its
 #      ratio to in-flight ÷ timeout (root only);
-#   5. CPU of an idle `porthawk serve` over 30 s (from /proc/PID/stat);
+#   5. CPU and context switches of an idle `porthawk serve` over 30 s (from /proc/PID/stat and
+#      /proc/PID/task/*/status), with no monitor and with one monitor at a 60 s interval;
 #   6. peak RSS of a 1,048,576-probe sweep (127.1.0.0/16 × 16 ports).
 # Only loopback traffic; every run is bounded.
 # Usage: bash benches/compare.sh [PAIRS (default 7)] [OLD_PORTHAWK_BINARY] [PAIRS_ONE_SHARD]
@@ -158,21 +159,55 @@ fi
 fi
 
 if [[ $sections == *5* ]]; then
-echo "== 5. idle porthawk serve: CPU over 30 s after 5 s of start-up"
-for bin in "$ph" $old; do
+echo "== 5. idle porthawk serve: CPU and context switches over 30 s after 5 s of start-up"
+# switches PID: "TID SWITCHES" per thread (voluntary + not), from /proc/PID/task/*/status.
+switches() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v tid="${t##*/}" '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print tid, n + 0}' \
+      "$t/status" 2>/dev/null || true
+  done
+}
+# woke BEFORE AFTER: context switches in between, summed over the threads alive at the end
+# (a thread born in between counts from 0; one that ended in between is not counted).
+woke() {
+  awk 'NR == FNR {was[$1] = $2; next} {n += $2 - ($1 in was ? was[$1] : 0)} END {print n + 0}' "$1" "$2"
+}
+# idle BIN LABEL [CONFIG]: one idle server, measured.
+idle() {
+  local bin=$1 label=$2 config=${3:-}
+  local data port pid t0 t1 threads
   data=$(mktemp -d)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$bin" serve --listen 127.0.0.1:$port --data "$data" >/dev/null 2>&1 &
+  if [[ -n $config ]]; then
+    "$bin" serve --listen 127.0.0.1:$port --data "$data" --config "$config" >/dev/null 2>&1 &
+  else
+    "$bin" serve --listen 127.0.0.1:$port --data "$data" >/dev/null 2>&1 &
+  fi
   pid=$!
   sleep 5
   t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  switches $pid >"$tmp/switches0"
   sleep 30
   t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  switches $pid >"$tmp/switches1"
   threads=$(ls /proc/$pid/task | wc -l)
   kill $pid
   wait $pid 2>/dev/null || true
   rm -rf "$data"
-  echo "  $([ "$bin" = "$ph" ] && echo new || echo old): $((t1 - t0)) ticks of 10 ms in 30 s ($(python3 -c "print(f'{($t1 - $t0) / 30:.2f}')") % of one core), $threads threads"
+  echo "  $label: $((t1 - t0)) ticks of 10 ms in 30 s ($(python3 -c "print(f'{($t1 - $t0) / 30:.2f}')") % of one core), $(woke "$tmp/switches0" "$tmp/switches1") context switches, $threads threads"
+}
+# One monitor at a 60 s interval on a closed loopback port: its first check falls somewhere
+# in the first minute (the phase is spread), so the 30 s window holds at most one check. The
+# config has a directory of its own: the server watches the config file's directory, and
+# the measurement's own files must not wake it.
+mkdir "$tmp/config"
+monitor=$tmp/config/porthawk.toml
+printf '[[monitor]]\nname = "idle"\ntargets = ["127.0.0.1"]\nports = "9"\ninterval = "60s"\n' >"$monitor"
+for bin in "$ph" $old; do
+  who=$([ "$bin" = "$ph" ] && echo new || echo old)
+  idle "$bin" "$who, no monitor"
+  idle "$bin" "$who, one monitor every 60 s" "$monitor"
 done
 fi
 

@@ -20,7 +20,8 @@
 //! `--max-reply`, check's state mapping, in check, scan, a monitor and the API), `check` (`porthawk check` exit codes and perfdata), `api_results` (the API's results
 //! are the CLI's, line for line), `packaging` (completions, man page, `contrib/` files, and
 //! `serve`'s start-up errors), `page` (the status page and the sweep pages, in headless
-//! Chromium).
+//! Chromium), `idle` (an idle `porthawk serve` wakes no thread on a timer: context switches per
+//! thread over a quiet window).
 
 mod api_results;
 mod bench;
@@ -32,6 +33,7 @@ mod fleet;
 mod fleet_agent;
 mod hardening;
 mod identify;
+mod idle;
 mod layout;
 mod limits;
 mod monitor;

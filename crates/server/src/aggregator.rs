@@ -7,19 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{select, Receiver};
 use porthawk_core::{PortState, ResultBatch};
 
 use crate::shared::Shared;
-use crate::store::{NewResult, Progress, StoreHealth};
+use crate::store::{NewResult, Progress};
 use crate::sweep::{LiveSweep, SweepState};
 
 /// Rows buffered before a store write.
 const FLUSH_ROWS: usize = 4096;
 /// The longest a result waits before it is written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// How often the loop wakes without batches, to flush and to notice a stop.
-const TICK: Duration = Duration::from_millis(50);
 
 /// Probes of a sweep received since its last committed write: added to the sweep's live
 /// counters only once the write that carries them has committed.
@@ -42,11 +40,6 @@ pub(crate) struct Aggregator {
     touched: Vec<Touched>,
     finished: Vec<(Arc<LiveSweep>, SweepState)>,
     last_flush: Instant,
-    rate_since: Instant,
-    rate_probes: u64,
-    /// The store's state when last looked at, to log a change once.
-    health: StoreHealth,
-    health_checked: Instant,
 }
 
 impl Aggregator {
@@ -56,22 +49,32 @@ impl Aggregator {
             touched: Vec::new(),
             finished: Vec::new(),
             last_flush: Instant::now(),
-            rate_since: Instant::now(),
-            rate_probes: shared.metrics.probes_total(),
             shared,
-            health: StoreHealth::Ok,
-            health_checked: Instant::now(),
         }
     }
 
-    /// Runs until `results` is closed or the server asks it to stop; flushes before
-    /// returning.
-    pub(crate) fn run(mut self, results: Receiver<ResultBatch>) {
+    /// Runs until `results` is closed or `stop` is (its sender dropped: the server stops);
+    /// writes everything received before returning. It sleeps in the channels until a batch
+    /// or the stop arrives; the flush timer runs only while something waits to be written.
+    pub(crate) fn run(mut self, results: Receiver<ResultBatch>, stop: Receiver<()>) {
         loop {
-            match results.recv_timeout(TICK) {
-                Ok(batch) => self.handle_batch(batch),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let timer = match self.has_news() {
+                true => crossbeam_channel::at(self.last_flush + FLUSH_INTERVAL),
+                false => crossbeam_channel::never(),
+            };
+            select! {
+                recv(results) -> batch => match batch {
+                    Ok(batch) => self.handle_batch(batch),
+                    Err(_) => break,
+                },
+                recv(stop) -> _ => {
+                    // What the engine sent before the stop is written with the rest.
+                    while let Ok(batch) = results.try_recv() {
+                        self.handle_batch(batch);
+                    }
+                    break;
+                },
+                recv(timer) -> _ => {},
             }
             if !self.finished.is_empty()
                 || self.pending.len() >= FLUSH_ROWS
@@ -79,44 +82,13 @@ impl Aggregator {
             {
                 self.flush();
             }
-            self.update_rate();
-            self.watch_store();
-            if self.shared.stop_aggregator.load(Ordering::SeqCst) && results.is_empty() {
-                break;
-            }
         }
         self.flush();
     }
 
-    /// Looks at the store's state once a second and logs when it changes (a deleted
-    /// database file is noticed here even when nothing is written).
-    fn watch_store(&mut self) {
-        if self.health_checked.elapsed() < HEALTH_EVERY {
-            return;
-        }
-        self.health_checked = Instant::now();
-        let health = self.shared.store.health();
-        if health != self.health {
-            if health.is_ok() {
-                tracing::info!("the store is healthy again");
-            } else {
-                tracing::error!("the store is unhealthy: {health}");
-            }
-            self.health = health;
-        }
-    }
-
-    /// Sets `probes_per_second` from the probes counted by everyone (sweeps here, monitors
-    /// in their runtime).
-    fn update_rate(&mut self) {
-        let elapsed = self.rate_since.elapsed();
-        if elapsed >= Duration::from_secs(1) {
-            let probes = self.shared.metrics.probes_total();
-            let rate = probes.saturating_sub(self.rate_probes) as f64 / elapsed.as_secs_f64();
-            self.shared.metrics.probes_per_second.set(rate);
-            self.rate_probes = probes;
-            self.rate_since = Instant::now();
-        }
+    /// Whether anything received waits for a write.
+    fn has_news(&self) -> bool {
+        !(self.pending.is_empty() && self.touched.is_empty() && self.finished.is_empty())
     }
 
     /// The pending news of `live`, added to the sweeps touched since the last write.
@@ -199,7 +171,7 @@ impl Aggregator {
     /// sweep it carried is stopped and ends `failed` with the counts of its earlier writes.
     pub(crate) fn flush(&mut self) {
         self.last_flush = Instant::now();
-        if self.pending.is_empty() && self.touched.is_empty() && self.finished.is_empty() {
+        if !self.has_news() {
             return;
         }
         let end_of = |s: &Arc<LiveSweep>| {
@@ -282,9 +254,6 @@ impl Aggregator {
         }
     }
 }
-
-/// How often the aggregator looks at the store's state.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 /// A batch's probes per verdict, in [`PortState::ALL`] order.
 fn per_state(batch: &ResultBatch) -> [u64; PortState::ALL.len()] {

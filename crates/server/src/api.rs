@@ -914,6 +914,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .0
         .metrics
         .set_shard_inflight(&state.0.engine.inflight_per_shard());
+    state.0.metrics.update_rate();
     (
         [(
             CONTENT_TYPE,

@@ -20,6 +20,7 @@ mod config;
 mod error;
 mod extract;
 mod fleet;
+mod fs_watch;
 mod guard;
 mod http;
 mod metrics;
@@ -32,6 +33,7 @@ mod schedule_api;
 mod schedule_notice;
 mod shared;
 mod store;
+mod store_watch;
 mod sweep;
 
 use std::net::SocketAddr;
@@ -75,6 +77,10 @@ pub struct Server {
     /// The data directory's lock, held (and its pid inside) for the server's life.
     _lock: std::fs::File,
     aggregator: Option<JoinHandle<()>>,
+    /// Dropped to stop the aggregator (after its last write).
+    stop_aggregator: Option<crossbeam_channel::Sender<()>>,
+    /// Logs a deleted database when it happens.
+    store_watch: Option<fs_watch::WatchThread>,
     /// Deletes old sweeps; stopped first.
     pruner: Option<retention::Pruner>,
     /// Runs the scheduled sweeps; stopped before the monitors.
@@ -121,9 +127,10 @@ impl Server {
         }
         let shared = Arc::new(Shared::new(config, engine, sweep_sink, store, metrics));
         let aggregator = Aggregator::new(Arc::clone(&shared));
+        let (stop_aggregator, aggregator_stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("porthawk-aggregator".into())
-            .spawn(move || aggregator.run(sweep_results))
+            .spawn(move || aggregator.run(sweep_results, aggregator_stopped))
             .map_err(|source| ServerError::Io {
                 context: "cannot start the aggregator thread".into(),
                 source,
@@ -145,6 +152,7 @@ impl Server {
                         source,
                     })?;
                 let _ = shared.fleet.set(state);
+                shared.watch.fleet_ready();
                 Some(runtime)
             }
             None => None,
@@ -159,10 +167,13 @@ impl Server {
                 context: "cannot start the scheduled sweeps' thread".into(),
                 source,
             })?;
+        let store_watch = store_watch::start(Arc::clone(&shared));
         Ok(Server {
             shared,
             _lock: lock,
             aggregator: Some(thread),
+            stop_aggregator: Some(stop_aggregator),
+            store_watch,
             pruner: Some(pruner),
             scheduler: Some(scheduler),
             fleet,
@@ -213,8 +224,9 @@ impl Server {
         while self.shared.live_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.shared.stop_aggregator.store(true, Ordering::SeqCst);
+        self.stop_aggregator = None;
         let _ = thread.join();
+        self.store_watch = None;
         // Sweeps whose end did not arrive in time: store them as interrupted (or failed)
         // with what they have; and try again the failed ends the store refused.
         let left = self.shared.live_sweeps();

@@ -1,6 +1,8 @@
 //! Prometheus metrics, in the `porthawk_` namespace with units in the names.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use porthawk_core::PortState;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,8 +71,11 @@ pub struct Metrics {
     registry: Registry,
     /// Probes finished, by verdict.
     pub probes: Family<StateLabel, Counter>,
-    /// Probes per second over the last second.
+    /// Probes per second since the sample before (at least a second before), computed when
+    /// the metrics are read: nothing wakes on a timer to keep it current.
     pub probes_per_second: Gauge<f64, AtomicU64>,
+    /// When `probes_per_second` was last computed, and the probes total then.
+    rate_sample: Mutex<(Instant, u64)>,
     /// Probes the engine keeps in flight at most.
     pub inflight_limit: Gauge,
     /// Probes in flight now, per shard.
@@ -205,7 +210,8 @@ impl Default for Metrics {
         let probes_per_second = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "probes_per_second",
-            "Probes finished per second, over the last second",
+            "Probes finished per second, since the previous computation (at a scrape, at most \
+             once a second)",
             probes_per_second.clone(),
         );
         let shard_inflight = Family::<ShardLabel, Gauge>::default();
@@ -275,6 +281,7 @@ impl Default for Metrics {
             registry,
             probes,
             probes_per_second,
+            rate_sample: Mutex::new((Instant::now(), 0)),
             inflight_limit,
             shard_inflight,
             connect_latency,
@@ -329,6 +336,21 @@ impl Metrics {
             .sum()
     }
 
+    /// Sets `probes_per_second` from the probes counted by everyone (sweeps and monitors)
+    /// since the last time it was set, if that was at least a second ago; called when the
+    /// metrics are read.
+    pub fn update_rate(&self) {
+        let mut sample = self.rate_sample.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = sample.0.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let probes = self.probes_total();
+        let rate = probes.saturating_sub(sample.1) as f64 / elapsed.as_secs_f64();
+        self.probes_per_second.set(rate);
+        *sample = (Instant::now(), probes);
+    }
+
     /// Publishes each shard's current in-flight count (read from the engine at scrape time).
     pub fn set_shard_inflight(&self, per_shard: &[usize]) {
         for (shard, n) in per_shard.iter().enumerate() {
@@ -371,5 +393,22 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    /// The rate is probes since the previous sample over the time since it, taken when the
+    /// metrics are read (no thread keeps it current); samples closer than a second apart
+    /// keep the previous value.
+    #[test]
+    fn the_rate_is_computed_when_read() {
+        let m = Metrics::default();
+        *m.rate_sample.lock().unwrap() = (Instant::now() - Duration::from_secs(2), 0);
+        m.count_probes(&[10, 0, 0, 0, 0]);
+        m.update_rate();
+        let rate = m.probes_per_second.get();
+        // 10 probes over a little more than 2 s.
+        assert!(rate > 4.0 && rate <= 5.0, "{rate}");
+        m.count_probes(&[10, 0, 0, 0, 0]);
+        m.update_rate();
+        assert_eq!(m.probes_per_second.get(), rate, "a second sample too soon");
     }
 }

@@ -1,10 +1,10 @@
-//! Sweep retention: a thread that, at start and then every [`PRUNE_EVERY`], has the store's
-//! writer delete the ended sweeps `[api] keep_sweeps` and `keep_sweeps_for` no longer keep,
-//! with their results. Running sweeps are never deleted; no SQL runs on this thread or on an
-//! async one.
+//! Sweep retention: a thread that has the store's writer delete the ended sweeps `[api]
+//! keep_sweeps` and `keep_sweeps_for` no longer keep, with their results: at start, when a
+//! sweep ends (the count limit may now drop one) and every [`PRUNE_EVERY`] (for the age
+//! limit, days by default). In between it sleeps: an idle server does not wake for it.
+//! Running sweeps are never deleted; no SQL runs on this thread or on an async one.
 
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use crate::metrics::StateLabel;
 use crate::shared::Shared;
 use crate::store::now_ms;
 
-/// How often the store is pruned.
-pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the store is pruned when no sweep ends.
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Sweeps deleted per write, so that the aggregator's batches run in between.
 const PRUNE_BATCH: usize = 50;
@@ -21,27 +21,67 @@ const PRUNE_BATCH: usize = 50;
 /// Batches per pruning at most; what is left waits for the next one.
 const MAX_BATCHES: usize = 1000;
 
+/// What wakes the retention thread: a sweep ended, or the server stops.
+#[derive(Default)]
+pub(crate) struct PruneSignal {
+    state: Mutex<Wanted>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Wanted {
+    prune: bool,
+    stop: bool,
+}
+
+impl PruneSignal {
+    /// A sweep ended: prune soon (many ends before the thread runs are one pruning).
+    pub(crate) fn sweep_ended(&self) {
+        self.lock().prune = true;
+        self.changed.notify_one();
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_one();
+    }
+
+    /// Sleeps until a sweep ends, the stop, or `timeout`; true on the stop.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.lock();
+        let (mut wanted, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |w| !w.prune && !w.stop)
+            .unwrap_or_else(|p| p.into_inner());
+        wanted.prune = false;
+        wanted.stop
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Wanted> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The pruning thread; dropping it stops the thread and waits for it.
 pub(crate) struct Pruner {
-    stop: Option<Sender<()>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Pruner {
     /// Starts the thread.
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Pruner> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("porthawk-retention".into())
             .spawn(move || loop {
-                prune(&shared);
-                match stopped.recv_timeout(PRUNE_EVERY) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                prune(&s);
+                if s.prune.wait(PRUNE_EVERY) {
+                    return;
                 }
             })?;
         Ok(Pruner {
-            stop: Some(stop),
+            shared,
             thread: Some(thread),
         })
     }
@@ -49,7 +89,7 @@ impl Pruner {
 
 impl Drop for Pruner {
     fn drop(&mut self) {
-        self.stop = None;
+        self.shared.prune.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

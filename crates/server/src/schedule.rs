@@ -16,12 +16,13 @@
 //!   their judging: a stop does not wait for notifications) are recorded as failed at the
 //!   next start, without a notice (the stop was ours).
 //! - The schedules are read from the watch's config at every tick, so a reload (SIGHUP, a
-//!   changed file, `POST /v1/config/reload`) applies to the next run.
+//!   changed file, `POST /v1/config/reload`) applies to the next run. Between ticks the
+//!   thread sleeps until the next schedule is due, a reload (`Shared::schedules_changed`)
+//!   or a stop; only while a run's sweep is running does it look again every second.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -36,22 +37,22 @@ use crate::shared::Shared;
 use crate::store::now_ms;
 use crate::sweep::{self, ProbeRequest, StoreMode, SweepRequest, SweepState};
 
-/// How often the scheduler looks at its schedules and running runs.
+/// How often the scheduler looks at whether its running runs' sweeps have ended (only while
+/// a run is running; otherwise it sleeps until a schedule is due or the config is reloaded).
 const TICK: Duration = Duration::from_secs(1);
 /// The most changes kept in the history of one run; the rest are counted in its detail.
 const MAX_STORED: usize = 100_000;
 
 /// The running scheduler thread; stopped (and joined) on drop.
 pub(crate) struct Scheduler {
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Scheduler {
     /// Starts the `porthawk-schedule` thread.
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Scheduler> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let (stop, flag) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("porthawk-schedule".into())
             .spawn(move || {
@@ -78,7 +79,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.send_replace(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -99,35 +100,36 @@ struct Schedules {
     running: Vec<Running>,
 }
 
-async fn run(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut schedules = Schedules {
         shared,
         last_start: HashMap::new(),
         running: Vec::new(),
     };
     schedules.restore().await;
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         // A stop does not wait for a tick (a notification may be retrying for a minute):
         // the run it interrupts stays unjudged in the store and is recorded as failed at
         // the next start.
-        tokio::select! {
-            () = schedules.tick() => {}
-            () = stopped(&stop) => break,
-        }
-        // Short sleeps, so that a stop is seen at once.
-        for _ in 0..10 {
-            if stop.load(Ordering::SeqCst) {
-                break;
+        let wake = tokio::select! {
+            wake = schedules.tick() => wake,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        // Sleeps until then, a reload (which may add or change schedules) or a stop.
+        let sleep = async {
+            match wake {
+                Some(ms) => {
+                    let wait = Duration::from_millis(ms.saturating_sub(now_ms()));
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending().await,
             }
-            tokio::time::sleep(TICK / 10).await;
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = schedules.shared.schedules_changed.notified() => {}
+            _ = stop.wait_for(|s| *s) => break,
         }
-    }
-}
-
-/// Resolves once `stop` is set.
-async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(TICK / 20).await;
     }
 }
 
@@ -248,7 +250,10 @@ impl Schedules {
         }
     }
 
-    async fn tick(&mut self) {
+    /// Judges the runs whose sweeps ended and starts the runs that are due; when to look
+    /// again: in a [`TICK`] while a run is running, else when the next schedule is due
+    /// (`None`: no schedule).
+    async fn tick(&mut self) -> Option<u64> {
         let config = self.config().await;
         let mut still = Vec::new();
         for run in std::mem::take(&mut self.running) {
@@ -268,14 +273,25 @@ impl Schedules {
             {
                 continue;
             }
-            let due = self
-                .last_start
-                .get(&schedule.name)
-                .map_or(0, |t| t.saturating_add(schedule.every.as_millis() as u64));
-            if now >= due {
+            if now >= self.due(schedule) {
                 self.start_run(Arc::clone(schedule), &config).await;
             }
         }
+        let next_due = config
+            .sweeps
+            .iter()
+            .filter(|s| !self.running.iter().any(|r| r.schedule.name == s.name))
+            .map(|s| self.due(s))
+            .min();
+        let poll = (!self.running.is_empty()).then(|| now_ms() + TICK.as_millis() as u64);
+        next_due.into_iter().chain(poll).min()
+    }
+
+    /// When `schedule`'s next run is due: `every` after its last start (at once if never).
+    fn due(&self, schedule: &SweepSchedule) -> u64 {
+        self.last_start
+            .get(&schedule.name)
+            .map_or(0, |t| t.saturating_add(schedule.every.as_millis() as u64))
     }
 
     /// Starts a run of `schedule` as a sweep; a sweep that cannot be created is a failed run.

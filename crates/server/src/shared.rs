@@ -51,9 +51,12 @@ pub(crate) struct Shared {
     pub(crate) history: HistoryWrites,
     live: Mutex<LiveSweeps>,
     stopping: AtomicBool,
-    pub(crate) stop_aggregator: AtomicBool,
     /// Fleet mode's state, when the config has `[fleet]`.
     pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::state::FleetState>>,
+    /// Wakes the scheduler, which sleeps until a schedule is due: the config was reloaded.
+    pub(crate) schedules_changed: tokio::sync::Notify,
+    /// Wakes the retention thread, which sleeps until a sweep ends.
+    pub(crate) prune: crate::retention::PruneSignal,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.
@@ -103,8 +106,9 @@ impl Shared {
             history: HistoryWrites::default(),
             live: Mutex::new(LiveSweeps::default()),
             stopping: AtomicBool::new(false),
-            stop_aggregator: AtomicBool::new(false),
             fleet: std::sync::OnceLock::new(),
+            schedules_changed: tokio::sync::Notify::new(),
+            prune: crate::retention::PruneSignal::default(),
         }
     }
 
@@ -201,6 +205,7 @@ impl Shared {
             live.by_job.remove(&sweep.job);
         }
         self.metrics.sweep_moved(Some(SweepState::Running), state);
+        self.prune.sweep_ended();
         sweep.stored.send_modify(|v| *v += 1);
     }
 
@@ -216,6 +221,7 @@ impl Shared {
         }
         self.metrics
             .sweep_moved(Some(SweepState::Running), SweepState::Failed);
+        self.prune.sweep_ended();
         sweep.stored.send_modify(|v| *v += 1);
     }
 

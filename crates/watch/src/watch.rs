@@ -2055,6 +2055,30 @@ impl Watch {
         (effects, Some(finished))
     }
 
+    /// When [`Watch::tick`] next has something to do: a silence ends, a group wait is over
+    /// or a reminder is due; `None` while nothing is pending. The runtime sleeps until then
+    /// (or until a check is due, [`Watch::next_due_ms`]) instead of calling `tick` on a
+    /// timer; anything that changes the answer is a call into the watch, after which the
+    /// caller asks again.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        self.monitors
+            .iter()
+            .flat_map(|m| {
+                let group = m
+                    .outbox_since
+                    .map(|s| s.saturating_add(m.spec.group_wait.as_millis() as u64));
+                let remind = match (m.spec.remind, m.incident.as_ref()) {
+                    (Some(r), Some(inc)) => {
+                        Some(inc.last_notice_ms.saturating_add(r.as_millis() as u64))
+                    }
+                    _ => None,
+                };
+                [m.silenced_until, group, remind]
+            })
+            .flatten()
+            .min()
+    }
+
     /// Sends grouped notifications whose wait is over, and reminders that are due.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
@@ -2644,6 +2668,43 @@ interval = "10s"
             .count();
         assert!(restarts <= 2, "{:?}", actions(&e));
         assert_eq!(rig.watch.monitor("web").unwrap().overall(), "flapping");
+    }
+
+    /// `next_tick_ms` names the first instant at which `tick` has news (a group wait over, a
+    /// reminder, a silence ending), so a runtime that sleeps until then misses nothing; with
+    /// nothing pending it is `None` and the runtime need not wake at all.
+    #[test]
+    fn tick_has_news_exactly_when_next_tick_ms_says() {
+        let mut rig = Rig::new(CONFIG);
+        rig.step(&all_up);
+        rig.step(&all_up);
+        assert_eq!(rig.watch.next_tick_ms(), None, "all up, nothing pending");
+        rig.step(&none_up);
+        // The second failure is DOWN: its notice waits for the group wait (500 ms).
+        let t = rig.clock.0;
+        rig.round(&none_up);
+        assert_eq!(rig.watch.next_tick_ms(), Some(t + 500));
+        assert!(notices(&rig.watch.tick(t + 499)).is_empty());
+        let e = rig.watch.tick(t + 500);
+        let n = notices(&e);
+        assert!(n.iter().any(|n| n.kind == NoticeKind::Down), "{n:?}");
+        // Then the reminder, 10 s after that notice.
+        let remind = t + 500 + 10_000;
+        assert_eq!(rig.watch.next_tick_ms(), Some(remind));
+        assert!(notices(&rig.watch.tick(remind - 1)).is_empty());
+        let e = rig.watch.tick(remind);
+        let n = notices(&e);
+        assert!(n.iter().all(|n| n.kind == NoticeKind::Reminder) && !n.is_empty());
+        // A silence that ends first is the next news: its end is saved.
+        rig.watch.silence("web", Some(remind + 1_000)).unwrap();
+        assert_eq!(rig.watch.next_tick_ms(), Some(remind + 1_000));
+        let ended = rig.watch.tick(remind + 1_000);
+        assert!(
+            ended
+                .iter()
+                .any(|e| matches!(e, Effect::Save(Save::Silence { until_ms: None, .. }))),
+            "{ended:?}"
+        );
     }
 
     #[test]

@@ -278,6 +278,7 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
         shared
             .metrics
             .sweep_moved(Some(SweepState::Running), SweepState::Cancelled);
+        shared.prune.sweep_ended();
     }
     Ok(Some(()))
 }
@@ -492,7 +493,17 @@ impl Task {
                     self.publish(&coord, &run, slice, 1).await;
                 }
             }
-            let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+            // With a window to keep full, look again soon; with nothing to publish, sleep
+            // until a sweep is created or slices complete (`wake` keeps a notification
+            // that comes while this turn runs).
+            let active = lock(&self.fleet.runs)
+                .values()
+                .any(|r| !r.exhausted.load(Ordering::Relaxed));
+            if active {
+                let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+            } else {
+                self.fleet.wake.notified().await;
+            }
         }
     }
 
@@ -702,6 +713,7 @@ impl Task {
         self.shared
             .metrics
             .sweep_moved(Some(SweepState::Running), state);
+        self.shared.prune.sweep_ended();
         tracing::info!(sweep = id, state = state.as_str(), "fleet sweep ended");
         if let Err(e) = coord.cancel_job(FleetJob::Sweep(id)).await {
             tracing::warn!(sweep = id, error = %error_chain(&e), "cannot clear an ended sweep's work and spec");

@@ -25,6 +25,8 @@ pub(super) enum Command {
     View(ViewFn),
     Reload(oneshot::Sender<Result<usize, String>>),
     AttachFleet(MonitorLink),
+    /// Nothing to do but look around: fleet mode's state is there to link up to.
+    FleetReady,
     Stop,
 }
 
@@ -128,6 +130,12 @@ impl WatchHandle {
     /// rounds end unprobed (unknown, never DOWN).
     pub fn attach_fleet(&self, link: MonitorLink) {
         let _ = self.tx.send(Command::AttachFleet(link));
+    }
+
+    /// Tells the runtime, which sleeps until something is due, that fleet mode's state is
+    /// set: it links up to it at once.
+    pub(crate) fn fleet_ready(&self) {
+        let _ = self.tx.send(Command::FleetReady);
     }
 
     /// Reloads the config file; the number of monitors, or why it was rejected.

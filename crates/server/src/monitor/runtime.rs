@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::collections::HashMap;
 
@@ -26,13 +26,14 @@ use super::rounds::{MonitorLink, RoundEvent, RoundRequest};
 use super::state::Health;
 use super::watch::{Answers, Check, Effect, Refusal, Restored, Save, TargetPort, Verdict, Watch};
 use super::{actions, notify};
+use crate::fs_watch::{Events, WatchThread};
 use crate::shared::Shared;
 use crate::store::now_ms;
 use porthawk_store::Reply;
+use rustix::fs::inotify::WatchFlags;
 
-/// How often the watch looks at grouped notifications, reminders and silences.
-const TICK: Duration = Duration::from_millis(100);
-/// How often the config file is looked at for changes.
+/// How often the config file's stamp is looked at when its directory cannot be watched
+/// (with inotify, a change wakes the runtime instead).
 const FILE_POLL: Duration = Duration::from_secs(1);
 /// Result batches of monitor jobs the engine may queue before shards wait.
 const RESULT_BATCHES: usize = 16;
@@ -169,16 +170,37 @@ impl Runtime {
 
     async fn run(mut self) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut last_tick = std::time::Instant::now();
-        let mut last_poll = std::time::Instant::now();
-        let mut last_prune: Option<std::time::Instant> = None;
+        let (file_tx, mut file_events) = mpsc::unbounded_channel();
+        let mut config_watch = self
+            .path
+            .as_deref()
+            .and_then(|p| watch_config_file(p, file_tx));
+        // A change between the start's read and the watch is seen now.
+        if config_watch.is_some() {
+            self.reload_if_changed().await;
+        }
+        let mut last_poll = Instant::now();
+        let mut last_prune: Option<Instant> = None;
         loop {
+            // The loop sleeps until something arrives on a channel or the next deadline: a
+            // check due, news in the watch's tick, a pool round's end, history pruning (and
+            // the config file's stamp only when it cannot be watched).
             let now = now_ms();
-            let wait = self
-                .watch
-                .next_due_ms()
-                .map_or(TICK, |due| Duration::from_millis(due.saturating_sub(now)))
-                .min(TICK);
+            let due_ms = [
+                self.watch.next_due_ms(),
+                self.watch.next_tick_ms(),
+                self.remote.values().min().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let mut wake = last_prune.map_or_else(Instant::now, |t| t + PRUNE_EVERY);
+            if let Some(due) = due_ms {
+                wake = wake.min(Instant::now() + Duration::from_millis(due.saturating_sub(now)));
+            }
+            if config_watch.is_none() && self.path.is_some() {
+                wake = wake.min(last_poll + FILE_POLL);
+            }
             let hup_recv = async {
                 match hup.as_mut() {
                     Some(s) => {
@@ -215,7 +237,19 @@ impl Runtime {
                         tracing::info!(%monitor, "checking again after the action");
                     }
                 }
-                () = tokio::time::sleep(wait) => {}
+                Some(events) = file_events.recv(), if config_watch.is_some() => {
+                    if events.ended {
+                        tracing::warn!(
+                            "the config file's directory can no longer be watched: its stamp \
+                             is looked at every second instead"
+                        );
+                        config_watch = None;
+                    }
+                    if events.any {
+                        self.reload_if_changed().await;
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
                 () = hup_recv => {
                     let _ = self.reload_file("SIGHUP").await;
                 }
@@ -237,7 +271,8 @@ impl Runtime {
                 self.command(c).await;
             }
             if self.fleet.is_none() {
-                // Fleet mode starts after the monitors: link up once its state is there.
+                // Fleet mode starts after the monitors (and says so with a command): link up
+                // once its state is there.
                 if let Some(state) = self.shared.fleet.get() {
                     self.fleet = super::fleet_rounds::connect(Arc::clone(state));
                     if self.fleet.is_some() {
@@ -246,26 +281,16 @@ impl Runtime {
                 }
             }
             self.submit_due();
-            if last_tick.elapsed() >= TICK {
-                last_tick = std::time::Instant::now();
+            if self.watch.next_tick_ms().is_some_and(|t| t <= now_ms()) {
                 let effects = self.watch.tick(now_ms());
                 self.apply(effects);
             }
-            if last_poll.elapsed() >= FILE_POLL {
-                last_poll = std::time::Instant::now();
-                if let Some(path) = self.path.clone() {
-                    let stamp = tokio::task::spawn_blocking(move || file_stamp(&path))
-                        .await
-                        .ok()
-                        .flatten();
-                    if stamp.is_some() && stamp != self.file_stamp {
-                        self.file_stamp = stamp;
-                        let _ = self.reload_file("the file changed").await;
-                    }
-                }
+            if config_watch.is_none() && last_poll.elapsed() >= FILE_POLL {
+                last_poll = Instant::now();
+                self.reload_if_changed().await;
             }
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                last_prune = Some(std::time::Instant::now());
+                last_prune = Some(Instant::now());
                 let before =
                     now_ms().saturating_sub(self.watch.config().retention.as_millis() as u64);
                 let pruned = self.shared.store.prune_history(before);
@@ -274,6 +299,21 @@ impl Runtime {
             self.flush();
         }
         self.flush();
+    }
+
+    /// Reloads the config file if its stamp (modification time and size) changed.
+    async fn reload_if_changed(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let stamp = tokio::task::spawn_blocking(move || file_stamp(&path))
+            .await
+            .ok()
+            .flatten();
+        if stamp.is_some() && stamp != self.file_stamp {
+            self.file_stamp = stamp;
+            let _ = self.reload_file("the file changed").await;
+        }
     }
 
     fn submit_due(&mut self) {
@@ -513,7 +553,7 @@ impl Runtime {
                 tracing::info!("monitors probe from fleet pools through the fleet task");
                 self.fleet = Some(link);
             }
-            Command::Stop => {}
+            Command::FleetReady | Command::Stop => {}
         }
     }
 
@@ -560,6 +600,8 @@ impl Runtime {
                     "forget removed monitor targets".into(),
                 );
                 self.publish_all();
+                // The scheduler reads the schedules again (it sleeps until one is due).
+                self.shared.schedules_changed.notify_one();
                 metrics
                     .reloads
                     .get_or_create(&ReloadLabel { outcome: "applied" })
@@ -777,22 +819,20 @@ impl Runtime {
 
 /// The monitors' result sink, and a thread that forwards what arrives on it to the async
 /// runtime (the engine's sinks are blocking channels; `blocking_send` keeps the back-pressure
-/// of the bounded async channel). The thread ends once the runtime's receiver is gone, or
-/// once every sender of the sink (the runtime's and those of jobs in the engine) is gone.
+/// of the bounded async channel). The thread ends once every sender of the sink (the
+/// runtime's and those of jobs in the engine) is gone, or at the first batch after the
+/// runtime's receiver is gone.
 fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
     let (sink, results) = result_channel(RESULT_BATCHES);
     let (tx, rx) = mpsc::channel(RESULT_BATCHES);
     let spawned = std::thread::Builder::new()
         .name("porthawk-watch-results".into())
-        .spawn(move || loop {
-            match results.recv_timeout(TICK) {
-                Ok(batch) => {
-                    if tx.blocking_send(batch).is_err() {
-                        return;
-                    }
+        .spawn(move || {
+            // Blocks until a batch arrives: nothing wakes it while no monitor job runs.
+            while let Ok(batch) = results.recv() {
+                if tx.blocking_send(batch).is_err() {
+                    return;
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !tx.is_closed() => {}
-                Err(_) => return,
             }
         });
     if let Err(e) = spawned {
@@ -800,6 +840,36 @@ fn forward_results() -> (ResultSink, mpsc::Receiver<ResultBatch>) {
         tracing::error!(error = %e, "cannot start the monitor results thread");
     }
     (sink, rx)
+}
+
+/// Watches the config file's directory for a file written or moved in place (an editor's
+/// rename, a Kubernetes ConfigMap's symlink swap) on the `porthawk-config-watch` thread,
+/// which sends what it sees to the runtime; `None` (logged) when inotify cannot, and the
+/// runtime then looks at the file's stamp every [`FILE_POLL`]. Every event in the directory
+/// counts: the file's stamp then says whether it changed.
+fn watch_config_file(
+    path: &std::path::Path,
+    tx: mpsc::UnboundedSender<Events>,
+) -> Option<WatchThread> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let flags = WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO;
+    let send = move |e| {
+        let _ = tx.send(e);
+    };
+    match WatchThread::spawn("porthawk-config-watch", dir, flags, |_| true, send) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "cannot watch the config file's directory: its stamp is looked at every second"
+            );
+            None
+        }
+    }
 }
 
 /// Waits for a queued history write on the runtime, without holding up the loop. A failure
