@@ -13,14 +13,7 @@
 //!   as an fd (`IORING_OP_FIXED_FD_INSTALL`) for the same checks as on the plain path
 //!   (`getpeername`, `getsockname`, `SO_ERROR`). Needs Linux 6.8; [`direct_available`]
 //!   tries it.
-//! - **Plain**: a `socket(2)` per probe, the descriptor used by the ring; the fallback. A
-//!   connect's timeout is kept by the driver, not by the ring ([`Deadlines`]): when it passes
-//!   unanswered, the driver disconnects the socket, which ends the ring's connect with
-//!   `ECONNRESET`, and keeps the socket for the slot's next probe. The `LINK_TIMEOUT` of a
-//!   plain connect is only a backstop, at twice the timeout (at least one second more).
-//!   Why: a linked timeout that fires cancels its connect by looking it up in the ring's
-//!   cancel hash, which has at most 256 buckets; with ~10,000 connects in flight per ring
-//!   that walk was 14 % of a filtered sweep's CPU (docs/benchmarks.md).
+//! - **Plain**: a `socket(2)` per probe, the descriptor used by the ring; the fallback.
 //!
 //! This is the only module of porthawk that uses `unsafe`: pushing an entry hands the kernel
 //! raw pointers (the peer address, the timeout, the send and receive buffers) that must stay
@@ -103,9 +96,6 @@ struct Slot {
     /// clean ([`recycle`]): the slot's next probe of the same address family connects it
     /// instead of creating a socket. Closed by [`Driver::flush`] when the shard goes idle.
     spare: Option<Socket>,
-    /// Plain path: the driver disconnected the slot's connect at its deadline (see
-    /// [`Deadlines`]); its completion is that of a timeout.
-    expired: bool,
     /// Direct path: the slot's entry of the file table holds the probe's socket.
     fixed: bool,
     op: Op,
@@ -134,8 +124,6 @@ pub(crate) struct UringDriver {
     inflight: usize,
     /// Completions copied out of the ring before they are handled (reused every turn).
     cqes: Vec<(u64, i32)>,
-    /// Plain path: when each connect in flight times out.
-    deadlines: Deadlines,
     /// The protocol of direct sockets; tests set an impossible one to make creation fail.
     #[cfg(test)]
     socket_protocol: i32,
@@ -311,7 +299,6 @@ impl UringDriver {
             .map(|_| Slot {
                 socket: None,
                 spare: None,
-                expired: false,
                 fixed: false,
                 op: Op::Idle,
                 addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -329,7 +316,6 @@ impl UringDriver {
             direct,
             inflight: 0,
             cqes: Vec::with_capacity(cq as usize),
-            deadlines: Deadlines::default(),
             #[cfg(test)]
             socket_protocol: libc::IPPROTO_TCP,
         })
@@ -488,26 +474,6 @@ impl UringDriver {
     fn finish(&mut self, slot: u32, op: Op, result: i32) -> Option<IoEvent> {
         let s = &mut self.slots[slot as usize];
         Some(match op {
-            Op::Connect if !self.direct && s.expired => {
-                // The driver disconnected it at its deadline ([`Deadlines::expire`]).
-                s.expired = false;
-                let socket = s.socket.take()?;
-                let event = match -result {
-                    // Its own disconnect (or, where the ring re-issued the connect, the
-                    // backstop; or a handshake that completed right at the deadline): a
-                    // timeout, unless the socket holds an error of the target's (an ICMP
-                    // message's soft error), as after a linked timeout.
-                    0 | libc::ECONNRESET | libc::ECANCELED => expired_look(&socket),
-                    // The target's answer, which came before the disconnect.
-                    e => ConnectEvent::Failed(e),
-                };
-                if event == ConnectEvent::TimedOut && recycle(&socket) {
-                    s.spare = Some(socket);
-                } else {
-                    self.close_socket(socket);
-                }
-                IoEvent::Connect(event)
-            }
             Op::Connect if !self.direct => {
                 let socket = s.socket.take()?;
                 let event = match -result {
@@ -668,128 +634,6 @@ fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
     }
 }
 
-/// The state of a plain socket whose connect the driver disconnected at its deadline, once
-/// the ring has given the connect back: failed with an error of the target's that the
-/// socket still holds (the soft error an ICMP message left), else unanswered. The reset that
-/// the disconnect itself leaves is not the target's.
-fn expired_look(socket: &Socket) -> ConnectEvent {
-    for _ in 0..3 {
-        match socket.take_error() {
-            Ok(Some(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {}
-            Ok(Some(e)) => return ConnectEvent::Failed(errno(e)),
-            _ => break,
-        }
-    }
-    ConnectEvent::TimedOut
-}
-
-/// Deadlines of one timeout, in submission order: (when, slot, generation).
-type DeadlineQueue = std::collections::VecDeque<(Instant, u32, u32)>;
-
-/// The plain path's connect timeouts, kept by the driver.
-///
-/// When a connect's deadline passes, [`Deadlines::expire`] looks at its socket without
-/// consuming anything (`getpeername`): answered, it is left to complete; otherwise it is
-/// disconnected (`connect(AF_UNSPEC)`), which wakes the ring's connect with the socket's
-/// error (`ECONNRESET`) and completes it. Nothing here reads `SO_ERROR` while the connect is
-/// live: a consumed error would make the ring's re-issue start a new connect.
-///
-/// Deadlines are kept in one queue per distinct timeout, each in submission order, so each
-/// queue is sorted and every step is O(1). Entries of connects that completed earlier stay
-/// until they reach the front or the queues grow past a bound, when they are dropped.
-#[derive(Default)]
-struct Deadlines {
-    /// Connects pushed since the last submission: (slot, generation, timeout).
-    pending: Vec<(u32, u32, Duration)>,
-    /// Per timeout, the deadlines in the order they were submitted: (when, slot, generation).
-    queues: Vec<(Duration, DeadlineQueue)>,
-    len: usize,
-    /// Connects disconnected at their deadline so far (tests).
-    #[cfg(test)]
-    expired: usize,
-}
-
-impl Deadlines {
-    /// A plain connect of `slot` (operation `generation`) was pushed with `timeout`.
-    fn started(&mut self, slot: u32, generation: u32, timeout: Duration) {
-        self.pending.push((slot, generation, timeout));
-    }
-
-    /// The pending connects are being submitted at `now`: their deadlines start.
-    fn submitted(&mut self, now: Instant, slots: &[Slot]) {
-        for (slot, generation, timeout) in self.pending.drain(..) {
-            let queue = match self.queues.iter().position(|(t, _)| *t == timeout) {
-                Some(i) => &mut self.queues[i].1,
-                None => {
-                    self.queues.push((timeout, DeadlineQueue::new()));
-                    let last = self.queues.len() - 1;
-                    &mut self.queues[last].1
-                }
-            };
-            queue.push_back((now + timeout, slot, generation));
-            self.len += 1;
-        }
-        if self.len > 4 * slots.len() + 1024 {
-            // Mostly connects that completed long ago (a fast sweep with a long timeout).
-            for (_, queue) in &mut self.queues {
-                queue.retain(|&(_, slot, generation)| live(slots, slot, generation));
-            }
-            self.queues.retain(|(_, queue)| !queue.is_empty());
-            self.len = self.queues.iter().map(|(_, q)| q.len()).sum();
-        }
-    }
-
-    /// The earliest deadline (possibly of a connect that has completed).
-    fn next(&self) -> Option<Instant> {
-        self.queues
-            .iter()
-            .filter_map(|(_, queue)| queue.front().map(|&(at, _, _)| at))
-            .min()
-    }
-
-    /// Disconnects the unanswered connects whose deadline has passed at `now`.
-    fn expire(&mut self, now: Instant, slots: &mut [Slot]) {
-        for (_, queue) in &mut self.queues {
-            while let Some(&(at, slot, generation)) = queue.front() {
-                let is_live = live(slots, slot, generation);
-                if is_live && at > now {
-                    break;
-                }
-                queue.pop_front();
-                self.len -= 1;
-                if !is_live {
-                    continue;
-                }
-                let s = &mut slots[slot as usize];
-                let Some(socket) = s.socket.as_ref() else {
-                    continue;
-                };
-                if socket.peer_addr().is_ok() {
-                    // Answered just now: its completion is on its way.
-                    continue;
-                }
-                // Refused or unreachable just now (the error is pending, the completion on
-                // its way): the disconnect leaves that error as it is. Still in progress:
-                // the disconnect ends it with ECONNRESET. If it fails, the backstop ends it.
-                if rustix::net::connect_unspec(socket).is_ok() {
-                    s.expired = true;
-                    #[cfg(test)]
-                    {
-                        self.expired += 1;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether `slot`'s plain connect of `generation` is still in flight and not yet expired.
-fn live(slots: &[Slot], slot: u32, generation: u32) -> bool {
-    slots.get(slot as usize).is_some_and(|s| {
-        s.op == Op::Connect && s.generation == generation && !s.expired && s.socket.is_some()
-    })
-}
-
 impl Driver for UringDriver {
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno> {
         if self.direct {
@@ -819,15 +663,9 @@ impl Driver for UringDriver {
         // SAFETY: `addr` lives in the never-resized slab and is not rewritten until the
         // connect's completion has been reaped in `wait` (the slot is busy until then); the
         // socket stays open in the slot as well.
-        // The driver keeps the timeout ([`Deadlines`]); the linked one is a backstop.
-        let backstop = timeout + timeout.max(Duration::from_secs(1));
-        let pushed = unsafe { self.push_linked(slot, Op::Connect, None, connect, backstop) };
+        let pushed = unsafe { self.push_linked(slot, Op::Connect, None, connect, timeout) };
         if pushed.is_err() {
             self.slots[slot as usize].socket = None;
-        } else {
-            let s = &mut self.slots[slot as usize];
-            s.expired = false;
-            self.deadlines.started(slot, s.generation, timeout);
         }
         pushed
     }
@@ -882,15 +720,6 @@ impl Driver for UringDriver {
             }
             return Ok(());
         }
-        // The connects queued since the last turn go to the kernel now: their timeouts
-        // start here (a connect handed over early, by a full submission queue, gets a
-        // little more time, never less).
-        let now = Instant::now();
-        self.deadlines.submitted(now, &self.slots);
-        let max_wait = match self.deadlines.next() {
-            Some(at) => max_wait.min(at.saturating_duration_since(now)),
-            None => max_wait,
-        };
         let ts = Timespec::from(max_wait);
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
@@ -950,7 +779,6 @@ impl Driver for UringDriver {
                 out.push(Completion { slot, event });
             }
         }
-        self.deadlines.expire(Instant::now(), &mut self.slots);
         Ok(())
     }
 
@@ -1566,56 +1394,6 @@ mod tests {
         drop(d);
         reset_thread.join().unwrap();
         drop(bound);
-    }
-
-    /// Issue 15 item 3: on the plain path the driver, not the ring, times a connect out, at
-    /// its own deadline whatever else is in flight: a short timeout started after a long one
-    /// ends first, by the driver's disconnect (not by the backstop), while the long one is
-    /// still in flight; then the long one ends the same way. An answer is never taken for
-    /// a timeout: a refused connect with the same short timeout is refused.
-    #[test]
-    fn the_driver_times_plain_connects_out_each_at_its_own_deadline() {
-        if !uring_here() {
-            return;
-        }
-        let full = listener(0);
-        let full_addr = full.local_addr().unwrap();
-        let _first = TcpStream::connect(full_addr).unwrap(); // fills the accept queue
-        let bound =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        bound
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        let refused = bound.local_addr().unwrap().as_socket().unwrap();
-        let mut d = UringDriver::new(8, FdPath::Plain).unwrap();
-        // Long first, short second: one queue per timeout keeps each in order.
-        d.start(0, full_addr, Duration::from_millis(1500)).unwrap();
-        d.start(1, full_addr, Duration::from_millis(300)).unwrap();
-        d.start(2, refused, Duration::from_millis(300)).unwrap();
-        let got = completions(&mut d, 1);
-        assert_eq!(
-            got.get(&2),
-            Some(&IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)))
-        );
-        let got = completions(&mut d, 1);
-        assert_eq!(
-            got.get(&1),
-            Some(&IoEvent::Connect(ConnectEvent::TimedOut)),
-            "{got:?}"
-        );
-        assert_eq!(d.deadlines.expired, 1, "ended by the driver's deadline");
-        assert_eq!(d.inflight(), 1, "the long connect is still in flight");
-        let got = completions(&mut d, 1);
-        assert_eq!(got.get(&0), Some(&IoEvent::Connect(ConnectEvent::TimedOut)));
-        assert_eq!(d.deadlines.expired, 2);
-        // Both sockets are kept, clean, for their slots' next probes.
-        assert!(d.slots[0].spare.is_some() && d.slots[1].spare.is_some());
-        d.start(1, refused, Duration::from_millis(300)).unwrap();
-        let got = completions(&mut d, 1);
-        assert_eq!(
-            got.get(&1),
-            Some(&IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)))
-        );
     }
 
     /// Issue 15 item 2: when the ring cannot create a probe's socket, the slot gets exactly
