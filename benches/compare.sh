@@ -10,8 +10,8 @@
 #   3. connect latency p50/p99 at the defaults (`porthawk bench --scenario closed`), and the
 #      busy fraction and window of each shard;
 #   4. a filtered sweep in a private network namespace whose nftables rules drop every TCP
-#      packet to 127.0.0.1: probes/s at 1k/4k/16k/max in flight, 1 s timeout, 1 try, and its
-#      ratio to in-flight ÷ timeout (root only);
+#      packet to 127.0.0.0/8: probes/s at 1k/4k/16k/max in flight, 1 s timeout, 1 try, and its
+#      ratio to in-flight ÷ timeout (root only; FILTERED_ROUNDS, FILTERED_PATHS: see there);
 #   5. CPU and context switches of an idle `porthawk serve` over 30 s (from /proc/PID/stat and
 #      /proc/PID/task/*/status), with no monitor and with one monitor at a 60 s interval;
 #   6. peak RSS of a 1,048,576-probe sweep (127.1.0.0/16 × 16 ports).
@@ -136,21 +136,32 @@ fi
 fi
 
 if [[ $sections == *4* ]]; then
-echo "== 4. filtered sweep in a network namespace, 1 s timeout, 1 try"
+# FILTERED_ROUNDS=6 doubles the sweep (two addresses at 16k and more in flight): the loss
+# that every round repeats and the first round's ramp are told apart that way.
+# FILTERED_PATHS=1 adds `--fd-path direct` and `--backend epoll` at every in-flight level.
+rounds=${FILTERED_ROUNDS:-3}
+echo "== 4. filtered sweep in a network namespace, 1 s timeout, 1 try, $rounds rounds"
 if [ "$(id -u)" = 0 ] && command -v nft >/dev/null; then
   ns=ph-bench-$$
   ip netns add $ns
   trap 'ip netns del $ns 2>/dev/null || true; rm -rf "$tmp"' EXIT
   ip netns exec $ns ip link set lo up
-  printf 'table inet f {\n chain in {\n type filter hook input priority 0;\n ip daddr 127.0.0.1 tcp dport 1-65535 drop\n }\n}\n' | ip netns exec $ns nft -f -
+  printf 'table inet f {\n chain in {\n type filter hook input priority 0;\n ip daddr 127.0.0.0/8 tcp dport 1-65535 drop\n }\n}\n' | ip netns exec $ns nft -f -
   max=$("$ph" scan 127.0.0.1 -p 1 --format jsonl 2>&1 >/dev/null | grep -o '[0-9]* in flight' | grep -o '[0-9]*')
+  variants=("")
+  [ -n "${FILTERED_PATHS:-}" ] && variants=("" "--fd-path direct" "--backend epoll")
   for inflight in 1000 4000 16000 "$max"; do
-    ports=$((inflight * 3))
-    [ $ports -gt 65535 ] && ports=65535
-    for bin in "$ph" $old; do
-      ip netns exec $ns "$bin" scan 127.0.0.1 -p 1-$ports --timeout 1s --tries 1 --inflight "$inflight" --format jsonl >/dev/null 2>"$tmp/err"
-      rate=$(grep -o '([0-9]* probes/s' "$tmp/err" | grep -o '[0-9]*')
-      echo "  $([ "$bin" = "$ph" ] && echo new || echo old) in flight $inflight: $(grep -o '[0-9]* of [0-9]* probes in [0-9.]*s' "$tmp/err"), $rate probes/s, $(python3 -c "print(f'{$rate / $inflight:.3f}')") of in-flight/timeout; $(grep -o 'filtered [0-9]*' "$tmp/err")"
+    probes=$((inflight * rounds))
+    hosts=$(((probes + 65534) / 65535))
+    ports=$((probes / hosts))
+    for variant in "${variants[@]}"; do
+      for bin in "$ph" $old; do
+        [ "$bin" != "$ph" ] && [ -n "$variant" ] && continue
+        # shellcheck disable=SC2086 # the variant is two words
+        ip netns exec $ns "$bin" scan 127.0.0.1-127.0.0.$hosts -p 1-$ports --timeout 1s --tries 1 --inflight "$inflight" $variant --format jsonl >/dev/null 2>"$tmp/err"
+        rate=$(grep -o '([0-9]* probes/s' "$tmp/err" | grep -o '[0-9]*')
+        echo "  $([ "$bin" = "$ph" ] && echo new || echo old)${variant:+ ($variant)} in flight $inflight: $(grep -o '[0-9]* of [0-9]* probes in [0-9.]*s' "$tmp/err"), $rate probes/s, $(python3 -c "print(f'{$rate / $inflight:.3f}')") of in-flight/timeout; $(grep -o 'filtered [0-9]*' "$tmp/err")"
+      done
     done
   done
 else

@@ -1,5 +1,7 @@
 //! Issue 14 item 13: once a job has ended, none of its probe sockets stays open (on either
-//! backend, and on io_uring with either fd path) while the engine waits for the next job.
+//! backend, and on io_uring with either fd path) while the engine waits for the next job;
+//! that includes the sockets of timed-out probes that a slot keeps for its next probe
+//! (issue 15 item 3).
 //!
 //! One test in its own binary, so that counting the process's sockets is not disturbed by
 //! other tests running in parallel.
@@ -49,7 +51,10 @@ fn sweep(engine: &Engine, space: Arc<TargetSpace>) -> usize {
         id: engine.next_job_id(),
         positions: 0..space.len(),
         space,
-        spec: ProbeSpec::default(),
+        spec: ProbeSpec {
+            connect_timeout: Duration::from_millis(300),
+            ..ProbeSpec::default()
+        },
         rate: None,
         sink,
     });
@@ -76,11 +81,22 @@ fn no_probe_socket_outlives_its_job() {
     let ip = IpAddr::V4(v4);
     let listener = TcpListener::bind((ip, 0)).expect("bind");
     let open_port = listener.local_addr().expect("addr").port();
-    let ports = format!("{open_port},61000-63999");
+    // And one unanswered port, on the next address: a listener with backlog 0 whose queue
+    // one connection fills drops the SYNs of the probes, which time out (and whose sockets
+    // their slots keep for the next probe).
+    let full =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    full.bind(&std::net::SocketAddr::from((Ipv4Addr::new(127, 77, 13, 2), 0)).into())
+        .expect("bind");
+    full.listen(0).expect("listen");
+    let full_addr = full.local_addr().expect("addr").as_socket().expect("inet");
+    let _filler = std::net::TcpStream::connect(full_addr).expect("connect");
+    let ports = format!("{open_port},{},61000-63999", full_addr.port());
     let mut hosts = HostSetBuilder::default();
-    hosts.include(AddrRange::single(ip));
+    hosts
+        .include(AddrRange::new(IpAddr::V4(v4), full_addr.ip()).expect("a range of two addresses"));
     let ports = PortSet::parse(&ports).expect("ports");
-    let total = ports.len();
+    let total = 2 * ports.len();
     let space = Arc::new(TargetSpace::new(hosts.build(), ports, 7).expect("space"));
 
     for (backend, direct_fds) in [

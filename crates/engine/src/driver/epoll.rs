@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use porthawk_core::{ConnectEvent, Errno};
 
-use super::{errno, new_socket, reset_on_close, Completion, Driver, IoEvent, RECV_CHUNK};
+use super::{errno, new_socket, recycle, reset_on_close, Completion, Driver, IoEvent, RECV_CHUNK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -23,6 +23,11 @@ enum Op {
 
 struct Slot {
     stream: Option<TcpStream>,
+    /// The socket of the slot's last probe, which timed out: disconnected and clean
+    /// ([`recycle`]), still registered with the slot's token and writable interest. The
+    /// slot's next probe of the same address family connects it instead of a new socket.
+    /// Closed by [`Driver::flush`] when the shard goes idle.
+    spare: Option<TcpStream>,
     op: Op,
     target: SocketAddr,
     /// Bumped at every operation so a stale deadline of an earlier one is recognised.
@@ -58,6 +63,7 @@ impl EpollDriver {
             slots: (0..slots)
                 .map(|_| Slot {
                     stream: None,
+                    spare: None,
                     op: Op::Idle,
                     target: SocketAddr::from(([0, 0, 0, 0], 0)),
                     generation: 0,
@@ -169,6 +175,13 @@ impl EpollDriver {
                         reset_on_close(&socket2::SockRef::from(stream));
                     }
                 }
+                ConnectEvent::TimedOut
+                    if s.stream
+                        .as_ref()
+                        .is_some_and(|stream| recycle(&socket2::SockRef::from(stream))) =>
+                {
+                    s.spare = s.stream.take();
+                }
                 _ => self.drop_stream(slot),
             }
         }
@@ -176,10 +189,37 @@ impl EpollDriver {
     }
 
     fn drop_stream(&mut self, slot: u32) {
-        if let Some(mut stream) = self.slots[slot as usize].stream.take() {
-            // Closing deregisters too; the explicit call keeps mio's bookkeeping honest.
-            let _ = self.poll.registry().deregister(&mut stream);
+        if let Some(stream) = self.slots[slot as usize].stream.take() {
+            self.close_stream(stream);
         }
+    }
+
+    fn close_stream(&mut self, mut stream: TcpStream) {
+        // Closing deregisters too; the explicit call keeps mio's bookkeeping honest.
+        let _ = self.poll.registry().deregister(&mut stream);
+    }
+
+    /// Connects the slot's spare socket to `target`, if it has one of the right family:
+    /// `Some(immediate)` then, as [`Driver::start`] needs it. A spare that cannot take the
+    /// connect is closed (`None`: the caller makes a new socket).
+    fn connect_spare(&mut self, slot: u32, target: SocketAddr) -> Option<Result<bool, Errno>> {
+        let s = &mut self.slots[slot as usize];
+        let spare = s.spare.take()?;
+        if s.target.is_ipv4() != target.is_ipv4() {
+            self.close_stream(spare);
+            return None;
+        }
+        // Still registered with this slot's token for writability, as a connect needs.
+        let outcome = match socket2::SockRef::from(&spare).connect(&target.into()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+            Err(e) => Err(errno(e)),
+        };
+        match outcome {
+            Ok(_) => s.stream = Some(spare),
+            Err(_) => self.close_stream(spare),
+        }
+        Some(outcome)
     }
 }
 
@@ -204,6 +244,12 @@ fn connect_outcome(stream: &TcpStream) -> Option<ConnectEvent> {
 
 impl Driver for EpollDriver {
     fn start(&mut self, slot: u32, target: SocketAddr, timeout: Duration) -> Result<(), Errno> {
+        if let Some(outcome) = self.connect_spare(slot, target) {
+            let immediate = outcome?;
+            self.slots[slot as usize].target = target;
+            self.arm(slot, Op::Connect, timeout, immediate);
+            return Ok(());
+        }
         let socket = new_socket(&target, true)?;
         // A non-blocking connect answers EINPROGRESS, or at once on loopback.
         let immediate = match socket.connect(&target.into()) {
@@ -304,6 +350,30 @@ impl Driver for EpollDriver {
 
     fn flush(&mut self) -> io::Result<()> {
         // Sockets are closed synchronously, when their probe ends: nothing is ever queued.
+        // The shard goes idle: no spare socket stays open for a job that may never come.
+        for slot in 0..self.slots.len() {
+            if let Some(spare) = self.slots[slot].spare.take() {
+                self.close_stream(spare);
+            }
+        }
         Ok(())
+    }
+
+    #[cfg(test)]
+    fn socket_fd(&self, slot: u32) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.slots[slot as usize]
+            .stream
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+    }
+
+    #[cfg(test)]
+    fn spare_fd(&self, slot: u32) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.slots[slot as usize]
+            .spare
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
     }
 }

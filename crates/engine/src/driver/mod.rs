@@ -3,7 +3,9 @@
 //! A backend starts connects for slots of the shard's slab and reports what happened to each
 //! as a [`porthawk_core::ConnectEvent`]; the shard asks the core's probe machine what that
 //! means. Both backends close a probe's socket before they report its completion; a
-//! connected one with `SO_LINGER 0` (an RST, no TIME_WAIT on either side).
+//! connected one with `SO_LINGER 0` (an RST, no TIME_WAIT on either side). A socket whose
+//! connect timed out is disconnected instead and kept for the slot's next probe
+//! ([`recycle`]; io_uring's plain path and epoll), until the shard goes idle.
 
 use std::fmt;
 use std::io;
@@ -40,7 +42,8 @@ impl fmt::Display for FdPath {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoEvent {
     /// The connect attempt ended. After `Connected` the socket stays open for the dialog
-    /// until [`Driver::close`]; after anything else it is already closed.
+    /// until [`Driver::close`]; after anything else it is already closed (or, after
+    /// `TimedOut`, disconnected and kept for the slot's next probe).
     Connect(ConnectEvent),
     /// A send finished: bytes sent, or the errno.
     Sent(Result<usize, Errno>),
@@ -88,10 +91,18 @@ pub(crate) trait Driver {
     /// Operations in flight.
     fn inflight(&self) -> usize;
 
-    /// Hands queued work (the closes of finished probes) to the kernel without waiting. A
-    /// shard calls it before it goes idle, so no socket of a finished job stays open until
-    /// the next job.
+    /// Hands queued work (the closes of finished probes) to the kernel without waiting, and
+    /// closes the sockets kept for reuse. A shard calls it before it goes idle, so no socket
+    /// of a finished job stays open until the next job.
     fn flush(&mut self) -> io::Result<()>;
+
+    /// The descriptor of the slot's own probe socket, if it has one (tests).
+    #[cfg(test)]
+    fn socket_fd(&self, slot: u32) -> Option<std::os::fd::RawFd>;
+
+    /// The descriptor of the socket kept for the slot's next probe, if any (tests).
+    #[cfg(test)]
+    fn spare_fd(&self, slot: u32) -> Option<std::os::fd::RawFd>;
 }
 
 /// A TCP socket for a probe of `target`.
@@ -115,7 +126,210 @@ pub(crate) fn reset_on_close(socket: &socket2::Socket) {
     let _ = socket.set_linger(Some(Duration::ZERO));
 }
 
+/// Makes a socket whose connect timed out ready for the slot's next probe: disconnects it
+/// (`connect(AF_UNSPEC)`, which releases its local port and source address) and clears the
+/// errors that leaves pending (`ECONNRESET`; a soft error of the old attempt, if one came in
+/// after its last look). `false` when it cannot be made clean: the caller closes it then.
+///
+/// Why: on a filtered network nearly every probe times out, and closing its socket and
+/// creating the next one is most of what a probe costs the shard (`socket(2)`, a file and an
+/// inode, their teardown); reusing the socket halves that, and the shard restarts a timed-out
+/// slot sooner (docs/benchmarks.md, "Filtered throughput").
+pub(crate) fn recycle(socket: &socket2::Socket) -> bool {
+    if rustix::net::connect_unspec(socket).is_err() {
+        return false;
+    }
+    // The disconnect leaves `ECONNRESET` in the hard error; a soft one may sit behind it.
+    for _ in 0..3 {
+        match socket.take_error() {
+            Ok(None) => return true,
+            Ok(Some(_)) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// The errno of an I/O error (EIO when it carries none).
 pub(crate) fn errno(e: io::Error) -> Errno {
     e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::os::fd::RawFd;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// What `/proc/self/fd/N` points at (`socket:[inode]`), if N is open: an inode names one
+    /// socket for as long as it is open, where a descriptor number is reused at once.
+    fn fd_link(fd: RawFd) -> Option<String> {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    fn listener(backlog: i32) -> TcpListener {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        s.listen(backlog).unwrap();
+        s.into()
+    }
+
+    /// Runs `d` until slot `slot` completes (bounded by 20 s); nothing else may complete.
+    fn outcome(d: &mut dyn Driver, slot: u32) -> IoEvent {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.is_empty() && Instant::now() < deadline {
+            d.wait(&mut out, Duration::from_millis(50)).unwrap();
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].slot, slot);
+        out[0].event
+    }
+
+    /// The backends this machine runs: epoll always, io_uring's plain path where io_uring
+    /// works (its absence fails under CI, as in the io_uring driver's own tests).
+    fn drivers() -> BTreeMap<&'static str, Box<dyn Driver>> {
+        let mut drivers: BTreeMap<&'static str, Box<dyn Driver>> = BTreeMap::new();
+        drivers.insert("epoll", Box::new(epoll::EpollDriver::new(8).unwrap()));
+        match uring::available() {
+            Ok(()) => {
+                let d = uring::UringDriver::new(8, FdPath::Plain).unwrap();
+                drivers.insert("io_uring plain", Box::new(d));
+            }
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("io_uring is needed under CI: {e}")
+            }
+            Err(e) => eprintln!("skipping io_uring: {e}"),
+        }
+        drivers
+    }
+
+    /// Issue 15 item 3: a socket whose connect timed out is kept for the slot's next probe
+    /// (the same socket, not a new one) and gives that probe exact verdicts: connected to
+    /// an open port with its own local address, refused by a closed one (the reset that the
+    /// disconnect leaves pending is not mistaken for the next target's answer), unanswered
+    /// again; a spare of the wrong address family is not used; going idle closes it.
+    #[test]
+    fn a_timed_out_socket_is_reused_for_the_next_probe_with_exact_verdicts() {
+        // Backlog 0 and one connection in the queue: the SYNs of later connects are dropped.
+        let full = listener(0);
+        let full_addr = full.local_addr().unwrap();
+        let _first = TcpStream::connect(full_addr).unwrap();
+        let open = listener(16);
+        let open_addr = open.local_addr().unwrap();
+        // Bound, never listening: refused, and the port stays ours for the whole test.
+        let bound =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        bound
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        let refused = bound.local_addr().unwrap().as_socket().unwrap();
+        let ipv6_refused = std::net::TcpListener::bind("[::1]:0")
+            .map(|l| l.local_addr().unwrap())
+            .ok(); // dropped at once: nothing listens there now
+        let short = Duration::from_millis(200);
+        let long = Duration::from_secs(10);
+
+        for (name, mut d) in drivers() {
+            let d = d.as_mut();
+            let slot = 3;
+            // Times out, and its socket is kept.
+            d.start(slot, full_addr, short).unwrap();
+            let first = fd_link(d.socket_fd(slot).unwrap()).unwrap();
+            assert_eq!(
+                outcome(d, slot),
+                IoEvent::Connect(ConnectEvent::TimedOut),
+                "{name}"
+            );
+            assert_eq!(d.socket_fd(slot), None, "{name}");
+            let spare = d.spare_fd(slot).expect("a timed-out socket is kept");
+            assert_eq!(fd_link(spare).as_ref(), Some(&first), "{name}");
+
+            // The same socket connects to an open port, from its own address.
+            d.start(slot, open_addr, long).unwrap();
+            assert_eq!(d.spare_fd(slot), None, "{name}");
+            assert_eq!(fd_link(d.socket_fd(slot).unwrap()), Some(first.clone()));
+            match outcome(d, slot) {
+                IoEvent::Connect(ConnectEvent::Connected { local, peer }) => {
+                    assert_eq!(peer, open_addr, "{name}");
+                    assert_ne!(local, peer, "{name}");
+                    assert_eq!(local.ip(), peer.ip(), "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            // An open socket is closed, never kept.
+            d.close(slot);
+            assert_eq!(d.spare_fd(slot), None, "{name}");
+
+            // Unanswered again (a new socket), kept, then refused: ECONNREFUSED, not the
+            // ECONNRESET its disconnect left behind.
+            d.start(slot, full_addr, short).unwrap();
+            let second = fd_link(d.socket_fd(slot).unwrap()).unwrap();
+            assert_eq!(
+                outcome(d, slot),
+                IoEvent::Connect(ConnectEvent::TimedOut),
+                "{name}"
+            );
+            d.start(slot, refused, long).unwrap();
+            assert_eq!(fd_link(d.socket_fd(slot).unwrap()), Some(second.clone()));
+            assert_eq!(
+                outcome(d, slot),
+                IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)),
+                "{name}"
+            );
+            assert_eq!(d.spare_fd(slot), None, "a refused socket is closed: {name}");
+
+            // Unanswered twice on the same socket: the second timeout is a timeout too.
+            d.start(slot, full_addr, short).unwrap();
+            assert_eq!(outcome(d, slot), IoEvent::Connect(ConnectEvent::TimedOut));
+            let third = fd_link(d.spare_fd(slot).unwrap()).unwrap();
+            d.start(slot, full_addr, short).unwrap();
+            assert_eq!(fd_link(d.socket_fd(slot).unwrap()), Some(third.clone()));
+            assert_eq!(
+                outcome(d, slot),
+                IoEvent::Connect(ConnectEvent::TimedOut),
+                "{name}"
+            );
+
+            // Another family: the spare is closed and a new socket made.
+            if let Some(v6) = ipv6_refused {
+                let spare = d.spare_fd(slot).unwrap();
+                d.start(slot, v6, long).unwrap();
+                assert_ne!(fd_link(d.socket_fd(slot).unwrap()), Some(third.clone()));
+                assert_eq!(
+                    outcome(d, slot),
+                    IoEvent::Connect(ConnectEvent::Failed(libc::ECONNREFUSED)),
+                    "{name}"
+                );
+                d.flush().unwrap();
+                assert_ne!(
+                    fd_link(spare),
+                    Some(third.clone()),
+                    "{name}: spare left open"
+                );
+                d.start(slot, full_addr, short).unwrap();
+                assert_eq!(outcome(d, slot), IoEvent::Connect(ConnectEvent::TimedOut));
+            } else {
+                eprintln!("no IPv6 loopback: the family switch is not tried");
+            }
+
+            // Going idle closes the kept socket.
+            let spare = d.spare_fd(slot).unwrap();
+            let link = fd_link(spare).unwrap();
+            d.flush().unwrap();
+            assert_eq!(d.spare_fd(slot), None, "{name}");
+            assert_ne!(
+                fd_link(spare),
+                Some(link),
+                "{name}: the spare is still open"
+            );
+        }
+        drop(bound);
+    }
 }

@@ -33,7 +33,9 @@ use io_uring::{opcode, squeue, IoUring};
 use porthawk_core::{ConnectEvent, Errno};
 use socket2::{SockAddr, Socket};
 
-use super::{errno, new_socket, reset_on_close, Completion, Driver, FdPath, IoEvent, RECV_CHUNK};
+use super::{
+    errno, new_socket, recycle, reset_on_close, Completion, Driver, FdPath, IoEvent, RECV_CHUNK,
+};
 
 /// `user_data` of entries whose completions carry no news: the link timeouts (the linked
 /// operation's own completion says whether the timeout fired), the closes and the
@@ -90,6 +92,10 @@ enum Op {
 struct Slot {
     /// Plain path: the probe's socket.
     socket: Option<Socket>,
+    /// Plain path: the socket of the slot's last probe, which timed out, disconnected and
+    /// clean ([`recycle`]): the slot's next probe of the same address family connects it
+    /// instead of creating a socket. Closed by [`Driver::flush`] when the shard goes idle.
+    spare: Option<Socket>,
     /// Direct path: the slot's entry of the file table holds the probe's socket.
     fixed: bool,
     op: Op,
@@ -292,6 +298,7 @@ impl UringDriver {
         let slots = (0..slots)
             .map(|_| Slot {
                 socket: None,
+                spare: None,
                 fixed: false,
                 op: Op::Idle,
                 addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -480,6 +487,8 @@ impl UringDriver {
                 if matches!(event, ConnectEvent::Connected { .. }) {
                     reset_on_close(&socket);
                     s.socket = Some(socket);
+                } else if event == ConnectEvent::TimedOut && recycle(&socket) {
+                    s.spare = Some(socket);
                 } else {
                     self.close_socket(socket);
                 }
@@ -612,13 +621,14 @@ fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
         Ok(None) => {}
         Err(e) => return ConnectEvent::Failed(errno(e)),
     }
-    match (socket.peer_addr(), socket.local_addr()) {
-        (Ok(_), Ok(local)) => match local.as_socket() {
-            Some(local) => ConnectEvent::Connected {
-                local,
-                peer: target,
-            },
-            None => ConnectEvent::TimedOut,
+    // An unanswered socket has no peer: its own address is only asked for when it has one.
+    if socket.peer_addr().is_err() {
+        return ConnectEvent::TimedOut;
+    }
+    match socket.local_addr().map(|local| local.as_socket()) {
+        Ok(Some(local)) => ConnectEvent::Connected {
+            local,
+            peer: target,
         },
         _ => ConnectEvent::TimedOut,
     }
@@ -629,9 +639,20 @@ impl Driver for UringDriver {
         if self.direct {
             return self.start_direct(slot, target, timeout);
         }
+        // The slot's last socket, if it timed out and the family matches; else a new one.
         // io_uring polls and retries a connect itself, so the socket stays in blocking mode:
         // a non-blocking one would surface EINPROGRESS instead of the outcome.
-        let socket = new_socket(&target, false)?;
+        let s = &mut self.slots[slot as usize];
+        let spare = s.spare.take();
+        let socket = match spare {
+            Some(socket) if s.target.is_ipv4() == target.is_ipv4() => socket,
+            other => {
+                if let Some(socket) = other {
+                    self.close_socket(socket);
+                }
+                new_socket(&target, false)?
+            }
+        };
         let fd = socket.as_raw_fd();
         let s = &mut self.slots[slot as usize];
         debug_assert!(s.socket.is_none(), "slot {slot} started twice");
@@ -766,10 +787,32 @@ impl Driver for UringDriver {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        // The shard goes idle: no socket stays open for a job that may never come.
+        for slot in 0..self.slots.len() {
+            if let Some(socket) = self.slots[slot].spare.take() {
+                self.close_socket(socket);
+            }
+        }
         if !self.ring.submission().is_empty() {
             self.ring.submit()?;
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    fn socket_fd(&self, slot: u32) -> Option<std::os::fd::RawFd> {
+        self.slots[slot as usize]
+            .socket
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+    }
+
+    #[cfg(test)]
+    fn spare_fd(&self, slot: u32) -> Option<std::os::fd::RawFd> {
+        self.slots[slot as usize]
+            .spare
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
     }
 }
 
