@@ -138,7 +138,8 @@ fi
 if [[ $sections == *4* ]]; then
 # FILTERED_ROUNDS=6 doubles the sweep (two addresses at 16k and more in flight): the loss
 # that every round repeats and the first round's ramp are told apart that way.
-# FILTERED_PATHS=1 adds `--fd-path direct` and `--backend epoll` at every in-flight level.
+# FILTERED_PATHS=1 adds `--fd-path plain` and `--backend epoll` at every in-flight level (the
+# default is io_uring with direct descriptors).
 rounds=${FILTERED_ROUNDS:-3}
 echo "== 4. filtered sweep in a network namespace, 1 s timeout, 1 try, $rounds rounds"
 if [ "$(id -u)" = 0 ] && command -v nft >/dev/null; then
@@ -149,7 +150,7 @@ if [ "$(id -u)" = 0 ] && command -v nft >/dev/null; then
   printf 'table inet f {\n chain in {\n type filter hook input priority 0;\n ip daddr 127.0.0.0/8 tcp dport 1-65535 drop\n }\n}\n' | ip netns exec $ns nft -f -
   max=$("$ph" scan 127.0.0.1 -p 1 --format jsonl 2>&1 >/dev/null | grep -o '[0-9]* in flight' | grep -o '[0-9]*')
   variants=("")
-  [ -n "${FILTERED_PATHS:-}" ] && variants=("" "--fd-path direct" "--backend epoll")
+  [ -n "${FILTERED_PATHS:-}" ] && variants=("" "--fd-path plain" "--backend epoll")
   for inflight in 1000 4000 16000 "$max"; do
     probes=$((inflight * rounds))
     hosts=$(((probes + 65534) / 65535))
