@@ -27,6 +27,7 @@ mod metrics;
 pub mod monitor;
 mod page;
 mod probe_route;
+mod prune_signal;
 mod retention;
 mod schedule;
 mod schedule_api;

@@ -4,7 +4,7 @@
 //! limit, days by default). In between it sleeps: an idle server does not wake for it.
 //! Running sweeps are never deleted; no SQL runs on this thread or on an async one.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,47 +20,6 @@ const PRUNE_BATCH: usize = 50;
 
 /// Batches per pruning at most; what is left waits for the next one.
 const MAX_BATCHES: usize = 1000;
-
-/// What wakes the retention thread: a sweep ended, or the server stops.
-#[derive(Default)]
-pub(crate) struct PruneSignal {
-    state: Mutex<Wanted>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Wanted {
-    prune: bool,
-    stop: bool,
-}
-
-impl PruneSignal {
-    /// A sweep ended: prune soon (many ends before the thread runs are one pruning).
-    pub(crate) fn sweep_ended(&self) {
-        self.lock().prune = true;
-        self.changed.notify_one();
-    }
-
-    fn stop(&self) {
-        self.lock().stop = true;
-        self.changed.notify_one();
-    }
-
-    /// Sleeps until a sweep ends, the stop, or `timeout`; true on the stop.
-    fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.lock();
-        let (mut wanted, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |w| !w.prune && !w.stop)
-            .unwrap_or_else(|p| p.into_inner());
-        wanted.prune = false;
-        wanted.stop
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Wanted> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// The pruning thread; dropping it stops the thread and waits for it.
 pub(crate) struct Pruner {

@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     /// Wakes the scheduler, which sleeps until a schedule is due: the config was reloaded.
     pub(crate) schedules_changed: tokio::sync::Notify,
     /// Wakes the retention thread, which sleeps until a sweep ends.
-    pub(crate) prune: crate::retention::PruneSignal,
+    pub(crate) prune: crate::prune_signal::PruneSignal,
 }
 
 /// Whether the monitors' history writes succeed: the last one's error while they fail.
@@ -108,7 +108,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             fleet: std::sync::OnceLock::new(),
             schedules_changed: tokio::sync::Notify::new(),
-            prune: crate::retention::PruneSignal::default(),
+            prune: crate::prune_signal::PruneSignal::default(),
         }
     }
 
