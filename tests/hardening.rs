@@ -98,6 +98,7 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
     let (status, _) = exchange(addr, &request(addr, "GET", "/healthz", "", ""));
     assert_eq!(status, 200);
     let baseline = server.fds();
+    let before = server.fd_targets();
 
     // Each opens a request and never finishes its head. Connections over the cap wait in
     // the kernel's backlog; the server must hold no descriptor for them.
@@ -140,7 +141,8 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
     let after = server.fds();
     assert!(
         after <= baseline + 4,
-        "{after} descriptors after, {baseline} before"
+        "{after} descriptors after, {baseline} before:\nbefore {before:?}\nafter {:?}",
+        server.fd_targets()
     );
 }
 

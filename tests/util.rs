@@ -985,6 +985,19 @@ impl Serve {
             .count()
     }
 
+    /// What each descriptor of the server points at (`socket:[N]`, `anon_inode:inotify`, a
+    /// path), sorted: for messages that say which ones a test did not expect.
+    pub fn fd_targets(&self) -> Vec<String> {
+        let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the server's /proc/PID/fd")
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        targets.sort();
+        targets
+    }
+
     /// Sends SIGTERM and waits (at most 20 s) for the exit; every stderr line.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
