@@ -11,6 +11,7 @@
 mod desktop;
 mod more;
 mod rmi_docker;
+mod rtsp_syslog;
 mod servers;
 mod tls_inside;
 

@@ -605,6 +605,34 @@ pub const SAMPLES: &[Sample] = &[
         Some("kamailio"),
         Some("5.6.3"),
     ),
+    sample(
+        "vlc-3.0.24-rtsp",
+        b"RTSP/1.0 200 OK\r\nServer: VLC/3.0.24\r\nContent-Length: 0\r\nCseq: 1\r\n\
+          Public: DESCRIBE,SETUP,TEARDOWN,PLAY,PAUSE,GET_PARAMETER\r\n\r\n",
+        "rtsp",
+        Some("VLC rtspd"),
+        Some("3.0.24"),
+    ),
+    sample(
+        "vlc-3.0.24-http-not-found",
+        b"HTTP/1.0 404 Not found\r\nContent-Length: 312\r\nContent-Type: text/html\r\n\r\n\
+          <?xml version=\"1.0\" encoding=\"ascii\" ?>\n<!DOCTYPE html PUBLIC \
+          \"-//W3C//DTD XHTML 1.0 Strict//EN\" \
+          \"http://www.w3.org/TR/xhtml10/DTD/xhtml10strict.dtd\">\n<html lang=\"en\">\n\
+          <head>\n<title>Not found</title>\n</head>\n<body>\n<h1>404 Not found (/)</h1>\n\
+          <hr />\n<a href=\"http://www.videolan.org\">VideoLAN</a>\n</body>\n</html>\n",
+        "http",
+        Some("VLC"),
+        None,
+    ),
+    sample(
+        "ffmpeg-5.1-rtsp-listen",
+        b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: Lavf59.27.100\r\n\
+          Public: ANNOUNCE, PAUSE, SETUP, TEARDOWN, RECORD\r\n\r\n",
+        "rtsp",
+        Some("FFmpeg libavformat"),
+        Some("59.27.100"),
+    ),
     with_protocol(
         sample(
             "xvnc-x11-accepted",

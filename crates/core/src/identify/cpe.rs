@@ -56,6 +56,8 @@ const CPE_NAMES: &[(&str, &str)] = &[
     ("mosquitto", "eclipse:mosquitto"),
     ("xrdp", "neutrinolabs:xrdp"),
     ("kamailio", "kamailio:kamailio"),
+    ("VLC rtspd", "videolan:vlc_media_player"),
+    ("VLC", "videolan:vlc_media_player"),
 ];
 
 /// `id` with its CPE, when its product is in [`CPE_NAMES`]: the version is appended when it

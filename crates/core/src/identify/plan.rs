@@ -439,15 +439,25 @@ impl ProbePlan {
     }
 }
 
+/// Products that another protocol's probe tells their version, with that probe: VLC's web
+/// server answers `GET /` with a page that names VideoLAN only, and RTSP's OPTIONS (on its
+/// RTSP and HTTP ports alike) with `Server: VLC/3.0.24`.
+const PRODUCT_FOLLOW_UPS: &[(&str, &str)] = &[("VLC", "rtsp")];
+
 /// The index in [`SERVICE_PROBES`] of the probe that may tell the version `id` lacks: the
 /// probe named after its product (`etcd`: `GET /version`) when that one is still to be
-/// sent, or else the service's own probe (the first of that service in the table).
+/// sent, the one [`PRODUCT_FOLLOW_UPS`] names for it, or else the service's own probe (the
+/// first of that service in the table).
 fn follow_up_for(id: &super::Identity) -> Option<usize> {
     let of_service = |p: &ServiceProbe| p.service == id.service;
     let product = id.product.as_deref().unwrap_or_default();
     SERVICE_PROBES
         .iter()
         .position(|p| of_service(p) && !product.is_empty() && p.name.eq_ignore_ascii_case(product))
+        .or_else(|| {
+            let &(_, probe) = PRODUCT_FOLLOW_UPS.iter().find(|(p, _)| *p == product)?;
+            SERVICE_PROBES.iter().position(|p| p.name == probe)
+        })
         .or_else(|| SERVICE_PROBES.iter().position(of_service))
 }
 
@@ -538,6 +548,17 @@ mod tests {
         assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
         let (sent, _) = play(&[("http", Some(b"AMQP\x00\x00\x09\x01")), ("amqp", None)]);
         assert_eq!(sent, ["http", "amqp"]);
+    }
+
+    #[test]
+    fn vlc_named_by_its_not_found_page_is_asked_over_rtsp() {
+        // VLC's web server (its RTSP port too) answers `GET /` with a page that names
+        // VideoLAN only; the RTSP probe follows, whose answer names the version.
+        let page = crate::fuzzing::sample_reply("vlc-3.0.24-http-not-found");
+        let options = crate::fuzzing::sample_reply("vlc-3.0.24-rtsp");
+        let (sent, verdict) = play(&[("http", Some(page)), ("rtsp", Some(options))]);
+        assert_eq!(sent, ["http", "rtsp"]);
+        assert_eq!(verdict, Some(ReplyVerdict::Recognised { follow_up: false }));
     }
 
     #[test]

@@ -128,20 +128,39 @@ pub(super) fn zookeeper(r: &[u8]) -> Option<Identity> {
     )
 }
 
-/// `RTSP/1.0 200 OK`, with the product from `Server`.
+/// `RTSP/1.0 200 OK`, with the product from `Server`: VLC's `VLC/3.0.24` is `VLC rtspd`
+/// (nmap's name), FFmpeg's `Lavf59.27.100` (libavformat's own version, not FFmpeg's) is
+/// `FFmpeg libavformat`.
 pub(super) fn rtsp(r: &[u8]) -> Option<Identity> {
     let rest = r.strip_prefix(b"RTSP/1.")?;
     if !rest.first()?.is_ascii_digit() {
         return None;
     }
     let id = Identity::new("rtsp");
-    Some(match header_value(r, b"server:") {
-        Some(value) => {
-            let (product, version) = product_and_version(value);
-            id.product(product).version(version)
+    let Some(value) = header_value(r, b"server:") else {
+        return Some(id);
+    };
+    if let Some(v) = value.strip_prefix(b"Lavf") {
+        if let Some(version) = version_at(v) {
+            return Some(
+                id.product(Some("FFmpeg libavformat".into()))
+                    .version(Some(version)),
+            );
         }
-        None => id,
-    })
+    }
+    let (product, version) = product_and_version(value);
+    let product = match product.as_deref() {
+        Some("VLC") => Some("VLC rtspd".to_string()),
+        _ => product,
+    };
+    Some(id.product(product).version(version))
+}
+
+/// The page VLC's web server (its HTTP and its RTSP ports alike) sends for a path it does
+/// not serve: `404 Not found (/)` and a link to VideoLAN. No Server header, no version; the
+/// plan follows it up with the RTSP probe, which VLC answers with its version.
+fn vlc_not_found(body: &[u8]) -> bool {
+    find(body, b"<a href=\"http://www.videolan.org\">VideoLAN</a>").is_some()
 }
 
 /// The value of the header `name` (lower case, with its colon), in the header block of `r`.
@@ -289,6 +308,9 @@ pub(super) fn refine_http(r: &[u8], mut id: Identity) -> Identity {
     }
     if kubernetes_status(body) {
         return id.product(Some("Kubernetes".into()));
+    }
+    if vlc_not_found(body) {
+        return id.product(Some("VLC".into()));
     }
     id
 }
