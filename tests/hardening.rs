@@ -97,7 +97,7 @@ fn half_sent_requests_cannot_starve_the_server_of_descriptors() {
     let addr = server.addr;
     let (status, _) = exchange(addr, &request(addr, "GET", "/healthz", "", ""));
     assert_eq!(status, 200);
-    let baseline = server.fds();
+    let baseline = server.settled_fds();
     let before = server.fd_targets();
 
     // Each opens a request and never finishes its head. Connections over the cap wait in

@@ -985,6 +985,26 @@ impl Serve {
             .count()
     }
 
+    /// The descriptors the server holds once start-up is over: the count after it has stayed
+    /// the same for a second (threads that start with the server open theirs a little
+    /// after it answers, later on a loaded machine), or after 15 s whatever it is then.
+    pub fn settled_fds(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = self.fds();
+        let mut same_since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.fds();
+            if now != last {
+                last = now;
+                same_since = Instant::now();
+            } else if same_since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+        }
+        last
+    }
+
     /// What each descriptor of the server points at (`socket:[N]`, `anon_inode:inotify`, a
     /// path), sorted: for messages that say which ones a test did not expect.
     pub fn fd_targets(&self) -> Vec<String> {
