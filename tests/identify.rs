@@ -34,6 +34,14 @@ fn identify(addr: SocketAddr, backend: &str) -> Record {
 /// `scan --identify` of one port on one backend with `--max-probes` (`None`: the default
 /// budget): its one record.
 fn identify_within(addr: SocketAddr, backend: &str, max_probes: Option<u8>) -> Record {
+    let records = parse_jsonl(&scan_identify(addr, backend, max_probes, "jsonl"));
+    assert_eq!(records.len(), 1, "{backend}: {records:?}");
+    records.into_iter().next().unwrap_or_else(|| unreachable!())
+}
+
+/// `scan --identify` of one port on one backend with `--max-probes` (`None`: the default
+/// budget), in `format`: its output.
+fn scan_identify(addr: SocketAddr, backend: &str, max_probes: Option<u8>, format: &str) -> String {
     let ip = addr.ip().to_string();
     let port = addr.port().to_string();
     let mut argv = vec!["scan", &ip, "-p", &port, "--identify"];
@@ -49,13 +57,11 @@ fn identify_within(addr: SocketAddr, backend: &str, max_probes: Option<u8>) -> R
         "--backend",
         backend,
         "--format",
-        "jsonl",
+        format,
     ]);
     let out = run(&argv);
     assert_success(&argv, &out);
-    let records = parse_jsonl(&stdout(&out));
-    assert_eq!(records.len(), 1, "{backend}: {records:?}");
-    records.into_iter().next().unwrap_or_else(|| unreachable!())
+    stdout(&out)
 }
 
 /// Checks service, product and version (`None`: the daemon's reply does not carry one).

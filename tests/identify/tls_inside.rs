@@ -12,42 +12,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::assert_identity;
+use super::{assert_identity, identify_within, scan_identify};
 use crate::daemon_util::{
     backends, daemon_ip, free_port, package_version, programs, root_for, upstream_version, Cert,
     CertMaker, Daemon, Nginx,
 };
-use crate::util::{assert_success, parse_jsonl, run, stdout, Record, TempDir};
-
-/// `scan --identify` of one port with the default probe budget, in `format`: its output.
-fn scan_default_budget(addr: SocketAddr, backend: &str, format: &str) -> String {
-    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-    let argv = [
-        "scan",
-        &ip,
-        "-p",
-        &port,
-        "--identify",
-        "--read-timeout",
-        "1500ms",
-        "--dialog-timeout",
-        "40s",
-        "--backend",
-        backend,
-        "--format",
-        format,
-    ];
-    let out = run(&argv);
-    assert_success(&argv, &out);
-    stdout(&out)
-}
-
-/// [`scan_default_budget`] in JSON lines: the one record.
-fn identify_default_budget(addr: SocketAddr, backend: &str) -> Record {
-    let records = parse_jsonl(&scan_default_budget(addr, backend, "jsonl"));
-    assert_eq!(records.len(), 1, "{backend}: {records:?}");
-    records.into_iter().next().unwrap_or_else(|| unreachable!())
-}
+use crate::util::{Record, TempDir};
 
 /// The record's TLS info: a TLS 1.2 or 1.3 handshake, and the test's certificate.
 fn assert_tls(r: &Record, cert: &Cert) {
@@ -78,10 +48,10 @@ fn nginx_over_tls_is_http_inside_tls() {
     for backend in backends(ip) {
         // nginx answers the plain HTTP probe with its `400 The plain HTTP request was sent
         // to HTTPS port`; the plan makes the handshake and asks `GET /` inside.
-        let r = identify_default_budget(addr, backend);
+        let r = identify_within(addr, backend, None);
         assert_identity(&r, "http", Some("nginx"), Some(&truth));
         assert_tls(&r, &cert);
-        let xml = scan_default_budget(addr, backend, "xml");
+        let xml = scan_identify(addr, backend, None, "xml");
         let service = xml
             .lines()
             .find(|l| l.contains("<service "))
@@ -90,7 +60,7 @@ fn nginx_over_tls_is_http_inside_tls() {
         assert!(service.contains("product=\"nginx\""), "{service}");
         assert!(service.contains(" tunnel=\"ssl\""), "{service}");
         // The plain port stays plain.
-        let r = identify_default_budget(nginx.http, backend);
+        let r = identify_within(nginx.http, backend, None);
         assert_identity(&r, "http", Some("nginx"), Some(&truth));
         assert_eq!(r.str("tls_version"), None, "{:?}", r.fields);
     }
@@ -139,7 +109,7 @@ fn dovecot_imaps_is_imap_inside_tls() {
     for backend in backends(ip) {
         // Silent to the null probe, closes on plain HTTP; the ClientHello probe's
         // ServerHello, then the greeting inside TLS names Dovecot (without its version).
-        let r = identify_default_budget(imaps, backend);
+        let r = identify_within(imaps, backend, None);
         assert_identity(&r, "imap", Some("Dovecot"), None);
         assert_tls(&r, &cert);
         assert_eq!(
@@ -214,10 +184,10 @@ fn a_tls_server_silent_inside_is_tls() {
         // Closes on plain HTTP without an alert; the ClientHello gets a ServerHello; inside,
         // the null probe, HTTP and Redis get nothing: `tls` (nmap's `ssl`), with the TLS
         // info, after the default budget of five (the handshake counts as one).
-        let r = identify_default_budget(server.addr, backend);
+        let r = identify_within(server.addr, backend, None);
         assert_identity(&r, "tls", None, None);
         assert_tls(&r, &cert);
-        let xml = scan_default_budget(server.addr, backend, "xml");
+        let xml = scan_identify(server.addr, backend, None, "xml");
         assert!(xml.contains(" tunnel=\"ssl\""), "{xml}");
     }
 }
