@@ -75,9 +75,9 @@ fn containerd_grpc_over_tcp_names_its_version() {
     let daemon = start("containerd", cmd, d, addr);
     let truth = package_version(&containerd);
     for backend in backends(ip) {
-        // Silent to the null probe; the HTTP probe gets a SETTINGS frame (any HTTP/2
-        // server's), and every other probe nothing it recognises; the gRPC probe, last in
-        // the plan, gets the CRI VersionResponse (`containerd`, `1.6.20~ds1`).
+        // The null probe and every other probe get only containerd's SETTINGS frame (any
+        // HTTP/2 server's first, sent on accept), which names nothing; the gRPC probe, last
+        // in the plan, gets the CRI VersionResponse (`containerd`, `1.6.20~ds1`).
         let r = identify(addr, backend);
         assert_identity(&r, "grpc", Some("containerd"), Some(&truth));
         assert_eq!(

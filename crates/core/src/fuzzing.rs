@@ -815,8 +815,9 @@ pub const SAMPLES: &[Sample] = &[
         Some("Kubernetes"),
         Some("1.28.2"),
     ),
-    // containerd's answer to the HTTP probe: its SETTINGS frame, then it waits for the rest of
-    // a client preface. Any HTTP/2 server's first frame; not gRPC, nor named.
+    // containerd's banner (sent on accept) and all it says to the HTTP probe: its SETTINGS
+    // frame, then it waits for the rest of a client preface. Any HTTP/2 server's first
+    // frame; not gRPC, nor named.
     Sample {
         name: "containerd-settings-only",
         reply: b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00@\x00",
