@@ -8,6 +8,7 @@
 //! A daemon that is not installed is skipped with a message (a failure under `CI=true`);
 //! `.ci/run` installs them all.
 
+mod containerd;
 mod desktop;
 mod more;
 mod rmi_docker;

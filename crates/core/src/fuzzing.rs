@@ -577,6 +577,35 @@ pub const SAMPLES: &[Sample] = &[
         ),
         "11.0",
     ),
+    // containerd 1.6.20's `[grpc] tcp_address` (with the CRI plugin's `disable_tcp_service =
+    // false`): SETTINGS, SETTINGS ack, WINDOW_UPDATE, PING, then the answer to the CRI
+    // `RuntimeService/Version` probe (HEADERS, DATA, trailers).
+    sample(
+        "containerd-1.6.20-cri-version",
+        b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00@\x00\x00\x00\x00\x04\x01\x00\x00\
+          \x00\x00\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x08\x06\x00\x00\
+          \x00\x00\x00\x02\x04\x10\x10\x09\x0e\x07\x07\x00\x00\x0e\x01\x04\x00\x00\x00\x01\x88_\
+          \x8b\x1du\xd0b\x0d&=LMed\x00\x00(\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00#\x0a\x050.1.0\
+          \x12\x0acontainerd\x1a\x0a1.6.20~ds1\x22\x02v1\x00\x00\x18\x01\x05\x00\x00\x00\x01@\x88\
+          \x9a\xca\xc8\xb2\x124\xda\x8f\x010@\x89\x9a\xca\xc8\xb5%B\x071\x7f\x00",
+        "grpc",
+        Some("containerd"),
+        Some("1.6.20"),
+    ),
+    // The same server when the call names a service it does not serve on TCP: a
+    // trailers-only answer (`grpc-status: 12`, Huffman-coded), still gRPC.
+    sample(
+        "containerd-1.6.20-unknown-service",
+        b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00@\x00\x00\x00\x00\x04\x01\x00\x00\
+          \x00\x00\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x08\x06\x00\x00\
+          \x00\x00\x00\x02\x04\x10\x10\x09\x0e\x07\x07\x00\x00M\x01\x05\x00\x00\x00\x01\x88_\x8b\
+          \x1du\xd0b\x0d&=LMed@\x88\x9a\xca\xc8\xb2\x124\xda\x8f\x0212@\x89\x9a\xca\xc8\xb5%B\x071\
+          \x7f\xa6\xb6\xae\xb5\x1f\xc5J \xb6w1\x0a\xa1\x0fRFj\x8bd\x8b\xa0\xb6w1\x0a\x85\xfb\x96\
+          \xc4\x18\xf5/\xdc+\xf1-\x881\xea",
+        "grpc",
+        None,
+        None,
+    ),
     sample(
         "zookeeper-3.8-srvr",
         b"Zookeeper version: 3.8.0-5a02a05eddb59aee6ac762f7ea82e92a68eb9c0f, built on \
@@ -786,6 +815,17 @@ pub const SAMPLES: &[Sample] = &[
         Some("Kubernetes"),
         Some("1.28.2"),
     ),
+    // containerd's banner (sent on accept) and all it says to the HTTP probe: its SETTINGS
+    // frame, then it waits for the rest of a client preface. Any HTTP/2 server's first
+    // frame; not gRPC, nor named.
+    Sample {
+        name: "containerd-settings-only",
+        reply: b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00@\x00",
+        service: None,
+        product: None,
+        version: None,
+        protocol_version: None,
+    },
     Sample {
         name: "unknown-greeting",
         reply: b"Welcome to the machine\r\n",

@@ -1,7 +1,7 @@
 //! Binary protocols that [`super::identify`] recognises beyond the parent module's: AMQP's
 //! Connection.Start, DNS over TCP, SMB, Microsoft SQL Server's prelogin, Oracle TNS, X11,
-//! Java RMI and OpenVPN over TCP. Each checks lengths and constants before it believes a
-//! reply, since a binary reply can begin with any byte.
+//! Java RMI, OpenVPN over TCP and gRPC over cleartext HTTP/2. Each checks lengths and
+//! constants before it believes a reply, since a binary reply can begin with any byte.
 
 use super::{field, find, version_at, Identity};
 
@@ -285,4 +285,168 @@ pub(super) fn kafka(r: &[u8]) -> Option<Identity> {
         return None;
     }
     Some(Identity::new("kafka").product(Some("Apache Kafka".into())))
+}
+
+/// An HTTP/2 frame: its type, flags, stream and payload (without padding for DATA).
+struct Frame<'a> {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: &'a [u8],
+}
+
+const H2_DATA: u8 = 0;
+const H2_HEADERS: u8 = 1;
+const H2_RST_STREAM: u8 = 3;
+const H2_SETTINGS: u8 = 4;
+const H2_GOAWAY: u8 = 7;
+const H2_END_STREAM: u8 = 0x1;
+const H2_PADDED: u8 = 0x8;
+
+/// The whole HTTP/2 frames at the start of `r` (at most 32; a frame not yet whole ends
+/// them). `None` unless the first frame is a server's SETTINGS frame (stream 0, not an
+/// acknowledgement, a multiple of 6 bytes), which every HTTP/2 server sends first, and every
+/// frame is no larger than HTTP/2's default.
+fn http2_frames(r: &[u8]) -> Option<Vec<Frame<'_>>> {
+    let mut frames = Vec::new();
+    let mut rest = r;
+    // A first frame begun, its header valid so far.
+    let mut begun = matches!(*r, [0, ..]) && r.len() < 9;
+    while frames.len() < 32 {
+        let [a, b, c, kind, flags, s0, s1, s2, s3, ref tail @ ..] = *rest else {
+            break;
+        };
+        let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+        let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+        let first = frames.is_empty();
+        if len > 1 << 14 || (first && (kind != H2_SETTINGS || stream != 0 || flags != 0)) {
+            return None;
+        }
+        if kind == H2_SETTINGS && (stream != 0 || len % 6 != 0) {
+            return None;
+        }
+        let Some(payload) = tail.get(..len) else {
+            begun = true;
+            break;
+        };
+        rest = &tail[len..];
+        let payload = match (kind, flags & H2_PADDED) {
+            (H2_DATA | H2_HEADERS, H2_PADDED) => {
+                let (&pad, body) = payload.split_first()?;
+                body.get(..body.len().checked_sub(usize::from(pad))?)?
+            }
+            _ => payload,
+        };
+        frames.push(Frame {
+            kind,
+            flags,
+            stream,
+            payload,
+        });
+    }
+    (begun || !frames.is_empty()).then_some(frames)
+}
+
+/// Whether `r` is the start of an HTTP/2 server's answer whose stream 1 is still open (no
+/// frame ended it, reset it, or went away): more frames are to come.
+pub(super) fn http2_pending(r: &[u8]) -> bool {
+    let Some(frames) = http2_frames(r) else {
+        return false;
+    };
+    !frames.iter().any(|f| {
+        f.kind == H2_GOAWAY
+            || (f.stream == 1 && (f.kind == H2_RST_STREAM || f.flags & H2_END_STREAM != 0))
+    })
+}
+
+/// `application/grpc` as HPACK's Huffman code spells it (as Go's HTTP/2 library sends it).
+const GRPC_CONTENT_TYPE_HUFFMAN: &[u8] = b"\x1d\x75\xd0\x62\x0d\x26\x3d\x4c\x4d\x65\x64";
+
+/// A gRPC server's answer over cleartext HTTP/2: `grpc`, when a HEADERS frame on stream 1
+/// carries the `application/grpc` content type (literal or Huffman-coded) or a DATA frame on
+/// stream 1 a gRPC message. When that message is a CRI `VersionResponse` (`version`,
+/// `runtime_name`, `runtime_version`, `runtime_api_version`: fields 1 to 4), the runtime is
+/// the product (`containerd`) and its version the version (`1.6.20~ds1` → `1.6.20`).
+pub(super) fn grpc(r: &[u8]) -> Option<Identity> {
+    let frames = http2_frames(r)?;
+    let mut seen = false;
+    let mut runtime = None;
+    for f in frames.iter().filter(|f| f.stream == 1) {
+        match f.kind {
+            H2_HEADERS => {
+                seen |= find(f.payload, b"application/grpc").is_some()
+                    || find(f.payload, GRPC_CONTENT_TYPE_HUFFMAN).is_some();
+            }
+            H2_DATA => {
+                // A gRPC message: not compressed, a 4-byte length, the protobuf body.
+                let [0, a, b, c, d, ref body @ ..] = *f.payload else {
+                    continue;
+                };
+                let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
+                seen = true;
+                runtime = runtime.or_else(|| cri_version(body.get(..len.min(body.len()))?));
+            }
+            _ => {}
+        }
+    }
+    if !seen {
+        return None;
+    }
+    let id = Identity::new("grpc");
+    Some(match runtime {
+        Some((name, version)) => id.product(field(name)).version(version_at(version)),
+        None => id,
+    })
+}
+
+/// The `runtime_name` and `runtime_version` of a CRI `VersionResponse`: string fields 1 to 4
+/// (one-byte tags and lengths, as such short strings have), both named.
+fn cri_version(mut body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mut name, mut version) = (None, None);
+    for _ in 0..8 {
+        let [tag, len, ref tail @ ..] = *body else {
+            break;
+        };
+        if !matches!(tag, 0x0a | 0x12 | 0x1a | 0x22) || len >= 0x80 {
+            return None;
+        }
+        let value = tail.get(..usize::from(len))?;
+        body = &tail[usize::from(len)..];
+        match tag {
+            0x12 => name = Some(value),
+            0x1a => version = Some(value),
+            _ => {}
+        }
+    }
+    Some((name?, version?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_needs_a_settings_frame_first_and_never_panics_on_cuts() {
+        let reply = crate::fuzzing::sample_reply("containerd-1.6.20-cri-version");
+        let id = grpc(reply).expect("containerd");
+        assert_eq!(id.product.as_deref(), Some("containerd"));
+        assert_eq!(id.version.as_deref(), Some("1.6.20"));
+        for cut in 0..reply.len() {
+            let _ = grpc(&reply[..cut]);
+            let _ = http2_pending(&reply[..cut]);
+            let _ = grpc(&reply[cut..]);
+        }
+        // Without the leading SETTINGS frame, the same frames are not believed.
+        assert!(grpc(&reply[15..]).is_none());
+        // A SETTINGS frame with a length that is not a multiple of 6 is not HTTP/2.
+        let mut bad = reply.to_vec();
+        bad[2] = 5;
+        assert!(grpc(&bad).is_none());
+        // A VersionResponse that names no runtime is gRPC without a product.
+        let mut anonymous = reply.to_vec();
+        let at = super::super::find(&anonymous, b"\x12\x0acontainerd").expect("runtime_name");
+        anonymous[at] = 0x0a;
+        let id = grpc(&anonymous).expect("grpc");
+        assert_eq!((id.service, id.product), ("grpc", None));
+    }
 }

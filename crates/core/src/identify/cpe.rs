@@ -47,6 +47,7 @@ const CPE_NAMES: &[(&str, &str)] = &[
     ("OpenSearch", "amazon:opensearch"),
     ("etcd", "etcd:etcd"),
     ("Docker", "docker:engine"),
+    ("containerd", "linuxfoundation:containerd"),
     ("ISC BIND", "isc:bind"),
     ("dnsmasq", "thekelleys:dnsmasq"),
     ("Samba", "samba:samba"),

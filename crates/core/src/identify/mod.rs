@@ -130,7 +130,9 @@ pub fn identify(reply: &[u8]) -> Option<Identity> {
         0x20 => mqtt(r),
         0x03 => rdp(r),
         0x01 => binary::amqp_start(r).or_else(|| binary::x11(r)),
-        0x00 => binary::smb(r).or_else(|| binary::x11(r)),
+        0x00 => binary::smb(r)
+            .or_else(|| binary::x11(r))
+            .or_else(|| binary::grpc(r)),
         0x04 => binary::mssql(r),
         _ => None,
     }

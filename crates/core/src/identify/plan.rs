@@ -78,6 +78,21 @@ const TLS_CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x00\x7a\x01\x00\x00\x76\x03\x03\
     \x00\x0d\x00\x14\x00\x12\x04\x03\x08\x04\x04\x01\x05\x03\x08\x05\x05\x01\x08\x06\x06\x01\x02\x01\
     \xff\x01\x00\x01\x00";
 
+/// A gRPC call of the Container Runtime Interface's `RuntimeService/Version` over cleartext
+/// HTTP/2 (h2c, prior knowledge): the client preface, an empty SETTINGS frame, a HEADERS
+/// frame on stream 1 (END_HEADERS; HPACK with static-table indexes and literals without
+/// indexing, no Huffman: `:method POST`, `:scheme http`, `:path`, `:authority localhost`,
+/// `content-type application/grpc`, `te trailers`) and a DATA frame ending the stream with an
+/// empty gRPC message. containerd's `[grpc] tcp_address` serves only the CRI plugin's
+/// services (not containerd's own `Version`), and answers this with the runtime's name and
+/// version.
+const GRPC_CRI_VERSION: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\
+    \x00\x00\x00\x04\x00\x00\x00\x00\x00\
+    \x00\x00\x51\x01\x04\x00\x00\x00\x01\
+    \x83\x86\x04\x22/runtime.v1.RuntimeService/Version\x01\x09localhost\
+    \x0f\x10\x10application/grpc\x00\x02te\x08trailers\
+    \x00\x00\x05\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00";
+
 /// Every protocol probe, in order of rarity. The one table of port hints.
 pub const SERVICE_PROBES: &[ServiceProbe] = &[
     ServiceProbe {
@@ -265,6 +280,15 @@ pub const SERVICE_PROBES: &[ServiceProbe] = &[
         ports: &[6443],
         rarity: 9,
     },
+    // containerd has no standard port for its gRPC API over TCP (nor has the CRI): the probe
+    // is hinted nowhere and comes last.
+    ServiceProbe {
+        name: "containerd",
+        service: "grpc",
+        bytes: GRPC_CRI_VERSION,
+        ports: &[],
+        rarity: 9,
+    },
 ];
 
 /// The probes for `port`, in the order to try them: those whose hints name the port, then
@@ -327,6 +351,8 @@ pub struct ProbePlan {
     follow: Option<u8>,
     /// Plain, or inside TLS.
     tls: PlanTls,
+    /// The index in [`SERVICE_PROBES`] of the probe sent last, plus one (0: none yet).
+    current: u8,
 }
 
 /// What a [`ProbePlan`] makes of the reply read so far.
@@ -410,11 +436,18 @@ impl ProbePlan {
     pub fn mark_sent(&mut self, probe: &ServiceProbe) {
         self.sent = self.sent.saturating_add(1);
         self.tried |= 1 << index_of(probe);
+        self.current = u8::try_from(index_of(probe) + 1).unwrap_or(0);
     }
 
     /// Judges the reply read so far on the current connection. `last`: no more bytes will
     /// come (the read timed out or the peer closed), so a recognised reply is taken as it is.
     pub fn judge(&mut self, reply: &[u8], last: bool) -> ReplyVerdict {
+        // An HTTP/2 answer to the gRPC probe comes in frames, the one naming the server last:
+        // while stream 1 is open, read on.
+        let grpc = self.current == u8::try_from(index_of_name("containerd") + 1).unwrap_or(0);
+        if grpc && !last && super::binary::http2_pending(reply) {
+            return ReplyVerdict::ReadMore;
+        }
         let Some(id) = super::identify(reply) else {
             return ReplyVerdict::Unknown;
         };
@@ -667,6 +700,46 @@ mod tests {
     }
 
     #[test]
+    fn a_grpc_answer_is_read_on_until_its_stream_ends() {
+        let reply = crate::fuzzing::sample_reply("containerd-1.6.20-cri-version");
+        let containerd = SERVICE_PROBES.iter().find(|p| p.name == "containerd");
+        let containerd = containerd.unwrap_or_else(|| panic!("no containerd probe"));
+        let data = super::super::find(reply, b"\x00\x00(\x00").expect("the DATA frame");
+        let trailers = reply.len() - 33;
+        for cut in [1, 9, 15, 24, data, data + 20, trailers, reply.len() - 1] {
+            let mut plan = ProbePlan::new(40_000);
+            plan.mark_sent(containerd);
+            // SETTINGS, its ack, WINDOW_UPDATE, PING, HEADERS, DATA: stream 1 is open.
+            assert_eq!(
+                plan.judge(&reply[..cut], false),
+                ReplyVerdict::ReadMore,
+                "cut at {cut}"
+            );
+        }
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(containerd);
+        assert_eq!(
+            plan.judge(reply, false),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        // After another probe (the HTTP probe gets containerd's SETTINGS frame and nothing
+        // more), the plan goes on at once.
+        let mut plan = ProbePlan::new(40_000);
+        let http = plan.next().unwrap_or_else(|| panic!("no probe"));
+        plan.mark_sent(http);
+        assert_eq!(plan.judge(&reply[..15], false), ReplyVerdict::Unknown);
+        // The last read takes what came: the DATA frame names containerd, even without its
+        // trailers; SETTINGS alone names nothing.
+        let mut plan = ProbePlan::new(40_000);
+        plan.mark_sent(containerd);
+        assert_eq!(
+            plan.judge(&reply[..trailers], true),
+            ReplyVerdict::Recognised { follow_up: false }
+        );
+        assert_eq!(plan.judge(&reply[..15], true), ReplyVerdict::Unknown);
+    }
+
+    #[test]
     fn an_irc_welcome_is_read_on_until_it_names_the_software() {
         let mut plan = ProbePlan::new(6667);
         let irc = plan.next().unwrap_or_else(|| panic!("no probe"));
@@ -750,6 +823,71 @@ mod tests {
         assert_eq!(
             &get("git")[..4],
             format!("{:04x}", get("git").len()).as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_grpc_probe_is_well_framed_http2() {
+        let probe = SERVICE_PROBES
+            .iter()
+            .find(|p| p.name == "containerd")
+            .map_or(&[][..], |p| p.bytes);
+        let rest = probe.strip_prefix(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
+        let mut rest = rest.expect("the client preface");
+        // (length, type, flags, stream) of each frame: the lengths add up to the probe.
+        let mut frames = Vec::new();
+        while let [a, b, c, kind, flags, s0, s1, s2, s3, ref tail @ ..] = *rest {
+            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            let stream = u32::from_be_bytes([s0, s1, s2, s3]);
+            frames.push((len, kind, flags, stream, &tail[..len]));
+            rest = &tail[len..];
+        }
+        assert!(rest.is_empty());
+        let shape: Vec<_> = frames.iter().map(|f| (f.1, f.2, f.3)).collect();
+        assert_eq!(shape, [(4, 0, 0), (1, 4, 1), (0, 1, 1)]);
+        assert_eq!(frames[0].0, 0);
+        assert_eq!(frames[2].4, [0, 0, 0, 0, 0]);
+        // The HPACK block: indexed fields, then literals whose lengths cover the block.
+        let mut block = frames[1].4;
+        let mut fields = Vec::new();
+        while let [first, ref tail @ ..] = *block {
+            block = tail;
+            if first & 0x80 != 0 {
+                fields.push(format!("#{}", first & 0x7f));
+                continue;
+            }
+            // A literal without indexing: a 4-bit name index (15 and over go on in the next
+            // byte), or 0 and a literal name.
+            let mut index = usize::from(first & 0x0f);
+            if index == 0x0f {
+                let [more, ref tail @ ..] = *block else {
+                    panic!("an index without its rest");
+                };
+                index += usize::from(more);
+                block = tail;
+            }
+            let mut strings = Vec::new();
+            for _ in 0..if index == 0 { 2 } else { 1 } {
+                let [len, ref tail @ ..] = *block else {
+                    panic!("a literal without its length");
+                };
+                assert_eq!(len & 0x80, 0, "no Huffman");
+                let len = usize::from(len);
+                strings.push(String::from_utf8_lossy(&tail[..len]).into_owned());
+                block = &tail[len..];
+            }
+            fields.push(format!("{index}:{}", strings.join("=")));
+        }
+        assert_eq!(
+            fields,
+            [
+                "#3",
+                "#6",
+                "4:/runtime.v1.RuntimeService/Version",
+                "1:localhost",
+                "31:application/grpc",
+                "0:te=trailers"
+            ]
         );
     }
 

@@ -1,0 +1,106 @@
+//! `scan --identify` against containerd's gRPC API over TCP (`[grpc] tcp_address`), started
+//! by the test with everything throwaway: its root, state, sockets and `opt` directory in the
+//! test's directory, and a TCP address of the test's own; stopped by its pid.
+//!
+//! On TCP containerd serves only the services of plugins that ask for it: the CRI plugin,
+//! when its `disable_tcp_service` is false (not containerd's own `Version` service, which
+//! answers `unknown service` there). The probe plan's gRPC probe is the CRI
+//! `RuntimeService/Version` call, whose answer names the runtime and its version.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{assert_identity, backends, daemon_ip, identify, start};
+use crate::daemon_util::{free_port, package_version, programs, root_for};
+use crate::util::TempDir;
+
+/// The pids and command lines of processes whose command line mentions `needle`.
+fn processes_naming(needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&needle)
+                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+#[test]
+fn containerd_grpc_over_tcp_names_its_version() {
+    let Some([containerd]) = programs("containerd", ["containerd"]) else {
+        return;
+    };
+    if !root_for("containerd") {
+        return;
+    }
+    let ip = daemon_ip("identify::containerd");
+    let dir = TempDir::new("identify-containerd");
+    let d = dir.path();
+    let addr = SocketAddr::new(ip, free_port(ip));
+    // Plain TCP (no TLS); the snapshotters that need devices or other file systems off, the
+    // debug and metrics endpoints off.
+    let config = dir.write(
+        "config.toml",
+        &format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.snapshotter.v1.aufs\", \
+             \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \
+             \"io.containerd.snapshotter.v1.zfs\"]\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n  tcp_address = \"{addr}\"\n\
+             [ttrpc]\n  address = \"{d}/containerd.ttrpc.sock\"\n\
+             [debug]\n  address = \"\"\n\
+             [metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = false\n",
+            d = d.display()
+        ),
+    );
+    let mut cmd = Command::new(&containerd);
+    cmd.arg("--config").arg(&config);
+    let daemon = start("containerd", cmd, d, addr);
+    let truth = package_version(&containerd);
+    for backend in backends(ip) {
+        // The null probe and every other probe get only containerd's SETTINGS frame (any
+        // HTTP/2 server's first, sent on accept), which names nothing; the gRPC probe, last
+        // in the plan, gets the CRI VersionResponse (`containerd`, `1.6.20~ds1`).
+        let r = identify(addr, backend);
+        assert_identity(&r, "grpc", Some("containerd"), Some(&truth));
+        assert_eq!(
+            r.str("cpe"),
+            Some(format!("cpe:/a:linuxfoundation:containerd:{truth}").as_str()),
+            "{r:?}"
+        );
+    }
+    assert!(
+        !processes_naming(&config).is_empty(),
+        "containerd is not running\n{}",
+        daemon.log_text()
+    );
+    // SIGTERM stops containerd; no process of it (nor a shim: no container ran) is left.
+    drop(daemon);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = processes_naming(d);
+    while !left.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        left = processes_naming(d);
+    }
+    assert!(
+        left.is_empty(),
+        "left running after containerd stopped: {left:?}"
+    );
+}
