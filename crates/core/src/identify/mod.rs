@@ -167,12 +167,14 @@ fn shows_tls(reply: &[u8], id: &Identity) -> bool {
 
 /// Whether `reply`, recognised as `id`, is likely to say more if read on: an IRC server's
 /// welcome (`001`) whose `002` line, the one naming the software and its version, has not
-/// arrived yet; an X server's accepted setup whose vendor has not.
+/// arrived yet; an X server's accepted setup whose vendor has not; an HTTP answer whose head
+/// or body (by its `Content-Length`) has not (a loaded machine's reads cut VLC's not-found
+/// page after its head).
 fn wants_more(reply: &[u8], id: &Identity) -> bool {
     match id.service {
         "irc" => id.product.is_none() && find(reply, b" 001 ").is_some(),
         "X11" => id.product.is_none() && reply.first() == Some(&1) && reply.len() < 40,
-        _ => false,
+        _ => text::http_incomplete(reply),
     }
 }
 

@@ -700,6 +700,33 @@ mod tests {
     }
 
     #[test]
+    fn an_http_answer_is_read_on_until_its_body_is_there() {
+        // VLC's not-found page names VideoLAN in its body only; a read that ends after the
+        // head must not settle for a plain `http`.
+        let reply = crate::fuzzing::sample_reply("vlc-3.0.24-http-not-found");
+        let head = super::super::find(reply, b"\r\n\r\n").expect("a head") + 4;
+        for cut in [10, head - 2, head, head + 20, reply.len() - 1] {
+            let mut plan = ProbePlan::new(40_000);
+            assert_eq!(
+                plan.judge(&reply[..cut], false),
+                ReplyVerdict::ReadMore,
+                "cut at {cut}"
+            );
+        }
+        let mut plan = ProbePlan::new(40_000);
+        assert_eq!(
+            plan.judge(reply, false),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+        // What came is taken as it is once no more will.
+        let mut plan = ProbePlan::new(40_000);
+        assert_eq!(
+            plan.judge(&reply[..head], true),
+            ReplyVerdict::Recognised { follow_up: true }
+        );
+    }
+
+    #[test]
     fn a_grpc_answer_is_read_on_until_its_stream_ends() {
         let reply = crate::fuzzing::sample_reply("containerd-1.6.20-cri-version");
         let containerd = SERVICE_PROBES.iter().find(|p| p.name == "containerd");

@@ -170,6 +170,29 @@ pub(super) fn header_value<'a>(r: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|l| skip_spaces(&l[name.len()..]))
 }
 
+/// An HTTP answer that has not all arrived yet, within what identification reads: its head
+/// is not complete, or its body is shorter than its `Content-Length`. Reading on may tell
+/// more (VLC, Docker, Kubernetes and the JSON APIs are named by the body only); a reply that
+/// stops short is judged as it is once the read times out or the peer closes.
+pub(super) fn http_incomplete(r: &[u8]) -> bool {
+    if !r.starts_with(b"HTTP/") || r.len() >= super::IDENTIFY_SCAN_LIMIT {
+        return false;
+    }
+    let Some(head_end) = find(r, b"\r\n\r\n")
+        .map(|at| at + 4)
+        .or_else(|| find(r, b"\n\n").map(|at| at + 2))
+    else {
+        return true;
+    };
+    let Some(length) = header_value(r, b"content-length:")
+        .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    r.len() - head_end < length
+}
+
 /// The body of an HTTP answer: what follows the first empty line.
 fn body(r: &[u8]) -> &[u8] {
     find(r, b"\r\n\r\n")
