@@ -536,3 +536,42 @@ pub fn backends(ip: IpAddr) -> Vec<&'static str> {
     }
     vec!["uring", "epoll"]
 }
+
+/// The pids and command lines of processes whose command line mentions `path` (a daemon's
+/// helpers name the test's directory in their configuration paths).
+pub fn processes_naming(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&needle)
+                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Waits (at most 20 s) until no process names `path` any more, after `daemon` was stopped;
+/// fails naming those left.
+pub fn assert_none_left(path: &Path, daemon: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = processes_naming(path);
+    while !left.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        left = processes_naming(path);
+    }
+    assert!(
+        left.is_empty(),
+        "left running after {daemon} stopped: {left:?}"
+    );
+}

@@ -8,37 +8,13 @@
 //! `RuntimeService/Version` call, whose answer names the runtime and its version.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use super::{assert_identity, backends, daemon_ip, identify, start};
-use crate::daemon_util::{free_port, package_version, programs, root_for};
+use crate::daemon_util::{
+    assert_none_left, free_port, package_version, processes_naming, programs, root_for,
+};
 use crate::util::TempDir;
-
-/// The pids and command lines of processes whose command line mentions `needle`.
-fn processes_naming(needle: &Path) -> Vec<String> {
-    let needle = needle.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(&needle)
-                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
-        })
-        .collect()
-}
 
 #[test]
 fn containerd_grpc_over_tcp_names_its_version() {
@@ -93,14 +69,5 @@ fn containerd_grpc_over_tcp_names_its_version() {
     );
     // SIGTERM stops containerd; no process of it (nor a shim: no container ran) is left.
     drop(daemon);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut left = processes_naming(d);
-    while !left.is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-        left = processes_naming(d);
-    }
-    assert!(
-        left.is_empty(),
-        "left running after containerd stopped: {left:?}"
-    );
+    assert_none_left(d, "containerd");
 }

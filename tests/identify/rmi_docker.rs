@@ -10,13 +10,12 @@
 //! written to the system's directories).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use super::{assert_identity, backends, daemon_ip, identify, identify_within, start};
-use crate::daemon_util::{free_port, package_version, programs, root_for};
+use crate::daemon_util::{
+    assert_none_left, free_port, package_version, processes_naming, programs, root_for,
+};
 use crate::util::TempDir;
 
 /// A port free on every address: rmiregistry listens on the wildcard address.
@@ -49,30 +48,6 @@ fn rmiregistry_is_java_rmi_within_the_default_budget() {
         let r = identify_within(addr, backend, None);
         assert_identity(&r, "java-rmi", Some("Java RMI"), None);
     }
-}
-
-/// The pids of processes whose command line mentions `path` (dockerd's managed containerd
-/// names its configuration under the exec root).
-fn processes_under(path: &Path) -> Vec<String> {
-    let needle = path.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(&needle)
-                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
-        })
-        .collect()
 }
 
 #[test]
@@ -151,21 +126,12 @@ fn dockerd_names_its_version() {
     }
     // dockerd runs a containerd of its own, configured under its exec root (not a system
     // one); SIGTERM stops dockerd, which stops that containerd: nothing of theirs is left.
-    let managed = processes_under(&d.join("exec").join("containerd"));
+    let managed = processes_naming(&d.join("exec").join("containerd"));
     assert!(
         !managed.is_empty(),
         "no containerd of dockerd's own\n{}",
         daemon.log_text()
     );
     drop(daemon);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut left = processes_under(d);
-    while !left.is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-        left = processes_under(d);
-    }
-    assert!(
-        left.is_empty(),
-        "left running after dockerd stopped: {left:?}"
-    );
+    assert_none_left(d, "dockerd");
 }
