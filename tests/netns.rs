@@ -51,6 +51,30 @@ impl Namespace {
         Ok(Namespace { name, ip })
     }
 
+    /// A new namespace with its loopback up; `None` (a failure under CI, see [`require`])
+    /// without `ip` or the privilege to make one.
+    fn with_loopback() -> Option<Namespace> {
+        let Some(ip) = which("ip") else {
+            let _ = require("`ip` (iproute2)", Some("not found".into()));
+            return None;
+        };
+        let ns = match Namespace::create(ip) {
+            Ok(ns) => ns,
+            Err(why) => {
+                let _ = require("a network namespace (root)", Some(why));
+                return None;
+            }
+        };
+        let lo = ns.run("ip", &["link", "set", "lo", "up"], None);
+        assert!(
+            lo.status.success(),
+            "ip link set lo up in {}: {}",
+            ns.name,
+            stderr(&lo)
+        );
+        Some(ns)
+    }
+
     /// `ip netns exec <name> program args...`
     fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.ip);
@@ -96,27 +120,12 @@ fn ruleset() -> String {
 
 /// Sets up a namespace with the ruleset and sweeps `target` in it with each backend.
 fn sweep_in_namespace(target: IpAddr) {
-    let Some(ip) = which("ip") else {
-        let _ = require("`ip` (iproute2)", Some("not found".into()));
-        return;
-    };
     if !require_that("`nft` (nftables)", which("nft").is_some(), "not found") {
         return;
     }
-    let ns = match Namespace::create(ip) {
-        Ok(ns) => ns,
-        Err(why) => {
-            let _ = require("a network namespace (root)", Some(why));
-            return;
-        }
+    let Some(ns) = Namespace::with_loopback() else {
+        return;
     };
-    let lo = ns.run("ip", &["link", "set", "lo", "up"], None);
-    assert!(
-        lo.status.success(),
-        "ip link set lo up in {}: {}",
-        ns.name,
-        stderr(&lo)
-    );
     if target.is_ipv6() {
         let addrs = ns.run("ip", &["-6", "addr", "show", "dev", "lo"], None);
         let has_v6 = stdout(&addrs).contains("::1/128");
@@ -295,19 +304,9 @@ fn netns_ipv6_dropped_ports_are_filtered_and_rejected_ports_unreachable() {
 /// socket has no descriptor, so this checks that its own address is still read.
 #[test]
 fn netns_forced_self_connect_is_closed_on_every_fd_path() {
-    let Some(ip) = which("ip") else {
-        let _ = require("`ip` (iproute2)", Some("not found".into()));
+    let Some(ns) = Namespace::with_loopback() else {
         return;
     };
-    let ns = match Namespace::create(ip) {
-        Ok(ns) => ns,
-        Err(why) => {
-            let _ = require("a network namespace (root)", Some(why));
-            return;
-        }
-    };
-    let lo = ns.run("ip", &["link", "set", "lo", "up"], None);
-    assert!(lo.status.success(), "ip link set lo up: {}", stderr(&lo));
     let range = ns.run(
         "sh",
         &[
