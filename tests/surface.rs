@@ -684,14 +684,7 @@ impl ProbePki {
             .spawn()
             .expect("start openssl s_server");
         let server = KillOnDrop(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "openssl s_server did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::util::wait_accepting(addr, "openssl s_server");
         server
     }
 }

@@ -4,7 +4,7 @@
 //! client certificate). Asserted through `check` (exit codes, status lines), `scan --format
 //! jsonl` (fields), the API (a sweep's results) and a monitor (its target's last reason).
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -242,14 +242,7 @@ impl TlsServer {
             .spawn()
             .expect("start openssl s_server");
         let server = TlsServer { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "openssl s_server did not listen on {addr}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        crate::util::wait_accepting(addr, "openssl s_server");
         server
     }
 

@@ -1070,3 +1070,12 @@ impl Drop for Serve {
         }
     }
 }
+
+/// Waits (at most 20 s) until `addr` accepts a connection; fails naming `what` otherwise.
+pub fn wait_accepting(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

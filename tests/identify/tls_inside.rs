@@ -7,10 +7,8 @@
 //! `--max-probes`. The record carries the service inside and the TLS info (`tunnel="ssl"`
 //! in nmap XML, nmap's `ssl/http`).
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use super::{assert_identity, identify_within, scan_identify};
 use crate::daemon_util::{
@@ -151,14 +149,7 @@ impl SilentTlsServer {
             _stdin: stdin,
             addr,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "openssl s_server did not listen on {addr}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        crate::util::wait_accepting(addr, "openssl s_server");
         server
     }
 }
