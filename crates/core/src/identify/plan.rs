@@ -351,8 +351,8 @@ pub struct ProbePlan {
     follow: Option<u8>,
     /// Plain, or inside TLS.
     tls: PlanTls,
-    /// The index in [`SERVICE_PROBES`] of the probe sent last, plus one (0: none yet).
-    current: u8,
+    /// The probe sent last, if any.
+    last_sent: Option<&'static ServiceProbe>,
 }
 
 /// What a [`ProbePlan`] makes of the reply read so far.
@@ -436,7 +436,7 @@ impl ProbePlan {
     pub fn mark_sent(&mut self, probe: &ServiceProbe) {
         self.sent = self.sent.saturating_add(1);
         self.tried |= 1 << index_of(probe);
-        self.current = u8::try_from(index_of(probe) + 1).unwrap_or(0);
+        self.last_sent = SERVICE_PROBES.get(index_of(probe));
     }
 
     /// Judges the reply read so far on the current connection. `last`: no more bytes will
@@ -444,7 +444,7 @@ impl ProbePlan {
     pub fn judge(&mut self, reply: &[u8], last: bool) -> ReplyVerdict {
         // An HTTP/2 answer to the gRPC probe comes in frames, the one naming the server last:
         // while stream 1 is open, read on.
-        let grpc = self.current == u8::try_from(index_of_name("containerd") + 1).unwrap_or(0);
+        let grpc = self.last_sent.is_some_and(|p| p.name == "containerd");
         if grpc && !last && super::binary::http2_pending(reply) {
             return ReplyVerdict::ReadMore;
         }
