@@ -4,8 +4,9 @@
 //! as a [`porthawk_core::ConnectEvent`]; the shard asks the core's probe machine what that
 //! means. Both backends close a probe's socket before they report its completion; a
 //! connected one with `SO_LINGER 0` (an RST, no TIME_WAIT on either side). A socket whose
-//! connect timed out is disconnected instead and kept for the slot's next probe
-//! ([`recycle`]; io_uring's plain path and epoll), until the shard goes idle.
+//! connect timed out is disconnected instead and kept for the slot's next probe (epoll:
+//! [`recycle`]; io_uring, on both fd paths: a disconnect through the ring), until the shard
+//! goes idle.
 
 use std::fmt;
 use std::io;
