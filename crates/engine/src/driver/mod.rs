@@ -216,21 +216,42 @@ mod tests {
     /// an open port with its own local address, refused by a closed one (the reset that the
     /// disconnect leaves pending is not mistaken for the next target's answer), unanswered
     /// again; a spare of the wrong address family is not used; going idle closes it.
+    /// The targets of the socket reuse tests, open for as long as the value lives.
+    pub(super) struct ReuseTargets {
+        /// Drops SYNs: backlog 0 and one connection in its queue.
+        pub(super) unanswered: SocketAddr,
+        pub(super) open: SocketAddr,
+        /// Bound, never listening: refused, and the port stays ours.
+        pub(super) refused: SocketAddr,
+        _held: (TcpListener, TcpStream, TcpListener, socket2::Socket),
+    }
+
+    impl ReuseTargets {
+        pub(super) fn new() -> Self {
+            let full = listener(0);
+            let unanswered = full.local_addr().unwrap();
+            let first = TcpStream::connect(unanswered).unwrap();
+            let open = listener(16);
+            let open_addr = open.local_addr().unwrap();
+            let bound =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            bound
+                .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+                .unwrap();
+            let refused = bound.local_addr().unwrap().as_socket().unwrap();
+            ReuseTargets {
+                unanswered,
+                open: open_addr,
+                refused,
+                _held: (full, first, open, bound),
+            }
+        }
+    }
+
     #[test]
     fn a_timed_out_socket_is_reused_for_the_next_probe_with_exact_verdicts() {
-        // Backlog 0 and one connection in the queue: the SYNs of later connects are dropped.
-        let full = listener(0);
-        let full_addr = full.local_addr().unwrap();
-        let _first = TcpStream::connect(full_addr).unwrap();
-        let open = listener(16);
-        let open_addr = open.local_addr().unwrap();
-        // Bound, never listening: refused, and the port stays ours for the whole test.
-        let bound =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        bound
-            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-            .unwrap();
-        let refused = bound.local_addr().unwrap().as_socket().unwrap();
+        let targets = ReuseTargets::new();
+        let (full_addr, open_addr, refused) = (targets.unanswered, targets.open, targets.refused);
         let ipv6_refused = std::net::TcpListener::bind("[::1]:0")
             .map(|l| l.local_addr().unwrap())
             .ok(); // dropped at once: nothing listens there now
@@ -331,6 +352,6 @@ mod tests {
                 "{name}: the spare is still open"
             );
         }
-        drop(bound);
+        drop(targets);
     }
 }

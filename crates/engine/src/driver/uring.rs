@@ -578,17 +578,28 @@ impl UringDriver {
             },
         };
         let tail = self.timers[list].tail;
+        self.insert(slot, list, deadline, tail, NIL);
+    }
+
+    /// Puts `slot` on list `list` between `prev` and `next` (neighbours there, or [`NIL`]
+    /// for the list's ends), due at `deadline`.
+    fn insert(&mut self, slot: u32, list: usize, deadline: Instant, prev: u32, next: u32) {
         let s = &mut self.slots[slot as usize];
         s.deadline = deadline;
         s.t_list = list as u32;
-        s.t_prev = tail;
-        s.t_next = NIL;
-        if tail == NIL {
-            self.timers[list].head = slot;
+        s.t_prev = prev;
+        s.t_next = next;
+        let t = &mut self.timers[list];
+        if prev == NIL {
+            t.head = slot;
         } else {
-            self.slots[tail as usize].t_next = slot;
+            self.slots[prev as usize].t_next = slot;
         }
-        self.timers[list].tail = slot;
+        if next == NIL {
+            t.tail = slot;
+        } else {
+            self.slots[next as usize].t_prev = slot;
+        }
     }
 
     /// Takes `slot` off its deadline list, if it is on one.
@@ -663,7 +674,8 @@ impl UringDriver {
                     // is off by at most that).
                     Err(_) => {
                         let retry = now + Duration::from_millis(1);
-                        self.link_first(slot, list, retry);
+                        let head = self.timers[list].head;
+                        self.insert(slot, list, retry, NIL, head);
                         break;
                     }
                 }
@@ -682,22 +694,6 @@ impl UringDriver {
             let fd = self.slots[slot as usize].socket.as_ref()?.as_raw_fd();
             opcode::Connect::new(Fd(fd), addr, len).build()
         })
-    }
-
-    /// Links `slot` at the head of list `list`, due at `deadline`.
-    fn link_first(&mut self, slot: u32, list: usize, deadline: Instant) {
-        let head = self.timers[list].head;
-        let s = &mut self.slots[slot as usize];
-        s.deadline = deadline;
-        s.t_list = list as u32;
-        s.t_prev = NIL;
-        s.t_next = head;
-        if head == NIL {
-            self.timers[list].tail = slot;
-        } else {
-            self.slots[head as usize].t_prev = slot;
-        }
-        self.timers[list].head = slot;
     }
 
     /// Direct path: moves `slot` on to `op` (which completes without waiting), pushing
@@ -1939,18 +1935,8 @@ mod tests {
         if !uring_here() || !direct_here() {
             return;
         }
-        // Backlog 0 and one connection in the queue: the SYNs of later connects are dropped.
-        let full = listener(0);
-        let full_addr = full.local_addr().unwrap();
-        let _first = TcpStream::connect(full_addr).unwrap();
-        let open = listener(16);
-        let open_addr = open.local_addr().unwrap();
-        let bound =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        bound
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        let refused = bound.local_addr().unwrap().as_socket().unwrap();
+        let targets = crate::driver::tests::ReuseTargets::new();
+        let (full_addr, open_addr, refused) = (targets.unanswered, targets.open, targets.refused);
         let short = Duration::from_millis(200);
         let long = Duration::from_secs(10);
         let mut d = UringDriver::new(8, FdPath::Direct).unwrap();
@@ -2038,6 +2024,6 @@ mod tests {
             one(&mut d),
             IoEvent::Connect(ConnectEvent::Failed(libc::EPROTONOSUPPORT))
         );
-        drop(bound);
+        drop(targets);
     }
 }
