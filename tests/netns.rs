@@ -158,8 +158,10 @@ fn sweep_in_namespace(target: IpAddr) {
     let ports_arg = ports_text.join(",");
     let target_arg = target.to_string();
 
-    let mut results: Vec<(&str, Outcome)> = Vec::new();
-    for backend in ["epoll", "uring"] {
+    // Every backend and io_uring fd path: unanswered connects end by each one's own
+    // timeout machinery (a deadline and a disconnect on io_uring), retried on the same socket.
+    let mut results: Vec<(String, Outcome)> = Vec::new();
+    for (backend, fd_path) in [("epoll", "plain"), ("uring", "direct"), ("uring", "plain")] {
         let args = [
             "scan",
             &target_arg,
@@ -174,6 +176,8 @@ fn sweep_in_namespace(target: IpAddr) {
             "jsonl",
             "--backend",
             backend,
+            "--fd-path",
+            fd_path,
         ];
         let out = run_command(ns.command(BIN, &args), None, RUN_TIMEOUT);
         if backend == "uring" && crate::util::uring_unavailable(&out) {
@@ -181,6 +185,11 @@ fn sweep_in_namespace(target: IpAddr) {
             continue;
         }
         assert_success(&args, &out);
+        let err = stderr(&out);
+        assert!(
+            backend == "epoll" || err.contains(&format!("with {fd_path} fds")),
+            "{backend}/{fd_path}: {err}"
+        );
         let records = parse_jsonl(&stdout(&out));
         let want_backend = if backend == "uring" {
             "io_uring"
@@ -196,14 +205,15 @@ fn sweep_in_namespace(target: IpAddr) {
             open.as_ref().map(|(_, p)| *p),
         );
         results.push((
-            backend,
+            format!("{backend}/{fd_path}"),
             records
                 .iter()
                 .map(|r| (r.port, r.state.clone(), r.str("errno").map(str::to_string)))
                 .collect(),
         ));
     }
-    if let [(a, ra), (b, rb)] = results.as_slice() {
+    for pair in results.windows(2) {
+        let ((a, ra), (b, rb)) = (&pair[0], &pair[1]);
         assert_eq!(ra, rb, "{a} and {b} disagree");
     }
     drop(open);
