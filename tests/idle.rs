@@ -12,6 +12,10 @@
 //!   work is over.
 //! - A monitor's check: the monitor test checks at once and measures well before the next
 //!   check, a minute later.
+//! - A fleet coordinator (`[fleet]`): NATS itself, at most once a minute (the results pull
+//!   is renewed every 60 s; the client pings every 60 s, the server every 2 min), and each
+//!   heartbeat of an agent (the one-agent test has it beat every 10 s: at most one in the
+//!   window).
 //!
 //! The window opens once no thread has switched for [`QUIET`], so that the work of the start
 //! or of the last request is over however slow a loaded machine makes it. The bound,
@@ -21,13 +25,15 @@
 //! after [`QUIET_WITHIN`], and the count fails).
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::nats_util::NatsServer;
 use crate::serve::{submit, wait_ended};
-use crate::util::{http, http_json, test_hosts, Serve, TempDir};
+use crate::util::{http, http_json, test_hosts, Serve, TempDir, BIN};
 
 /// How long the quiet window lasts.
 const WINDOW: Duration = Duration::from_secs(4);
@@ -229,5 +235,108 @@ fn a_sweep_end_wakes_the_retention() {
     }
     let (status, kept) = http_json(server.addr, "GET", &format!("/v1/sweeps/{second}"), None);
     assert_eq!(status, 200, "{kept}");
+    server.stop();
+}
+
+/// `porthawk serve` as a fleet coordinator (`[fleet]`, pool `lab`) on `nats`, once its fleet
+/// task is connected (streams, consumers and buckets made, its loops started).
+fn fleet_coordinator(dir: &TempDir, nats: &NatsServer) -> Serve {
+    let config = dir.write(
+        "porthawk.toml",
+        &format!("[fleet]\nnats = \"{}\"\npools = [\"lab\"]\n", nats.url()),
+    );
+    let mut cmd = Serve::command(&dir.path().join("data"));
+    cmd.arg("--config").arg(&config);
+    let server = Serve::spawn(cmd);
+    wait_agents(&server, "the coordinator connected", |v| {
+        v["connected"] == true
+    });
+    server
+}
+
+/// Waits (at most 30 s) until `GET /v1/fleet/agents` satisfies `f`.
+fn wait_agents(server: &Serve, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v): (u16, Value) = http_json(server.addr, "GET", "/v1/fleet/agents", None);
+        assert_eq!(status, 200, "{v}");
+        if f(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {v}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fleet coordinator with no agent, no sweep and no monitor sleeps: result frames are
+/// pulled by one long-lived request (not a fetch a second), the agent registry is watched
+/// by subscription (not listed a second), and the janitor, the publisher and the
+/// monitors' link wait for work.
+#[test]
+fn an_idle_fleet_coordinator_does_not_wake() {
+    let Ok(nats) = NatsServer::start("") else {
+        return;
+    };
+    let dir = TempDir::new("idle-fleet");
+    let server = fleet_coordinator(&dir, &nats);
+    assert_sleeps(&server, "fleet coordinator, no agent");
+    server.stop();
+}
+
+/// An agent process, killed by pid when dropped.
+struct IdleAgent(Child);
+
+impl Drop for IdleAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With one idle agent connected (heartbeat every 10 s), the coordinator wakes for its
+/// heartbeats only: at most one in the window. Its heartbeats are still seen as they come:
+/// the agent is listed, with a new `last_heartbeat` after each.
+#[test]
+fn an_idle_fleet_coordinator_with_an_agent_wakes_only_for_its_heartbeats() {
+    let Ok(nats) = NatsServer::start("") else {
+        return;
+    };
+    let dir = TempDir::new("idle-fleet-agent");
+    let server = fleet_coordinator(&dir, &nats);
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
+    let _agent = IdleAgent(
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--nats",
+                nats.url(),
+                "--name",
+                "idle-1",
+                "--pool",
+                "lab",
+            ])
+            .args(["--heartbeat", "10s", "--backend", "epoll", "--shards", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start porthawk agent"),
+    );
+    let listed = wait_agents(&server, "the agent listed", |v| {
+        v["agents"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(listed["agents"][0]["name"], "idle-1", "{listed}");
+    assert_eq!(listed["agents"][0]["pools"][0], "lab", "{listed}");
+    let first = listed["agents"][0]["last_heartbeat"]
+        .as_f64()
+        .expect("last_heartbeat");
+    assert_sleeps(&server, "fleet coordinator, one idle agent");
+    // The next heartbeat (10 s after the first) is seen without a poll.
+    let beat = wait_agents(&server, "a newer heartbeat", |v| {
+        v["agents"][0]["last_heartbeat"]
+            .as_f64()
+            .is_some_and(|t| t > first)
+    });
+    assert_eq!(beat["agents"].as_array().map(Vec::len), Some(1), "{beat}");
     server.stop();
 }
