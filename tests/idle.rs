@@ -12,6 +12,10 @@
 //!   work is over.
 //! - A monitor's check: the monitor test checks at once and measures well before the next
 //!   check, a minute later.
+//! - A fleet coordinator (`[fleet]`): NATS itself, at most once a minute (the results pull
+//!   is renewed every 60 s; the client pings every 60 s, the server every 2 min), and each
+//!   heartbeat of an agent (the one-agent test has it beat every 10 s: at most one in the
+//!   window).
 //!
 //! The window opens once no thread has switched for [`QUIET`], so that the work of the start
 //! or of the last request is over however slow a loaded machine makes it. The bound,
@@ -21,13 +25,15 @@
 //! after [`QUIET_WITHIN`], and the count fails).
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::nats_util::NatsServer;
 use crate::serve::{submit, wait_ended};
-use crate::util::{http, http_json, test_hosts, Serve, TempDir};
+use crate::util::{http, http_json, test_hosts, Serve, TempDir, BIN};
 
 /// How long the quiet window lasts.
 const WINDOW: Duration = Duration::from_secs(4);
@@ -229,5 +235,191 @@ fn a_sweep_end_wakes_the_retention() {
     }
     let (status, kept) = http_json(server.addr, "GET", &format!("/v1/sweeps/{second}"), None);
     assert_eq!(status, 200, "{kept}");
+    server.stop();
+}
+
+/// `porthawk serve` as a fleet coordinator (`[fleet]`, pool `lab`) on `nats`, once its fleet
+/// task is connected (streams, consumers and buckets made, its loops started).
+fn fleet_coordinator(dir: &TempDir, nats: &NatsServer, extra: &str) -> Serve {
+    let config = dir.write(
+        "porthawk.toml",
+        &format!(
+            "[fleet]\nnats = \"{}\"\npools = [\"lab\"]\n{extra}",
+            nats.url()
+        ),
+    );
+    let mut cmd = Serve::command(&dir.path().join("data"));
+    cmd.arg("--config").arg(&config);
+    let server = Serve::spawn(cmd);
+    wait_agents(&server, "the coordinator connected", |v| {
+        v["connected"] == true
+    });
+    // nats-server pings a new client once, 2 s after it connected (its first round-trip
+    // measurement), then every 2 minutes: let that one pass before the window.
+    thread::sleep(Duration::from_secs(3));
+    server
+}
+
+/// Waits (at most 30 s) until `GET /v1/fleet/agents` satisfies `f`.
+fn wait_agents(server: &Serve, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v): (u16, Value) = http_json(server.addr, "GET", "/v1/fleet/agents", None);
+        assert_eq!(status, 200, "{v}");
+        if f(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {v}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fleet coordinator with no agent, no sweep and no monitor sleeps: result frames are
+/// pulled by one long-lived request (not a fetch a second), the agent registry is watched
+/// by subscription (not listed a second), and the janitor, the publisher and the
+/// monitors' link wait for work.
+#[test]
+fn an_idle_fleet_coordinator_does_not_wake() {
+    let Ok(nats) = NatsServer::start("") else {
+        return;
+    };
+    let dir = TempDir::new("idle-fleet");
+    let server = fleet_coordinator(&dir, &nats, "");
+    assert_sleeps(&server, "fleet coordinator, no agent");
+    server.stop();
+}
+
+/// An agent process, killed by pid when dropped.
+struct IdleAgent(Child);
+
+impl IdleAgent {
+    /// `porthawk agent` in pool `lab`, heartbeat every `heartbeat`, its log in `dir`.
+    fn start(dir: &TempDir, nats: &NatsServer, name: &str, heartbeat: &str) -> IdleAgent {
+        let log =
+            std::fs::File::create(dir.path().join(format!("agent-{name}.log"))).expect("agent log");
+        IdleAgent(
+            Command::new(BIN)
+                .args([
+                    "agent",
+                    "--nats",
+                    nats.url(),
+                    "--name",
+                    name,
+                    "--pool",
+                    "lab",
+                ])
+                .args([
+                    "--heartbeat",
+                    heartbeat,
+                    "--backend",
+                    "epoll",
+                    "--shards",
+                    "1",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start porthawk agent"),
+        )
+    }
+}
+
+impl Drop for IdleAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With one idle agent connected (heartbeat every 10 s), the coordinator wakes for its
+/// heartbeats only: at most one in the window. Its heartbeats are still seen as they come:
+/// the agent is listed, with a new `last_heartbeat` after each.
+#[test]
+fn an_idle_fleet_coordinator_with_an_agent_wakes_only_for_its_heartbeats() {
+    let Ok(nats) = NatsServer::start("") else {
+        return;
+    };
+    let dir = TempDir::new("idle-fleet-agent");
+    let server = fleet_coordinator(&dir, &nats, "");
+    let _agent = IdleAgent::start(&dir, &nats, "idle-1", "10s");
+    let listed = wait_agents(&server, "the agent listed", |v| {
+        v["agents"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(listed["agents"][0]["name"], "idle-1", "{listed}");
+    assert_eq!(listed["agents"][0]["pools"][0], "lab", "{listed}");
+    let first = listed["agents"][0]["last_heartbeat"]
+        .as_f64()
+        .expect("last_heartbeat");
+    assert_sleeps(&server, "fleet coordinator, one idle agent");
+    // The next heartbeat (10 s after the first) is seen without a poll.
+    let beat = wait_agents(&server, "a newer heartbeat", |v| {
+        v["agents"][0]["last_heartbeat"]
+            .as_f64()
+            .is_some_and(|t| t > first)
+    });
+    assert_eq!(beat["agents"].as_array().map(Vec::len), Some(1), "{beat}");
+    server.stop();
+}
+
+/// The names `GET /v1/fleet/agents` lists.
+fn agent_names(v: &Value) -> Vec<String> {
+    v["agents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The registry is heard, not polled, and still follows the agents: two agents join and
+/// stay listed while they beat (past several `agent_ttl`s: each heartbeat moves their
+/// deadline); one stopped with SIGTERM (it deletes its key) leaves the list, and one killed
+/// with SIGKILL (its key just expires, which nats-server 2.9 publishes nowhere) leaves it
+/// once its last heartbeat is `agent_ttl` old and its key is gone.
+#[test]
+fn agents_join_beat_and_leave_the_list_without_a_poll() {
+    let Ok(nats) = NatsServer::start("") else {
+        return;
+    };
+    let dir = TempDir::new("idle-fleet-registry");
+    let server = fleet_coordinator(&dir, &nats, "agent_ttl = \"2s\"\n");
+    let stopped = IdleAgent::start(&dir, &nats, "calm", "300ms");
+    let mut killed = IdleAgent::start(&dir, &nats, "doomed", "300ms");
+    let both = |v: &Value| {
+        let names = agent_names(v);
+        names.contains(&"calm".to_string()) && names.contains(&"doomed".to_string())
+    };
+    let first = wait_agents(&server, "both agents listed", both);
+    // Three agent_ttls later both are still there, their heartbeats newer.
+    thread::sleep(Duration::from_secs(6));
+    let (status, later): (u16, Value) = http_json(server.addr, "GET", "/v1/fleet/agents", None);
+    assert_eq!(status, 200, "{later}");
+    assert!(both(&later), "an agent that beats was dropped: {later}");
+    for i in 0..2 {
+        let (was, now) = (
+            first["agents"][i]["last_heartbeat"].as_f64(),
+            later["agents"][i]["last_heartbeat"].as_f64(),
+        );
+        assert!(
+            was.zip(now).is_some_and(|(was, now)| now > was),
+            "no newer heartbeat seen: {first} then {later}"
+        );
+    }
+    let pid = stopped.0.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(term.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let gone = wait_agents(&server, "the stopped agent gone", |v| {
+        agent_names(v) == ["doomed"]
+    });
+    assert_eq!(agent_names(&gone), ["doomed"], "{gone}");
+    let _ = killed.0.kill();
+    let _ = killed.0.wait();
+    let none = wait_agents(&server, "the killed agent gone", |v| {
+        agent_names(v).is_empty()
+    });
+    assert_eq!(none["connected"], true, "{none}");
     server.stop();
 }

@@ -10,25 +10,38 @@
 //!   [`Coord::work_exists`], [`Coord::pool_progress`] (which work ran out of deliveries,
 //!   for the janitor, when the advisory was missed), [`Coord::delete_work`],
 //!   [`Coord::cancel_job`].
-//! - Results: [`Coord::fetch_results`] (every pull bounded in bytes and time; a 409 ends the
-//!   batch), each [`Incoming`] acked by the caller once its store transaction committed.
+//! - Results: [`Coord::results`], long pull requests one at a time ([`Results`]): frames
+//!   are handed over as soon as they arrive, in batches of what has arrived (every request
+//!   bounded in bytes; idle, it wakes once per [`RESULTS_PULL_EXPIRES`]); each [`Incoming`]
+//!   acked by the caller once its store transaction committed.
 //! - [`Coord::max_deliveries`]: the advisories of work that ran out of deliveries.
-//! - [`Coord::agents`]: the live agents of the registry bucket.
+//! - [`Coord::agents`]: the live agents of the registry bucket; [`Coord::registry_updates`]:
+//!   each heartbeat (put) and removal of a key as it happens, without a timer.
 
 mod setup;
 
 use std::path::PathBuf;
+use std::task::Poll;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream::Stream};
+use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, kv, stream::Stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use porthawk_core::{
     decode_frame, parse_results_subject, parse_u32_header, spec_key, work_job_filter, work_msg_id,
     work_subject, AgentStatus, Attempt, EndReason, FleetJob, FleetName, LastFrame, ResultBatch,
-    SweepSpec, WireMessage, WorkItem, HEADER_ATTEMPT, HEADER_END, HEADER_FRAME, HEADER_LAST,
-    HEADER_SLICE, HEADER_SWEEP, MAX_DELIVERIES_ADVISORY,
+    SweepSpec, WireMessage, WorkItem, AGENTS_BUCKET, HEADER_ATTEMPT, HEADER_END, HEADER_FRAME,
+    HEADER_LAST, HEADER_SLICE, HEADER_SWEEP, MAX_DELIVERIES_ADVISORY,
 };
+
+/// How long a results pull request waits at the server: the only wake of an idle results
+/// pull (one 408 status and one new request per period). Not an idle heartbeat: a request
+/// lost with a reconnect is made again on the reconnect ([`Results`]), and one lost
+/// otherwise after this plus 5 s (async-nats' own bound on a request).
+pub const RESULTS_PULL_EXPIRES: Duration = Duration::from_secs(60);
+
+/// The header a KV delete or purge carries (`DEL`, `PURGE`); a put has none.
+const KV_OPERATION: &str = "KV-Operation";
 
 /// What the coordinator needs to reach NATS and how it sets up the streams.
 #[derive(Debug, Clone)]
@@ -112,6 +125,8 @@ pub struct Coord {
     specs: kv::Store,
     agents: kv::Store,
     config: CoordConfig,
+    /// Counts the connections made (the first and each reconnect).
+    connects: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A message of the results stream, as the coordinator reads it.
@@ -134,6 +149,154 @@ impl Incoming {
     pub fn size(&self) -> usize {
         self.message.payload.len()
     }
+
+    /// Result messages the server still held for the coordinator when it delivered this one
+    /// (not yet delivered; `None` if its reply subject is not a JetStream ack subject).
+    pub fn pending(&self) -> Option<u64> {
+        self.message.info().ok().map(|i| i.pending)
+    }
+}
+
+/// The coordinator's pull on its results consumer ([`Coord::results`]): one pull request at
+/// a time, of at most `max` messages and `max_bytes`, waiting [`RESULTS_PULL_EXPIRES`] at the
+/// server; its messages are handed over as they arrive.
+///
+/// One request at a time, not async-nats' pull stream: the stream asks for the next batch as
+/// soon as half of one has arrived, so while a large batch is applied (tens of seconds with
+/// `store = "all"`) a whole further batch would wait unacked in memory and come again after
+/// the consumer's ack_wait. Here a new request goes out only once the last one is over, as
+/// with the short fetches before, and a request that a reconnect may have lost (nats-server
+/// restarted) is replaced at once.
+pub struct Results {
+    consumer: PullConsumer,
+    max: usize,
+    max_bytes: usize,
+    /// The connections made so far: a new one may have lost the request under way.
+    connects: tokio::sync::watch::Receiver<u64>,
+    /// Cleared if the client's connection events end (the client is gone).
+    watch_connects: bool,
+    /// The request under way: its messages, when it was made, and how many it delivered.
+    fetch: Option<(pull::Batch, tokio::time::Instant, usize)>,
+}
+
+/// How one wait on a pull request ended.
+enum Taken {
+    /// Messages arrived (the request may go on).
+    Messages,
+    /// The request is over (its batch complete, expired, or ended by a status).
+    Over(Option<String>),
+    /// The connection was made again: the request may be lost.
+    Reconnected,
+}
+
+impl Results {
+    /// Waits (without a timer) for the next result messages: the first one to arrive, and
+    /// every other one already there, within the request's bounds. A lone frame is handed
+    /// over at once; frames that pile up while the caller applies a batch come next time.
+    /// A request that fails, or ends empty long before its expiry, is returned as an error
+    /// (the caller pauses before the next call); one that ends after delivering is followed
+    /// by the next at once.
+    pub async fn next_batch(&mut self) -> Result<Vec<Incoming>, CoordError> {
+        let (max, max_bytes) = (self.max, self.max_bytes);
+        loop {
+            if self.fetch.is_none() {
+                let batch = self
+                    .consumer
+                    .fetch()
+                    .max_messages(max)
+                    .max_bytes(max_bytes)
+                    .expires(RESULTS_PULL_EXPIRES)
+                    .messages()
+                    .await
+                    .map_err(|e| nats_err("pull result frames")(boxed(e)))?;
+                self.fetch = Some((batch, tokio::time::Instant::now(), 0));
+            }
+            let Some((batch, started, delivered)) = self.fetch.as_mut() else {
+                continue;
+            };
+            let started = *started;
+            let mut out: Vec<Incoming> = Vec::new();
+            let mut bytes = 0;
+            let taken = tokio::select! {
+                biased;
+                taken = std::future::poll_fn(|cx| loop {
+                    if out.len() >= max || bytes >= max_bytes {
+                        return Poll::Ready(Taken::Messages);
+                    }
+                    match batch.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(message))) => {
+                            bytes += message.payload.len();
+                            out.push(Incoming {
+                                frame: parse_frame(&message),
+                                message,
+                            });
+                        }
+                        // 409 (message size exceeds max_bytes) and other statuses end
+                        // the request, as 408 (expired) does.
+                        Poll::Ready(Some(Err(e))) => {
+                            return Poll::Ready(Taken::Over(Some(e.to_string())))
+                        }
+                        Poll::Ready(None) => return Poll::Ready(Taken::Over(None)),
+                        Poll::Pending if out.is_empty() => return Poll::Pending,
+                        Poll::Pending => return Poll::Ready(Taken::Messages),
+                    }
+                }) => taken,
+                changed = self.connects.changed(), if self.watch_connects => match changed {
+                    Ok(()) => Taken::Reconnected,
+                    Err(_) => {
+                        self.watch_connects = false;
+                        Taken::Messages
+                    }
+                },
+            };
+            *delivered += out.len();
+            let delivered = *delivered;
+            match taken {
+                Taken::Messages if out.is_empty() => {}
+                Taken::Messages => return Ok(out),
+                Taken::Over(why) => {
+                    self.fetch = None;
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
+                    // A request whose messages were taken before its end (a full batch, or
+                    // the 409 of its byte bound, read after them) is followed at once.
+                    if delivered > 0 {
+                        continue;
+                    }
+                    if let Some(why) = why {
+                        return Err(nats_err("pull result frames")(why.into()));
+                    }
+                    if started.elapsed() < RESULTS_PULL_EXPIRES / 2 {
+                        return Err(nats_err("pull result frames")(
+                            "the pull request ended early, empty".into(),
+                        ));
+                    }
+                }
+                Taken::Reconnected => {
+                    tracing::debug!("reconnected to NATS: pulling result frames again");
+                    self.fetch = None;
+                }
+            }
+        }
+    }
+}
+
+/// A change of the registry bucket, as it is published ([`Coord::registry_updates`]).
+#[derive(Debug, Clone)]
+pub enum RegistryUpdate {
+    /// An agent put its key (a heartbeat): what it said, or why it could not be read.
+    Put {
+        /// The key: the agent's name.
+        name: String,
+        /// Its status.
+        status: Result<AgentStatus, String>,
+    },
+    /// An agent's key was deleted or purged (an agent that stopped).
+    Gone {
+        /// The key: the agent's name.
+        name: String,
+    },
 }
 
 /// A result frame and its envelope, parsed and bounded.
@@ -202,10 +365,17 @@ impl Coord {
     /// Connects, creates or binds the streams, the results consumer and both buckets, and
     /// checks their configs.
     pub async fn connect(config: CoordConfig) -> Result<Coord, CoordError> {
+        let (connected, connects) = tokio::sync::watch::channel(0u64);
         let mut options = async_nats::ConnectOptions::new()
             .name("porthawk-coordinator")
             .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect();
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    connected.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            });
         if let Some(path) = &config.nkey {
             let seed = std::fs::read_to_string(path).map_err(|source| CoordError::Read {
                 what: "nkey seed file",
@@ -238,6 +408,7 @@ impl Coord {
             specs: objects.specs,
             agents: objects.agents,
             config,
+            connects,
         })
     }
 
@@ -352,41 +523,23 @@ impl Coord {
             .map_err(|e| nats_err("delete a sweep spec")(boxed(e)))
     }
 
-    /// Fetches up to `max` result messages, at most `max_bytes` of them, waiting at most
-    /// `expires` for the first. A byte-limited batch ends with a 409 status, which is the end
-    /// of the batch, not an error.
-    pub async fn fetch_results(
-        &self,
-        max: usize,
-        max_bytes: usize,
-        expires: Duration,
-    ) -> Result<Vec<Incoming>, CoordError> {
-        let mut batch = self
-            .results
-            .fetch()
-            .max_messages(max)
-            .max_bytes(max_bytes)
-            .expires(expires)
-            .messages()
-            .await
-            .map_err(|e| nats_err("fetch result frames")(boxed(e)))?;
-        let mut out = Vec::new();
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(message) => out.push(Incoming {
-                    frame: parse_frame(&message),
-                    message,
-                }),
-                // 409 (message size exceeds max_bytes), 408 and friends: the batch is over.
-                Err(e) => {
-                    if out.is_empty() {
-                        tracing::debug!(error = %e, "result fetch ended");
-                    }
-                    break;
-                }
-            }
+    /// The pull on the results consumer ([`Results`]): requests of at most `max` messages
+    /// and `max_bytes` (a pull without a byte bound can exceed the server's per-connection
+    /// pending limit and get the consumer dropped; a byte-limited request ends with a 409,
+    /// which is the end of that request, not an error), each waiting
+    /// [`RESULTS_PULL_EXPIRES`] at the server. No idle heartbeat: it would only wake the
+    /// coordinator more often (see the constant).
+    pub fn results(&self, max: usize, max_bytes: usize) -> Results {
+        let mut connects = self.connects.clone();
+        connects.mark_unchanged();
+        Results {
+            consumer: self.results.clone(),
+            max,
+            max_bytes,
+            connects,
+            watch_connects: true,
+            fetch: None,
         }
-        Ok(out)
     }
 
     /// Result messages waiting for the coordinator: not yet delivered plus delivered and not
@@ -460,6 +613,46 @@ impl Coord {
             });
         }
         Ok(out)
+    }
+
+    /// Every put, delete and purge of the registry bucket's keys, as agents publish them: a
+    /// core subscription to the bucket's subjects (the bucket's stream stores the same
+    /// messages), so it costs no consumer and no timer. Expiry (`max_age`) publishes
+    /// nothing on nats-server 2.9: a silent agent is noticed by its last put's age, and
+    /// [`Coord::agents`] tells whether its key is gone. Puts made while the coordinator is
+    /// disconnected are missed; the agent's next heartbeat is not.
+    pub async fn registry_updates(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = RegistryUpdate> + Send + 'static, CoordError> {
+        let prefix = format!("$KV.{AGENTS_BUCKET}.");
+        let sub = self
+            .client
+            .subscribe(format!("{prefix}>"))
+            .await
+            .map_err(|e| nats_err("subscribe to the agent registry")(boxed(e)))?;
+        Ok(sub.filter_map(move |m| {
+            let name = m
+                .subject
+                .as_str()
+                .strip_prefix(prefix.as_str())
+                .map(str::to_string);
+            let removed = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(KV_OPERATION))
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            async move {
+                let name = name.filter(|n| !n.is_empty())?;
+                Some(if removed {
+                    RegistryUpdate::Gone { name }
+                } else {
+                    RegistryUpdate::Put {
+                        name,
+                        status: AgentStatus::decode(&m.payload).map_err(|e| e.to_string()),
+                    }
+                })
+            }
+        }))
     }
 
     /// The underlying client, for the monitors' rounds and tests.

@@ -8,18 +8,31 @@
 //! - **publisher**: for each running fleet sweep, keeps up to a window of slices published
 //!   (`2 × 2 ×` live agents of the pool, at least 4): a slice's row is written before its work
 //!   message is published (`Store::claim_slices`), so a crash in between is repaired by
-//!   publishing it again under the same message id;
-//! - **ingest**: fetches result frames in bounded batches, checks each (known agent, every
-//!   record inside the sweep's hosts × ports), applies the batch in store transactions of
-//!   at most 65,536 staged rows and acks each one's messages only after it committed;
+//!   publishing it again under the same message id. It looks again only when woken: a sweep
+//!   created, slices completed or failed, the live agents changed (or, after a store error,
+//!   a second later);
+//! - **ingest**: long pull requests on the results consumer, one at a time, hand over
+//!   result frames as soon as they arrive, in batches of what has arrived; it checks each
+//!   (known agent, every record inside the sweep's hosts × ports), applies the batch in
+//!   store transactions of at most 65,536 staged rows and acks each one's messages only
+//!   after it committed;
 //! - **advisories**: a slice whose work ran out of deliveries is deleted from the work stream
 //!   and published with `epoch + 1`, up to `[fleet] max_epochs`, then it fails;
-//! - **janitor** (every `ack_wait`): a published slice that is not done and has sent nothing
-//!   for `2 × ack_wait` is published again when its work message is gone (a work item acked
-//!   with an error end, frames lost with the NATS host) or is still there but out of
-//!   deliveries (the advisory was missed while the coordinator was down); both count
-//!   against `max_epochs`;
-//! - **registry** (every second): the live agents of the `porthawk_agents` bucket.
+//! - **janitor** (every `ack_wait` while a fleet sweep runs, asleep otherwise): a published
+//!   slice that is not done and has sent nothing for `2 × ack_wait` is published again when
+//!   its work message is gone (a work item acked with an error end, frames lost with the
+//!   NATS host) or is still there but out of deliveries (the advisory was missed while the
+//!   coordinator was down); both count against `max_epochs`;
+//! - **registry**: the live agents of the `porthawk_agents` bucket, from each heartbeat as
+//!   it is published (a core subscription: no timer); an agent whose last heartbeat is
+//!   `agent_ttl` old is looked up then, and dropped once its key is gone;
+//! - **slices gauge**: the slices by state, read again when they change (at most once a
+//!   second).
+//!
+//! Idle (no sweep, no monitor round, agents or none), no loop wakes on a timer; what still
+//! wakes the task periodically is NATS itself: the results pull's renewal every
+//! [`RESULTS_PULL_EXPIRES`](porthawk_fleet::coord::RESULTS_PULL_EXPIRES) (60 s), the
+//! client's and the server's pings (every 60 s and 2 min), and each agent's heartbeat.
 //!
 //! Running fleet sweeps survive a restart of the coordinator: the store does not mark them
 //! interrupted, and [`start`] resumes them (spec, open slices, lazy publication).
@@ -37,7 +50,7 @@ use porthawk_core::{
     slice_len as auto_slice_len, Attempt, FleetJob, FleetName, PortState, SpecRef, SweepSpec,
     TargetSpace, WireMessage, WorkItem, MAX_SPEC_LEN,
 };
-use porthawk_fleet::coord::{Coord, CoordConfig, Incoming};
+use porthawk_fleet::coord::{Coord, CoordConfig, Incoming, RegistryUpdate};
 use porthawk_store::{FleetFrame, FleetSweep, NewFleetSweep, Republish, SweepState};
 use porthawk_watch::config::FleetConfig;
 
@@ -52,18 +65,24 @@ use crate::store::{now_ms, NewResult};
 use crate::sweep::{self, AgentRate, SliceCounts, SweepMode, SweepRequest, SweepStatus};
 use porthawk_store::Counts;
 
-/// Result messages fetched per batch (one store transaction).
+/// Result messages per pull request, and per batch at most (one store transaction).
 const FETCH_MAX: usize = 256;
-/// Bytes fetched per batch at most: a pull without a byte bound can exceed the server's
-/// per-connection pending limit and get the consumer dropped.
+/// Bytes per pull request, and per batch at most: a pull without a byte bound can exceed the
+/// server's per-connection pending limit and get the consumer dropped.
 const FETCH_MAX_BYTES: usize = 32 << 20;
 /// Staged rows applied in one store transaction at most (a frame is never split): bounds
 /// how long a fetched batch holds the store's one writer with `store = "all"`.
 const TRANSACTION_ROWS: usize = 65_536;
-/// How long one fetch waits for messages.
-const FETCH_EXPIRES: Duration = Duration::from_secs(1);
-/// How often the publisher looks at its sweeps.
-const PUBLISH_TICK: Duration = Duration::from_millis(250);
+/// How soon the publisher tries again after a store error (it otherwise waits for a wake).
+const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between attempts to pull results again after the pull failed.
+const PULL_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How soon an agent whose last heartbeat is `agent_ttl` old is looked up again while its
+/// registry key is still there (nats-server drops an expired key on its own timer, a
+/// little after `max_age`).
+const RECHECK: Duration = Duration::from_secs(1);
+/// The slices gauge is read at most this often (it is read only when slices change).
+const SLICES_GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// Slices each agent is assumed to run at once (the agent's `--slices` default).
 const SLOTS_PER_AGENT: u32 = 2;
 
@@ -119,8 +138,11 @@ pub(crate) fn start(
         coord: Mutex::new(None),
         runs: Mutex::new(HashMap::new()),
         agents: Mutex::new(BTreeMap::new()),
+        agents_changed: tokio::sync::watch::Sender::new(()),
         created,
         wake: tokio::sync::Notify::new(),
+        janitor_wake: tokio::sync::Notify::new(),
+        slices_changed: tokio::sync::Notify::new(),
         round_pools: Mutex::new(HashMap::new()),
         rounds_tx,
         rounds_rx: Mutex::new(Some(rounds_rx)),
@@ -280,6 +302,7 @@ pub(crate) async fn cancel(shared: &Arc<Shared>, id: u64) -> Result<Option<()>, 
             .sweep_moved(Some(SweepState::Running), SweepState::Cancelled);
         shared.prune.sweep_ended();
     }
+    fleet.slices_changed.notify_one();
     Ok(Some(()))
 }
 
@@ -304,6 +327,7 @@ impl Task {
             }
         }
         *lock(&self.fleet.coord) = Some(Arc::clone(&coord));
+        self.fleet.agents_changed.send_replace(());
         self.shared.metrics.fleet.connected.set(1);
         // Resume the sweeps a previous process left running, then take new ones.
         let s = Arc::clone(&self.shared);
@@ -322,6 +346,7 @@ impl Task {
         tokio::spawn(self.clone().janitor(Arc::clone(&coord)));
         tokio::spawn(self.clone().registry(Arc::clone(&coord)));
         tokio::spawn(self.clone().publisher(Arc::clone(&coord)));
+        tokio::spawn(self.clone().slices_gauge());
         while let Some(id) = created.recv().await {
             let s = Arc::clone(&self.shared);
             match tokio::task::spawn_blocking(move || s.store.fleet_sweep(id)).await {
@@ -410,6 +435,7 @@ impl Task {
             rate,
         });
         lock(&self.fleet.runs).insert(id, Arc::clone(&run));
+        self.fleet.janitor_wake.notify_one();
         if resumed {
             let s = Arc::clone(&self.shared);
             let open = tokio::task::spawn_blocking(move || s.store.open_slices(id))
@@ -454,9 +480,12 @@ impl Task {
         }
     }
 
-    /// Lazy publication: keeps each running sweep's window of published slices full.
+    /// Lazy publication: keeps each running sweep's window of published slices full. It
+    /// looks when woken (`wake`: a sweep created, slices completed or failed, the live
+    /// agents changed), and a second after a store error; nothing else changes a window.
     async fn publisher(self, coord: Arc<Coord>) {
         loop {
+            let mut failed = false;
             let runs: Vec<Arc<Run>> = lock(&self.fleet.runs).values().cloned().collect();
             for run in runs {
                 if run.exhausted.load(Ordering::Relaxed) {
@@ -469,7 +498,10 @@ impl Task {
                 let open = match tokio::task::spawn_blocking(move || s.store.open_slices(id)).await
                 {
                     Ok(Ok(open)) => open.len() as u32,
-                    _ => continue,
+                    _ => {
+                        failed = true;
+                        continue;
+                    }
                 };
                 if open >= window {
                     continue;
@@ -483,47 +515,52 @@ impl Task {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(sweep = id, error = %e, "cannot claim slices");
+                        failed = true;
                         continue;
                     }
                 };
                 if claimed.is_empty() {
                     run.exhausted.store(true, Ordering::Relaxed);
+                } else {
+                    self.fleet.slices_changed.notify_one();
                 }
                 for slice in claimed {
                     self.publish(&coord, &run, slice, 1).await;
                 }
             }
-            // With a window to keep full, look again soon; with nothing to publish, sleep
-            // until a sweep is created or slices complete (`wake` keeps a notification
-            // that comes while this turn runs).
-            let active = lock(&self.fleet.runs)
-                .values()
-                .any(|r| !r.exhausted.load(Ordering::Relaxed));
-            if active {
-                let _ = tokio::time::timeout(PUBLISH_TICK, self.fleet.wake.notified()).await;
+            // Sleep until a sweep is created, slices complete or the live agents change
+            // (`wake` keeps a notification that comes while this turn runs); after a store
+            // error, try again soon.
+            if failed {
+                let _ = tokio::time::timeout(PUBLISH_RETRY, self.fleet.wake.notified()).await;
             } else {
                 self.fleet.wake.notified().await;
             }
         }
     }
 
-    /// Fetches result frames, applies each batch in transactions of at most
-    /// [`TRANSACTION_ROWS`] staged rows, and acks each transaction's messages after its commit.
+    /// Pulls result frames (long pull requests, one at a time: each batch is what has
+    /// arrived, handed over at once), applies each batch in transactions of at most [`TRANSACTION_ROWS`] staged
+    /// rows, and acks each transaction's messages after its commit.
     async fn ingest(self, coord: Arc<Coord>) {
+        let mut pause = Duration::from_millis(500);
+        let mut results = coord.results(FETCH_MAX, FETCH_MAX_BYTES);
         loop {
-            let batch = match coord
-                .fetch_results(FETCH_MAX, FETCH_MAX_BYTES, FETCH_EXPIRES)
-                .await
-            {
+            let batch = match results.next_batch().await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "cannot fetch result frames");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(error = %error_chain(&e), "cannot pull result frames");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PULL_RETRY_MAX);
                     continue;
                 }
             };
+            pause = Duration::from_millis(500);
             if batch.is_empty() {
                 continue;
+            }
+            if let Some(pending) = batch.last().and_then(Incoming::pending) {
+                self.shared.metrics.fleet.results_lag.set(pending as i64);
             }
             // One transaction per chunk of at most TRANSACTION_ROWS staged rows, each chunk's
             // messages acked after its commit: with `store = "all"` a fetched batch holds up
@@ -596,6 +633,7 @@ impl Task {
                 }
                 if !report.completed.is_empty() {
                     self.fleet.wake.notify_one();
+                    self.fleet.slices_changed.notify_one();
                 }
                 true
             }
@@ -714,6 +752,7 @@ impl Task {
             .metrics
             .sweep_moved(Some(SweepState::Running), state);
         self.shared.prune.sweep_ended();
+        self.fleet.slices_changed.notify_one();
         tracing::info!(sweep = id, state = state.as_str(), "fleet sweep ended");
         if let Err(e) = coord.cancel_job(FleetJob::Sweep(id)).await {
             tracing::warn!(sweep = id, error = %error_chain(&e), "cannot clear an ended sweep's work and spec");
@@ -781,6 +820,9 @@ impl Task {
                     slice,
                     "slice failed: published {max_epochs} times, never completed"
                 );
+                // One open slice fewer: the window has room.
+                self.fleet.wake.notify_one();
+                self.fleet.slices_changed.notify_one();
                 if let Some(state) = ended {
                     self.ended(coord, id, state).await;
                 }
@@ -790,7 +832,8 @@ impl Task {
         }
     }
 
-    /// Every `ack_wait`, while no frame waits (unread frames may complete slices), looks at
+    /// Every `ack_wait` while a fleet sweep runs (asleep while none does), and while no frame
+    /// waits (unread frames may complete slices), looks at
     /// each open slice that sent nothing for `2 × ack_wait`:
     /// - never acknowledged by the work stream (its publish failed): published again under
     ///   the same epoch and message id (a NATS outage is not the slice's fault);
@@ -807,6 +850,11 @@ impl Task {
         let ack_wait = self.fleet.config.ack_wait;
         let quiet = 2 * ack_wait.as_millis() as u64;
         loop {
+            // Nothing to look after: sleep until a sweep is activated.
+            if lock(&self.fleet.runs).is_empty() {
+                self.fleet.janitor_wake.notified().await;
+                continue;
+            }
             tokio::time::sleep(ack_wait).await;
             match coord.results_lag().await {
                 Ok(0) => {}
@@ -885,67 +933,197 @@ impl Task {
         }
     }
 
-    /// Keeps the list of live agents and their metrics.
+    /// Keeps the list of live agents and their metrics, without a timer: each heartbeat (a
+    /// put of the agent's registry key) and each removal (an agent that stops deletes its
+    /// key) is seen as it is published. A key that expires (`agent_ttl` after the last put)
+    /// publishes nothing, so an agent's last heartbeat sets its deadline: when it passes
+    /// with no newer one, the bucket is listed and the agent dropped once its key is gone
+    /// (looked up again every [`RECHECK`] until then). The bucket is listed at start too,
+    /// for the agents that beat before the subscription.
     async fn registry(self, coord: Arc<Coord>) {
-        let known = &self.fleet.config.agents;
-        loop {
-            match coord.agents().await {
-                Ok(entries) => {
-                    let now = now_ms() as f64 / 1000.0;
-                    let mut agents = lock(&self.fleet.agents);
-                    let mut next = BTreeMap::new();
-                    for e in entries {
-                        let Ok(status) = e.status else { continue };
-                        let heartbeat = match agents.get(&e.name) {
-                            Some((old, rev)) if *rev == e.revision => old.last_heartbeat,
-                            _ => now,
-                        };
-                        let view = AgentView {
-                            known: known.is_empty() || known.contains(&e.name),
-                            name: e.name.clone(),
-                            pools: status.pools.iter().map(|p| p.to_string()).collect(),
-                            version: status.version,
-                            backend: status.backend,
-                            shards: status.shards,
-                            inflight: status.inflight,
-                            probes_per_s: status.probes_per_s,
-                            running: status
-                                .running
-                                .iter()
-                                .map(|r| RunningView {
-                                    job: r.job.to_string(),
-                                    slice: r.slice,
-                                    attempt: attempt_text(r.attempt),
-                                })
-                                .collect(),
-                            last_heartbeat: heartbeat,
-                        };
-                        next.insert(e.name, (view, e.revision));
-                    }
-                    *agents = next;
-                    let m = &self.shared.metrics.fleet;
-                    for pool in &self.fleet.config.pools {
-                        let n = agents
-                            .values()
-                            .filter(|(v, _)| v.pools.contains(pool))
-                            .count();
-                        m.agents_live
-                            .get_or_create(&crate::metrics::PoolLabel { pool: pool.clone() })
-                            .set(n as i64);
-                    }
-                    for name in known {
-                        let rate = agents.get(name).map_or(0, |(v, _)| v.probes_per_s);
-                        m.agent_probes_per_second
-                            .get_or_create(&crate::metrics::AgentLabel {
-                                agent: name.clone(),
-                            })
-                            .set(rate as i64);
-                    }
-                }
+        use futures_util::StreamExt;
+        let mut pause = Duration::from_millis(500);
+        let mut updates = loop {
+            match coord.registry_updates().await {
+                Ok(s) => break Box::pin(s),
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "cannot read the agent registry")
+                    tracing::warn!(error = %error_chain(&e), "cannot watch the agent registry");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
                 }
             }
+        };
+        let mut registry = Registry::default();
+        self.relist(&coord, &mut registry).await;
+        self.agents_moved(&mut registry);
+        loop {
+            let due = registry.next_due();
+            tokio::select! {
+                update = updates.next() => match update {
+                    Some(update) => self.heard(&mut registry, update),
+                    None => {
+                        // The client is gone (the runtime is stopping).
+                        tracing::warn!("the agent registry subscription ended");
+                        return;
+                    }
+                },
+                () = sleep_until(due), if due.is_some() => {
+                    self.relist(&coord, &mut registry).await;
+                }
+            }
+            self.agents_moved(&mut registry);
+        }
+    }
+
+    /// A heartbeat or a removal, as published.
+    fn heard(&self, registry: &mut Registry, update: RegistryUpdate) {
+        let now = tokio::time::Instant::now();
+        let mut agents = lock(&self.fleet.agents);
+        match update {
+            RegistryUpdate::Put {
+                name,
+                status: Ok(status),
+            } => {
+                let view = self.view(&name, &status);
+                registry
+                    .due
+                    .insert(name.clone(), now + self.fleet.config.agent_ttl);
+                // Newer than any listing: a key still there at its deadline is this put,
+                // not a newer one.
+                registry.revs.remove(&name);
+                agents.insert(name, view);
+            }
+            RegistryUpdate::Put {
+                name,
+                status: Err(reason),
+            } => {
+                // Listed as the bucket lists it: an unreadable status is no live agent.
+                tracing::debug!(agent = %name, %reason, "unreadable agent status");
+                registry.forget(&name);
+                agents.remove(&name);
+            }
+            RegistryUpdate::Gone { name } => {
+                registry.forget(&name);
+                agents.remove(&name);
+            }
+        }
+    }
+
+    /// Lists the bucket: agents not known yet are added (a heartbeat now). An agent whose
+    /// deadline has passed is dropped if its key is gone; if the key is still there, it is
+    /// looked up again after [`RECHECK`] (an expired key the server has not dropped yet),
+    /// unless the key holds a newer put than the last listing showed (heartbeats this
+    /// task did not hear: it counts as one).
+    async fn relist(&self, coord: &Coord, registry: &mut Registry) {
+        let entries = match coord.agents().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot read the agent registry");
+                let later = tokio::time::Instant::now() + RECHECK;
+                for due in registry.due.values_mut() {
+                    *due = (*due).max(later);
+                }
+                return;
+            }
+        };
+        let now = tokio::time::Instant::now();
+        let ttl = self.fleet.config.agent_ttl;
+        let mut agents = lock(&self.fleet.agents);
+        let mut present = BTreeMap::new();
+        for e in entries {
+            if let Ok(status) = e.status {
+                present.insert(e.name, (e.revision, status));
+            }
+        }
+        let Registry { due, revs, .. } = registry;
+        due.retain(|name, due| {
+            if *due > now {
+                return true;
+            }
+            let Some((rev, status)) = present.get(name) else {
+                agents.remove(name);
+                revs.remove(name);
+                return false;
+            };
+            let newer = revs.get(name).is_some_and(|seen| seen != rev);
+            revs.insert(name.clone(), *rev);
+            if newer {
+                agents.insert(name.clone(), self.view(name, status));
+                *due = now + ttl;
+            } else {
+                *due = now + RECHECK;
+            }
+            true
+        });
+        for (name, (rev, status)) in present {
+            if !due.contains_key(&name) {
+                agents.insert(name.clone(), self.view(&name, &status));
+                due.insert(name.clone(), now + ttl);
+                revs.insert(name, rev);
+            }
+        }
+    }
+
+    /// An agent as the API lists it, heard from now.
+    fn view(&self, name: &str, status: &porthawk_core::AgentStatus) -> AgentView {
+        let known = &self.fleet.config.agents;
+        AgentView {
+            known: known.is_empty() || known.iter().any(|k| k == name),
+            name: name.to_string(),
+            pools: status.pools.iter().map(|p| p.to_string()).collect(),
+            version: status.version.clone(),
+            backend: status.backend.clone(),
+            shards: status.shards,
+            inflight: status.inflight,
+            probes_per_s: status.probes_per_s,
+            running: status
+                .running
+                .iter()
+                .map(|r| RunningView {
+                    job: r.job.to_string(),
+                    slice: r.slice,
+                    attempt: attempt_text(r.attempt),
+                })
+                .collect(),
+            last_heartbeat: now_ms() as f64 / 1000.0,
+        }
+    }
+
+    /// Sets the agents' metrics; when who is live in which pool changed, wakes the publisher
+    /// (its windows follow the live agents) and the monitors' link.
+    fn agents_moved(&self, registry: &mut Registry) {
+        let agents = lock(&self.fleet.agents);
+        let m = &self.shared.metrics.fleet;
+        for pool in &self.fleet.config.pools {
+            let n = agents.values().filter(|v| v.pools.contains(pool)).count();
+            m.agents_live
+                .get_or_create(&crate::metrics::PoolLabel { pool: pool.clone() })
+                .set(n as i64);
+        }
+        for name in &self.fleet.config.agents {
+            let rate = agents.get(name).map_or(0, |v| v.probes_per_s);
+            m.agent_probes_per_second
+                .get_or_create(&crate::metrics::AgentLabel {
+                    agent: name.clone(),
+                })
+                .set(rate as i64);
+        }
+        let members: BTreeMap<String, (Vec<String>, bool)> = agents
+            .values()
+            .map(|v| (v.name.clone(), (v.pools.clone(), v.known)))
+            .collect();
+        drop(agents);
+        if registry.members.as_ref() != Some(&members) {
+            registry.members = Some(members);
+            self.fleet.wake.notify_one();
+            self.fleet.agents_changed.send_replace(());
+        }
+    }
+
+    /// Keeps the slices gauge (slices of running fleet sweeps by state): read when slices
+    /// change, at most every [`SLICES_GAUGE_EVERY`], and never while nothing changes.
+    async fn slices_gauge(self) {
+        loop {
             let s = Arc::clone(&self.shared);
             if let Ok(Ok(states)) =
                 tokio::task::spawn_blocking(move || s.store.slices_by_state()).await
@@ -961,8 +1139,41 @@ impl Task {
                         .set(n as i64);
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let read = tokio::time::Instant::now();
+            self.fleet.slices_changed.notified().await;
+            tokio::time::sleep_until(read + SLICES_GAUGE_EVERY).await;
         }
+    }
+}
+
+/// The registry loop's own state: when each live agent's last heartbeat gets too old, the
+/// key revision the last listing showed of it (none once a newer put was heard), and who
+/// was live in which pool when the others were last told.
+#[derive(Default)]
+struct Registry {
+    due: HashMap<String, tokio::time::Instant>,
+    revs: HashMap<String, u64>,
+    members: Option<BTreeMap<String, (Vec<String>, bool)>>,
+}
+
+impl Registry {
+    /// An agent no longer listed.
+    fn forget(&mut self, name: &str) {
+        self.due.remove(name);
+        self.revs.remove(name);
+    }
+
+    /// The earliest deadline.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.due.values().min().copied()
+    }
+}
+
+/// Sleeps until `due` (for ever without one: the caller guards the branch).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -78,11 +78,19 @@ pub struct FleetState {
     pub config: FleetConfig,
     pub(crate) coord: Mutex<Option<Arc<Coord>>>,
     pub(crate) runs: Mutex<HashMap<u64, Arc<super::Run>>>,
-    pub(crate) agents: Mutex<BTreeMap<String, (AgentView, u64)>>,
+    pub(crate) agents: Mutex<BTreeMap<String, AgentView>>,
+    /// Marked changed when the live agents (who, in which pools) or the connection change:
+    /// the monitors' link waits on it instead of looking on a timer.
+    pub(crate) agents_changed: tokio::sync::watch::Sender<()>,
     /// Sweeps created by the API, for the task to start.
     pub(crate) created: tokio::sync::mpsc::UnboundedSender<u64>,
-    /// Wakes the publisher (a slice completed, a sweep was created).
+    /// Wakes the publisher (a slice completed or failed, a sweep was created, the live
+    /// agents changed).
     pub(crate) wake: tokio::sync::Notify,
+    /// Wakes the janitor, which sleeps while no fleet sweep runs (a sweep was activated).
+    pub(crate) janitor_wake: tokio::sync::Notify,
+    /// Wakes the slices gauge's refresh (slices claimed, completed, failed; a sweep ended).
+    pub(crate) slices_changed: tokio::sync::Notify,
     /// The pool of each monitor round published, to label its records.
     pub(crate) round_pools: Mutex<HashMap<(u64, u32), String>>,
     pub(crate) rounds_tx: tokio::sync::mpsc::Sender<MonitorRound>,
@@ -102,18 +110,15 @@ impl FleetState {
     pub fn agent_list(&self) -> AgentList {
         AgentList {
             connected: self.coord().is_some(),
-            agents: lock(&self.agents)
-                .values()
-                .map(|(v, _)| v.clone())
-                .collect(),
+            agents: lock(&self.agents).values().cloned().collect(),
         }
     }
 
     pub(crate) fn live_in_pool(&self, pool: &str) -> Vec<AgentView> {
         lock(&self.agents)
             .values()
-            .filter(|(v, _)| v.pools.iter().any(|p| p == pool))
-            .map(|(v, _)| v.clone())
+            .filter(|v| v.pools.iter().any(|p| p == pool))
+            .cloned()
             .collect()
     }
 

@@ -5,15 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::rounds::{rounds_link, FleetRounds, MonitorLink, RoundEvent};
 use crate::fleet::FleetState;
-
-/// How often the live agents per pool are looked at.
-const AGENTS_EVERY: Duration = Duration::from_secs(1);
 
 /// The monitor runtime's link over fleet mode's [`FleetState`]: spawns [`serve_rounds`] on
 /// the current tokio runtime. `None` when the rounds' records were already taken.
@@ -27,13 +23,16 @@ pub(crate) fn connect(fleet: Arc<FleetState>) -> Option<MonitorLink> {
 /// The fleet task's end of the link over [`FleetState`]: publishes each round to its pool
 /// (job `m<id>`, slice 0), forwards the records of each round (a round's last frame ends
 /// it), and the live agents of each pool (only agents of `[fleet] agents`: the others'
-/// results are refused) whenever they change. Ends when the runtime's end is gone.
+/// results are refused) at start and whenever they change (the fleet task says so: no
+/// timer). Ends when the runtime's end is gone.
 async fn serve_rounds(
     fleet: Arc<FleetState>,
     mut records: mpsc::Receiver<crate::fleet::MonitorRound>,
     mut side: FleetRounds,
 ) {
-    let mut tick = tokio::time::interval(AGENTS_EVERY);
+    let mut changed = fleet.agents_changed.subscribe();
+    changed.mark_changed();
+    let mut watching = true;
     let mut last: Option<BTreeMap<String, u32>> = None;
     loop {
         tokio::select! {
@@ -72,7 +71,12 @@ async fn serve_rounds(
                     }
                 }
             }
-            _ = tick.tick() => {
+            r = changed.changed(), if watching => {
+                if r.is_err() {
+                    // The fleet state is gone: nothing will change any more.
+                    watching = false;
+                    continue;
+                }
                 let list = fleet.agent_list();
                 let mut live = BTreeMap::new();
                 if list.connected {
