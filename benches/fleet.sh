@@ -12,6 +12,7 @@
 # Each run starts its own nats-server (-p -1, a throwaway store) and `porthawk serve` (a
 # throwaway config and data dir), and stops what it started by pid.
 # Usage: bash benches/fleet.sh [agent|ingest|dead|all] [pairs]
+# (FLEET_STORES=open limits the ingest runs to store=open; store=all takes minutes per run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -130,7 +131,7 @@ fi
 
 if [ "$mode" = ingest ] || [ "$mode" = all ]; then
   echo "== coordinator ingest: 4,194,304 records in 1,024 frames of 4,096 (1 % open)"
-  for store in open all; do
+  for store in ${FLEET_STORES:-open all}; do
     for i in $(seq "$(( (pairs + 1) / 2 ))"); do
       start_nats
       start_serve 'slice_len = 1048576\n'
