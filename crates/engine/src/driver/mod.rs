@@ -137,18 +137,26 @@ pub(crate) fn reset_on_close(socket: &socket2::Socket) {
 /// inode, their teardown); reusing the socket halves that, and the shard restarts a timed-out
 /// slot sooner (docs/benchmarks.md, "Filtered throughput").
 pub(crate) fn recycle(socket: &socket2::Socket) -> bool {
-    if rustix::net::connect_unspec(socket).is_err() {
-        return false;
-    }
-    // The disconnect leaves `ECONNRESET` in the hard error; a soft one may sit behind it.
-    for _ in 0..3 {
+    rustix::net::connect_unspec(socket).is_ok() && soft_error(socket).is_ok()
+}
+
+/// After a disconnect (`connect(AF_UNSPEC)`, here or through io_uring): takes the errors it
+/// leaves pending, so that the socket is clean. The disconnect's own `ECONNRESET` in the
+/// hard error (unless the connect's completion took it), and behind it the soft error an
+/// ICMP message may have left while the handshake was pending: that one is returned. An
+/// error when the socket cannot be read or will not come clean (it is then not reused).
+pub(crate) fn soft_error(socket: &socket2::Socket) -> Result<Option<Errno>, Errno> {
+    for _ in 0..2 {
         match socket.take_error() {
-            Ok(None) => return true,
-            Ok(Some(_)) => {}
-            Err(_) => return false,
+            Ok(None) => return Ok(None),
+            Ok(Some(e)) => match errno(e) {
+                libc::ECONNRESET => {}
+                e => return Ok(Some(e)),
+            },
+            Err(e) => return Err(errno(e)),
         }
     }
-    false
+    Err(libc::ECONNRESET)
 }
 
 /// The errno of an I/O error (EIO when it carries none).

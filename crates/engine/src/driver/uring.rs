@@ -16,12 +16,11 @@
 //!   to its `CONNECT`) into the slot's own entry of a registered, sparse file table (entry =
 //!   slot index), used there by `CONNECT`, `SEND` and `RECV`, and closed there
 //!   (`IORING_OP_CLOSE` on the entry). A refused or unanswered probe makes no system call of
-//!   its own. `SO_LINGER 0` goes through the ring's socket command. Where the verdict needs
-//!   more than the connect's result (a success: is it real, and is it a self-connect? a
-//!   timeout: did the answer, or an ICMP error, come just before?) the entry is installed
-//!   as an fd (`IORING_OP_FIXED_FD_INSTALL`) for the same checks as on the plain path
-//!   (`getpeername`, `getsockname`, `SO_ERROR`). Needs Linux 6.8; [`direct_available`]
-//!   tries it.
+//!   its own. `SO_LINGER 0` goes through the ring's setsockopt command, and a timed-out
+//!   socket's `SO_ERROR` is read by its getsockopt command. Where a success needs checking
+//!   (is it real, and is it a self-connect?) the entry is installed as an fd
+//!   (`IORING_OP_FIXED_FD_INSTALL`) for the same checks as on the plain path
+//!   (`getpeername`, `getsockname`). Needs Linux 6.8; [`direct_available`] tries it.
 //! - **Plain**: a `socket(2)` per probe, the descriptor used by the ring; the fallback.
 //!
 //! This is the only module of porthawk that uses `unsafe`: pushing an entry hands the kernel
@@ -43,7 +42,7 @@ use porthawk_core::{ConnectEvent, Errno};
 use socket2::{SockAddr, Socket};
 
 use super::{
-    errno, new_socket, recycle, reset_on_close, Completion, Driver, FdPath, IoEvent, RECV_CHUNK,
+    errno, new_socket, reset_on_close, soft_error, Completion, Driver, FdPath, IoEvent, RECV_CHUNK,
 };
 
 /// `user_data` of entries whose completions carry no news: the link timeouts (the linked
@@ -103,10 +102,6 @@ enum Op {
     /// Direct path: the connect reported success; its entry is being installed as an fd so
     /// that its peer and its own address can be checked ([`verify_connected`]).
     Confirm,
-    /// Direct path: the connect was cancelled (only a dropping driver cancels one before its
-    /// deadline); its entry is being installed as an fd for [`last_look`] (`SO_ERROR` reads the soft error an ICMP message left
-    /// while the handshake was pending, which nothing in the ring reads).
-    LookConfirm,
     /// Direct path: a read was cancelled by its timeout; a non-blocking read takes what
     /// arrived just before (the direct path's [`last_look_recv`]).
     RecvLook,
@@ -150,10 +145,10 @@ struct Slot {
     /// Direct path: the slot's entry of the file table holds a socket (the probe's, or a
     /// spare).
     fixed: bool,
-    /// Direct path: the entry's socket is the last probe's, which timed out, disconnected and
-    /// clean, of this address family (`true`: IPv4); the slot's next probe of that family
-    /// connects it instead of creating a socket. Closed by [`Driver::flush`].
-    fixed_spare: Option<bool>,
+    /// Direct path: the entry's socket is the last probe's (to `target`), which timed out,
+    /// disconnected and clean; the slot's next probe of that address family connects it
+    /// instead of creating a socket. Closed by [`Driver::flush`].
+    fixed_spare: bool,
     op: Op,
     /// Where the connect in flight stands with its deadline.
     expiry: Expiry,
@@ -387,7 +382,7 @@ impl UringDriver {
                 socket: None,
                 spare: None,
                 fixed: false,
-                fixed_spare: None,
+                fixed_spare: false,
                 op: Op::Idle,
                 expiry: Expiry::No,
                 deadline: Instant::now(),
@@ -420,7 +415,8 @@ impl UringDriver {
     /// Direct path: the family of the spare that `slot`'s entry holds (`true`: IPv4).
     #[cfg(test)]
     fn fixed_spare(&self, slot: u32) -> Option<bool> {
-        self.slots[slot as usize].fixed_spare
+        let s = &self.slots[slot as usize];
+        s.fixed_spare.then(|| s.target.is_ipv4())
     }
 
     /// How this driver holds its sockets.
@@ -766,20 +762,12 @@ impl UringDriver {
                         // ends the attempt, io_uring can report 0 with the error already
                         // consumed.
                         0 => verify_connected(&socket, s.target),
-                        // Cancelled (only a dropping driver cancels a connect before its
-                        // deadline): the answer may have come just before.
-                        libc::ECANCELED => last_look(&socket, s.target),
                         e => ConnectEvent::Failed(e),
                     }
                 };
                 if matches!(event, ConnectEvent::Connected { .. }) {
                     reset_on_close(&socket);
                     s.socket = Some(socket);
-                } else if event == ConnectEvent::TimedOut
-                    && expiry == Expiry::No
-                    && recycle(&socket)
-                {
-                    s.spare = Some(socket);
                 } else {
                     self.close_socket(socket);
                 }
@@ -811,9 +799,6 @@ impl UringDriver {
                         // As on the plain path, a zero result is checked on the socket
                         // itself.
                         0 => self.install(slot, Op::Confirm),
-                        // Cancelled (only a dropping driver cancels a connect before its
-                        // deadline): the answer may have come just before.
-                        libc::ECANCELED => self.install(slot, Op::LookConfirm),
                         // The socket never reached its entry (creating it succeeded, so
                         // this is the table entry's allocation failing): a local shortage.
                         libc::EBADF => {
@@ -835,7 +820,7 @@ impl UringDriver {
                 let event = match (result, s.soft) {
                     // Read and cleared: the socket is kept for the slot's next probe.
                     (r, 0) if r >= 0 => {
-                        s.fixed_spare = Some(s.target.is_ipv4());
+                        s.fixed_spare = true;
                         return Some(IoEvent::Connect(ConnectEvent::TimedOut));
                     }
                     // The disconnect's own reset was still there (the connect did not take
@@ -848,7 +833,7 @@ impl UringDriver {
                 self.close_fixed(slot);
                 IoEvent::Connect(event)
             }
-            Op::Confirm | Op::LookConfirm => {
+            Op::Confirm => {
                 if result < 0 {
                     // No fd to check it on (EMFILE ...): a local shortage, never a verdict.
                     self.close_fixed(slot);
@@ -857,11 +842,7 @@ impl UringDriver {
                 // SAFETY: the kernel just installed `result` as a new descriptor of this
                 // process for the slot's socket; nothing else knows it, so it is ours to own.
                 let socket = unsafe { Socket::from_raw_fd(result) };
-                let event = if op == Op::Confirm {
-                    verify_connected(&socket, s.target)
-                } else {
-                    last_look(&socket, s.target)
-                };
+                let event = verify_connected(&socket, s.target);
                 // The table entry keeps the socket; only this second descriptor goes.
                 self.close_socket(socket);
                 if !matches!(event, ConnectEvent::Connected { .. }) {
@@ -945,28 +926,6 @@ fn verify_connected(socket: &Socket, target: SocketAddr) -> ConnectEvent {
     }
 }
 
-/// The state of a socket whose connect was cancelled (by a dropping driver): connected (the
-/// peer answered), failed with the error the peer's answer left pending, or still
-/// unanswered. With deferred task work the answer can have arrived just before.
-fn last_look(socket: &Socket, target: SocketAddr) -> ConnectEvent {
-    match socket.take_error() {
-        Ok(Some(e)) => return ConnectEvent::Failed(errno(e)),
-        Ok(None) => {}
-        Err(e) => return ConnectEvent::Failed(errno(e)),
-    }
-    // An unanswered socket has no peer: its own address is only asked for when it has one.
-    if socket.peer_addr().is_err() {
-        return ConnectEvent::TimedOut;
-    }
-    match socket.local_addr().map(|local| local.as_socket()) {
-        Ok(Some(local)) => ConnectEvent::Connected {
-            local,
-            peer: target,
-        },
-        _ => ConnectEvent::TimedOut,
-    }
-}
-
 /// The event of a connect whose deadline passed ([`UringDriver::expire`]), from its
 /// completion's `result`; `None` when the disconnect ended it (the timeout, unless the soft
 /// error the socket holds says otherwise).
@@ -984,25 +943,6 @@ fn expired_connect(result: i32, expiry: Expiry) -> Option<ConnectEvent> {
         // (which then found the socket closed): an answer all the same.
         e => Some(ConnectEvent::Failed(e)),
     }
-}
-
-/// Plain path, after the disconnect that ended a timed-out connect (whose completion took
-/// the reset it left): the soft error that an ICMP message may have left while the
-/// handshake was pending, now cleared, or none; an error when the socket cannot be read (it
-/// is then not reused).
-fn soft_error(socket: &Socket) -> Result<Option<Errno>, Errno> {
-    for _ in 0..2 {
-        match socket.take_error() {
-            Ok(None) => return Ok(None),
-            Ok(Some(e)) => match errno(e) {
-                // The disconnect's own reset, if the connect did not take it.
-                libc::ECONNRESET => {}
-                e => return Ok(Some(e)),
-            },
-            Err(e) => return Err(errno(e)),
-        }
-    }
-    Err(libc::ECONNRESET)
 }
 
 /// The socket command that reads and clears `SO_ERROR` of the socket in file table entry
@@ -1105,7 +1045,7 @@ impl Driver for UringDriver {
             self.close_socket(socket);
         }
         // A spare stays for the slot's next probe.
-        if self.slots[slot as usize].fixed_spare.is_none() {
+        if !self.slots[slot as usize].fixed_spare {
             self.close_fixed(slot);
         }
     }
@@ -1170,7 +1110,7 @@ impl Driver for UringDriver {
             if let Some(socket) = self.slots[slot].spare.take() {
                 self.close_socket(socket);
             }
-            if self.slots[slot].fixed_spare.take().is_some() {
+            if std::mem::take(&mut self.slots[slot].fixed_spare) {
                 self.close_fixed(slot as u32);
             }
         }
@@ -1276,11 +1216,8 @@ impl UringDriver {
         let protocol = self.socket_protocol;
         let s = &mut self.slots[slot as usize];
         debug_assert!(s.socket.is_none(), "slot {slot} started twice");
-        debug_assert!(
-            !s.fixed || s.fixed_spare.is_some(),
-            "slot {slot} started twice"
-        );
-        let reuse = s.fixed_spare.take() == Some(target.is_ipv4());
+        debug_assert!(!s.fixed || s.fixed_spare, "slot {slot} started twice");
+        let reuse = std::mem::take(&mut s.fixed_spare) && s.target.is_ipv4() == target.is_ipv4();
         if s.fixed && !reuse {
             // A spare of the other family: the new socket's creation replaces it in the
             // entry, but closing it first keeps the count of open sockets exact.
@@ -1330,10 +1267,7 @@ impl UringDriver {
             return;
         };
         if s.generation == user_data as u32 && s.op != Op::Idle {
-            if matches!(s.op, Op::Confirm | Op::LookConfirm)
-                && user_data & SOCKET_OP == 0
-                && result >= 0
-            {
+            if s.op == Op::Confirm && user_data & SOCKET_OP == 0 && result >= 0 {
                 // SAFETY: the kernel installed `result` as a new descriptor for this check,
                 // which nothing else knows and nobody will use now.
                 unsafe { libc::close(result) };
@@ -1427,8 +1361,9 @@ impl UringDriver {
     }
 }
 
-/// A read cancelled by its timeout: bytes may have arrived just before the timer fired (see
-/// [`last_look`]); take them if they are there, without waiting.
+/// A read cancelled by its timeout: bytes may have arrived just before the timer fired (with
+/// deferred task work, the answer's completion can still be queued then); take them if they
+/// are there, without waiting.
 fn last_look_recv(s: &mut Slot) -> IoEvent {
     let Some(socket) = s.socket.as_ref() else {
         return IoEvent::TimedOut;
